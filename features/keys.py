@@ -1,0 +1,56 @@
+"""Redis key builders: the only place key names are spelled.
+
+Pure functions of a prefix and ids, so the worker, the server, tests and tools agree.
+
+>>> page_key("hs:", "p1")
+'hs:page:p1'
+>>> default_page_key("hs:", "US")
+'hs:page:__default__:US'
+>>> trending_key("hs:", "US", 3)
+'hs:trending:US:3'
+"""
+
+from __future__ import annotations
+
+#: Country code used for the all-countries trending list and default page.
+ALL_COUNTRIES = "ALL"
+
+
+def page_key(prefix: str, profile_id: str) -> str:
+    """The materialized home page (JSON) of one profile."""
+    return f"{prefix}page:{profile_id}"
+
+
+def default_page_key(prefix: str, country: str) -> str:
+    """The non-personalized page for members without history, per country."""
+    return f"{prefix}page:__default__:{country}"
+
+
+def profile_key(prefix: str, profile_id: str) -> str:
+    """The per-profile feature state (JSON)."""
+    return f"{prefix}profile:{profile_id}"
+
+
+def trending_key(prefix: str, country: str, epoch: int) -> str:
+    """Forward-decayed play counts (sorted set) of one country in one decay epoch."""
+    return f"{prefix}trending:{country}:{epoch}"
+
+
+def catalog_key(prefix: str) -> str:
+    """Hash of title id -> catalog record (JSON)."""
+    return f"{prefix}catalog"
+
+
+def catalog_version_key(prefix: str) -> str:
+    """Counter bumped on every catalog change, so workers know to reload."""
+    return f"{prefix}catalog:version"
+
+
+def checkpoint_key(prefix: str, name: str) -> str:
+    """A model checkpoint (bytes)."""
+    return f"{prefix}model:{name}"
+
+
+def stats_key(prefix: str) -> str:
+    """Hash of pipeline counters (events applied, duplicates, dead letters, ...)."""
+    return f"{prefix}stats"

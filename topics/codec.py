@@ -1,0 +1,210 @@
+"""The wire format: Avro single-object encoding, decoded by schema fingerprint.
+
+Every message value is ``C3 01`` + the schema's 8-byte CRC-64-AVRO fingerprint (little
+endian) + the Avro binary body, as the Avro specification's *single-object encoding*
+defines. The fingerprint tells a reader which schema wrote the body without a schema
+registry service, which the dev broker (Tansu) does not offer and which a player SDK should
+not need to reach. The same message can therefore be a single event (``homestream.Play``)
+or an :class:`EventBatch` of several events of one profile; the reader tells them apart by
+the fingerprint.
+
+>>> from topics.models import Play
+>>> codec = AvroCodec()
+>>> play = Play(event_id="e1", profile_id="p1", event_ts_ms=1_700_000_000_000,
+...             title_id="t1", action="start", position_s=0.0, duration_s=60.0)
+>>> data = codec.encode_event(play)
+>>> data[:2]
+b'\\xc3\\x01'
+>>> codec.decode_events(data) == [play]
+True
+>>> codec.decode_events(codec.encode_batch("p1", [play, play])) == [play, play]
+True
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+from pydantic import BaseModel, ValidationError
+
+from topics.models import EVENT_MODELS, DeadLetter, Event, Title
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+MAGIC = b"\xc3\x01"
+HEADER_LEN = 10
+# Order matters: named types must be parsed before the schemas that reference them.
+SCHEMA_FILES = (
+    "play", "impression", "scroll", "click", "feedback", "search",
+    "event_batch", "title", "dead_letter",
+)
+BATCH_SCHEMA = "homestream.EventBatch"
+
+
+class DecodeError(ValueError):
+    """A message that cannot be turned into valid events; the text says why."""
+
+
+class AvroCodec:
+    """Encodes models to single-object Avro and decodes by fingerprint.
+
+    Parameters
+    ----------
+    schema_dir
+        Folder holding the ``.avsc`` files.
+    """
+
+    def __init__(self, schema_dir: Path = SCHEMA_DIR) -> None:
+        self.schema_dir = schema_dir
+        named: dict[str, Any] = {}
+        self._schemas: dict[str, Any] = {}
+        self._headers: dict[str, bytes] = {}
+        self._by_fingerprint: dict[bytes, str] = {}
+        for stem in SCHEMA_FILES:
+            raw = json.loads((schema_dir / f"{stem}.avsc").read_text())
+            parsed = parse_schema(raw, named_schemas=named)
+            name = parsed["name"]
+            canonical = to_parsing_canonical_form(parsed)
+            fp = int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
+            self._schemas[name] = parsed
+            self._headers[name] = MAGIC + fp
+            self._by_fingerprint[fp] = name
+
+    @property
+    def schema_names(self) -> list[str]:
+        """Full names of every schema the codec knows."""
+        return list(self._schemas)
+
+    def schema(self, name: str) -> Any:
+        """The parsed schema for ``name`` (for documentation and tools)."""
+        return self._schemas[name]
+
+    def fingerprint_hex(self, name: str) -> str:
+        """The schema's fingerprint as written in messages, in hex."""
+        return self._headers[name][2:].hex()
+
+    # -- encoding ---------------------------------------------------------------------------
+    def encode(self, schema_name: str, record: dict[str, Any]) -> bytes:
+        """Encode a plain record with the named schema."""
+        buf = io.BytesIO()
+        buf.write(self._headers[schema_name])
+        fastavro.schemaless_writer(buf, self._schemas[schema_name], record)
+        return buf.getvalue()
+
+    def encode_model(self, model: BaseModel) -> bytes:
+        """Encode a model with the schema its class names."""
+        return self.encode(type(model).schema_name, model.model_dump())  # type: ignore[attr-defined]
+
+    def encode_event(self, event: Event) -> bytes:
+        """Encode one player event as a single-event message."""
+        return self.encode_model(event)
+
+    def encode_batch(self, profile_id: str, events: Sequence[Event]) -> bytes:
+        """Encode several events of ``profile_id`` as one :data:`BATCH_SCHEMA` message."""
+        for e in events:
+            if e.profile_id != profile_id:
+                raise ValueError(
+                    f"event {e.event_id} has profile_id {e.profile_id!r}, batch is for "
+                    f"{profile_id!r}"
+                )
+        items = [(type(e).schema_name, e.model_dump()) for e in events]
+        return self.encode(BATCH_SCHEMA, {"profile_id": profile_id, "events": items})
+
+    def encode_title(self, title: Title) -> bytes:
+        """Encode a catalog record."""
+        return self.encode_model(title)
+
+    def encode_dead_letter(self, letter: DeadLetter) -> bytes:
+        """Encode a dead-letter record."""
+        return self.encode_model(letter)
+
+    # -- decoding ---------------------------------------------------------------------------
+    def decode(self, data: bytes) -> tuple[str, Any]:
+        """Return ``(schema_name, record)`` for one message; :class:`DecodeError` if unusable."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise DecodeError(f"message value is {type(data).__name__}, expected bytes")
+        if len(data) < HEADER_LEN or data[:2] != MAGIC:
+            raise DecodeError("not Avro single-object encoding (missing C3 01 header)")
+        fp = bytes(data[2:HEADER_LEN])
+        name = self._by_fingerprint.get(fp)
+        if name is None:
+            raise DecodeError(f"unknown schema fingerprint {fp.hex()}")
+        try:
+            record = fastavro.schemaless_reader(
+                io.BytesIO(data[HEADER_LEN:]), self._schemas[name], None,
+                return_record_name=True,
+            )
+        except Exception as exc:  # fastavro raises many types for truncated/corrupt bodies
+            raise DecodeError(f"corrupt {name} body: {type(exc).__name__}: {exc}") from exc
+        return name, record
+
+    def decode_raw_events(self, data: bytes) -> list[tuple[str, dict[str, Any]]]:
+        """Decode a single-event or batch message into ``(schema_name, record)`` pairs,
+        without semantic validation."""
+        name, record = self.decode(data)
+        if name == BATCH_SCHEMA:
+            return [(n, r) for n, r in record["events"]]
+        if name in EVENT_MODELS:
+            return [(name, record)]
+        raise DecodeError(f"{name} is not a player event message")
+
+    def decode_events(self, data: bytes) -> list[Event]:
+        """Decode and validate every event of a message; raise on the first invalid one."""
+        out = []
+        for i, (name, record) in enumerate(self.decode_raw_events(data)):
+            out.append(validate_event(name, record, index=i))
+        return out
+
+    def decode_title(self, data: bytes) -> Title:
+        """Decode and validate a catalog record."""
+        name, record = self.decode(data)
+        if name != Title.schema_name:
+            raise DecodeError(f"{name} on the catalog topic, expected {Title.schema_name}")
+        try:
+            return Title.model_validate(record)
+        except ValidationError as exc:
+            raise DecodeError(describe_validation_error(exc)) from exc
+
+    def decode_dead_letter(self, data: bytes) -> DeadLetter:
+        """Decode a dead-letter record."""
+        name, record = self.decode(data)
+        if name != DeadLetter.schema_name:
+            raise DecodeError(f"{name} is not a dead letter")
+        return DeadLetter.model_validate(record)
+
+
+def validate_event(name: str, record: dict[str, Any], index: int = 0) -> Event:
+    """Validate a decoded record as its event model; :class:`DecodeError` names the field."""
+    model = EVENT_MODELS[name]
+    try:
+        return model.model_validate(record)
+    except ValidationError as exc:
+        where = f"events[{index}] " if index else ""
+        raise DecodeError(f"{where}{model.__name__}: {describe_validation_error(exc)}") from exc
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each bad field and what is wrong with it."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(model)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+@lru_cache(maxsize=1)
+def default_codec() -> AvroCodec:
+    """A process-wide codec over the packaged schemas (built on first use, not at import)."""
+    return AvroCodec()
+
+
+def iter_schema_docs(codec: AvroCodec) -> Iterable[tuple[str, str]]:
+    """``(name, fingerprint)`` pairs for documentation."""
+    for name in codec.schema_names:
+        yield name, codec.fingerprint_hex(name)
