@@ -187,7 +187,7 @@ def _apply_play(state: ProfileState, ev: Play, genres_of: GenresOf, params: Feat
     fraction = ev.fraction
     if is_finished(fraction):
         state.finished[ev.title_id] = max(ts, state.finished.get(ev.title_id, 0))
-    elif ev.action == "start" and ev.title_id in state.finished and ts > state.finished[ev.title_id]:
+    elif ev.action == "start" and ts > state.finished.get(ev.title_id, ts):
         del state.finished[ev.title_id]  # a re-watch brings the title back to Continue Watching
     before = state.engaged.get(ev.title_id, ENGAGED_NONE)
     level, label = derive_play_level(before, fraction)

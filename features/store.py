@@ -11,8 +11,6 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 
-import orjson
-
 from features import keys
 from features.profile import ProfileState
 from features.trending import merge_epochs
@@ -91,6 +89,10 @@ class PipelineStore(abc.ABC):
     async def counters(self) -> dict[str, int]:
         ...
 
+    async def ping(self) -> bool:
+        """True when the backing store answers (readiness probes); raises if unreachable."""
+        return True
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 
@@ -157,6 +159,9 @@ class InMemoryStore(PipelineStore):
 
     async def counters(self) -> dict[str, int]:
         return dict(self._counters)
+
+    async def ping(self) -> bool:
+        return True
 
 
 class RedisStore(PipelineStore):
@@ -265,6 +270,9 @@ class RedisStore(PipelineStore):
     async def counters(self) -> dict[str, int]:
         raw = await self.client.hgetall(keys.stats_key(self.prefix))
         return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def ping(self) -> bool:
+        return bool(await self.client.ping())
 
     async def close(self) -> None:
         await self.client.aclose()

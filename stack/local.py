@@ -148,7 +148,8 @@ class LocalStack:
 
 
 @contextlib.contextmanager
-def local_stack(broker_port: int | None = None, redis_port: int | None = None) -> Iterator[LocalStack]:
+def local_stack(broker_port: int | None = None,
+                redis_port: int | None = None) -> Iterator[LocalStack]:
     """Run Tansu and Redis for the duration of the ``with`` block."""
     broker = start_tansu(broker_port)
     try:

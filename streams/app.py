@@ -1,0 +1,133 @@
+"""The Faust app: one app, built by :func:`build_app` from settings (nothing at import time).
+
+Agents are thin: they turn Faust events into :class:`~streams.processor.RawMessage` and hand
+micro-batches (``stream.take_events``) to :class:`~streams.processor.EventProcessor`. Faust
+acks a ``take_events`` batch only after the loop body returns, so a batch whose pages and
+dead letters are not written yet is never committed (at-least-once); state updates are
+idempotent by event id, so a replay after a crash changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+from collections.abc import Awaitable, Sequence
+from typing import Any
+
+import faust
+
+from features.store import PipelineStore, RedisStore
+from settings import Settings
+from streams.processor import DeadLetterSink, EventProcessor, RawMessage
+from topics.codec import default_codec
+from topics.models import DeadLetter
+from topics.registry import event_topics, topic_specs
+
+log = logging.getLogger(__name__)
+
+
+class FaustDeadLetters:
+    """Sends dead letters to the dead-letter topic and waits for the broker's ack."""
+
+    def __init__(self, topic: faust.TopicT) -> None:
+        self.topic = topic
+        self.codec = default_codec()
+
+    async def send(self, letters: Sequence[DeadLetter]) -> None:
+        futures = []
+        for letter in letters:
+            log.warning("dead letter from %s[%d]@%d: %s", letter.source_topic,
+                        letter.partition, letter.offset, letter.reason)
+            futures.append(await self.topic.send(
+                key=letter.key, value=self.codec.encode_dead_letter(letter),
+                headers={"reason": letter.reason.encode()[:1000],
+                         "error_type": letter.error_type.encode()},
+            ))
+        await asyncio.gather(*futures)
+
+
+def faust_config(settings: Settings) -> dict[str, Any]:
+    """Faust app options derived from settings (broker timeouts matter on Tansu)."""
+    brokers = [f"kafka://{b.strip()}" for b in settings.bootstrap_servers.split(",")]
+    return {
+        "broker": brokers,
+        "store": "memory://",
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "processing_guarantee": "at_least_once",
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": settings.heartbeat_interval_s,
+        "broker_rebalance_timeout": settings.rebalance_timeout_s,
+        "consumer_auto_offset_reset": "earliest",
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "web_enabled": settings.worker_web_port > 0,
+        "web_port": settings.worker_web_port or 6066,
+        "datadir": settings.worker_data_dir,
+    }
+
+
+async def _finish_even_if_cancelled(coro: Awaitable[Any]) -> Any:
+    """Run ``coro`` to completion even when the agent is cancelled (worker stopping), so a
+    batch is never acked half-written."""
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+def _raw(events: Sequence[faust.EventT]) -> list[RawMessage]:
+    return [RawMessage(e.message.topic, e.message.partition, e.message.offset,
+                       e.message.key, e.message.value) for e in events]
+
+
+def build_app(settings: Settings, store: PipelineStore | None = None,
+              dead_letters: DeadLetterSink | None = None) -> faust.App:
+    """The worker's Faust app with its topics, agents and timers."""
+    app = faust.App(settings.app_id, **faust_config(settings))
+    specs = topic_specs(settings)
+    dlq_topic = app.topic(specs["dead_letter"].name, key_type=bytes, value_type=bytes,
+                          internal=False)
+    store = store or RedisStore.from_url(settings.redis_url, settings.key_prefix)
+    processor = EventProcessor(settings, store, dead_letters or FaustDeadLetters(dlq_topic))
+    app.processor = processor  # type: ignore[attr-defined]  # for tests and tools
+    freshness: list[float] = []
+    events_topic = app.topic(*event_topics(settings), key_type=bytes, value_type=bytes)
+    catalog_topic = app.topic(specs["catalog"].name, key_type=bytes, value_type=bytes)
+
+    @app.agent(events_topic, name="events")
+    async def process_events(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(settings.batch_max_events,
+                                              within=settings.batch_within_s):
+            report = await _finish_even_if_cancelled(processor.process(_raw(batch)))
+            freshness.extend(report.freshness_ms)
+
+    @app.agent(catalog_topic, name="catalog")
+    async def process_catalog(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(1000, within=0.2):
+            await _finish_even_if_cancelled(processor.process_catalog(_raw(batch)))
+
+    @app.timer(settings.model_checkpoint_interval_s)
+    async def checkpoint_model() -> None:
+        await processor.checkpoint()
+
+    @app.timer(2.0)
+    async def default_pages() -> None:
+        await processor.refresh_default_pages()
+
+    @app.timer(10.0)
+    async def log_freshness() -> None:
+        if freshness:
+            q = statistics.quantiles(freshness, n=100) if len(freshness) > 1 else freshness * 99
+            log.info("event->page freshness over %d events: p50 %.0f ms, p99 %.0f ms",
+                     len(freshness), q[49], q[98])
+            freshness.clear()
+
+    @app.on_before_shutdown.connect
+    async def _final_checkpoint(app: faust.App, **kwargs: Any) -> None:
+        await processor.checkpoint()
+
+    return app

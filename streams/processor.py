@@ -1,0 +1,327 @@
+"""The worker's per-micro-batch step: decode -> dedupe/apply -> learn -> materialize pages.
+
+Independent of Faust so it can be driven by the Faust agent, by tests and by tools alike;
+I/O goes through two injected edges, a :class:`~features.store.PipelineStore` and a
+:class:`DeadLetterSink`. A batch does at most four store round trips whatever its size:
+load the affected profiles (one ``MGET``), commit states + trending + counters (one
+``MULTI``), read trending for the countries involved (one pipeline) and write the pages
+(one ``MSET``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import orjson
+
+from features.catalog import Catalog
+from features.keys import ALL_COUNTRIES
+from features.profile import Effects, FeatureParams, ProfileState, apply_event
+from features.store import PipelineStore, TrendingIncrement
+from features.trending import decayed_weight, epoch_of
+from online_models.page import PageConfig, assemble_page
+from online_models.top_picks import TopPicksModel
+from settings import Settings
+from topics.codec import AvroCodec, DecodeError, default_codec, validate_event
+from topics.models import DeadLetter, Event, Impression, Title
+
+log = logging.getLogger(__name__)
+
+MODEL_CHECKPOINT = "top-picks"
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    """One consumed Kafka message, as the agent hands it over."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class DeadLetterSink(Protocol):
+    """Where unusable input goes; ``send`` returns once the letters are durably written."""
+
+    async def send(self, letters: Sequence[DeadLetter]) -> None: ...
+
+
+class MemoryDeadLetters:
+    """A :class:`DeadLetterSink` that keeps letters in a list (unit tests, tools)."""
+
+    def __init__(self) -> None:
+        self.letters: list[DeadLetter] = []
+
+    async def send(self, letters: Sequence[DeadLetter]) -> None:
+        self.letters.extend(letters)
+
+
+@dataclass
+class BatchReport:
+    """What one micro-batch did."""
+
+    messages: int = 0
+    events: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    profiles: int = 0
+    pages: int = 0
+    labels: int = 0
+    #: Page-write time minus event time, per applied event, in ms.
+    freshness_ms: list[float] = field(default_factory=list)
+
+
+class EventProcessor:
+    """Holds the worker's in-memory parts (catalog, model) and runs micro-batches.
+
+    Parameters
+    ----------
+    settings
+        Pipeline settings.
+    store
+        Where state and pages live.
+    dead_letters
+        Where unusable input goes.
+    clock
+        Wall clock in seconds; only used to stamp when a page was written, never as
+        event time.
+    """
+
+    def __init__(self, settings: Settings, store: PipelineStore, dead_letters: DeadLetterSink,
+                 codec: AvroCodec | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.store = store
+        self.dead_letters = dead_letters
+        self.codec = codec or default_codec()
+        self.clock = clock
+        self.catalog = Catalog()
+        self.catalog_version = -1
+        self.model = TopPicksModel(n_factors=settings.model_factors, seed=settings.model_seed)
+        self.params = FeatureParams(
+            dedupe_window=settings.dedupe_window, recent_titles=settings.recent_titles,
+            affinity_half_life_s=settings.affinity_half_life_s,
+        )
+        self.page_config = PageConfig(row_length=settings.row_length,
+                                      affinity_half_life_s=settings.affinity_half_life_s)
+        self._catalog_ids: list[str] = []
+        self._started = False
+        self._labels_since_checkpoint = 0
+        self._countries: set[str] = {ALL_COUNTRIES}
+        self._latest_event_ms = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the catalog and the latest model checkpoint (idempotent)."""
+        if self._started:
+            return
+        await self.refresh_catalog(force=True)
+        data = await self.store.load_checkpoint(MODEL_CHECKPOINT)
+        if data is not None:
+            self.model = TopPicksModel.from_bytes(data)
+            log.info("restored model checkpoint v%d (%d labels learned)",
+                     self.model.version, self.model.n_learned)
+        self._started = True
+
+    async def checkpoint(self, force: bool = False) -> bool:
+        """Save the model if it learned anything since the last checkpoint."""
+        if not force and self._labels_since_checkpoint == 0:
+            return False
+        self.model.version += 1
+        await self.store.save_checkpoint(MODEL_CHECKPOINT, self.model.to_bytes())
+        self._labels_since_checkpoint = 0
+        return True
+
+    async def refresh_catalog(self, force: bool = False) -> bool:
+        """Reload the catalog from the store when its version moved."""
+        version = await self.store.catalog_version()
+        if not force and version == self.catalog_version:
+            return False
+        version, titles = await self.store.load_catalog()
+        self.catalog = Catalog(titles)
+        self._catalog_ids = self.catalog.title_ids()
+        self.catalog_version = version
+        return True
+
+    # -- catalog topic --------------------------------------------------------------------
+    async def process_catalog(self, messages: Sequence[RawMessage]) -> int:
+        """Store catalog records (tombstones delete); bad records go to the dead letters."""
+        upserts: dict[str, Title] = {}
+        deletes: list[str] = []
+        letters = []
+        for m in messages:
+            if m.value is None:
+                if m.key:
+                    tid = m.key.decode("utf-8", "replace")
+                    deletes.append(tid)
+                    upserts.pop(tid, None)
+                continue
+            try:
+                t = self.codec.decode_title(m.value)
+            except DecodeError as exc:
+                letters.append(self._letter(m, str(exc), "DecodeError"))
+                continue
+            upserts[t.title_id] = t
+            if t.title_id in deletes:
+                deletes.remove(t.title_id)
+        if letters:
+            await self.dead_letters.send(letters)
+        if upserts or deletes:
+            await self.store.put_titles(list(upserts.values()), deletes)
+            await self.refresh_catalog()
+        return len(upserts) + len(deletes)
+
+    # -- event topics ---------------------------------------------------------------------
+    def _letter(self, m: RawMessage, reason: str, error_type: str,
+                event_id: str | None = None, value: bytes | None = None) -> DeadLetter:
+        return DeadLetter(
+            source_topic=m.topic, partition=m.partition, offset=m.offset, key=m.key,
+            value=m.value if value is None else value, reason=reason, error_type=error_type,
+            event_id=event_id, failed_at_ms=int(self.clock() * 1000),
+        )
+
+    def decode(self, messages: Sequence[RawMessage]) -> tuple[list[Event], list[DeadLetter]]:
+        """Valid events in message order, and a dead letter for everything else.
+
+        A batch message with some invalid events keeps the valid ones; each invalid event
+        becomes its own letter holding that event re-encoded as a single-event message.
+        """
+        events: list[Event] = []
+        letters: list[DeadLetter] = []
+        for m in messages:
+            if m.value is None:
+                letters.append(self._letter(m, "empty message value", "DecodeError"))
+                continue
+            try:
+                raw = self.codec.decode_raw_events(m.value)
+            except DecodeError as exc:
+                letters.append(self._letter(m, str(exc), "DecodeError"))
+                continue
+            single = len(raw) == 1
+            key = m.key.decode("utf-8", "replace") if m.key else None
+            for i, (name, record) in enumerate(raw):
+                try:
+                    ev = validate_event(name, record, index=i)
+                except DecodeError as exc:
+                    letters.append(self._letter(
+                        m, str(exc), "ValidationError", event_id=record.get("event_id"),
+                        value=None if single else self.codec.encode(name, record)))
+                    continue
+                if key is not None and ev.profile_id != key:
+                    letters.append(self._letter(
+                        m, f"event profile_id {ev.profile_id!r} does not match message key "
+                           f"{key!r}", "KeyMismatch", event_id=ev.event_id,
+                        value=None if single else self.codec.encode(name, record)))
+                    continue
+                events.append(ev)
+        return events, letters
+
+    async def process(self, messages: Sequence[RawMessage]) -> BatchReport:
+        """Run one micro-batch end to end; returns when pages and dead letters are written."""
+        await self.start()
+        report = BatchReport(messages=len(messages))
+        events, letters = self.decode(messages)
+        report.events, report.dead_letters = len(events), len(letters)
+        if letters:
+            await self.dead_letters.send(letters)
+        if not events:
+            if letters:
+                await self.store.commit_batch([], [], {"dead_letters": len(letters)})
+            return report
+        await self.refresh_catalog()
+
+        by_profile: dict[str, list[Event]] = {}
+        for ev in events:
+            by_profile.setdefault(ev.profile_id, []).append(ev)
+        states = await self.store.load_profiles(list(by_profile))
+        changed: list[ProfileState] = []
+        to_render: list[ProfileState] = []
+        trending: list[TrendingIncrement] = []
+        hl = self.settings.trending_half_life_s
+        applied_ts: dict[str, list[int]] = {}
+        genres_of = self.catalog.genres_of
+        for pid, evs in by_profile.items():
+            state = states.get(pid) or ProfileState(pid)
+            evs.sort(key=lambda e: e.event_ts_ms)  # stable: same-time events keep their order
+            mutated = render = False
+            for ev in evs:
+                fx: Effects = apply_event(state, ev, genres_of, self.params)
+                if fx.duplicate:
+                    report.duplicates += 1
+                    render = render or not isinstance(ev, Impression)
+                    continue
+                mutated = True
+                report.applied += 1
+                if fx.page_changed:
+                    render = True
+                    applied_ts.setdefault(pid, []).append(ev.event_ts_ms)
+                for tid, y in fx.labels:
+                    self.model.learn_positive(pid, tid, y, self._catalog_ids,
+                                              exclude=state.engaged)
+                    report.labels += 1
+                for country, tid, ts in fx.plays:
+                    epoch, w = decayed_weight(ts, hl)
+                    trending.append((ALL_COUNTRIES, epoch, tid, w))
+                    if country != ALL_COUNTRIES:
+                        trending.append((country, epoch, tid, w))
+                    self._latest_event_ms = max(self._latest_event_ms, ts)
+            if mutated:
+                changed.append(state)
+            if render:
+                to_render.append(state)
+        self._labels_since_checkpoint += report.labels
+        await self.store.commit_batch(changed, trending, {
+            "messages": report.messages, "events_applied": report.applied,
+            "duplicates": report.duplicates, "dead_letters": report.dead_letters,
+        })
+        report.profiles = len(by_profile)
+        if to_render:
+            report.pages = await self._render(to_render)
+            now_ms = self.clock() * 1000.0
+            for ts_list in applied_ts.values():
+                report.freshness_ms.extend(now_ms - ts for ts in ts_list)
+        return report
+
+    def _country(self, state: ProfileState) -> str:
+        return state.country if state.country not in ("", "ZZ") else ALL_COUNTRIES
+
+    async def _render(self, states: Sequence[ProfileState]) -> int:
+        countries = sorted({self._country(s) for s in states})
+        self._countries.update(countries)
+        trending = await self.store.top_trending(countries, self._trending_epoch(),
+                                                 4 * self.settings.row_length)
+        now_ms = int(self.clock() * 1000)
+        pages = {}
+        for s in states:
+            c = self._country(s)
+            page = assemble_page(s, self.catalog, trending.get(c, []), self.model.score_many,
+                                 self.page_config, c, now_ms)
+            page["generated_at_ms"] = int(self.clock() * 1000)
+            pages[s.profile_id] = orjson.dumps(page)
+        await self.store.write_pages(pages, {})
+        return len(pages)
+
+    def _trending_epoch(self) -> int:
+        ts = self._latest_event_ms or int(self.clock() * 1000)
+        return epoch_of(ts, self.settings.trending_half_life_s)
+
+    async def refresh_default_pages(self) -> int:
+        """Rebuild the non-personalized page of every country seen so far."""
+        await self.start()
+        await self.refresh_catalog()
+        countries = sorted(self._countries)
+        trending = await self.store.top_trending(countries, self._trending_epoch(),
+                                                 4 * self.settings.row_length)
+        now_ms = int(self.clock() * 1000)
+        pages = {
+            c: orjson.dumps(assemble_page(None, self.catalog, trending.get(c, []), None,
+                                          self.page_config, c, now_ms))
+            for c in countries
+        }
+        await self.store.write_pages({}, pages)
+        return len(pages)

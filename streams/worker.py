@@ -1,0 +1,40 @@
+"""Worker entrypoint: ``python -m streams.worker`` (or ``homestream worker``).
+
+Creates the registry's topics if they are missing, then runs the Faust worker until
+SIGINT/SIGTERM. Scale out by starting more workers with the same settings: partitions are
+shared among them by the consumer group.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import faust
+
+from settings import ConfigError, Settings, load_settings
+from streams.app import build_app
+from topics.registry import ensure_topics
+
+
+def run(settings: Settings, loglevel: str = "info") -> None:
+    """Run one worker process with ``settings`` until it is stopped."""
+    ensure_topics(settings)
+    app = build_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    run(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""One suite, every PipelineStore implementation: in-memory and a real Redis server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from features.profile import ProfileState
+from features.store import InMemoryStore, PipelineStore, RedisStore
+from tests.integration.helpers import make_titles
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[PipelineStore]:
+    if request.param == "memory":
+        yield InMemoryStore()
+        return
+    infra = request.getfixturevalue("infra")
+    s = RedisStore.from_url(infra.redis_url, f"c{uuid.uuid4().hex[:8]}:")
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def test_unknown_profiles_are_absent(store: PipelineStore) -> None:
+    assert await store.load_profiles(["nobody"]) == {}
+    assert await store.load_profiles([]) == {}
+
+
+async def test_commit_then_load_round_trips_states(store: PipelineStore) -> None:
+    a, b = ProfileState("a", n_events=3, country="US"), ProfileState("b", n_events=1)
+    a.progress["t1"] = [10.0, 100.0, 5]
+    await store.commit_batch([a, b], [], {"events_applied": 4})
+    got = await store.load_profiles(["a", "b", "c"])
+    assert got == {"a": a, "b": b}
+    assert (await store.counters())["events_applied"] == 4
+
+
+async def test_counters_and_trending_accumulate(store: PipelineStore) -> None:
+    await store.commit_batch([], [("US", 7, "t1", 1.0), ("US", 7, "t2", 3.0)], {"n": 1})
+    await store.commit_batch([], [("US", 7, "t1", 4.0), ("GB", 7, "t9", 1.0)], {"n": 2})
+    top = await store.top_trending(["US", "GB", "FR"], 7, 10)
+    assert top["US"] == [("t1", 5.0), ("t2", 3.0)]
+    assert top["GB"] == [("t9", 1.0)] and top["FR"] == []
+    assert (await store.counters())["n"] == 3
+
+
+async def test_trending_merges_the_previous_epoch(store: PipelineStore) -> None:
+    await store.commit_batch([], [("US", 6, "old", 2.0 ** 64 * 3), ("US", 7, "new", 2.0)], {})
+    top = await store.top_trending(["US"], 7, 5)
+    assert top["US"] == [("old", pytest.approx(3.0)), ("new", 2.0)]
+    assert (await store.top_trending(["US"], 7, 1))["US"][0][0] == "old"
+
+
+async def test_pages_personal_and_default(store: PipelineStore) -> None:
+    assert await store.get_page("p") is None
+    await store.write_pages({"p": b'{"rows":[]}'}, {"US": b"{}"})
+    assert await store.get_page("p") == b'{"rows":[]}'
+    assert await store.get_default_page("US") == b"{}"
+    assert await store.get_default_page("GB") is None
+
+
+async def test_catalog_versions_upserts_and_deletes(store: PipelineStore) -> None:
+    titles = make_titles(3)
+    v0 = await store.catalog_version()
+    v1 = await store.put_titles(titles)
+    assert v1 > v0 and await store.catalog_version() == v1
+    v2 = await store.put_titles([], ["t1"])
+    version, loaded = await store.load_catalog()
+    assert version == v2 > v1
+    assert sorted(t.title_id for t in loaded) == ["t0", "t2"]
+    assert next(t for t in loaded if t.title_id == "t0") == titles[0]
+
+
+async def test_checkpoints(store: PipelineStore) -> None:
+    assert await store.load_checkpoint("m") is None
+    await store.save_checkpoint("m", b"\x00\x01")
+    assert await store.load_checkpoint("m") == b"\x00\x01"

@@ -1,0 +1,127 @@
+"""Helpers for integration tests: worker processes, waiting, reading topics and Redis."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import redis
+from confluent_kafka import Consumer, TopicPartition
+
+from features import keys
+from settings import Settings
+from topics.models import Artwork, Title
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float, interval_s: float = 0.02,
+               what: str = "condition") -> object:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+class WorkerProcess:
+    """A ``python -m streams.worker`` child process configured by ``settings``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.log = Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
+        env = {**os.environ, **settings.to_env()}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.worker"], cwd=ROOT, env=env,
+            stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no final commit (a crash)."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail(self, n: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url)
+
+
+def counters(settings: Settings) -> dict[str, int]:
+    raw = redis_client(settings).hgetall(keys.stats_key(settings.key_prefix))
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def page(settings: Settings, profile_id: str) -> dict | None:
+    raw = redis_client(settings).get(keys.page_key(settings.key_prefix, profile_id))
+    return None if raw is None else orjson.loads(raw)
+
+
+def profile_state(settings: Settings, profile_id: str) -> dict | None:
+    raw = redis_client(settings).get(keys.profile_key(settings.key_prefix, profile_id))
+    return None if raw is None else orjson.loads(raw)
+
+
+def wait_for_catalog(settings: Settings, n_titles: int, timeout_s: float = 30.0) -> None:
+    """Block until the worker has stored ``n_titles`` catalog records (so it is running)."""
+    r = redis_client(settings)
+    wait_until(lambda: r.hlen(keys.catalog_key(settings.key_prefix)) >= n_titles, timeout_s,
+               what=f"{n_titles} catalog titles in Redis")
+
+
+def make_titles(n: int, genres: tuple[str, ...] = ("Comedy", "Horror", "Drama")) -> list[Title]:
+    """Small deterministic catalog for tests."""
+    return [
+        Title(title_id=f"t{i}", name=f"Title {i}", genres=[genres[i % len(genres)]],
+              maturity_rating="PG", release_date=dt.date(2024, 1, 1) + dt.timedelta(days=i),
+              duration_s=1200.0,
+              artwork=[Artwork(artwork_id=f"t{i}-art0", url=f"https://img.test/t{i}/0",
+                               tags=[genres[i % len(genres)].lower()])])
+        for i in range(n)
+    ]
+
+
+def read_topic(settings: Settings, topic: str, expect: int, timeout_s: float = 20.0) -> list:
+    """All messages of ``topic`` from the beginning until ``expect`` arrived (or timeout)."""
+    c = Consumer({
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+        "auto.offset.reset": "earliest", "enable.auto.commit": False,
+        "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
+    })
+    md = c.list_topics(topic, timeout=10)
+    c.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
+    out = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < expect and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is None or m.error():
+                continue
+            out.append(m)
+    finally:
+        c.close()
+    return out

@@ -1,0 +1,38 @@
+"""The Faust agents, driven through ``agent.test_context()`` with no broker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from features.store import InMemoryStore
+from settings import Settings
+from streams.app import build_app
+from streams.processor import MemoryDeadLetters
+from tests.integration.helpers import make_titles
+from topics.codec import default_codec
+from topics.models import Play
+
+TS = 1_700_000_000_000
+
+
+async def test_events_agent_materializes_pages_and_dead_letters_garbage() -> None:
+    store = InMemoryStore()
+    letters = MemoryDeadLetters()
+    await store.put_titles(make_titles(6))
+    app = build_app(Settings(app_id="agent-test", batch_within_s=0.05), store, letters)
+    agent = app.agents["events"]
+    codec = default_codec()
+    ev = Play(event_id="1", profile_id="p1", event_ts_ms=TS, title_id="t2", action="start",
+              position_s=0.0, duration_s=100.0, country="US")
+    async with agent.test_context() as ctx:
+        await ctx.put(key=b"p1", value=codec.encode_event(ev))
+        await ctx.put(key=b"p1", value=b"junk")
+        for _ in range(100):
+            if "p1" in store.pages and letters.letters:
+                break
+            await asyncio.sleep(0.02)
+    page = orjson.loads(store.pages["p1"])
+    assert page["rows"][0]["items"][0]["title_id"] == "t2"
+    assert [d.value for d in letters.letters] == [b"junk"]

@@ -1,0 +1,150 @@
+"""Feature transitions: feedback derivation, dedupe, event time, affinity, trending."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from features.feedback import ENGAGED_CLICK, ENGAGED_WATCH, derive_play_level
+from features.profile import FeatureParams, ProfileState, apply_event
+from features.trending import EPOCH_HALF_LIVES, decayed_weight, merge_epochs
+from topics.models import Feedback, Impression, Play, Scroll
+
+TS = 1_700_000_000_000
+GENRES = {"h1": ["Horror"], "c1": ["Comedy"], "d1": ["Drama", "Horror"]}
+P = FeatureParams(dedupe_window=16)
+
+
+def genres(t: str) -> list[str]:
+    return GENRES.get(t, [])
+
+
+def play(eid: str, title: str, pos: float, ts: int = TS, action: str = "progress",
+         dur: float = 100.0) -> Play:
+    return Play(event_id=eid, profile_id="p", event_ts_ms=ts, title_id=title, action=action,
+                position_s=pos, duration_s=dur, country="US")
+
+
+@pytest.mark.parametrize(("fraction", "level", "label"), [
+    (0.0, ENGAGED_CLICK, "click"), (0.5, ENGAGED_CLICK, "click"),
+    (0.51, ENGAGED_WATCH, "watch"), (1.0, ENGAGED_WATCH, "watch"),
+])
+def test_more_than_half_is_a_watch(fraction: float, level: int, label: str) -> None:
+    assert derive_play_level(0, fraction) == (level, label)
+
+
+def test_click_then_watch_labels_once_each_and_affinity_ends_at_watch_weight() -> None:
+    s = ProfileState("p")
+    a = apply_event(s, play("1", "h1", 10, action="start"), genres, P)
+    b = apply_event(s, play("2", "h1", 30, ts=TS + 1), genres, P)
+    c = apply_event(s, play("3", "h1", 60, ts=TS + 2), genres, P)
+    d = apply_event(s, play("4", "h1", 80, ts=TS + 3), genres, P)
+    assert (a.labels, b.labels, c.labels, d.labels) == ([("h1", 0.5)], [], [("h1", 1.0)], [])
+    assert a.plays == [("US", "h1", TS)] and c.plays == []  # one trending play per title
+    assert s.affinity["Horror"][0] == pytest.approx(1.0)
+
+
+def test_duplicate_event_changes_nothing() -> None:
+    s = ProfileState("p")
+    apply_event(s, play("1", "h1", 70), genres, P)
+    before = s.to_json()
+    fx = apply_event(s, play("1", "h1", 70), genres, P)
+    assert fx.duplicate and not fx.labels and s.to_json() == before
+
+
+def test_late_heartbeat_does_not_rewind_the_playhead() -> None:
+    s = ProfileState("p")
+    apply_event(s, play("1", "c1", 40, ts=TS + 10), genres, P)
+    apply_event(s, play("2", "c1", 20, ts=TS), genres, P)
+    assert s.resume_position("c1") == 40
+
+
+def test_finished_titles_leave_continue_watching_until_rewatched() -> None:
+    s = ProfileState("p")
+    apply_event(s, play("1", "c1", 30), genres, P)
+    apply_event(s, play("2", "d1", 40, ts=TS + 1), genres, P)
+    assert s.continue_watching() == ["d1", "c1"]
+    apply_event(s, play("3", "c1", 99, ts=TS + 2, action="stop"), genres, P)
+    assert s.continue_watching() == ["d1"]
+    apply_event(s, play("4", "c1", 0, ts=TS + 3, action="start"), genres, P)
+    assert s.continue_watching() == ["c1", "d1"]
+
+
+def test_dedupe_window_is_bounded() -> None:
+    s = ProfileState("p")
+    for i in range(40):
+        scroll = Scroll(event_id=str(i), profile_id="p", event_ts_ms=TS + i, row=i)
+        apply_event(s, scroll, genres, P)
+    assert len(s.seen_ids) == 16 and s.seen_ids[-1] == "39" and s.n_events == 40
+
+
+def test_explicit_feedback_moves_affinity_both_ways() -> None:
+    s = ProfileState("p")
+    up = Feedback(event_id="1", profile_id="p", event_ts_ms=TS, title_id="h1", kind="thumbs_up")
+    down = Feedback(event_id="2", profile_id="p", event_ts_ms=TS, title_id="c1",
+                    kind="thumbs_down")
+    assert apply_event(s, up, genres, P).labels == [("h1", 1.0)]
+    assert apply_event(s, down, genres, P).labels == [("c1", 0.0)]
+    aff = s.genre_affinity(TS, P.affinity_half_life_s)
+    assert aff["Horror"] > 0 > aff["Comedy"]
+
+
+def test_affinity_decays_by_half_life_in_event_time() -> None:
+    s = ProfileState("p")
+    apply_event(s, play("1", "h1", 80), genres, P)
+    hl = P.affinity_half_life_s
+    later = TS + int(hl * 1000)
+    assert s.genre_affinity(later, hl)["Horror"] == pytest.approx(0.5)
+
+
+def test_impressions_are_counted_without_changing_the_page() -> None:
+    s = ProfileState("p")
+    imp = Impression(event_id="1", profile_id="p", event_ts_ms=TS, request_id="r",
+                     title_id="h1", row_id="x", row=0, column=0, artwork_id="a",
+                     propensity=1.0, policy="p")
+    fx = apply_event(s, imp, genres, P)
+    assert s.impressions == {"h1": 1} and not fx.page_changed
+
+
+def test_state_json_round_trip() -> None:
+    s = ProfileState("p")
+    apply_event(s, play("1", "d1", 70), genres, P)
+    assert ProfileState.from_json(s.to_json()) == s
+
+
+@given(st.permutations(list(range(8))))
+def test_final_state_does_not_depend_on_arrival_order(order: list[int]) -> None:
+    events = [play(str(i), "d1" if i % 2 else "h1", 10.0 * i, ts=TS + i * 1000)
+              for i in range(8)]
+    a, b = ProfileState("p"), ProfileState("p")
+    for e in events:
+        apply_event(a, e, genres, P)
+    for i in order:
+        apply_event(b, events[i], genres, P)
+    assert a.progress == b.progress and a.engaged == b.engaged
+    assert a.continue_watching() == b.continue_watching()
+    # affinity may differ only by how much a click's weight decayed between the events
+    # (seconds here, against a 14-day half-life)
+    for g in a.affinity:
+        assert a.genre_affinity(TS + 10_000, P.affinity_half_life_s)[g] == pytest.approx(
+            b.genre_affinity(TS + 10_000, P.affinity_half_life_s)[g], rel=1e-5)
+
+
+def test_forward_decay_ranks_like_decayed_counts() -> None:
+    hl = 3600.0
+    # 3 plays an hour ago vs 2 plays now: decayed counts 1.5 vs 2 -> "new" wins
+    old = [decayed_weight(TS - 3_600_000, hl)[1] for _ in range(3)]
+    new = [decayed_weight(TS, hl)[1] for _ in range(2)]
+    assert sum(new) > sum(old)
+
+
+def test_epochs_merge_with_the_previous_scaled_down() -> None:
+    hl = 1.0
+    span_ms = int(hl * 1000 * EPOCH_HALF_LIVES)
+    e0, w0 = decayed_weight(span_ms - 1, hl)
+    e1, w1 = decayed_weight(span_ms, hl)
+    assert (e0, e1) == (0, 1) and w1 == 1.0
+    # one play just before the boundary is worth about as much as one just after it
+    merged = dict(merge_epochs([("a", w1)], [("b", w0)], 2))
+    assert merged["b"] == pytest.approx(merged["a"], rel=0.01)

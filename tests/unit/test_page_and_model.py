@@ -1,0 +1,133 @@
+"""Page assembly properties over generated catalogs, and the online Top Picks model."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features.catalog import Catalog
+from features.profile import FeatureParams, ProfileState, apply_event
+from online_models.page import PageConfig, assemble_page
+from online_models.top_picks import TopPicksModel
+from topics.models import MATURITY_LEVELS, Artwork, Play, Title
+
+GENRES = ["Action", "Comedy", "Horror", "Kids", "Drama"]
+TS = 1_700_000_000_000
+
+
+@st.composite
+def catalogs(draw: st.DrawFn) -> Catalog:
+    n = draw(st.integers(1, 40))
+    titles = []
+    for i in range(n):
+        titles.append(Title(
+            title_id=f"t{i}", name=f"T{i}",
+            genres=draw(st.lists(st.sampled_from(GENRES), min_size=1, max_size=2, unique=True)),
+            maturity_rating=draw(st.sampled_from(MATURITY_LEVELS)),
+            release_date=dt.date(2020, 1, 1) + dt.timedelta(days=draw(st.integers(0, 2000))),
+            duration_s=600.0, artwork=[Artwork(artwork_id=f"a{i}", url="u")],
+            availability=draw(st.sampled_from([[], ["US"], ["GB"], ["US", "GB"]])),
+        ))
+    return Catalog(titles)
+
+
+@st.composite
+def histories(draw: st.DrawFn, catalog: Catalog) -> ProfileState:
+    s = ProfileState("p")
+    ids = catalog.title_ids()
+    for i in range(draw(st.integers(0, 15))):
+        tid = draw(st.sampled_from(ids))
+        pos = draw(st.floats(0, 600))
+        apply_event(s, Play(event_id=str(i), profile_id="p", event_ts_ms=TS + i, title_id=tid,
+                            action="progress", position_s=pos, duration_s=600.0,
+                            country="US"), catalog.genres_of, FeatureParams())
+    return s
+
+
+def page_ids(page: dict) -> list[str]:
+    return [i["title_id"] for r in page["rows"] for i in r["items"]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), rating=st.sampled_from(MATURITY_LEVELS),
+       country=st.sampled_from(["US", "GB", "FR"]))
+def test_pages_never_repeat_a_title_and_respect_rating_and_country(
+        data: st.DataObject, rating: str, country: str) -> None:
+    catalog = data.draw(catalogs())
+    state = data.draw(histories(catalog))
+    trending = [(t, float(len(catalog) - i)) for i, t in enumerate(catalog.title_ids()[:10])]
+    model = TopPicksModel(n_factors=4, seed=0)
+    cfg = PageConfig(row_length=5, max_rating=rating)
+    for st_ in (state, None):
+        page = assemble_page(st_, catalog, trending, model.score_many, cfg, country, TS)
+        ids = page_ids(page)
+        assert len(ids) == len(set(ids))
+        for tid in ids:
+            t = catalog.get(tid)
+            assert t is not None and t.available_in(country) and t.allowed_for(rating)
+        assert all(r["items"] for r in page["rows"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(catalog=catalogs())
+def test_member_without_history_gets_a_full_page_when_the_catalog_allows(
+        catalog: Catalog) -> None:
+    page = assemble_page(None, catalog, [], None, PageConfig(row_length=5), "US", TS)
+    allowed = [t for t in catalog.titles() if t.available_in("US")]
+    shown = page_ids(page)
+    # every allowed title up to the page's capacity is shown (new releases cover all)
+    assert len(shown) >= min(len(allowed), 5)
+    assert not page["personalized"]
+
+
+def test_personal_page_order_and_explanations() -> None:
+    cat = Catalog([Title(title_id=f"t{i}", name=f"T{i}", genres=[GENRES[i % 5]],
+                         maturity_rating="PG", release_date=dt.date(2024, 1, 1 + i),
+                         duration_s=600.0, artwork=[Artwork(artwork_id=f"a{i}", url="u")])
+                   for i in range(20)])
+    s = ProfileState("p")
+    apply_event(s, Play(event_id="1", profile_id="p", event_ts_ms=TS, title_id="t2",
+                        action="progress", position_s=400, duration_s=600.0, country="US"),
+                cat.genres_of, FeatureParams())
+    page = assemble_page(s, cat, [("t7", 3.0), ("t2", 2.0)], TopPicksModel().score_many,
+                         PageConfig(row_length=4), "US", TS)
+    kinds = [r["kind"] for r in page["rows"]]
+    assert kinds[:3] == ["continue_watching", "top_picks", "genre"]
+    genre_row = page["rows"][2]
+    assert genre_row["title"] == "Because You Like Horror"
+    assert all("Horror" in cat.genres_of(i["title_id"]) for i in genre_row["items"])
+    assert "t2" not in [i["title_id"] for i in page["rows"][1]["items"]]  # watched: not a pick
+
+
+def test_model_learns_a_profiles_taste_with_negative_sampling() -> None:
+    m = TopPicksModel(n_factors=8, seed=3, n_negatives=2)
+    ids = [f"t{i}" for i in range(50)]
+    liked = ids[:5]
+    for _ in range(60):
+        for t in liked:
+            m.learn_positive("p", t, 1.0, ids, exclude=liked)
+    scores = m.score_many("p", ids)
+    assert scores[:5].mean() > scores[5:].mean() + 0.3
+    assert np.allclose(scores, [m.predict_one("p", t) for t in ids])
+
+
+def test_model_checkpoint_round_trip_is_exact() -> None:
+    m = TopPicksModel(n_factors=4, seed=1)
+    for i in range(30):
+        m.learn_one(f"p{i % 3}", f"t{i % 7}", (i % 2) * 1.0)
+    r = TopPicksModel.from_bytes(m.to_bytes())
+    assert r.n_learned == 30
+    ids = ["t1", "t2", "zz"]
+    assert list(r.score_many("p1", ids)) == list(m.score_many("p1", ids))
+
+
+def test_unknown_checkpoint_is_refused() -> None:
+    import pickle
+
+    import pytest
+
+    with pytest.raises(ValueError, match="checkpoint"):
+        TopPicksModel.from_bytes(pickle.dumps({"format": 99}))

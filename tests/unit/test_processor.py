@@ -1,0 +1,139 @@
+"""The worker's micro-batch step with an in-memory store: no broker, no sockets."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from features.store import InMemoryStore
+from settings import Settings
+from streams.processor import EventProcessor, MemoryDeadLetters, RawMessage
+from tests.integration.helpers import make_titles
+from topics.codec import default_codec
+from topics.models import Impression, Play
+
+TS = 1_700_000_000_000
+codec = default_codec()
+
+
+def play(eid: str, profile: str, title: str, pos: float, ts: int = TS) -> Play:
+    return Play(event_id=eid, profile_id=profile, event_ts_ms=ts, title_id=title,
+                action="progress", position_s=pos, duration_s=1200.0, country="US")
+
+
+def msg(value: bytes | None, key: str = "p1", offset: int = 0) -> RawMessage:
+    return RawMessage("events", 0, offset, key.encode(), value)
+
+
+@pytest.fixture
+async def proc() -> EventProcessor:
+    store = InMemoryStore()
+    await store.put_titles(make_titles(12))
+    p = EventProcessor(Settings(row_length=5), store, MemoryDeadLetters(),
+                       clock=lambda: TS / 1000 + 0.25)
+    return p
+
+
+async def test_batch_updates_state_trending_and_page(proc: EventProcessor) -> None:
+    rep = await proc.process([msg(codec.encode_event(play("1", "p1", "t1", 700))),
+                              msg(codec.encode_event(play("2", "p2", "t1", 100)), "p2")])
+    assert (rep.applied, rep.pages, rep.labels) == (2, 2, 2)
+    assert rep.freshness_ms == [250.0, 250.0]  # page written 250 ms after the event time
+    store = proc.store
+    assert isinstance(store, InMemoryStore)
+    page = orjson.loads(store.pages["p1"])
+    assert page["rows"][0]["row_id"] == "continue-watching"
+    assert page["rows"][0]["items"][0]["resume_position_s"] == 700
+    top = await store.top_trending(["US", "ALL"], proc._trending_epoch(), 5)
+    assert [t for t, _ in top["US"]] == ["t1"] and [t for t, _ in top["ALL"]] == ["t1"]
+    assert (await store.counters())["events_applied"] == 2
+
+
+async def test_redelivered_batch_is_idempotent_but_rerenders(proc: EventProcessor) -> None:
+    batch = [msg(codec.encode_batch("p1", [play("1", "p1", "t1", 700),
+                                           play("2", "p1", "t2", 100, TS + 5)]))]
+    await proc.process(batch)
+    store = proc.store
+    assert isinstance(store, InMemoryStore)
+    state_before = store.profiles["p1"]
+    trending_before = dict(store.trending)
+    store.pages.clear()  # as if the crash happened before the pages were written
+    rep = await proc.process(batch)
+    assert (rep.applied, rep.duplicates, rep.pages) == (0, 2, 1)
+    assert store.profiles["p1"] == state_before and store.trending == trending_before
+    assert "p1" in store.pages
+
+
+async def test_bad_messages_become_dead_letters_and_good_ones_proceed(
+        proc: EventProcessor) -> None:
+    good = play("ok", "p1", "t3", 10)
+    bad = good.model_dump() | {"event_id": "bad", "position_s": 5000.0}
+    batch_value = codec.encode("homestream.EventBatch", {"profile_id": "p1", "events": [
+        ("homestream.Play", good.model_dump()), ("homestream.Play", bad)]})
+    rep = await proc.process([
+        msg(b"\x00garbage", offset=1),
+        msg(None, offset=2),
+        msg(batch_value, offset=3),
+        msg(codec.encode_event(play("x", "p9", "t1", 10)), key="p1", offset=4),
+    ])
+    letters = proc.dead_letters.letters  # type: ignore[attr-defined]
+    assert [(d.offset, d.error_type) for d in letters] == [
+        (1, "DecodeError"), (2, "DecodeError"), (3, "ValidationError"), (4, "KeyMismatch")]
+    assert "position_s" in letters[2].reason and letters[2].event_id == "bad"
+    # the invalid event of the batch is kept alone, re-encoded, so it can be replayed
+    assert codec.decode_raw_events(letters[2].value)[0][1]["event_id"] == "bad"
+    assert letters[0].value == b"\x00garbage"
+    assert rep.applied == 1 and rep.dead_letters == 4
+
+
+async def test_events_of_a_profile_apply_in_event_time_order(proc: EventProcessor) -> None:
+    late = play("late", "p1", "t1", 100, TS)
+    early_newer = play("new", "p1", "t1", 900, TS + 10_000)
+    await proc.process([msg(codec.encode_event(early_newer)), msg(codec.encode_event(late))])
+    store = proc.store
+    assert isinstance(store, InMemoryStore)
+    state = await store.load_profiles(["p1"])
+    assert state["p1"].resume_position("t1") == 900
+
+
+async def test_impressions_alone_do_not_rerender(proc: EventProcessor) -> None:
+    imp = Impression(event_id="i", profile_id="p1", event_ts_ms=TS, request_id="r",
+                     title_id="t1", row_id="x", row=0, column=0, artwork_id="a",
+                     propensity=1.0, policy="materialized")
+    rep = await proc.process([msg(codec.encode_batch("p1", [imp]))])
+    assert (rep.applied, rep.pages) == (1, 0)
+
+
+async def test_catalog_records_tombstones_and_bad_records(proc: EventProcessor) -> None:
+    await proc.start()
+    new = make_titles(14)[13]
+    n = await proc.process_catalog([
+        RawMessage("catalog", 0, 0, b"t13", codec.encode_title(new)),
+        RawMessage("catalog", 0, 1, b"t0", None),
+        RawMessage("catalog", 0, 2, b"tx", b"junk"),
+    ])
+    assert n == 2
+    assert "t13" in proc.catalog and "t0" not in proc.catalog
+    assert len(proc.dead_letters.letters) == 1  # type: ignore[attr-defined]
+
+
+async def test_model_checkpoint_survives_a_new_processor(proc: EventProcessor) -> None:
+    for i in range(20):
+        await proc.process([msg(codec.encode_event(play(f"e{i}", "p1", f"t{i % 4}", 900)))])
+    assert await proc.checkpoint()
+    before = proc.model.score_many("p1", ["t0", "t7"])
+    fresh = EventProcessor(proc.settings, proc.store, MemoryDeadLetters())
+    await fresh.start()
+    assert fresh.model.n_learned == proc.model.n_learned > 0
+    assert list(fresh.model.score_many("p1", ["t0", "t7"])) == list(before)
+    assert not await fresh.checkpoint()  # nothing new learned: no write
+
+
+async def test_default_pages_for_seen_countries(proc: EventProcessor) -> None:
+    await proc.process([msg(codec.encode_event(play("1", "p1", "t1", 700)))])
+    assert await proc.refresh_default_pages() == 2
+    store = proc.store
+    assert isinstance(store, InMemoryStore)
+    us = orjson.loads(store.default_pages["US"])
+    assert not us["personalized"] and us["rows"][0]["items"][0]["title_id"] == "t1"
+    assert set(store.default_pages) == {"US", "ALL"}
