@@ -1,0 +1,29 @@
+"""``python -m serving``: run the home-page HTTP service with settings from the environment."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from settings import ConfigError, load_settings
+
+
+def main() -> int:
+    """Load settings (exit 2 naming the bad variable), then serve until interrupted."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"serving: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # one access-log line per request costs more than serving the page; opt in if wanted
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    from serving.app import run
+
+    run(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,324 @@
+"""Logs every served page to the impressions topic, closing the feedback loop.
+
+One page request becomes one Kafka message: an Avro ``EventBatch`` (keyed by profile id) of
+:class:`~topics.models.Impression` events, one per item served, with its row and column on
+the page as returned. The request handler only enqueues the page (O(1)); a background task
+builds, encodes and produces it after the response has gone out, so logging adds no
+latency. Nothing is dropped silently: a full producer queue is retried until it has room,
+and every impression ends up counted as delivered or failed (failures logged with their
+event ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from settings import Settings
+from topics.codec import AvroCodec, default_codec
+from topics.models import Impression
+from topics.registry import topic_specs
+
+log = logging.getLogger(__name__)
+
+#: How the artwork of a served item was chosen: fixed when the page was materialized.
+POLICY = "materialized"
+#: Probability the policy had of showing that artwork (deterministic choice).
+PROPENSITY = 1.0
+VARIANT = "control"
+
+DeliveryCallback = Callable[[Any, Any], None]
+
+
+class ProducerLike(Protocol):
+    """The part of ``confluent_kafka.Producer`` the logger uses (tests pass a fake)."""
+
+    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                *, on_delivery: DeliveryCallback | None = None) -> None: ...
+
+    def poll(self, timeout: float = ...) -> int: ...
+
+    def flush(self, timeout: float = ...) -> int: ...
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka settings of the impressions producer."""
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": f"{settings.app_id}-serving",
+        "enable.idempotence": True,
+        "linger.ms": settings.producer_linger_ms,
+        "delivery.timeout.ms": settings.producer_delivery_timeout_ms,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ServedPage:
+    """What one request returned, as the handler hands it over (rows as in the response)."""
+
+    profile_id: str
+    request_id: str
+    served_at_ms: int
+    rows: Sequence[Mapping[str, Any]]
+    device: str
+    country: str
+
+    @property
+    def item_count(self) -> int:
+        return sum(len(r.get("items") or ()) for r in self.rows)
+
+
+@dataclass(slots=True)
+class _InFlight:
+    request_id: str
+    event_ids: list[str]
+
+
+class ImpressionLogger:
+    """Produces one ``EventBatch`` of impressions per served page.
+
+    Parameters
+    ----------
+    topic
+        The impressions topic (``topic_specs(settings)["impressions"].name``).
+    producer
+        A ``confluent_kafka.Producer`` or anything with its ``produce``/``poll``/``flush``.
+    codec
+        Avro codec; the packaged schemas by default.
+    poll_interval_s
+        How often the background task serves delivery callbacks (``poll(0)``).
+    retry_interval_s
+        Wait before retrying a ``produce`` that found the local queue full.
+    flush_timeout_s
+        How long :meth:`aclose` waits for outstanding messages.
+
+    Call :meth:`start` inside the running loop before :meth:`log_page`, and :meth:`aclose`
+    at shutdown.
+    """
+
+    def __init__(self, topic: str, producer: ProducerLike, codec: AvroCodec | None = None,
+                 *, poll_interval_s: float = 0.05, retry_interval_s: float = 0.05,
+                 flush_timeout_s: float = 10.0) -> None:
+        self.topic = topic
+        self.producer = producer
+        self.codec = codec or default_codec()
+        self.poll_interval_s = poll_interval_s
+        self.retry_interval_s = retry_interval_s
+        self.flush_timeout_s = flush_timeout_s
+        self.delivered = 0
+        self.failed = 0
+        self.pages = 0
+        self._queue: asyncio.Queue[ServedPage] = asyncio.Queue()
+        self._inflight: dict[int, _InFlight] = {}
+        self._inflight_count = 0
+        self._seq = itertools.count()
+        self._emitter: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ImpressionLogger:
+        """A logger with a real idempotent ``confluent_kafka.Producer``."""
+        from confluent_kafka import Producer
+
+        return cls(topic_specs(settings)["impressions"].name,
+                   Producer(producer_config(settings)))
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the emitter and poller tasks on the running loop (idempotent)."""
+        if self._closed:
+            raise RuntimeError("ImpressionLogger is closed")
+        if self._emitter is None:
+            self._emitter = asyncio.create_task(self._emit_loop(), name="impressions-emit")
+            self._poller = asyncio.create_task(self._poll_loop(), name="impressions-poll")
+
+    @property
+    def started(self) -> bool:
+        return self._emitter is not None
+
+    async def drain(self) -> None:
+        """Wait until every page logged so far has been handed to the producer."""
+        await self._queue.join()
+
+    async def aclose(self) -> None:
+        """Produce what is queued, flush the producer (in a thread), close it, stop the tasks.
+
+        The logger owns its producer. Impressions still undelivered after ``flush_timeout_s``
+        are purged, counted as failed and logged with their event ids.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._emitter is not None:
+                try:
+                    await asyncio.wait_for(self._queue.join(), self.flush_timeout_s)
+                except TimeoutError:
+                    self._fail_unproduced()
+            else:  # never started: produce what was queued from here
+                while not self._queue.empty():
+                    await self._emit(self._queue.get_nowait())
+                    self._queue.task_done()
+        finally:
+            for task in (self._emitter, self._poller):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        loop = asyncio.get_running_loop()
+        remaining = await loop.run_in_executor(None, self.producer.flush, self.flush_timeout_s)
+        purge = getattr(self.producer, "purge", None)
+        if remaining and purge is not None:
+            # give up on what the broker did not take in time: the purge fires their delivery
+            # callbacks with an error (counted failed), and lets close() return at once
+            purge()
+            self.producer.poll(0)
+        close = getattr(self.producer, "close", None)
+        if close is not None:  # confluent-kafka >= 2.x: stop librdkafka's threads now
+            await loop.run_in_executor(None, close)
+        if self._inflight:
+            for rec in self._inflight.values():
+                self._count_failed(rec.request_id, rec.event_ids,
+                                   f"not delivered within {self.flush_timeout_s}s of shutdown")
+            self._inflight.clear()
+            self._inflight_count = 0
+
+    # -- logging ------------------------------------------------------------------------------
+    def log_page(self, profile_id: str, request_id: str, served_at_ms: int,
+                 rows: Sequence[Mapping[str, Any]], *, device: str = "unknown",
+                 country: str = "ZZ") -> None:
+        """Queue one served page for logging; returns at once (never blocks, never drops).
+
+        ``rows`` are the rows exactly as returned (after serve-time filtering), so row and
+        column indexes match what the client saw; the caller must not mutate them.
+        """
+        if self._closed:
+            raise RuntimeError("ImpressionLogger is closed")
+        self.pages += 1
+        self._queue.put_nowait(
+            ServedPage(profile_id, request_id, served_at_ms, rows, device, country))
+
+    def stats(self) -> dict[str, int]:
+        """Counters for ``/readyz``: impressions delivered, failed and in flight."""
+        return {
+            "impressions_delivered": self.delivered,
+            "impressions_failed": self.failed,
+            "impressions_in_flight": self._inflight_count,
+            "pages_queued": self._queue.qsize(),
+        }
+
+    # -- internals ----------------------------------------------------------------------------
+    def build_events(self, page: ServedPage) -> list[Impression]:
+        """One Impression per served item; an item that does not validate is counted failed."""
+        events: list[Impression] = []
+        for r, row in enumerate(page.rows):
+            row_id = row.get("row_id")
+            for c, item in enumerate(row.get("items") or ()):
+                event_id = uuid.uuid4().hex
+                try:
+                    events.append(Impression(
+                        event_id=event_id, profile_id=page.profile_id,
+                        event_ts_ms=page.served_at_ms, request_id=page.request_id,
+                        title_id=item.get("title_id"), row_id=row_id, row=r, column=c,
+                        artwork_id=item.get("artwork_id") or "", propensity=PROPENSITY,
+                        policy=POLICY, variant=VARIANT, device=page.device,
+                        country=page.country,
+                    ))
+                except ValidationError as exc:
+                    self._count_failed(page.request_id, [event_id],
+                                       f"invalid impression at row {r} column {c}: {exc}")
+        return events
+
+    async def _emit_loop(self) -> None:
+        while True:
+            page = await self._queue.get()
+            try:
+                await self._emit(page)
+            finally:
+                self._queue.task_done()
+
+    async def _emit(self, page: ServedPage) -> None:
+        """Build, encode and produce one page; retry while the local queue is full."""
+        events: list[Impression] = []
+        try:
+            events = self.build_events(page)
+            if not events:
+                return
+            value = self.codec.encode_batch(page.profile_id, events)
+        except Exception as exc:  # accounted below: counted failed and logged with ids
+            log.exception("could not encode impressions of request %s", page.request_id)
+            self._count_failed(page.request_id, [e.event_id for e in events],
+                               f"{type(exc).__name__}: {exc}")
+            return
+        ids = [e.event_id for e in events]
+        seq = next(self._seq)
+        self._inflight[seq] = _InFlight(page.request_id, ids)
+        self._inflight_count += len(ids)
+        on_delivery = functools.partial(self._on_delivery, seq)
+        key = page.profile_id.encode()
+        while True:
+            try:
+                self.producer.produce(self.topic, value=value, key=key, on_delivery=on_delivery)
+                return
+            except BufferError:  # local queue full: serve callbacks, wait, retry
+                self.producer.poll(0)
+                try:
+                    await asyncio.sleep(self.retry_interval_s)
+                except asyncio.CancelledError:  # shutdown timed out while the queue was full
+                    self._forget(seq)
+                    self._count_failed(page.request_id, ids, "producer queue full at shutdown")
+                    raise
+            except Exception as exc:  # KafkaException (e.g. message too large): accounted
+                self._forget(seq)
+                self._count_failed(page.request_id, ids, f"{type(exc).__name__}: {exc}")
+                return
+
+    async def _poll_loop(self) -> None:
+        while True:
+            self.producer.poll(0)
+            await asyncio.sleep(self.poll_interval_s)
+
+    def _on_delivery(self, seq: int, err: Any, _msg: Any) -> None:
+        rec = self._forget(seq)
+        if rec is None:
+            return
+        if err is None:
+            self.delivered += len(rec.event_ids)
+        else:
+            self._count_failed(rec.request_id, rec.event_ids, str(err))
+
+    def _forget(self, seq: int) -> _InFlight | None:
+        rec = self._inflight.pop(seq, None)
+        if rec is not None:
+            self._inflight_count -= len(rec.event_ids)
+        return rec
+
+    def _count_failed(self, request_id: str, event_ids: Sequence[str], reason: str) -> None:
+        self.failed += len(event_ids)
+        log.error("%d impressions of request %s not delivered to %s: %s; event ids: %s",
+                  len(event_ids), request_id, self.topic, reason, ",".join(event_ids))
+
+    def _fail_unproduced(self) -> None:
+        """At a shutdown timeout: count queued pages never handed to the producer as failed.
+
+        The page being produced, if any, is accounted by :meth:`_emit` when it is cancelled.
+        """
+        pages: list[ServedPage] = []
+        while not self._queue.empty():
+            pages.append(self._queue.get_nowait())
+            self._queue.task_done()
+        for page in pages:
+            n = page.item_count
+            self.failed += n
+            log.error("%d impressions of request %s not produced to %s before shutdown "
+                      "(no event ids assigned yet)", n, page.request_id, self.topic)
