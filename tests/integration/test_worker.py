@@ -18,6 +18,7 @@ from tests.integration.helpers import (
     page,
     profile_state,
     read_topic,
+    redis_client,
     wait_for_catalog,
     wait_until,
 )
@@ -48,13 +49,21 @@ def running(settings: Settings):
 def test_play_event_materializes_the_page(settings: Settings, running: WorkerProcess) -> None:
     now = int(time.time() * 1000)
     with PlayerProducer(settings) as producer:
+        producer.send(play("carol", "t7", now - 10, 100.0, "start"))
+    wait_until(lambda: page(settings, "carol"), 20, what="carol's page")
+    with PlayerProducer(settings) as producer:
         producer.send(play("alice", "t4", now, 300.0, "start"))
         producer.send(play("alice", "t1", now + 1, 900.0))
     got = wait_until(lambda: page(settings, "alice"), 20, what="alice's page")
     rows = {r["row_id"]: [i["title_id"] for i in r["items"]] for r in got["rows"]}
-    # t1 passed 50%: a watch (leaves nothing to resume? no: 75% < 95%, still in progress)
+    # both titles are in progress (below 95%), the most recent first
     assert rows["continue-watching"] == ["t1", "t4"]
-    assert {"top-picks", "trending-US", "new-releases"} <= set(rows)
+    assert {"top-picks", "new-releases"} <= set(rows)
+    # play starts trend in the US, forward-decayed: the newest weighs most
+    assert not {"t1", "t4"} & set(rows["top-picks"])  # already engaged: not a pick
+    trending = redis_client(settings).keys(f"{settings.key_prefix}trending:US:*")
+    assert len(trending) == 1
+    assert redis_client(settings).zrevrange(trending[0], 0, -1) == [b"t1", b"t4", b"t7"]  # newer plays weigh more
     # t1 is a Horror title (make_titles cycles genres): a watch makes Horror the top genre
     assert "genre-horror" in rows
     all_ids = [t for ids in rows.values() for t in ids]

@@ -1,0 +1,341 @@
+"""The ``homestream`` command: topics, producing events, the synthetic catalog and traffic,
+dead letters, and the worker / server / demo entrypoints.
+
+Every subcommand reads its settings from ``HOMESTREAM_*`` environment variables through
+:func:`settings.load_settings`; an invalid setting prints the problem and exits with 2.
+
+Examples::
+
+    homestream topics create
+    echo '{"type": "scroll", "event_id": "e1", "profile_id": "p1",
+           "event_ts_ms": 1700000000000, "row": 2}' | homestream produce
+    homestream catalog publish --titles 200 --seed 42
+    homestream simulate --profiles 50 --sessions 200
+    homestream simulate --profiles 20 --duration 60 --rate 50 --realtime
+    homestream dead-letters --max 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import IO, Any
+
+from confluent_kafka import KafkaException
+
+from player.producer import InvalidEvent, PlayerProducer, ProducerError
+from settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+#: Catalog defaults shared by ``catalog publish`` and ``simulate`` so that simulated events
+#: refer to the titles that were published.
+DEFAULT_TITLES = 200
+DEFAULT_CATALOG_SEED = 42
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+# -- subcommands -----------------------------------------------------------------------------
+def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int:
+    """Create the registry's topics that do not exist yet."""
+    from topics.registry import ensure_topics
+
+    created = ensure_topics(settings)
+    for name in created:
+        print(name)
+    if not created:
+        print("all topics exist", file=sys.stderr)
+    return 0
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
+    """Validate and send JSON-lines events from a file or stdin."""
+    bad = 0
+    stream: IO[str]
+    with contextlib.ExitStack() as stack:
+        if args.file in (None, "-"):
+            stream = sys.stdin
+        else:
+            try:
+                stream = stack.enter_context(open(args.file, encoding="utf-8"))
+            except OSError as exc:
+                print(f"cannot read {args.file}: {exc}", file=sys.stderr)
+                return 1
+        producer = PlayerProducer(settings, topic=args.topic, max_batch_events=args.batch,
+                                  max_batch_age_s=0.5)
+        try:
+            for n, line in enumerate(stream, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    data = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    print(f"line {n}: invalid JSON: {exc}", file=sys.stderr)
+                    bad += 1
+                    continue
+                try:
+                    producer.send(data)
+                except InvalidEvent as exc:
+                    print(f"line {n}: {exc}", file=sys.stderr)
+                    bad += 1
+                    continue
+                producer.poll(0)
+            producer.close()
+        except ProducerError as exc:
+            print(f"delivery failed: {exc}", file=sys.stderr)
+            print(f"sent {producer.delivered_events} events in {producer.delivered} messages")
+            return 1
+    print(f"sent {producer.delivered_events} events in {producer.delivered} messages")
+    if bad:
+        print(f"{bad} invalid line(s) not sent", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def cmd_catalog_publish(args: argparse.Namespace, settings: Settings) -> int:
+    """Publish a synthetic catalog to the catalog topic (creating topics first)."""
+    from player.simulator import publish_catalog, synthetic_catalog
+    from topics.registry import ensure_topics
+
+    ensure_topics(settings)
+    titles = synthetic_catalog(args.titles, args.seed,
+                               artwork_base_url=settings.artwork_base_url)
+    n = publish_catalog(settings, titles)
+    print(f"published {n} titles")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    """Send simulated sessions (creating topics first)."""
+    from player.simulator import (
+        PlayerSimulator,
+        run_simulation,
+        synthetic_catalog,
+        synthetic_profiles,
+    )
+    from topics.registry import ensure_topics
+
+    ensure_topics(settings)
+    catalog = synthetic_catalog(args.titles, args.catalog_seed,
+                                artwork_base_url=settings.artwork_base_url)
+    profiles = synthetic_profiles(args.profiles, args.seed)
+    sim = PlayerSimulator(catalog, profiles, args.seed, heartbeat_s=args.heartbeat,
+                          max_heartbeats=args.max_heartbeats)
+    with PlayerProducer(settings) as producer:
+        result = run_simulation(producer, sim, profiles, sessions=args.sessions,
+                                duration_s=args.duration, rate_eps=args.rate,
+                                realtime=args.realtime)
+    print(f"simulated {result.sessions} sessions: sent {result.events} events in "
+          f"{result.messages} messages in {result.elapsed_s:.1f}s")
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the dead-letter topic from the beginning, one JSON object per line."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from topics.codec import DecodeError, default_codec
+    from topics.registry import topic_specs
+
+    codec = default_codec()
+    topic = topic_specs(settings)["dead_letter"].name
+    consumer = Consumer({
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": f"homestream-dead-letters-{uuid.uuid4().hex[:8]}",
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 1000,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "logger": logging.getLogger(f"{__name__}.librdkafka"),
+    })
+    shown = undecodable = 0
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            print(f"no dead-letter topic {topic}", file=sys.stderr)
+            return 0
+        # Assigning every partition reads from the start without waiting for a group join;
+        # the end is "nothing new for --timeout seconds" (watermarks are unreliable on Tansu).
+        consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+        idle_deadline = time.monotonic() + args.timeout
+        while (args.max is None or shown < args.max) and time.monotonic() < idle_deadline:
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                print(f"consumer error: {msg.error()}", file=sys.stderr)
+                continue
+            idle_deadline = time.monotonic() + args.timeout
+            try:
+                letter = codec.decode_dead_letter(msg.value())
+            except (DecodeError, ValueError) as exc:
+                undecodable += 1
+                print(f"{topic}[{msg.partition()}]@{msg.offset()}: cannot decode: {exc}",
+                      file=sys.stderr)
+                continue
+            print(json.dumps({
+                "source_topic": letter.source_topic,
+                "partition": letter.partition,
+                "offset": letter.offset,
+                "reason": letter.reason,
+                "error_type": letter.error_type,
+                "event_id": letter.event_id,
+                "key": letter.key.decode("utf-8", "replace") if letter.key is not None
+                else None,
+                "value_len": len(letter.value) if letter.value is not None else None,
+                "failed_at_ms": letter.failed_at_ms,
+            }), flush=True)
+            shown += 1
+    finally:
+        consumer.close()
+    print(f"{shown} dead letter(s)", file=sys.stderr)
+    return 1 if undecodable else 0
+
+
+def _entrypoint(module: str, attr: str) -> Callable[..., Any] | None:
+    """``module.attr`` imported on demand; ``None`` (with a message) if ``module`` is absent.
+
+    A missing dependency *inside* the module is not hidden: only the module itself being
+    absent is reported this way.
+    """
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+    except ModuleNotFoundError as exc:
+        if exc.name not in (module, module.rpartition(".")[0]):
+            raise
+        print(f"{module} is not available: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the stream worker (``streams.worker.run``)."""
+    run = _entrypoint("streams.worker", "run")
+    return 1 if run is None else _exit_code(run(settings))
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the home-page HTTP server (``serving.app.run``)."""
+    run = _entrypoint("serving.app", "run")
+    return 1 if run is None else _exit_code(run(settings))
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the one-command demo (``stack.demo.main``) with the remaining arguments."""
+    demo_main = _entrypoint("stack.demo", "main")
+    return 1 if demo_main is None else _exit_code(demo_main(list(args.rest)))
+
+
+def _exit_code(result: Any) -> int:
+    return result if isinstance(result, int) else 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``homestream`` argument parser (each subcommand sets ``handler``)."""
+    parser = argparse.ArgumentParser(
+        prog="homestream", description="Streaming home-page personalization pipeline.")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging (-v info, -vv debug)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    topics = sub.add_parser("topics", help="manage topics")
+    topics_sub = topics.add_subparsers(dest="topics_command", required=True, metavar="ACTION")
+    topics_sub.add_parser("create", help="create missing topics").set_defaults(
+        handler=cmd_topics_create)
+
+    produce = sub.add_parser("produce", help="send JSON-lines events (each with a 'type')")
+    produce.add_argument("--file", "-f", default="-", help="input file, '-' for stdin")
+    produce.add_argument("--topic", default=None, help="target topic (default player events)")
+    produce.add_argument("--batch", type=_positive_int, default=100,
+                         help="max events per message per profile")
+    produce.set_defaults(handler=cmd_produce)
+
+    catalog = sub.add_parser("catalog", help="catalog tools")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True,
+                                         metavar="ACTION")
+    publish = catalog_sub.add_parser("publish", help="publish a synthetic catalog")
+    publish.add_argument("--titles", type=_positive_int, default=DEFAULT_TITLES)
+    publish.add_argument("--seed", type=int, default=DEFAULT_CATALOG_SEED)
+    publish.set_defaults(handler=cmd_catalog_publish)
+
+    sim = sub.add_parser("simulate", help="send simulated player sessions")
+    sim.add_argument("--profiles", type=_positive_int, default=100)
+    stop = sim.add_mutually_exclusive_group(required=True)
+    stop.add_argument("--sessions", type=_positive_int, help="number of sessions")
+    stop.add_argument("--duration", type=_positive_float, help="seconds to run")
+    sim.add_argument("--rate", type=_positive_float, default=None, help="events per second")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--realtime", action="store_true",
+                     help="stamp events with the wall clock as they are sent")
+    sim.add_argument("--titles", type=_positive_int, default=DEFAULT_TITLES,
+                     help="catalog size (match 'catalog publish --titles')")
+    sim.add_argument("--catalog-seed", type=int, default=DEFAULT_CATALOG_SEED,
+                     help="catalog seed (match 'catalog publish --seed')")
+    sim.add_argument("--heartbeat", type=_positive_float, default=60.0,
+                     help="event-time seconds between play heartbeats")
+    sim.add_argument("--max-heartbeats", type=int, default=None,
+                     help="cap heartbeats per play (stretching their spacing)")
+    sim.set_defaults(handler=cmd_simulate)
+
+    dead = sub.add_parser("dead-letters", help="print dead letters as JSON lines")
+    dead.add_argument("--max", type=_positive_int, default=None, help="stop after N letters")
+    dead.add_argument("--timeout", type=_positive_float, default=10.0,
+                      help="stop after S seconds without a new letter")
+    dead.set_defaults(handler=cmd_dead_letters)
+
+    sub.add_parser("worker", help="run the stream worker").set_defaults(handler=cmd_worker)
+    sub.add_parser("serve", help="run the home-page API").set_defaults(handler=cmd_serve)
+    # Everything after ``demo`` (including -h) belongs to the demo's own parser.
+    sub.add_parser("demo", help="run the local demo (arguments passed through)",
+                   add_help=False).set_defaults(handler=cmd_demo, rest=[])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``homestream`` console script; returns the exit code."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "demo":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.rest = extra
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    handler: Handler = args.handler
+    try:
+        return handler(args, settings)
+    except ProducerError as exc:
+        print(f"delivery failed: {exc}", file=sys.stderr)
+        return 1
+    except KafkaException as exc:
+        print(f"kafka error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
