@@ -7,9 +7,9 @@ import time
 import uuid
 
 import pytest
-from player.simulator import publish_catalog
 
 from player.producer import PlayerProducer
+from player.simulator import publish_catalog
 from settings import Settings
 from tests.integration.helpers import (
     WorkerProcess,
@@ -63,7 +63,7 @@ def test_play_event_materializes_the_page(settings: Settings, running: WorkerPro
     assert not {"t1", "t4"} & set(rows["top-picks"])  # already engaged: not a pick
     trending = redis_client(settings).keys(f"{settings.key_prefix}trending:US:*")
     assert len(trending) == 1
-    assert redis_client(settings).zrevrange(trending[0], 0, -1) == [b"t1", b"t4", b"t7"]  # newer plays weigh more
+    assert redis_client(settings).zrevrange(trending[0], 0, -1) == [b"t1", b"t4", b"t7"]
     # t1 is a Horror title (make_titles cycles genres): a watch makes Horror the top genre
     assert "genre-horror" in rows
     all_ids = [t for ids in rows.values() for t in ids]
