@@ -1,0 +1,99 @@
+"""The whole loop over real sockets: player client -> broker -> worker -> Redis -> HTTP
+server -> impressions topic -> worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import urllib3
+
+from player.producer import PlayerProducer
+from player.simulator import publish_catalog
+from settings import Settings
+from stack.local import free_port, wait_for_port
+from tests.integration.helpers import (
+    ROOT,
+    WorkerProcess,
+    make_titles,
+    profile_state,
+    wait_for_catalog,
+    wait_until,
+)
+from topics.models import Play
+from topics.registry import ensure_topics
+
+
+@pytest.fixture
+def pipeline(settings: Settings) -> Iterator[str]:
+    """Worker and server processes; yields the server's base URL."""
+    settings = settings.model_copy(update={"http_port": free_port()})
+    ensure_topics(settings)
+    publish_catalog(settings, make_titles(30))
+    worker = WorkerProcess(settings)
+    server = subprocess.Popen([sys.executable, "-m", "serving"], cwd=ROOT,
+                              env={**os.environ, **settings.to_env()},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_catalog(settings, 30, timeout_s=60)
+        wait_for_port(settings.http_port, 30, proc=server)
+        yield f"http://127.0.0.1:{settings.http_port}"
+    finally:
+        server.terminate()
+        server.wait(20)
+        worker.stop()
+
+
+def get_page(http: urllib3.PoolManager, base: str, profile: str) -> dict:
+    r = http.request("GET", f"{base}/v1/homepage/{profile}?country=US&device=tv")
+    assert r.status == 200, r.data
+    return orjson.loads(r.data)
+
+
+def continue_watching(page: dict) -> list[str]:
+    for row in page["rows"]:
+        if row["row_id"] == "continue-watching":
+            return [i["title_id"] for i in row["items"]]
+    return []
+
+
+def test_a_play_changes_the_served_page_within_two_seconds_and_impressions_loop_back(
+        settings: Settings, pipeline: str) -> None:
+    http = urllib3.PoolManager()
+    # warm-up: the worker has joined its group once a first event shows on a page
+    with PlayerProducer(settings) as producer:
+        producer.send(Play(event_id=uuid.uuid4().hex, profile_id="warmup",
+                           event_ts_ms=int(time.time() * 1000), title_id="t0",
+                           action="start", position_s=0.0, duration_s=1200.0, country="US"))
+    wait_until(lambda: continue_watching(get_page(http, pipeline, "warmup")), 60,
+               what="the worker to process a first event")
+
+    before = get_page(http, pipeline, "dana")
+    assert before["personalized"] is False and before["source"] != "personal"
+
+    sent_at = time.monotonic()
+    with PlayerProducer(settings) as producer:
+        producer.send(Play(event_id=uuid.uuid4().hex, profile_id="dana",
+                           event_ts_ms=int(time.time() * 1000), title_id="t5",
+                           action="progress", position_s=700.0, duration_s=1200.0,
+                           country="US", device="tv"))
+    after = wait_until(lambda: continue_watching(get_page(http, pipeline, "dana")), 2.0,
+                       what="dana's served page to show t5 in Continue Watching")
+    elapsed = time.monotonic() - sent_at
+    assert after == ["t5"]
+    assert elapsed < 2.0
+
+    served = get_page(http, pipeline, "dana")
+    assert served["source"] == "personal" and served["personalized"] is True
+    shown = sum(len(r["items"]) for r in served["rows"])
+    # the served pages were logged as impressions, which the worker counts per title
+    state = wait_until(lambda: (s := profile_state(settings, "dana"))
+                       and sum(s["impressions"].values()) >= shown and s, 20,
+                       what="dana's impressions back in the worker")
+    assert state["impressions"]["t5"] >= 1
