@@ -31,12 +31,16 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("homestream.", description="Prefix of every topic name")
     partitions: int = Field(6, ge=1, le=1024, description="Partitions of the event topics")
     replication_factor: int = Field(1, ge=1, le=16, description="Replication of new topics")
-    event_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=60_000)
+    event_retention_ms: int = Field(7 * 24 * 3600 * 1000, ge=60_000,
+                                    description="Retention of event topics")
     # Tansu joins a group in ~session_timeout/2 (infrastructure.md): keep these short.
     # 6 s is also the smallest session timeout a default Apache Kafka broker accepts.
-    session_timeout_s: float = Field(6.0, ge=1.0, le=300.0)
-    heartbeat_interval_s: float = Field(1.0, ge=0.1, le=60.0)
-    rebalance_timeout_s: float = Field(10.0, ge=1.0, le=600.0)
+    session_timeout_s: float = Field(6.0, ge=1.0, le=300.0,
+                                     description="Consumer group session timeout")
+    heartbeat_interval_s: float = Field(1.0, ge=0.1, le=60.0,
+                                        description="Consumer heartbeat interval")
+    rebalance_timeout_s: float = Field(10.0, ge=1.0, le=600.0,
+                                       description="Consumer group rebalance timeout")
 
     # --- redis ----------------------------------------------------------------------------
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis server URL")
@@ -44,29 +48,37 @@ class Settings(BaseSettings):
 
     # --- worker ---------------------------------------------------------------------------
     app_id: str = Field("homestream", description="Faust app id / consumer group")
-    batch_max_events: int = Field(2000, ge=1, le=100_000)
-    batch_within_s: float = Field(0.1, gt=0.0, le=10.0)
+    batch_max_events: int = Field(2000, ge=1, le=100_000,
+                                  description="Most messages in one worker micro-batch")
+    batch_within_s: float = Field(0.1, gt=0.0, le=10.0,
+                                  description="Longest wait to fill a micro-batch")
     dedupe_window: int = Field(512, ge=16, le=100_000, description="Event ids kept per profile")
-    recent_titles: int = Field(50, ge=1, le=1000)
-    affinity_half_life_s: float = Field(14 * 24 * 3600.0, gt=0)
-    trending_half_life_s: float = Field(6 * 3600.0, gt=0)
-    model_factors: int = Field(16, ge=1, le=256)
-    model_seed: int = Field(42)
-    model_checkpoint_interval_s: float = Field(5.0, gt=0)
+    recent_titles: int = Field(50, ge=1, le=1000, description="Recent titles kept per profile")
+    affinity_half_life_s: float = Field(14 * 24 * 3600.0, gt=0,
+                                        description="Half-life of genre affinity")
+    trending_half_life_s: float = Field(6 * 3600.0, gt=0,
+                                        description="Half-life of trending counts")
+    model_factors: int = Field(16, ge=1, le=256, description="Latent factors of Top Picks")
+    model_seed: int = Field(42, description="Seed of model initialization and sampling")
+    model_checkpoint_interval_s: float = Field(5.0, gt=0,
+                                               description="Seconds between model checkpoints")
     worker_web_port: int = Field(0, ge=0, le=65535, description="Faust web port; 0 = disabled")
     worker_data_dir: str = Field(".homestream-data", description="Faust data directory")
 
     # --- pages ----------------------------------------------------------------------------
-    row_length: int = Field(20, ge=1, le=200)
-    artwork_base_url: str = Field("https://img.example.com/art/")
+    row_length: int = Field(20, ge=1, le=200, description="Titles per row")
+    artwork_base_url: str = Field("https://img.example.com/art/",
+                                  description="Base URL of synthetic artwork")
 
     # --- serving --------------------------------------------------------------------------
-    http_host: str = Field("127.0.0.1")
-    http_port: int = Field(8080, ge=0, le=65535)
+    http_host: str = Field("127.0.0.1", description="Server bind address")
+    http_port: int = Field(8080, ge=0, le=65535, description="Server port")
 
     # --- producer client ------------------------------------------------------------------
-    producer_linger_ms: float = Field(5.0, ge=0.0, le=10_000.0)
-    producer_delivery_timeout_ms: int = Field(30_000, ge=1000)
+    producer_linger_ms: float = Field(5.0, ge=0.0, le=10_000.0,
+                                      description="Producer batching delay")
+    producer_delivery_timeout_ms: int = Field(30_000, ge=1000,
+                                              description="Producer delivery timeout")
 
     @field_validator("bootstrap_servers", "redis_url", "app_id")
     @classmethod
