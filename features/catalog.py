@@ -66,6 +66,10 @@ class Catalog:
         t = self._titles.get(title_id)
         return t.genres if t is not None else []
 
+    def cast_of(self, title_id: str) -> list[str]:
+        t = self._titles.get(title_id)
+        return t.cast if t is not None else []
+
     def genres(self) -> list[str]:
         return sorted(self._genre_index())
 

@@ -24,7 +24,7 @@ ENGAGED_CLICK = 1
 ENGAGED_WATCH = 2
 
 #: Regression targets for the profile-title model, per implicit signal.
-LABEL_TARGET = {"click": 0.5, "watch": 1.0, "negative": 0.0}
+LABEL_TARGET = {"click": 0.5, "watch": 1.0, "abandon": 0.1, "negative": 0.0}
 #: Genre-affinity increments per signal.
 AFFINITY_WEIGHT = {"click": 0.3, "watch": 1.0}
 

@@ -31,6 +31,16 @@ def profile_key(prefix: str, profile_id: str) -> str:
     return f"{prefix}profile:{profile_id}"
 
 
+def profile_meta_key(prefix: str, profile_id: str) -> str:
+    """A profile's account settings (JSON): kids, rating limit, country."""
+    return f"{prefix}profile-meta:{profile_id}"
+
+
+def similar_key(prefix: str, title_id: str) -> str:
+    """A title's "similar titles" list (JSON ``[[title_id, score], ...]``)."""
+    return f"{prefix}similar:{title_id}"
+
+
 def trending_key(prefix: str, country: str, epoch: int) -> str:
     """Forward-decayed play counts (sorted set) of one country in one decay epoch."""
     return f"{prefix}trending:{country}:{epoch}"

@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from pydantic import BaseModel, ConfigDict
 
 from features.feedback import (
     AFFINITY_WEIGHT,
     ENGAGED_CLICK,
     ENGAGED_NONE,
+    ENGAGED_WATCH,
     LABEL_TARGET,
     derive_play_level,
     explicit_label,
@@ -35,6 +37,17 @@ from features.feedback import (
 from topics.models import Click, Event, Feedback, Impression, Play, Scroll, Search
 
 GenresOf = Callable[[str], Sequence[str]]
+
+
+class ProfileMeta(BaseModel):
+    """A profile's account settings (from the profiles topic): kids profile, own rating
+    limit, home country."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kids: bool = False
+    max_rating: str | None = None
+    country: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +69,8 @@ class Effects:
     labels: list[tuple[str, float]] = field(default_factory=list)
     #: ``(country, title_id, event_ts_ms)`` play starts for trending counts.
     plays: list[tuple[str, str, int]] = field(default_factory=list)
+    #: Titles that became watches (for item-to-item co-watch learning).
+    watched: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -84,6 +99,20 @@ class ProfileState:
     max_scroll_row: int = 0
     #: The last ``dedupe_window`` applied event ids, oldest first.
     seen_ids: list[str] = field(default_factory=list)
+    #: cast member -> ``[score, ts_ms]``, decayed like genre affinity (top entries only).
+    cast_affinity: dict[str, list[float]] = field(default_factory=dict)
+    #: ``[count, mean, m2]`` of this profile's star ratings (Welford), for calibration.
+    star_stats: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    #: The current session: ``{"start_ms", "last_ms", "events", "genres": {g: n}}``.
+    session: dict[str, Any] = field(default_factory=dict)
+    #: device -> events seen from it.
+    devices: dict[str, int] = field(default_factory=dict)
+    #: UTC hour of day -> plays started then.
+    play_hours: dict[str, int] = field(default_factory=dict)
+    #: title_id -> times re-watched after finishing.
+    rewatches: dict[str, int] = field(default_factory=dict)
+    #: titles whose repeated impressions without a play already produced a weak negative.
+    ignored: list[str] = field(default_factory=list)
 
     # -- serialization --------------------------------------------------------------------
     def to_json(self) -> bytes:
@@ -114,6 +143,31 @@ class ProfileState:
     def recent_title_ids(self) -> list[str]:
         return [t for t, _ in self.recent]
 
+    def watched_recently(self, limit: int = 20) -> list[str]:
+        """Titles watched (past 50%), most recent first: the "Because You Watched" seeds."""
+        return [t for t, _ in self.recent if self.engaged.get(t, 0) >= ENGAGED_WATCH][:limit]
+
+    def impressions_without_play(self) -> dict[str, int]:
+        """Times each title was shown and never played."""
+        return {t: n for t, n in self.impressions.items() if t not in self.engaged}
+
+    def cast_scores(self, now_ms: int, half_life_s: float) -> dict[str, float]:
+        """Cast affinity decayed to ``now_ms``."""
+        hl_ms = half_life_s * 1000.0
+        return {c: v * 2.0 ** (-max(0.0, now_ms - ts) / hl_ms)
+                for c, (v, ts) in self.cast_affinity.items()}
+
+    def context(self) -> dict[str, Any]:
+        """Time-of-day, device and session context for models and bandits."""
+        top_device = max(self.devices.items(), key=lambda kv: kv[1])[0] if self.devices else None
+        return {
+            "country": self.country, "device": self.device, "usual_device": top_device,
+            "hour_utc": (self.last_event_ts_ms // 3_600_000) % 24,
+            "session_events": self.session.get("events", 0),
+            "session_genres": dict(self.session.get("genres", {})),
+            "max_scroll_row": self.max_scroll_row,
+        }
+
 
 def _bump_affinity(state: ProfileState, genres: Sequence[str], w: float, ts: int,
                    half_life_s: float) -> None:
@@ -124,6 +178,69 @@ def _bump_affinity(state: ProfileState, genres: Sequence[str], w: float, ts: int
             state.affinity[g] = [score * 2.0 ** (-(ts - at) / hl_ms) + w, ts]
         else:  # late event: add its weight decayed to the stored reference time
             state.affinity[g] = [score + w * 2.0 ** (-(at - ts) / hl_ms), at]
+
+
+MAX_CAST = 100
+SESSION_GAP_MS = 30 * 60 * 1000
+
+
+def _bump_cast(state: ProfileState, cast: Sequence[str], w: float, ts: int,
+               half_life_s: float) -> None:
+    hl_ms = half_life_s * 1000.0
+    for c in cast[:5]:  # leading cast only
+        score, at = state.cast_affinity.get(c, (0.0, ts))
+        if ts >= at:
+            state.cast_affinity[c] = [score * 2.0 ** (-(ts - at) / hl_ms) + w, ts]
+        else:
+            state.cast_affinity[c] = [score + w * 2.0 ** (-(at - ts) / hl_ms), at]
+    if len(state.cast_affinity) > MAX_CAST:
+        keep = sorted(state.cast_affinity.items(), key=lambda kv: -abs(kv[1][0]))[:MAX_CAST]
+        state.cast_affinity = dict(keep)
+
+
+def calibrated_stars(state: ProfileState, stars: int, prior_mean: float = 3.0,
+                     prior_sd: float = 1.0, prior_n: float = 3.0) -> float:
+    """A star rating as a target in [0, 1] relative to this member's own scale.
+
+    The member's mean and spread are shrunk towards a prior (3 stars, sd 1) by ``prior_n``
+    pseudo-ratings, so a first rating means what it says and a member who rates
+    everything 5 ends up with their 5s near neutral.
+
+    >>> s = ProfileState("p")
+    >>> calibrated_stars(s, 5)
+    1.0
+    >>> for _ in range(20):
+    ...     update_star_stats(s, 5)
+    >>> round(calibrated_stars(s, 5), 2), calibrated_stars(s, 4)
+    (0.68, 0.0)
+    """
+    n, mean, m2 = state.star_stats
+    m = (n * mean + prior_n * prior_mean) / (n + prior_n)
+    var = (m2 + prior_n * prior_sd**2) / (n + prior_n)
+    z = (stars - m) / max(var**0.5, 0.25)
+    return min(1.0, max(0.0, 0.5 + 0.25 * z))
+
+
+def update_star_stats(state: ProfileState, stars: int) -> None:
+    """Add one rating to the member's running mean and variance (Welford)."""
+    n, mean, m2 = state.star_stats
+    n += 1
+    delta = stars - mean
+    mean += delta / n
+    m2 += delta * (stars - mean)
+    state.star_stats = [n, mean, m2]
+
+
+def _touch_session(state: ProfileState, ts: int, genres: Sequence[str]) -> None:
+    sess = state.session
+    if (not sess or ts - sess.get("last_ms", ts) > SESSION_GAP_MS
+            or ts < sess["start_ms"] - SESSION_GAP_MS):
+        sess = state.session = {"start_ms": ts, "last_ms": ts, "events": 0, "genres": {}}
+    sess["events"] += 1
+    sess["last_ms"] = max(sess["last_ms"], ts)
+    sess["start_ms"] = min(sess["start_ms"], ts)
+    for g in genres:
+        sess["genres"][g] = sess["genres"].get(g, 0) + 1
 
 
 def _touch_recent(state: ProfileState, title_id: str, ts: int, limit: int) -> None:
@@ -139,10 +256,11 @@ def _touch_recent(state: ProfileState, title_id: str, ts: int, limit: int) -> No
 
 
 def apply_event(state: ProfileState, event: Event, genres_of: GenresOf,
-                params: FeatureParams) -> Effects:
+                params: FeatureParams, cast_of: GenresOf | None = None) -> Effects:
     """Apply one event to ``state`` in place and return its :class:`Effects`.
 
     An event whose id was already applied changes nothing and returns ``duplicate=True``.
+    ``genres_of`` and ``cast_of`` look titles up in the catalog.
     """
     fx = Effects()
     if event.event_id in state.seen_ids:
@@ -155,50 +273,93 @@ def apply_event(state: ProfileState, event: Event, genres_of: GenresOf,
     ts = event.event_ts_ms
     newest = ts >= state.last_event_ts_ms
     state.last_event_ts_ms = max(state.last_event_ts_ms, ts)
+    device = getattr(event, "device", None)
+    if device and not isinstance(event, Impression):
+        state.devices[device] = state.devices.get(device, 0) + 1
+    title_id = getattr(event, "title_id", None)
+    genres = genres_of(title_id) if title_id and not isinstance(event, Impression) else []
+    _touch_session(state, ts, genres)
+    cast_of = cast_of or _no_cast
+    hl = params.affinity_half_life_s
 
     if isinstance(event, Play):
-        _apply_play(state, event, genres_of, params, fx, newest)
+        _apply_play(state, event, genres_of, cast_of, params, fx, newest)
     elif isinstance(event, Feedback):
-        y = explicit_label(event.kind, event.stars)
+        if event.kind == "stars" and event.stars is not None:
+            y = calibrated_stars(state, event.stars)
+            update_star_stats(state, event.stars)
+        else:
+            y = explicit_label(event.kind, event.stars)
         state.explicit[event.title_id] = y
         fx.labels.append((event.title_id, y))
-        _bump_affinity(state, genres_of(event.title_id), 2.0 * y - 1.0, ts,
-                       params.affinity_half_life_s)
+        _bump_affinity(state, genres, 2.0 * y - 1.0, ts, hl)
+        _bump_cast(state, cast_of(event.title_id), 2.0 * y - 1.0, ts, hl)
         fx.page_changed = True
     elif isinstance(event, Impression):
-        state.impressions[event.title_id] = state.impressions.get(event.title_id, 0) + 1
+        n = state.impressions[event.title_id] = state.impressions.get(event.title_id, 0) + 1
+        if (n >= IGNORED_AFTER_IMPRESSIONS and event.title_id not in state.engaged
+                and event.title_id not in state.ignored):
+            # shown again and again, never played: weak negative evidence, once
+            state.ignored.append(event.title_id)
+            del state.ignored[:-200]
+            fx.labels.append((event.title_id, LABEL_TARGET["negative"]))
     elif isinstance(event, Click):
         _touch_recent(state, event.title_id, ts, params.recent_titles)
     elif isinstance(event, Scroll):
         state.max_scroll_row = max(state.max_scroll_row, event.row)
     elif isinstance(event, Search):
-        pass  # searches are counted in n_events; query features arrive with search serving
+        pass  # counted in n_events and the session; query features come with search
     return fx
 
 
-def _apply_play(state: ProfileState, ev: Play, genres_of: GenresOf, params: FeatureParams,
-                fx: Effects, newest: bool) -> None:
+#: Impressions without a play after which a title counts as ignored (a weak negative).
+IGNORED_AFTER_IMPRESSIONS = 3
+#: A stop before this share of the title is an early abandon (weak negative).
+ABANDON_FRACTION = 0.1
+
+
+def _no_cast(_: str) -> list[str]:
+    return []
+
+
+def _apply_play(state: ProfileState, ev: Play, genres_of: GenresOf, cast_of: GenresOf,
+                params: FeatureParams, fx: Effects, newest: bool) -> None:
     ts = ev.event_ts_ms
+    hl = params.affinity_half_life_s
+    tid = ev.title_id
     if newest:
         state.country, state.device = ev.country, ev.device
-    prev = state.progress.get(ev.title_id)
+    if ev.action == "start":
+        hour = str((ts // 3_600_000) % 24)
+        state.play_hours[hour] = state.play_hours.get(hour, 0) + 1
+    prev = state.progress.get(tid)
     if prev is None or ts >= prev[2]:
-        state.progress[ev.title_id] = [ev.position_s, ev.duration_s, ts]
+        state.progress[tid] = [ev.position_s, ev.duration_s, ts]
     fraction = ev.fraction
     if is_finished(fraction):
-        state.finished[ev.title_id] = max(ts, state.finished.get(ev.title_id, 0))
-    elif ev.action == "start" and ts > state.finished.get(ev.title_id, ts):
-        del state.finished[ev.title_id]  # a re-watch brings the title back to Continue Watching
-    before = state.engaged.get(ev.title_id, ENGAGED_NONE)
+        state.finished[tid] = max(ts, state.finished.get(tid, 0))
+    elif ev.action == "start" and ts > state.finished.get(tid, ts):
+        # a re-watch: strong positive evidence, and back into Continue Watching
+        del state.finished[tid]
+        state.rewatches[tid] = state.rewatches.get(tid, 0) + 1
+        fx.labels.append((tid, LABEL_TARGET["watch"]))
+    before = state.engaged.get(tid, ENGAGED_NONE)
     level, label = derive_play_level(before, fraction)
     if label is not None:
         if before == ENGAGED_NONE:
-            fx.plays.append((ev.country, ev.title_id, ts))
-        state.engaged[ev.title_id] = level
-        fx.labels.append((ev.title_id, LABEL_TARGET[label]))
+            fx.plays.append((ev.country, tid, ts))
+        state.engaged[tid] = level
+        fx.labels.append((tid, LABEL_TARGET[label]))
+        if label == "watch":
+            fx.watched.append(tid)
         # a click that becomes a watch tops its affinity up to the watch weight
         already = AFFINITY_WEIGHT["click"] if before == ENGAGED_CLICK else 0.0
-        _bump_affinity(state, genres_of(ev.title_id), AFFINITY_WEIGHT[label] - already, ts,
-                       params.affinity_half_life_s)
-    _touch_recent(state, ev.title_id, ts, params.recent_titles)
+        _bump_affinity(state, genres_of(tid), AFFINITY_WEIGHT[label] - already, ts, hl)
+        _bump_cast(state, cast_of(tid), AFFINITY_WEIGHT[label] - already, ts, hl)
+    elif (ev.action == "stop" and fraction < ABANDON_FRACTION and before == ENGAGED_CLICK
+          and tid not in state.finished):
+        # stopped early: weak negative (the click label stays; this pulls it down)
+        fx.labels.append((tid, LABEL_TARGET["abandon"]))
+        _bump_affinity(state, genres_of(tid), -AFFINITY_WEIGHT["click"], ts, hl)
+    _touch_recent(state, tid, ts, params.recent_titles)
     fx.page_changed = True

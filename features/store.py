@@ -11,6 +11,8 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 
+import orjson
+
 from features import keys
 from features.profile import ProfileState
 from features.trending import merge_epochs
@@ -33,6 +35,23 @@ class PipelineStore(abc.ABC):
                            trending: Sequence[TrendingIncrement],
                            counters: Mapping[str, int]) -> None:
         """Atomically store states, add trending increments and add to counters."""
+
+    @abc.abstractmethod
+    async def load_profile_meta(self, profile_ids: Sequence[str]) -> dict[str, dict]:
+        """Account settings (JSON objects) of the given profiles; absent when unknown."""
+
+    @abc.abstractmethod
+    async def put_profile_meta(self, metas: Mapping[str, dict]) -> None:
+        """Store account settings by profile id."""
+
+    # -- item-to-item ---------------------------------------------------------------------
+    @abc.abstractmethod
+    async def write_similar(self, lists: Mapping[str, list[tuple[str, float]]]) -> None:
+        """Store "similar titles" lists by title id."""
+
+    @abc.abstractmethod
+    async def get_similar(self, title_id: str) -> list[tuple[str, float]] | None:
+        """A title's stored similar-titles list, or ``None``."""
 
     # -- trending -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -109,6 +128,21 @@ class InMemoryStore(PipelineStore):
         self.version = 0
         self.checkpoints: dict[str, bytes] = {}
         self._counters: dict[str, int] = {}
+        self.metas: dict[str, bytes] = {}
+        self.similar: dict[str, bytes] = {}
+
+    async def load_profile_meta(self, profile_ids):
+        return {p: orjson.loads(self.metas[p]) for p in profile_ids if p in self.metas}
+
+    async def put_profile_meta(self, metas) -> None:
+        self.metas.update({p: orjson.dumps(m) for p, m in metas.items()})
+
+    async def write_similar(self, lists) -> None:
+        self.similar.update({t: orjson.dumps(v) for t, v in lists.items()})
+
+    async def get_similar(self, title_id):
+        raw = self.similar.get(title_id)
+        return None if raw is None else [tuple(x) for x in orjson.loads(raw)]
 
     async def load_profiles(self, profile_ids: Sequence[str]) -> dict[str, ProfileState]:
         return {p: ProfileState.from_json(self.profiles[p])
@@ -191,6 +225,27 @@ class RedisStore(PipelineStore):
         raw = await self.client.mget([keys.profile_key(self.prefix, p) for p in profile_ids])
         return {p: ProfileState.from_json(v) for p, v in zip(profile_ids, raw, strict=True)
                 if v is not None}
+
+    async def load_profile_meta(self, profile_ids):
+        if not profile_ids:
+            return {}
+        raw = await self.client.mget([keys.profile_meta_key(self.prefix, p) for p in profile_ids])
+        return {p: orjson.loads(v) for p, v in zip(profile_ids, raw, strict=True)
+                if v is not None}
+
+    async def put_profile_meta(self, metas) -> None:
+        if metas:
+            await self.client.mset({keys.profile_meta_key(self.prefix, p): orjson.dumps(m)
+                                    for p, m in metas.items()})
+
+    async def write_similar(self, lists) -> None:
+        if lists:
+            await self.client.mset({keys.similar_key(self.prefix, t): orjson.dumps(v)
+                                    for t, v in lists.items()})
+
+    async def get_similar(self, title_id):
+        raw = await self.client.get(keys.similar_key(self.prefix, title_id))
+        return None if raw is None else [tuple(x) for x in orjson.loads(raw)]
 
     async def commit_batch(self, states, trending, counters) -> None:
         if not states and not trending and not counters:

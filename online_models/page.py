@@ -1,8 +1,14 @@
-"""Home-page assembly: candidate rows from features and models, de-duplicated, as plain data.
+"""Home-page assembly: candidate rows, row utility, greedy diverse selection, de-duplication.
 
-Pure: takes a profile's state (or ``None`` for a member without history), the catalog, the
-country's trending list and a scoring function, and returns the page as a JSON-ready dict.
-No title appears twice on a page; Continue Watching claims its titles first.
+Pure. For one member it (1) scores every allowed title's *relevance* in [0, 1] by blending
+the online Top Picks model, content match and popularity (the model's weight grows with
+the member's history, so new members get popular and content-matched titles); (2) builds
+candidate rows (Continue Watching, Top Picks, Because You Watched X, Because You Like
+<genre>, Top 10, Trending, New Releases, More Like X); (3) gives each row a utility = the
+row kind's prior weight x the mean relevance of its leading titles; (4) picks rows greedily
+by utility minus ``diversity_penalty`` x the row's largest similarity to rows already
+picked; (5) fills the picked rows in that order so no title appears twice on the page.
+Guardrails (:class:`~online_models.rules.Rules`) filter every candidate.
 
 >>> import datetime as dt
 >>> from features.catalog import Catalog
@@ -12,23 +18,31 @@ No title appears twice on a page; Continue Watching claims its titles first.
 ...     artwork=[Artwork(artwork_id=f"t{i}-a", url=f"u{i}")]) for i in range(5)])
 >>> page = assemble_page(None, cat, trending=[("t3", 9.0)], scorer=None,
 ...                      config=PageConfig(row_length=3), country="US", now_ms=0)
->>> [(r["row_id"], [i["title_id"] for i in r["items"]]) for r in page["rows"]]
-[('trending-US', ['t3']), ('new-releases', ['t4', 't2', 't1']), ('genre-drama', ['t0'])]
+>>> ids = [i["title_id"] for r in page["rows"] for i in r["items"]]
+>>> ids[0], len(ids) == len(set(ids)) == 5
+('t3', True)
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from features.catalog import Catalog
 from features.profile import ProfileState
+from online_models.content import content_scores
+from online_models.rules import ProfileMeta, Rules
+from online_models.similarity import CoWatchSimilarity, similar_titles
 from topics.models import Title
 
 Scorer = Callable[[str, Sequence[str]], np.ndarray]
+#: Leading titles of a row that decide its utility.
+UTILITY_DEPTH = 5
 
 
 @dataclass(frozen=True)
@@ -36,12 +50,99 @@ class PageConfig:
     """Shape of a materialized page."""
 
     row_length: int = 20
-    genre_rows: int = 2
+    genre_rows: int = 3
     affinity_half_life_s: float = 14 * 24 * 3600.0
-    max_rating: str = "NC-17"
+    rules: Rules = field(default_factory=Rules)
 
 
-def _item(title: Title, score: float, **extra: Any) -> dict[str, Any]:
+@dataclass
+class CandidateRow:
+    """A row before selection: its ranked titles and its utility for the member."""
+
+    row_id: str
+    kind: str
+    title: str
+    explanation: str
+    ranked: list[tuple[str, float]]
+    utility: float = 0.0
+    adjusted_utility: float = 0.0
+    extra: Callable[[str], dict[str, Any]] | None = None
+
+    def head(self, n: int = 2 * UTILITY_DEPTH) -> set[str]:
+        return {t for t, _ in self.ranked[:n]}
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    if x.size == 0:
+        return x
+    lo, hi = float(x.min()), float(x.max())
+    return np.full_like(x, 0.5) if hi - lo < 1e-12 else (x - lo) / (hi - lo)
+
+
+def relevance(state: ProfileState | None, titles: Sequence[Title],
+              popularity: dict[str, float], scorer: Scorer | None, now_ms: int,
+              config: PageConfig) -> dict[str, float]:
+    """Each title's relevance for the member in [0, 1] (see the module docstring)."""
+    if not titles:
+        return {}
+    ids = [t.title_id for t in titles]
+    pop = np.array([popularity.get(t, 0.0) for t in ids])
+    today = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).date()
+    if state is None:
+        content = content_scores(titles, {}, {}, today, config.rules.new_release_days)
+        rel = 0.6 * pop + 0.4 * content
+    else:
+        hl = config.affinity_half_life_s
+        content = content_scores(titles, state.genre_affinity(now_ms, hl),
+                                 state.cast_scores(now_ms, hl), today,
+                                 config.rules.new_release_days)
+        n = len(state.engaged) + len(state.explicit)
+        w_mf = 0.6 * n / (n + 5.0) if scorer is not None else 0.0
+        mf = _minmax(scorer(state.profile_id, ids)) if w_mf else np.zeros(len(ids))
+        rel = w_mf * mf + (1.0 - w_mf) * (0.65 * content + 0.35 * pop)
+    return dict(zip(ids, np.clip(rel, 0.0, 1.0).tolist(), strict=True))
+
+
+def _genre_vector(ids: Iterable[str], catalog: Catalog) -> dict[str, float]:
+    vec: dict[str, float] = {}
+    for t in ids:
+        for g in catalog.genres_of(t):
+            vec[g] = vec.get(g, 0.0) + 1.0
+    return vec
+
+
+def row_similarity(a: CandidateRow, b: CandidateRow, catalog: Catalog) -> float:
+    """Similarity of two rows in [0, 1]: half title overlap (Jaccard of their leading
+    titles), half genre mix (cosine of genre counts)."""
+    ha, hb = a.head(), b.head()
+    jac = len(ha & hb) / len(ha | hb) if ha | hb else 0.0
+    va, vb = _genre_vector(ha, catalog), _genre_vector(hb, catalog)
+    dot = sum(v * vb.get(g, 0.0) for g, v in va.items())
+    norm = math.sqrt(sum(v * v for v in va.values()) * sum(v * v for v in vb.values()))
+    return 0.5 * jac + 0.5 * (dot / norm if norm else 0.0)
+
+
+def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
+                max_rows: int) -> list[CandidateRow]:
+    """Greedy selection: repeatedly take the row with the highest utility minus
+    ``penalty`` x its largest similarity to rows taken so far. The adjusted utilities of the
+    rows taken are therefore non-increasing."""
+    left = [c for c in cands if c.ranked]
+    chosen: list[CandidateRow] = []
+    max_sim = {id(c): 0.0 for c in left}
+    while left and len(chosen) < max_rows:
+        best = max(left, key=lambda c: (c.utility - penalty * max_sim[id(c)], -cands.index(c)))
+        best.adjusted_utility = best.utility - penalty * max_sim[id(best)]
+        chosen.append(best)
+        left.remove(best)
+        if best.kind == "continue_watching":
+            continue  # a functional row: it does not make recommendation rows redundant
+        for c in left:
+            max_sim[id(c)] = max(max_sim[id(c)], row_similarity(c, best, catalog))
+    return chosen
+
+
+def _item(title: Title, score: float, extra: dict[str, Any] | None) -> dict[str, Any]:
     art = title.artwork[0]
     return {
         "title_id": title.title_id,
@@ -50,49 +151,106 @@ def _item(title: Title, score: float, **extra: Any) -> dict[str, Any]:
         "artwork_url": art.url,
         "score": round(float(score), 6),
         "maturity_rating": title.maturity_rating,
+        "genres": list(title.genres),
         "availability": list(title.availability),
-        **extra,
+        **(extra or {}),
     }
 
 
-class _RowFiller:
-    """Fills rows from ranked candidates, skipping titles already on the page or not
-    allowed for this member (country, maturity)."""
+def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed: list[Title],
+                   rel: dict[str, float], trending: Sequence[tuple[str, float]],
+                   cowatch: CoWatchSimilarity | None, config: PageConfig, country: str,
+                   now_ms: int) -> list[CandidateRow]:
+    """Every row the member could be shown, each ranked and scored for utility."""
+    rules = config.rules
+    w = rules.row_weights
+    allowed_ids = {t.title_id for t in allowed}
+    engaged = (set(state.engaged) | set(state.finished)) if state else set()
+    fresh = [t for t in allowed if t.title_id not in engaged]
+    n = 3 * config.row_length
+    rows: list[CandidateRow] = []
+    where = country if country not in ("ALL", "ZZ") else "Your Region"
 
-    def __init__(self, catalog: Catalog, country: str, max_rating: str, length: int) -> None:
-        self.catalog = catalog
-        self.country = country
-        self.max_rating = max_rating
-        self.length = length
-        self.used: set[str] = set()
+    def by_rel(ids: Iterable[str]) -> list[tuple[str, float]]:
+        ranked = [(t, rel[t]) for t in ids if t in allowed_ids and t not in engaged]
+        ranked.sort(key=lambda kv: (-kv[1], kv[0]))
+        return ranked[:n]
 
-    def allowed(self, title: Title | None) -> bool:
-        return (title is not None and title.available_in(self.country)
-                and title.allowed_for(self.max_rating))
+    def add(row_id: str, kind: str, title: str, why: str, ranked: list[tuple[str, float]],
+            quality: float | None = None, extra=None) -> None:
+        if not ranked:
+            return
+        head = [rel.get(t, 0.0) for t, _ in ranked[:UTILITY_DEPTH]]
+        q = quality if quality is not None else sum(head) / len(head)
+        rows.append(CandidateRow(row_id, kind, title, why, ranked,
+                                 utility=round(w.get(kind, 0.5) * q, 6), extra=extra))
 
-    def fill(self, ranked: Iterable[tuple[str, float]],
-             extra: Callable[[str], dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-        items = []
-        for tid, score in ranked:
-            if tid in self.used:
+    if state is not None:
+        cw = [t for t in state.continue_watching() if t in allowed_ids]
+        add("continue-watching", "continue_watching", "Continue Watching",
+            "Pick up where you left off",
+            [(t, 1.0 - i / max(1, len(cw))) for i, t in enumerate(cw)], quality=1.0,
+            extra=lambda t: {"resume_position_s": state.resume_position(t)})
+        if state.engaged or state.explicit:
+            add("top-picks", "top_picks", "Top Picks for You",
+                "Learned from what you watched and rated", by_rel(allowed_ids))
+        for seed in state.watched_recently(rules.because_you_watched_rows):
+            seed_t = catalog.get(seed)
+            if seed_t is None:
                 continue
-            title = self.catalog.get(tid)
-            if not self.allowed(title):
-                continue
-            assert title is not None
-            items.append(_item(title, score, **(extra(tid) if extra else {})))
-            self.used.add(tid)
-            if len(items) >= self.length:
-                break
-        return items
+            sims = similar_titles(seed_t, fresh, cowatch or CoWatchSimilarity(), n,
+                                  exclude=engaged)
+            ranked = [(t, s) for t, s in sims if t in allowed_ids]
+            add(f"because-you-watched-{seed}", "because_you_watched",
+                f"Because You Watched {seed_t.name}",
+                f"Members who watched {seed_t.name} also watched these", ranked,
+                quality=sum(rel.get(t, 0.0) * (0.5 + 0.5 * min(1.0, s)) for t, s in
+                            ranked[:UTILITY_DEPTH]) / max(1, min(UTILITY_DEPTH, len(ranked))))
+        liked = [t for t, y in sorted(state.explicit.items(), key=lambda kv: -kv[1]) if y >= 0.75]
+        clicked = [t for t in state.recent_title_ids() if state.engaged.get(t) == 1]
+        for seed in (liked or clicked)[:1]:
+            seed_t = catalog.get(seed)
+            if seed_t is not None:
+                sims = similar_titles(seed_t, fresh, CoWatchSimilarity(), n, exclude=engaged)
+                add(f"more-like-{seed}", "more_like", f"More Like {seed_t.name}",
+                    f"Similar in genre and cast to {seed_t.name}",
+                    [(t, s) for t, s in sims if t in allowed_ids])
+        affinity = state.genre_affinity(now_ms, config.affinity_half_life_s)
+        genres = [g for g, s in sorted(affinity.items(), key=lambda kv: (-kv[1], kv[0]))
+                  if s > 0][: config.genre_rows]
+        top = max((affinity[g] for g in genres), default=1.0) or 1.0
+        for g in genres:
+            ranked = by_rel(catalog.by_genre(g))
+            if ranked:
+                head = [r for _, r in ranked[:UTILITY_DEPTH]]
+                add(_genre_slug(g), "genre", f"Because You Like {g}",
+                    f"You have been watching {g}", ranked,
+                    quality=(0.5 + 0.5 * affinity[g] / top) * sum(head) / len(head))
+    else:
+        pop_genre: dict[str, float] = {}
+        for t, s in trending:
+            for g in catalog.genres_of(t):
+                pop_genre[g] = pop_genre.get(g, 0.0) + s
+        for g in sorted(catalog.genres(), key=lambda g: (-pop_genre.get(g, 0.0), g))[
+                : config.genre_rows]:
+            add(_genre_slug(g), "genre", f"Popular {g}", f"Popular {g} titles",
+                by_rel(catalog.by_genre(g)))
 
-
-def _row(row_id: str, kind: str, title: str, explanation: str,
-         items: list[dict[str, Any]]) -> dict[str, Any] | None:
-    if not items:
-        return None
-    return {"row_id": row_id, "kind": kind, "title": title, "explanation": explanation,
-            "items": items}
+    top_score = trending[0][1] if trending else 1.0
+    popular = [(t, s / top_score) for t, s in trending if t in allowed_ids and t not in engaged]
+    add(f"top10-{country}", "top10", f"Top 10 in {where}", "The most played titles today",
+        popular[:10])
+    add(f"trending-{country}", "trending", f"Trending Now in {where}",
+        "Popular right now, picked for you",
+        sorted(((t, 0.5 * s + 0.5 * rel.get(t, 0.0)) for t, s in popular[:n]),
+               key=lambda kv: -kv[1]))
+    today = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).date()
+    new = [t.title_id for t in fresh
+           if 0 <= (today - t.release_date).days < rules.new_release_days]
+    if not new:  # nothing released lately: the newest titles
+        new = [t for t in catalog.newest(n) if t in allowed_ids and t not in engaged]
+    add("new-releases", "new_releases", "New Releases", "Recently added", by_rel(new))
+    return rows
 
 
 def _genre_slug(genre: str) -> str:
@@ -101,76 +259,44 @@ def _genre_slug(genre: str) -> str:
 
 def assemble_page(state: ProfileState | None, catalog: Catalog,
                   trending: Sequence[tuple[str, float]], scorer: Scorer | None,
-                  config: PageConfig, country: str, now_ms: int) -> dict[str, Any]:
-    """Build one profile's page (or the default page when ``state`` is ``None``)."""
-    fill = _RowFiller(catalog, country, config.max_rating, config.row_length)
+                  config: PageConfig, country: str, now_ms: int,
+                  meta: ProfileMeta | None = None,
+                  cowatch: CoWatchSimilarity | None = None) -> dict[str, Any]:
+    """Build one member's page (or the default page when ``state`` is ``None``)."""
+    meta = meta or ProfileMeta()
+    rules = config.rules
+    allowed = [t for t in catalog.titles() if rules.allows(t, meta, country)]
     top = trending[0][1] if trending else 1.0
-    trend_rank = [(t, s / top) for t, s in trending]
-    trend_score = dict(trend_rank)
-    rows: list[dict[str, Any] | None] = []
-    n = config.row_length
-
-    def newest() -> list[tuple[str, float]]:
-        ids = catalog.newest(4 * n)
-        return [(t, 1.0 - i / max(1, len(ids))) for i, t in enumerate(ids)]
-
-    def by_popularity(ids: Iterable[str], skip: set[str]) -> list[tuple[str, float]]:
-        ranked = [(t, trend_score.get(t, 0.0)) for t in ids if t not in skip]
-        ranked.sort(key=lambda kv: -kv[1])  # stable: catalog order breaks ties
-        return ranked
-
-    if state is None:
-        rows.append(_row(f"trending-{country}", "trending", f"Trending Now in {country}",
-                         "Popular with members in your country right now",
-                         fill.fill(trend_rank)))
-        rows.append(_row("new-releases", "new_releases", "New Releases", "Recently added",
-                         fill.fill(newest())))
-        genre_pop: dict[str, float] = {}
-        for t, s in trending:
-            for g in catalog.genres_of(t):
-                genre_pop[g] = genre_pop.get(g, 0.0) + s
-        genres = sorted(catalog.genres(), key=lambda g: (-genre_pop.get(g, 0.0), g))
-        for g in genres[: config.genre_rows]:
-            rows.append(_row(_genre_slug(g), "genre", f"Popular {g}", f"Popular {g} titles",
-                             fill.fill(by_popularity(catalog.by_genre(g), set()))))
-        return _page(None, False, country, now_ms, 0, rows)
-
-    engaged = set(state.engaged) | set(state.finished)
-    cw = state.continue_watching()
-    rows.append(_row("continue-watching", "continue_watching", "Continue Watching",
-                     "Pick up where you left off",
-                     fill.fill(((t, 1.0 - i / max(1, len(cw))) for i, t in enumerate(cw)),
-                               extra=lambda t: {"resume_position_s": state.resume_position(t)})))
-    if scorer is not None:
-        cands = [t.title_id for t in catalog.titles()
-                 if t.title_id not in engaged and fill.allowed(t)]
-        if cands:
-            scores = scorer(state.profile_id, cands)
-            order = np.argsort(-scores, kind="stable")[: 3 * n]
-            rows.append(_row("top-picks", "top_picks", "Top Picks for You",
-                             "Learned from what you watched and rated",
-                             fill.fill((cands[i], float(scores[i])) for i in order)))
-    affinity = state.genre_affinity(now_ms, config.affinity_half_life_s)
-    liked = [g for g, s in sorted(affinity.items(), key=lambda kv: (-kv[1], kv[0])) if s > 0]
-    for g in liked[: config.genre_rows]:
-        rows.append(_row(_genre_slug(g), "genre", f"Because You Like {g}",
-                         f"You have been watching {g}",
-                         fill.fill(by_popularity(catalog.by_genre(g), engaged))))
-    rows.append(_row(f"trending-{country}", "trending", f"Trending Now in {country}",
-                     "Popular with members in your country right now",
-                     fill.fill((t, s) for t, s in trend_rank if t not in engaged)))
-    rows.append(_row("new-releases", "new_releases", "New Releases", "Recently added",
-                     fill.fill((t, s) for t, s in newest() if t not in engaged)))
-    return _page(state.profile_id, True, country, now_ms, state.last_event_ts_ms, rows)
-
-
-def _page(profile_id: str | None, personalized: bool, country: str, now_ms: int,
-          as_of: int, rows: list[dict[str, Any] | None]) -> dict[str, Any]:
+    popularity = {t: s / top for t, s in trending}
+    rel = relevance(state, allowed, popularity, scorer, now_ms, config)
+    cands = candidate_rows(state, catalog, allowed, rel, trending, cowatch, config, country,
+                           now_ms)
+    chosen = select_rows(cands, catalog, rules.diversity_penalty, rules.max_rows)
+    used: set[str] = set()
+    rows = []
+    for c in chosen:
+        items = []
+        for tid, score in c.ranked:
+            if tid in used:
+                continue
+            title = catalog.get(tid)
+            if title is None:
+                continue
+            items.append(_item(title, score, c.extra(tid) if c.extra else None))
+            used.add(tid)
+            if len(items) >= config.row_length:
+                break
+        if items:
+            rows.append({"row_id": c.row_id, "kind": c.kind, "title": c.title,
+                         "explanation": c.explanation, "utility": c.utility,
+                         "adjusted_utility": round(c.adjusted_utility, 6), "items": items})
     return {
-        "profile_id": profile_id,
-        "personalized": personalized,
+        "profile_id": state.profile_id if state else None,
+        "personalized": state is not None,
         "country": country,
+        "max_rating": rules.max_rating_for(meta),
+        "kids": meta.kids,
         "generated_at_ms": now_ms,
-        "as_of_event_ts_ms": as_of,
-        "rows": [r for r in rows if r is not None],
+        "as_of_event_ts_ms": state.last_event_ts_ms if state else 0,
+        "rows": rows,
     }

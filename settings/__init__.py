@@ -65,7 +65,13 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(0, ge=0, le=65535, description="Faust web port; 0 = disabled")
     worker_data_dir: str = Field(".homestream-data", description="Faust data directory")
 
+    max_lateness_s: float = Field(6 * 3600.0, ge=0.0,
+                                  description="Events older than this behind a profile's "
+                                              "newest event go to the dead letters")
+    publish_page_updates: bool = Field(True, description="Publish changed pages downstream")
+
     # --- pages ----------------------------------------------------------------------------
+    rules_file: str = Field("", description="JSON file of guardrails and row weights")
     row_length: int = Field(20, ge=1, le=200, description="Titles per row")
     artwork_base_url: str = Field("https://img.example.com/art/",
                                   description="Base URL of synthetic artwork")

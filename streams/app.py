@@ -19,7 +19,7 @@ import faust
 
 from features.store import PipelineStore, RedisStore
 from settings import Settings
-from streams.processor import DeadLetterSink, EventProcessor, RawMessage
+from streams.processor import DeadLetterSink, EventProcessor, PageUpdateSink, RawMessage
 from topics.codec import default_codec
 from topics.models import DeadLetter
 from topics.registry import event_topics, topic_specs
@@ -44,6 +44,20 @@ class FaustDeadLetters:
                 headers={"reason": letter.reason.encode()[:1000],
                          "error_type": letter.error_type.encode()},
             ))
+        await asyncio.gather(*futures)
+
+
+class FaustPageUpdates:
+    """Publishes changed pages to the recommendations topic and waits for the broker's ack."""
+
+    def __init__(self, topic: faust.TopicT) -> None:
+        self.topic = topic
+        self.codec = default_codec()
+
+    async def send(self, pages: Sequence[dict]) -> None:
+        futures = [await self.topic.send(key=(p["profile_id"] or "").encode(),
+                                         value=self.codec.encode_page_update(p))
+                   for p in pages]
         await asyncio.gather(*futures)
 
 
@@ -85,18 +99,26 @@ def _raw(events: Sequence[faust.EventT]) -> list[RawMessage]:
 
 
 def build_app(settings: Settings, store: PipelineStore | None = None,
-              dead_letters: DeadLetterSink | None = None) -> faust.App:
-    """The worker's Faust app with its topics, agents and timers."""
+              dead_letters: DeadLetterSink | None = None,
+              page_updates: PageUpdateSink | None = None) -> faust.App:
+    """The worker's Faust app with its topics, agents and timers; the sinks default to the
+    dead-letter and recommendations topics."""
     app = faust.App(settings.app_id, **faust_config(settings))
     specs = topic_specs(settings)
     dlq_topic = app.topic(specs["dead_letter"].name, key_type=bytes, value_type=bytes,
                           internal=False)
     store = store or RedisStore.from_url(settings.redis_url, settings.key_prefix)
-    processor = EventProcessor(settings, store, dead_letters or FaustDeadLetters(dlq_topic))
+    updates_topic = app.topic(specs["page_updates"].name, key_type=bytes, value_type=bytes,
+                              internal=False)
+    if page_updates is None and settings.publish_page_updates:
+        page_updates = FaustPageUpdates(updates_topic)
+    processor = EventProcessor(settings, store, dead_letters or FaustDeadLetters(dlq_topic),
+                               page_updates=page_updates)
     app.processor = processor  # type: ignore[attr-defined]  # for tests and tools
     freshness: list[float] = []
     events_topic = app.topic(*event_topics(settings), key_type=bytes, value_type=bytes)
     catalog_topic = app.topic(specs["catalog"].name, key_type=bytes, value_type=bytes)
+    profiles_topic = app.topic(specs["profiles"].name, key_type=bytes, value_type=bytes)
 
     @app.agent(events_topic, name="events")
     async def process_events(stream: faust.StreamT) -> None:
@@ -109,6 +131,11 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
     async def process_catalog(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(1000, within=0.2):
             await _finish_even_if_cancelled(processor.process_catalog(_raw(batch)))
+
+    @app.agent(profiles_topic, name="profiles")
+    async def process_profiles(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(1000, within=0.2):
+            await _finish_even_if_cancelled(processor.process_profiles(_raw(batch)))
 
     @app.timer(settings.model_checkpoint_interval_s)
     async def checkpoint_model() -> None:

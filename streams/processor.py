@@ -10,8 +10,12 @@ load the affected profiles (one ``MGET``), commit states + trending + counters (
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
+import pickle
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -20,10 +24,12 @@ import orjson
 
 from features.catalog import Catalog
 from features.keys import ALL_COUNTRIES
-from features.profile import Effects, FeatureParams, ProfileState, apply_event
+from features.profile import Effects, FeatureParams, ProfileMeta, ProfileState, apply_event
 from features.store import PipelineStore, TrendingIncrement
 from features.trending import decayed_weight, epoch_of
 from online_models.page import PageConfig, assemble_page
+from online_models.rules import Rules, rules_from_settings
+from online_models.similarity import CoWatchSimilarity
 from online_models.top_picks import TopPicksModel
 from settings import Settings
 from topics.codec import AvroCodec, DecodeError, default_codec, validate_event
@@ -32,6 +38,9 @@ from topics.models import DeadLetter, Event, Impression, Title
 log = logging.getLogger(__name__)
 
 MODEL_CHECKPOINT = "top-picks"
+COWATCH_CHECKPOINT = "co-watch"
+#: Remembered page digests (to publish only pages that changed).
+DIGEST_CACHE = 200_000
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,22 @@ class DeadLetterSink(Protocol):
     """Where unusable input goes; ``send`` returns once the letters are durably written."""
 
     async def send(self, letters: Sequence[DeadLetter]) -> None: ...
+
+
+class PageUpdateSink(Protocol):
+    """Where changed pages are published downstream; ``send`` returns once acknowledged."""
+
+    async def send(self, pages: Sequence[dict]) -> None: ...
+
+
+class MemoryPageUpdates:
+    """A :class:`PageUpdateSink` that keeps pages in a list (unit tests, tools)."""
+
+    def __init__(self) -> None:
+        self.pages: list[dict] = []
+
+    async def send(self, pages: Sequence[dict]) -> None:
+        self.pages.extend(pages)
 
 
 class MemoryDeadLetters:
@@ -73,6 +98,8 @@ class BatchReport:
     profiles: int = 0
     pages: int = 0
     labels: int = 0
+    late: int = 0
+    published: int = 0
     #: Page-write time minus event time, per applied event, in ms.
     freshness_ms: list[float] = field(default_factory=list)
 
@@ -94,10 +121,12 @@ class EventProcessor:
     """
 
     def __init__(self, settings: Settings, store: PipelineStore, dead_letters: DeadLetterSink,
-                 codec: AvroCodec | None = None, clock: Callable[[], float] = time.time) -> None:
+                 codec: AvroCodec | None = None, clock: Callable[[], float] = time.time,
+                 page_updates: PageUpdateSink | None = None, rules: Rules | None = None) -> None:
         self.settings = settings
         self.store = store
         self.dead_letters = dead_letters
+        self.page_updates = page_updates
         self.codec = codec or default_codec()
         self.clock = clock
         self.catalog = Catalog()
@@ -108,7 +137,10 @@ class EventProcessor:
             affinity_half_life_s=settings.affinity_half_life_s,
         )
         self.page_config = PageConfig(row_length=settings.row_length,
-                                      affinity_half_life_s=settings.affinity_half_life_s)
+                                      affinity_half_life_s=settings.affinity_half_life_s,
+                                      rules=rules or rules_from_settings(settings))
+        self.cowatch = CoWatchSimilarity()
+        self._digests: OrderedDict[str, bytes] = OrderedDict()
         self._catalog_ids: list[str] = []
         self._started = False
         self._labels_since_checkpoint = 0
@@ -126,14 +158,21 @@ class EventProcessor:
             self.model = TopPicksModel.from_bytes(data)
             log.info("restored model checkpoint v%d (%d labels learned)",
                      self.model.version, self.model.n_learned)
+        data = await self.store.load_checkpoint(COWATCH_CHECKPOINT)
+        if data is not None:
+            obj = pickle.loads(data)
+            if isinstance(obj, CoWatchSimilarity):
+                self.cowatch = obj
         self._started = True
 
     async def checkpoint(self, force: bool = False) -> bool:
-        """Save the model if it learned anything since the last checkpoint."""
+        """Save the models if they learned anything since the last checkpoint (the Top Picks
+        checkpoint carries a version number that grows with every save)."""
         if not force and self._labels_since_checkpoint == 0:
             return False
         self.model.version += 1
         await self.store.save_checkpoint(MODEL_CHECKPOINT, self.model.to_bytes())
+        await self.store.save_checkpoint(COWATCH_CHECKPOINT, pickle.dumps(self.cowatch))
         self._labels_since_checkpoint = 0
         return True
 
@@ -175,6 +214,33 @@ class EventProcessor:
             await self.store.put_titles(list(upserts.values()), deletes)
             await self.refresh_catalog()
         return len(upserts) + len(deletes)
+
+    # -- profiles topic -------------------------------------------------------------------
+    async def process_profiles(self, messages: Sequence[RawMessage]) -> int:
+        """Store profile settings and re-render the pages of the profiles that changed."""
+        metas: dict[str, dict] = {}
+        letters = []
+        for m in messages:
+            if m.value is None:
+                if m.key:
+                    metas[m.key.decode("utf-8", "replace")] = {}
+                continue
+            try:
+                p = self.codec.decode_profile(m.value)
+            except DecodeError as exc:
+                letters.append(self._letter(m, str(exc), "DecodeError"))
+                continue
+            metas[p.profile_id] = ProfileMeta(
+                kids=p.kids, max_rating=p.max_maturity_rating, country=p.country).model_dump()
+        if letters:
+            await self.dead_letters.send(letters)
+        if metas:
+            await self.start()
+            await self.store.put_profile_meta(metas)
+            states = await self.store.load_profiles(list(metas))
+            if states:
+                await self._render(list(states.values()))
+        return len(metas)
 
     # -- event topics ---------------------------------------------------------------------
     def _letter(self, m: RawMessage, reason: str, error_type: str,
@@ -239,18 +305,25 @@ class EventProcessor:
         for ev in events:
             by_profile.setdefault(ev.profile_id, []).append(ev)
         states = await self.store.load_profiles(list(by_profile))
+        late_letters: list[DeadLetter] = []
+        max_late_ms = self.settings.max_lateness_s * 1000.0
         changed: list[ProfileState] = []
         to_render: list[ProfileState] = []
         trending: list[TrendingIncrement] = []
         hl = self.settings.trending_half_life_s
         applied_ts: dict[str, list[int]] = {}
-        genres_of = self.catalog.genres_of
+        genres_of, cast_of = self.catalog.genres_of, self.catalog.cast_of
+        similar_changed: set[str] = set()
         for pid, evs in by_profile.items():
             state = states.get(pid) or ProfileState(pid)
             evs.sort(key=lambda e: e.event_ts_ms)  # stable: same-time events keep their order
             mutated = render = False
             for ev in evs:
-                fx: Effects = apply_event(state, ev, genres_of, self.params)
+                if ev.event_ts_ms < state.last_event_ts_ms - max_late_ms:
+                    late_letters.append(self._late_letter(ev, state.last_event_ts_ms))
+                    continue
+                history = state.watched_recently(self.cowatch.window)
+                fx: Effects = apply_event(state, ev, genres_of, self.params, cast_of)
                 if fx.duplicate:
                     report.duplicates += 1
                     render = render or not isinstance(ev, Impression)
@@ -260,6 +333,9 @@ class EventProcessor:
                 if fx.page_changed:
                     render = True
                     applied_ts.setdefault(pid, []).append(ev.event_ts_ms)
+                for tid in fx.watched:
+                    similar_changed |= self.cowatch.learn_one(
+                        [h for h in history if h != tid], tid)
                 for tid, y in fx.labels:
                     self.model.learn_positive(pid, tid, y, self._catalog_ids,
                                               exclude=state.engaged)
@@ -275,36 +351,68 @@ class EventProcessor:
             if render:
                 to_render.append(state)
         self._labels_since_checkpoint += report.labels
+        if late_letters:
+            await self.dead_letters.send(late_letters)
+            report.late = len(late_letters)
         await self.store.commit_batch(changed, trending, {
             "messages": report.messages, "events_applied": report.applied,
-            "duplicates": report.duplicates, "dead_letters": report.dead_letters,
+            "duplicates": report.duplicates, "late_dropped": report.late,
+            "dead_letters": report.dead_letters + report.late,
         })
         report.profiles = len(by_profile)
+        if similar_changed:
+            k = self.settings.row_length
+            await self.store.write_similar({t: self.cowatch.most_similar(t, k)
+                                            for t in similar_changed})
         if to_render:
-            report.pages = await self._render(to_render)
+            report.pages, report.published = await self._render(to_render)
             now_ms = self.clock() * 1000.0
             for ts_list in applied_ts.values():
                 report.freshness_ms.extend(now_ms - ts for ts in ts_list)
         return report
 
+    def _late_letter(self, ev: Event, newest_ms: int) -> DeadLetter:
+        behind = (newest_ms - ev.event_ts_ms) / 1000.0
+        return DeadLetter(
+            source_topic="(late)", partition=-1, offset=-1, key=ev.profile_id.encode(),
+            value=self.codec.encode_event(ev), error_type="LateEvent", event_id=ev.event_id,
+            reason=(f"event is {behind:.0f}s older than the profile's newest event; "
+                    f"max lateness is {self.settings.max_lateness_s:.0f}s"),
+            failed_at_ms=int(self.clock() * 1000),
+        )
+
     def _country(self, state: ProfileState) -> str:
         return state.country if state.country not in ("", "ZZ") else ALL_COUNTRIES
 
-    async def _render(self, states: Sequence[ProfileState]) -> int:
+    async def _render(self, states: Sequence[ProfileState]) -> tuple[int, int]:
+        """Materialize pages; returns (pages written, pages published downstream)."""
         countries = sorted({self._country(s) for s in states})
         self._countries.update(countries)
-        trending = await self.store.top_trending(countries, self._trending_epoch(),
-                                                 4 * self.settings.row_length)
+        trending, metas = await asyncio.gather(
+            self.store.top_trending(countries, self._trending_epoch(),
+                                    4 * self.settings.row_length),
+            self.store.load_profile_meta([s.profile_id for s in states]))
         now_ms = int(self.clock() * 1000)
-        pages = {}
+        pages: dict[str, bytes] = {}
+        changed: list[dict] = []
         for s in states:
             c = self._country(s)
+            meta = ProfileMeta(**metas[s.profile_id]) if s.profile_id in metas else None
             page = assemble_page(s, self.catalog, trending.get(c, []), self.model.score_many,
-                                 self.page_config, c, now_ms)
+                                 self.page_config, c, now_ms, meta, self.cowatch)
             page["generated_at_ms"] = int(self.clock() * 1000)
             pages[s.profile_id] = orjson.dumps(page)
+            digest = hashlib.blake2b(orjson.dumps(page["rows"]), digest_size=16).digest()
+            if self._digests.get(s.profile_id) != digest:
+                self._digests[s.profile_id] = digest
+                self._digests.move_to_end(s.profile_id)
+                changed.append(page)
+        while len(self._digests) > DIGEST_CACHE:
+            self._digests.popitem(last=False)
         await self.store.write_pages(pages, {})
-        return len(pages)
+        if self.page_updates is not None and changed:
+            await self.page_updates.send(changed)
+        return len(pages), len(changed) if self.page_updates is not None else 0
 
     def _trending_epoch(self) -> int:
         ts = self._latest_event_ms or int(self.clock() * 1000)

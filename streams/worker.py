@@ -12,6 +12,7 @@ import sys
 
 import faust
 
+from online_models.rules import rules_from_settings
 from settings import ConfigError, Settings, load_settings
 from streams.app import build_app
 from topics.registry import ensure_topics
@@ -29,6 +30,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO)
     try:
         settings = load_settings()
+        rules_from_settings(settings)  # fail at start-up on a bad rules file, naming it
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -34,7 +34,7 @@ import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 from pydantic import BaseModel, ValidationError
 
-from topics.models import EVENT_MODELS, DeadLetter, Event, Title
+from topics.models import EVENT_MODELS, DeadLetter, Event, Profile, Title
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 MAGIC = b"\xc3\x01"
@@ -42,7 +42,7 @@ HEADER_LEN = 10
 # Order matters: named types must be parsed before the schemas that reference them.
 SCHEMA_FILES = (
     "play", "impression", "scroll", "click", "feedback", "search",
-    "event_batch", "title", "dead_letter",
+    "event_batch", "title", "dead_letter", "profile", "page_update",
 )
 BATCH_SCHEMA = "homestream.EventBatch"
 
@@ -170,6 +170,32 @@ class AvroCodec:
             return Title.model_validate(record)
         except ValidationError as exc:
             raise DecodeError(describe_validation_error(exc)) from exc
+
+    def decode_profile(self, data: bytes) -> Profile:
+        """Decode and validate a profile record."""
+        name, record = self.decode(data)
+        if name != Profile.schema_name:
+            raise DecodeError(f"{name} on the profiles topic, expected {Profile.schema_name}")
+        try:
+            return Profile.model_validate(record)
+        except ValidationError as exc:
+            raise DecodeError(describe_validation_error(exc)) from exc
+
+    def encode_page_update(self, page: dict[str, Any]) -> bytes:
+        """Encode a materialized page (as built by :mod:`online_models.page`) for the
+        downstream recommendations topic."""
+        return self.encode("homestream.PageUpdate", {
+            "profile_id": page["profile_id"] or "",
+            "personalized": bool(page["personalized"]),
+            "country": page["country"],
+            "generated_at_ms": int(page["generated_at_ms"]),
+            "as_of_event_ts_ms": int(page["as_of_event_ts_ms"] or 0),
+            "rows": [{"row_id": r["row_id"], "kind": r["kind"], "title": r["title"],
+                      "explanation": r["explanation"], "utility": float(r.get("utility", 0.0)),
+                      "items": [{"title_id": i["title_id"], "artwork_id": i["artwork_id"],
+                                 "score": float(i["score"])} for i in r["items"]]}
+                     for r in page["rows"]],
+        })
 
     def decode_dead_letter(self, data: bytes) -> DeadLetter:
         """Decode a dead-letter record."""

@@ -178,3 +178,14 @@ class DeadLetter(_Model):
     error_type: str
     event_id: str | None = None
     failed_at_ms: int
+
+
+class Profile(_Model):
+    """Account settings of a profile: kids profiles and the member's own rating limit."""
+
+    schema_name: ClassVar[str] = "homestream.Profile"
+    profile_id: Id
+    kids: bool = False
+    max_maturity_rating: Literal["G", "PG", "PG-13", "R", "NC-17"] | None = None
+    country: Country | None = None
+    updated_ts_ms: int = Field(0, ge=0)

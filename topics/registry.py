@@ -53,6 +53,16 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
             "Title catalog records; compacted, latest record per title wins.",
             {"cleanup.policy": "compact"},
         ),
+        "profiles": TopicSpec(
+            settings.topic("profiles"), 1, "profile_id", "homestream.Profile",
+            "Profile settings (kids, rating limit); compacted, latest record wins.",
+            {"cleanup.policy": "compact"},
+        ),
+        "page_updates": TopicSpec(
+            settings.topic("homepage-updates"), n, "profile_id", "homestream.PageUpdate",
+            "Every materialized page that changed, for downstream consumers.",
+            retention,
+        ),
         "dead_letter": TopicSpec(
             settings.topic("dead-letter"), 1, "original key", "homestream.DeadLetter",
             "Inputs the worker could not use, with the reason and the original bytes.",

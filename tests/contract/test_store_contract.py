@@ -79,3 +79,15 @@ async def test_checkpoints(store: PipelineStore) -> None:
     assert await store.load_checkpoint("m") is None
     await store.save_checkpoint("m", b"\x00\x01")
     assert await store.load_checkpoint("m") == b"\x00\x01"
+
+
+async def test_profile_meta(store: PipelineStore) -> None:
+    assert await store.load_profile_meta(["k"]) == {}
+    await store.put_profile_meta({"k": {"kids": True, "max_rating": "PG"}})
+    assert await store.load_profile_meta(["k", "x"]) == {"k": {"kids": True, "max_rating": "PG"}}
+
+
+async def test_similar_lists(store: PipelineStore) -> None:
+    assert await store.get_similar("t1") is None
+    await store.write_similar({"t1": [("t2", 0.5), ("t3", 0.25)]})
+    assert await store.get_similar("t1") == [("t2", 0.5), ("t3", 0.25)]

@@ -9,7 +9,7 @@ import orjson
 from features.store import InMemoryStore
 from settings import Settings
 from streams.app import build_app
-from streams.processor import MemoryDeadLetters
+from streams.processor import MemoryDeadLetters, MemoryPageUpdates
 from tests.integration.helpers import make_titles
 from topics.codec import default_codec
 from topics.models import Play
@@ -21,7 +21,8 @@ async def test_events_agent_materializes_pages_and_dead_letters_garbage() -> Non
     store = InMemoryStore()
     letters = MemoryDeadLetters()
     await store.put_titles(make_titles(6))
-    app = build_app(Settings(app_id="agent-test", batch_within_s=0.05), store, letters)
+    updates = MemoryPageUpdates()
+    app = build_app(Settings(app_id="agent-test", batch_within_s=0.05), store, letters, updates)
     agent = app.agents["events"]
     codec = default_codec()
     ev = Play(event_id="1", profile_id="p1", event_ts_ms=TS, title_id="t2", action="start",
@@ -36,3 +37,4 @@ async def test_events_agent_materializes_pages_and_dead_letters_garbage() -> Non
     page = orjson.loads(store.pages["p1"])
     assert page["rows"][0]["items"][0]["title_id"] == "t2"
     assert [d.value for d in letters.letters] == [b"junk"]
+    assert [p["profile_id"] for p in updates.pages] == ["p1"]  # published downstream

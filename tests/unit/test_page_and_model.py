@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from features.catalog import Catalog
 from features.profile import FeatureParams, ProfileState, apply_event
-from online_models.page import PageConfig, assemble_page
+from online_models.page import CandidateRow, PageConfig, assemble_page, select_rows
+from online_models.rules import ProfileMeta
 from online_models.top_picks import TopPicksModel
 from topics.models import MATURITY_LEVELS, Artwork, Play, Title
 
@@ -52,23 +53,31 @@ def page_ids(page: dict) -> list[str]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(data=st.data(), rating=st.sampled_from(MATURITY_LEVELS),
+@given(data=st.data(), rating=st.sampled_from(MATURITY_LEVELS), kids=st.booleans(),
        country=st.sampled_from(["US", "GB", "FR"]))
-def test_pages_never_repeat_a_title_and_respect_rating_and_country(
-        data: st.DataObject, rating: str, country: str) -> None:
+def test_pages_never_repeat_a_title_and_respect_guardrails(
+        data: st.DataObject, rating: str, kids: bool, country: str) -> None:
     catalog = data.draw(catalogs())
     state = data.draw(histories(catalog))
     trending = [(t, float(len(catalog) - i)) for i, t in enumerate(catalog.title_ids()[:10])]
     model = TopPicksModel(n_factors=4, seed=0)
-    cfg = PageConfig(row_length=5, max_rating=rating)
+    cfg = PageConfig(row_length=5)
+    meta = ProfileMeta(kids=kids, max_rating=rating)
+    limit = cfg.rules.max_rating_for(meta)
     for st_ in (state, None):
-        page = assemble_page(st_, catalog, trending, model.score_many, cfg, country, TS)
+        page = assemble_page(st_, catalog, trending, model.score_many, cfg, country, TS, meta)
         ids = page_ids(page)
         assert len(ids) == len(set(ids))
         for tid in ids:
             t = catalog.get(tid)
-            assert t is not None and t.available_in(country) and t.allowed_for(rating)
+            assert t is not None and t.available_in(country) and t.allowed_for(limit)
+            if kids:
+                assert t.allowed_for("PG") and "Horror" not in t.genres
         assert all(r["items"] for r in page["rows"])
+        # rows come in greedy order: adjusted utility never increases down the page
+        adjusted = [r["adjusted_utility"] for r in page["rows"]]
+        assert adjusted == sorted(adjusted, reverse=True)
+        assert all(r["adjusted_utility"] <= r["utility"] + 1e-9 for r in page["rows"])
 
 
 @settings(max_examples=40, deadline=None)
@@ -78,28 +87,74 @@ def test_member_without_history_gets_a_full_page_when_the_catalog_allows(
     page = assemble_page(None, catalog, [], None, PageConfig(row_length=5), "US", TS)
     allowed = [t for t in catalog.titles() if t.available_in("US")]
     shown = page_ids(page)
-    # every allowed title up to the page's capacity is shown (new releases cover all)
     assert len(shown) >= min(len(allowed), 5)
     assert not page["personalized"]
 
 
-def test_personal_page_order_and_explanations() -> None:
-    cat = Catalog([Title(title_id=f"t{i}", name=f"T{i}", genres=[GENRES[i % 5]],
-                         maturity_rating="PG", release_date=dt.date(2024, 1, 1 + i),
-                         duration_s=600.0, artwork=[Artwork(artwork_id=f"a{i}", url="u")])
-                   for i in range(20)])
-    s = ProfileState("p")
-    apply_event(s, Play(event_id="1", profile_id="p", event_ts_ms=TS, title_id="t2",
+def row_of(page: dict, kind: str) -> dict | None:
+    return next((r for r in page["rows"] if r["kind"] == kind), None)
+
+
+def small_catalog() -> Catalog:
+    return Catalog([Title(title_id=f"t{i}", name=f"T{i}", genres=[GENRES[i % 5]],
+                          maturity_rating="PG",
+                          release_date=dt.date(2024, 1, 1) + dt.timedelta(days=i),
+                          duration_s=600.0, artwork=[Artwork(artwork_id=f"a{i}", url="u")])
+                    for i in range(60)])
+
+
+def watch(s: ProfileState, cat: Catalog, tid: str, ts: int) -> None:
+    apply_event(s, Play(event_id=f"{tid}-{ts}", profile_id="p", event_ts_ms=ts, title_id=tid,
                         action="progress", position_s=400, duration_s=600.0, country="US"),
                 cat.genres_of, FeatureParams())
+
+
+def test_personal_page_rows_explain_themselves() -> None:
+    cat = small_catalog()
+    s = ProfileState("p")
+    watch(s, cat, "t2", TS)
     page = assemble_page(s, cat, [("t7", 3.0), ("t2", 2.0)], TopPicksModel().score_many,
                          PageConfig(row_length=4), "US", TS)
-    kinds = [r["kind"] for r in page["rows"]]
-    assert kinds[:3] == ["continue_watching", "top_picks", "genre"]
-    genre_row = page["rows"][2]
-    assert genre_row["title"] == "Because You Like Horror"
+    assert page["rows"][0]["kind"] == "continue_watching"  # utility 1.0 x weight 1.0
+    genre_row = row_of(page, "genre")
+    assert genre_row is not None and genre_row["title"] == "Because You Like Horror"
     assert all("Horror" in cat.genres_of(i["title_id"]) for i in genre_row["items"])
-    assert "t2" not in [i["title_id"] for i in page["rows"][1]["items"]]  # watched: not a pick
+    byw = row_of(page, "because_you_watched")
+    assert byw is not None and byw["title"] == "Because You Watched T2"
+    picks = row_of(page, "top_picks")
+    assert picks is not None and "t2" not in [i["title_id"] for i in picks["items"]]
+
+
+def test_watching_a_genre_moves_its_row_up() -> None:
+    cat = small_catalog()
+    s = ProfileState("p")
+    for i, t in enumerate(["t0", "t5", "t10"]):  # Action fan
+        watch(s, cat, t, TS + i)
+    cfg = PageConfig(row_length=4)
+
+    def horror_rank(page: dict) -> int:
+        ranks = [i for i, r in enumerate(page["rows"])
+                 if any("Horror" in cat.genres_of(x["title_id"]) for x in r["items"][:2])
+                 and r["kind"] in ("genre", "because_you_watched")]
+        return ranks[0] if ranks else len(page["rows"])
+
+    before = horror_rank(assemble_page(s, cat, [], None, cfg, "US", TS + 10))
+    for i, t in enumerate(["t2", "t7"]):  # two horror titles
+        watch(s, cat, t, TS + 100 + i)
+    after = horror_rank(assemble_page(s, cat, [], None, cfg, "US", TS + 200))
+    assert after < before
+
+
+def test_diversity_penalty_separates_similar_rows() -> None:
+    cat = small_catalog()
+    rows = [CandidateRow("a", "genre", "A", "", [("t0", 1), ("t5", 1)], utility=0.9),
+            CandidateRow("b", "genre", "B", "", [("t0", 1), ("t5", 1)], utility=0.85),
+            CandidateRow("c", "genre", "C", "", [("t1", 1), ("t6", 1)], utility=0.6)]
+    assert [r.row_id for r in select_rows(rows, cat, 0.0, 3)] == ["a", "b", "c"]
+    # b duplicates a (similarity 1): with a penalty of 0.5 it drops below c
+    chosen = select_rows(rows, cat, 0.5, 3)
+    assert [r.row_id for r in chosen] == ["a", "c", "b"]
+    assert [round(r.adjusted_utility, 3) for r in chosen] == [0.9, 0.6, 0.35]
 
 
 def test_model_learns_a_profiles_taste_with_negative_sampling() -> None:

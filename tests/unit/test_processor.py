@@ -7,7 +7,7 @@ import pytest
 
 from features.store import InMemoryStore
 from settings import Settings
-from streams.processor import EventProcessor, MemoryDeadLetters, RawMessage
+from streams.processor import EventProcessor, MemoryDeadLetters, MemoryPageUpdates, RawMessage
 from tests.integration.helpers import make_titles
 from topics.codec import default_codec
 from topics.models import Impression, Play
@@ -137,3 +137,73 @@ async def test_default_pages_for_seen_countries(proc: EventProcessor) -> None:
     us = orjson.loads(store.default_pages["US"])
     assert not us["personalized"] and us["rows"][0]["items"][0]["title_id"] == "t1"
     assert set(store.default_pages) == {"US", "ALL"}
+
+
+async def test_events_later_than_the_allowed_lateness_go_to_dead_letters(
+        proc: EventProcessor) -> None:
+    hours = 3600 * 1000
+    newest = play("new", "p1", "t1", 100, TS + 10 * hours)
+    late_ok = play("ok", "p1", "t2", 100, TS + 5 * hours)  # 5 h behind: within 6 h
+    too_late = play("old", "p1", "t3", 100, TS)  # 10 h behind
+    await proc.process([msg(codec.encode_event(newest))])
+    rep = await proc.process([msg(codec.encode_event(late_ok)),
+                              msg(codec.encode_event(too_late))])
+    assert (rep.applied, rep.late) == (1, 1)
+    letter = proc.dead_letters.letters[-1]  # type: ignore[attr-defined]
+    assert letter.error_type == "LateEvent" and letter.event_id == "old"
+    assert "max lateness" in letter.reason
+    assert codec.decode_events(letter.value) == [too_late]
+    assert (await proc.store.counters())["late_dropped"] == 1
+
+
+async def test_co_watching_builds_similar_lists(proc: EventProcessor) -> None:
+    for i, p in enumerate(["a", "b", "c"]):
+        await proc.process([msg(codec.encode_batch(p, [
+            play(f"{p}1", p, "t1", 900, TS + i), play(f"{p}2", p, "t4", 900, TS + i + 1)]), p)])
+    similar = await proc.store.get_similar("t1")
+    assert similar is not None and similar[0][0] == "t4"
+    # and the member's page has a "Because You Watched" row seeded by a watched title
+    page = orjson.loads(proc.store.pages["a"])  # type: ignore[attr-defined]
+    assert any(r["kind"] == "because_you_watched" for r in page["rows"])
+
+
+async def test_kids_profile_settings_rerender_without_mature_titles() -> None:
+    import datetime as dt
+
+    from topics.models import Artwork, Profile, Title
+
+    store = InMemoryStore()
+    titles = [Title(title_id=f"m{i}", name=f"M{i}", genres=["Drama"],
+                    maturity_rating="R" if i % 2 else "G", release_date=dt.date(2024, 1, 1),
+                    duration_s=1200.0, artwork=[Artwork(artwork_id=f"m{i}-a", url="u")])
+              for i in range(10)]
+    await store.put_titles(titles)
+    proc = EventProcessor(Settings(row_length=5), store, MemoryDeadLetters(),
+                          clock=lambda: TS / 1000)
+    await proc.process([msg(codec.encode_event(play("1", "kid", "m2", 100)), "kid")])
+    ratings = {t.title_id: t.maturity_rating for t in titles}
+
+    def shown() -> set[str]:
+        page = orjson.loads(store.pages["kid"])
+        return {ratings[i["title_id"]] for r in page["rows"] for i in r["items"]}
+
+    assert "R" in shown()
+    n = await proc.process_profiles([RawMessage("profiles", 0, 0, b"kid", codec.encode_model(
+        Profile(profile_id="kid", kids=True)))])
+    assert n == 1 and shown() == {"G"}
+    assert orjson.loads(store.pages["kid"])["kids"] is True
+
+
+async def test_only_changed_pages_are_published_downstream() -> None:
+    store = InMemoryStore()
+    await store.put_titles(make_titles(12))
+    updates = MemoryPageUpdates()
+    proc = EventProcessor(Settings(row_length=5), store, MemoryDeadLetters(),
+                          clock=lambda: TS / 1000, page_updates=updates)
+    batch = [msg(codec.encode_event(play("1", "p1", "t1", 700)))]
+    assert (await proc.process(batch)).published == 1
+    assert (await proc.process(batch)).published == 0  # replay: same page, not re-published
+    await proc.process([msg(codec.encode_event(play("2", "p1", "t2", 300, TS + 1)))])
+    assert [p["profile_id"] for p in updates.pages] == ["p1", "p1"]
+    assert codec.decode(b"" or codec.encode_page_update(updates.pages[-1]))[0] == (
+        "homestream.PageUpdate")

@@ -1,0 +1,120 @@
+"""Guardrails and business rules as declarative configuration, applied at materialization and
+again at serve time.
+
+Rules live in a JSON file named by ``HOMESTREAM_RULES_FILE`` (the defaults below apply when
+it is unset), so changing what a kids profile may see is a configuration change, not a code
+edit. :meth:`Rules.allows` is the single check both the worker and the server use.
+
+>>> import datetime as dt
+>>> from topics.models import Artwork, Title
+>>> t = Title(title_id="t1", name="Night", genres=["Horror"], maturity_rating="R",
+...           release_date=dt.date(2020, 1, 1), duration_s=60.0,
+...           artwork=[Artwork(artwork_id="a", url="u")], availability=["US"])
+>>> rules = Rules()
+>>> rules.allows(t, ProfileMeta(kids=True), "US"), rules.allows(t, ProfileMeta(), "US")
+(False, True)
+>>> rules.allows(t, ProfileMeta(), "FR")
+False
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from features.profile import ProfileMeta
+from settings import ConfigError, Settings
+from topics.models import MATURITY_LEVELS, Title
+
+__all__ = ["ProfileMeta", "Rules", "load_rules", "rules_from_settings"]
+
+Rating = Literal["G", "PG", "PG-13", "R", "NC-17"]
+
+
+class Rules(BaseModel):
+    """Declarative guardrails and row-ranking weights."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Highest maturity rating a kids profile may see.
+    kids_max_rating: Rating = "PG"
+    #: Highest maturity rating any other profile may see unless its own setting is lower.
+    default_max_rating: Rating = "NC-17"
+    #: Genres never shown to kids profiles, whatever their rating.
+    kids_blocked_genres: list[str] = Field(default_factory=lambda: ["Horror"])
+    #: Titles never shown (licensing, takedowns).
+    blocked_titles: list[str] = Field(default_factory=list)
+    #: Hide titles not available in the member's country.
+    enforce_availability: bool = True
+    #: Prior weight of each row kind in the row-utility score.
+    row_weights: dict[str, float] = Field(default_factory=lambda: {
+        "continue_watching": 1.0, "top_picks": 0.9, "because_you_watched": 0.8,
+        "genre": 0.7, "top10": 0.6, "trending": 0.55, "new_releases": 0.5,
+        "more_like": 0.6,
+    })
+    #: Penalty on a row's utility per unit of overlap with rows already placed.
+    diversity_penalty: float = Field(0.5, ge=0.0)
+    #: Most rows on a page.
+    max_rows: int = Field(10, ge=1)
+    #: How many "Because You Watched" rows at most.
+    because_you_watched_rows: int = Field(3, ge=0)
+    #: Days a title counts as a new release.
+    new_release_days: int = Field(60, ge=1)
+
+    def max_rating_for(self, meta: ProfileMeta) -> str:
+        """The strictest of the rule's and the profile's own rating limits."""
+        limit = self.kids_max_rating if meta.kids else self.default_max_rating
+        if meta.max_rating is not None and (
+                MATURITY_LEVELS.index(meta.max_rating) < MATURITY_LEVELS.index(limit)):
+            limit = meta.max_rating
+        return limit
+
+    def allows(self, title: Title, meta: ProfileMeta, country: str | None) -> bool:
+        """Whether ``title`` may be shown to a profile with ``meta`` in ``country``."""
+        if title.title_id in self.blocked_titles:
+            return False
+        if not title.allowed_for(self.max_rating_for(meta)):
+            return False
+        if meta.kids and any(g in self.kids_blocked_genres for g in title.genres):
+            return False
+        return not (self.enforce_availability and country and country not in ("ALL", "ZZ")
+                    and not title.available_in(country))
+
+    def allows_item(self, item: dict, meta: ProfileMeta, country: str | None) -> bool:
+        """The same check on a materialized page item (server side, no catalog needed)."""
+        if item["title_id"] in self.blocked_titles:
+            return False
+        if MATURITY_LEVELS.index(item["maturity_rating"]) > MATURITY_LEVELS.index(
+                self.max_rating_for(meta)):
+            return False
+        if meta.kids and any(g in self.kids_blocked_genres for g in item.get("genres", ())):
+            return False
+        avail = item.get("availability") or []
+        return not (self.enforce_availability and country and country not in ("ALL", "ZZ")
+                    and avail and country not in avail)
+
+
+def load_rules(path: str | None) -> Rules:
+    """Rules from a JSON file, or the defaults when ``path`` is empty.
+
+    Raises ``ValueError`` naming the file and the bad key on invalid content.
+    """
+    if not path:
+        return Rules()
+    try:
+        return Rules.model_validate(json.loads(Path(path).read_text()))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"rules file {path}: {exc}") from exc
+    except Exception as exc:  # pydantic ValidationError: re-raise with the file name
+        raise ValueError(f"rules file {path}: {exc}") from exc
+
+
+def rules_from_settings(settings: Settings) -> Rules:
+    """The rules named by ``HOMESTREAM_RULES_FILE``; :class:`ConfigError` names the setting."""
+    try:
+        return load_rules(settings.rules_file)
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration: HOMESTREAM_RULES_FILE: {exc}") from None

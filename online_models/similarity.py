@@ -1,0 +1,108 @@
+"""Item-to-item similarity learned online from co-watching, with a content fallback.
+
+Each time a member *watches* a title, it is counted together with the titles they watched
+before it (a bounded window). Similarity is the cosine of co-watch counts,
+``c(a, b) / sqrt(n(a) * n(b))``. Neighbour lists are pruned to the strongest
+``max_neighbors`` so memory stays linear in the catalog. Titles nobody co-watched yet fall
+back to content similarity (genre and cast overlap), so new titles get "More Like X" rows
+from their first day.
+
+>>> cw = CoWatchSimilarity(window=5)
+>>> for history, title in [(["a"], "b"), (["a"], "b"), (["a"], "c"), (["x"], "y")]:
+...     _ = cw.learn_one(history, title)
+>>> [t for t, _ in cw.most_similar("a", 2)]
+['b', 'c']
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+
+from topics.models import Title
+
+
+class CoWatchSimilarity:
+    """Online co-watch cosine similarity.
+
+    Parameters
+    ----------
+    window
+        How many previously watched titles pair with a new watch.
+    max_neighbors
+        Neighbours kept per title after pruning.
+    """
+
+    def __init__(self, window: int = 20, max_neighbors: int = 100) -> None:
+        self.window = window
+        self.max_neighbors = max_neighbors
+        self._count: dict[str, int] = {}
+        self._co: dict[str, dict[str, int]] = {}
+        self.n_learned = 0
+
+    def learn_one(self, history: Sequence[str], title_id: str) -> set[str]:
+        """Count a watch of ``title_id`` after ``history`` (most recent first); return the
+        titles whose neighbour lists changed."""
+        self._count[title_id] = self._count.get(title_id, 0) + 1
+        changed = {title_id}
+        for h in list(dict.fromkeys(history))[: self.window]:
+            if h == title_id:
+                continue
+            for a, b in ((h, title_id), (title_id, h)):
+                nbrs = self._co.setdefault(a, {})
+                nbrs[b] = nbrs.get(b, 0) + 1
+                if len(nbrs) > 2 * self.max_neighbors:
+                    keep = sorted(nbrs.items(), key=lambda kv: -kv[1])[: self.max_neighbors]
+                    self._co[a] = dict(keep)
+            changed.add(h)
+        self.n_learned += 1
+        return changed
+
+    def similarity(self, a: str, b: str) -> float:
+        """Cosine co-watch similarity of two titles (0 when never co-watched)."""
+        c = self._co.get(a, {}).get(b, 0)
+        if not c:
+            return 0.0
+        return c / math.sqrt(self._count.get(a, 1) * self._count.get(b, 1))
+
+    def most_similar(self, title_id: str, k: int,
+                     exclude: Collection[str] = ()) -> list[tuple[str, float]]:
+        """The ``k`` titles most co-watched with ``title_id``, best first."""
+        na = max(1, self._count.get(title_id, 0))
+        scored = [(b, c / math.sqrt(na * self._count.get(b, 1)))
+                  for b, c in self._co.get(title_id, {}).items() if b not in exclude]
+        scored.sort(key=lambda kv: (-kv[1], kv[0]))
+        return scored[:k]
+
+
+def content_similarity(a: Title, b: Title) -> float:
+    """Jaccard overlap of genres, plus a little for shared cast (0..1).
+
+    >>> import datetime as dt
+    >>> from topics.models import Artwork
+    >>> def t(g, c):
+    ...     return Title(title_id="x", name="x", genres=g, cast=c, maturity_rating="PG",
+    ...                  release_date=dt.date(2020, 1, 1), duration_s=1.0,
+    ...                  artwork=[Artwork(artwork_id="a", url="u")])
+    >>> content_similarity(t(["Horror", "Comedy"], ["A"]), t(["Horror"], ["A"]))
+    0.6
+    """
+    ga, gb = set(a.genres), set(b.genres)
+    genre = len(ga & gb) / len(ga | gb) if ga | gb else 0.0
+    cast = 1.0 if set(a.cast) & set(b.cast) else 0.0
+    return round(0.8 * genre + 0.2 * cast, 6)
+
+
+def similar_titles(title: Title, candidates: Sequence[Title], cowatch: CoWatchSimilarity,
+                   k: int, exclude: Collection[str] = ()) -> list[tuple[str, float]]:
+    """Co-watch neighbours first, topped up with content neighbours, best first."""
+    out = cowatch.most_similar(title.title_id, k, exclude={*exclude, title.title_id})
+    if len(out) < k:
+        taken = {t for t, _ in out} | {title.title_id, *exclude}
+        content = [(c.title_id, content_similarity(title, c)) for c in candidates
+                   if c.title_id not in taken]
+        content = [kv for kv in content if kv[1] > 0]
+        content.sort(key=lambda kv: (-kv[1], kv[0]))
+        floor = 0.5 * out[-1][1] if out else 1.0  # content matches rank below co-watches
+        out += [(t, s * floor) for t, s in content[: k - len(out)]]
+    return out
