@@ -1,16 +1,38 @@
 """The home-page HTTP service: reads materialized pages from the store, applies serve-time
-guardrails, returns JSON and logs what it served as impressions.
+guardrails, returns JSON and logs what it served as impressions; also similar titles,
+re-ranking and search, personalized with the same relevance the pages are built with.
 
 Routes:
 
 - ``GET /v1/homepage/{profile_id}?device=tv&country=US``: the profile's page, else the
   default page of ``country``, else the all-countries default, else an empty page; always
-  200 for a well-formed request.
+  200 for a well-formed request. Every item passes the guardrails for the profile's
+  settings (``Rules.allows_item``), so a kids profile never sees a mature title even from a
+  default or stale page; rows left empty are dropped. ``kids`` and ``max_rating`` say what
+  was enforced.
+- ``GET /v1/titles/{title_id}/similar?profile_id=&country=&limit=20``: the stored
+  similar-titles list topped up with content neighbours (``source``: ``stored`` or
+  ``content``); 404 when the title is not in the catalog. Returns ``{"title_id",
+  "profile_id", "country", "items"}``.
+- ``POST /v1/rerank`` with ``{"profile_id", "title_ids": [...], "country"?, "mode"?}``:
+  the known, allowed titles ordered by ``w_pos * (1 - i / n) + w_rel * relevance`` where
+  ``i`` is a title's position in the request and ``(w_pos, w_rel)`` is ``(0, 1)`` without
+  a mode, ``(0.3, 0.7)`` for ``explore`` and ``(0.7, 0.3)`` for ``fetch`` (ties keep the
+  request order). Returns ``{"profile_id", "country", "mode", "personalized", "items",
+  "unknown", "removed"}``.
+- ``GET /v1/search?q=&profile_id=&country=&limit=20``: :mod:`online_models.search`;
+  returns ``{"query", "mode", "profile_id", "country", "items"}``, each item with its
+  ``reason``.
 - ``GET /healthz``: the process is alive.
 - ``GET /readyz``: 200 when the store answers a ping, else 503 with the reason; carries
   the impression-logging counters.
 
-Every error is a JSON object ``{"error": "..."}`` (400, 404, 405, 503, 500).
+Items of every route have ``title_id, name, artwork_id, artwork_url, score,
+maturity_rating, genres, availability``. A profile without stored settings gets the
+default ones; settings that do not parse fail closed (kids, rated G at most).
+
+Every error is a JSON object ``{"error": "..."}`` (400, 404, 405, 413, 503, 500); a 400
+starts with the offending field's name and carries it as ``field``.
 """
 
 from __future__ import annotations
@@ -21,28 +43,50 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
 import redis.exceptions
 from aiohttp import web
+from pydantic import ValidationError
 
 from features.keys import ALL_COUNTRIES
+from features.profile import ProfileMeta, ProfileState
 from features.store import PipelineStore, RedisStore
+from online_models import search as search_mod
+from online_models.page import PageConfig, relevance
+from online_models.rules import Rules, rules_from_settings
+from online_models.similarity import CoWatchSimilarity, similar_titles
+from serving.catalog_cache import ServingModels
 from serving.impressions import ImpressionLogger
 from settings import Settings
+from topics.models import MATURITY_LEVELS, Title
 
 log = logging.getLogger(__name__)
 
 PROFILE_ID_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 COUNTRY_RE = re.compile(r"[A-Z]{2}")
 DEVICE_MAX_LEN = 64
+TITLE_ID_MAX_LEN = 128
+QUERY_MAX_LEN = 200
+LIMIT_DEFAULT, LIMIT_MAX = 20, 100
+RERANK_MAX_TITLES = 500
 PING_TIMEOUT_S = 1.0
+#: Relevance over more titles than this is computed in a worker thread.
+INLINE_RELEVANCE_MAX = 256
+#: Rerank weights ``(position in the request, relevance)`` by mode.
+RERANK_WEIGHTS: dict[str | None, tuple[float, float]] = {
+    None: (0.0, 1.0), "explore": (0.3, 0.7), "fetch": (0.7, 0.3)}
+#: Used when a profile's stored settings do not parse: the strictest guardrails.
+FAIL_CLOSED_META = ProfileMeta(kids=True, max_rating="G")
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", PipelineStore)
 IMPRESSIONS = web.AppKey("impressions", ImpressionLogger)
+RULES = web.AppKey("rules", Rules)
+MODELS = web.AppKey("models", ServingModels)
+PAGE_CONFIG = web.AppKey("page_config", PageConfig)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -60,6 +104,14 @@ def error_response(status: int, message: str, **extra: Any) -> web.Response:
 
 
 # -- errors -----------------------------------------------------------------------------------
+class InvalidInput(Exception):
+    """A malformed request: answered 400 with ``{"error": "<field>: <problem>", "field"}``."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
 #: Exceptions meaning the store cannot be reached: answered with 503, not 500.
 STORE_UNAVAILABLE: tuple[type[BaseException], ...] = (
     redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
@@ -72,6 +124,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """Turn every error into JSON; log unexpected exceptions with their traceback."""
     try:
         return await handler(request)
+    except InvalidInput as exc:
+        return error_response(400, str(exc), field=exc.field)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -104,16 +158,87 @@ def empty_page(profile_id: str, country: str | None) -> dict[str, Any]:
             "as_of_event_ts_ms": None, "rows": []}
 
 
-def filter_available(rows: list[dict[str, Any]], country: str) -> list[dict[str, Any]]:
-    """Serve-time availability guardrail: drop items not available in ``country`` (empty
-    ``availability`` = everywhere) and rows left without items. Input is not mutated."""
+def item_allowed(rules: Rules, item: Any, meta: ProfileMeta, country: str | None) -> bool:
+    """``rules.allows_item``, failing closed: an item without a known rating is not shown."""
+    try:
+        return rules.allows_item(item, meta, country)
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return False
+
+
+def guard_rows(rows: list[dict[str, Any]], rules: Rules, meta: ProfileMeta,
+               country: str | None) -> list[dict[str, Any]]:
+    """Serve-time guardrails: drop items ``rules`` do not allow for ``meta`` in ``country``
+    (no country: availability is not checked) and rows left without items. Input is not
+    mutated."""
     out = []
     for row in rows:
-        items = [it for it in row.get("items") or ()
-                 if not it.get("availability") or country in it["availability"]]
+        items = [it for it in row.get("items") or () if item_allowed(rules, it, meta, country)]
         if items:
             out.append({**row, "items": items})
     return out
+
+
+async def load_meta(store: PipelineStore, profile_id: str | None) -> ProfileMeta:
+    """The profile's settings; defaults for no or an unknown profile; strictest when the
+    stored settings do not parse."""
+    if profile_id is None:
+        return ProfileMeta()
+    raw = (await store.load_profile_meta([profile_id])).get(profile_id)
+    if raw is None:
+        return ProfileMeta()
+    try:
+        meta = ProfileMeta.model_validate(raw)
+        if meta.max_rating is not None and meta.max_rating not in MATURITY_LEVELS:
+            raise ValueError(f"unknown max_rating {meta.max_rating!r}")
+        return meta
+    except (ValidationError, ValueError) as exc:
+        log.warning("profile %s has invalid settings, serving kids guardrails: %s",
+                    profile_id, exc)
+        return FAIL_CLOSED_META
+
+
+async def load_state(store: PipelineStore, profile_id: str | None) -> ProfileState | None:
+    if profile_id is None:
+        return None
+    return (await store.load_profiles([profile_id])).get(profile_id)
+
+
+def title_item(title: Title, score: float, **extra: Any) -> dict[str, Any]:
+    """A catalog title as an item, shaped like a page item."""
+    art = title.artwork[0]
+    return {
+        "title_id": title.title_id,
+        "name": title.name,
+        "artwork_id": art.artwork_id,
+        "artwork_url": art.url,
+        "score": round(float(score), 6),
+        "maturity_rating": title.maturity_rating,
+        "genres": list(title.genres),
+        "availability": list(title.availability),
+        **extra,
+    }
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def personal_relevance(app: web.Application, state: ProfileState | None,
+                             titles: Sequence[Title], country: str | None,
+                             at_ms: int) -> dict[str, float]:
+    """``online_models.page.relevance`` for one member over ``titles``; large sets run in a
+    worker thread so the loop keeps serving."""
+    if not titles:
+        return {}
+    models = app[MODELS]
+    popularity = await models.popularity(country, at_ms)
+    model = models.model
+    scorer = model.score_many if model is not None else None
+    args = (state, list(titles), popularity, scorer, at_ms, app[PAGE_CONFIG])
+    if len(titles) <= INLINE_RELEVANCE_MAX:
+        return relevance(*args)
+    return await asyncio.get_running_loop().run_in_executor(None, relevance, *args)
 
 
 async def find_page(store: PipelineStore, profile_id: str,
@@ -148,26 +273,62 @@ def _impression_country(requested: str | None, page: dict[str, Any]) -> str:
     return c if isinstance(c, str) and COUNTRY_RE.fullmatch(c) else "ZZ"
 
 
+# -- input ------------------------------------------------------------------------------------
+PROFILE_ID_RULE = "must be 1-128 characters of A-Z a-z 0-9 _ . : @ -"
+
+
+def check_profile_id(value: Any) -> str:
+    if not isinstance(value, str) or not PROFILE_ID_RE.fullmatch(value):
+        raise InvalidInput("profile_id", PROFILE_ID_RULE)
+    return value
+
+
+def check_country(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not COUNTRY_RE.fullmatch(value):
+        shown = value[:16] if isinstance(value, str) else value
+        raise InvalidInput("country", "must be two uppercase letters (ISO 3166-1 alpha-2), "
+                                      f"got {shown!r}")
+    return value
+
+
+def query_profile_id(request: web.Request) -> str | None:
+    value = request.query.get("profile_id")
+    return None if value is None else check_profile_id(value)
+
+
+def query_limit(request: web.Request) -> int:
+    raw = request.query.get("limit")
+    if raw is None:
+        return LIMIT_DEFAULT
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= LIMIT_MAX:
+        raise InvalidInput("limit", f"must be an integer from 1 to {LIMIT_MAX}, "
+                                    f"got {raw[:16]!r}")
+    return limit
+
+
 # -- handlers ---------------------------------------------------------------------------------
 async def homepage(request: web.Request) -> web.Response:
     """``GET /v1/homepage/{profile_id}``: the page to show, logged as impressions."""
-    profile_id = request.match_info["profile_id"]
-    if not PROFILE_ID_RE.fullmatch(profile_id):
-        return error_response(400, "profile_id: must be 1-128 characters of A-Z a-z 0-9 "
-                                   "_ . : @ -")
-    country = request.query.get("country")
-    if country is not None and not COUNTRY_RE.fullmatch(country):
-        return error_response(400, "country: must be two uppercase letters (ISO 3166-1 "
-                                   f"alpha-2), got {country[:16]!r}")
+    profile_id = check_profile_id(request.match_info["profile_id"])
+    country = check_country(request.query.get("country"))
     device = request.query.get("device")
     if device is not None and len(device) > DEVICE_MAX_LEN:
-        return error_response(400, f"device: at most {DEVICE_MAX_LEN} characters")
+        raise InvalidInput("device", f"at most {DEVICE_MAX_LEN} characters")
 
-    page, source = await find_page(request.app[STORE], profile_id, country)
-    if country is not None:
-        page["rows"] = filter_available(page["rows"], country)
+    store, rules = request.app[STORE], request.app[RULES]
+    (page, source), meta = await asyncio.gather(find_page(store, profile_id, country),
+                                                load_meta(store, profile_id))
+    page["rows"] = guard_rows(page["rows"], rules, meta, country)
+    page["kids"] = meta.kids
+    page["max_rating"] = rules.max_rating_for(meta)
     request_id = uuid.uuid4().hex
-    served_at_ms = time.time_ns() // 1_000_000
+    served_at_ms = now_ms()
     page["request_id"] = request_id
     page["served_at_ms"] = served_at_ms
     page["source"] = source
@@ -176,6 +337,158 @@ async def homepage(request: web.Request) -> web.Response:
             profile_id, request_id, served_at_ms, page["rows"],
             device=device or "unknown", country=_impression_country(country, page))
     return json_response(page, headers={"Cache-Control": "no-store"})
+
+
+async def similar(request: web.Request) -> web.Response:
+    """``GET /v1/titles/{title_id}/similar``: stored neighbours, topped up with content
+    neighbours, all allowed for the profile in the country."""
+    title_id = request.match_info["title_id"]
+    if not 1 <= len(title_id) <= TITLE_ID_MAX_LEN:
+        raise InvalidInput("title_id", f"must be 1-{TITLE_ID_MAX_LEN} characters")
+    profile_id = query_profile_id(request)
+    country = check_country(request.query.get("country"))
+    limit = query_limit(request)
+
+    app = request.app
+    store, rules = app[STORE], app[RULES]
+    snap, meta, stored = await asyncio.gather(app[MODELS].ensure(),
+                                              load_meta(store, profile_id),
+                                              store.get_similar(title_id))
+    title = snap.catalog.get(title_id)
+    if title is None:
+        return error_response(404, f"title not found: {title_id}", title_id=title_id)
+
+    items: list[dict[str, Any]] = []
+    taken = {title_id}
+    for entry in stored or ():
+        tid, score = entry[0], entry[1]
+        other = snap.catalog.get(tid) if isinstance(tid, str) else None
+        if other is None or tid in taken or not rules.allows(other, meta, country):
+            continue
+        taken.add(tid)
+        items.append(title_item(other, score, source="stored"))
+        if len(items) >= limit:
+            break
+    if len(items) < limit:
+        candidates = [t for t in snap.related(title)
+                      if t.title_id not in taken and rules.allows(t, meta, country)]
+        # content neighbours rank below the stored ones, as in similar_titles
+        floor = 0.5 * items[-1]["score"] if items else 1.0
+        for tid, score in similar_titles(title, candidates, CoWatchSimilarity(),
+                                         limit - len(items), exclude=taken):
+            other = snap.catalog.get(tid)
+            if other is not None:
+                items.append(title_item(other, score * floor, source="content"))
+    return json_response({"title_id": title_id, "profile_id": profile_id,
+                          "country": country, "items": items})
+
+
+RERANK_FIELDS = ("profile_id", "title_ids", "country", "mode")
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput("body", f"invalid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("body", f"must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _check_title_ids(value: Any) -> list[str]:
+    if value is None:
+        raise InvalidInput("title_ids", "required")
+    if not isinstance(value, list) or not 1 <= len(value) <= RERANK_MAX_TITLES:
+        raise InvalidInput("title_ids", f"must be a list of 1 to {RERANK_MAX_TITLES} "
+                                        "title ids")
+    for i, tid in enumerate(value):
+        if not isinstance(tid, str) or not 1 <= len(tid) <= TITLE_ID_MAX_LEN:
+            raise InvalidInput("title_ids", f"item {i} must be a string of 1-"
+                                            f"{TITLE_ID_MAX_LEN} characters")
+    return list(dict.fromkeys(value))  # first occurrence wins
+
+
+async def rerank(request: web.Request) -> web.Response:
+    """``POST /v1/rerank``: the given titles in the member's order (see the module doc)."""
+    body = await _json_object(request)
+    extra = sorted(set(body) - set(RERANK_FIELDS))
+    if extra:
+        raise InvalidInput("body", f"unknown field(s) {', '.join(map(repr, extra))}; "
+                                   f"expected {', '.join(RERANK_FIELDS)}")
+    if "profile_id" not in body:
+        raise InvalidInput("profile_id", "required")
+    profile_id = check_profile_id(body["profile_id"])
+    title_ids = _check_title_ids(body.get("title_ids"))
+    country = check_country(body.get("country"))
+    mode = body.get("mode")
+    if mode is not None and mode not in search_mod.MODES:
+        raise InvalidInput("mode", f"must be one of {', '.join(search_mod.MODES)}, "
+                                   f"got {str(mode)[:16]!r}")
+
+    app = request.app
+    store, rules = app[STORE], app[RULES]
+    at_ms = now_ms()
+    snap, meta, state = await asyncio.gather(app[MODELS].ensure(),
+                                             load_meta(store, profile_id),
+                                             load_state(store, profile_id))
+    unknown, removed, allowed = [], [], []
+    position: dict[str, int] = {}
+    for i, tid in enumerate(title_ids):
+        title = snap.catalog.get(tid)
+        if title is None:
+            unknown.append(tid)
+        elif not rules.allows(title, meta, country):
+            removed.append(tid)
+        else:
+            allowed.append(title)
+            position[tid] = i
+    rel = await personal_relevance(app, state, allowed, country, at_ms)
+    w_pos, w_rel = RERANK_WEIGHTS[mode]
+    n = len(title_ids)
+    scored = sorted(
+        ((w_pos * (1.0 - position[t.title_id] / n) + w_rel * rel[t.title_id], t)
+         for t in allowed),
+        key=lambda st: (-round(st[0], 9), position[st[1].title_id]))
+    items = [title_item(t, score, relevance=round(rel[t.title_id], 6)) for score, t in scored]
+    return json_response({"profile_id": profile_id, "country": country, "mode": mode,
+                          "personalized": state is not None, "items": items,
+                          "unknown": unknown, "removed": removed})
+
+
+async def search(request: web.Request) -> web.Response:
+    """``GET /v1/search``: fetch or explore (:mod:`online_models.search`), guarded."""
+    q = request.query.get("q")
+    if q is None or not q.strip():
+        raise InvalidInput("q", "required and must not be empty")
+    if len(q) > QUERY_MAX_LEN:
+        raise InvalidInput("q", f"at most {QUERY_MAX_LEN} characters")
+    if not search_mod.normalize(q):
+        raise InvalidInput("q", "must contain a letter or a digit")
+    profile_id = query_profile_id(request)
+    country = check_country(request.query.get("country"))
+    limit = query_limit(request)
+
+    app = request.app
+    store, rules = app[STORE], app[RULES]
+    at_ms = now_ms()
+    snap, meta, state = await asyncio.gather(app[MODELS].ensure(),
+                                             load_meta(store, profile_id),
+                                             load_state(store, profile_id))
+    found = search_mod.match(q, snap.search)
+    allowed = [t for t in map(snap.catalog.get, found.scores)
+               if t is not None and rules.allows(t, meta, country)]
+    rel = await personal_relevance(app, state, allowed, country, at_ms)
+    ranked = search_mod.rank(found, rel, limit, allowed=rel)
+    items = []
+    for tid, score, reason in ranked:
+        title = snap.catalog.get(tid)
+        if title is not None:
+            items.append(title_item(title, score, reason=reason,
+                                    relevance=round(rel.get(tid, 0.0), 6)))
+    return json_response({"query": q, "mode": found.mode, "profile_id": profile_id,
+                          "country": country, "items": items})
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -197,23 +510,29 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 # -- app --------------------------------------------------------------------------------------
-async def _resources(app: web.Application,
-                     own_store: bool, own_impressions: bool) -> AsyncIterator[None]:
-    """Create what was not injected; start the impression logger; close on cleanup.
+async def _resources(app: web.Application, own_store: bool, own_impressions: bool,
+                     own_models: bool) -> AsyncIterator[None]:
+    """Create what was not injected; start the impression logger and the models refresh;
+    close on cleanup.
 
     The app closes the store only if it created it; it always starts and closes the
-    impression logger, whose tasks live on the app's loop.
+    impression logger and the serving models, whose tasks live on the app's loop.
     """
     settings = app[SETTINGS]
     if own_store:
         app[STORE] = RedisStore.from_url(settings.redis_url, settings.key_prefix)
     if own_impressions:
         app[IMPRESSIONS] = ImpressionLogger.from_settings(settings)
+    if own_models:
+        app[MODELS] = ServingModels(app[STORE],
+                                    trending_half_life_s=settings.trending_half_life_s)
     app[IMPRESSIONS].start()
+    app[MODELS].start()
     try:
         yield
     finally:
         try:
+            await app[MODELS].aclose()
             await app[IMPRESSIONS].aclose()
         finally:
             if own_store:
@@ -221,18 +540,30 @@ async def _resources(app: web.Application,
 
 
 def create_app(settings: Settings, store: PipelineStore | None = None,
-               impressions: ImpressionLogger | None = None) -> web.Application:
-    """The serving app; a ``RedisStore`` and a Kafka ``ImpressionLogger`` are created from
-    ``settings`` at start-up unless given."""
+               impressions: ImpressionLogger | None = None, rules: Rules | None = None,
+               models: ServingModels | None = None) -> web.Application:
+    """The serving app; a ``RedisStore``, a Kafka ``ImpressionLogger`` and the
+    ``ServingModels`` are created from ``settings`` at start-up unless given. Rules come
+    from ``HOMESTREAM_RULES_FILE`` unless given (:class:`~settings.ConfigError` if invalid)."""
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
+    app[RULES] = rules if rules is not None else rules_from_settings(settings)
+    app[PAGE_CONFIG] = PageConfig(row_length=settings.row_length,
+                                  affinity_half_life_s=settings.affinity_half_life_s,
+                                  rules=app[RULES])
     if store is not None:
         app[STORE] = store
     if impressions is not None:
         app[IMPRESSIONS] = impressions
+    if models is not None:
+        app[MODELS] = models
     app.cleanup_ctx.append(functools.partial(
-        _resources, own_store=store is None, own_impressions=impressions is None))
+        _resources, own_store=store is None, own_impressions=impressions is None,
+        own_models=models is None))
     app.router.add_get("/v1/homepage/{profile_id}", homepage)
+    app.router.add_get("/v1/titles/{title_id}/similar", similar)
+    app.router.add_post("/v1/rerank", rerank)
+    app.router.add_get("/v1/search", search)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

@@ -4,6 +4,7 @@ produced to a real broker and read back with a consumer."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 import uuid
 from typing import Any
@@ -17,7 +18,7 @@ from features.store import RedisStore
 from serving.app import IMPRESSIONS, create_app
 from settings import Settings
 from topics.codec import default_codec
-from topics.models import Impression
+from topics.models import Artwork, Impression, Title
 from topics.registry import ensure_topics, topic_specs
 
 
@@ -146,3 +147,96 @@ async def test_redis_down_readyz_503_and_homepage_503_json(settings: Settings) -
                 assert (await resp.json())["error"].startswith("store unavailable")
     finally:
         await runner.cleanup()
+
+
+def _title(tid: str, name: str, genres: list[str], rating: str) -> Title:
+    return Title(title_id=tid, name=name, genres=genres, maturity_rating=rating,
+                 release_date=dt.date(2021, 5, 1), duration_s=5400.0,
+                 artwork=[Artwork(artwork_id=f"{tid}-art1",
+                                  url=f"https://img.example.com/art/{tid}-art1.jpg")])
+
+
+async def test_guardrails_hold_on_every_route_over_http(settings: Settings) -> None:
+    """A kids profile never gets the R title from homepage, similar, rerank or search, even
+    from a page that contains it; an adult profile does."""
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, ensure_topics, settings)
+    catalog = [_title("r-heist", "Midnight Heist", ["Thriller", "Family"], "R"),
+               _title("g-heist", "Midnight Heist Jr", ["Thriller", "Family"], "G"),
+               _title("pg-pets", "Pet Detectives", ["Family"], "PG"),
+               _title("g-toons", "Toon Town", ["Family", "Animation"], "G")]
+    r_item = {"title_id": "r-heist", "name": "Midnight Heist", "artwork_id": "r-heist-art1",
+              "artwork_url": "https://img.example.com/art/r-heist-art1.jpg", "score": 0.9,
+              "maturity_rating": "R", "genres": ["Thriller", "Family"], "availability": []}
+    store = RedisStore.from_url(settings.redis_url, settings.key_prefix)
+    try:
+        await store.put_titles(catalog)
+        await store.put_profile_meta({"kid": {"kids": True, "max_rating": None,
+                                              "country": "US"},
+                                      "grown-up": {"kids": False}})
+        rows = {"top-picks": [r_item, {**_item("g-toons", []), "maturity_rating": "G",
+                                       "genres": ["Family"]}]}
+        await store.write_pages({"kid": _page("kid", rows), "grown-up": _page("grown-up", rows)},
+                                {"ALL": _page(None, {"top-10": [r_item]})})
+        await store.write_similar({"g-heist": [("r-heist", 0.95), ("pg-pets", 0.5)]})
+    finally:
+        await store.close()
+
+    app = create_app(settings)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    seen: dict[str, dict[str, list[str]]] = {}
+    try:
+        async with aiohttp.ClientSession() as http:
+            for profile in ("kid", "grown-up"):
+                got: dict[str, list[str]] = {}
+                async with http.get(f"{base}/v1/homepage/{profile}?country=US") as resp:
+                    assert resp.status == 200
+                    body = await resp.json()
+                    got["homepage"] = [i["title_id"] for r in body["rows"] for i in r["items"]]
+                async with http.get(f"{base}/v1/titles/g-heist/similar",
+                                    params={"profile_id": profile, "country": "US"}) as resp:
+                    assert resp.status == 200, await resp.text()
+                    got["similar"] = [i["title_id"] for i in (await resp.json())["items"]]
+                async with http.post(f"{base}/v1/rerank", json={
+                        "profile_id": profile, "country": "US",
+                        "title_ids": ["pg-pets", "r-heist", "unknown-1"]}) as resp:
+                    assert resp.status == 200, await resp.text()
+                    body = await resp.json()
+                    got["rerank"] = [i["title_id"] for i in body["items"]]
+                    got["removed"] = body["removed"]
+                    assert body["unknown"] == ["unknown-1"]
+                for q in ("Midnight Heist", "family", "heist"):
+                    async with http.get(f"{base}/v1/search",
+                                        params={"q": q, "profile_id": profile}) as resp:
+                        assert resp.status == 200, await resp.text()
+                        body = await resp.json()
+                        got[f"search {q}"] = [i["title_id"] for i in body["items"]]
+                        if q == "Midnight Heist":
+                            assert body["mode"] == "fetch"
+                seen[profile] = got
+            async with http.get(f"{base}/v1/titles/nope/similar") as resp:
+                assert resp.status == 404
+            async with http.post(f"{base}/v1/rerank", json={"profile_id": "kid"}) as resp:
+                assert resp.status == 400
+                assert (await resp.json())["field"] == "title_ids"
+            async with http.get(f"{base}/v1/search?q=") as resp:
+                assert resp.status == 400
+                assert (await resp.json())["field"] == "q"
+    finally:
+        await runner.cleanup()
+
+    kid, adult = seen["kid"], seen["grown-up"]
+    for route, titles in kid.items():
+        if route != "removed":
+            assert "r-heist" not in titles, (route, titles)
+    assert kid["homepage"] == ["g-toons"]
+    assert kid["similar"][0] == "pg-pets" and kid["removed"] == ["r-heist"]
+    assert kid["rerank"] == ["pg-pets"]
+    assert kid["search Midnight Heist"][0] == "g-heist"
+    for route in ("homepage", "similar", "rerank", "search family", "search heist"):
+        assert "r-heist" in adult[route], (route, adult[route])
+    assert adult["homepage"] == ["r-heist", "g-toons"] and adult["similar"][0] == "r-heist"
+    assert adult["search Midnight Heist"][0] == "r-heist" and adult["removed"] == []

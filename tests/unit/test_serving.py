@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,12 +15,16 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from features.profile import ProfileState
 from features.store import InMemoryStore
+from online_models.rules import Rules
+from online_models.top_picks import TopPicksModel
 from serving.app import create_app
+from serving.catalog_cache import ServingModels
 from serving.impressions import ImpressionLogger
 from settings import Settings
 from topics.codec import default_codec
-from topics.models import Impression
+from topics.models import Artwork, Impression, Title
 
 
 class FakeProducer:
@@ -86,12 +91,12 @@ PERSONAL = page("p1", [("continue-watching", [item("t1"), item("t2")]),
 
 
 @contextlib.asynccontextmanager
-async def serve(store: Any = None, producer: FakeProducer | None = None,
+async def serve(store: Any = None, producer: FakeProducer | None = None, **kwargs: Any,
                 ) -> AsyncIterator[tuple[TestClient, ImpressionLogger, FakeProducer]]:
     producer = producer or FakeProducer()
     logger = ImpressionLogger("t.impressions", producer, poll_interval_s=0.01,
                               retry_interval_s=0.01)
-    app = create_app(Settings(), store=store or InMemoryStore(), impressions=logger)
+    app = create_app(Settings(), store=store or InMemoryStore(), impressions=logger, **kwargs)
     async with TestClient(TestServer(app)) as client:
         yield client, logger, producer
 
@@ -394,3 +399,356 @@ def test_main_exits_2_naming_the_bad_variable(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("HOMESTREAM_HTTP_PORT", "not-a-port")
     assert main() == 2
     assert "HOMESTREAM_HTTP_PORT" in capsys.readouterr().err
+
+
+# -- guardrails, similar titles, rerank and search ----------------------------------------
+def title(tid: str, name: str, genres: list[str], rating: str = "PG", cast: tuple[str, ...] = (),
+          availability: tuple[str, ...] = ()) -> Title:
+    return Title(title_id=tid, name=name, genres=genres, maturity_rating=rating,
+                 release_date=dt.date(2020, 1, 1), duration_s=3600.0, cast=list(cast),
+                 artwork=[Artwork(artwork_id=f"{tid}-a", url=f"https://img/{tid}.jpg")],
+                 availability=list(availability))
+
+
+CATALOG = [
+    title("t-night", "Night Watch", ["Horror"], "R", cast=("Ana Lima",)),
+    title("t-night2", "Night Watch II", ["Horror"], "PG-13"),
+    title("t-cafe", "Cafe Society", ["Comedy"], "PG", cast=("Ana Lima",)),
+    title("t-toy", "Toy Parade", ["Comedy", "Family"], "G"),
+    title("t-blood", "Blood Moon", ["Thriller", "Comedy"], "NC-17"),
+    title("t-quiet", "Quiet Thriller", ["Thriller"], "PG-13"),
+    title("t-paris", "Paris Comedy", ["Comedy"], "PG", availability=("FR",)),
+]
+MATURE = {"R", "NC-17"}
+NOW_MS = 1_700_000_000_000
+
+
+def rated(tid: str, rating: str, genres: list[str] | None = None) -> dict[str, Any]:
+    return {**item(tid), "maturity_rating": rating, "genres": genres or ["Drama"]}
+
+
+async def catalog_store() -> InMemoryStore:
+    store = InMemoryStore()
+    await store.put_titles(CATALOG)
+    await store.put_profile_meta({"kid": {"kids": True}, "adult": {"kids": False},
+                                  "teen": {"max_rating": "PG-13"}})
+    return store
+
+
+def ids(items: list[dict[str, Any]]) -> list[str]:
+    return [i["title_id"] for i in items]
+
+
+def page_ids(body: dict[str, Any]) -> list[str]:
+    return [i["title_id"] for r in body["rows"] for i in r["items"]]
+
+
+async def test_kids_profile_never_gets_mature_titles_even_from_a_default_page() -> None:
+    store = await catalog_store()
+    await store.write_pages(
+        {"kid-stale": page("kid-stale", [("top-picks", [rated("r1", "R"), rated("g1", "G")])])},
+        {"ALL": page(None, [("top-10", [rated("r2", "R"), rated("n1", "NC-17"),
+                                        rated("pg1", "PG"), rated("h1", "PG", ["Horror"])]),
+                            ("mature", [rated("r3", "R")])], country="ALL")})
+    await store.put_profile_meta({"kid-stale": {"kids": True, "max_rating": None,
+                                                "country": "US"}})
+    async with serve(store) as (client, logger, producer):
+        kid = await (await client.get("/v1/homepage/kid")).json()
+        stale = await (await client.get("/v1/homepage/kid-stale?country=US")).json()
+        adult = await (await client.get("/v1/homepage/adult")).json()
+        stranger = await (await client.get("/v1/homepage/stranger")).json()
+        await logger.drain()
+    assert kid["source"] == "default-ALL"
+    assert page_ids(kid) == ["pg1"]  # R, NC-17 and the kids-blocked Horror title dropped
+    assert [r["row_id"] for r in kid["rows"]] == ["top-10"]  # the emptied row is gone
+    assert (kid["kids"], kid["max_rating"]) == (True, "PG")
+    assert page_ids(stale) == ["g1"] and stale["source"] == "personal"
+    assert page_ids(adult) == ["r2", "n1", "pg1", "h1", "r3"]
+    assert (adult["kids"], adult["max_rating"]) == (False, "NC-17")
+    assert page_ids(stranger) == page_ids(adult)  # no settings: the default ones
+    logged = {(e.profile_id, e.title_id) for events in decode(producer) for e in events}
+    assert ("kid", "pg1") in logged and not {("kid", t) for t in ("r2", "n1", "h1")} & logged
+
+
+async def test_profile_rating_limit_and_fail_closed_settings() -> None:
+    store = await catalog_store()
+    await store.write_pages({}, {"ALL": page(None, [("top-10", [
+        rated("g", "G"), rated("pg", "PG"), rated("pg13", "PG-13"), rated("r", "R"),
+        {"title_id": "no-rating", "name": "?", "artwork_id": "a", "artwork_url": "u"},
+    ])], country="ALL")})
+    await store.put_profile_meta({"broken": {"kids": "maybe"}, "odd": {"max_rating": "X"}})
+    async with serve(store) as (client, _, _):
+        teen = await (await client.get("/v1/homepage/teen")).json()
+        broken = await (await client.get("/v1/homepage/broken")).json()
+        odd = await (await client.get("/v1/homepage/odd")).json()
+        adult = await (await client.get("/v1/homepage/adult")).json()
+    assert page_ids(teen) == ["g", "pg", "pg13"]
+    assert page_ids(broken) == page_ids(odd) == ["g"]  # unreadable settings: strictest
+    assert page_ids(adult) == ["g", "pg", "pg13", "r"]  # an unrated item is never shown
+
+
+async def test_rules_are_injectable_and_apply_to_every_route() -> None:
+    store = await catalog_store()
+    await store.write_pages({}, {"ALL": page(None, [("r", [rated("t-toy", "G"),
+                                                           rated("t-cafe", "PG")])])})
+    rules = Rules(blocked_titles=["t-cafe"])
+    async with serve(store, rules=rules) as (client, _, _):
+        home = await (await client.get("/v1/homepage/adult")).json()
+        found = await (await client.get("/v1/search?q=cafe+society")).json()
+        ranked = await (await client.post("/v1/rerank", json={
+            "profile_id": "adult", "title_ids": ["t-cafe", "t-toy"]})).json()
+    assert page_ids(home) == ["t-toy"]
+    assert "t-cafe" not in ids(found["items"])
+    assert ids(ranked["items"]) == ["t-toy"] and ranked["removed"] == ["t-cafe"]
+
+
+async def test_similar_titles_stored_then_content_with_guardrails() -> None:
+    store = await catalog_store()
+    await store.write_similar({"t-cafe": [("t-night", 0.9), ("t-missing", 0.8),
+                                          ("t-toy", 0.6), ("t-cafe", 0.5)]})
+    async with serve(store) as (client, _, _):
+        adult_resp = await client.get("/v1/titles/t-cafe/similar?profile_id=adult&country=US")
+        assert adult_resp.status == 200
+        adult = await adult_resp.json()
+        kid = await (await client.get("/v1/titles/t-cafe/similar?profile_id=kid")).json()
+        anon_fr = await (await client.get("/v1/titles/t-cafe/similar?country=FR")).json()
+        short = await (await client.get("/v1/titles/t-cafe/similar?limit=1")).json()
+        unlisted = await (await client.get("/v1/titles/t-quiet/similar")).json()
+    assert adult["title_id"] == "t-cafe" and adult["profile_id"] == "adult"
+    got = adult["items"]
+    assert ids(got)[:2] == ["t-night", "t-toy"]  # the stored list, in order, unknown skipped
+    assert [i["source"] for i in got[:2]] == ["stored", "stored"]
+    assert set(ids(got)[2:]) == {"t-blood"}  # topped up by genre; t-paris is FR only
+    assert got[2]["source"] == "content" and got[2]["score"] <= 0.5 * got[1]["score"]
+    assert set(got[0]) >= {"title_id", "name", "artwork_id", "artwork_url", "score",
+                           "maturity_rating", "genres", "availability"}
+    assert ids(kid["items"]) == ["t-toy", "t-paris"]  # no R, NC-17 or Horror for kids
+    assert not MATURE & {i["maturity_rating"] for i in kid["items"]}
+    assert "t-paris" in ids(anon_fr["items"]) and "t-cafe" not in ids(anon_fr["items"])
+    assert ids(short["items"]) == ["t-night"]
+    assert ids(unlisted["items"]) == ["t-blood"]  # nothing stored: content neighbours only
+    assert all(i["source"] == "content" for i in unlisted["items"])
+
+
+async def test_similar_unknown_title_is_404_json() -> None:
+    async with serve(await catalog_store()) as (client, _, _):
+        resp = await client.get("/v1/titles/nope/similar")
+        assert resp.status == 404 and resp.content_type == "application/json"
+        assert await resp.json() == {"error": "title not found: nope", "title_id": "nope"}
+
+
+@pytest.mark.parametrize(("url", "field"), [
+    ("/v1/titles/t-cafe/similar?limit=0", "limit"),
+    ("/v1/titles/t-cafe/similar?limit=101", "limit"),
+    ("/v1/titles/t-cafe/similar?limit=ten", "limit"),
+    ("/v1/titles/t-cafe/similar?country=fr", "country"),
+    ("/v1/titles/t-cafe/similar?profile_id=a%20b", "profile_id"),
+    ("/v1/titles/" + "t" * 129 + "/similar", "title_id"),
+    ("/v1/search", "q"),
+    ("/v1/search?q=", "q"),
+    ("/v1/search?q=%20%20", "q"),
+    ("/v1/search?q=!!!", "q"),
+    ("/v1/search?q=" + "a" * 201, "q"),
+    ("/v1/search?q=night&limit=-1", "limit"),
+    ("/v1/search?q=night&country=USA", "country"),
+    ("/v1/search?q=night&profile_id=" + "p" * 129, "profile_id"),
+])
+async def test_bad_query_parameters_are_400_naming_the_field(url: str, field: str) -> None:
+    async with serve(await catalog_store()) as (client, _, _):
+        resp = await client.get(url)
+        assert resp.status == 400
+        body = await resp.json()
+    assert body["error"].startswith(f"{field}:") and body["field"] == field
+
+
+async def test_limits_at_the_edges_are_accepted() -> None:
+    async with serve(await catalog_store()) as (client, _, _):
+        for url in ("/v1/titles/t-cafe/similar?limit=1", "/v1/titles/t-cafe/similar?limit=100",
+                    "/v1/search?q=comedy&limit=1", "/v1/search?q=comedy&limit=100"):
+            assert (await client.get(url)).status == 200, url
+
+
+async def comedy_fan(store: InMemoryStore, profile_id: str = "fan") -> None:
+    state = ProfileState(profile_id, n_events=3, last_event_ts_ms=NOW_MS, country="US",
+                         affinity={"Comedy": [5.0, NOW_MS]})
+    await store.commit_batch([state], [], {})
+
+
+async def test_rerank_orders_by_relevance_reports_unknown_and_removed() -> None:
+    store = await catalog_store()
+    await comedy_fan(store)
+    await comedy_fan(store, "kid")
+    async with serve(store) as (client, _, _):
+        resp = await client.post("/v1/rerank", json={
+            "profile_id": "fan", "title_ids": ["t-quiet", "t-nope", "t-cafe", "t-quiet",
+                                               "t-night2", "t-toy"]})
+        assert resp.status == 200
+        fan = await resp.json()
+        kid = await (await client.post("/v1/rerank", json={
+            "profile_id": "kid", "title_ids": ["t-night", "t-blood", "t-quiet", "t-toy",
+                                               "t-cafe"], "country": "US"})).json()
+        new = await (await client.post("/v1/rerank", json={
+            "profile_id": "newbie", "title_ids": ["t-quiet", "t-cafe"]})).json()
+    assert fan["profile_id"] == "fan" and fan["personalized"] is True
+    assert fan["unknown"] == ["t-nope"] and fan["removed"] == []
+    assert set(ids(fan["items"][:2])) == {"t-cafe", "t-toy"}  # the Comedy titles first
+    assert set(ids(fan["items"][2:])) == {"t-quiet", "t-night2"}
+    assert len(ids(fan["items"])) == 4  # the duplicate t-quiet served once
+    scores = [i["score"] for i in fan["items"]]
+    assert scores == sorted(scores, reverse=True)
+    assert kid["removed"] == ["t-night", "t-blood", "t-quiet"] and kid["unknown"] == []
+    assert not MATURE & {i["maturity_rating"] for i in kid["items"]}
+    assert ids(kid["items"])[:2] in (["t-toy", "t-cafe"], ["t-cafe", "t-toy"])
+    assert new["personalized"] is False and len(new["items"]) == 2
+
+
+async def test_rerank_modes_blend_the_request_order() -> None:
+    store = await catalog_store()
+    await comedy_fan(store)
+    order = ["t-quiet", "t-night2", "t-cafe"]
+    async with serve(store) as (client, _, _):
+        results = {}
+        for mode in (None, "explore", "fetch"):
+            body = {"profile_id": "fan", "title_ids": order}
+            if mode:
+                body["mode"] = mode
+            results[mode] = await (await client.post("/v1/rerank", json=body)).json()
+    assert ids(results[None]["items"])[0] == "t-cafe"
+    assert ids(results["explore"]["items"])[0] == "t-cafe"
+    assert ids(results["fetch"]["items"]) == order  # mostly the caller's order
+    assert results["fetch"]["mode"] == "fetch"
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (b"{not json", "body"),
+    (b"[1, 2]", "body"),
+    (b'{"title_ids": ["t-cafe"]}', "profile_id"),
+    (b'{"profile_id": 7, "title_ids": ["t-cafe"]}', "profile_id"),
+    (b'{"profile_id": "bad id", "title_ids": ["t-cafe"]}', "profile_id"),
+    (b'{"profile_id": "p1"}', "title_ids"),
+    (b'{"profile_id": "p1", "title_ids": []}', "title_ids"),
+    (b'{"profile_id": "p1", "title_ids": "t-cafe"}', "title_ids"),
+    (b'{"profile_id": "p1", "title_ids": ["t-cafe", 3]}', "title_ids"),
+    (b'{"profile_id": "p1", "title_ids": [""]}', "title_ids"),
+    (orjson.dumps({"profile_id": "p1", "title_ids": [f"t{i}" for i in range(501)]}),
+     "title_ids"),
+    (b'{"profile_id": "p1", "title_ids": ["t-cafe"], "country": "us"}', "country"),
+    (b'{"profile_id": "p1", "title_ids": ["t-cafe"], "country": 1}', "country"),
+    (b'{"profile_id": "p1", "title_ids": ["t-cafe"], "mode": "browse"}', "mode"),
+    (b'{"profile_id": "p1", "title_ids": ["t-cafe"], "titles": []}', "body"),
+])
+async def test_rerank_bad_body_is_400_naming_the_field(body: bytes, field: str) -> None:
+    async with serve(await catalog_store()) as (client, _, _):
+        resp = await client.post("/v1/rerank", data=body,
+                                 headers={"Content-Type": "application/json"})
+        assert resp.status == 400
+        got = await resp.json()
+    assert got["error"].startswith(f"{field}:") and got["field"] == field
+
+
+async def test_rerank_accepts_500_titles_and_get_is_405() -> None:
+    async with serve(await catalog_store()) as (client, _, _):
+        resp = await client.post("/v1/rerank", json={
+            "profile_id": "p1", "title_ids": ["t-cafe"] + [f"x{i}" for i in range(499)]})
+        assert resp.status == 200
+        body = await resp.json()
+        assert ids(body["items"]) == ["t-cafe"] and len(body["unknown"]) == 499
+        assert (await client.get("/v1/rerank")).status == 405
+
+
+async def test_search_fetch_puts_the_named_title_first_and_explore_personalizes() -> None:
+    store = await catalog_store()
+    await comedy_fan(store)
+    async with serve(store) as (client, _, _):
+        fetch = await (await client.get("/v1/search?q=Night+Watch&profile_id=adult")).json()
+        prefix = await (await client.get("/v1/search?q=cafe+soc")).json()
+        explore = await (await client.get("/v1/search?q=comedy&profile_id=fan")).json()
+        cast = await (await client.get("/v1/search?q=ana+lima&limit=1")).json()
+        fr = await (await client.get("/v1/search?q=comedy&country=FR")).json()
+        us = await (await client.get("/v1/search?q=comedy&country=US")).json()
+    assert fetch["query"] == "Night Watch" and fetch["mode"] == "fetch"
+    assert ids(fetch["items"])[:2] == ["t-night", "t-night2"]
+    assert fetch["items"][0]["reason"] == "exact title"
+    assert prefix["mode"] == "fetch" and ids(prefix["items"])[0] == "t-cafe"
+    assert explore["mode"] == "explore"
+    assert set(ids(explore["items"])) == {"t-cafe", "t-toy", "t-blood", "t-paris"}
+    reasons = {i["title_id"]: i["reason"] for i in explore["items"]}
+    assert reasons.pop("t-paris") == "title words"  # "Paris Comedy"
+    assert set(reasons.values()) == {"genre: Comedy"}
+    scores = [i["score"] for i in explore["items"]]
+    assert scores == sorted(scores, reverse=True)
+    assert cast["mode"] == "explore" and len(cast["items"]) == 1
+    assert "t-paris" in ids(fr["items"]) and "t-paris" not in ids(us["items"])
+
+
+async def test_search_never_gives_a_kids_profile_mature_titles() -> None:
+    async with serve(await catalog_store()) as (client, _, _):
+        for q in ("Night Watch", "blood moon", "comedy", "ana lima", "night", "horror"):
+            kid = await (await client.get(f"/v1/search?q={q}&profile_id=kid")).json()
+            assert not MATURE & {i["maturity_rating"] for i in kid["items"]}, q
+            assert not {"t-night", "t-night2", "t-blood"} & set(ids(kid["items"])), q
+        adult = await (await client.get("/v1/search?q=blood+moon&profile_id=adult")).json()
+    assert ids(adult["items"])[0] == "t-blood"
+
+
+async def test_endpoints_503_when_the_store_is_down() -> None:
+    class Down(InMemoryStore):
+        async def catalog_version(self) -> int:
+            raise ConnectionError("Connection refused")
+
+    async with serve(Down()) as (client, _, _):
+        for resp in (await client.get("/v1/titles/t1/similar"),
+                     await client.get("/v1/search?q=x"),
+                     await client.post("/v1/rerank", json={"profile_id": "p",
+                                                           "title_ids": ["t1"]})):
+            assert resp.status == 503
+            assert (await resp.json())["error"].startswith("store unavailable")
+
+
+# -- serving models -----------------------------------------------------------------------
+async def test_serving_models_reload_catalog_and_model_on_change() -> None:
+    store = InMemoryStore()
+    await store.put_titles(CATALOG[:2])
+    models = ServingModels(store, refresh_interval_s=0.02)
+    snap = await models.ensure()
+    assert snap.version == 1 and set(snap.catalog.title_ids()) == {"t-night", "t-night2"}
+    assert models.model is None
+    model = TopPicksModel(n_factors=2, seed=1)
+    model.learn_one("p1", "t-cafe", 1.0)
+    await store.save_checkpoint("top-picks", model.to_bytes())
+    await store.put_titles(CATALOG[2:3])
+    models.start()
+    try:
+        for _ in range(200):
+            if models.snapshot.version == 2 and models.model is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert "t-cafe" in models.snapshot.catalog
+        first = models.model
+        assert first is not None and first.n_learned == 1
+        refreshes = models.refreshes
+        while models.refreshes < refreshes + 2:
+            await asyncio.sleep(0.01)
+        assert models.model is first  # same bytes: not unpickled again
+        await store.save_checkpoint("top-picks", b"garbage")
+        while models.model_errors == 0:
+            await asyncio.sleep(0.01)
+        assert models.model is first  # a bad checkpoint keeps the previous model
+    finally:
+        await models.aclose()
+
+
+async def test_rerank_uses_the_loaded_model() -> None:
+    store = await catalog_store()
+    state = ProfileState("m1", n_events=40, last_event_ts_ms=NOW_MS,
+                         engaged={f"x{i}": 3 for i in range(40)})
+    await store.commit_batch([state], [], {})
+    model = TopPicksModel(n_factors=4, seed=3)
+    for _ in range(50):
+        model.learn_one("m1", "t-quiet", 1.0)
+        model.learn_one("m1", "t-toy", 0.0)
+    await store.save_checkpoint("top-picks", model.to_bytes())
+    async with serve(store) as (client, _, _):
+        body = await (await client.post("/v1/rerank", json={
+            "profile_id": "m1", "title_ids": ["t-toy", "t-quiet"]})).json()
+    assert ids(body["items"]) == ["t-quiet", "t-toy"]
