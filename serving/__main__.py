@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from online_models.rules import rules_from_settings
 from settings import ConfigError, load_settings
 
 
@@ -12,6 +13,7 @@ def main() -> int:
     """Load settings (exit 2 naming the bad variable), then serve until interrupted."""
     try:
         settings = load_settings()
+        rules_from_settings(settings)  # a bad rules file fails here, naming the setting
     except ConfigError as exc:
         print(f"serving: {exc}", file=sys.stderr)
         return 2

@@ -58,7 +58,7 @@ from online_models import search as search_mod
 from online_models.page import PageConfig, relevance
 from online_models.rules import Rules, rules_from_settings
 from online_models.similarity import CoWatchSimilarity, similar_titles
-from serving.catalog_cache import ServingModels
+from serving.catalog_cache import CatalogSnapshot, ServingModels
 from serving.impressions import ImpressionLogger
 from settings import Settings
 from topics.models import MATURITY_LEVELS, Title
@@ -75,6 +75,8 @@ RERANK_MAX_TITLES = 500
 PING_TIMEOUT_S = 1.0
 #: Relevance over more titles than this is computed in a worker thread.
 INLINE_RELEVANCE_MAX = 256
+#: Searches over bigger catalogs are scored in a worker thread.
+INLINE_SEARCH_TITLES = 2000
 #: Rerank weights ``(position in the request, relevance)`` by mode.
 RERANK_WEIGHTS: dict[str | None, tuple[float, float]] = {
     None: (0.0, 1.0), "explore": (0.3, 0.7), "fetch": (0.7, 0.3)}
@@ -224,21 +226,41 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def model_scorer(app: web.Application) -> Any:
+    """The loaded Top Picks model's ``score_many``, or ``None`` before one is loaded."""
+    model = app[MODELS].model
+    return model.score_many if model is not None else None
+
+
 async def personal_relevance(app: web.Application, state: ProfileState | None,
-                             titles: Sequence[Title], country: str | None,
+                             titles: Sequence[Title], popularity: dict[str, float],
                              at_ms: int) -> dict[str, float]:
     """``online_models.page.relevance`` for one member over ``titles``; large sets run in a
     worker thread so the loop keeps serving."""
     if not titles:
         return {}
-    models = app[MODELS]
-    popularity = await models.popularity(country, at_ms)
-    model = models.model
-    scorer = model.score_many if model is not None else None
-    args = (state, list(titles), popularity, scorer, at_ms, app[PAGE_CONFIG])
+    args = (state, list(titles), popularity, model_scorer(app), at_ms, app[PAGE_CONFIG])
     if len(titles) <= INLINE_RELEVANCE_MAX:
         return relevance(*args)
     return await asyncio.get_running_loop().run_in_executor(None, relevance, *args)
+
+
+def run_search(snap: CatalogSnapshot, q: str, limit: int, rules: Rules, meta: ProfileMeta,
+               country: str | None, state: ProfileState | None,
+               popularity: dict[str, float], scorer: Any, at_ms: int,
+               config: PageConfig) -> tuple[str, list[dict[str, Any]]]:
+    """The CPU part of a search: match, guardrails, relevance, ranking; ``(mode, items)``."""
+    found = search_mod.match(q, snap.search)
+    allowed = [t for t in map(snap.catalog.get, found.scores)
+               if t is not None and rules.allows(t, meta, country)]
+    rel = relevance(state, allowed, popularity, scorer, at_ms, config) if allowed else {}
+    items = []
+    for tid, score, reason in search_mod.rank(found, rel, limit, allowed=rel):
+        title = snap.catalog.get(tid)
+        if title is not None:
+            items.append(title_item(title, score, reason=reason,
+                                    relevance=round(rel.get(tid, 0.0), 6)))
+    return found.mode, items
 
 
 async def find_page(store: PipelineStore, profile_id: str,
@@ -361,7 +383,11 @@ async def similar(request: web.Request) -> web.Response:
     items: list[dict[str, Any]] = []
     taken = {title_id}
     for entry in stored or ():
+        if not isinstance(entry, list | tuple) or len(entry) < 2:
+            continue  # a malformed stored entry: skip it, serve the rest
         tid, score = entry[0], entry[1]
+        if not isinstance(score, int | float):
+            continue
         other = snap.catalog.get(tid) if isinstance(tid, str) else None
         if other is None or tid in taken or not rules.allows(other, meta, country):
             continue
@@ -370,8 +396,14 @@ async def similar(request: web.Request) -> web.Response:
         if len(items) >= limit:
             break
     if len(items) < limit:
-        candidates = [t for t in snap.related(title)
-                      if t.title_id not in taken and rules.allows(t, meta, country)]
+        # the best allowed content neighbours; similar_titles scores and orders them
+        candidates: list[Title] = []
+        for tid in snap.content_neighbours(title_id):
+            other = snap.catalog.get(tid)
+            if other is not None and tid not in taken and rules.allows(other, meta, country):
+                candidates.append(other)
+                if len(candidates) >= limit - len(items):
+                    break
         # content neighbours rank below the stored ones, as in similar_titles
         floor = 0.5 * items[-1]["score"] if items else 1.0
         for tid, score in similar_titles(title, candidates, CoWatchSimilarity(),
@@ -430,9 +462,10 @@ async def rerank(request: web.Request) -> web.Response:
     app = request.app
     store, rules = app[STORE], app[RULES]
     at_ms = now_ms()
-    snap, meta, state = await asyncio.gather(app[MODELS].ensure(),
-                                             load_meta(store, profile_id),
-                                             load_state(store, profile_id))
+    models = app[MODELS]
+    snap, meta, state, popularity = await asyncio.gather(
+        models.ensure(), load_meta(store, profile_id), load_state(store, profile_id),
+        models.popularity(country, at_ms))
     unknown, removed, allowed = [], [], []
     position: dict[str, int] = {}
     for i, tid in enumerate(title_ids):
@@ -444,7 +477,7 @@ async def rerank(request: web.Request) -> web.Response:
         else:
             allowed.append(title)
             position[tid] = i
-    rel = await personal_relevance(app, state, allowed, country, at_ms)
+    rel = await personal_relevance(app, state, allowed, popularity, at_ms)
     w_pos, w_rel = RERANK_WEIGHTS[mode]
     n = len(title_ids)
     scored = sorted(
@@ -473,21 +506,17 @@ async def search(request: web.Request) -> web.Response:
     app = request.app
     store, rules = app[STORE], app[RULES]
     at_ms = now_ms()
-    snap, meta, state = await asyncio.gather(app[MODELS].ensure(),
-                                             load_meta(store, profile_id),
-                                             load_state(store, profile_id))
-    found = search_mod.match(q, snap.search)
-    allowed = [t for t in map(snap.catalog.get, found.scores)
-               if t is not None and rules.allows(t, meta, country)]
-    rel = await personal_relevance(app, state, allowed, country, at_ms)
-    ranked = search_mod.rank(found, rel, limit, allowed=rel)
-    items = []
-    for tid, score, reason in ranked:
-        title = snap.catalog.get(tid)
-        if title is not None:
-            items.append(title_item(title, score, reason=reason,
-                                    relevance=round(rel.get(tid, 0.0), 6)))
-    return json_response({"query": q, "mode": found.mode, "profile_id": profile_id,
+    models = app[MODELS]
+    snap, meta, state, popularity = await asyncio.gather(
+        models.ensure(), load_meta(store, profile_id), load_state(store, profile_id),
+        models.popularity(country, at_ms))
+    args = (snap, q, limit, rules, meta, country, state, popularity, model_scorer(app), at_ms,
+            app[PAGE_CONFIG])
+    if len(snap.search) <= INLINE_SEARCH_TITLES:
+        mode, items = run_search(*args)
+    else:  # a big catalog: keep the loop serving while this one is scored
+        mode, items = await asyncio.get_running_loop().run_in_executor(None, run_search, *args)
+    return json_response({"query": q, "mode": mode, "profile_id": profile_id,
                           "country": country, "items": items})
 
 

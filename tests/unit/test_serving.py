@@ -752,3 +752,38 @@ async def test_rerank_uses_the_loaded_model() -> None:
         body = await (await client.post("/v1/rerank", json={
             "profile_id": "m1", "title_ids": ["t-toy", "t-quiet"]})).json()
     assert ids(body["items"]) == ["t-quiet", "t-toy"]
+
+
+def test_content_neighbours_order_matches_similar_titles() -> None:
+    from online_models.similarity import CoWatchSimilarity, similar_titles
+    from serving.catalog_cache import CatalogSnapshot
+
+    titles = [*CATALOG, title("t-x", "X", ["Comedy", "Thriller"], cast=("Ana Lima",)),
+              title("t-y", "Y", ["Horror", "Comedy"]), title("t-z", "Z", [])]
+    snap = CatalogSnapshot.build(1, titles)
+    for t in titles:
+        expected = [tid for tid, _ in similar_titles(t, titles, CoWatchSimilarity(),
+                                                     len(titles))]
+        assert snap.content_neighbours(t.title_id) == expected, t.title_id
+        assert snap.content_neighbours(t.title_id) is snap.content_neighbours(t.title_id)
+
+
+async def test_big_requests_scored_in_a_thread_give_the_same_answers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import serving.app as app_mod
+
+    store = await catalog_store()
+    await comedy_fan(store)
+    rerank_body = {"profile_id": "fan", "title_ids": [t.title_id for t in CATALOG]}
+
+    async def answers() -> list[Any]:
+        async with serve(store) as (client, _, _):
+            return [await (await client.get("/v1/search?q=comedy&profile_id=fan")).json(),
+                    await (await client.get("/v1/search?q=night+watch")).json(),
+                    await (await client.post("/v1/rerank", json=rerank_body)).json()]
+
+    inline = await answers()
+    monkeypatch.setattr(app_mod, "INLINE_SEARCH_TITLES", 0)
+    monkeypatch.setattr(app_mod, "INLINE_RELEVANCE_MAX", 0)
+    threaded = await answers()
+    assert threaded == inline and inline[0]["items"] and inline[2]["items"]
