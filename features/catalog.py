@@ -13,9 +13,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, TypeVar
 
-from topics.models import Title
+import numpy as np
+
+from topics.models import MATURITY_LEVELS, Title
+
+T = TypeVar("T")
 
 
 class Catalog:
@@ -25,6 +30,7 @@ class Catalog:
         self._titles: dict[str, Title] = {}
         self._by_genre: dict[str, list[str]] | None = None
         self._newest: list[str] | None = None
+        self._derived: dict[Hashable, Any] = {}
         self.version = 0
         for t in titles:
             self.upsert(t)
@@ -45,7 +51,25 @@ class Catalog:
     def _changed(self) -> None:
         self._by_genre = None
         self._newest = None
+        self._derived = {}
         self.version += 1
+
+    def derived(self, key: Hashable, build: Callable[[], T]) -> T:
+        """A value computed from the catalog, cached until the catalog changes.
+
+        >>> cat = Catalog()
+        >>> cat.derived("n", lambda: len(cat))
+        0
+        """
+        try:
+            return self._derived[key]
+        except KeyError:
+            value = self._derived[key] = build()
+            return value
+
+    def arrays(self) -> CatalogArrays:
+        """Column arrays over the titles in catalog order (for vectorized scoring)."""
+        return self.derived("arrays", lambda: CatalogArrays(list(self._titles.values())))
 
     def __len__(self) -> int:
         return len(self._titles)
@@ -95,3 +119,55 @@ class Catalog:
                     reverse=True)
             ]
         return self._newest[:n]
+
+
+class CatalogArrays:
+    """The catalog as columns: one row per title, in catalog order.
+
+    >>> import datetime as dt
+    >>> from topics.models import Artwork
+    >>> t = Title(title_id="a", name="A", genres=["Horror"], maturity_rating="R",
+    ...           release_date=dt.date(2020, 1, 1), duration_s=1.0, cast=["X"],
+    ...           artwork=[Artwork(artwork_id="a1", url="u")], availability=["US"])
+    >>> arr = CatalogArrays([t])
+    >>> arr.ids, arr.genre_names, arr.genres.tolist(), arr.maturity.tolist()
+    (['a'], ['Horror'], [[True]], [3])
+    >>> arr.available("US").tolist(), arr.available("FR").tolist()
+    ([True], [False])
+    """
+
+    def __init__(self, titles: list[Title]) -> None:
+        self.ids = [t.title_id for t in titles]
+        self.pos = {tid: i for i, tid in enumerate(self.ids)}
+        self.genre_names = sorted({g for t in titles for g in t.genres})
+        gpos = {g: i for i, g in enumerate(self.genre_names)}
+        self.genres = np.zeros((len(titles), len(self.genre_names)), dtype=bool)
+        cast: dict[str, list[int]] = {}
+        for i, t in enumerate(titles):
+            for g in t.genres:
+                self.genres[i, gpos[g]] = True
+            for c in t.cast:
+                cast.setdefault(c, []).append(i)
+        self.genre_pos = gpos
+        self.cast_index = {c: np.array(ix) for c, ix in cast.items()}
+        self.has_cast = np.array([bool(t.cast) for t in titles], dtype=bool)
+        self.maturity = np.array([MATURITY_LEVELS.index(t.maturity_rating) for t in titles],
+                                 dtype=np.int8)
+        self.release_ordinal = np.array([t.release_date.toordinal() for t in titles],
+                                        dtype=np.int64)
+        self._restricted = [(i, set(t.availability)) for i, t in enumerate(titles)
+                            if t.availability]
+        self._available: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def available(self, country: str) -> np.ndarray:
+        """Mask of titles available in ``country`` (empty availability = everywhere)."""
+        mask = self._available.get(country)
+        if mask is None:
+            mask = np.ones(len(self.ids), dtype=bool)
+            for i, where in self._restricted:
+                mask[i] = country in where
+            self._available[country] = mask
+        return mask

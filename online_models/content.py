@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from features.catalog import CatalogArrays
 from topics.models import Title
 
 GENRE_WEIGHT = 0.7
@@ -36,13 +37,41 @@ def content_scores(titles: Sequence[Title], genre_affinity: Mapping[str, float],
                    new_release_days: int = 60) -> np.ndarray:
     """Scores in [0, 1]: genre match (affinities scaled by the member's strongest), cast
     match, and a bonus for recent releases that fades over ``new_release_days``."""
+    arr = CatalogArrays(list(titles))
+    return content_scores_indexed(arr, np.arange(len(arr)), genre_affinity, cast_affinity,
+                                  today, new_release_days)
+
+
+def content_scores_indexed(arr: CatalogArrays, idx: np.ndarray,
+                           genre_affinity: Mapping[str, float],
+                           cast_affinity: Mapping[str, float], today: dt.date,
+                           new_release_days: int = 60) -> np.ndarray:
+    """:func:`content_scores` for the titles at positions ``idx`` of ``arr``, vectorized.
+
+    The genre term is the best affinity among the title's genres (genres the member has no
+    affinity for count 0), scaled by the member's strongest affinity and floored at -1; the
+    cast term is the best positive cast affinity, scaled likewise.
+    """
+    n = len(idx)
+    if n == 0:
+        return np.zeros(0)
     top_g = max((abs(v) for v in genre_affinity.values()), default=0.0) or 1.0
     top_c = max((abs(v) for v in cast_affinity.values()), default=0.0) or 1.0
-    out = np.empty(len(titles))
-    for i, t in enumerate(titles):
-        g = max((genre_affinity.get(x, 0.0) for x in t.genres), default=0.0) / top_g
-        c = max((cast_affinity.get(x, 0.0) for x in t.cast), default=0.0) / top_c
-        age = (today - t.release_date).days
-        new = max(0.0, 1.0 - age / new_release_days) if 0 <= age < new_release_days else 0.0
-        out[i] = BASELINE + GENRE_WEIGHT * max(g, -1.0) + CAST_WEIGHT * c + NEW_WEIGHT * new
+    aff = np.zeros(len(arr.genre_names))
+    for g, v in genre_affinity.items():
+        p = arr.genre_pos.get(g)
+        if p is not None:
+            aff[p] = v
+    gm = arr.genres[idx]
+    genre = np.where(gm, aff, -np.inf).max(axis=1) if gm.shape[1] else np.zeros(n)
+    genre = np.where(np.isfinite(genre), genre, 0.0) / top_g
+    cast_full = np.zeros(len(arr))
+    for c, v in cast_affinity.items():
+        ix = arr.cast_index.get(c)
+        if ix is not None and v > 0:
+            np.maximum.at(cast_full, ix, v / top_c)
+    cast = cast_full[idx]
+    age = today.toordinal() - arr.release_ordinal[idx]
+    new = np.where((age >= 0) & (age < new_release_days), 1.0 - age / new_release_days, 0.0)
+    out = BASELINE + GENRE_WEIGHT * np.maximum(genre, -1.0) + CAST_WEIGHT * cast + NEW_WEIGHT * new
     return np.clip(out, 0.0, 1.0)

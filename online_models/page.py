@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from features.catalog import Catalog
+from features.catalog import Catalog, CatalogArrays
 from features.profile import ProfileState
-from online_models.content import content_scores
+from online_models.content import content_scores_indexed
 from online_models.rules import ProfileMeta, Rules
-from online_models.similarity import CoWatchSimilarity, similar_titles
+from online_models.similarity import CoWatchSimilarity
 from topics.models import Title
 
 Scorer = Callable[[str, Sequence[str]], np.ndarray]
@@ -68,8 +68,18 @@ class CandidateRow:
     adjusted_utility: float = 0.0
     extra: Callable[[str], dict[str, Any]] | None = None
 
-    def head(self, n: int = 2 * UTILITY_DEPTH) -> set[str]:
-        return {t for t, _ in self.ranked[:n]}
+    _head: set[str] | None = None
+    _genres: dict[str, float] | None = None
+
+    def head(self) -> set[str]:
+        if self._head is None:
+            self._head = {t for t, _ in self.ranked[: 2 * UTILITY_DEPTH]}
+        return self._head
+
+    def genre_mix(self, catalog: Catalog) -> dict[str, float]:
+        if self._genres is None:
+            self._genres = _genre_vector(self.head(), catalog)
+        return self._genres
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
@@ -85,22 +95,77 @@ def relevance(state: ProfileState | None, titles: Sequence[Title],
     """Each title's relevance for the member in [0, 1] (see the module docstring)."""
     if not titles:
         return {}
-    ids = [t.title_id for t in titles]
-    pop = np.array([popularity.get(t, 0.0) for t in ids])
+    arr = CatalogArrays(list(titles))
+    rel = relevance_indexed(state, arr, np.arange(len(arr)), popularity, scorer, now_ms, config)
+    return dict(zip(arr.ids, rel.tolist(), strict=True))
+
+
+def relevance_indexed(state: ProfileState | None, arr: CatalogArrays, idx: np.ndarray,
+                      popularity: dict[str, float], scorer: Scorer | None, now_ms: int,
+                      config: PageConfig) -> np.ndarray:
+    """:func:`relevance` for the titles at positions ``idx`` of ``arr``, vectorized."""
+    if len(idx) == 0:
+        return np.zeros(0)
+    ids = [arr.ids[i] for i in idx]
+    pop = np.fromiter((popularity.get(t, 0.0) for t in ids), float, len(ids))
     today = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).date()
+    days = config.rules.new_release_days
     if state is None:
-        content = content_scores(titles, {}, {}, today, config.rules.new_release_days)
+        content = content_scores_indexed(arr, idx, {}, {}, today, days)
         rel = 0.6 * pop + 0.4 * content
     else:
         hl = config.affinity_half_life_s
-        content = content_scores(titles, state.genre_affinity(now_ms, hl),
-                                 state.cast_scores(now_ms, hl), today,
-                                 config.rules.new_release_days)
+        content = content_scores_indexed(arr, idx, state.genre_affinity(now_ms, hl),
+                                         state.cast_scores(now_ms, hl), today, days)
         n = len(state.engaged) + len(state.explicit)
         w_mf = 0.6 * n / (n + 5.0) if scorer is not None else 0.0
         mf = _minmax(scorer(state.profile_id, ids)) if w_mf else np.zeros(len(ids))
         rel = w_mf * mf + (1.0 - w_mf) * (0.65 * content + 0.35 * pop)
-    return dict(zip(ids, np.clip(rel, 0.0, 1.0).tolist(), strict=True))
+    return np.clip(rel, 0.0, 1.0)
+
+
+def content_neighbors(catalog: Catalog, title_id: str, k: int = 100) -> list[tuple[str, float]]:
+    """The ``k`` titles most similar to ``title_id`` by genre and cast
+    (:func:`~online_models.similarity.content_similarity`), cached per catalog version."""
+
+    def build() -> list[tuple[str, float]]:
+        arr = catalog.arrays()
+        i = arr.pos.get(title_id)
+        if i is None:
+            return []
+        g = arr.genres
+        inter = (g & g[i]).sum(axis=1)
+        union = (g | g[i]).sum(axis=1)
+        sim = 0.8 * np.divide(inter, union, out=np.zeros(len(arr)), where=union > 0)
+        title = catalog.get(title_id)
+        for c in title.cast if title else ():
+            sim[arr.cast_index[c]] = np.maximum(sim[arr.cast_index[c]], 0.0)
+        shared = np.zeros(len(arr), dtype=bool)
+        for c in title.cast if title else ():
+            shared[arr.cast_index[c]] = True
+        sim = np.round(sim + 0.2 * shared, 6)
+        sim[i] = 0.0
+        order = np.argsort(-sim, kind="stable")[:k]
+        return [(arr.ids[j], float(sim[j])) for j in order if sim[j] > 0]
+
+    return catalog.derived(("content-neighbors", title_id, k), build)
+
+
+def _similar_fast(catalog: Catalog, seed: str, cowatch: CoWatchSimilarity | None, k: int,
+                  allowed: set[str], exclude: set[str]) -> list[tuple[str, float]]:
+    """Like :func:`~online_models.similarity.similar_titles` over the allowed titles, with
+    cached content neighbours."""
+    out = [(t, s) for t, s in (cowatch.most_similar(seed, 2 * k, exclude=exclude)
+                              if cowatch else []) if t in allowed][:k]
+    if len(out) < k:
+        taken = {t for t, _ in out} | exclude | {seed}
+        floor = 0.5 * out[-1][1] if out else 1.0
+        for t, s in content_neighbors(catalog, seed):
+            if t in allowed and t not in taken:
+                out.append((t, s * floor))
+                if len(out) >= k:
+                    break
+    return out
 
 
 def _genre_vector(ids: Iterable[str], catalog: Catalog) -> dict[str, float]:
@@ -116,7 +181,7 @@ def row_similarity(a: CandidateRow, b: CandidateRow, catalog: Catalog) -> float:
     titles), half genre mix (cosine of genre counts)."""
     ha, hb = a.head(), b.head()
     jac = len(ha & hb) / len(ha | hb) if ha | hb else 0.0
-    va, vb = _genre_vector(ha, catalog), _genre_vector(hb, catalog)
+    va, vb = a.genre_mix(catalog), b.genre_mix(catalog)
     dot = sum(v * vb.get(g, 0.0) for g, v in va.items())
     norm = math.sqrt(sum(v * v for v in va.values()) * sum(v * v for v in vb.values()))
     return 0.5 * jac + 0.5 * (dot / norm if norm else 0.0)
@@ -142,31 +207,33 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
     return chosen
 
 
-def _item(title: Title, score: float, extra: dict[str, Any] | None) -> dict[str, Any]:
-    art = title.artwork[0]
-    return {
-        "title_id": title.title_id,
-        "name": title.name,
-        "artwork_id": art.artwork_id,
-        "artwork_url": art.url,
-        "score": round(float(score), 6),
-        "maturity_rating": title.maturity_rating,
-        "genres": list(title.genres),
-        "availability": list(title.availability),
-        **(extra or {}),
-    }
+def _item(catalog: Catalog, title: Title, score: float,
+          extra: dict[str, Any] | None) -> dict[str, Any]:
+    def build() -> dict[str, Any]:
+        art = title.artwork[0]
+        return {
+            "title_id": title.title_id,
+            "name": title.name,
+            "artwork_id": art.artwork_id,
+            "artwork_url": art.url,
+            "score": 0.0,
+            "maturity_rating": title.maturity_rating,
+            "genres": list(title.genres),
+            "availability": list(title.availability),
+        }
+
+    base = catalog.derived(("item", title.title_id), build)
+    return {**base, "score": round(float(score), 6), **(extra or {})}
 
 
-def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed: list[Title],
+def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed_ids: set[str],
                    rel: dict[str, float], trending: Sequence[tuple[str, float]],
                    cowatch: CoWatchSimilarity | None, config: PageConfig, country: str,
                    now_ms: int) -> list[CandidateRow]:
     """Every row the member could be shown, each ranked and scored for utility."""
     rules = config.rules
     w = rules.row_weights
-    allowed_ids = {t.title_id for t in allowed}
     engaged = (set(state.engaged) | set(state.finished)) if state else set()
-    fresh = [t for t in allowed if t.title_id not in engaged]
     n = 3 * config.row_length
     rows: list[CandidateRow] = []
     where = country if country not in ("ALL", "ZZ") else "Your Region"
@@ -198,9 +265,7 @@ def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed: list[T
             seed_t = catalog.get(seed)
             if seed_t is None:
                 continue
-            sims = similar_titles(seed_t, fresh, cowatch or CoWatchSimilarity(), n,
-                                  exclude=engaged)
-            ranked = [(t, s) for t, s in sims if t in allowed_ids]
+            ranked = _similar_fast(catalog, seed, cowatch, n, allowed_ids, engaged)
             add(f"because-you-watched-{seed}", "because_you_watched",
                 f"Because You Watched {seed_t.name}",
                 f"Members who watched {seed_t.name} also watched these", ranked,
@@ -211,10 +276,9 @@ def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed: list[T
         for seed in (liked or clicked)[:1]:
             seed_t = catalog.get(seed)
             if seed_t is not None:
-                sims = similar_titles(seed_t, fresh, CoWatchSimilarity(), n, exclude=engaged)
                 add(f"more-like-{seed}", "more_like", f"More Like {seed_t.name}",
                     f"Similar in genre and cast to {seed_t.name}",
-                    [(t, s) for t, s in sims if t in allowed_ids])
+                    _similar_fast(catalog, seed, None, n, allowed_ids, engaged))
         affinity = state.genre_affinity(now_ms, config.affinity_half_life_s)
         genres = [g for g, s in sorted(affinity.items(), key=lambda kv: (-kv[1], kv[0]))
                   if s > 0][: config.genre_rows]
@@ -227,6 +291,8 @@ def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed: list[T
                     f"You have been watching {g}", ranked,
                     quality=(0.5 + 0.5 * affinity[g] / top) * sum(head) / len(head))
     else:
+        add("popular", "popular", "Popular Picks", "Popular and new titles for everyone",
+            by_rel(allowed_ids))
         pop_genre: dict[str, float] = {}
         for t, s in trending:
             for g in catalog.genres_of(t):
@@ -244,9 +310,11 @@ def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed: list[T
         "Popular right now, picked for you",
         sorted(((t, 0.5 * s + 0.5 * rel.get(t, 0.0)) for t, s in popular[:n]),
                key=lambda kv: -kv[1]))
-    today = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).date()
-    new = [t.title_id for t in fresh
-           if 0 <= (today - t.release_date).days < rules.new_release_days]
+    today = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).date().toordinal()
+    arr = catalog.arrays()
+    age = today - arr.release_ordinal
+    new = [arr.ids[i] for i in np.flatnonzero((age >= 0) & (age < rules.new_release_days))
+           if arr.ids[i] in allowed_ids and arr.ids[i] not in engaged]
     if not new:  # nothing released lately: the newest titles
         new = [t for t in catalog.newest(n) if t in allowed_ids and t not in engaged]
     add("new-releases", "new_releases", "New Releases", "Recently added", by_rel(new))
@@ -265,12 +333,15 @@ def assemble_page(state: ProfileState | None, catalog: Catalog,
     """Build one member's page (or the default page when ``state`` is ``None``)."""
     meta = meta or ProfileMeta()
     rules = config.rules
-    allowed = [t for t in catalog.titles() if rules.allows(t, meta, country)]
+    arr = catalog.arrays()
+    idx = np.flatnonzero(rules.allowed_mask(catalog, meta, country))
     top = trending[0][1] if trending else 1.0
     popularity = {t: s / top for t, s in trending}
-    rel = relevance(state, allowed, popularity, scorer, now_ms, config)
-    cands = candidate_rows(state, catalog, allowed, rel, trending, cowatch, config, country,
-                           now_ms)
+    rel_arr = relevance_indexed(state, arr, idx, popularity, scorer, now_ms, config)
+    allowed_ids = [arr.ids[i] for i in idx]
+    rel = dict(zip(allowed_ids, rel_arr.tolist(), strict=True))
+    cands = candidate_rows(state, catalog, set(allowed_ids), rel, trending, cowatch, config,
+                           country, now_ms)
     chosen = select_rows(cands, catalog, rules.diversity_penalty, rules.max_rows)
     used: set[str] = set()
     rows = []
@@ -282,7 +353,7 @@ def assemble_page(state: ProfileState | None, catalog: Catalog,
             title = catalog.get(tid)
             if title is None:
                 continue
-            items.append(_item(title, score, c.extra(tid) if c.extra else None))
+            items.append(_item(catalog, title, score, c.extra(tid) if c.extra else None))
             used.add(tid)
             if len(items) >= config.row_length:
                 break

@@ -23,8 +23,10 @@ import json
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.catalog import Catalog
 from features.profile import ProfileMeta
 from settings import ConfigError, Settings
 from topics.models import MATURITY_LEVELS, Title
@@ -53,7 +55,7 @@ class Rules(BaseModel):
     row_weights: dict[str, float] = Field(default_factory=lambda: {
         "continue_watching": 1.0, "top_picks": 0.9, "because_you_watched": 0.8,
         "genre": 0.7, "top10": 0.6, "trending": 0.55, "new_releases": 0.5,
-        "more_like": 0.6,
+        "more_like": 0.6, "popular": 0.65,
     })
     #: Penalty on a row's utility per unit of overlap with rows already placed.
     diversity_penalty: float = Field(0.5, ge=0.0)
@@ -82,6 +84,28 @@ class Rules(BaseModel):
             return False
         return not (self.enforce_availability and country and country not in ("ALL", "ZZ")
                     and not title.available_in(country))
+
+    def allowed_mask(self, catalog: Catalog, meta: ProfileMeta, country: str | None) -> np.ndarray:
+        """:meth:`allows` over the whole catalog at once, as a boolean mask in catalog order
+        (cached per catalog version, rules, rating limit and country)."""
+        limit = self.max_rating_for(meta)
+        key = ("allowed", self.model_dump_json(), meta.kids, limit, country)
+
+        def build() -> np.ndarray:
+            arr = catalog.arrays()
+            mask = arr.maturity <= MATURITY_LEVELS.index(limit)
+            if meta.kids:
+                for g in self.kids_blocked_genres:
+                    if g in arr.genre_pos:
+                        mask &= ~arr.genres[:, arr.genre_pos[g]]
+            for tid in self.blocked_titles:
+                if tid in arr.pos:
+                    mask[arr.pos[tid]] = False
+            if self.enforce_availability and country and country not in ("ALL", "ZZ"):
+                mask &= arr.available(country)
+            return mask
+
+        return catalog.derived(key, build)
 
     def allows_item(self, item: dict, meta: ProfileMeta, country: str | None) -> bool:
         """The same check on a materialized page item (server side, no catalog needed)."""

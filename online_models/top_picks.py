@@ -90,20 +90,33 @@ class TopPicksModel:
 
     def score_many(self, profile_id: str, title_ids: Sequence[str]) -> np.ndarray:
         """Scores of ``title_ids`` for ``profile_id``; unknown titles get the global mean
-        plus the profile bias (same as ``predict_one``) without growing the model."""
+        plus the profile bias (same as ``predict_one``) without growing the model.
+
+        The titles' biases and factors are gathered once per (title list, model state) and
+        reused for every profile scored against the same list.
+        """
         mf = self._mf
-        base = mf.global_mean.get() + mf.u_biases.get(profile_id, 0.0)
-        i_b = mf.i_biases
-        biases = np.fromiter((i_b.get(t, 0.0) for t in title_ids), float, len(title_ids))
-        u = mf.u_latents.get(profile_id)
-        scores = base + biases
-        if u is not None:
+        key = (tuple(title_ids), self.n_learned)
+        cached = getattr(self, "_item_cache", None)
+        if cached is None or cached[0] != key:
             zeros = np.zeros(self.n_factors)
+            biases = np.fromiter((mf.i_biases.get(t, 0.0) for t in title_ids), float,
+                                 len(title_ids))
             lat = mf.i_latents
-            items = np.stack([lat.get(t, zeros) for t in title_ids]) if title_ids else zeros[:0]
-            if len(title_ids):
-                scores = scores + items @ u
+            items = (np.stack([lat.get(t, zeros) for t in title_ids]) if title_ids
+                     else np.zeros((0, self.n_factors)))
+            cached = self._item_cache = (key, biases, items)
+        _, biases, items = cached
+        scores = mf.global_mean.get() + mf.u_biases.get(profile_id, 0.0) + biases
+        u = mf.u_latents.get(profile_id)
+        if u is not None and len(title_ids):
+            scores = scores + items @ u
         return scores
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_item_cache", None)  # derived; never checkpointed
+        return state
 
     # -- checkpoints ----------------------------------------------------------------------
     def to_bytes(self) -> bytes:

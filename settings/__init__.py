@@ -39,6 +39,8 @@ class Settings(BaseSettings):
                                      description="Consumer group session timeout")
     heartbeat_interval_s: float = Field(1.0, ge=0.1, le=60.0,
                                         description="Consumer heartbeat interval")
+    fetch_max_wait_ms: int = Field(100, ge=0, le=60_000,
+                                   description="Longest a worker's fetch waits for data")
     rebalance_timeout_s: float = Field(10.0, ge=1.0, le=600.0,
                                        description="Consumer group rebalance timeout")
 

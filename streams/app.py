@@ -20,6 +20,7 @@ import faust
 from features.store import PipelineStore, RedisStore
 from settings import Settings
 from streams.processor import DeadLetterSink, EventProcessor, PageUpdateSink, RawMessage
+from streams.transport import HomestreamApp
 from topics.codec import default_codec
 from topics.models import DeadLetter
 from topics.registry import event_topics, topic_specs
@@ -103,7 +104,8 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
               page_updates: PageUpdateSink | None = None) -> faust.App:
     """The worker's Faust app with its topics, agents and timers; the sinks default to the
     dead-letter and recommendations topics."""
-    app = faust.App(settings.app_id, **faust_config(settings))
+    app = HomestreamApp(settings.app_id, **faust_config(settings))
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     specs = topic_specs(settings)
     dlq_topic = app.topic(specs["dead_letter"].name, key_type=bytes, value_type=bytes,
                           internal=False)

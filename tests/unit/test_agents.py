@@ -38,3 +38,11 @@ async def test_events_agent_materializes_pages_and_dead_letters_garbage() -> Non
     assert page["rows"][0]["items"][0]["title_id"] == "t2"
     assert [d.value for d in letters.letters] == [b"junk"]
     assert [p["profile_id"] for p in updates.pages] == ["p1"]  # published downstream
+
+
+async def test_worker_consumer_uses_the_configured_fetch_wait() -> None:
+    """faust hard-codes fetch_max_wait_ms=1500; our transport makes it a setting."""
+    app = build_app(Settings(app_id="fetch-test", fetch_max_wait_ms=77), InMemoryStore(),
+                    MemoryDeadLetters(), MemoryPageUpdates())
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    assert consumer._fetch_max_wait_ms == 77
