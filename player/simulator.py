@@ -612,7 +612,9 @@ def run_simulation(producer: PlayerProducer, simulator: PlayerSimulator,
             due = t0 + n_events / rate_eps
             while (wait := due - time.monotonic()) > 0:
                 messages += producer.flush_batches()  # send what is waiting before idling
-                producer.poll(min(wait, 0.05))
+                producer.poll(0)
+                # librdkafka rounds sub-millisecond poll timeouts to 0 (a busy loop): sleep
+                time.sleep(min(wait, 0.05))
         if realtime:
             ts = max(int(time.time() * 1000), last_ts.get(event.profile_id, 0) + 1)
             last_ts[event.profile_id] = ts

@@ -16,12 +16,9 @@ import contextlib
 import functools
 import itertools
 import logging
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-from pydantic import ValidationError
 
 from settings import Settings
 from topics.codec import AvroCodec, default_codec
@@ -219,24 +216,32 @@ class ImpressionLogger:
 
     # -- internals ----------------------------------------------------------------------------
     def build_events(self, page: ServedPage) -> list[Impression]:
-        """One Impression per served item; an item that does not validate is counted failed."""
+        """One Impression per served item; an item that does not validate is counted failed.
+
+        The server builds these for every page it serves, so the records are checked with a
+        few cheap tests instead of full model validation (the page-level fields were
+        validated by the request handler), and event ids are ``{request_id}-{row}-{column}``:
+        unique, and they say where the title was shown.
+        """
         events: list[Impression] = []
         for r, row in enumerate(page.rows):
             row_id = row.get("row_id")
             for c, item in enumerate(row.get("items") or ()):
-                event_id = uuid.uuid4().hex
-                try:
-                    events.append(Impression(
-                        event_id=event_id, profile_id=page.profile_id,
-                        event_ts_ms=page.served_at_ms, request_id=page.request_id,
-                        title_id=item.get("title_id"), row_id=row_id, row=r, column=c,
-                        artwork_id=item.get("artwork_id") or "", propensity=PROPENSITY,
-                        policy=POLICY, variant=VARIANT, device=page.device,
-                        country=page.country,
-                    ))
-                except ValidationError as exc:
+                event_id = f"{page.request_id}-{r}-{c}"
+                title_id = item.get("title_id")
+                if not (isinstance(title_id, str) and title_id and isinstance(row_id, str)
+                        and row_id):
                     self._count_failed(page.request_id, [event_id],
-                                       f"invalid impression at row {r} column {c}: {exc}")
+                                       f"invalid impression at row {r} column {c}: "
+                                       f"title_id={title_id!r} row_id={row_id!r}")
+                    continue
+                events.append(Impression.model_construct(
+                    event_id=event_id, profile_id=page.profile_id,
+                    event_ts_ms=page.served_at_ms, request_id=page.request_id,
+                    title_id=title_id, row_id=row_id, row=r, column=c,
+                    artwork_id=str(item.get("artwork_id") or ""), propensity=PROPENSITY,
+                    policy=POLICY, variant=VARIANT, device=page.device, country=page.country,
+                ))
         return events
 
     async def _emit_loop(self) -> None:

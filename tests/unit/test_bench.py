@@ -1,0 +1,173 @@
+"""Unit tests of the bench's pure parts: quantiles, rates, argument parsing, target checks."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from bench.run import (
+    check_failures,
+    check_targets,
+    cpu_delta,
+    drain_rate,
+    parse_args,
+    percentiles,
+    quantile,
+    rate,
+    targets_of,
+    with_outside,
+)
+
+
+# -- quantiles ----------------------------------------------------------------------------------
+def test_quantile_endpoints_and_median() -> None:
+    xs = [5.0, 1.0, 3.0, 2.0, 4.0]
+    assert quantile(xs, 0.0) == 1.0
+    assert quantile(xs, 1.0) == 5.0
+    assert quantile(xs, 0.5) == 3.0
+
+
+def test_quantile_interpolates_between_ranks() -> None:
+    assert quantile([1, 2, 3, 4], 0.5) == 2.5
+    assert quantile([10, 20], 0.25) == 12.5
+    # p99 of 1..100: rank 0.99 * 99 = 98.01 -> 99 + 0.01 * (100 - 99)
+    assert quantile(list(range(1, 101)), 0.99) == pytest.approx(99.01)
+
+
+def test_quantile_single_value_and_input_untouched() -> None:
+    assert quantile([7.5], 0.99) == 7.5
+    xs = [3, 1, 2]
+    quantile(xs, 0.5)
+    assert xs == [3, 1, 2]
+
+
+def test_quantile_matches_numpy_linear() -> None:
+    np = pytest.importorskip("numpy")
+    rng = random.Random(1)
+    xs = [rng.expovariate(0.1) for _ in range(777)]
+    for q in (0.0, 0.1, 0.5, 0.9, 0.99, 0.999, 1.0):
+        assert quantile(xs, q) == pytest.approx(float(np.quantile(xs, q)))
+
+
+@pytest.mark.parametrize("q", [-0.01, 1.01, math.nan])
+def test_quantile_rejects_bad_q(q: float) -> None:
+    with pytest.raises(ValueError):
+        quantile([1.0, 2.0], q)
+
+
+def test_quantile_rejects_empty() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        quantile([], 0.5)
+
+
+def test_percentiles() -> None:
+    assert percentiles([1, 2, 3, 4, 5]) == [3.0, pytest.approx(4.96)]
+    assert percentiles([]) == [None, None]
+    assert percentiles([2.0], (0.1, 0.5, 0.9)) == [2.0, 2.0, 2.0]
+
+
+# -- rates --------------------------------------------------------------------------------------
+def test_rate() -> None:
+    assert rate(100, 2.0) == 50.0
+    assert rate(100, 0.0) is None
+
+
+def test_drain_rate_excludes_join_and_first_batch() -> None:
+    samples = [(0.0, 0), (3.0, 0), (5.0, 1000), (6.0, 3000), (7.5, 6000), (7.6, 6000)]
+    eps, measured = drain_rate(samples)
+    assert measured == pytest.approx(2.5)
+    assert eps == pytest.approx(5000 / 2.5)
+
+
+def test_drain_rate_without_progress_or_single_batch() -> None:
+    assert drain_rate([]) == (None, 0.0)
+    assert drain_rate([(0.0, 0), (1.0, 0)]) == (None, 0.0)
+    assert drain_rate([(0.0, 0), (2.0, 500), (3.0, 500)]) == (None, 0.0)
+
+
+def test_cpu_delta() -> None:
+    assert cpu_delta({"a": 1.0, "b": None, "c": 2.0}, {"a": 1.256, "b": 3.0, "c": None}) == {
+        "a": 0.26, "b": None, "c": None}
+    assert cpu_delta({}, {"a": 1.0}) == {}
+
+
+def test_with_outside() -> None:
+    cpu = {"worker": 4.0, "bench": 1.0, "host_all": 7.5}
+    assert with_outside(cpu) == {**cpu, "outside_bench": 2.5}
+    assert with_outside({"worker": 4.0, "host_all": 3.0})["outside_bench"] == 0.0
+    assert with_outside({"worker": None, "host_all": 3.0})["outside_bench"] is None
+    assert with_outside({"worker": 1.0, "host_all": None})["outside_bench"] is None
+
+
+# -- arguments ----------------------------------------------------------------------------------
+def test_parse_args_defaults() -> None:
+    a = parse_args([])
+    assert a.events == 100_000
+    assert a.titles == 500
+    assert a.profiles == 2000
+    assert a.load_eps == 1000.0
+    assert a.load_seconds == 20.0
+    assert a.concurrency == 32
+    assert a.serve_seconds == 10.0
+    assert targets_of(a) == {"max_freshness_p99_ms": None, "min_events_per_s": None,
+                             "max_serve_p99_ms": None}
+
+
+def test_parse_args_overrides_and_targets() -> None:
+    a = parse_args(["--events", "5000", "--load-eps", "250", "--concurrency", "8",
+                    "--serve-seconds", "2.5", "--max-freshness-p99-ms", "2000",
+                    "--min-events-per-s", "5000", "--max-serve-p99-ms", "50"])
+    assert (a.events, a.load_eps, a.concurrency, a.serve_seconds) == (5000, 250.0, 8, 2.5)
+    assert targets_of(a) == {"max_freshness_p99_ms": 2000.0, "min_events_per_s": 5000.0,
+                             "max_serve_p99_ms": 50.0}
+
+
+@pytest.mark.parametrize("argv", [
+    ["--events", "0"], ["--events", "many"], ["--load-eps", "-1"], ["--concurrency", "0"],
+    ["--unknown-share", "1.0"], ["--max-heartbeats", "-1"], ["--no-such-flag"],
+])
+def test_parse_args_rejects(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv)
+    assert exc.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+# -- targets ------------------------------------------------------------------------------------
+RESULT = {"events_per_s": 8000.0, "freshness_p99_ms": 900.0, "serve_p99_ms": 40.0}
+
+
+def test_no_targets_nothing_missed() -> None:
+    assert check_targets(RESULT, targets_of(parse_args([]))) == []
+
+
+def test_targets_met() -> None:
+    targets = {"max_freshness_p99_ms": 900.0, "min_events_per_s": 8000.0,
+               "max_serve_p99_ms": 100.0}
+    assert check_targets(RESULT, targets) == []
+
+
+def test_targets_missed_each_named() -> None:
+    targets = {"max_freshness_p99_ms": 500.0, "min_events_per_s": 10_000.0,
+               "max_serve_p99_ms": 10.0}
+    missed = check_targets(RESULT, targets)
+    assert len(missed) == 3
+    assert any("freshness_p99_ms 900.0 > target 500.0" in m and "--max-freshness-p99-ms" in m
+               for m in missed)
+    assert any("events_per_s 8000.0 < target 10000.0" in m for m in missed)
+    assert any("serve_p99_ms 40.0 > target 10.0" in m for m in missed)
+
+
+def test_target_on_missing_measurement_is_missed() -> None:
+    missed = check_targets({"events_per_s": None}, {"min_events_per_s": 1.0})
+    assert missed == ["events_per_s not measured, target 1.0 (--min-events-per-s)"]
+
+
+def test_check_failures() -> None:
+    assert check_failures({"serve_errors": 0, "freshness_failures": 0}) == []
+    assert check_failures({}) == []
+    out = check_failures({"serve_errors": 3, "freshness_failures": 1})
+    assert len(out) == 2
+    assert "3 serving request(s)" in out[0]
