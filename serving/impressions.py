@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from settings import Settings
-from topics.codec import AvroCodec, default_codec
+from topics.codec import BATCH_SCHEMA, AvroCodec, default_codec
 from topics.models import Impression
 from topics.registry import topic_specs
 
@@ -215,7 +215,7 @@ class ImpressionLogger:
         }
 
     # -- internals ----------------------------------------------------------------------------
-    def build_events(self, page: ServedPage) -> list[Impression]:
+    def build_events(self, page: ServedPage) -> list[dict[str, Any]]:
         """One Impression per served item; an item that does not validate is counted failed.
 
         The server builds these for every page it serves, so the records are checked with a
@@ -223,7 +223,7 @@ class ImpressionLogger:
         validated by the request handler), and event ids are ``{request_id}-{row}-{column}``:
         unique, and they say where the title was shown.
         """
-        events: list[Impression] = []
+        events: list[dict[str, Any]] = []
         for r, row in enumerate(page.rows):
             row_id = row.get("row_id")
             for c, item in enumerate(row.get("items") or ()):
@@ -235,13 +235,14 @@ class ImpressionLogger:
                                        f"invalid impression at row {r} column {c}: "
                                        f"title_id={title_id!r} row_id={row_id!r}")
                     continue
-                events.append(Impression.model_construct(
-                    event_id=event_id, profile_id=page.profile_id,
-                    event_ts_ms=page.served_at_ms, request_id=page.request_id,
-                    title_id=title_id, row_id=row_id, row=r, column=c,
-                    artwork_id=str(item.get("artwork_id") or ""), propensity=PROPENSITY,
-                    policy=POLICY, variant=VARIANT, device=page.device, country=page.country,
-                ))
+                events.append({
+                    "event_id": event_id, "profile_id": page.profile_id,
+                    "event_ts_ms": page.served_at_ms, "request_id": page.request_id,
+                    "title_id": title_id, "row_id": row_id, "row": r, "column": c,
+                    "artwork_id": str(item.get("artwork_id") or ""), "propensity": PROPENSITY,
+                    "policy": POLICY, "variant": VARIANT, "device": page.device,
+                    "country": page.country,
+                })
         return events
 
     async def _emit_loop(self) -> None:
@@ -254,18 +255,20 @@ class ImpressionLogger:
 
     async def _emit(self, page: ServedPage) -> None:
         """Build, encode and produce one page; retry while the local queue is full."""
-        events: list[Impression] = []
+        events: list[dict[str, Any]] = []
         try:
             events = self.build_events(page)
             if not events:
                 return
-            value = self.codec.encode_batch(page.profile_id, events)
+            value = self.codec.encode(BATCH_SCHEMA, {
+                "profile_id": page.profile_id,
+                "events": [(Impression.schema_name, e) for e in events]})
         except Exception as exc:  # accounted below: counted failed and logged with ids
             log.exception("could not encode impressions of request %s", page.request_id)
-            self._count_failed(page.request_id, [e.event_id for e in events],
+            self._count_failed(page.request_id, [e["event_id"] for e in events],
                                f"{type(exc).__name__}: {exc}")
             return
-        ids = [e.event_id for e in events]
+        ids = [e["event_id"] for e in events]
         seq = next(self._seq)
         self._inflight[seq] = _InFlight(page.request_id, ids)
         self._inflight_count += len(ids)
