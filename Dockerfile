@@ -11,6 +11,7 @@ COPY serving serving
 COPY player player
 COPY stack stack
 COPY bench bench
+COPY evaluation evaluation
 RUN pip install --no-cache-dir .
 ENV PYTHONUNBUFFERED=1
 CMD ["python", "-m", "streams.worker"]

@@ -9,6 +9,7 @@ watch two titles. Ctrl-C stops everything; ``DEMO_SECONDS=N`` stops it after N s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -112,15 +113,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="simulated events/s")
     args = parser.parse_args(argv)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C and SIGTERM stop everything, also when the shell started us with SIGINT ignored
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     log_dir = Path(tempfile.mkdtemp(prefix="homestream-demo-"))
     broker_port = int(os.environ.get("DEMO_BROKER_PORT", "0")) or None
     redis_port = int(os.environ.get("DEMO_REDIS_PORT", "0")) or None
-    worker = server = None
     print(f"logs: {log_dir}", flush=True)
     try:
-        with local_stack(broker_port, redis_port) as stack:
+        # exits run last-in first-out: server and worker stop before the broker and Redis
+        with contextlib.ExitStack() as exits:
+            stack = exits.enter_context(local_stack(broker_port, redis_port))
             os.environ.update(stack.env())
             os.environ.setdefault("HOMESTREAM_HTTP_PORT", str(free_port()))
             os.environ.setdefault("HOMESTREAM_WORKER_DATA_DIR", str(log_dir / "worker-data"))
@@ -136,7 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                        artwork_base_url=settings.artwork_base_url)
             publish_catalog(settings, titles)
             worker = _start("streams.worker", settings, log_dir)
+            exits.callback(_stop, worker)
             server = _start("serving", settings, log_dir)
+            exits.callback(_stop, server)
             base = f"http://{settings.http_host}:{settings.http_port}"
             wait_for_port(settings.http_port, 30, proc=server)
             import redis as redis_sync
@@ -188,10 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stop.wait(5.0)
             print("stopping", flush=True)
     except KeyboardInterrupt:
-        print("\nstopping (Ctrl-C)", flush=True)
-    finally:
-        _stop(server)
-        _stop(worker)
+        print("\nstopped (Ctrl-C)", flush=True)
     return 0
 
 

@@ -1,0 +1,269 @@
+"""The artwork-policy interface: arms, choices, and what every policy promises.
+
+A policy sees a member's context and the artwork candidates (:class:`Arm`) of one title and
+gives, for every candidate, the probability that it would show it (:meth:`ArtworkPolicy.
+propensities`). :meth:`ArtworkPolicy.select` draws one candidate from exactly that
+distribution with the policy's seeded ``random.Random`` and returns a :class:`Choice` whose
+``propensity`` is the probability the drawn candidate had, which is what the impression log
+needs for replay / IPS / SNIPS / DR evaluation. Every propensity is strictly positive (each
+policy mixes in some uniform exploration where its own rule could give 0), because inverse
+propensity weighting divides by it.
+
+The shape follows ``river.bandit.base.Policy`` (a ``river.base.Base`` with constructor
+settings as public attributes, learned state underscored, a ``seed``), but the verbs differ:
+river's ``pull`` returns an arm without saying how likely it was, so it cannot feed an
+impression log; here ``propensities`` is the primitive and ``select`` is a draw from it.
+
+>>> class FirstArm(ArtworkPolicy):
+...     name = "first"
+...     def _propensities(self, context, arms):
+...         return greedy_with_exploration([1.0] + [0.0] * (len(arms) - 1), epsilon=0.5)
+...     def _learn_one(self, context, arm, reward):
+...         pass
+>>> arms = [Arm("a1", ("comedy",)), Arm("a2", ("romance",))]
+>>> FirstArm(seed=1).propensities({"country": "US"}, arms)
+{'a1': 0.75, 'a2': 0.25}
+>>> FirstArm(seed=1).select({}, arms)
+Choice(artwork_id='a1', propensity=0.75, policy='first', policy_version=0)
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import math
+import pickle
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+from river import base as river_base
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "Arm",
+    "ArtworkPolicy",
+    "Choice",
+    "Context",
+    "argmax_shares",
+    "check_arms",
+    "greedy_with_exploration",
+    "mix_with_uniform",
+    "monte_carlo_rng",
+]
+
+#: Member features: numeric affinities / counts, or categorical strings.
+Context = dict[str, float | str]
+
+#: Tag of the pickled checkpoints written by :meth:`ArtworkPolicy.to_bytes`.
+CHECKPOINT_FORMAT = "homestream.artwork-policy/1"
+
+#: Relative tolerance under which two scores count as a tie (ties split the greedy mass).
+TIE_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One artwork candidate of a title.
+
+    Parameters
+    ----------
+    artwork_id
+        Unique among the candidates of a title (and, in practice, globally).
+    tags
+        What the image highlights, e.g. ``("comedy",)``, ``("cast",)``, ``("scenic",)``.
+        Tags are shared across titles; artwork ids are not.
+    """
+
+    artwork_id: str
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The artwork a policy chose, with the probability it had of choosing it.
+
+    ``policy_version`` is the policy's :attr:`ArtworkPolicy.version` at selection time (the
+    number of rewards it had learned), so a log line says which state made the decision.
+    """
+
+    artwork_id: str
+    propensity: float
+    policy: str
+    policy_version: int
+
+
+def check_arms(arms: Sequence[Arm]) -> list[Arm]:
+    """Return ``arms`` as a list; reject an empty list and duplicate artwork ids.
+
+    >>> check_arms([Arm("a"), Arm("a")])
+    Traceback (most recent call last):
+    ...
+    ValueError: duplicate artwork ids among the arms: ['a']
+    """
+    arms = list(arms)
+    if not arms:
+        raise ValueError("at least one arm is needed")
+    ids = [a.artwork_id for a in arms]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"duplicate artwork ids among the arms: {dupes}")
+    return arms
+
+
+def mix_with_uniform(probs: Sequence[float], epsilon: float) -> list[float]:
+    """``(1 - epsilon) * probs + epsilon / K``: the exploration floor that keeps every
+    propensity at least ``epsilon / K`` (IPS divides by propensities, so none may be 0).
+
+    >>> [round(p, 6) for p in mix_with_uniform([1.0, 0.0], 0.1)]
+    [0.95, 0.05]
+    """
+    k = len(probs)
+    total = float(sum(probs))
+    return [(1.0 - epsilon) * p / total + epsilon / k for p in probs]
+
+
+def greedy_with_exploration(scores: Sequence[float], epsilon: float) -> list[float]:
+    """Epsilon-greedy propensities: ``epsilon / K + (1 - epsilon) * [arm is greedy] / G``
+    where ``G`` is the number of arms tied for the best score (ties split the greedy mass).
+
+    >>> [round(p, 6) for p in greedy_with_exploration([0.2, 0.5, 0.5], epsilon=0.3)]
+    [0.1, 0.45, 0.45]
+    """
+    best = max(scores)
+    tol = TIE_TOLERANCE * max(1.0, abs(best))
+    greedy = [1.0 if best - s <= tol else 0.0 for s in scores]
+    return mix_with_uniform(greedy, epsilon)
+
+
+def argmax_shares(samples: np.ndarray) -> np.ndarray:
+    """Share of columns in which each row holds the maximum, for a ``(K, n)`` sample matrix:
+    the Monte Carlo estimate of each arm's probability of being the best.
+
+    >>> argmax_shares(np.array([[1.0, 0.0, 3.0, 2.0], [0.0, 1.0, 2.0, 3.0]])).tolist()
+    [0.5, 0.5]
+    """
+    k, n = samples.shape
+    return np.bincount(np.argmax(samples, axis=0), minlength=k) / n
+
+
+def monte_carlo_rng(seed: int | None, version: int, *parts: object) -> np.random.Generator:
+    """A numpy Generator determined by the policy's seed, its version and the request.
+
+    Policies whose propensities are Monte Carlo estimates draw their samples from this, so
+    asking twice in the same state gives the same estimate: :meth:`ArtworkPolicy.select` then
+    draws from exactly the distribution it logs, and an offline evaluator recomputing
+    ``propensities`` for a logged (state, context) gets the logged numbers back. A ``seed``
+    of None counts as 0 here.
+    """
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return np.random.default_rng([seed or 0, version, int.from_bytes(digest, "little")])
+
+
+def context_key(context: Mapping[str, object]) -> tuple[tuple[str, str], ...]:
+    """A canonical, hashable form of a context (for seeding Monte Carlo draws)."""
+    return tuple(sorted((str(k), repr(v)) for k, v in context.items()))
+
+
+def binarize(reward: float, rng: random.Random) -> bool:
+    """A reward in [0, 1] as a Bernoulli outcome: 0 and 1 as is, a fraction ``r`` a success
+    with probability ``r`` (drawn with ``rng``), which keeps the expected reward unchanged."""
+    if reward in (0.0, 1.0):
+        return reward == 1.0
+    return rng.random() < reward
+
+
+class ArtworkPolicy(river_base.Base, abc.ABC):
+    """Base class of the artwork-selection policies.
+
+    Subclasses implement :meth:`_propensities` (a list aligned with the arms, positive,
+    summing to 1) and :meth:`_learn_one`; selection, versioning and checkpoints live here.
+
+    Parameters
+    ----------
+    seed
+        Seeds the private ``random.Random`` used by :meth:`select` (and any Monte Carlo).
+    """
+
+    name: ClassVar[str] = "abstract"
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.seed = seed
+        self._rng = random.Random(seed)
+        self._version = 0
+
+    @property
+    def version(self) -> int:
+        """Number of rewards learned so far (:meth:`learn_one` calls); bumps on every update
+        and is logged with each :class:`Choice`."""
+        return self._version
+
+    # -- choosing -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _propensities(self, context: Context, arms: list[Arm]) -> Sequence[float]: ...
+
+    def propensities(self, context: Context, arms: Sequence[Arm]) -> dict[str, float]:
+        """Probability that this policy shows each arm in this context (keyed by artwork id,
+        in the order of ``arms``); every value is > 0 and they sum to 1. Does not change the
+        policy's state."""
+        arms = check_arms(arms)
+        probs = [float(p) for p in self._propensities(context, arms)]
+        total = sum(probs)
+        if not all(p > 0.0 and math.isfinite(p) for p in probs) or not math.isfinite(total):
+            raise RuntimeError(f"{self.name}: invalid propensities {probs}")
+        return {a.artwork_id: p / total for a, p in zip(arms, probs, strict=True)}
+
+    def draw(self, propensities: Mapping[str, float]) -> Choice:
+        """Draw one artwork id from ``propensities`` with the policy's RNG (inverse CDF over
+        the given order). :meth:`select` is ``draw(propensities(context, arms))``."""
+        u = self._rng.random()
+        cumulative = 0.0
+        last = None
+        for artwork_id, p in propensities.items():
+            cumulative += p
+            last = artwork_id
+            if u < cumulative:
+                break
+        if last is None:
+            raise ValueError("no propensities to draw from")
+        return Choice(last, propensities[last], self.name, self._version)
+
+    def select(self, context: Context, arms: Sequence[Arm]) -> Choice:
+        """Choose the artwork to show: a draw from :meth:`propensities` with the seeded RNG;
+        ``Choice.propensity`` is the drawn arm's probability."""
+        return self.draw(self.propensities(context, arms))
+
+    # -- learning -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _learn_one(self, context: Context, arm: Arm, reward: float) -> None: ...
+
+    def learn_one(self, context: Context, arm: Arm, reward: float) -> None:
+        """Learn the reward (in [0, 1], e.g. 1 for a quality play) of showing ``arm`` in
+        ``context``; bumps :attr:`version`."""
+        reward = float(reward)
+        if not 0.0 <= reward <= 1.0:
+            raise ValueError(f"reward must be in [0, 1], got {reward}")
+        self._learn_one(context, arm, reward)
+        self._version += 1
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """A checkpoint of settings, learned state and RNG state (pickle with a format tag).
+
+        Only load checkpoints your own services wrote: unpickling runs code."""
+        return pickle.dumps({"format": CHECKPOINT_FORMAT, "name": self.name, "policy": self})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ArtworkPolicy:
+        """Restore a checkpoint written by :meth:`to_bytes`; the restored policy continues
+        exactly where the saved one was (same propensities, same next draws). Called on a
+        subclass, the checkpoint must hold that subclass."""
+        obj = pickle.loads(data)
+        if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError("not an artwork-policy checkpoint of a known format")
+        policy = obj.get("policy")
+        if not isinstance(policy, cls):
+            raise ValueError(f"checkpoint holds {type(policy).__name__}, not {cls.__name__}")
+        return policy

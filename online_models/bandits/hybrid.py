@@ -1,0 +1,201 @@
+"""A Bayesian linear reward model shared across titles, with a per-artwork intercept.
+
+Expected reward of showing artwork ``a`` with shared features ``z`` (hashed context x tag
+crosses): ``z . beta + theta_a``. ``beta`` is shared by all titles; ``theta_a`` is the image's
+own appeal. With Gaussian priors (precision ``l2`` on ``beta``, ``intercept_l2`` on each
+``theta_a``) and squared loss, this is the *hybrid* model of LinUCB (Li et al. 2010,
+algorithm 2) with per-arm features ``x_a = [1]``. The per-arm blocks are marginalized out as in
+that algorithm, so the shared precision matrix ``A0`` (the Schur complement) is the only
+square matrix; each artwork keeps ``A_a = intercept_l2 + n_a``, ``B_a = sum of its z`` (sparse)
+and ``b_a = sum of its rewards``. Writing ``w_a = z - B_a / A_a``:
+
+- posterior mean of the expected reward: ``w_a . beta_hat + b_a / A_a``
+- posterior covariance of two candidates' expected rewards (in units of the reward noise
+  variance): ``w_a' A0^-1 w_b + [a == b] / A_a``
+
+so a cold image (``A_a = intercept_l2``, ``B_a = 0``) gets the shared prediction
+``z . beta_hat`` and the shared uncertainty plus ``1 / intercept_l2``. This equals a joint ridge
+regression over ``[z, one-hot(artwork)]`` exactly, without a matrix that grows with the
+number of artworks. River's ``bandit.LinUCBDisjoint`` keeps one ``BayesianLinearRegression``
+per arm, which cannot carry anything from one title's images to the next, hence this model.
+
+``A0^-1`` is kept directly and updated with Sherman-Morrison (three rank-one updates per
+reward: undo the artwork's old marginalization, add ``z z'``, redo it), O(d^2) for ``d``
+active features. Features enter lazily: a hashed bucket gets a row the first time a reward is
+learned with it (an unseen bucket has prior variance ``1 / l2`` and no correlation), so memory
+is ``8 d^2`` bytes for the ``d`` distinct crosses actually seen (at most the featurizer's
+``n_dims``), plus a small record per artwork ever shown (never evicted).
+
+>>> m = HybridRidge(l2=1.0)
+>>> for _ in range(50):
+...     m.learn_one({1: 1.0, 2: 1.0}, "t1-comedy-art", 1.0)
+...     m.learn_one({1: 1.0, 3: 1.0}, "t1-romance-art", 0.0)
+>>> mean, cov = m.posterior([{1: 1.0, 2: 1.0}, {1: 1.0, 3: 1.0}], ["t2-a", "t2-b"])
+>>> [round(float(v), 2) for v in mean]   # a new title's images, by their shared features
+[0.62, 0.13]
+>>> bool(cov[0, 0] > 1.0)                 # their own intercepts are still unknown
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["HybridRidge"]
+
+
+@dataclass
+class _ArmStats:
+    precision: float                                   # A_a = intercept_l2 + n rewards
+    feature_sum: dict[int, float] = field(default_factory=dict)   # B_a, by hashed bucket
+    reward_sum: float = 0.0                            # b_a
+
+
+class HybridRidge:
+    """Online Bayesian ridge regression: shared sparse features plus per-artwork intercepts.
+
+    Parameters
+    ----------
+    l2
+        Prior precision of every shared weight (ridge penalty).
+    intercept_l2
+        Prior precision of every artwork's intercept (default ``l2``). Larger says "images
+        differ little beyond their tags": a cold image is then explored less for its own
+        sake (prior standard deviation ``sqrt(1 / intercept_l2)`` noise units).
+    """
+
+    def __init__(self, l2: float = 1.0, intercept_l2: float | None = None) -> None:
+        if l2 <= 0 or (intercept_l2 is not None and intercept_l2 <= 0):
+            raise ValueError("l2 and intercept_l2 must be positive")
+        self.l2 = l2
+        self.intercept_l2 = intercept_l2
+        self._arm_prior = l2 if intercept_l2 is None else intercept_l2
+        self._rows: dict[int, int] = {}         # hashed bucket -> row of the arrays
+        self._cov = np.zeros((0, 0))            # A0^-1 (capacity >= len(_rows))
+        self._b0 = np.zeros(0)                  # shared right-hand side
+        self._arms: dict[str, _ArmStats] = {}
+        self._beta: np.ndarray | None = None    # cached A0^-1 b0
+        self._n_updates = 0
+
+    @property
+    def n_features(self) -> int:
+        """Number of hashed buckets with a row (seen in a learned reward)."""
+        return len(self._rows)
+
+    def n_rewards(self, artwork_id: str) -> int:
+        """Rewards learned for one artwork."""
+        stats = self._arms.get(artwork_id)
+        return 0 if stats is None else round(stats.precision - self._arm_prior)
+
+    # -- internals ------------------------------------------------------------------------
+    def _grow(self, keys: Sequence[int]) -> None:
+        new = [k for k in keys if k not in self._rows]
+        if not new:
+            return
+        n = len(self._rows)
+        need = n + len(new)
+        if need > self._cov.shape[0]:
+            cap = max(16, 2 * self._cov.shape[0], need)
+            cov = np.zeros((cap, cap))
+            cov[:n, :n] = self._cov[:n, :n]
+            b0 = np.zeros(cap)
+            b0[:n] = self._b0[:n]
+            self._cov, self._b0 = cov, b0
+        for k in new:
+            row = len(self._rows)
+            self._rows[k] = row
+            self._cov[row, :] = 0.0
+            self._cov[:, row] = 0.0
+            self._cov[row, row] = 1.0 / self.l2
+            self._b0[row] = 0.0
+
+    def _dense(self, x: Mapping[int, float], scale: float = 1.0) -> np.ndarray:
+        v = np.zeros(len(self._rows))
+        for k, value in x.items():
+            v[self._rows[k]] += value * scale
+        return v
+
+    def _rank_one(self, v: np.ndarray, sign: float) -> None:
+        """A0 += sign * v v'  ->  update A0^-1 by Sherman-Morrison."""
+        n = len(self._rows)
+        cov = self._cov[:n, :n]
+        u = cov @ v
+        denom = 1.0 + sign * float(v @ u)
+        if denom <= 1e-12:
+            raise FloatingPointError("precision update would lose positive definiteness")
+        cov -= (sign / denom) * np.outer(u, u)
+
+    def _shared_mean(self) -> np.ndarray:
+        if self._beta is None:
+            n = len(self._rows)
+            self._beta = self._cov[:n, :n] @ self._b0[:n]
+        return self._beta
+
+    # -- public ---------------------------------------------------------------------------
+    def learn_one(self, z: Mapping[int, float], artwork_id: str, reward: float) -> None:
+        """Learn one reward of ``artwork_id`` shown with shared features ``z``."""
+        self._grow(list(z))
+        stats = self._arms.get(artwork_id)
+        if stats is None:
+            stats = self._arms[artwork_id] = _ArmStats(precision=self._arm_prior)
+        n = len(self._rows)
+        if stats.feature_sum:   # undo the old marginalization: A0 += B B' / A
+            old = self._dense(stats.feature_sum, 1.0 / np.sqrt(stats.precision))
+            self._rank_one(old, +1.0)
+            self._b0[:n] += self._dense(stats.feature_sum, stats.reward_sum / stats.precision)
+        zd = self._dense(z)
+        self._rank_one(zd, +1.0)
+        self._b0[:n] += reward * zd
+        stats.precision += 1.0
+        for k, value in z.items():
+            stats.feature_sum[k] = stats.feature_sum.get(k, 0.0) + value
+        stats.reward_sum += reward
+        new = self._dense(stats.feature_sum, 1.0 / np.sqrt(stats.precision))
+        self._rank_one(new, -1.0)   # redo it: A0 -= B B' / A
+        self._b0[:n] -= self._dense(stats.feature_sum, stats.reward_sum / stats.precision)
+        self._beta = None
+        self._n_updates += 1
+
+    def posterior(self, zs: Sequence[Mapping[int, float]],
+                  artwork_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Joint Gaussian posterior of the candidates' expected rewards.
+
+        Returns the mean vector ``(K,)`` and covariance ``(K, K)``; the covariance is in
+        units of the reward noise variance (multiply by ``sigma^2``).
+        """
+        k = len(zs)
+        # w_a = z_a - B_a / A_a over the union of buckets; split known rows / unseen buckets
+        ws: list[dict[int, float]] = []
+        intercept_mean = np.zeros(k)
+        intercept_var = np.zeros(k)
+        for i, (z, artwork_id) in enumerate(zip(zs, artwork_ids, strict=True)):
+            w = dict(z)
+            stats = self._arms.get(artwork_id)
+            precision = self._arm_prior if stats is None else stats.precision
+            if stats is not None:
+                for key, value in stats.feature_sum.items():
+                    w[key] = w.get(key, 0.0) - value / precision
+                intercept_mean[i] = stats.reward_sum / precision
+            intercept_var[i] = 1.0 / precision
+            ws.append(w)
+        known = sorted({key for w in ws for key in w if key in self._rows})
+        unseen = sorted({key for w in ws for key in w if key not in self._rows})
+        col_known = {key: j for j, key in enumerate(known)}
+        col_unseen = {key: j for j, key in enumerate(unseen)}
+        wk = np.zeros((k, len(known)))
+        wu = np.zeros((k, len(unseen)))
+        for i, w in enumerate(ws):
+            for key, value in w.items():
+                if key in col_known:
+                    wk[i, col_known[key]] = value
+                else:
+                    wu[i, col_unseen[key]] = value
+        rows = np.array([self._rows[key] for key in known], dtype=int)
+        beta = self._shared_mean()[rows] if len(rows) else np.zeros(0)
+        sub = self._cov[np.ix_(rows, rows)] if len(rows) else np.zeros((0, 0))
+        mean = wk @ beta + intercept_mean
+        cov = wk @ sub @ wk.T + (wu @ wu.T) / self.l2 + np.diag(intercept_var)
+        return mean, (cov + cov.T) / 2.0
