@@ -41,6 +41,11 @@ def similar_key(prefix: str, title_id: str) -> str:
     return f"{prefix}similar:{title_id}"
 
 
+def artwork_key(prefix: str, profile_id: str) -> str:
+    """Hash of title id -> the member's current artwork assignment (JSON)."""
+    return f"{prefix}artwork:{profile_id}"
+
+
 def trending_key(prefix: str, country: str, epoch: int) -> str:
     """Forward-decayed play counts (sorted set) of one country in one decay epoch."""
     return f"{prefix}trending:{country}:{epoch}"

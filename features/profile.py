@@ -57,6 +57,10 @@ class FeatureParams:
     dedupe_window: int = 512
     recent_titles: int = 50
     affinity_half_life_s: float = 14 * 24 * 3600.0
+    #: A play this long (event time) after an artwork impression can reward it.
+    reward_window_s: float = 3600.0
+    #: Share of the title a play must reach to count as a quality play.
+    quality_fraction: float = 0.3
 
 
 @dataclass
@@ -71,6 +75,23 @@ class Effects:
     plays: list[tuple[str, str, int]] = field(default_factory=list)
     #: Titles that became watches (for item-to-item co-watch learning).
     watched: list[str] = field(default_factory=list)
+    #: Settled artwork decisions: ``ArtworkReward`` records (reward 1 = a quality play in
+    #: the window after the impression, 0 = none).
+    art_rewards: list[ArtworkReward] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ArtworkReward:
+    """The outcome of one artwork decision, for the bandit to learn from."""
+
+    title_id: str
+    artwork_id: str
+    reward: float
+    propensity: float
+    policy: str
+    policy_version: int
+    context_json: str
+    impression_ts_ms: int
 
 
 @dataclass
@@ -113,6 +134,9 @@ class ProfileState:
     rewatches: dict[str, int] = field(default_factory=dict)
     #: titles whose repeated impressions without a play already produced a weak negative.
     ignored: list[str] = field(default_factory=list)
+    #: title_id -> ``[ts_ms, artwork_id, propensity, policy, policy_version, context_json]``
+    #: of the artwork decision waiting for its reward window to close.
+    pending_art: dict[str, list[Any]] = field(default_factory=dict)
 
     # -- serialization --------------------------------------------------------------------
     def to_json(self) -> bytes:
@@ -156,6 +180,14 @@ class ProfileState:
         hl_ms = half_life_s * 1000.0
         return {c: v * 2.0 ** (-max(0.0, now_ms - ts) / hl_ms)
                 for c, (v, ts) in self.cast_affinity.items()}
+
+    def artwork_context(self, now_ms: int, half_life_s: float, top: int = 5) -> dict[str, float]:
+        """Member features for the artwork bandit: the ``top`` genre affinities scaled by the
+        strongest (so in [-1, 1]); the server adds country, device and hour."""
+        aff = self.genre_affinity(now_ms, half_life_s)
+        best = max((abs(v) for v in aff.values()), default=0.0) or 1.0
+        ranked = sorted(aff.items(), key=lambda kv: -abs(kv[1]))[:top]
+        return {f"genre:{g}": round(v / best, 4) for g, v in ranked}
 
     def context(self) -> dict[str, Any]:
         """Time-of-day, device and session context for models and bandits."""
@@ -278,6 +310,8 @@ def apply_event(state: ProfileState, event: Event, genres_of: GenresOf,
         state.devices[device] = state.devices.get(device, 0) + 1
     title_id = getattr(event, "title_id", None)
     genres = genres_of(title_id) if title_id and not isinstance(event, Impression) else []
+    if state.pending_art:
+        _settle_expired(state, ts, params, fx)
     _touch_session(state, ts, genres)
     cast_of = cast_of or _no_cast
     hl = params.affinity_half_life_s
@@ -296,6 +330,8 @@ def apply_event(state: ProfileState, event: Event, genres_of: GenresOf,
         _bump_cast(state, cast_of(event.title_id), 2.0 * y - 1.0, ts, hl)
         fx.page_changed = True
     elif isinstance(event, Impression):
+        if event.policy != "materialized":
+            _pend_artwork(state, event, fx)
         n = state.impressions[event.title_id] = state.impressions.get(event.title_id, 0) + 1
         if (n >= IGNORED_AFTER_IMPRESSIONS and event.title_id not in state.engaged
                 and event.title_id not in state.ignored):
@@ -318,8 +354,41 @@ IGNORED_AFTER_IMPRESSIONS = 3
 ABANDON_FRACTION = 0.1
 
 
+#: Most artwork decisions waiting for a reward per profile.
+MAX_PENDING_ART = 300
+
+
 def _no_cast(_: str) -> list[str]:
     return []
+
+
+def _settle(state: ProfileState, title_id: str, reward: float, fx: Effects) -> None:
+    ts, art, prop, policy, version, ctx = state.pending_art.pop(title_id)
+    fx.art_rewards.append(ArtworkReward(title_id, art, reward, prop, policy, version, ctx, ts))
+
+
+def _settle_expired(state: ProfileState, now_ts: int, params: FeatureParams,
+                    fx: Effects) -> None:
+    """Decisions whose reward window closed (in event time) without a quality play earn 0."""
+    horizon = now_ts - params.reward_window_s * 1000.0
+    for tid in [t for t, p in state.pending_art.items() if p[0] < horizon]:
+        _settle(state, tid, 0.0, fx)
+
+
+def _pend_artwork(state: ProfileState, ev: Impression, fx: Effects) -> None:
+    """Remember an artwork decision until a quality play or the end of its window. Repeated
+    impressions of the same decision (sticky artwork) keep the first; a different image
+    settles the previous decision with no reward."""
+    prev = state.pending_art.get(ev.title_id)
+    if prev is not None:
+        if prev[1] == ev.artwork_id:
+            return
+        _settle(state, ev.title_id, 0.0, fx)
+    state.pending_art[ev.title_id] = [ev.event_ts_ms, ev.artwork_id, ev.propensity, ev.policy,
+                                      ev.policy_version, ev.context_json]
+    if len(state.pending_art) > MAX_PENDING_ART:
+        oldest = min(state.pending_art, key=lambda t: state.pending_art[t][0])
+        _settle(state, oldest, 0.0, fx)
 
 
 def _apply_play(state: ProfileState, ev: Play, genres_of: GenresOf, cast_of: GenresOf,
@@ -336,6 +405,10 @@ def _apply_play(state: ProfileState, ev: Play, genres_of: GenresOf, cast_of: Gen
     if prev is None or ts >= prev[2]:
         state.progress[tid] = [ev.position_s, ev.duration_s, ts]
     fraction = ev.fraction
+    pending = state.pending_art.get(tid)
+    if (pending is not None and fraction >= params.quality_fraction and ts >= pending[0]
+            and ts - pending[0] <= params.reward_window_s * 1000.0):
+        _settle(state, tid, 1.0, fx)  # a quality play after the impression: the art worked
     if is_finished(fraction):
         state.finished[tid] = max(ts, state.finished.get(tid, 0))
     elif ev.action == "start" and ts > state.finished.get(tid, ts):

@@ -44,6 +44,15 @@ class PipelineStore(abc.ABC):
     async def put_profile_meta(self, metas: Mapping[str, dict]) -> None:
         """Store account settings by profile id."""
 
+    # -- artwork assignments --------------------------------------------------------------
+    @abc.abstractmethod
+    async def load_artwork(self, profile_id: str) -> dict[str, dict]:
+        """The member's current artwork assignments: title id -> JSON object."""
+
+    @abc.abstractmethod
+    async def save_artwork(self, profile_id: str, assignments: Mapping[str, dict]) -> None:
+        """Add or replace artwork assignments of the member."""
+
     # -- item-to-item ---------------------------------------------------------------------
     @abc.abstractmethod
     async def write_similar(self, lists: Mapping[str, list[tuple[str, float]]]) -> None:
@@ -129,10 +138,18 @@ class InMemoryStore(PipelineStore):
         self.checkpoints: dict[str, bytes] = {}
         self._counters: dict[str, int] = {}
         self.metas: dict[str, bytes] = {}
+        self.artwork: dict[str, dict[str, bytes]] = {}
         self.similar: dict[str, bytes] = {}
 
     async def load_profile_meta(self, profile_ids):
         return {p: orjson.loads(self.metas[p]) for p in profile_ids if p in self.metas}
+
+    async def load_artwork(self, profile_id):
+        return {t: orjson.loads(v) for t, v in self.artwork.get(profile_id, {}).items()}
+
+    async def save_artwork(self, profile_id, assignments) -> None:
+        self.artwork.setdefault(profile_id, {}).update(
+            {t: orjson.dumps(a) for t, a in assignments.items()})
 
     async def put_profile_meta(self, metas) -> None:
         self.metas.update({p: orjson.dumps(m) for p, m in metas.items()})
@@ -237,6 +254,15 @@ class RedisStore(PipelineStore):
         if metas:
             await self.client.mset({keys.profile_meta_key(self.prefix, p): orjson.dumps(m)
                                     for p, m in metas.items()})
+
+    async def load_artwork(self, profile_id):
+        raw = await self.client.hgetall(keys.artwork_key(self.prefix, profile_id))
+        return {t.decode(): orjson.loads(v) for t, v in raw.items()}
+
+    async def save_artwork(self, profile_id, assignments) -> None:
+        if assignments:
+            await self.client.hset(keys.artwork_key(self.prefix, profile_id),
+                                   mapping={t: orjson.dumps(a) for t, a in assignments.items()})
 
     async def write_similar(self, lists) -> None:
         if lists:

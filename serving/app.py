@@ -58,6 +58,7 @@ from online_models import search as search_mod
 from online_models.page import PageConfig, relevance
 from online_models.rules import Rules, rules_from_settings
 from online_models.similarity import CoWatchSimilarity, similar_titles
+from serving.artwork import ArtworkChooser, request_context
 from serving.catalog_cache import CatalogSnapshot, ServingModels
 from serving.impressions import ImpressionLogger
 from settings import Settings
@@ -89,6 +90,7 @@ IMPRESSIONS = web.AppKey("impressions", ImpressionLogger)
 RULES = web.AppKey("rules", Rules)
 MODELS = web.AppKey("models", ServingModels)
 PAGE_CONFIG = web.AppKey("page_config", PageConfig)
+ARTWORK = web.AppKey("artwork", ArtworkChooser)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -343,21 +345,36 @@ async def homepage(request: web.Request) -> web.Response:
     if device is not None and len(device) > DEVICE_MAX_LEN:
         raise InvalidInput("device", f"at most {DEVICE_MAX_LEN} characters")
 
-    store, rules = request.app[STORE], request.app[RULES]
-    (page, source), meta = await asyncio.gather(find_page(store, profile_id, country),
-                                                load_meta(store, profile_id))
+    app = request.app
+    store, rules = app[STORE], app[RULES]
+    (page, source), meta, previous, snap = await asyncio.gather(
+        find_page(store, profile_id, country), load_meta(store, profile_id),
+        store.load_artwork(profile_id), app[MODELS].ensure())
     page["rows"] = guard_rows(page["rows"], rules, meta, country)
+    if page["rows"] and not len(snap.catalog):
+        # pages exist but no catalog was loaded yet (the server started first): load it now
+        # rather than serving a page without artwork decisions
+        await app[MODELS].refresh()
+        snap = app[MODELS].snapshot
     page["kids"] = meta.kids
     page["max_rating"] = rules.max_rating_for(meta)
     request_id = uuid.uuid4().hex
     served_at_ms = now_ms()
+    page_context = page.pop("context", None)
+    context = request_context(page_context if isinstance(page_context, dict) else {},
+                              country or page.get("country"), device, served_at_ms)
+    new = app[ARTWORK].choose(app[MODELS].artwork_policy, snap.catalog, page["rows"], context,
+                              previous, served_at_ms)
+    if new:
+        await store.save_artwork(profile_id, new)
     page["request_id"] = request_id
     page["served_at_ms"] = served_at_ms
     page["source"] = source
     if page["rows"]:
         request.app[IMPRESSIONS].log_page(
             profile_id, request_id, served_at_ms, page["rows"],
-            device=device or "unknown", country=_impression_country(country, page))
+            device=device or "unknown", country=_impression_country(country, page),
+            context_json=orjson.dumps(context).decode())
     return json_response(page, headers={"Cache-Control": "no-store"})
 
 
@@ -554,7 +571,9 @@ async def _resources(app: web.Application, own_store: bool, own_impressions: boo
         app[IMPRESSIONS] = ImpressionLogger.from_settings(settings)
     if own_models:
         app[MODELS] = ServingModels(app[STORE],
-                                    trending_half_life_s=settings.trending_half_life_s)
+                                    trending_half_life_s=settings.trending_half_life_s,
+                                    artwork_policy=settings.artwork_policy,
+                                    seed=settings.model_seed)
     app[IMPRESSIONS].start()
     app[MODELS].start()
     try:
@@ -577,6 +596,7 @@ def create_app(settings: Settings, store: PipelineStore | None = None,
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
     app[RULES] = rules if rules is not None else rules_from_settings(settings)
+    app[ARTWORK] = ArtworkChooser(settings.artwork_sticky_s)
     app[PAGE_CONFIG] = PageConfig(row_length=settings.row_length,
                                   affinity_half_life_s=settings.affinity_half_life_s,
                                   rules=app[RULES])

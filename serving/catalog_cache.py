@@ -23,6 +23,7 @@ from features.catalog import Catalog
 from features.keys import ALL_COUNTRIES
 from features.store import PipelineStore
 from features.trending import epoch_of
+from online_models.bandits import ArtworkPolicy, make_policy
 from online_models.search import SearchIndex
 from online_models.top_picks import TopPicksModel
 from topics.models import Title
@@ -30,6 +31,7 @@ from topics.models import Title
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "top-picks"
+ARTWORK_CHECKPOINT = "artwork-policy"
 #: Titles kept per country in the popularity cache.
 POPULARITY_LIMIT = 500
 #: Titles whose content-neighbour ranking is kept per catalog snapshot.
@@ -119,13 +121,18 @@ class ServingModels:
 
     def __init__(self, store: PipelineStore, *, refresh_interval_s: float = 2.0,
                  trending_half_life_s: float = 6 * 3600.0,
-                 popularity_ttl_s: float = 2.0) -> None:
+                 popularity_ttl_s: float = 2.0, artwork_policy: str = "epsilon_greedy",
+                 seed: int = 42) -> None:
         self.store = store
         self.refresh_interval_s = refresh_interval_s
         self.trending_half_life_s = trending_half_life_s
         self.popularity_ttl_s = popularity_ttl_s
         self.snapshot: CatalogSnapshot = EMPTY
         self.model: TopPicksModel | None = None
+        #: The artwork bandit (the worker's latest checkpoint, else a fresh one): the server
+        #: only chooses with it; the worker learns.
+        self.artwork_policy: ArtworkPolicy = make_policy(artwork_policy, seed)
+        self._artwork_bytes: bytes | None = None
         self.loaded = False
         self.refreshes = 0
         self.model_errors = 0
@@ -171,8 +178,18 @@ class ServingModels:
             if only_if_unloaded and self.loaded:
                 return
             loop = asyncio.get_running_loop()
-            version, data = await asyncio.gather(self.store.catalog_version(),
-                                                 self.store.load_checkpoint(CHECKPOINT))
+            version, data, art = await asyncio.gather(
+                self.store.catalog_version(), self.store.load_checkpoint(CHECKPOINT),
+                self.store.load_checkpoint(ARTWORK_CHECKPOINT))
+            if art is not None and art != self._artwork_bytes:
+                self._artwork_bytes = art
+                try:
+                    policy = await loop.run_in_executor(None, ArtworkPolicy.from_bytes, art)
+                    if policy.name == self.artwork_policy.name:
+                        self.artwork_policy = policy
+                except Exception as exc:  # keep choosing with the previous policy
+                    self.model_errors += 1
+                    log.error("artwork checkpoint not loaded: %s: %s", type(exc).__name__, exc)
             if version != self.snapshot.version:
                 version, titles = await self.store.load_catalog()
                 self.snapshot = await loop.run_in_executor(

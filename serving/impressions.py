@@ -68,6 +68,8 @@ class ServedPage:
     rows: Sequence[Mapping[str, Any]]
     device: str
     country: str
+    #: The context the artwork policy saw (JSON object), logged with every impression.
+    context_json: str = ""
 
     @property
     def item_count(self) -> int:
@@ -193,7 +195,7 @@ class ImpressionLogger:
     # -- logging ------------------------------------------------------------------------------
     def log_page(self, profile_id: str, request_id: str, served_at_ms: int,
                  rows: Sequence[Mapping[str, Any]], *, device: str = "unknown",
-                 country: str = "ZZ") -> None:
+                 country: str = "ZZ", context_json: str = "") -> None:
         """Queue one served page for logging; returns at once (never blocks, never drops).
 
         ``rows`` are the rows exactly as returned (after serve-time filtering), so row and
@@ -203,7 +205,8 @@ class ImpressionLogger:
             raise RuntimeError("ImpressionLogger is closed")
         self.pages += 1
         self._queue.put_nowait(
-            ServedPage(profile_id, request_id, served_at_ms, rows, device, country))
+            ServedPage(profile_id, request_id, served_at_ms, rows, device, country,
+                       context_json))
 
     def stats(self) -> dict[str, int]:
         """Counters for ``/readyz``: impressions delivered, failed and in flight."""
@@ -239,9 +242,13 @@ class ImpressionLogger:
                     "event_id": event_id, "profile_id": page.profile_id,
                     "event_ts_ms": page.served_at_ms, "request_id": page.request_id,
                     "title_id": title_id, "row_id": row_id, "row": r, "column": c,
-                    "artwork_id": str(item.get("artwork_id") or ""), "propensity": PROPENSITY,
-                    "policy": POLICY, "variant": VARIANT, "device": page.device,
-                    "country": page.country,
+                    "artwork_id": str(item.get("artwork_id") or ""),
+                    # the artwork decision, when the server made one (serving/artwork.py)
+                    "propensity": float(item.get("propensity") or PROPENSITY),
+                    "policy": str(item.get("policy") or POLICY),
+                    "policy_version": int(item.get("policy_version") or 0),
+                    "variant": VARIANT, "device": page.device, "country": page.country,
+                    "context_json": page.context_json if "policy" in item else "",
                 })
         return events
 

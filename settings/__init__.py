@@ -72,6 +72,16 @@ class Settings(BaseSettings):
                                               "newest event go to the dead letters")
     publish_page_updates: bool = Field(True, description="Publish changed pages downstream")
 
+    # --- artwork ----------------------------------------------------------------------------
+    artwork_policy: str = Field("epsilon_greedy", description="Artwork bandit: uniform, "
+                                "non_contextual, epsilon_greedy, lin_ucb or thompson")
+    artwork_sticky_s: float = Field(7 * 24 * 3600.0, ge=0.0,
+                                    description="How long a member keeps a title's artwork")
+    artwork_reward_window_s: float = Field(3600.0, gt=0.0, description="A play this long "
+                                           "after an impression can reward its artwork")
+    artwork_quality_fraction: float = Field(0.3, gt=0.0, le=1.0, description="Share of the "
+                                            "title a play must reach to be a quality play")
+
     # --- pages ----------------------------------------------------------------------------
     rules_file: str = Field("", description="JSON file of guardrails and row weights")
     row_length: int = Field(20, ge=1, le=200, description="Titles per row")
@@ -87,6 +97,14 @@ class Settings(BaseSettings):
                                       description="Producer batching delay")
     producer_delivery_timeout_ms: int = Field(30_000, ge=1000,
                                               description="Producer delivery timeout")
+
+    @field_validator("artwork_policy")
+    @classmethod
+    def _known_policy(cls, v: str) -> str:
+        known = ("uniform", "non_contextual", "epsilon_greedy", "lin_ucb", "thompson")
+        if v not in known:
+            raise ValueError(f"must be one of {', '.join(known)}")
+        return v
 
     @field_validator("bootstrap_servers", "redis_url", "app_id")
     @classmethod

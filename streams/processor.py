@@ -24,9 +24,18 @@ import orjson
 
 from features.catalog import Catalog
 from features.keys import ALL_COUNTRIES
-from features.profile import Effects, FeatureParams, ProfileMeta, ProfileState, apply_event
+from features.profile import (
+    ArtworkReward,
+    Effects,
+    FeatureParams,
+    ProfileMeta,
+    ProfileState,
+    apply_event,
+)
 from features.store import PipelineStore, TrendingIncrement
 from features.trending import decayed_weight, epoch_of
+from online_models.bandits import ArtworkPolicy, make_policy
+from online_models.bandits.base import Arm
 from online_models.page import PageConfig, assemble_page
 from online_models.rules import Rules, rules_from_settings
 from online_models.similarity import CoWatchSimilarity
@@ -39,6 +48,7 @@ log = logging.getLogger(__name__)
 
 MODEL_CHECKPOINT = "top-picks"
 COWATCH_CHECKPOINT = "co-watch"
+ARTWORK_CHECKPOINT = "artwork-policy"
 #: Remembered page digests (to publish only pages that changed).
 DIGEST_CACHE = 200_000
 
@@ -100,6 +110,8 @@ class BatchReport:
     labels: int = 0
     late: int = 0
     published: int = 0
+    art_rewards: int = 0
+    quality_plays: int = 0
     #: Page-write time minus event time, per applied event, in ms.
     freshness_ms: list[float] = field(default_factory=list)
 
@@ -135,7 +147,11 @@ class EventProcessor:
         self.params = FeatureParams(
             dedupe_window=settings.dedupe_window, recent_titles=settings.recent_titles,
             affinity_half_life_s=settings.affinity_half_life_s,
+            reward_window_s=settings.artwork_reward_window_s,
+            quality_fraction=settings.artwork_quality_fraction,
         )
+        self.artwork_policy: ArtworkPolicy = make_policy(settings.artwork_policy,
+                                                         settings.model_seed)
         self.page_config = PageConfig(row_length=settings.row_length,
                                       affinity_half_life_s=settings.affinity_half_life_s,
                                       rules=rules or rules_from_settings(settings))
@@ -158,6 +174,14 @@ class EventProcessor:
             self.model = TopPicksModel.from_bytes(data)
             log.info("restored model checkpoint v%d (%d labels learned)",
                      self.model.version, self.model.n_learned)
+        data = await self.store.load_checkpoint(ARTWORK_CHECKPOINT)
+        if data is not None:
+            policy = ArtworkPolicy.from_bytes(data)
+            if policy.name == self.artwork_policy.name:
+                self.artwork_policy = policy
+            else:
+                log.warning("artwork checkpoint is %s, configured policy is %s: starting fresh",
+                            policy.name, self.artwork_policy.name)
         data = await self.store.load_checkpoint(COWATCH_CHECKPOINT)
         if data is not None:
             obj = pickle.loads(data)
@@ -173,6 +197,7 @@ class EventProcessor:
         self.model.version += 1
         await self.store.save_checkpoint(MODEL_CHECKPOINT, self.model.to_bytes())
         await self.store.save_checkpoint(COWATCH_CHECKPOINT, pickle.dumps(self.cowatch))
+        await self.store.save_checkpoint(ARTWORK_CHECKPOINT, self.artwork_policy.to_bytes())
         self._labels_since_checkpoint = 0
         return True
 
@@ -333,6 +358,10 @@ class EventProcessor:
                 if fx.page_changed:
                     render = True
                     applied_ts.setdefault(pid, []).append(ev.event_ts_ms)
+                for r in fx.art_rewards:
+                    self._learn_artwork(r)
+                    report.art_rewards += 1
+                    report.quality_plays += r.reward > 0
                 for tid in fx.watched:
                     similar_changed |= self.cowatch.learn_one(
                         [h for h in history if h != tid], tid)
@@ -350,13 +379,14 @@ class EventProcessor:
                 changed.append(state)
             if render:
                 to_render.append(state)
-        self._labels_since_checkpoint += report.labels
+        self._labels_since_checkpoint += report.labels + report.art_rewards
         if late_letters:
             await self.dead_letters.send(late_letters)
             report.late = len(late_letters)
         await self.store.commit_batch(changed, trending, {
             "messages": report.messages, "events_applied": report.applied,
             "duplicates": report.duplicates, "late_dropped": report.late,
+            "artwork_rewards": report.art_rewards, "artwork_quality_plays": report.quality_plays,
             "dead_letters": report.dead_letters + report.late,
         })
         report.profiles = len(by_profile)
@@ -370,6 +400,22 @@ class EventProcessor:
             for ts_list in applied_ts.values():
                 report.freshness_ms.extend(now_ms - ts for ts in ts_list)
         return report
+
+    def _learn_artwork(self, r: ArtworkReward) -> None:
+        """Teach the artwork policy the outcome of one decision (any logging policy: the
+        learners model rewards, so off-policy outcomes are usable)."""
+        title = self.catalog.get(r.title_id)
+        tags: tuple[str, ...] = ()
+        if title is not None:
+            tags = next((tuple(a.tags) for a in title.artwork
+                         if a.artwork_id == r.artwork_id), ())
+        try:
+            context = orjson.loads(r.context_json) if r.context_json else {}
+        except orjson.JSONDecodeError:
+            context = {}
+        if not isinstance(context, dict):
+            context = {}
+        self.artwork_policy.learn_one(context, Arm(r.artwork_id, tags), r.reward)
 
     def _late_letter(self, ev: Event, newest_ms: int) -> DeadLetter:
         behind = (newest_ms - ev.event_ts_ms) / 1000.0
@@ -401,6 +447,7 @@ class EventProcessor:
             page = assemble_page(s, self.catalog, trending.get(c, []), self.model.score_many,
                                  self.page_config, c, now_ms, meta, self.cowatch)
             page["generated_at_ms"] = int(self.clock() * 1000)
+            page["context"] = s.artwork_context(now_ms, self.settings.affinity_half_life_s)
             pages[s.profile_id] = orjson.dumps(page)
             digest = hashlib.blake2b(orjson.dumps(page["rows"]), digest_size=16).digest()
             if self._digests.get(s.profile_id) != digest:

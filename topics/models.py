@@ -77,9 +77,11 @@ class Impression(Event):
     artwork_id: str
     propensity: float = Field(gt=0.0, le=1.0)
     policy: str
+    policy_version: int = Field(0, ge=0)
     variant: str = "control"
     device: str = "unknown"
     country: Country = "ZZ"
+    context_json: str = Field("", max_length=4000)
 
 
 class Scroll(Event):

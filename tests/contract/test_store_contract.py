@@ -91,3 +91,13 @@ async def test_similar_lists(store: PipelineStore) -> None:
     assert await store.get_similar("t1") is None
     await store.write_similar({"t1": [("t2", 0.5), ("t3", 0.25)]})
     assert await store.get_similar("t1") == [("t2", 0.5), ("t3", 0.25)]
+
+
+async def test_artwork_assignments(store: PipelineStore) -> None:
+    assert await store.load_artwork("p") == {}
+    await store.save_artwork("p", {"t1": {"artwork_id": "t1-a", "chosen_at_ms": 5}})
+    await store.save_artwork("p", {"t2": {"artwork_id": "t2-b", "chosen_at_ms": 6}})
+    got = await store.load_artwork("p")
+    assert got == {"t1": {"artwork_id": "t1-a", "chosen_at_ms": 5},
+                   "t2": {"artwork_id": "t2-b", "chosen_at_ms": 6}}
+    assert await store.load_artwork("q") == {}

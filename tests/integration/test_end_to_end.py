@@ -97,3 +97,34 @@ def test_a_play_changes_the_served_page_within_two_seconds_and_impressions_loop_
                        and sum(s["impressions"].values()) >= shown and s, 20,
                        what="dana's impressions back in the worker")
     assert state["impressions"]["t5"] >= 1
+
+
+def test_impression_to_quality_play_rewards_the_artwork_policy(
+        settings: Settings, pipeline: str) -> None:
+    from online_models.bandits import ArtworkPolicy
+    from tests.integration.helpers import counters, redis_client
+
+    http = urllib3.PoolManager()
+    now = int(time.time() * 1000)
+    with PlayerProducer(settings) as producer:  # gives the member a personal page
+        producer.send(Play(event_id=uuid.uuid4().hex, profile_id="ivy", event_ts_ms=now,
+                           title_id="t3", action="start", position_s=0.0, duration_s=1200.0,
+                           country="US"))
+    wait_until(lambda: get_page(http, pipeline, "ivy")["source"] == "personal", 30,
+               what="ivy's personal page")
+    served = get_page(http, pipeline, "ivy")
+    shown = served["rows"][1]["items"][0]
+    assert shown["policy"] == settings.artwork_policy and 0 < shown["propensity"] <= 1
+    # ivy plays the title she was shown, past the quality threshold, within the window
+    with PlayerProducer(settings) as producer:
+        producer.send(Play(event_id=uuid.uuid4().hex, profile_id="ivy",
+                           event_ts_ms=served["served_at_ms"] + 5000,
+                           title_id=shown["title_id"], action="progress", position_s=600.0,
+                           duration_s=1200.0, country="US"))
+    wait_until(lambda: counters(settings).get("artwork_quality_plays", 0) >= 1, 20,
+               what="the quality play joined to its impression")
+    key = f"{settings.key_prefix}model:artwork-policy"
+    policy = wait_until(lambda: (raw := redis_client(settings).get(key))
+                        and (p := ArtworkPolicy.from_bytes(raw)).version >= 1 and p, 20,
+                        what="a checkpoint of the policy that learned the reward")
+    assert policy.name == settings.artwork_policy

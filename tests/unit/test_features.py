@@ -148,3 +148,46 @@ def test_epochs_merge_with_the_previous_scaled_down() -> None:
     # one play just before the boundary is worth about as much as one just after it
     merged = dict(merge_epochs([("a", w1)], [("b", w0)], 2))
     assert merged["b"] == pytest.approx(merged["a"], rel=0.01)
+
+
+def art_impression(eid: str, title: str, art: str, ts: int, policy: str = "lin_ucb") -> Impression:
+    return Impression(event_id=eid, profile_id="p", event_ts_ms=ts, request_id="r",
+                      title_id=title, row_id="x", row=0, column=0, artwork_id=art,
+                      propensity=0.25, policy=policy, policy_version=7,
+                      context_json='{"genre:Horror": 1.0}')
+
+
+def test_quality_play_in_the_window_rewards_the_artwork() -> None:
+    s = ProfileState("p")
+    apply_event(s, art_impression("i", "h1", "h1-a2", TS), genres, P)
+    start = apply_event(s, play("1", "h1", 0, ts=TS + 60_000, action="start"), genres, P)
+    assert start.art_rewards == []  # a click alone earns nothing yet
+    fx = apply_event(s, play("2", "h1", 40, ts=TS + 120_000), genres, P)  # 40% >= 30%
+    (r,) = fx.art_rewards
+    assert (r.artwork_id, r.reward, r.propensity, r.policy, r.policy_version) == (
+        "h1-a2", 1.0, 0.25, "lin_ucb", 7)
+    assert r.context_json == '{"genre:Horror": 1.0}' and not s.pending_art
+
+
+def test_no_quality_play_in_the_window_settles_with_zero() -> None:
+    s = ProfileState("p")
+    apply_event(s, art_impression("i", "h1", "h1-a2", TS), genres, P)
+    apply_event(s, play("1", "h1", 5, ts=TS + 1000, action="stop"), genres, P)  # a click only
+    later = TS + int(P.reward_window_s * 1000) + 5000
+    fx = apply_event(s, Scroll(event_id="s", profile_id="p", event_ts_ms=later, row=1),
+                     genres, P)
+    assert [(r.artwork_id, r.reward) for r in fx.art_rewards] == [("h1-a2", 0.0)]
+    # a quality play after the window rewards nothing
+    assert apply_event(s, play("2", "h1", 90, ts=later + 1), genres, P).art_rewards == []
+
+
+def test_sticky_repeats_are_one_decision_and_materialized_pages_are_not_bandit_decisions(
+        ) -> None:
+    s = ProfileState("p")
+    apply_event(s, art_impression("i1", "h1", "h1-a2", TS), genres, P)
+    apply_event(s, art_impression("i2", "h1", "h1-a2", TS + 10), genres, P)
+    assert s.pending_art["h1"][0] == TS
+    fx = apply_event(s, art_impression("i3", "h1", "h1-a0", TS + 20), genres, P)
+    assert [(r.artwork_id, r.reward) for r in fx.art_rewards] == [("h1-a2", 0.0)]
+    apply_event(s, art_impression("i4", "c1", "c1-a0", TS, policy="materialized"), genres, P)
+    assert "c1" not in s.pending_art

@@ -207,3 +207,23 @@ async def test_only_changed_pages_are_published_downstream() -> None:
     assert [p["profile_id"] for p in updates.pages] == ["p1", "p1"]
     assert codec.decode(b"" or codec.encode_page_update(updates.pages[-1]))[0] == (
         "homestream.PageUpdate")
+
+
+async def test_artwork_rewards_teach_the_policy_and_survive_a_restart(
+        proc: EventProcessor) -> None:
+    imp = Impression(event_id="i", profile_id="p1", event_ts_ms=TS, request_id="r",
+                     title_id="t1", row_id="x", row=0, column=0, artwork_id="t1-art0",
+                     propensity=0.5, policy="epsilon_greedy", policy_version=0,
+                     context_json='{"genre:Horror": 1.0, "country": "US"}')
+    quality = play("q", "p1", "t1", 600, TS + 60_000)  # 50% >= the 30% quality threshold
+    rep = await proc.process([msg(codec.encode_batch("p1", [imp, quality]))])
+    assert (rep.art_rewards, rep.quality_plays) == (1, 1)
+    assert proc.artwork_policy.version == 1
+    assert (await proc.store.counters())["artwork_quality_plays"] == 1
+    # the page carries the member context the server's artwork choice uses
+    page = orjson.loads(proc.store.pages["p1"])  # type: ignore[attr-defined]
+    assert set(page["context"]) == {"genre:Horror"}  # make_titles: t1 is a Horror title
+    assert await proc.checkpoint()
+    fresh = EventProcessor(proc.settings, proc.store, MemoryDeadLetters())
+    await fresh.start()
+    assert fresh.artwork_policy.version == 1
