@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from online_models.experiments import experiment_from_settings
 from online_models.rules import rules_from_settings
 from settings import ConfigError, load_settings
 
@@ -14,6 +15,7 @@ def main() -> int:
     try:
         settings = load_settings()
         rules_from_settings(settings)  # a bad rules file fails here, naming the setting
+        experiment_from_settings(settings)  # and on a bad experiment
     except ConfigError as exc:
         print(f"serving: {exc}", file=sys.stderr)
         return 2

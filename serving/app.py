@@ -55,6 +55,7 @@ from features.keys import ALL_COUNTRIES
 from features.profile import ProfileMeta, ProfileState
 from features.store import PipelineStore, RedisStore
 from online_models import search as search_mod
+from online_models.experiments import Experiment, experiment_from_settings
 from online_models.page import PageConfig, relevance
 from online_models.rules import Rules, rules_from_settings
 from online_models.similarity import CoWatchSimilarity, similar_titles
@@ -91,6 +92,7 @@ RULES = web.AppKey("rules", Rules)
 MODELS = web.AppKey("models", ServingModels)
 PAGE_CONFIG = web.AppKey("page_config", PageConfig)
 ARTWORK = web.AppKey("artwork", ArtworkChooser)
+EXPERIMENT = web.AppKey("experiment", Experiment)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -358,6 +360,7 @@ async def homepage(request: web.Request) -> web.Response:
         snap = app[MODELS].snapshot
     page["kids"] = meta.kids
     page["max_rating"] = rules.max_rating_for(meta)
+    page["variant"] = variant = app[EXPERIMENT].variant_of(profile_id)
     request_id = uuid.uuid4().hex
     served_at_ms = now_ms()
     page_context = page.pop("context", None)
@@ -374,7 +377,7 @@ async def homepage(request: web.Request) -> web.Response:
         request.app[IMPRESSIONS].log_page(
             profile_id, request_id, served_at_ms, page["rows"],
             device=device or "unknown", country=_impression_country(country, page),
-            context_json=orjson.dumps(context).decode())
+            context_json=orjson.dumps(context).decode(), variant=variant)
     return json_response(page, headers={"Cache-Control": "no-store"})
 
 
@@ -597,6 +600,7 @@ def create_app(settings: Settings, store: PipelineStore | None = None,
     app[SETTINGS] = settings
     app[RULES] = rules if rules is not None else rules_from_settings(settings)
     app[ARTWORK] = ArtworkChooser(settings.artwork_sticky_s)
+    app[EXPERIMENT] = experiment_from_settings(settings)
     app[PAGE_CONFIG] = PageConfig(row_length=settings.row_length,
                                   affinity_half_life_s=settings.affinity_half_life_s,
                                   rules=app[RULES])

@@ -70,6 +70,8 @@ class ServedPage:
     country: str
     #: The context the artwork policy saw (JSON object), logged with every impression.
     context_json: str = ""
+    #: The member's A/B variant.
+    variant: str = VARIANT
 
     @property
     def item_count(self) -> int:
@@ -195,7 +197,8 @@ class ImpressionLogger:
     # -- logging ------------------------------------------------------------------------------
     def log_page(self, profile_id: str, request_id: str, served_at_ms: int,
                  rows: Sequence[Mapping[str, Any]], *, device: str = "unknown",
-                 country: str = "ZZ", context_json: str = "") -> None:
+                 country: str = "ZZ", context_json: str = "",
+                 variant: str = VARIANT) -> None:
         """Queue one served page for logging; returns at once (never blocks, never drops).
 
         ``rows`` are the rows exactly as returned (after serve-time filtering), so row and
@@ -206,7 +209,7 @@ class ImpressionLogger:
         self.pages += 1
         self._queue.put_nowait(
             ServedPage(profile_id, request_id, served_at_ms, rows, device, country,
-                       context_json))
+                       context_json, variant))
 
     def stats(self) -> dict[str, int]:
         """Counters for ``/readyz``: impressions delivered, failed and in flight."""
@@ -247,7 +250,7 @@ class ImpressionLogger:
                     "propensity": float(item.get("propensity") or PROPENSITY),
                     "policy": str(item.get("policy") or POLICY),
                     "policy_version": int(item.get("policy_version") or 0),
-                    "variant": VARIANT, "device": page.device, "country": page.country,
+                    "variant": page.variant, "device": page.device, "country": page.country,
                     "context_json": page.context_json if "policy" in item else "",
                 })
         return events

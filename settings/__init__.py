@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     artwork_quality_fraction: float = Field(0.3, gt=0.0, le=1.0, description="Share of the "
                                             "title a play must reach to be a quality play")
 
+    # --- experiments ------------------------------------------------------------------------
+    experiment_salt: str = Field("homepage-v1", min_length=1,
+                                 description="Salt of the A/B variant assignment")
+    experiment_split: str = Field("control:1", description="Variants and their shares, "
+                                  "e.g. control:0.5,diverse:0.5")
+    experiment_overrides: str = Field("", description="JSON: variant -> rule fields it "
+                                      "changes, e.g. {\"diverse\": {\"diversity_penalty\": 1.5}}")
+
     # --- pages ----------------------------------------------------------------------------
     rules_file: str = Field("", description="JSON file of guardrails and row weights")
     row_length: int = Field(20, ge=1, le=200, description="Titles per row")

@@ -11,6 +11,7 @@ load the affected profiles (one ``MGET``), commit states + trending + counters (
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import pickle
@@ -36,6 +37,7 @@ from features.store import PipelineStore, TrendingIncrement
 from features.trending import decayed_weight, epoch_of
 from online_models.bandits import ArtworkPolicy, make_policy
 from online_models.bandits.base import Arm
+from online_models.experiments import experiment_from_settings
 from online_models.page import PageConfig, assemble_page
 from online_models.rules import Rules, rules_from_settings
 from online_models.similarity import CoWatchSimilarity
@@ -156,6 +158,11 @@ class EventProcessor:
                                       affinity_half_life_s=settings.affinity_half_life_s,
                                       rules=rules or rules_from_settings(settings))
         self.cowatch = CoWatchSimilarity()
+        self.experiment = experiment_from_settings(settings)
+        self._variant_configs = {
+            v: dataclasses.replace(self.page_config,
+                                   rules=self.experiment.rules_for(v, self.page_config.rules))
+            for v in self.experiment.split}
         self._digests: OrderedDict[str, bytes] = OrderedDict()
         self._catalog_ids: list[str] = []
         self._started = False
@@ -444,8 +451,10 @@ class EventProcessor:
         for s in states:
             c = self._country(s)
             meta = ProfileMeta(**metas[s.profile_id]) if s.profile_id in metas else None
+            variant = self.experiment.variant_of(s.profile_id)
             page = assemble_page(s, self.catalog, trending.get(c, []), self.model.score_many,
-                                 self.page_config, c, now_ms, meta, self.cowatch)
+                                 self._variant_configs[variant], c, now_ms, meta, self.cowatch)
+            page["variant"] = variant
             page["generated_at_ms"] = int(self.clock() * 1000)
             page["context"] = s.artwork_context(now_ms, self.settings.affinity_half_life_s)
             pages[s.profile_id] = orjson.dumps(page)

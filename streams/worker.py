@@ -12,6 +12,7 @@ import sys
 
 import faust
 
+from online_models.experiments import experiment_from_settings
 from online_models.rules import rules_from_settings
 from settings import ConfigError, Settings, load_settings
 from streams.app import build_app
@@ -31,6 +32,7 @@ def main() -> int:
     try:
         settings = load_settings()
         rules_from_settings(settings)  # fail at start-up on a bad rules file, naming it
+        experiment_from_settings(settings)  # and on a bad experiment
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -227,3 +227,24 @@ async def test_artwork_rewards_teach_the_policy_and_survive_a_restart(
     fresh = EventProcessor(proc.settings, proc.store, MemoryDeadLetters())
     await fresh.start()
     assert fresh.artwork_policy.version == 1
+
+
+async def test_variants_select_their_page_configuration() -> None:
+    from online_models.experiments import assign_variant
+
+    store = InMemoryStore()
+    await store.put_titles(make_titles(12))
+    settings = Settings(row_length=5, experiment_split="control:1,few:1",
+                        experiment_overrides='{"few": {"max_rows": 1}}')
+    proc = EventProcessor(settings, store, MemoryDeadLetters(), clock=lambda: TS / 1000)
+    profiles = [f"m{i}" for i in range(12)]
+    await proc.process([msg(codec.encode_event(play(f"e{p}", p, "t1", 700)), p)
+                        for p in profiles])
+    seen = set()
+    for p in profiles:
+        page = orjson.loads(store.pages[p])
+        variant = assign_variant(p, "homepage-v1", {"control": 1, "few": 1})
+        seen.add(variant)
+        assert page["variant"] == variant
+        assert (len(page["rows"]) == 1) == (variant == "few")
+    assert seen == {"control", "few"}

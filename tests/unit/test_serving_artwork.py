@@ -78,3 +78,22 @@ async def test_artwork_is_chosen_logged_with_propensity_and_kept_for_the_member(
     for e in events:
         by_title.setdefault(e.title_id, set()).add((e.artwork_id, e.propensity))
     assert all(len(v) == 1 for v in by_title.values())
+
+
+async def test_the_variant_is_on_the_response_and_every_impression() -> None:
+    from online_models.experiments import assign_variant
+
+    store = InMemoryStore()
+    await store.put_titles(TITLES)
+    await store.write_pages({"p1": stored_page()}, {})
+    rec = Recorder()
+    logger = ImpressionLogger("imp", rec)
+    settings = Settings(experiment_salt="s1", experiment_split="a:1,b:1")
+    app = create_app(settings, store=store, impressions=logger)
+    async with TestClient(TestServer(app)) as client:
+        body = await (await client.get("/v1/homepage/p1")).json()
+        await logger.drain()
+    expected = assign_variant("p1", "s1", {"a": 1, "b": 1})
+    assert body["variant"] == expected
+    events = [e for v in rec.values for e in default_codec().decode_events(v)]
+    assert events and {e.variant for e in events} == {expected}
