@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from player.cli import positive_float, positive_int
+
 log = logging.getLogger("bench")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,42 +155,28 @@ def check_failures(result: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options (defaults are what ``make bench`` runs)."""
     p = argparse.ArgumentParser(prog="python -m bench.run",
                                 description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--events", type=_positive_int, default=100_000,
+    p.add_argument("--events", type=positive_int, default=100_000,
                    help="backlog events (default 100000)")
-    p.add_argument("--titles", type=_positive_int, default=500, help="catalog size")
-    p.add_argument("--profiles", type=_positive_int, default=2000, help="simulated members")
+    p.add_argument("--titles", type=positive_int, default=500, help="catalog size")
+    p.add_argument("--profiles", type=positive_int, default=2000, help="simulated members")
     p.add_argument("--max-heartbeats", type=int, default=4,
                    help="at most this many progress heartbeats per simulated play")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--load-eps", type=_positive_float, default=1000.0,
+    p.add_argument("--load-eps", type=positive_float, default=1000.0,
                    help="steady load during the freshness probes, events/s")
-    p.add_argument("--load-seconds", type=_positive_float, default=20.0)
-    p.add_argument("--probe-interval-ms", type=_positive_float, default=100.0)
-    p.add_argument("--probe-timeout-s", type=_positive_float, default=10.0)
-    p.add_argument("--concurrency", type=_positive_int, default=32)
-    p.add_argument("--serve-seconds", type=_positive_float, default=10.0)
+    p.add_argument("--load-seconds", type=positive_float, default=20.0)
+    p.add_argument("--probe-interval-ms", type=positive_float, default=100.0)
+    p.add_argument("--probe-timeout-s", type=positive_float, default=10.0)
+    p.add_argument("--concurrency", type=positive_int, default=32)
+    p.add_argument("--serve-seconds", type=positive_float, default=10.0)
     p.add_argument("--unknown-share", type=float, default=0.1,
                    help="share of serving requests for profiles without a page")
-    p.add_argument("--redis-gets", type=_positive_int, default=2000)
-    p.add_argument("--drain-timeout-s", type=_positive_float, default=None,
+    p.add_argument("--redis-gets", type=positive_int, default=2000)
+    p.add_argument("--drain-timeout-s", type=positive_float, default=None,
                    help="give up on the backlog after this long (default: generous)")
     p.add_argument("--max-freshness-p99-ms", type=float, default=None)
     p.add_argument("--min-events-per-s", type=float, default=None)

@@ -207,22 +207,26 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
     return chosen
 
 
+def title_item(title: Title, score: float, **extra: Any) -> dict[str, Any]:
+    """A title as a page item: what the server returns for it (the artwork is the first
+    candidate until the server chooses one)."""
+    art = title.artwork[0]
+    return {
+        "title_id": title.title_id,
+        "name": title.name,
+        "artwork_id": art.artwork_id,
+        "artwork_url": art.url,
+        "score": round(float(score), 6),
+        "maturity_rating": title.maturity_rating,
+        "genres": list(title.genres),
+        "availability": list(title.availability),
+        **extra,
+    }
+
+
 def _item(catalog: Catalog, title: Title, score: float,
           extra: dict[str, Any] | None) -> dict[str, Any]:
-    def build() -> dict[str, Any]:
-        art = title.artwork[0]
-        return {
-            "title_id": title.title_id,
-            "name": title.name,
-            "artwork_id": art.artwork_id,
-            "artwork_url": art.url,
-            "score": 0.0,
-            "maturity_rating": title.maturity_rating,
-            "genres": list(title.genres),
-            "availability": list(title.availability),
-        }
-
-    base = catalog.derived(("item", title.title_id), build)
+    base = catalog.derived(("item", title.title_id), lambda: title_item(title, 0.0))
     return {**base, "score": round(float(score), 6), **(extra or {})}
 
 

@@ -238,14 +238,14 @@ def _exit_code(result: Any) -> int:
 
 
 # -- parser ----------------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {value}")
@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     produce = sub.add_parser("produce", help="send JSON-lines events (each with a 'type')")
     produce.add_argument("--file", "-f", default="-", help="input file, '-' for stdin")
     produce.add_argument("--topic", default=None, help="target topic (default player events)")
-    produce.add_argument("--batch", type=_positive_int, default=100,
+    produce.add_argument("--batch", type=positive_int, default=100,
                          help="max events per message per profile")
     produce.set_defaults(handler=cmd_produce)
 
@@ -276,32 +276,32 @@ def build_parser() -> argparse.ArgumentParser:
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True,
                                          metavar="ACTION")
     publish = catalog_sub.add_parser("publish", help="publish a synthetic catalog")
-    publish.add_argument("--titles", type=_positive_int, default=DEFAULT_TITLES)
+    publish.add_argument("--titles", type=positive_int, default=DEFAULT_TITLES)
     publish.add_argument("--seed", type=int, default=DEFAULT_CATALOG_SEED)
     publish.set_defaults(handler=cmd_catalog_publish)
 
     sim = sub.add_parser("simulate", help="send simulated player sessions")
-    sim.add_argument("--profiles", type=_positive_int, default=100)
+    sim.add_argument("--profiles", type=positive_int, default=100)
     stop = sim.add_mutually_exclusive_group(required=True)
-    stop.add_argument("--sessions", type=_positive_int, help="number of sessions")
-    stop.add_argument("--duration", type=_positive_float, help="seconds to run")
-    sim.add_argument("--rate", type=_positive_float, default=None, help="events per second")
+    stop.add_argument("--sessions", type=positive_int, help="number of sessions")
+    stop.add_argument("--duration", type=positive_float, help="seconds to run")
+    sim.add_argument("--rate", type=positive_float, default=None, help="events per second")
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--realtime", action="store_true",
                      help="stamp events with the wall clock as they are sent")
-    sim.add_argument("--titles", type=_positive_int, default=DEFAULT_TITLES,
+    sim.add_argument("--titles", type=positive_int, default=DEFAULT_TITLES,
                      help="catalog size (match 'catalog publish --titles')")
     sim.add_argument("--catalog-seed", type=int, default=DEFAULT_CATALOG_SEED,
                      help="catalog seed (match 'catalog publish --seed')")
-    sim.add_argument("--heartbeat", type=_positive_float, default=60.0,
+    sim.add_argument("--heartbeat", type=positive_float, default=60.0,
                      help="event-time seconds between play heartbeats")
     sim.add_argument("--max-heartbeats", type=int, default=None,
                      help="cap heartbeats per play (stretching their spacing)")
     sim.set_defaults(handler=cmd_simulate)
 
     dead = sub.add_parser("dead-letters", help="print dead letters as JSON lines")
-    dead.add_argument("--max", type=_positive_int, default=None, help="stop after N letters")
-    dead.add_argument("--timeout", type=_positive_float, default=10.0,
+    dead.add_argument("--max", type=positive_int, default=None, help="stop after N letters")
+    dead.add_argument("--timeout", type=positive_float, default=10.0,
                       help="stop after S seconds without a new letter")
     dead.set_defaults(handler=cmd_dead_letters)
 

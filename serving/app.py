@@ -56,7 +56,7 @@ from features.profile import ProfileMeta, ProfileState
 from features.store import PipelineStore, RedisStore
 from online_models import search as search_mod
 from online_models.experiments import Experiment, experiment_from_settings
-from online_models.page import PageConfig, relevance
+from online_models.page import PageConfig, relevance, title_item
 from online_models.rules import Rules, rules_from_settings
 from online_models.similarity import CoWatchSimilarity, similar_titles
 from serving.artwork import ArtworkChooser, request_context
@@ -208,22 +208,6 @@ async def load_state(store: PipelineStore, profile_id: str | None) -> ProfileSta
     if profile_id is None:
         return None
     return (await store.load_profiles([profile_id])).get(profile_id)
-
-
-def title_item(title: Title, score: float, **extra: Any) -> dict[str, Any]:
-    """A catalog title as an item, shaped like a page item."""
-    art = title.artwork[0]
-    return {
-        "title_id": title.title_id,
-        "name": title.name,
-        "artwork_id": art.artwork_id,
-        "artwork_url": art.url,
-        "score": round(float(score), 6),
-        "maturity_rating": title.maturity_rating,
-        "genres": list(title.genres),
-        "availability": list(title.availability),
-        **extra,
-    }
 
 
 def now_ms() -> int:
