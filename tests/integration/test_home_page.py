@@ -134,7 +134,7 @@ def test_a_new_title_reaches_new_releases_and_content_rows_without_restart(
         return [row["kind"] for row in rows if "fresh" in [i["title_id"] for i in row["items"]]]
 
     assert wait_until(default_rows_with_fresh, 15, what="fresh on the default page")[0] in {
-        "new_releases", "genre"}
+        "new_releases", "genre", "popular"}
 
 
 def test_kids_profile_settings_and_downstream_page_updates(
