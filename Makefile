@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration bench lint fmt clean
+.PHONY: install demo test test-unit test-integration bench eval eval-artwork lint fmt clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,12 @@ test-integration: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run --max-freshness-p99-ms 1000
+
+eval-artwork: $(STAMP)
+	$(BIN)/python -m evaluation.artwork
+
+eval: $(STAMP)
+	$(BIN)/python -m evaluation.movielens --out docs/evaluation.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

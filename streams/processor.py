@@ -214,6 +214,9 @@ class EventProcessor:
         if not force and version == self.catalog_version:
             return False
         version, titles = await self.store.load_catalog()
+        # sorted: the store's order (a Redis hash) changes between runs, and the model's
+        # negative sampling indexes this list, so sorting makes replays reproducible
+        titles = sorted(titles, key=lambda t: t.title_id)
         self.catalog = Catalog(titles)
         self._catalog_ids = self.catalog.title_ids()
         self.catalog_version = version

@@ -1,0 +1,292 @@
+"""The streaming pipeline as a :class:`~evaluation.movielens.protocol.Recommender`.
+
+Everything real: a Kafka-protocol broker and Redis (:func:`stack.local.local_stack`, or any
+given by settings), a ``python -m streams.worker`` child process, the catalog published to
+the catalog topic (:func:`player.simulator.publish_catalog`), and each chunk's ratings sent
+as player events (:func:`~evaluation.movielens.data.to_events`) through
+:class:`~player.producer.PlayerProducer`.
+
+``learn(chunk)`` sends the chunk's events, flushes, then waits until the worker's counters
+(``events_applied + duplicates + dead_letters``, the ``stats`` hash) account for every event
+sent so far *and* every member of the chunk has a page whose ``as_of_event_ts_ms`` reached
+their last event of the chunk (the worker bumps the counters just before it writes pages).
+``page(member)`` reads the member's materialized page from Redis (``features.keys.page_key``)
+as the page they would be served now; a member without one gets the default page
+(``default_page_key(prefix, "ALL")``), as the server does. By default no page is re-rendered
+for the evaluation: a member's page is the one the worker wrote after their previous events,
+as in production.
+
+With ``refresh_pages=True`` (a diagnostic: how much do stale pages cost?) ``prepare`` first
+re-sends each scored member's last event. The worker counts it as a duplicate and changes no
+state, but re-renders the member's page (the crash-recovery path of
+:meth:`streams.processor.EventProcessor.process`) with the current model, co-watch
+similarities and trending counts; ``prepare`` waits until those pages were regenerated.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+import redis
+
+from evaluation.movielens.data import Rating, to_events
+from evaluation.movielens.protocol import InteractionLike, Page
+from features import keys
+from features.keys import ALL_COUNTRIES
+from player.producer import PlayerProducer
+from player.simulator import publish_catalog
+from settings import Settings
+from topics.models import Event, Title
+from topics.registry import ensure_topics
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Counters whose sum accounts for every event the worker consumed.
+ACCOUNTED = ("events_applied", "duplicates", "dead_letters")
+
+
+def pipeline_settings(bootstrap_servers: str, redis_url: str, **overrides: Any) -> Settings:
+    """Settings for a replay: unique topic, key and group names; one partition (the worker
+    then applies events in the order they were produced; with several, how partitions
+    interleave in a micro-batch varies from run to run); page updates not published
+    downstream (nobody reads them here; pages are the same either way)."""
+    tag = uuid.uuid4().hex[:8]
+    values: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers,
+        "redis_url": redis_url,
+        "topic_prefix": f"ml{tag}.",
+        "key_prefix": f"ml{tag}:",
+        "app_id": f"ml-replay-{tag}",
+        "partitions": 1,
+        "worker_data_dir": str(Path(tempfile.gettempdir()) / f"homestream-ml-{tag}"),
+        "publish_page_updates": False,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class WorkerProcess:
+    """A ``python -m streams.worker`` child process configured by ``settings``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        fd, name = tempfile.mkstemp(prefix="ml-worker-", suffix=".log")
+        os.close(fd)
+        self.log = Path(name)
+        env = {**os.environ, **settings.to_env()}
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "streams.worker"], cwd=ROOT,
+                                         env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def tail(self, n: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+class PipelineRecommender:
+    """The pipeline under the page protocol (see the module docstring).
+
+    Parameters
+    ----------
+    settings
+        Where the broker and Redis are, and the names to use (see
+        :func:`pipeline_settings`).
+    titles
+        The catalog to publish before the first chunk.
+    events_of
+        Rating to player events (default :func:`~evaluation.movielens.data.to_events`).
+    timeout_s
+        Longest wait for the worker to catch up with one chunk.
+    refresh_pages
+        Re-render the pages of the members about to be scored (see the module docstring).
+    """
+
+    name = "pipeline"
+
+    def __init__(self, settings: Settings, titles: Sequence[Title], *,
+                 events_of: Callable[[Rating], list[Event]] = to_events,
+                 timeout_s: float = 120.0, refresh_pages: bool = False) -> None:
+        self.refresh_pages = refresh_pages
+        if refresh_pages:
+            self.name = "pipeline-refreshed"
+        self.resent = 0
+        self._last_event: dict[str, Event] = {}
+        self.settings = settings
+        self.titles = list(titles)
+        self.events_of = events_of
+        self.timeout_s = timeout_s
+        self.sent = 0
+        self.default_pages_served = 0
+        self.wait_seconds = 0.0
+        self.send_seconds = 0.0
+        self._redis = redis.Redis.from_url(settings.redis_url)
+        self._worker: WorkerProcess | None = None
+        self._producer: PlayerProducer | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self, timeout_s: float = 60.0) -> PipelineRecommender:
+        """Create the topics, start the worker, publish the catalog and wait until the worker
+        stored it."""
+        ensure_topics(self.settings)
+        self._worker = WorkerProcess(self.settings)
+        publish_catalog(self.settings, self.titles)
+        catalog = keys.catalog_key(self.settings.key_prefix)
+        self._wait(lambda: self._redis.hlen(catalog) >= len(self.titles), timeout_s,
+                   f"{len(self.titles)} catalog titles in Redis")
+        self._producer = PlayerProducer(self.settings, max_batch_events=500)
+        return self
+
+    def close(self) -> None:
+        try:
+            if self._producer is not None:
+                self._producer.close()
+        finally:
+            self._producer = None
+            if self._worker is not None:
+                self._worker.stop()
+            self._redis.close()
+
+    def __enter__(self) -> PipelineRecommender:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()  # do not leave a worker behind
+            raise
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- the Recommender protocol ---------------------------------------------------------
+    def page(self, member: str, now_ts: int) -> Page:
+        prefix = self.settings.key_prefix
+        raw = self._redis.get(keys.page_key(prefix, member))
+        if raw is None:
+            raw = self._redis.get(keys.default_page_key(prefix, ALL_COUNTRIES))
+            self.default_pages_served += 1
+        if raw is None:
+            return Page([], kinds=[])
+        page = orjson.loads(raw)
+        rows = page.get("rows", [])
+        return Page([[str(i["title_id"]) for i in r.get("items", ())] for r in rows],
+                    kinds=[str(r.get("kind", "")) for r in rows])
+
+    def learn(self, chunk: Sequence[InteractionLike]) -> None:
+        if self._producer is None:
+            raise RuntimeError("PipelineRecommender is not started")
+        t0 = time.perf_counter()
+        last_ms: dict[str, int] = {}
+        n = 0
+        for r in chunk:
+            events = self.events_of(r)  # type: ignore[arg-type]
+            for ev in events:
+                self._producer.send(ev)
+            n += len(events)
+            last = max(events, key=lambda e: e.event_ts_ms)
+            if last.event_ts_ms >= last_ms.get(r.user, 0):
+                last_ms[r.user] = last.event_ts_ms
+                self._last_event[r.user] = last
+        self._producer.flush()
+        self.sent += n
+        t1 = time.perf_counter()
+        self.send_seconds += t1 - t0
+        self._wait(lambda: self.accounted() >= self.sent, self.timeout_s,
+                   f"the worker to account for {self.sent} events")
+        members = list(last_ms)
+        page_keys = [keys.page_key(self.settings.key_prefix, m) for m in members]
+
+        def pages_current() -> bool:
+            for m, raw in zip(members, self._redis.mget(page_keys), strict=True):
+                if raw is None or orjson.loads(raw).get("as_of_event_ts_ms", 0) < last_ms[m]:
+                    return False
+            return True
+
+        self._wait(pages_current, self.timeout_s, f"pages of {len(members)} members")
+        self.wait_seconds += time.perf_counter() - t1
+
+    def prepare(self, members: Sequence[str], now_ts: int) -> None:
+        """With ``refresh_pages``: have the worker re-render these members' pages now."""
+        if not self.refresh_pages or self._producer is None:
+            return
+        events = [self._last_event[m] for m in members if m in self._last_event]
+        if not events:
+            return
+        t0 = time.perf_counter()
+        since_ms = int(time.time() * 1000)
+        for ev in events:
+            self._producer.send(ev)
+        self._producer.flush()
+        self.sent += len(events)
+        self.resent += len(events)
+        self._wait(lambda: self.accounted() >= self.sent, self.timeout_s,
+                   f"the worker to account for {self.sent} events")
+        page_keys = [keys.page_key(self.settings.key_prefix, e.profile_id) for e in events]
+
+        def regenerated() -> bool:
+            return all(raw is not None and orjson.loads(raw).get("generated_at_ms", 0)
+                       >= since_ms for raw in self._redis.mget(page_keys))
+
+        self._wait(regenerated, self.timeout_s, f"{len(events)} refreshed pages")
+        self.wait_seconds += time.perf_counter() - t0
+
+    # -- helpers --------------------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        """The worker's ``stats`` hash."""
+        raw = self._redis.hgetall(keys.stats_key(self.settings.key_prefix))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def accounted(self) -> int:
+        c = self.counters()
+        return sum(c.get(k, 0) for k in ACCOUNTED)
+
+    def _wait(self, predicate: Callable[[], object], timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        delay = 0.002
+        while not predicate():
+            if self._worker is not None and not self._worker.alive():
+                raise RuntimeError(f"worker exited while waiting for {what}:\n"
+                                   f"{self._worker.tail()}")
+            if time.monotonic() > deadline:
+                tail = self._worker.tail() if self._worker is not None else ""
+                raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}; "
+                                   f"counters {self.counters()}\n{tail}")
+            time.sleep(delay)
+            delay = min(0.02, delay * 1.5)
+
+
+@contextmanager
+def local_pipeline(titles: Sequence[Title], *, refresh_pages: bool = False,
+                   **overrides: Any) -> Iterator[PipelineRecommender]:
+    """A :class:`PipelineRecommender` on a throwaway local broker and Redis; ``overrides``
+    go to :func:`pipeline_settings`."""
+    from stack.local import local_stack
+
+    with local_stack() as stack:
+        settings = pipeline_settings(stack.bootstrap_servers, stack.redis_url, **overrides)
+        with PipelineRecommender(settings, titles, refresh_pages=refresh_pages) as rec:
+            yield rec
+
+
+__all__ = ["PipelineRecommender", "WorkerProcess", "local_pipeline",
+           "pipeline_settings"]
