@@ -121,7 +121,7 @@ class ServingModels:
 
     def __init__(self, store: PipelineStore, *, refresh_interval_s: float = 2.0,
                  trending_half_life_s: float = 6 * 3600.0,
-                 popularity_ttl_s: float = 2.0, artwork_policy: str = "epsilon_greedy",
+                 popularity_ttl_s: float = 2.0, artwork_policy: str = "lin_ucb",
                  seed: int = 42) -> None:
         self.store = store
         self.refresh_interval_s = refresh_interval_s

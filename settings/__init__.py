@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     publish_page_updates: bool = Field(True, description="Publish changed pages downstream")
 
     # --- artwork ----------------------------------------------------------------------------
-    artwork_policy: str = Field("epsilon_greedy", description="Artwork bandit: uniform, "
+    artwork_policy: str = Field("lin_ucb", description="Artwork bandit: uniform, "
                                 "non_contextual, epsilon_greedy, lin_ucb or thompson")
     artwork_sticky_s: float = Field(7 * 24 * 3600.0, ge=0.0,
                                     description="How long a member keeps a title's artwork")
