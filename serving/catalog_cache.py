@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -133,6 +134,7 @@ class ServingModels:
         #: only chooses with it; the worker learns.
         self.artwork_policy: ArtworkPolicy = make_policy(artwork_policy, seed)
         self._artwork_bytes: bytes | None = None
+        self._reseed = random.Random(seed)
         self.loaded = False
         self.refreshes = 0
         self.model_errors = 0
@@ -186,6 +188,10 @@ class ServingModels:
                 try:
                     policy = await loop.run_in_executor(None, ArtworkPolicy.from_bytes, art)
                     if policy.name == self.artwork_policy.name:
+                        # the checkpoint carries the worker's RNG state, which never moves
+                        # (the worker only learns): without a fresh seed every reload would
+                        # replay the same draws (measured in docs/artwork.md)
+                        policy._rng.seed(self._reseed.getrandbits(64))
                         self.artwork_policy = policy
                 except Exception as exc:  # keep choosing with the previous policy
                     self.model_errors += 1

@@ -97,3 +97,22 @@ async def test_the_variant_is_on_the_response_and_every_impression() -> None:
     assert body["variant"] == expected
     events = [e for v in rec.values for e in default_codec().decode_events(v)]
     assert events and {e.variant for e in events} == {expected}
+
+
+async def test_reloaded_policies_do_not_replay_the_same_draws() -> None:
+    from online_models.bandits import make_policy
+    from online_models.bandits.base import Arm
+    from serving.catalog_cache import ARTWORK_CHECKPOINT, ServingModels
+
+    store = InMemoryStore()
+    models = ServingModels(store, artwork_policy="uniform", seed=3)
+    arms = [Arm(f"a{k}") for k in range(3)]
+    first_draws = []
+    for version in range(6):  # the worker checkpoints a new version each time
+        policy = make_policy("uniform", 42)
+        policy._version = version
+        await store.save_checkpoint(ARTWORK_CHECKPOINT, policy.to_bytes())
+        await models.refresh()
+        first_draws.append(tuple(models.artwork_policy.select({}, arms).artwork_id
+                                 for _ in range(4)))
+    assert len(set(first_draws)) > 1  # same checkpoint RNG state, different draws
