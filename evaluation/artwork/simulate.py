@@ -1,0 +1,651 @@
+"""Artwork personalization on the real pipeline with a simulated population.
+
+The members' taste in images depends on their taste in genres: a member whose favourite genre
+is Comedy starts a title (and watches it past the quality threshold) more often after a
+comedic image, a Romance fan after a romantic one (:class:`PreferenceModel`; by default
+``P(quality play | shown) = 0.30`` when the image's tag is the member's favourite genre and
+``0.10`` otherwise). Nothing in the pipeline knows this rule; the bandit has to find it.
+
+:func:`run_policy` runs one policy end to end on a fresh local stack (Tansu + Redis), exactly
+as deployed: topics, a catalog of Comedy and Romance titles each with a comedic, a romantic
+and a cast image (tags ``comedy``, ``romance``, ``cast``), one worker process and one server
+process (``python -m streams.worker``, ``python -m serving``) configured with
+``HOMESTREAM_ARTWORK_POLICY=<policy>``. Members first watch a few titles of their favourite
+genre (so the page context the worker stores carries their genre affinity), then visit their
+home page in a loop over HTTP (``GET /v1/homepage/{id}?country=US&device=tv``), look at the
+first ``rows x columns`` items, draw a quality play for each from the preference model given
+the tags of the image the server chose, and send the plays with :class:`~player.producer.
+PlayerProducer` (event time = now). The take fraction (quality plays / items seen) is
+tracked as impressions accumulate; the impression and play topics are read back afterwards
+(:mod:`evaluation.artwork.logs`) for the offline evaluation.
+
+Timing: a member's plays follow the page by ``think_s`` (shorter than the reward window) and
+their next visit comes ``visit_interval_s`` after the page (longer than the window), so each
+page view's decisions are settled, by the worker as by the log join, before the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+from evaluation.artwork.logs import (
+    ArtworkRound,
+    JoinStats,
+    arms_from_catalog,
+    build_rounds,
+    read_catalog,
+    read_events,
+)
+from online_models.bandits import Arm, ArtworkPolicy
+from topics.models import Artwork, Title
+
+__all__ = [
+    "IMAGE_TAGS",
+    "PolicyRun",
+    "PreferenceModel",
+    "SimConfig",
+    "SimMember",
+    "TakeFraction",
+    "build_catalog",
+    "make_members",
+    "run_policy",
+    "take_fraction",
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Tags of each title's three images (a comedic, a romantic and a cast image).
+IMAGE_TAGS = ("comedy", "romance", "cast")
+
+
+def slug(genre: str) -> str:
+    """The artwork tag of a genre.
+
+    >>> slug("Comedy"), slug("Science Fiction")
+    ('comedy', 'science-fiction')
+    """
+    return genre.strip().lower().replace(" ", "-")
+
+
+@dataclass(frozen=True)
+class PreferenceModel:
+    """``P(quality play | an item shown with an image tagged tags)`` for a member whose
+    favourite genre is ``favourite``: ``p_match`` when a tag is the genre's slug, else
+    ``p_other``; times ``other_genre_factor`` when the title is not of the favourite genre
+    (members mostly watch their genre, which keeps the genre affinity the worker learns from
+    their plays pointing at it; with a factor of 1 a member's plays would drift towards an
+    even mix and the context would stop telling fans apart).
+
+    >>> m = PreferenceModel()
+    >>> m.probability("Comedy", ("comedy",)), m.probability("Romance", ("comedy",))
+    (0.3, 0.1)
+    >>> m.probability("Comedy", ("comedy",), ["Romance"])   # a comedy fan, a romance title
+    0.15
+    >>> round(m.random_value("Comedy", ["comedy", "romance", "cast"], ["Comedy"]), 4)
+    0.1667
+    """
+
+    p_match: float = 0.30
+    p_other: float = 0.10
+    other_genre_factor: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("p_match", "p_other", "other_genre_factor"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {v}")
+
+    def probability(self, favourite: str, tags: Sequence[str],
+                    title_genres: Sequence[str] = ()) -> float:
+        p = self.p_match if slug(favourite) in {t.lower() for t in tags} else self.p_other
+        if title_genres and favourite not in title_genres:
+            p *= self.other_genre_factor
+        return p
+
+    def draw(self, rng: random.Random, favourite: str, tags: Sequence[str],
+             title_genres: Sequence[str] = ()) -> bool:
+        """One member's reaction to one item: a quality play or not."""
+        return rng.random() < self.probability(favourite, tags, title_genres)
+
+    def random_value(self, favourite: str, image_tags: Sequence[str],
+                     title_genres: Sequence[str] = ()) -> float:
+        """Expected take of an item whose image is one of ``image_tags`` (one tag per image)
+        chosen uniformly at random."""
+        return sum(self.probability(favourite, (t,), title_genres)
+                   for t in image_tags) / len(image_tags)
+
+    def best_value(self, favourite: str, image_tags: Sequence[str],
+                   title_genres: Sequence[str] = ()) -> float:
+        """Expected take of the item with the best image for this member (the oracle)."""
+        return max(self.probability(favourite, (t,), title_genres) for t in image_tags)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """One simulated run of a policy (all durations in seconds)."""
+
+    policy: str = "uniform"
+    seconds: float = 150.0
+    members: int = 2000
+    genres: tuple[str, ...] = ("Comedy", "Romance")
+    titles_per_genre: int = 300
+    rows: int = 2
+    columns: int = 5
+    reward_window_s: float = 2.0
+    quality_fraction: float = 0.3
+    #: The server's sticky period. 0 (or less than the visit spacing) makes every visit a new
+    #: decision; a longer one makes the log join count one decision per assignment while the
+    #: worker learns a round per visit (see :mod:`evaluation.artwork.logs`).
+    sticky_s: float = 0.0
+    think_s: tuple[float, float] = (0.2, 0.7)
+    visit_interval_s: tuple[float, float] = (16.0, 24.0)
+    warmup_plays: int = 3
+    #: How far a quality play goes (1.0: the member finishes the title, which then leaves the
+    #: page; a partial play would keep it in Continue Watching).
+    play_fraction: float = 1.0
+    concurrency: int = 32
+    checkpoint_interval_s: float = 1.0
+    seed: int = 7
+    preference: PreferenceModel = field(default_factory=PreferenceModel)
+    partitions: int = 6
+
+    def __post_init__(self) -> None:
+        if self.think_s[1] >= self.reward_window_s:
+            raise ValueError("plays must come within the reward window (think_s < window)")
+        if self.visit_interval_s[0] <= self.reward_window_s:
+            raise ValueError("visits must be spaced more than the reward window apart")
+        if self.play_fraction < self.quality_fraction:
+            raise ValueError("play_fraction must reach the quality fraction")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SimMember:
+    profile_id: str
+    favourite: str
+
+
+def make_members(cfg: SimConfig) -> list[SimMember]:
+    """``cfg.members`` members, favourite genres in turn (equal shares).
+
+    >>> [m.favourite for m in make_members(SimConfig(members=3))]
+    ['Comedy', 'Romance', 'Comedy']
+    """
+    return [SimMember(f"m{i:04d}", cfg.genres[i % len(cfg.genres)])
+            for i in range(cfg.members)]
+
+
+def build_catalog(cfg: SimConfig, today: dt.date | None = None,
+                  base_url: str = "https://img.example.com/art/") -> list[Title]:
+    """``titles_per_genre`` titles of each genre, each with a comedic, a romantic and a cast
+    image in a shuffled (seeded) order, all rated PG-13, available everywhere.
+
+    >>> cat = build_catalog(SimConfig(titles_per_genre=2))
+    >>> len(cat), cat[0].genres, sorted(tuple(a.tags) for a in cat[0].artwork)
+    (4, ['Comedy'], [('cast',), ('comedy',), ('romance',)])
+    """
+    rng = random.Random(cfg.seed)
+    today = today or dt.date.today()
+    titles = []
+    for genre in cfg.genres:
+        for i in range(cfg.titles_per_genre):
+            tid = f"{slug(genre)[:3]}{i:04d}"
+            tags = list(IMAGE_TAGS)
+            rng.shuffle(tags)
+            titles.append(Title(
+                title_id=tid, name=f"{genre} {i}", genres=[genre], maturity_rating="PG-13",
+                release_date=today - dt.timedelta(days=rng.randrange(120, 3000)),
+                duration_s=float(rng.choice((1800, 2700, 5400, 6600))),
+                artwork=[Artwork(artwork_id=f"{tid}-{t}", url=f"{base_url}{tid}/{t}.jpg",
+                                 tags=[t]) for t in tags],
+                cast=[f"Actor {rng.randrange(60)}", f"Actor {rng.randrange(60)}"]))
+    return titles
+
+
+# -- take fraction --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TakeFraction:
+    """Quality plays / impressions with a 95% interval clustered by member."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    std_error: float
+    impressions: int
+    quality_plays: int
+    members: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def take_fraction(outcomes: np.ndarray, members: np.ndarray,
+                  confidence: float = 0.95) -> TakeFraction:
+    """Ratio estimate ``sum(y) / n`` with a cluster-robust (by member) standard error:
+    ``sqrt(G / (G - 1) * sum_g (y_g - R n_g)^2) / n`` over the ``G`` members (impressions of
+    one member are not independent: same taste, same pages).
+
+    >>> tf = take_fraction(np.array([1, 0, 0, 1, 0, 0]), np.array([0, 0, 0, 1, 1, 1]))
+    >>> round(tf.value, 4), tf.impressions, tf.quality_plays, tf.members, tf.std_error
+    (0.3333, 6, 2, 2, 0.0)
+    """
+    outcomes = np.asarray(outcomes, dtype=float)
+    members = np.asarray(members)
+    n = len(outcomes)
+    if n == 0:
+        return TakeFraction(math.nan, math.nan, math.nan, math.nan, 0, 0, 0)
+    _, idx = np.unique(members, return_inverse=True)
+    y = np.bincount(idx, weights=outcomes)
+    m = np.bincount(idx).astype(float)
+    g = len(y)
+    r = float(y.sum() / n)
+    se = math.sqrt(g / (g - 1) * float(((y - r * m) ** 2).sum())) / n if g > 1 else math.nan
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    return TakeFraction(r, r - z * se, r + z * se, se, n, int(outcomes.sum()), g)
+
+
+# -- one run ------------------------------------------------------------------------------------
+@dataclass
+class PolicyRun:
+    """Everything one simulated run of a policy produced."""
+
+    policy: str
+    config: dict[str, Any]
+    take: TakeFraction
+    #: Per item seen, in the order pages were served: 1 = quality play.
+    outcomes: np.ndarray
+    #: Per item seen: index of the member.
+    member_index: np.ndarray
+    #: Per item seen: served_at_ms.
+    served_ms: np.ndarray
+    #: Per item seen: the preference model's probability of a quality play given the image
+    #: shown (the noise-free value of the choice).
+    p_shown: np.ndarray
+    #: Per item seen: 1 when the image shown was tagged with the member's favourite genre
+    #: (their best image).
+    matched: np.ndarray
+    #: Mean over the items seen of that probability for the image shown, for a uniformly
+    #: random image and for the member's best image (the oracle); ``genre_image`` is the
+    #: share of items shown with the member's favourite-genre image.
+    expected: dict[str, float]
+    pages: int
+    empty_pages: int
+    http_errors: int
+    page_latency_ms: dict[str, float]
+    timings: dict[str, float]
+    worker_counters: dict[str, int]
+    rounds: list[ArtworkRound]
+    join: JoinStats
+    undecodable: int
+    #: Final policy (from the worker's checkpoint): version and what it shows a Comedy / a
+    #: Romance fan on a title it never saw.
+    final_version: int | None
+    learned: dict[str, dict[str, float]]
+    by_favourite: dict[str, TakeFraction]
+    by_tag_shown: dict[str, float]
+    log_dir: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy, "config": self.config, "take": self.take.to_dict(),
+            "expected": self.expected,
+            "pages": self.pages, "empty_pages": self.empty_pages,
+            "http_errors": self.http_errors, "page_latency_ms": self.page_latency_ms,
+            "timings": self.timings, "worker_counters": self.worker_counters,
+            "rounds": len(self.rounds), "join": self.join.to_dict(),
+            "undecodable": self.undecodable, "final_version": self.final_version,
+            "learned": self.learned,
+            "by_favourite": {k: v.to_dict() for k, v in self.by_favourite.items()},
+            "by_tag_shown": self.by_tag_shown, "log_dir": self.log_dir,
+        }
+
+
+class SimulationError(RuntimeError):
+    """The pipeline did not run (a process died, nothing was served, ...)."""
+
+
+def _start(module: str, env: Mapping[str, str], log_path: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env={**os.environ, **env},
+                            stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _tail(path: Path, n: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def _wait(what: str, predicate: Any, timeout_s: float, procs: Sequence[tuple[str, Any]] = (),
+          interval_s: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        for name, (proc, log) in procs:
+            if proc.poll() is not None:
+                raise SimulationError(f"{name} exited with {proc.returncode} while waiting for "
+                                      f"{what}; log tail:\n{_tail(log)}")
+        if time.monotonic() > deadline:
+            raise SimulationError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _play_events(member: SimMember, title: Title, ts_ms: int, fraction: float) -> list[Any]:
+    from topics.models import Play
+
+    common = {"profile_id": member.profile_id, "title_id": title.title_id,
+              "duration_s": title.duration_s, "country": "US", "device": "tv"}
+    return [Play(event_id=uuid.uuid4().hex, event_ts_ms=ts_ms, action="start",
+                 position_s=0.0, **common),
+            Play(event_id=uuid.uuid4().hex, event_ts_ms=ts_ms + 1, action="stop",
+                 position_s=round(fraction * title.duration_s, 3), **common)]
+
+
+def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
+               progress: Any = None) -> PolicyRun:
+    """Run ``cfg.policy`` on a fresh local stack; see the module docstring.
+
+    Raises :class:`SimulationError` when the pipeline does not run.
+    """
+    from player.producer import PlayerProducer
+    from player.simulator import publish_catalog
+    from settings import Settings
+    from stack.local import free_port, local_stack, wait_for_port
+    from topics.registry import ensure_topics, topic_specs
+
+    say = progress or (lambda msg: None)
+    log_dir = Path(log_dir or tempfile.mkdtemp(prefix=f"artwork-{cfg.policy}-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    members = make_members(cfg)
+    titles = build_catalog(cfg)
+    by_id = {t.title_id: t for t in titles}
+    tags_of = {a.artwork_id: tuple(a.tags) for t in titles for a in t.artwork}
+    rules = log_dir / "rules.json"
+    rules.write_text(json.dumps({"max_rows": cfg.rows}))
+
+    with contextlib.ExitStack() as exits:
+        stack = exits.enter_context(local_stack())
+        settings = Settings(
+            bootstrap_servers=stack.bootstrap_servers, redis_url=stack.redis_url,
+            partitions=cfg.partitions, artwork_policy=cfg.policy,
+            artwork_sticky_s=cfg.sticky_s, artwork_reward_window_s=cfg.reward_window_s,
+            artwork_quality_fraction=cfg.quality_fraction,
+            model_checkpoint_interval_s=cfg.checkpoint_interval_s, row_length=cfg.columns,
+            rules_file=str(rules), http_port=free_port(),
+            worker_data_dir=str(log_dir / "worker-data"), publish_page_updates=False)
+        env = settings.to_env()
+        ensure_topics(settings)
+        publish_catalog(settings, titles)
+        worker_log, server_log = log_dir / "worker.log", log_dir / "server.log"
+        worker = _start("streams.worker", env, worker_log)
+        exits.callback(_stop, worker)
+        server = _start("serving", env, server_log)
+        server_stopped = False
+
+        def stop_server() -> None:
+            if not server_stopped:
+                _stop(server)
+
+        exits.callback(stop_server)
+        procs = [("worker", (worker, worker_log)), ("server", (server, server_log))]
+        import redis as redis_sync
+
+        from features import keys
+        r = redis_sync.Redis.from_url(settings.redis_url)
+        exits.callback(r.close)
+        wait_for_port(settings.http_port, 60, proc=server)
+        _wait("the worker to load the catalog",
+              lambda: r.hlen(keys.catalog_key(settings.key_prefix)) >= len(titles), 90, procs)
+        timings["startup_s"] = time.perf_counter() - t0
+        say(f"{cfg.policy}: stack, worker and server up in {timings['startup_s']:.1f}s "
+            f"(logs {log_dir})")
+
+        # warm-up: every member watches a few titles of their favourite genre
+        t1 = time.perf_counter()
+        rng = random.Random(cfg.seed)
+        by_genre = {g: [t for t in titles if g in t.genres] for g in cfg.genres}
+        with PlayerProducer(settings) as producer:
+            now = _now_ms()
+            for m in members:
+                for k, t in enumerate(rng.sample(by_genre[m.favourite], cfg.warmup_plays)):
+                    producer.send_many(_play_events(m, t, now + 10 * k, 1.0))
+
+        def warmed_up() -> bool:
+            raws = r.mget([keys.page_key(settings.key_prefix, m.profile_id) for m in members])
+            for m, raw in zip(members, raws, strict=True):
+                if raw is None:
+                    return False
+                ctx = json.loads(raw).get("context") or {}
+                if ctx.get(f"genre:{m.favourite}") != 1.0:
+                    return False
+            return True
+
+        _wait("every member's page to carry their genre affinity", warmed_up, 120, procs)
+        timings["warmup_s"] = time.perf_counter() - t1
+        say(f"{cfg.policy}: {len(members)} members warmed up in {timings['warmup_s']:.1f}s")
+
+        # the loop
+        t2 = time.perf_counter()
+        base = f"http://127.0.0.1:{settings.http_port}"
+        producer = PlayerProducer(settings)
+        try:
+            sim = asyncio.run(_loop(cfg, base, members, by_id, tags_of, producer, say))
+            producer.flush(30)
+        finally:
+            with contextlib.suppress(Exception):
+                producer.close(10)
+        loop_end_ms = _now_ms()
+        timings["loop_s"] = time.perf_counter() - t2
+        if sim.pages == 0 or len(sim.outcomes) == 0:
+            raise SimulationError(f"{cfg.policy}: no page with items was served "
+                                  f"({sim.http_errors} HTTP errors); server log:\n"
+                                  f"{_tail(server_log)}")
+
+        # let the last windows close and the worker learn, then stop the server (it flushes
+        # its impressions) and read everything back
+        t3 = time.perf_counter()
+        time.sleep(cfg.reward_window_s + 1.0)
+        for name, (proc, log) in procs:
+            if proc.poll() is not None:
+                raise SimulationError(f"{name} exited with {proc.returncode} during the run; "
+                                      f"log tail:\n{_tail(log)}")
+        _stop(server)
+        server_stopped = True
+        specs = topic_specs(settings)
+        impressions, plays, undecodable = read_events(
+            settings.bootstrap_servers,
+            [specs["impressions"].name, specs["player_events"].name], timeout_s=120)
+        catalog = read_catalog(settings.bootstrap_servers, specs["catalog"].name)
+        rounds, join = build_rounds(
+            impressions, plays, arms_from_catalog(catalog),
+            reward_window_s=cfg.reward_window_s, quality_fraction=cfg.quality_fraction,
+            sticky_s=cfg.sticky_s, viewport=(cfg.rows, cfg.columns),
+            end_ts_ms=max(loop_end_ms + int(cfg.reward_window_s * 1000) + 1, _now_ms()))
+        counters = {k.decode(): int(v) for k, v in
+                    r.hgetall(keys.stats_key(settings.key_prefix)).items()}
+        raw_policy = r.get(keys.checkpoint_key(settings.key_prefix, "artwork-policy"))
+        final = ArtworkPolicy.from_bytes(raw_policy) if raw_policy else None
+        timings["drain_read_s"] = time.perf_counter() - t3
+    timings["total_s"] = time.perf_counter() - t0
+
+    outcomes = np.array(sim.outcomes, dtype=np.int8)
+    member_index = np.array(sim.member_index, dtype=np.int32)
+    favourite = np.array([members[i].favourite for i in member_index])
+    by_fav = {g: take_fraction(outcomes[favourite == g], member_index[favourite == g])
+              for g in cfg.genres}
+    shown = {}
+    for g in cfg.genres:
+        mask = favourite == g
+        tags = np.array([sim.tags[i] for i in np.flatnonzero(mask)])
+        shown[g] = {t: float(np.mean(tags == t)) if len(tags) else math.nan for t in IMAGE_TAGS}
+    lat = np.array(sim.latency_ms) if sim.latency_ms else np.array([math.nan])
+    run = PolicyRun(
+        policy=cfg.policy, config=cfg.to_dict(),
+        take=take_fraction(outcomes, member_index), outcomes=outcomes,
+        member_index=member_index, served_ms=np.array(sim.served_ms, dtype=np.int64),
+        p_shown=np.array(sim.p_shown), matched=np.array(sim.matched, dtype=np.int8),
+        expected={"shown": float(np.mean(sim.p_shown)), "random": float(np.mean(sim.p_random)),
+                  "oracle": float(np.mean(sim.p_best)),
+                  "genre_image": float(np.mean(sim.matched))},
+        pages=sim.pages, empty_pages=sim.empty_pages, http_errors=sim.http_errors,
+        page_latency_ms={"p50": float(np.percentile(lat, 50)),
+                         "p95": float(np.percentile(lat, 95))},
+        timings=timings, worker_counters=counters, rounds=rounds, join=join,
+        undecodable=undecodable, final_version=final.version if final else None,
+        learned=_learned(final, cfg) if final else {},
+        by_favourite=by_fav,
+        by_tag_shown={f"{g} fan sees {t}": v for g, d in shown.items() for t, v in d.items()},
+        log_dir=str(log_dir))
+    say(f"{cfg.policy}: take fraction {run.take.value:.4f} "
+        f"[{run.take.ci_low:.4f}, {run.take.ci_high:.4f}] over {run.take.impressions} items, "
+        f"{run.pages} pages, {len(rounds)} logged rounds; {timings['total_s']:.0f}s")
+    return run
+
+
+def _learned(policy: ArtworkPolicy, cfg: SimConfig) -> dict[str, dict[str, float]]:
+    """What the final policy shows a fan of each genre on a title it never saw."""
+    hour = int(_now_ms() // 3_600_000) % 24
+    arms = [Arm(f"new-{t}", (t,)) for t in IMAGE_TAGS]
+    out = {}
+    for g in cfg.genres:
+        ctx: dict[str, Any] = {f"genre:{o}": (1.0 if o == g else 0.3) for o in cfg.genres}
+        ctx.update(country="US", device="tv", hour=hour)
+        props = policy.propensities(ctx, arms)
+        out[f"{g} fan"] = {a.tags[0]: round(props[a.artwork_id], 4) for a in arms}
+    return out
+
+
+@dataclass
+class _SimState:
+    outcomes: list[int] = field(default_factory=list)
+    member_index: list[int] = field(default_factory=list)
+    served_ms: list[int] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    p_shown: list[float] = field(default_factory=list)
+    p_random: list[float] = field(default_factory=list)
+    p_best: list[float] = field(default_factory=list)
+    matched: list[int] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)
+    pages: int = 0
+    empty_pages: int = 0
+    http_errors: int = 0
+
+
+async def _loop(cfg: SimConfig, base: str, members: Sequence[SimMember],
+                titles: Mapping[str, Title], tags_of: Mapping[str, tuple[str, ...]],
+                producer: Any, say: Any) -> _SimState:
+    import aiohttp
+
+    state = _SimState()
+    deadline = time.monotonic() + cfg.seconds
+    sem = asyncio.Semaphore(cfg.concurrency)
+    timeout = aiohttp.ClientTimeout(total=10)
+    connector = aiohttp.TCPConnector(limit=cfg.concurrency)
+
+    async def member_loop(i: int, m: SimMember, session: aiohttp.ClientSession) -> None:
+        rng = random.Random(f"{cfg.seed}-{m.profile_id}")
+        await asyncio.sleep(rng.uniform(0, cfg.visit_interval_s[0]))
+        url = f"{base}/v1/homepage/{m.profile_id}?country=US&device=tv"
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            try:
+                async with sem, session.get(url) as resp:
+                    if resp.status != 200:
+                        state.http_errors += 1
+                        await asyncio.sleep(1.0)
+                        continue
+                    page = await resp.json()
+            except (TimeoutError, aiohttp.ClientError):
+                state.http_errors += 1
+                await asyncio.sleep(1.0)
+                continue
+            state.latency_ms.append((time.monotonic() - started) * 1000.0)
+            state.pages += 1
+            seen = [item for row in page.get("rows", [])[: cfg.rows]
+                    for item in row.get("items", [])[: cfg.columns]]
+            if not seen:
+                state.empty_pages += 1
+            taken = []
+            for item in seen:
+                tags = tags_of.get(item.get("artwork_id"), ())
+                title = titles[item["title_id"]]
+                pref = cfg.preference
+                took = pref.draw(rng, m.favourite, tags, title.genres)
+                options = [a.tags[0] for a in title.artwork if a.tags]
+                state.p_shown.append(pref.probability(m.favourite, tags, title.genres))
+                state.p_random.append(pref.random_value(m.favourite, options, title.genres))
+                state.p_best.append(pref.best_value(m.favourite, options, title.genres))
+                state.matched.append(int(slug(m.favourite) in tags))
+                state.outcomes.append(int(took))
+                state.member_index.append(i)
+                state.served_ms.append(int(page.get("served_at_ms") or 0))
+                state.tags.append(tags[0] if tags else "")
+                if took:
+                    taken.append(title)
+            await asyncio.sleep(rng.uniform(*cfg.think_s))
+            if taken:
+                now = _now_ms()
+                for t in taken:
+                    producer.send_many(_play_events(m, t, now, cfg.play_fraction))
+                producer.flush_batches()
+                producer.poll(0)
+            wait = min(started + rng.uniform(*cfg.visit_interval_s), deadline) - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    async def report() -> None:
+        start = time.monotonic()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(15.0)
+            n = len(state.outcomes)
+            tf = sum(state.outcomes) / n if n else math.nan
+            say(f"{cfg.policy}: {time.monotonic() - start:5.0f}s {state.pages} pages, "
+                f"{n} items seen, take fraction so far {tf:.4f}")
+
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        reporter = asyncio.create_task(report())
+        await asyncio.gather(*(member_loop(i, m, session) for i, m in enumerate(members)))
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+    # served order (pages of one request keep their row/column order: stable sort)
+    order = np.argsort(np.array(state.served_ms), kind="stable")
+    for name in ("outcomes", "member_index", "served_ms", "tags", "p_shown", "p_random",
+                 "p_best", "matched"):
+        values = getattr(state, name)
+        setattr(state, name, [values[j] for j in order])
+    return state
