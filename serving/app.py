@@ -583,7 +583,7 @@ def create_app(settings: Settings, store: PipelineStore | None = None,
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
     app[RULES] = rules if rules is not None else rules_from_settings(settings)
-    app[ARTWORK] = ArtworkChooser(settings.artwork_sticky_s)
+    app[ARTWORK] = ArtworkChooser(settings.artwork_sticky_s, settings.artwork_rows)
     app[EXPERIMENT] = experiment_from_settings(settings)
     app[PAGE_CONFIG] = PageConfig(row_length=settings.row_length,
                                   affinity_half_life_s=settings.affinity_half_life_s,

@@ -49,8 +49,11 @@ def _previous(raw: Any) -> Assignment | None:
 class ArtworkChooser:
     """Chooses (or keeps) the artwork of each item on a page, in place."""
 
-    def __init__(self, sticky_s: float) -> None:
+    def __init__(self, sticky_s: float, max_rows: int = 3) -> None:
         self.sticky = StickyAssignment(period_s=sticky_s)
+        #: Rows whose artwork the policy decides (the first screen); titles further down
+        #: keep their default image and are logged as such (policy ``materialized``).
+        self.max_rows = max_rows
 
     def choose(self, policy: ArtworkPolicy, catalog: Catalog,
                rows: Sequence[dict[str, Any]], context: Context,
@@ -59,7 +62,7 @@ class ArtworkChooser:
         ``policy_version`` on every item whose title has artwork candidates; return the new
         assignments (title id -> JSON object) to store for the member."""
         new: dict[str, dict[str, Any]] = {}
-        for row in rows:
+        for row in rows[: self.max_rows]:
             for item in row.get("items", ()):
                 title = catalog.get(item["title_id"])
                 if title is None or not title.artwork:

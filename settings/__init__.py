@@ -77,6 +77,8 @@ class Settings(BaseSettings):
                                 "non_contextual, epsilon_greedy, lin_ucb or thompson")
     artwork_sticky_s: float = Field(7 * 24 * 3600.0, ge=0.0,
                                     description="How long a member keeps a title's artwork")
+    artwork_rows: int = Field(3, ge=0, le=100, description="Rows of a page whose artwork "
+                              "the bandit chooses (the first screen)")
     artwork_reward_window_s: float = Field(3600.0, gt=0.0, description="A play this long "
                                            "after an impression can reward its artwork")
     artwork_quality_fraction: float = Field(0.3, gt=0.0, le=1.0, description="Share of the "

@@ -116,3 +116,15 @@ async def test_reloaded_policies_do_not_replay_the_same_draws() -> None:
         first_draws.append(tuple(models.artwork_policy.select({}, arms).artwork_id
                                  for _ in range(4)))
     assert len(set(first_draws)) > 1  # same checkpoint RNG state, different draws
+
+
+def test_only_the_first_screen_gets_artwork_decisions() -> None:
+    from features.catalog import Catalog
+    from online_models.bandits import make_policy
+    from serving.artwork import ArtworkChooser
+
+    rows = [{"items": [{"title_id": t.title_id}]} for t in TITLES]  # four rows
+    new = ArtworkChooser(sticky_s=60, max_rows=2).choose(
+        make_policy("lin_ucb", 1), Catalog(TITLES), rows, {"country": "US"}, {}, 0)
+    assert sorted(new) == ["t0", "t1"]
+    assert ["policy" in r["items"][0] for r in rows] == [True, True, False, False]
