@@ -308,9 +308,9 @@ def read_events(bootstrap_servers: str, topics: Sequence[str], *, timeout_s: flo
                 idle_s: float = 3.0) -> tuple[list[Impression], list[Play], int]:
     """Every event of ``topics`` from offset 0: ``(impressions, plays, undecodable)``.
 
-    Assigns all partitions (no group join) and reads up to each partition's high watermark
-    as it was when reading started; when the broker gives no watermarks, until nothing new
-    came for ``idle_s``. Other event types are skipped.
+    Assigns all partitions (no group join) and reads at least up to each partition's high
+    watermark as it was when reading started, then until nothing new came for ``idle_s``
+    (without watermarks: only the latter). Other event types are skipped.
     """
     from confluent_kafka import Consumer, TopicPartition
 
@@ -346,8 +346,10 @@ def read_events(bootstrap_servers: str, topics: Sequence[str], *, timeout_s: flo
         use_watermarks = all(v >= 0 for v in ends.values())
         deadline = time.monotonic() + timeout_s
         idle_until = time.monotonic() + idle_s
-        while pending and time.monotonic() < deadline:
-            if not use_watermarks and time.monotonic() > idle_until:
+        while time.monotonic() < deadline:
+            # done when every watermark is reached and nothing more came for idle_s (Tansu's
+            # watermarks can lag a message behind), or, without watermarks, when idle
+            if (not use_watermarks or not pending) and time.monotonic() > idle_until:
                 break
             msg = consumer.poll(0.2)
             if msg is None or msg.error():

@@ -62,6 +62,7 @@ class RunSummary:
     cumulative: tuple[list[int], list[float]] = ((), ())  # type: ignore[assignment]
     moving: tuple[list[int], list[float]] = ((), ())  # type: ignore[assignment]
     log_dir: str = ""
+    late_plays: int = 0
 
     @classmethod
     def from_run(cls, run: PolicyRun) -> RunSummary:
@@ -82,7 +83,7 @@ class RunSummary:
             timings=run.timings, page_latency_ms=run.page_latency_ms,
             cumulative=(idx.tolist(), cum.tolist()),
             moving=((midx + w).tolist(), mov[midx].tolist()) if len(mov) else ([], []),
-            log_dir=run.log_dir)
+            log_dir=run.log_dir, late_plays=run.late_plays)
 
 
 @dataclass(frozen=True)
@@ -283,15 +284,15 @@ def _sim_section(res: ArtworkResults) -> list[str]:
     rows = []
     for r in res.runs:
         rows.append([f"`{r.policy}`", f"{r.take.impressions:,}", f"{r.rounds:,}",
-                     f"{r.take.quality_plays:,}", f"{r.rounded_rewards:,}",
+                     f"{r.take.quality_plays:,}", f"{r.late_plays:,}", f"{r.rounded_rewards:,}",
                      f"{r.worker_quality_plays:,}", f"{r.worker_rewards:,}",
                      str(r.final_version), str(r.http_errors),
                      f"{r.page_latency_ms.get('p50', math.nan):.1f} / "
                      f"{r.page_latency_ms.get('p95', math.nan):.1f}"])
     lines += _table(["policy", "items seen", "logged rounds", "quality plays sent",
-                     "rewards 1 in the log join", "worker quality rewards",
-                     "worker rewards learned", "final policy version", "HTTP errors",
-                     "page latency p50 / p95 ms"], rows)
+                     "of which sent after the window", "rewards 1 in the log join",
+                     "worker quality rewards", "worker rewards learned",
+                     "final policy version", "HTTP errors", "page latency p50 / p95 ms"], rows)
     lines += ["", f"![take fraction]({PLOT_NAME})", "",
               "Upper panel: cumulative take fraction over the items seen. Lower panel: moving "
               f"share (window {MOVING_WINDOW:,} items) of items shown with the image of the "
@@ -392,49 +393,85 @@ def render_markdown(res: ArtworkResults) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _replay_findings(res: ArtworkResults) -> list[str]:
+    """Replay vs online, read with the uniform control and the pipeline's timing."""
+    rows = {r.policy: r for r in res.replay_online}
+    if not rows:
+        return []
+    lines = []
+    parts = []
+    for row in rows.values():
+        d, se, _ = row.compare(row.replay, row.online_first_m)
+        text = f"`{row.policy}` {d:+.4f} ± {1.959964 * se:.4f}"
+        if row.replay_timed is not None and row.online_first_m_timed is not None:
+            dt_, set_, _ = row.compare(row.replay_timed, row.online_first_m_timed)
+            if row.policy != "uniform":
+                text += f" (pipeline timing: {dt_:+.4f} ± {1.959964 * set_:.4f})"
+        parts.append(text)
+    lines.append("- Replay on the uniform logs minus the policy's own online take fraction over "
+                 "its first m items: " + "; ".join(parts) + ".")
+    control = rows.get("uniform")
+    if control is not None:
+        d, se, ok = control.compare(control.replay, control.online_first_m)
+        lines.append(
+            f"- The `uniform` row is the control: a policy that does not learn is off by {d:+.4f} "
+            f"({'within' if ok else 'outside'} its 95% interval of ± {1.959964 * se:.4f}) only "
+            "because the population drifts during a run (members' histories grow, their pages "
+            "move to other titles): replay's matched rounds span the whole log, a policy's first "
+            "m online items only its first part. No replay of these logs can be closer than "
+            "that.")
+    timed = [(p, r) for p, r in rows.items() if p != "uniform" and r.replay_timed is not None
+             and r.online_first_m_timed is not None]
+    shrunk = [p for p, r in timed
+              if abs(r.compare(r.replay_timed, r.online_first_m_timed)[0])
+              < abs(r.compare(r.replay, r.online_first_m)[0])]
+    if shrunk:
+        lo, hi = res.config.get("visit_interval_s") or (math.nan, math.nan)
+        lines.append(
+            "- Feedback timing: replay with immediate feedback overstates what the deployed "
+            "pipeline achieves with " + ", ".join(f"`{p}`" for p in shrunk) + "; replaying "
+            "with the pipeline's timing brings it closer. The worker learns a zero reward only "
+            "when the member's next event arrives after the window closed (here their next "
+            f"visit, {lo:g}-{hi:g} s later) but a quality play at once, and the server chooses "
+            "with a checkpoint up to a few seconds old, so early on a learner sees mostly "
+            "positives for whatever it showed (see the start of the `lin_ucb` curves). Settling "
+            "expired windows on a timer in the worker, rather than on the member's next event, "
+            "would shorten that delay.")
+    uniform_run = next((r for r in res.runs if r.policy == "uniform"), None)
+    if uniform_run is not None:
+        base = uniform_run.expected.get("random", math.nan)
+        others = [f"`{r.policy}` {r.expected.get('random', math.nan):.4f}" for r in res.runs
+                  if r.policy != "uniform"]
+        if others and not math.isnan(base):
+            lines.append(
+                "- Closed loop: the artwork a policy shows changes what members play, hence "
+                "their genre affinities and the titles the worker puts on their pages, which "
+                "replay on uniform logs cannot reproduce. The expected take of random images on "
+                f"the items each run served measures the page mix: `uniform` {base:.4f}, "
+                + ", ".join(others) + ".")
+    return lines
+
+
 def _findings(res: ArtworkResults) -> list[str]:
     lines = ["## 4. Findings", ""]
     if res.draw_check is not None:
         dc = res.draw_check
-        lines.append(
-            f"- Server randomness: over {dc.versions} policy versions of the uniform run, the "
-            f"first request served with each version drew the arm sequence {dc.most_common} "
-            f"in {dc.share:.0%} of them (independent draws: {dc.expected_share:.2%}). The server "
-            "loads the worker's checkpoint, RNG state included, and the worker never draws, so "
-            "after every reload the server's draws restart from the same state: the j-th draw "
-            "after a reload is the same every time. Draws still do not depend on the member, so "
-            "estimates stay unbiased, but they are not independent; reseeding the server's RNG "
-            "after a load (serving/catalog_cache.py) would fix it.")
+        head = (f"- Server randomness: over {dc.versions} policy versions of the uniform run, the "
+                "most common arm sequence drawn for the first 5 items of the first request "
+                f"served with each version, {dc.most_common}, occurs in {dc.share:.0%} of them "
+                f"(independent draws: {dc.expected_share:.2%}).")
+        if dc.share >= max(0.5, 20 * dc.expected_share):
+            head += (" The server's draws restart from the same RNG state whenever it loads a "
+                     "new checkpoint (the checkpoint carries the worker's RNG state, which never "
+                     "moves), so the j-th draw after a reload is the same every time. Draws "
+                     "still do not depend on the member, so estimates stay unbiased, but they "
+                     "are not independent; the server must reseed a loaded policy's RNG.")
+        else:
+            head += " The server's draws do not repeat across checkpoint reloads."
+        lines.append(head)
     for note in res.config.get("notes", []):
         lines.append(f"- {note}")
-    explained = False
-    for row in res.replay_online:
-        d, se, ok = row.compare(row.replay, row.online_first_m)
-        text = (f"Replay vs online, `{row.policy}`: immediate-feedback replay - online = "
-                f"{d:+.4f} ± {1.959964 * se:.4f} ({'agree' if ok else 'differ'})")
-        if row.replay_timed is not None and row.online_first_m_timed is not None:
-            dt_, set_, okt = row.compare(row.replay_timed, row.online_first_m_timed)
-            text += (f"; with the pipeline's timing {dt_:+.4f} ± {1.959964 * set_:.4f} "
-                     f"({'agree' if okt else 'differ'})")
-            explained = explained or abs(dt_) < 0.5 * abs(d)
-        if row.policy == "uniform":
-            text += (". Uniform does not learn, so this row is the control: it measures how much "
-                     "the population drifts between the first m items and the whole log "
-                     "(members' histories grow during a run)")
-        lines.append(f"- {text}.")
-    if explained:
-        lo, hi = res.config.get("visit_interval_s") or (math.nan, math.nan)
-        lines.append(
-            "- Replay with immediate feedback overstates what the deployed pipeline achieves "
-            "with a learning policy; replaying with the pipeline's feedback timing removes most "
-            "of the gap. The worker learns a zero reward only when the member's next event "
-            f"arrives after the window closed (here their next visit, {lo:g}-{hi:g} s later), "
-            "while a "
-            "quality play is learned at once, and the server chooses with a checkpoint up to a "
-            "few seconds old. Early on a learner therefore sees mostly positives for whatever it "
-            "showed (see the first tenth of the `lin_ucb` curve in the plot). Settling "
-            "expired windows on a timer in the worker, rather than on the member's next event, "
-            "would shorten the delay.")
+    lines += _replay_findings(res)
     for r in res.runs:
         if r.policy != "uniform" and len(r.learned) >= 2:
             tops = {who: max(d, key=d.__getitem__) for who, d in r.learned.items()}
@@ -469,6 +506,7 @@ def _protocol(res: ArtworkResults) -> list[str]:
         f"`HOMESTREAM_ARTWORK_REWARD_WINDOW_S={cfg.get('reward_window_s')}`, "
         f"`HOMESTREAM_ARTWORK_QUALITY_FRACTION={cfg.get('quality_fraction')}`, "
         f"`HOMESTREAM_MODEL_CHECKPOINT_INTERVAL_S={cfg.get('checkpoint_interval_s')}`, "
+        f"`HOMESTREAM_ARTWORK_ROWS={cfg.get('rows')}`, "
         f"`HOMESTREAM_ROW_LENGTH={cfg.get('columns')}` and a rules file with `max_rows: "
         f"{cfg.get('rows')}`, so a served page is exactly the {cfg.get('rows')} x "
         f"{cfg.get('columns')} items a member looks at.", "",

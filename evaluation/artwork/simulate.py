@@ -148,7 +148,7 @@ class SimConfig:
     titles_per_genre: int = 300
     rows: int = 2
     columns: int = 5
-    reward_window_s: float = 2.0
+    reward_window_s: float = 3.0
     quality_fraction: float = 0.3
     #: The server's sticky period. 0 (or less than the visit spacing) makes every visit a new
     #: decision; a longer one makes the log join count one decision per assignment while the
@@ -290,6 +290,9 @@ class PolicyRun:
     pages: int
     empty_pages: int
     http_errors: int
+    #: Quality plays the simulator sent later than the reward window after the page (it fell
+    #: behind): they cannot earn a reward.
+    late_plays: int
     page_latency_ms: dict[str, float]
     timings: dict[str, float]
     worker_counters: dict[str, int]
@@ -309,7 +312,8 @@ class PolicyRun:
             "policy": self.policy, "config": self.config, "take": self.take.to_dict(),
             "expected": self.expected,
             "pages": self.pages, "empty_pages": self.empty_pages,
-            "http_errors": self.http_errors, "page_latency_ms": self.page_latency_ms,
+            "http_errors": self.http_errors, "late_plays": self.late_plays,
+            "page_latency_ms": self.page_latency_ms,
             "timings": self.timings, "worker_counters": self.worker_counters,
             "rounds": len(self.rounds), "join": self.join.to_dict(),
             "undecodable": self.undecodable, "final_version": self.final_version,
@@ -405,6 +409,7 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
             artwork_sticky_s=cfg.sticky_s, artwork_reward_window_s=cfg.reward_window_s,
             artwork_quality_fraction=cfg.quality_fraction,
             model_checkpoint_interval_s=cfg.checkpoint_interval_s, row_length=cfg.columns,
+            artwork_rows=cfg.rows,
             rules_file=str(rules), http_port=free_port(),
             worker_data_dir=str(log_dir / "worker-data"), publish_page_updates=False)
         env = settings.to_env()
@@ -522,6 +527,7 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
                   "oracle": float(np.mean(sim.p_best)),
                   "genre_image": float(np.mean(sim.matched))},
         pages=sim.pages, empty_pages=sim.empty_pages, http_errors=sim.http_errors,
+        late_plays=sim.late_plays,
         page_latency_ms={"p50": float(np.percentile(lat, 50)),
                          "p95": float(np.percentile(lat, 95))},
         timings=timings, worker_counters=counters, rounds=rounds, join=join,
@@ -563,6 +569,7 @@ class _SimState:
     pages: int = 0
     empty_pages: int = 0
     http_errors: int = 0
+    late_plays: int = 0
 
 
 async def _loop(cfg: SimConfig, base: str, members: Sequence[SimMember],
@@ -619,6 +626,9 @@ async def _loop(cfg: SimConfig, base: str, members: Sequence[SimMember],
             await asyncio.sleep(rng.uniform(*cfg.think_s))
             if taken:
                 now = _now_ms()
+                served = int(page.get("served_at_ms") or 0)
+                if now - served > cfg.reward_window_s * 1000.0:
+                    state.late_plays += len(taken)  # the simulator fell behind
                 for t in taken:
                     producer.send_many(_play_events(m, t, now, cfg.play_fraction))
                 producer.flush_batches()

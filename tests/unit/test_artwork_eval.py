@@ -15,6 +15,7 @@ import pytest
 
 from evaluation.artwork.logs import (
     ArtworkRound,
+    DrawRepeats,
     OfflineResult,
     build_rounds,
     draw_repeats,
@@ -330,7 +331,9 @@ def _fake_results(tmp_obd: bool = True) -> ArtworkResults:
                                              "dr": _est(0.2232, "dr")}, 2.0),
         OfflineResult("uniform", "lin_ucb", {"ips": _est(0.1301)}, 2.0),
     ]
-    replay_online = [ReplayOnlineRow("lin_ucb", _est(0.2151, "replay"), _tf(0.1688),
+    replay_online = [ReplayOnlineRow("uniform", _est(0.1301, "replay"), _tf(0.1305),
+                                     _tf(0.1311), _est(0.1301, "replay"), _tf(0.1305)),
+                     ReplayOnlineRow("lin_ucb", _est(0.2151, "replay"), _tf(0.1688),
                                      _tf(0.1987), _est(0.1702, "replay"), _tf(0.1690))]
     return ArtworkResults(
         command="python -m evaluation.artwork", generated="2026-01-01 00:00 UTC", quick=False,
@@ -351,9 +354,18 @@ def test_report_shows_every_table_with_the_numbers() -> None:
                    "(significant)", "0.2151 [0.2051, 0.2251]", "**differ**", "(agree)",
                    "a computed note", "artwork_take_fraction.png", "wall time 15.0 min",
                    "HOMESTREAM_ARTWORK_POLICY=<policy>", "make eval-artwork",
-                   "| `uniform` | `lin_ucb` |", "| `lin_ucb` | `uniform` |"):
+                   "| `uniform` | `lin_ucb` |", "| `lin_ucb` | `uniform` |",
+                   "The `uniform` row is the control", "Feedback timing:", "Closed loop:"):
         assert needle in text, needle
     assert "did not complete" not in text
+
+
+def test_report_reads_the_draw_check() -> None:
+    res = _fake_results()
+    res.draw_check = DrawRepeats(60, (1, 0, 0, 0, 2), 1.0, 3.0 ** -5)
+    assert "restart from the same RNG state" in render_markdown(res)
+    res.draw_check = DrawRepeats(60, (1, 0, 0, 0, 2), 2 / 60, 3.0 ** -5)
+    assert "do not repeat across checkpoint reloads" in render_markdown(res)
 
 
 def test_report_of_a_failed_run_says_so() -> None:
