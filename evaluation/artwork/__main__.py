@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import math
 import os
+import pickle
 import platform
 import shlex
 import sys
@@ -70,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(ROOT / "docs" / "artwork.md"))
     p.add_argument("--json", default=None,
                    help="also write the raw numbers here (default: <log dir>/artwork.json)")
+    p.add_argument("--render", default=None, metavar="PICKLE",
+                   help="only re-render the document from a results.pickle of an earlier run")
     return p
 
 
@@ -84,6 +87,11 @@ def _machine() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.render:
+        with open(args.render, "rb") as f:
+            saved = pickle.load(f)
+        _say("wrote " + ", ".join(str(p) for p in write_report(saved, Path(args.out))))
+        return 1 if saved.failures else 0
     started = time.perf_counter()
     policies = [p for p in args.policies.split(",") if p]
     candidates = [p for p in args.candidates.split(",") if p]
@@ -185,6 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runtime["report"] = time.perf_counter() - t
     runtime["total"] = time.perf_counter() - started
     written = write_report(res, Path(args.out))  # again, with the final runtime
+    with (log_root / "results.pickle").open("wb") as f:
+        pickle.dump(res, f)  # for --render
     raw = Path(args.json) if args.json else log_root / "artwork.json"
     raw.write_text(json.dumps({
         "runtime_s": runtime, "failures": failures, "config": config,

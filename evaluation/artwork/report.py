@@ -214,7 +214,11 @@ def _obd_section(res: ArtworkResults) -> list[str]:
             for name, e in rep.estimates.items():
                 rows.append([rep.name, name, _est(e, 6), f"{e.n_effective:,.1f}"])
             for name, e in rep.vs_uniform.items():
-                rows.append([rep.name, f"{name} - uniform", _est(e, 6), f"{e.n_effective:,.1f}"])
+                own = rep.estimates.get(name)
+                cell = _est(e, 6)
+                if own is not None and own.ci_low == own.ci_high:  # as `python -m evaluation obd`
+                    cell = f"{_f(e.value, 6)} (no CI: the policy's own {name} has zero spread)"
+                rows.append([rep.name, f"{name} - uniform", cell, f"{e.n_effective:,.1f}"])
         lines += _table(["policy", "estimator", "value [95% CI]", "n_eff"], rows)
         lines.append("")
         for rep in comp.policies:
@@ -385,12 +389,59 @@ def render_markdown(res: ArtworkResults) -> str:
         lines += ["**The run did not complete:**", ""]
         lines += [f"- {f}" for f in res.failures]
         lines.append("")
+    lines += _summary(res)
     lines += _obd_section(res)
     lines += _sim_section(res)
     lines += _offline_section(res)
     lines += _findings(res)
     lines += _protocol(res)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _summary(res: ArtworkResults) -> list[str]:
+    """The headline numbers."""
+    lines = ["## Summary", ""]
+    check = res.obd_check
+    if check is not None:
+        pub = check.published or {}
+        lines.append(
+            f"- Open Bandit Dataset: IPS of obp's BTS policy on the uniform logs "
+            f"{check.ips.value:.6f} [{check.ips.ci_low:.6f}, {check.ips.ci_high:.6f}]"
+            + (f" (obp published {pub['ipw']:.6f})" if pub else "")
+            + f"; its interval {'contains' if check.ips_ci_contains_true_value else 'misses'} "
+            f"the true value {check.true_value.value:.4f}.")
+    if res.runs:
+        ranked = sorted(res.runs, key=lambda r: -r.take.value)
+        lines.append("- Simulation on the real pipeline, take fraction (quality plays / items "
+                     "seen): " + "; ".join(f"`{r.policy}` {_tf(r.take)}" for r in ranked) + ".")
+        by = {r.policy: r.take for r in res.runs}
+        ctx = by.get(res.contextual)
+        if ctx is not None and "non_contextual" in by and "uniform" in by:
+            nc, un = by["non_contextual"], by["uniform"]
+
+            def above(a: TakeFraction, b: TakeFraction) -> bool:
+                se = math.sqrt(a.std_error ** 2 + b.std_error ** 2)
+                return a.value - b.value > 1.959964 * se
+
+            holds = above(ctx, nc) and above(nc, un)
+            lines.append(f"- Expected order contextual (`{res.contextual}`) > non-contextual > "
+                         f"random: {'holds' if holds else '**does not hold**'}, with "
+                         f"{'every' if holds else 'not every'} difference significant at 95%.")
+    if res.replay_online:
+        parts = []
+        for row in res.replay_online:
+            if row.policy == "uniform":
+                continue
+            text = f"`{row.policy}` replay {row.replay.value:.4f}"
+            if row.replay_timed is not None and row.online_first_m_timed is not None:
+                text += f" (pipeline timing {row.replay_timed.value:.4f})"
+            text += f" vs online {row.online_first_m.value:.4f}"
+            parts.append(text)
+        if parts:
+            lines.append("- Replay on the uniform run's logs vs the same policies online (first "
+                         "m items): " + "; ".join(parts) + ". See section 4 for why they differ.")
+    lines.append("")
+    return lines
 
 
 def _replay_findings(res: ArtworkResults) -> list[str]:
@@ -472,6 +523,19 @@ def _findings(res: ArtworkResults) -> list[str]:
     for note in res.config.get("notes", []):
         lines.append(f"- {note}")
     lines += _replay_findings(res)
+    steady = []
+    for r in res.runs:
+        x, y = r.moving
+        if r.policy == "uniform" or not x:
+            continue
+        cut = 0.2 * x[-1]
+        tail = [v for a, v in zip(x, y, strict=True) if a >= cut]
+        if tail:
+            steady.append(f"`{r.policy}` {min(tail):.2f}-{max(tail):.2f}")
+    if steady:
+        lines.append("- Stability: after the first 20% of the items, the moving share of items "
+                     "shown with the fan's genre image ranged " + ", ".join(steady)
+                     + " (lower panel of the plot; a steady learner would hold one level).")
     for r in res.runs:
         if r.policy != "uniform" and len(r.learned) >= 2:
             tops = {who: max(d, key=d.__getitem__) for who, d in r.learned.items()}
@@ -547,21 +611,31 @@ COLORS = {"uniform": "#7f7f7f", "non_contextual": "#1f77b4", "epsilon_greedy": "
 
 
 def plot_take_fraction(runs: Sequence[RunSummary], path: Path) -> None:
-    """Two panels: cumulative take fraction, and the moving model value of the images shown."""
+    """Two panels: cumulative take fraction, and the moving share of items shown with the
+    member's favourite-genre image."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    y_max = 0.0
     for r in runs:
         color = COLORS.get(r.policy)
         x, y = r.cumulative
-        top.plot(x, y, label=f"{r.policy} ({r.take.value:.3f})", color=color, linewidth=1.5)
+        start = 500  # the first few hundred items are noise
+        pts = [(a, b) for a, b in zip(x, y, strict=True) if a >= start]
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            y_max = max(y_max, max(ys))
+            top.plot(xs, ys, label=f"{r.policy} ({r.take.value:.3f})", color=color,
+                     linewidth=1.5)
         x, y = r.moving
         bottom.plot(x, y, label=r.policy, color=color, linewidth=1.5)
     bottom.axhline(1 / 3, color="black", linestyle=":", linewidth=0.8, label="random (1/3)")
-    top.set_ylabel("cumulative take fraction")
+    if y_max > 0:
+        top.set_ylim(0, y_max * 1.15)
+    top.set_ylabel("cumulative take fraction\n(from the 500th item)")
     top.set_title("Artwork policies on the pipeline (simulated members)")
     top.legend(loc="lower right", fontsize=8)
     top.grid(alpha=0.3)
