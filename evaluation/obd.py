@@ -423,7 +423,7 @@ def parse_prior_yaml(text: str) -> dict[str, dict[str, list[float]]]:
                 out[section][key].append(float(body[2:]))
                 continue
             except ValueError:
-                pass
+                pass  # not a number: reported as unsupported syntax below, never dropped
         elif body.endswith(":") and body[:-1] and " " not in body[:-1]:
             if indent == 0:
                 section, key = body[:-1], None
