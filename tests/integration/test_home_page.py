@@ -89,11 +89,15 @@ def test_watching_two_horror_titles_moves_a_horror_row_up_within_a_second(
                         p["as_of_event_ts_ms"] >= now + 4 and p, 30, what="erin's first page")
     assert horror_rank(before) > 1
 
-    ts = int(time.time() * 1000)
-    sent = time.monotonic()
+    # A player keeps one connected producer; time from handing it the events to the page.
     with PlayerProducer(settings) as producer:
+        watch(producer, "someone-else", "t1", int(time.time() * 1000))
+        producer.flush()  # connected, producer id acquired
+        ts = int(time.time() * 1000)
+        sent = time.monotonic()
         watch(producer, "erin", "t6", ts)
         watch(producer, "erin", "t16", ts + 1)
+        producer.flush()
     after = wait_until(lambda: (p := page(settings, "erin")) and
                        p["as_of_event_ts_ms"] >= ts + 1 and p, 5, interval_s=0.005,
                        what="erin's page after two horror watches")
