@@ -69,3 +69,14 @@ def checkpoint_key(prefix: str, name: str) -> str:
 def stats_key(prefix: str) -> str:
     """Hash of pipeline counters (events applied, duplicates, dead letters, ...)."""
     return f"{prefix}stats"
+
+
+def artwork_due_key(prefix: str, partition: int) -> str:
+    """Sorted set of profile id -> event time (ms) of its oldest artwork decision still
+    waiting for a reward, for the profiles of one event-topic partition (``-1``: profiles
+    whose partition is unknown). The worker that owns the partition settles them.
+
+    >>> artwork_due_key("hs:", 3)
+    'hs:artwork-due:3'
+    """
+    return f"{prefix}artwork-due:{partition}"

@@ -189,6 +189,11 @@ class ProfileState:
         ranked = sorted(aff.items(), key=lambda kv: -abs(kv[1]))[:top]
         return {f"genre:{g}": round(v / best, 4) for g, v in ranked}
 
+    def oldest_pending_art_ms(self) -> int | None:
+        """Event time of the oldest artwork decision still waiting for its reward, if any
+        (its window closes ``reward_window_s`` later: the member's settling deadline)."""
+        return min((int(p[0]) for p in self.pending_art.values()), default=None)
+
     def context(self) -> dict[str, Any]:
         """Time-of-day, device and session context for models and bandits."""
         top_device = max(self.devices.items(), key=lambda kv: kv[1])[0] if self.devices else None
@@ -373,6 +378,35 @@ def _settle_expired(state: ProfileState, now_ts: int, params: FeatureParams,
     horizon = now_ts - params.reward_window_s * 1000.0
     for tid in [t for t, p in state.pending_art.items() if p[0] < horizon]:
         _settle(state, tid, 0.0, fx)
+
+
+def settle_expired_art(state: ProfileState, watermark_ms: int,
+                       params: FeatureParams) -> list[ArtworkReward]:
+    """Settle with reward 0 every decision of ``state`` whose reward window closed before
+    ``watermark_ms`` (event time: the worker's watermark, not the wall clock).
+
+    Pure: removes the decisions from ``state.pending_art`` (so a later play cannot reward
+    them) and returns their rewards; the caller stores the state and teaches the policy.
+
+    >>> from topics.models import Impression
+    >>> st = ProfileState("p1")
+    >>> imp = Impression(event_id="i1", profile_id="p1", event_ts_ms=1_700_000_000_000,
+    ...                  request_id="r", title_id="t1", row_id="r0", row=0, column=0,
+    ...                  artwork_id="t1-a", propensity=0.5, policy="uniform")
+    >>> _ = apply_event(st, imp, lambda t: [], FeatureParams(reward_window_s=60.0))
+    >>> settle_expired_art(st, 1_700_000_060_000, FeatureParams(reward_window_s=60.0))
+    []
+    >>> [(r.title_id, r.reward) for r in settle_expired_art(
+    ...     st, 1_700_000_060_001, FeatureParams(reward_window_s=60.0))]
+    [('t1', 0.0)]
+    >>> st.pending_art
+    {}
+    """
+    if not state.pending_art:
+        return []
+    fx = Effects()
+    _settle_expired(state, watermark_ms, params, fx)
+    return fx.art_rewards
 
 
 def _pend_artwork(state: ProfileState, ev: Impression, fx: Effects) -> None:

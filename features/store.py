@@ -20,6 +20,8 @@ from topics.models import Title
 
 #: ``(country, epoch, title_id, increment)``
 TrendingIncrement = tuple[str, int, str, float]
+#: ``(partition, profile_id, oldest pending artwork decision ms or None = nothing pending)``
+ArtworkDue = tuple[int, str, int | None]
 
 
 class PipelineStore(abc.ABC):
@@ -33,8 +35,16 @@ class PipelineStore(abc.ABC):
     @abc.abstractmethod
     async def commit_batch(self, states: Sequence[ProfileState],
                            trending: Sequence[TrendingIncrement],
-                           counters: Mapping[str, int]) -> None:
-        """Atomically store states, add trending increments and add to counters."""
+                           counters: Mapping[str, int],
+                           art_due: Sequence[ArtworkDue] = ()) -> None:
+        """Atomically store states, add trending increments, add to counters and index the
+        profiles' pending artwork decisions by partition (``art_due``; ``None`` removes)."""
+
+    @abc.abstractmethod
+    async def due_artwork(self, partitions: Sequence[int], before_ms: int,
+                          limit: int) -> list[tuple[int, str]]:
+        """``(partition, profile_id)`` of profiles of ``partitions`` whose oldest pending
+        artwork decision is older than ``before_ms`` (at most ``limit`` per partition)."""
 
     @abc.abstractmethod
     async def load_profile_meta(self, profile_ids: Sequence[str]) -> dict[str, dict]:
@@ -140,6 +150,7 @@ class InMemoryStore(PipelineStore):
         self.metas: dict[str, bytes] = {}
         self.artwork: dict[str, dict[str, bytes]] = {}
         self.similar: dict[str, bytes] = {}
+        self.art_due: dict[int, dict[str, int]] = {}
 
     async def load_profile_meta(self, profile_ids):
         return {p: orjson.loads(self.metas[p]) for p in profile_ids if p in self.metas}
@@ -165,14 +176,27 @@ class InMemoryStore(PipelineStore):
         return {p: ProfileState.from_json(self.profiles[p])
                 for p in profile_ids if p in self.profiles}
 
-    async def commit_batch(self, states, trending, counters) -> None:
+    async def commit_batch(self, states, trending, counters, art_due=()) -> None:
         for s in states:
             self.profiles[s.profile_id] = s.to_json()
+        for part, pid, oldest in art_due:
+            if oldest is None:
+                self.art_due.get(part, {}).pop(pid, None)
+            else:
+                self.art_due.setdefault(part, {})[pid] = oldest
         for country, epoch, tid, inc in trending:
             z = self.trending.setdefault((country, epoch), {})
             z[tid] = z.get(tid, 0.0) + inc
         for k, v in counters.items():
             self._counters[k] = self._counters.get(k, 0) + v
+
+    async def due_artwork(self, partitions, before_ms, limit):
+        out = []
+        for part in partitions:
+            due = sorted((ms, pid) for pid, ms in self.art_due.get(part, {}).items()
+                         if ms < before_ms)
+            out += [(part, pid) for _, pid in due[:limit]]
+        return out
 
     async def _top_in_epoch(self, country, epoch, limit):
         z = self.trending.get((country, epoch), {})
@@ -273,8 +297,8 @@ class RedisStore(PipelineStore):
         raw = await self.client.get(keys.similar_key(self.prefix, title_id))
         return None if raw is None else [tuple(x) for x in orjson.loads(raw)]
 
-    async def commit_batch(self, states, trending, counters) -> None:
-        if not states and not trending and not counters:
+    async def commit_batch(self, states, trending, counters, art_due=()) -> None:
+        if not states and not trending and not counters and not art_due:
             return
         async with self.client.pipeline(transaction=True) as pipe:
             if states:
@@ -286,7 +310,29 @@ class RedisStore(PipelineStore):
             for k, v in counters.items():
                 if v:
                     pipe.hincrby(skey, k, v)
+            adds: dict[int, dict[str, int]] = {}
+            removes: dict[int, list[str]] = {}
+            for part, pid, oldest in art_due:
+                if oldest is None:
+                    removes.setdefault(part, []).append(pid)
+                else:
+                    adds.setdefault(part, {})[pid] = oldest
+            for part, mapping in adds.items():
+                pipe.zadd(keys.artwork_due_key(self.prefix, part), mapping)
+            for part, pids in removes.items():
+                pipe.zrem(keys.artwork_due_key(self.prefix, part), *pids)
             await pipe.execute()
+
+    async def due_artwork(self, partitions, before_ms, limit):
+        if not partitions:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for part in partitions:
+                pipe.zrangebyscore(keys.artwork_due_key(self.prefix, part), "-inf",
+                                   f"({int(before_ms)}", start=0, num=limit)
+            res = await pipe.execute()
+        return [(part, pid.decode()) for part, pids in zip(partitions, res, strict=True)
+                for pid in pids]
 
     async def _top_in_epoch(self, country, epoch, limit):
         rows = await self.client.zrevrange(keys.trending_key(self.prefix, country, epoch),

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
                                            "after an impression can reward its artwork")
     artwork_quality_fraction: float = Field(0.3, gt=0.0, le=1.0, description="Share of the "
                                             "title a play must reach to be a quality play")
+    artwork_settle_lateness_s: float = Field(5.0, ge=0.0, description="Allowed lateness "
+                                             "of the worker's event-time watermark that "
+                                             "settles expired reward windows with reward 0")
+    artwork_settle_interval_s: float = Field(1.0, gt=0.0, description="Seconds between the "
+                                             "worker's settling of expired reward windows")
 
     # --- experiments ------------------------------------------------------------------------
     experiment_salt: str = Field("homepage-v1", min_length=1,

@@ -94,6 +94,17 @@ async def _finish_even_if_cancelled(coro: Awaitable[Any]) -> Any:
         raise
 
 
+def owned_partitions(app: faust.App, topics: Sequence[str]) -> set[int] | None:
+    """The partitions of ``topics`` assigned to this worker now (profiles are keyed the same
+    on every event topic, so a partition number names the same profiles on each); ``None``
+    when the consumer is not running yet."""
+    try:
+        assigned = app.consumer.assignment()
+    except Exception:  # consumer not started (or stopping): settle nothing this time
+        return None
+    return {tp.partition for tp in assigned if tp.topic in topics}
+
+
 def _raw(events: Sequence[faust.EventT]) -> list[RawMessage]:
     return [RawMessage(e.message.topic, e.message.partition, e.message.offset,
                        e.message.key, e.message.value) for e in events]
@@ -118,7 +129,8 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
                                page_updates=page_updates)
     app.processor = processor  # type: ignore[attr-defined]  # for tests and tools
     freshness: list[float] = []
-    events_topic = app.topic(*event_topics(settings), key_type=bytes, value_type=bytes)
+    event_topic_names = event_topics(settings)
+    events_topic = app.topic(*event_topic_names, key_type=bytes, value_type=bytes)
     catalog_topic = app.topic(specs["catalog"].name, key_type=bytes, value_type=bytes)
     profiles_topic = app.topic(specs["profiles"].name, key_type=bytes, value_type=bytes)
 
@@ -142,6 +154,16 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
     @app.timer(settings.model_checkpoint_interval_s)
     async def checkpoint_model() -> None:
         await processor.checkpoint()
+
+    @app.timer(settings.artwork_settle_interval_s)
+    async def settle_artwork() -> None:
+        # zero rewards of reward windows that closed before the event-time watermark, for
+        # the profiles of the partitions this worker owns (another worker settles the rest)
+        owned = owned_partitions(app, event_topic_names)
+        if owned:
+            n = await _finish_even_if_cancelled(processor.settle_due(owned))
+            if n:
+                log.debug("settled %d expired artwork decisions with reward 0", n)
 
     @app.timer(2.0)
     async def default_pages() -> None:

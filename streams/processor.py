@@ -17,7 +17,7 @@ import logging
 import pickle
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,8 +32,9 @@ from features.profile import (
     ProfileMeta,
     ProfileState,
     apply_event,
+    settle_expired_art,
 )
-from features.store import PipelineStore, TrendingIncrement
+from features.store import ArtworkDue, PipelineStore, TrendingIncrement
 from features.trending import decayed_weight, epoch_of
 from online_models.bandits import ArtworkPolicy, make_policy
 from online_models.bandits.base import Arm
@@ -53,6 +54,8 @@ COWATCH_CHECKPOINT = "co-watch"
 ARTWORK_CHECKPOINT = "artwork-policy"
 #: Remembered page digests (to publish only pages that changed).
 DIGEST_CACHE = 200_000
+#: Most profiles one settling pass loads per partition.
+SETTLE_BATCH = 2000
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,10 @@ class EventProcessor:
         self._labels_since_checkpoint = 0
         self._countries: set[str] = {ALL_COUNTRIES}
         self._latest_event_ms = 0
+        #: Newest event time applied by this worker (any event type), for the watermark.
+        self._max_event_ms = 0
+        #: Serializes batches and the settling timer (both load, change and store states).
+        self._state_lock = asyncio.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -324,6 +331,10 @@ class EventProcessor:
 
     async def process(self, messages: Sequence[RawMessage]) -> BatchReport:
         """Run one micro-batch end to end; returns when pages and dead letters are written."""
+        async with self._state_lock:
+            return await self._process(messages)
+
+    async def _process(self, messages: Sequence[RawMessage]) -> BatchReport:
         await self.start()
         report = BatchReport(messages=len(messages))
         events, letters = self.decode(messages)
@@ -339,7 +350,11 @@ class EventProcessor:
         by_profile: dict[str, list[Event]] = {}
         for ev in events:
             by_profile.setdefault(ev.profile_id, []).append(ev)
+        # events of a keyed message belong to the key's profile (others are dead letters)
+        partition_of = {m.key.decode("utf-8", "replace"): m.partition
+                        for m in messages if m.key}
         states = await self.store.load_profiles(list(by_profile))
+        art_due: list[ArtworkDue] = []
         late_letters: list[DeadLetter] = []
         max_late_ms = self.settings.max_lateness_s * 1000.0
         changed: list[ProfileState] = []
@@ -353,6 +368,7 @@ class EventProcessor:
             state = states.get(pid) or ProfileState(pid)
             evs.sort(key=lambda e: e.event_ts_ms)  # stable: same-time events keep their order
             mutated = render = False
+            due_before = state.oldest_pending_art_ms()
             for ev in evs:
                 if ev.event_ts_ms < state.last_event_ts_ms - max_late_ms:
                     late_letters.append(self._late_letter(ev, state.last_event_ts_ms))
@@ -365,6 +381,7 @@ class EventProcessor:
                     continue
                 mutated = True
                 report.applied += 1
+                self._max_event_ms = max(self._max_event_ms, ev.event_ts_ms)
                 if fx.page_changed:
                     render = True
                     applied_ts.setdefault(pid, []).append(ev.event_ts_ms)
@@ -387,6 +404,9 @@ class EventProcessor:
                     self._latest_event_ms = max(self._latest_event_ms, ts)
             if mutated:
                 changed.append(state)
+                due_after = state.oldest_pending_art_ms()
+                if due_after != due_before:
+                    art_due.append((partition_of.get(pid, -1), pid, due_after))
             if render:
                 to_render.append(state)
         self._labels_since_checkpoint += report.labels + report.art_rewards
@@ -398,7 +418,7 @@ class EventProcessor:
             "duplicates": report.duplicates, "late_dropped": report.late,
             "artwork_rewards": report.art_rewards, "artwork_quality_plays": report.quality_plays,
             "dead_letters": report.dead_letters + report.late,
-        })
+        }, art_due)
         report.profiles = len(by_profile)
         if similar_changed:
             k = self.settings.row_length
@@ -410,6 +430,57 @@ class EventProcessor:
             for ts_list in applied_ts.values():
                 report.freshness_ms.extend(now_ms - ts for ts in ts_list)
         return report
+
+    def watermark_ms(self) -> int | None:
+        """The worker's event-time watermark: the newest event time it applied minus
+        ``artwork_settle_lateness_s`` (``None`` before its first event). Events older than
+        the watermark may still arrive; a reward window that closed before it is settled."""
+        if self._max_event_ms <= 0:
+            return None
+        return self._max_event_ms - int(self.settings.artwork_settle_lateness_s * 1000)
+
+    async def settle_due(self, partitions: Collection[int] | None = None) -> int:
+        """Settle, with reward 0, the artwork decisions whose reward window closed before the
+        watermark (event time), for the profiles of ``partitions`` (the event-topic
+        partitions this worker owns; ``None``: all). Returns the rewards learned.
+
+        The profiles' states lose those decisions in the same Redis transaction that moves
+        their entries in the due index, and the policy learns the zeros only after it
+        committed: a later play finds nothing to reward and a restart finds nothing to settle
+        again (a crash before the next checkpoint loses the learning, as for every reward).
+        """
+        async with self._state_lock:
+            await self.start()
+            watermark = self.watermark_ms()
+            if watermark is None:
+                return 0
+            parts = sorted({-1, *(range(self.settings.partitions) if partitions is None
+                                  else partitions)})
+            before = watermark - int(self.params.reward_window_s * 1000)
+            due = await self.store.due_artwork(parts, before, SETTLE_BATCH)
+            if not due:
+                return 0
+            await self.refresh_catalog()
+            states = await self.store.load_profiles(sorted({pid for _, pid in due}))
+            changed: list[ProfileState] = []
+            rewards: list[ArtworkReward] = []
+            art_due: list[ArtworkDue] = []
+            for part, pid in due:
+                state = states.get(pid)
+                if state is not None:
+                    settled = settle_expired_art(state, watermark, self.params)
+                    if settled:
+                        rewards += settled
+                        changed.append(state)
+                art_due.append((part, pid, None if state is None
+                                else state.oldest_pending_art_ms()))
+            await self.store.commit_batch(changed, [], {
+                "artwork_rewards": len(rewards), "artwork_settled_by_watermark": len(rewards),
+            }, art_due)
+            for r in rewards:
+                self._learn_artwork(r)
+            self._labels_since_checkpoint += len(rewards)
+            return len(rewards)
 
     def _learn_artwork(self, r: ArtworkReward) -> None:
         """Teach the artwork policy the outcome of one decision (any logging policy: the

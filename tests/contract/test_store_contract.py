@@ -101,3 +101,16 @@ async def test_artwork_assignments(store: PipelineStore) -> None:
     assert got == {"t1": {"artwork_id": "t1-a", "chosen_at_ms": 5},
                    "t2": {"artwork_id": "t2-b", "chosen_at_ms": 6}}
     assert await store.load_artwork("q") == {}
+
+
+async def test_artwork_due_index_moves_with_the_states_and_is_per_partition(
+        store: PipelineStore) -> None:
+    a, b = ProfileState("a"), ProfileState("b")
+    await store.commit_batch([a, b], [], {}, [(1, "a", 100), (1, "b", 300), (2, "c", 50)])
+    assert await store.due_artwork([1], 300, 10) == [(1, "a")]  # strictly older than 300
+    assert await store.due_artwork([1, 2], 301, 10) == [(1, "a"), (1, "b"), (2, "c")]
+    assert await store.due_artwork([1, 2], 301, 1) == [(1, "a"), (2, "c")]
+    assert await store.due_artwork([3], 10_000, 10) == []
+    assert await store.due_artwork([], 10_000, 10) == []
+    await store.commit_batch([a], [], {}, [(1, "a", None), (1, "b", 500)])
+    assert await store.due_artwork([1, 2], 1000, 10) == [(1, "b"), (2, "c")]

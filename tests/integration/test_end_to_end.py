@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import orjson
 import pytest
@@ -33,6 +34,13 @@ from topics.registry import ensure_topics
 @pytest.fixture
 def pipeline(settings: Settings) -> Iterator[str]:
     """Worker and server processes; yields the server's base URL."""
+    with running_pipeline(settings) as base:
+        yield base
+
+
+@contextmanager
+def running_pipeline(settings: Settings) -> Iterator[str]:
+    """Start a worker and a server with ``settings``; yield the server's base URL."""
     settings = settings.model_copy(update={"http_port": free_port()})
     ensure_topics(settings)
     publish_catalog(settings, make_titles(30))
@@ -128,3 +136,72 @@ def test_impression_to_quality_play_rewards_the_artwork_policy(
                         and (p := ArtworkPolicy.from_bytes(raw)).version >= 1 and p, 20,
                         what="a checkpoint of the policy that learned the reward")
     assert policy.name == settings.artwork_policy
+
+
+def test_an_impression_without_a_play_earns_zero_once_the_watermark_passes_its_window(
+        settings: Settings) -> None:
+    """The zero reward comes from the worker's timer when event time (any member's events)
+    passes the window plus the allowed lateness, with no further event of this member; the
+    wall clock passing the window settles nothing, and a late play cannot reward it again."""
+    from online_models.bandits import ArtworkPolicy
+    from tests.integration.helpers import counters, redis_client
+
+    settings = settings.model_copy(update={
+        "artwork_reward_window_s": 2.0, "artwork_settle_lateness_s": 0.5,
+        "artwork_settle_interval_s": 0.2, "model_checkpoint_interval_s": 0.5})
+    http = urllib3.PoolManager()
+    with running_pipeline(settings) as base, PlayerProducer(settings) as producer:
+        now = int(time.time() * 1000)
+        producer.send(Play(event_id=uuid.uuid4().hex, profile_id="zoe", event_ts_ms=now,
+                           title_id="t3", action="start", position_s=0.0,
+                           duration_s=1200.0, country="US"))
+        producer.flush()
+        wait_until(lambda: get_page(http, base, "zoe")["source"] == "personal", 30,
+                   what="zoe's personal page")
+        served = get_page(http, base, "zoe")
+        chosen = list({i["title_id"]: i for r in served["rows"] for i in r["items"]
+                       if i["policy"] == settings.artwork_policy}.values())
+        assert chosen, "the bandit chose no artwork"
+        # the impressions reach the worker: one decision per title waits in zoe's state
+        state = wait_until(lambda: (s := profile_state(settings, "zoe"))
+                           and len(s["pending_art"]) == len(chosen) and s, 20,
+                           what="zoe's artwork decisions pending in the worker")
+        assert set(state["pending_art"]) == {i["title_id"] for i in chosen}
+        # the wall clock passes the window and the lateness; event time does not: no zeros
+        time.sleep(2 * (2.0 + 0.5))
+        assert counters(settings).get("artwork_rewards", 0) == 0
+        assert len(profile_state(settings, "zoe")["pending_art"]) == len(chosen)
+        # another member's event moves event time past the window + lateness
+        producer.send(Play(event_id=uuid.uuid4().hex, profile_id="yann",
+                           event_ts_ms=served["served_at_ms"] + 2000 + 500 + 1000,
+                           title_id="t4", action="start", position_s=0.0,
+                           duration_s=1200.0, country="US"))
+        producer.flush()
+        settled = wait_until(
+            lambda: (c := counters(settings)).get("artwork_settled_by_watermark", 0)
+            >= len(chosen) and c, 20, what="zoe's expired decisions settled by the timer")
+        assert settled["artwork_settled_by_watermark"] == len(chosen)
+        assert settled["artwork_rewards"] == len(chosen)
+        assert settled.get("artwork_quality_plays", 0) == 0
+        assert profile_state(settings, "zoe")["pending_art"] == {}
+        # the policy learned exactly those zeros (its version counts learned rewards)
+        key = f"{settings.key_prefix}model:artwork-policy"
+        policy = wait_until(lambda: (raw := redis_client(settings).get(key))
+                            and (p := ArtworkPolicy.from_bytes(raw)).version >= len(chosen)
+                            and p, 20, what="a checkpoint with the zero rewards")
+        assert policy.version == len(chosen)
+        # a quality play inside the window, arriving after the settling, rewards nothing
+        late = chosen[0]
+        producer.send(Play(event_id=uuid.uuid4().hex, profile_id="zoe",
+                           event_ts_ms=served["served_at_ms"] + 1000,
+                           title_id=late["title_id"], action="progress", position_s=600.0,
+                           duration_s=1200.0, country="US"))
+        producer.flush()
+        wait_until(lambda: late["title_id"] in profile_state(settings, "zoe")["progress"], 20,
+                   what="zoe's late play applied")
+        time.sleep(1.0)  # a few timer ticks and checkpoints
+        after = counters(settings)
+        assert after["artwork_rewards"] == len(chosen)
+        assert after.get("artwork_quality_plays", 0) == 0
+        raw = redis_client(settings).get(key)
+        assert ArtworkPolicy.from_bytes(raw).version == len(chosen)

@@ -229,6 +229,68 @@ async def test_artwork_rewards_teach_the_policy_and_survive_a_restart(
     assert fresh.artwork_policy.version == 1
 
 
+def impression(eid: str, profile: str, title: str, ts: int, art: str = "") -> Impression:
+    return Impression(event_id=eid, profile_id=profile, event_ts_ms=ts, request_id="r",
+                      title_id=title, row_id="x", row=0, column=0,
+                      artwork_id=art or f"{title}-art0", propensity=0.5, policy="uniform",
+                      context_json='{"genre:Horror": 1.0}')
+
+
+async def test_expired_windows_settle_on_the_event_time_watermark_once() -> None:
+    store = InMemoryStore()
+    await store.put_titles(make_titles(12))
+    settings = Settings(row_length=5, artwork_reward_window_s=60.0,
+                        artwork_settle_lateness_s=5.0, partitions=4)
+    proc = EventProcessor(settings, store, MemoryDeadLetters(),
+                          clock=lambda: TS / 1000 + 365 * 86400.0)  # a year later
+    await proc.process([RawMessage("imp", 2, 0, b"p1",
+                                   codec.encode_event(impression("i1", "p1", "t1", TS)))])
+    assert store.art_due == {2: {"p1": TS}}  # indexed under the message's partition
+    assert await proc.settle_due() == 0  # watermark TS - 5 s: the window is open
+    # another member's events move event time on; the wall clock (a year on) plays no part
+    await proc.process([msg(codec.encode_event(play("a", "p2", "t2", 10, TS + 65_000)), "p2")])
+    assert proc.watermark_ms() == TS + 60_000
+    assert await proc.settle_due() == 0  # the window closes at TS + 60 s: not before it
+    await proc.process([msg(codec.encode_event(play("b", "p2", "t2", 20, TS + 65_001)), "p2")])
+    assert await proc.settle_due(partitions={0, 1}) == 0  # p1 lives in partition 2
+    assert proc.artwork_policy.version == 0
+    assert await proc.settle_due(partitions={2}) == 1
+    assert proc.artwork_policy.version == 1  # learned the zero, without any event of p1
+    assert store.art_due.get(2, {}) == {}
+    state = (await store.load_profiles(["p1"]))["p1"]
+    assert state.pending_art == {}
+    counters = await store.counters()
+    assert counters["artwork_rewards"] == 1 and counters["artwork_settled_by_watermark"] == 1
+    # settled once: a second pass, a late quality play and a restart change nothing
+    assert await proc.settle_due() == 0
+    late = play("q", "p1", "t1", 600, TS + 30_000)
+    rep = await proc.process([RawMessage("ev", 2, 1, b"p1", codec.encode_event(late))])
+    assert (rep.art_rewards, rep.applied) == (0, 1)
+    assert proc.artwork_policy.version == 1
+    fresh = EventProcessor(settings, store, MemoryDeadLetters())
+    await fresh.process([msg(codec.encode_event(play("c", "p2", "t2", 30, TS + 99_000)), "p2")])
+    assert await fresh.settle_due() == 0
+
+
+async def test_a_quality_play_before_the_watermark_takes_the_decision_out_of_the_index(
+        ) -> None:
+    store = InMemoryStore()
+    await store.put_titles(make_titles(12))
+    settings = Settings(row_length=5, artwork_reward_window_s=60.0,
+                        artwork_settle_lateness_s=0.0)
+    proc = EventProcessor(settings, store, MemoryDeadLetters())
+    await proc.process([msg(codec.encode_batch("p1", [impression("i1", "p1", "t1", TS),
+                                                      impression("i2", "p1", "t2", TS + 10)]))])
+    assert store.art_due == {0: {"p1": TS}}
+    rep = await proc.process([msg(codec.encode_event(play("q", "p1", "t1", 600, TS + 20)))])
+    assert (rep.art_rewards, rep.quality_plays) == (1, 1)
+    assert store.art_due == {0: {"p1": TS + 10}}  # the oldest still open is t2's
+    await proc.process([msg(codec.encode_event(play("x", "p2", "t3", 10, TS + 60_011)), "p2")])
+    assert await proc.settle_due() == 1
+    assert store.art_due == {0: {}}
+    assert proc.artwork_policy.version == 2
+
+
 async def test_variants_select_their_page_configuration() -> None:
     from online_models.experiments import assign_variant
 
