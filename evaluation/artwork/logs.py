@@ -100,8 +100,9 @@ class ArtworkRound:
     request_id: str = ""
     row: int = 0
     column: int = 0
-    #: Event time at which the worker settles the decision: the quality play's, else the
-    #: member's first event after the window closed (or the new decision that replaced it).
+    #: Event time at which the worker settles the decision: the quality play's, else when
+    #: its watermark passes the window (see ``build_rounds``) or the member's first event
+    #: after the window closed (or the new decision that replaced it), whichever is first.
     settled_ts_ms: int = 0
 
     @property
@@ -158,7 +159,8 @@ def build_rounds(impressions: Iterable[Impression], plays: Iterable[Play],
                  arms_of: Mapping[str, Sequence[Arm]] | Callable[[str], Sequence[Arm]], *,
                  reward_window_s: float, quality_fraction: float, sticky_s: float = 0.0,
                  viewport: tuple[int, int] | None = None,
-                 end_ts_ms: int | None = None) -> tuple[list[ArtworkRound], JoinStats]:
+                 end_ts_ms: int | None = None, settle_lateness_s: float | None = None,
+                 settle_interval_s: float = 0.0) -> tuple[list[ArtworkRound], JoinStats]:
     """Join impressions and plays into rounds (see the module docstring for the rules).
 
     Parameters
@@ -179,6 +181,12 @@ def build_rounds(impressions: Iterable[Impression], plays: Iterable[Play],
     end_ts_ms
         Event time at which the logs end (default: the newest event): decisions whose
         window is open then are censored.
+    settle_lateness_s, settle_interval_s
+        The worker's ``HOMESTREAM_ARTWORK_SETTLE_LATENESS_S`` and ``..._INTERVAL_S``, for
+        ``settled_ts_ms`` of a zero: the first event time (of any member) past the window
+        plus the lateness (when the worker's watermark passes the window), plus half a
+        timer interval, unless the member's own next event after the window comes first.
+        ``None``: only the member's own events settle (a worker without the timer).
 
     Returns
     -------
@@ -193,6 +201,7 @@ def build_rounds(impressions: Iterable[Impression], plays: Iterable[Play],
     # (profile, title) -> time-ordered events; kind 0 = impression, 1 = play
     streams: dict[tuple[str, str], list[tuple[int, int, Any]]] = {}
     times: dict[str, list[int]] = {}  # every event time of each member (the worker's clock)
+    every: list[int] = []  # every event time of every member (the watermark's clock)
     newest = 0
     for imp in impressions:
         if imp.event_id in seen:
@@ -202,6 +211,7 @@ def build_rounds(impressions: Iterable[Impression], plays: Iterable[Play],
         stats.impressions += 1
         newest = max(newest, imp.event_ts_ms)
         times.setdefault(imp.profile_id, []).append(imp.event_ts_ms)
+        every.append(imp.event_ts_ms)
         if imp.policy == MATERIALIZED:
             stats.materialized += 1
             continue
@@ -217,6 +227,7 @@ def build_rounds(impressions: Iterable[Impression], plays: Iterable[Play],
         stats.plays += 1
         newest = max(newest, play.event_ts_ms)
         times.setdefault(play.profile_id, []).append(play.event_ts_ms)
+        every.append(play.event_ts_ms)
         key = (play.profile_id, play.title_id)
         if key in streams:
             streams[key].append((play.event_ts_ms, 1, play))
@@ -224,6 +235,7 @@ def build_rounds(impressions: Iterable[Impression], plays: Iterable[Play],
 
     for ts_list in times.values():
         ts_list.sort()
+    every.sort()
     drafts: list[tuple[Impression, tuple[Arm, ...], float, int]] = []
 
     def settle(decision: _Decision, reward: float, at_ms: int) -> None:
@@ -233,7 +245,13 @@ def build_rounds(impressions: Iterable[Impression], plays: Iterable[Play],
             drafts[decision.index] = (imp, arms, reward, at_ms)
 
     def expired_at(decision: _Decision) -> int:
-        t = _first_after(times[decision.imp.profile_id], decision.imp.event_ts_ms + window_ms)
+        closes = decision.imp.event_ts_ms + window_ms
+        t = _first_after(times[decision.imp.profile_id], closes)
+        if settle_lateness_s is not None:
+            w = _first_after(every, closes + settle_lateness_s * 1000.0)
+            if w is not None:
+                w += int(settle_interval_s * 500.0)  # half a timer interval, on average
+                t = w if t is None else min(t, w)
         return end if t is None else t
 
     for events in streams.values():
@@ -454,13 +472,13 @@ def replay_learning(rounds: Sequence[ArtworkRound], policy: ArtworkPolicy, *,
 
     By default feedback is immediate. With ``pipeline_timing`` the replay follows the
     pipeline's clock instead: a matched round is learned when the worker would settle it
-    (``settled_ts_ms``: a quality play at once, a zero only at the member's first event after
-    the window closed), and the policy that chooses is a snapshot refreshed every
-    ``refresh_s`` (the worker's checkpoint and the server's reload). Since the replayed policy
-    acts on only one logged round in ``K`` (uniform logging over ``K`` candidates), both
-    delays are stretched by ``K`` in log time, so that counted in the policy's own decisions
-    they are as long as they were online (at the logging run's decision rate). Draws then
-    come from a separate ``seed``-ed RNG.
+    (``settled_ts_ms``: a quality play at once, a zero when the worker's watermark passes
+    the window, or at the member's first event after it), and the policy that chooses is a
+    snapshot refreshed every ``refresh_s`` (the worker's checkpoint and the server's
+    reload). Since the replayed policy acts on only one logged round in ``K`` (uniform
+    logging over ``K`` candidates), both delays are stretched by ``K`` in log time, so that
+    counted in the policy's own decisions they are as long as they were online (at the
+    logging run's decision rate). Draws then come from a separate ``seed``-ed RNG.
     """
     started = time.perf_counter()
     chosen: list[str] = []

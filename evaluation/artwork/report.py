@@ -348,9 +348,12 @@ def _offline_section(res: ArtworkResults) -> list[str]:
                   "it is compared with the online take fraction of that policy's first `m` items "
                   "seen. *Immediate*: the replayed policy learns each matched round at once. "
                   "*Pipeline timing*: it learns a matched round when the worker would have "
-                  "settled it (a quality play at once, a zero only at the member's first event "
-                  "after the window closed, i.e. at their next visit) and chooses with a copy "
-                  "refreshed every 2 s of log time, like the server's reloaded checkpoint.", ""]
+                  "settled it (a quality play at once, a zero when the worker's event-time "
+                  "watermark passes the window: the first logged event past the window plus "
+                  f"the {res.config.get('settle_lateness_s')} s lateness, plus half the "
+                  f"{res.config.get('settle_interval_s')} s timer interval) and chooses with a "
+                  "copy refreshed every 2 s of log time, like the server's reloaded "
+                  "checkpoint.", ""]
         rows = []
         for row in res.replay_online:
             d, se, ok = row.compare(row.replay, row.online_first_m)
@@ -477,17 +480,14 @@ def _replay_findings(res: ArtworkResults) -> list[str]:
               if abs(r.compare(r.replay_timed, r.online_first_m_timed)[0])
               < abs(r.compare(r.replay, r.online_first_m)[0])]
     if shrunk:
-        lo, hi = res.config.get("visit_interval_s") or (math.nan, math.nan)
         lines.append(
-            "- Feedback timing: replay with immediate feedback overstates what the deployed "
-            "pipeline achieves with " + ", ".join(f"`{p}`" for p in shrunk) + "; replaying "
-            "with the pipeline's timing brings it closer. The worker learns a zero reward only "
-            "when the member's next event arrives after the window closed (here their next "
-            f"visit, {lo:g}-{hi:g} s later) but a quality play at once, and the server chooses "
-            "with a checkpoint up to a few seconds old, so early on a learner sees mostly "
-            "positives for whatever it showed (see the start of the `lin_ucb` curves). Settling "
-            "expired windows on a timer in the worker, rather than on the member's next event, "
-            "would shorten that delay.")
+            "- Feedback timing: replay with immediate feedback differs more from what the "
+            "deployed pipeline achieves with " + ", ".join(f"`{p}`" for p in shrunk) + " than "
+            "replaying with the pipeline's timing does. The worker learns a quality play at "
+            "once but a zero only when its event-time watermark passes the window (about "
+            f"{res.config.get('reward_window_s')} + {res.config.get('settle_lateness_s')} s "
+            "after the impression), and the server chooses with a checkpoint up to a few "
+            "seconds old.")
     uniform_run = next((r for r in res.runs if r.policy == "uniform"), None)
     if uniform_run is not None:
         base = uniform_run.expected.get("random", math.nan)
@@ -569,6 +569,8 @@ def _protocol(res: ArtworkResults) -> list[str]:
         f"{cfg.get('sticky_s')}` (every visit is a new decision), "
         f"`HOMESTREAM_ARTWORK_REWARD_WINDOW_S={cfg.get('reward_window_s')}`, "
         f"`HOMESTREAM_ARTWORK_QUALITY_FRACTION={cfg.get('quality_fraction')}`, "
+        f"`HOMESTREAM_ARTWORK_SETTLE_LATENESS_S={cfg.get('settle_lateness_s')}`, "
+        f"`HOMESTREAM_ARTWORK_SETTLE_INTERVAL_S={cfg.get('settle_interval_s')}`, "
         f"`HOMESTREAM_MODEL_CHECKPOINT_INTERVAL_S={cfg.get('checkpoint_interval_s')}`, "
         f"`HOMESTREAM_ARTWORK_ROWS={cfg.get('rows')}`, "
         f"`HOMESTREAM_ROW_LENGTH={cfg.get('columns')}` and a rules file with `max_rows: "
@@ -587,11 +589,11 @@ def _protocol(res: ArtworkResults) -> list[str]:
         "given the tags of the image served, and after a think time of "
         f"{cfg.get('think_s')} s sends a `start` and a `stop` at "
         f"{cfg.get('play_fraction')} of the title for each (PlayerProducer, event time now). "
-        "Visits are spaced more than the reward window apart, so the worker settles each "
-        "decision before the member's next one.",
-        "4. After the loop: wait one reward window, stop the server (it flushes its "
-        "impressions), read the impressions, player events and catalog back from Kafka, build "
-        "the rounds and read the worker's counters and final checkpoint from Redis.",
+        "Visits are spaced more than the reward window plus the lateness apart, so the "
+        "worker settles each decision (by its watermark timer) before the member's next one.",
+        "4. After the loop: wait one reward window plus the lateness, stop the server (it "
+        "flushes its impressions), read the impressions, player events and catalog back from "
+        "Kafka, build the rounds and read the worker's counters and final checkpoint from Redis.",
         "5. Offline: candidates on each run's rounds (replay on the uniform run; IPS / SNIPS / "
         "DR on all runs"
         + (f", first {cfg.get('offline_max_rounds'):,} rounds" if cfg.get("offline_max_rounds")

@@ -150,6 +150,10 @@ class SimConfig:
     columns: int = 5
     reward_window_s: float = 3.0
     quality_fraction: float = 0.3
+    #: The worker's watermark lateness and settling timer: a decision without a quality play
+    #: earns its 0 about ``reward_window_s + settle_lateness_s`` after the impression.
+    settle_lateness_s: float = 2.0
+    settle_interval_s: float = 0.5
     #: The server's sticky period. 0 (or less than the visit spacing) makes every visit a new
     #: decision; a longer one makes the log join count one decision per assignment while the
     #: worker learns a round per visit (see :mod:`evaluation.artwork.logs`).
@@ -408,6 +412,8 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
             partitions=cfg.partitions, artwork_policy=cfg.policy,
             artwork_sticky_s=cfg.sticky_s, artwork_reward_window_s=cfg.reward_window_s,
             artwork_quality_fraction=cfg.quality_fraction,
+            artwork_settle_lateness_s=cfg.settle_lateness_s,
+            artwork_settle_interval_s=cfg.settle_interval_s,
             model_checkpoint_interval_s=cfg.checkpoint_interval_s, row_length=cfg.columns,
             artwork_rows=cfg.rows,
             rules_file=str(rules), http_port=free_port(),
@@ -483,7 +489,7 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
         # let the last windows close and the worker learn, then stop the server (it flushes
         # its impressions) and read everything back
         t3 = time.perf_counter()
-        time.sleep(cfg.reward_window_s + 1.0)
+        time.sleep(cfg.reward_window_s + cfg.settle_lateness_s + 1.0)
         for name, (proc, log) in procs:
             if proc.poll() is not None:
                 raise SimulationError(f"{name} exited with {proc.returncode} during the run; "
@@ -499,7 +505,9 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
             impressions, plays, arms_from_catalog(catalog),
             reward_window_s=cfg.reward_window_s, quality_fraction=cfg.quality_fraction,
             sticky_s=cfg.sticky_s, viewport=(cfg.rows, cfg.columns),
-            end_ts_ms=max(loop_end_ms + int(cfg.reward_window_s * 1000) + 1, _now_ms()))
+            end_ts_ms=max(loop_end_ms + int(cfg.reward_window_s * 1000) + 1, _now_ms()),
+            settle_lateness_s=cfg.settle_lateness_s,
+            settle_interval_s=cfg.settle_interval_s)
         counters = {k.decode(): int(v) for k, v in
                     r.hgetall(keys.stats_key(settings.key_prefix)).items()}
         raw_policy = r.get(keys.checkpoint_key(settings.key_prefix, "artwork-policy"))

@@ -130,6 +130,22 @@ def test_zero_is_settled_at_the_members_first_event_after_the_window() -> None:
     assert first.reward == 0.0 and first.settled_ts_ms == T0 + 95_000
 
 
+def test_zero_is_settled_when_the_watermark_passes_the_window_with_the_timer() -> None:
+    # p1's own next event comes 95 s on; another member's events move event time sooner
+    imps = [imp(T0), imp(T0 + 30_000, title="t2", art="t2-a"),
+            imp(T0 + 95_000, title="t2", art="t2-b")]
+    others = [play(T0 + t, 0.0, title="t2", profile="p2") for t in (50_000, 64_000, 66_000)]
+    rounds, _ = join(imps, others, settle_lateness_s=5.0, settle_interval_s=1.0)
+    first = next(r for r in rounds if r.title_id == "t1")
+    # window closes at 60 s; watermark lateness 5 s: first event past 65 s is at 66 s,
+    # plus half the 1 s timer interval
+    assert first.reward == 0.0 and first.settled_ts_ms == T0 + 66_500
+    # no event past the window + lateness: the member's own next event settles it
+    rounds, _ = join(imps, others[:2], settle_lateness_s=5.0, settle_interval_s=1.0)
+    first = next(r for r in rounds if r.title_id == "t1")
+    assert first.settled_ts_ms == T0 + 95_000
+
+
 def test_duplicates_materialized_viewport_unknown_arms_and_censoring() -> None:
     dup = imp(T0, event_id="same")
     imps = [dup, imp(T0, event_id="same"),                       # delivered twice

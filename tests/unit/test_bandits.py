@@ -279,7 +279,7 @@ def test_sticky_keeps_the_image_and_its_original_propensity() -> None:
 def test_sticky_explore_override_only_replaces_on_exploratory_draws() -> None:
     context = {"genre:Comedy": 0.9}
     arms = [Arm("a", ("comedy",)), Arm("b", ("romance",)), Arm("c", ("scenic",))]
-    policy = ContextualEpsilonGreedy(epsilon=0.3, seed=4)
+    policy = ContextualEpsilonGreedy(epsilon=0.3, decay_rewards=None, seed=4)
     for _ in range(30):
         policy.learn_one(context, arms[0], 1.0)
         policy.learn_one(context, arms[1], 0.0)
