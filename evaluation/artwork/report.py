@@ -410,6 +410,10 @@ def render_markdown(res: ArtworkResults) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+#: The contextual policies among the registry's (the ranking criterion applies to each).
+CONTEXTUAL_POLICIES = ("epsilon_greedy", "lin_ucb", "thompson")
+
+
 def _summary(res: ArtworkResults) -> list[str]:
     """The headline numbers."""
     lines = ["## Summary", ""]
@@ -439,6 +443,13 @@ def _summary(res: ArtworkResults) -> list[str]:
             lines.append(f"- Expected order contextual (`{res.contextual}`) > non-contextual > "
                          f"random: {'holds' if holds else '**does not hold**'}, with "
                          f"{'every' if holds else 'not every'} difference significant at 95%.")
+            others = [p for p in by if p in CONTEXTUAL_POLICIES and p != res.contextual]
+            if others:
+                lines.append("- The other contextual " + ("policies" if len(others) > 1
+                                                          else "policy") + ": " + "; ".join(
+                    f"`{p}` > non-contextual > random "
+                    + ("holds (significant at 95%)" if above(by[p], nc) and above(nc, un)
+                       else "**does not hold** at 95%") for p in others) + ".")
     if res.replay_online:
         parts = []
         for row in res.replay_online:
