@@ -508,6 +508,24 @@ def _replay_findings(res: ArtworkResults) -> list[str]:
             f"{res.config.get('reward_window_s')} + {res.config.get('settle_lateness_s')} s "
             "after the impression), and the server chooses with a checkpoint up to a few "
             "seconds old.")
+    grown = [p for p, _ in timed if p not in shrunk]
+    if grown:
+        lines.append(
+            "- With " + ", ".join(f"`{p}`" for p in grown) + " it is the other way round: "
+            "the replay with the pipeline's timing is further from the online result than "
+            "the immediate one, so the timing model does not explain their replay-vs-online "
+            "gap.")
+    modes = {p: [m for m, ok in (("immediate", r.compare(r.replay, r.online_first_m)[2]),
+                                 ("pipeline timing",
+                                  r.compare(r.replay_timed, r.online_first_m_timed)[2])) if ok]
+             for p, r in timed}
+    agree = [f"`{p}` ({' and '.join(m)})" for p, m in modes.items() if m]
+    neither = [f"`{p}`" for p, m in modes.items() if not m]
+    if timed:
+        lines.append(
+            "- Replay agrees with the online result within the 95% interval of the "
+            "difference for " + (", ".join(agree) if agree else "no learning policy")
+            + ("; in neither mode for " + ", ".join(neither) if neither else "") + ".")
     uniform_run = next((r for r in res.runs if r.policy == "uniform"), None)
     if uniform_run is not None:
         base = uniform_run.expected.get("random", math.nan)
