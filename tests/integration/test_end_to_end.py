@@ -39,12 +39,15 @@ def pipeline(settings: Settings) -> Iterator[str]:
 
 
 @contextmanager
-def running_pipeline(settings: Settings) -> Iterator[str]:
-    """Start a worker and a server with ``settings``; yield the server's base URL."""
+def running_pipeline(settings: Settings,
+                     workers: list[WorkerProcess] | None = None) -> Iterator[str]:
+    """Start a worker and a server with ``settings``; yield the server's base URL. The
+    worker goes into ``workers`` (a test may replace it); every worker there is stopped."""
     settings = settings.model_copy(update={"http_port": free_port()})
     ensure_topics(settings)
     publish_catalog(settings, make_titles(30))
-    worker = WorkerProcess(settings)
+    workers = [] if workers is None else workers
+    workers.append(WorkerProcess(settings))
     server = subprocess.Popen([sys.executable, "-m", "serving"], cwd=ROOT,
                               env={**os.environ, **settings.to_env()},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -55,7 +58,8 @@ def running_pipeline(settings: Settings) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(20)
-        worker.stop()
+        for worker in workers:
+            worker.stop()
 
 
 def get_page(http: urllib3.PoolManager, base: str, profile: str) -> dict:
@@ -150,7 +154,8 @@ def test_an_impression_without_a_play_earns_zero_once_the_watermark_passes_its_w
         "artwork_reward_window_s": 2.0, "artwork_settle_lateness_s": 0.5,
         "artwork_settle_interval_s": 0.2, "model_checkpoint_interval_s": 0.5})
     http = urllib3.PoolManager()
-    with running_pipeline(settings) as base, PlayerProducer(settings) as producer:
+    workers: list[WorkerProcess] = []
+    with running_pipeline(settings, workers) as base, PlayerProducer(settings) as producer:
         now = int(time.time() * 1000)
         producer.send(Play(event_id=uuid.uuid4().hex, profile_id="zoe", event_ts_ms=now,
                            title_id="t3", action="start", position_s=0.0,
@@ -203,5 +208,18 @@ def test_an_impression_without_a_play_earns_zero_once_the_watermark_passes_its_w
         after = counters(settings)
         assert after["artwork_rewards"] == len(chosen)
         assert after.get("artwork_quality_plays", 0) == 0
+        raw = redis_client(settings).get(key)
+        assert ArtworkPolicy.from_bytes(raw).version == len(chosen)
+        # a restarted worker (event time moving on again) settles nothing twice
+        workers[0].stop()
+        workers.append(WorkerProcess(settings))
+        producer.send(Play(event_id=uuid.uuid4().hex, profile_id="yann",
+                           event_ts_ms=served["served_at_ms"] + 60_000, title_id="t5",
+                           action="start", position_s=0.0, duration_s=1200.0, country="US"))
+        producer.flush()
+        wait_until(lambda: "t5" in profile_state(settings, "yann")["progress"], 60,
+                   what="the restarted worker to apply a new event")
+        time.sleep(1.0)
+        assert counters(settings)["artwork_rewards"] == len(chosen)
         raw = redis_client(settings).get(key)
         assert ArtworkPolicy.from_bytes(raw).version == len(chosen)
