@@ -46,6 +46,20 @@ def artwork_key(prefix: str, profile_id: str) -> str:
     return f"{prefix}artwork:{profile_id}"
 
 
+#: Suffix of the long-horizon popularity list kept beside each country's trending list.
+POPULAR_SUFFIX = "~popular"
+
+
+def popular_list(country: str) -> str:
+    """The list name (the ``country`` of :func:`trending_key`) of ``country``'s long-horizon
+    popularity: the same forward-decayed counts with ``HOMESTREAM_POPULARITY_HALF_LIFE_S``.
+
+    >>> trending_key("hs:", popular_list("US"), 0)
+    'hs:trending:US~popular:0'
+    """
+    return f"{country}{POPULAR_SUFFIX}"
+
+
 def trending_key(prefix: str, country: str, epoch: int) -> str:
     """Forward-decayed play counts (sorted set) of one country in one decay epoch."""
     return f"{prefix}trending:{country}:{epoch}"

@@ -34,6 +34,7 @@ from features.feedback import (
     explicit_label,
     is_finished,
 )
+from features.rows import row_kind_of
 from topics.models import Click, Event, Feedback, Impression, Play, Scroll, Search
 
 GenresOf = Callable[[str], Sequence[str]]
@@ -61,6 +62,8 @@ class FeatureParams:
     reward_window_s: float = 3600.0
     #: Share of the title a play must reach to count as a quality play.
     quality_fraction: float = 0.3
+    #: A first play this long (event time) after a title's impression credits its row kind.
+    row_attribution_window_s: float = 86400.0
 
 
 @dataclass
@@ -78,6 +81,10 @@ class Effects:
     #: Settled artwork decisions: ``ArtworkReward`` records (reward 1 = a quality play in
     #: the window after the impression, 0 = none).
     art_rewards: list[ArtworkReward] = field(default_factory=list)
+    #: Row kinds of the impressions applied (one entry per impression).
+    row_exposures: list[str] = field(default_factory=list)
+    #: Row kinds credited with a first play of a title shown in them (one per play).
+    row_takes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -137,6 +144,8 @@ class ProfileState:
     #: title_id -> ``[ts_ms, artwork_id, propensity, policy, policy_version, context_json]``
     #: of the artwork decision waiting for its reward window to close.
     pending_art: dict[str, list[Any]] = field(default_factory=dict)
+    #: title_id -> ``[row_kind, ts_ms]`` of its latest impression not yet played.
+    shown_rows: dict[str, list[Any]] = field(default_factory=dict)
 
     # -- serialization --------------------------------------------------------------------
     def to_json(self) -> bytes:
@@ -337,6 +346,7 @@ def apply_event(state: ProfileState, event: Event, genres_of: GenresOf,
     elif isinstance(event, Impression):
         if event.policy != "materialized":
             _pend_artwork(state, event, fx)
+        _note_shown_row(state, event, fx)
         n = state.impressions[event.title_id] = state.impressions.get(event.title_id, 0) + 1
         if (n >= IGNORED_AFTER_IMPRESSIONS and event.title_id not in state.engaged
                 and event.title_id not in state.ignored):
@@ -351,6 +361,32 @@ def apply_event(state: ProfileState, event: Event, genres_of: GenresOf,
     elif isinstance(event, Search):
         pass  # counted in n_events and the session; query features come with search
     return fx
+
+
+#: Most titles per profile remembered with the row they were last shown in.
+MAX_SHOWN_ROWS = 300
+
+
+def _note_shown_row(state: ProfileState, ev: Impression, fx: Effects) -> None:
+    """Count the impression for its row kind and remember where the title was shown."""
+    kind = row_kind_of(ev.row_id)
+    fx.row_exposures.append(kind)
+    if ev.title_id in state.engaged:
+        return  # a first play can no longer follow
+    prev = state.shown_rows.get(ev.title_id)
+    if prev is None or ev.event_ts_ms >= prev[1]:
+        state.shown_rows[ev.title_id] = [kind, ev.event_ts_ms]
+    if len(state.shown_rows) > MAX_SHOWN_ROWS:
+        oldest = min(state.shown_rows, key=lambda t: state.shown_rows[t][1])
+        del state.shown_rows[oldest]
+
+
+def _credit_row(state: ProfileState, title_id: str, ts: int, params: FeatureParams,
+                fx: Effects) -> None:
+    """A first play of a title shown within the attribution window credits that row kind."""
+    shown = state.shown_rows.pop(title_id, None)
+    if shown is not None and 0 <= ts - shown[1] <= params.row_attribution_window_s * 1000.0:
+        fx.row_takes.append(shown[0])
 
 
 #: Impressions without a play after which a title counts as ignored (a weak negative).
@@ -455,6 +491,7 @@ def _apply_play(state: ProfileState, ev: Play, genres_of: GenresOf, cast_of: Gen
     if label is not None:
         if before == ENGAGED_NONE:
             fx.plays.append((ev.country, tid, ts))
+            _credit_row(state, tid, ts, params, fx)
         state.engaged[tid] = level
         fx.labels.append((tid, LABEL_TARGET[label]))
         if label == "watch":

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,8 @@ class PageConfig:
     genre_rows: int = 3
     affinity_half_life_s: float = 14 * 24 * 3600.0
     rules: Rules = field(default_factory=Rules)
+    #: Row-kind weights to use instead of ``rules.row_weights`` (learned ones).
+    row_weights: Mapping[str, float] | None = None
 
 
 @dataclass
@@ -67,6 +69,10 @@ class CandidateRow:
     utility: float = 0.0
     adjusted_utility: float = 0.0
     extra: Callable[[str], dict[str, Any]] | None = None
+    #: With ``rels`` (each ranked title's relevance), the utility is recomputed during
+    #: selection as ``weight`` x the mean relevance of the first titles not yet placed.
+    weight: float = 0.0
+    rels: list[float] | None = None
 
     _head: set[str] | None = None
     _genres: dict[str, float] | None = None
@@ -91,36 +97,63 @@ def _minmax(x: np.ndarray) -> np.ndarray:
 
 def relevance(state: ProfileState | None, titles: Sequence[Title],
               popularity: dict[str, float], scorer: Scorer | None, now_ms: int,
-              config: PageConfig) -> dict[str, float]:
-    """Each title's relevance for the member in [0, 1] (see the module docstring)."""
+              config: PageConfig, cowatch: CoWatchSimilarity | None = None) -> dict[str, float]:
+    """Each title's relevance for the member in [0, 1] (see :func:`relevance_indexed`)."""
     if not titles:
         return {}
     arr = CatalogArrays(list(titles))
-    rel = relevance_indexed(state, arr, np.arange(len(arr)), popularity, scorer, now_ms, config)
+    rel = relevance_indexed(state, arr, np.arange(len(arr)), popularity, scorer, now_ms, config,
+                            cowatch)
     return dict(zip(arr.ids, rel.tolist(), strict=True))
 
 
 def relevance_indexed(state: ProfileState | None, arr: CatalogArrays, idx: np.ndarray,
                       popularity: dict[str, float], scorer: Scorer | None, now_ms: int,
-                      config: PageConfig) -> np.ndarray:
-    """:func:`relevance` for the titles at positions ``idx`` of ``arr``, vectorized."""
+                      config: PageConfig,
+                      cowatch: CoWatchSimilarity | None = None) -> np.ndarray:
+    """Relevance in [0, 1] of the titles at positions ``idx`` of ``arr``, vectorized.
+
+    A weighted mean (weights: ``config.rules.relevance_weights``) of four signals, each
+    scaled to [0, 1] over the titles scored: the Top Picks model's score, the co-watch
+    similarity to the member's recent titles, the content match and popularity. The two
+    personal signals' weights are multiplied by ``n / (n + personal_ramp)`` for a member
+    with ``n`` titles engaged or rated, so a new member is ranked by content and popularity.
+    """
     if len(idx) == 0:
         return np.zeros(0)
     ids = [arr.ids[i] for i in idx]
     pop = np.fromiter((popularity.get(t, 0.0) for t in ids), float, len(ids))
     today = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).date()
-    days = config.rules.new_release_days
+    rules = config.rules
+    days = rules.new_release_days
+    w = rules.relevance_weights
     if state is None:
         content = content_scores_indexed(arr, idx, {}, {}, today, days)
-        rel = 0.6 * pop + 0.4 * content
+        signals = [(w.get("content", 0.0), content), (w.get("popularity", 0.0), pop)]
     else:
         hl = config.affinity_half_life_s
         content = content_scores_indexed(arr, idx, state.genre_affinity(now_ms, hl),
                                          state.cast_scores(now_ms, hl), today, days)
         n = len(state.engaged) + len(state.explicit)
-        w_mf = 0.6 * n / (n + 5.0) if scorer is not None else 0.0
-        mf = _minmax(scorer(state.profile_id, ids)) if w_mf else np.zeros(len(ids))
-        rel = w_mf * mf + (1.0 - w_mf) * (0.65 * content + 0.35 * pop)
+        ramp = n / (n + rules.personal_ramp)
+        signals = [(w.get("content", 0.0), content), (w.get("popularity", 0.0), pop)]
+        w_mf = w.get("model", 0.0) * ramp
+        if w_mf > 0 and scorer is not None:
+            signals.append((w_mf, _minmax(scorer(state.profile_id, ids))))
+        w_cw = w.get("cowatch", 0.0) * ramp
+        if w_cw > 0 and cowatch is not None:
+            knn = cowatch.score_history(state.recent_title_ids(), arr.pos, len(arr),
+                                        rules.history_decay)[idx]
+            top = float(knn.max()) if len(knn) else 0.0
+            if top > 0:
+                signals.append((w_cw, knn / top))
+    # a signal equal for every title (no plays yet, say) says nothing: it must not dilute
+    signals = [(wt, x) for wt, x in signals
+               if float(x.max() - x.min()) > 1e-12] or signals
+    total = sum(wt for wt, _ in signals)
+    if total <= 0:
+        return np.zeros(len(idx))
+    rel = sum(wt * x for wt, x in signals) / total
     return np.clip(rel, 0.0, 1.0)
 
 
@@ -188,18 +221,33 @@ def row_similarity(a: CandidateRow, b: CandidateRow, catalog: Catalog) -> float:
 
 
 def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
-                max_rows: int) -> list[CandidateRow]:
+                max_rows: int, row_length: int | None = None) -> list[CandidateRow]:
     """Greedy selection: repeatedly take the row with the highest utility minus
-    ``penalty`` x its largest similarity to rows taken so far. The adjusted utilities of the
-    rows taken are therefore non-increasing."""
+    ``penalty`` x its largest similarity to rows taken so far.
+
+    With ``row_length``, the titles each taken row will show (its first ``row_length`` not
+    shown above) are set aside, and the utility of every row with ``rels`` is recomputed
+    from the titles it still has to offer: a row whose best titles are already on the page
+    is worth less. Utilities only fall and penalties only grow as rows are taken, so the
+    adjusted utilities of the rows taken are non-increasing.
+    """
     left = [c for c in cands if c.ranked]
     chosen: list[CandidateRow] = []
     max_sim = {id(c): 0.0 for c in left}
+    used: set[str] = set()
     while left and len(chosen) < max_rows:
         best = max(left, key=lambda c: (c.utility - penalty * max_sim[id(c)], -cands.index(c)))
         best.adjusted_utility = best.utility - penalty * max_sim[id(best)]
         chosen.append(best)
         left.remove(best)
+        if row_length is not None:
+            shown = [t for t, _ in best.ranked if t not in used][:row_length]
+            used.update(shown)
+            for c in left:
+                if c.rels is not None:
+                    head = [r for (t, _), r in zip(c.ranked, c.rels, strict=True)
+                            if t not in used][:UTILITY_DEPTH]
+                    c.utility = round(c.weight * sum(head) / len(head), 6) if head else 0.0
         if best.kind == "continue_watching":
             continue  # a functional row: it does not make recommendation rows redundant
         for c in left:
@@ -236,7 +284,7 @@ def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed_ids: se
                    now_ms: int) -> list[CandidateRow]:
     """Every row the member could be shown, each ranked and scored for utility."""
     rules = config.rules
-    w = rules.row_weights
+    w = config.row_weights if config.row_weights is not None else rules.row_weights
     engaged = (set(state.engaged) | set(state.finished)) if state else set()
     n = 3 * config.row_length
     rows: list[CandidateRow] = []
@@ -247,14 +295,23 @@ def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed_ids: se
         ranked.sort(key=lambda kv: (-kv[1], kv[0]))
         return ranked[:n]
 
+    def by_rel_near(near: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """A seed's neighbours ranked for the member: relevance x (0.5 + 0.5 x similarity)."""
+        ranked = [(t, rel.get(t, 0.0) * (0.5 + 0.5 * min(1.0, s))) for t, s in near]
+        ranked.sort(key=lambda kv: (-kv[1], kv[0]))
+        return ranked
+
     def add(row_id: str, kind: str, title: str, why: str, ranked: list[tuple[str, float]],
-            quality: float | None = None, extra=None) -> None:
+            quality: float | None = None, extra=None, factor: float = 1.0) -> None:
         if not ranked:
             return
-        head = [rel.get(t, 0.0) for t, _ in ranked[:UTILITY_DEPTH]]
+        rels = [rel.get(t, 0.0) for t, _ in ranked]
+        head = rels[:UTILITY_DEPTH]
         q = quality if quality is not None else sum(head) / len(head)
+        weight = w.get(kind, 0.5) * factor
         rows.append(CandidateRow(row_id, kind, title, why, ranked,
-                                 utility=round(w.get(kind, 0.5) * q, 6), extra=extra))
+                                 utility=round(weight * q, 6), extra=extra, weight=weight,
+                                 rels=rels if quality is None else None))
 
     if state is not None:
         cw = [t for t in state.continue_watching() if t in allowed_ids]
@@ -269,12 +326,10 @@ def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed_ids: se
             seed_t = catalog.get(seed)
             if seed_t is None:
                 continue
-            ranked = _similar_fast(catalog, seed, cowatch, n, allowed_ids, engaged)
+            ranked = by_rel_near(_similar_fast(catalog, seed, cowatch, n, allowed_ids, engaged))
             add(f"because-you-watched-{seed}", "because_you_watched",
                 f"Because You Watched {seed_t.name}",
-                f"Members who watched {seed_t.name} also watched these", ranked,
-                quality=sum(rel.get(t, 0.0) * (0.5 + 0.5 * min(1.0, s)) for t, s in
-                            ranked[:UTILITY_DEPTH]) / max(1, min(UTILITY_DEPTH, len(ranked))))
+                f"Members who watched {seed_t.name} also watched these", ranked)
         liked = [t for t, y in sorted(state.explicit.items(), key=lambda kv: -kv[1]) if y >= 0.75]
         clicked = [t for t in state.recent_title_ids() if state.engaged.get(t) == 1]
         for seed in (liked or clicked)[:1]:
@@ -282,7 +337,7 @@ def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed_ids: se
             if seed_t is not None:
                 add(f"more-like-{seed}", "more_like", f"More Like {seed_t.name}",
                     f"Similar in genre and cast to {seed_t.name}",
-                    _similar_fast(catalog, seed, None, n, allowed_ids, engaged))
+                    by_rel_near(_similar_fast(catalog, seed, None, n, allowed_ids, engaged)))
         affinity = state.genre_affinity(now_ms, config.affinity_half_life_s)
         genres = [g for g, s in sorted(affinity.items(), key=lambda kv: (-kv[1], kv[0]))
                   if s > 0][: config.genre_rows]
@@ -290,10 +345,9 @@ def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed_ids: se
         for g in genres:
             ranked = by_rel(catalog.by_genre(g))
             if ranked:
-                head = [r for _, r in ranked[:UTILITY_DEPTH]]
                 add(_genre_slug(g), "genre", f"Because You Like {g}",
                     f"You have been watching {g}", ranked,
-                    quality=(0.5 + 0.5 * affinity[g] / top) * sum(head) / len(head))
+                    factor=0.5 + 0.5 * affinity[g] / top)
     else:
         add("popular", "popular", "Popular Picks", "Popular and new titles for everyone",
             by_rel(allowed_ids))
@@ -333,20 +387,26 @@ def assemble_page(state: ProfileState | None, catalog: Catalog,
                   trending: Sequence[tuple[str, float]], scorer: Scorer | None,
                   config: PageConfig, country: str, now_ms: int,
                   meta: ProfileMeta | None = None,
-                  cowatch: CoWatchSimilarity | None = None) -> dict[str, Any]:
-    """Build one member's page (or the default page when ``state`` is ``None``)."""
+                  cowatch: CoWatchSimilarity | None = None,
+                  popular: Sequence[tuple[str, float]] | None = None) -> dict[str, Any]:
+    """Build one member's page (or the default page when ``state`` is ``None``).
+
+    ``trending`` (short half-life) feeds the Top 10 and Trending rows; ``popular`` (long
+    half-life, default ``trending``) is the popularity signal of relevance."""
     meta = meta or ProfileMeta()
     rules = config.rules
     arr = catalog.arrays()
     idx = np.flatnonzero(rules.allowed_mask(catalog, meta, country))
-    top = trending[0][1] if trending else 1.0
-    popularity = {t: s / top for t, s in trending}
-    rel_arr = relevance_indexed(state, arr, idx, popularity, scorer, now_ms, config)
+    src = popular if popular else trending
+    top = src[0][1] if src and src[0][1] > 0 else 1.0
+    popularity = {t: s / top for t, s in src}
+    rel_arr = relevance_indexed(state, arr, idx, popularity, scorer, now_ms, config, cowatch)
     allowed_ids = [arr.ids[i] for i in idx]
     rel = dict(zip(allowed_ids, rel_arr.tolist(), strict=True))
     cands = candidate_rows(state, catalog, set(allowed_ids), rel, trending, cowatch, config,
                            country, now_ms)
-    chosen = select_rows(cands, catalog, rules.diversity_penalty, rules.max_rows)
+    chosen = select_rows(cands, catalog, rules.diversity_penalty, rules.max_rows,
+                         config.row_length)
     used: set[str] = set()
     rows = []
     for c in chosen:

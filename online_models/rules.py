@@ -57,8 +57,21 @@ class Rules(BaseModel):
         "genre": 0.7, "top10": 0.6, "trending": 0.55, "new_releases": 0.5,
         "more_like": 0.6, "popular": 0.65,
     })
+    #: Weights of the relevance blend (see :func:`online_models.page.relevance_indexed`):
+    #: ``model`` (Top Picks matrix factorization), ``cowatch`` (item-to-item co-watch
+    #: similarity to the member's history), ``content`` (genre and cast match, new-release
+    #: bonus) and ``popularity`` (decayed play counts in the member's country).
+    relevance_weights: dict[str, float] = Field(default_factory=lambda: {
+        "model": 0.3, "cowatch": 1.0, "content": 0.1, "popularity": 0.6,
+    })
+    #: History size at which the personal signals (``model``, ``cowatch``) get half their
+    #: weight: a member with ``n`` titles engaged or rated gets ``n / (n + ramp)`` of it.
+    personal_ramp: float = Field(5.0, gt=0.0)
+    #: Weight of the ``i``-th most recent title in the co-watch signal: ``history_decay ** i``
+    #: (1: the whole recent history counts alike; lower: the last titles count most).
+    history_decay: float = Field(0.85, gt=0.0, le=1.0)
     #: Penalty on a row's utility per unit of overlap with rows already placed.
-    diversity_penalty: float = Field(0.5, ge=0.0)
+    diversity_penalty: float = Field(0.2, ge=0.0)
     #: Most rows on a page.
     max_rows: int = Field(10, ge=1)
     #: How many "Because You Watched" rows at most.

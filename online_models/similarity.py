@@ -17,7 +17,9 @@ from their first day.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
+
+import numpy as np
 
 from topics.models import Title
 
@@ -39,6 +41,18 @@ class CoWatchSimilarity:
         self._count: dict[str, int] = {}
         self._co: dict[str, dict[str, int]] = {}
         self.n_learned = 0
+        self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._arrays_key: tuple[int, int] = (-1, -1)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_arrays", None)  # derived; never checkpointed
+        state.pop("_arrays_key", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._arrays, self._arrays_key = {}, (-1, -1)
 
     def learn_one(self, history: Sequence[str], title_id: str) -> set[str]:
         """Count a watch of ``title_id`` after ``history`` (most recent first); return the
@@ -73,6 +87,47 @@ class CoWatchSimilarity:
                   for b, c in self._co.get(title_id, {}).items() if b not in exclude]
         scored.sort(key=lambda kv: (-kv[1], kv[0]))
         return scored[:k]
+
+
+    def neighbour_arrays(self, title_id: str,
+                         pos: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
+        """``title_id``'s co-watched titles as positions in ``pos`` (title id to index) and
+        their cosine similarities. Cached until the model learns again or ``pos`` changes, so
+        the pages rendered after one micro-batch share the work."""
+        key = (self.n_learned, id(pos))
+        if key != self._arrays_key:
+            self._arrays, self._arrays_key = {}, key
+        got = self._arrays.get(title_id)
+        if got is None:
+            na = max(1, self._count.get(title_id, 0))
+            nb = [(pos[b], c / math.sqrt(na * self._count.get(b, 1)))
+                  for b, c in self._co.get(title_id, {}).items() if b in pos]
+            got = (np.fromiter((i for i, _ in nb), np.int64, len(nb)),
+                   np.fromiter((v for _, v in nb), float, len(nb)))
+            self._arrays[title_id] = got
+        return got
+
+    def score_history(self, history: Sequence[str], pos: Mapping[str, int],
+                      size: int, decay: float = 1.0) -> np.ndarray:
+        """Item-to-item scores of every title (an array of ``size`` indexed by ``pos``): the
+        sum of its co-watch similarities to the titles in ``history`` (most recent first),
+        the ``i``-th weighted ``decay ** i``.
+
+        >>> cw = CoWatchSimilarity()
+        >>> for history, title in [(["a"], "b"), (["a"], "c"), (["b"], "c")]:
+        ...     _ = cw.learn_one(history, title)
+        >>> pos = {"a": 0, "b": 1, "c": 2}
+        >>> [round(float(x), 3) for x in cw.score_history(["a", "b"], pos, 3)]
+        [1.0, 1.0, 1.414]
+        """
+        out = np.zeros(size)
+        weight = 1.0
+        for h in dict.fromkeys(history):
+            ix, sims = self.neighbour_arrays(h, pos)
+            if len(ix):
+                np.add.at(out, ix, sims * weight if weight != 1.0 else sims)
+            weight *= decay
+        return out
 
 
 def content_similarity(a: Title, b: Title) -> float:

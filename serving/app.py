@@ -558,7 +558,7 @@ async def _resources(app: web.Application, own_store: bool, own_impressions: boo
         app[IMPRESSIONS] = ImpressionLogger.from_settings(settings)
     if own_models:
         app[MODELS] = ServingModels(app[STORE],
-                                    trending_half_life_s=settings.trending_half_life_s,
+                                    popularity_half_life_s=settings.popularity_half_life_s,
                                     artwork_policy=settings.artwork_policy,
                                     seed=settings.model_seed)
     app[IMPRESSIONS].start()

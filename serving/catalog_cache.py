@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from features.catalog import Catalog
-from features.keys import ALL_COUNTRIES
+from features.keys import ALL_COUNTRIES, popular_list
 from features.store import PipelineStore
 from features.trending import epoch_of
 from online_models.bandits import ArtworkPolicy, make_policy
@@ -114,19 +114,20 @@ class ServingModels:
         Where the catalog, checkpoints and trending counts live.
     refresh_interval_s
         Period of the background refresh.
-    trending_half_life_s
-        Half-life of trending counts (``Settings.trending_half_life_s``), for the epoch.
+    popularity_half_life_s
+        Half-life of the long-horizon popularity lists (``Settings.popularity_half_life_s``),
+        for the epoch.
     popularity_ttl_s
         How long one country's popularity is reused.
     """
 
     def __init__(self, store: PipelineStore, *, refresh_interval_s: float = 2.0,
-                 trending_half_life_s: float = 6 * 3600.0,
+                 popularity_half_life_s: float = 30 * 86400.0,
                  popularity_ttl_s: float = 2.0, artwork_policy: str = "lin_ucb",
                  seed: int = 42) -> None:
         self.store = store
         self.refresh_interval_s = refresh_interval_s
-        self.trending_half_life_s = trending_half_life_s
+        self.popularity_half_life_s = popularity_half_life_s
         self.popularity_ttl_s = popularity_ttl_s
         self.snapshot: CatalogSnapshot = EMPTY
         self.model: TopPicksModel | None = None
@@ -222,10 +223,10 @@ class ServingModels:
         now = time.monotonic()
         if hit is not None and now - hit[0] < self.popularity_ttl_s:
             return hit[1]
-        epoch = epoch_of(now_ms, self.trending_half_life_s)
-        countries = [key] if key == ALL_COUNTRIES else [key, ALL_COUNTRIES]
-        top = await self.store.top_trending(countries, epoch, POPULARITY_LIMIT)
-        ranked = top.get(key) or top.get(ALL_COUNTRIES) or []
+        epoch = epoch_of(now_ms, self.popularity_half_life_s)
+        lists = [popular_list(c) for c in dict.fromkeys((key, ALL_COUNTRIES))]
+        top = await self.store.top_trending(lists, epoch, POPULARITY_LIMIT)
+        ranked = top.get(lists[0]) or top.get(popular_list(ALL_COUNTRIES)) or []
         best = ranked[0][1] if ranked and ranked[0][1] > 0 else 1.0
         pop = {t: s / best for t, s in ranked}
         self._popularity[key] = (now, pop)

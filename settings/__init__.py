@@ -60,6 +60,8 @@ class Settings(BaseSettings):
                                         description="Half-life of genre affinity")
     trending_half_life_s: float = Field(6 * 3600.0, gt=0,
                                         description="Half-life of trending counts")
+    popularity_half_life_s: float = Field(30 * 86400.0, gt=0, description="Half-life of the "
+                                          "long-horizon popularity used for relevance")
     model_factors: int = Field(16, ge=1, le=256, description="Latent factors of Top Picks")
     model_seed: int = Field(42, description="Seed of model initialization and sampling")
     model_checkpoint_interval_s: float = Field(5.0, gt=0,
@@ -100,6 +102,14 @@ class Settings(BaseSettings):
     # --- pages ----------------------------------------------------------------------------
     rules_file: str = Field("", description="JSON file of guardrails and row weights")
     row_length: int = Field(20, ge=1, le=200, description="Titles per row")
+    row_learning: bool = Field(True, description="Learn row-kind weights from the plays "
+                               "each kind of row leads to (else the rules' weights)")
+    row_prior_strength: float = Field(500.0, gt=0, description="Pseudo-exposures that "
+                                      "shrink learned row-kind take rates toward the rules")
+    row_attribution_window_s: float = Field(86400.0, gt=0, description="A first play this "
+                                            "long after an impression credits its row kind")
+    popularity_depth: int = Field(500, ge=1, le=100_000, description="Most popular titles "
+                                  "per country read for relevance at each render")
     artwork_base_url: str = Field("https://img.example.com/art/",
                                   description="Base URL of synthetic artwork")
 

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import pickle
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -24,7 +24,7 @@ from typing import Protocol
 import orjson
 
 from features.catalog import Catalog
-from features.keys import ALL_COUNTRIES
+from features.keys import ALL_COUNTRIES, popular_list
 from features.profile import (
     ArtworkReward,
     Effects,
@@ -40,6 +40,7 @@ from online_models.bandits import ArtworkPolicy, make_policy
 from online_models.bandits.base import Arm
 from online_models.experiments import experiment_from_settings
 from online_models.page import PageConfig, assemble_page
+from online_models.row_utility import RowKindUtility
 from online_models.rules import Rules, rules_from_settings
 from online_models.similarity import CoWatchSimilarity
 from online_models.top_picks import TopPicksModel
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 MODEL_CHECKPOINT = "top-picks"
 COWATCH_CHECKPOINT = "co-watch"
 ARTWORK_CHECKPOINT = "artwork-policy"
+ROW_UTILITY_CHECKPOINT = "row-utility"
 #: Remembered page digests (to publish only pages that changed).
 DIGEST_CACHE = 200_000
 #: Most profiles one settling pass loads per partition.
@@ -154,6 +156,7 @@ class EventProcessor:
             affinity_half_life_s=settings.affinity_half_life_s,
             reward_window_s=settings.artwork_reward_window_s,
             quality_fraction=settings.artwork_quality_fraction,
+            row_attribution_window_s=settings.row_attribution_window_s,
         )
         self.artwork_policy: ArtworkPolicy = make_policy(settings.artwork_policy,
                                                          settings.model_seed)
@@ -161,6 +164,7 @@ class EventProcessor:
                                       affinity_half_life_s=settings.affinity_half_life_s,
                                       rules=rules or rules_from_settings(settings))
         self.cowatch = CoWatchSimilarity()
+        self.row_utility = RowKindUtility(settings.row_prior_strength)
         self.experiment = experiment_from_settings(settings)
         self._variant_configs = {
             v: dataclasses.replace(self.page_config,
@@ -201,6 +205,10 @@ class EventProcessor:
             obj = pickle.loads(data)
             if isinstance(obj, CoWatchSimilarity):
                 self.cowatch = obj
+        data = await self.store.load_checkpoint(ROW_UTILITY_CHECKPOINT)
+        if data is not None:
+            self.row_utility = RowKindUtility.from_bytes(data)
+            self.row_utility.prior_strength = self.settings.row_prior_strength
         self._started = True
 
     async def checkpoint(self, force: bool = False) -> bool:
@@ -212,6 +220,7 @@ class EventProcessor:
         await self.store.save_checkpoint(MODEL_CHECKPOINT, self.model.to_bytes())
         await self.store.save_checkpoint(COWATCH_CHECKPOINT, pickle.dumps(self.cowatch))
         await self.store.save_checkpoint(ARTWORK_CHECKPOINT, self.artwork_policy.to_bytes())
+        await self.store.save_checkpoint(ROW_UTILITY_CHECKPOINT, self.row_utility.to_bytes())
         self._labels_since_checkpoint = 0
         return True
 
@@ -361,9 +370,12 @@ class EventProcessor:
         to_render: list[ProfileState] = []
         trending: list[TrendingIncrement] = []
         hl = self.settings.trending_half_life_s
+        hl_pop = self.settings.popularity_half_life_s
         applied_ts: dict[str, list[int]] = {}
         genres_of, cast_of = self.catalog.genres_of, self.catalog.cast_of
         similar_changed: set[str] = set()
+        row_exposures: Counter[str] = Counter()
+        row_takes: Counter[str] = Counter()
         for pid, evs in by_profile.items():
             state = states.get(pid) or ProfileState(pid)
             evs.sort(key=lambda e: e.event_ts_ms)  # stable: same-time events keep their order
@@ -385,6 +397,8 @@ class EventProcessor:
                 if fx.page_changed:
                     render = True
                     applied_ts.setdefault(pid, []).append(ev.event_ts_ms)
+                row_exposures.update(fx.row_exposures)
+                row_takes.update(fx.row_takes)
                 for r in fx.art_rewards:
                     self._learn_artwork(r)
                     report.art_rewards += 1
@@ -398,9 +412,10 @@ class EventProcessor:
                     report.labels += 1
                 for country, tid, ts in fx.plays:
                     epoch, w = decayed_weight(ts, hl)
-                    trending.append((ALL_COUNTRIES, epoch, tid, w))
-                    if country != ALL_COUNTRIES:
-                        trending.append((country, epoch, tid, w))
+                    epoch_p, w_p = decayed_weight(ts, hl_pop)
+                    for c in dict.fromkeys((ALL_COUNTRIES, country)):
+                        trending.append((c, epoch, tid, w))
+                        trending.append((popular_list(c), epoch_p, tid, w_p))
                     self._latest_event_ms = max(self._latest_event_ms, ts)
             if mutated:
                 changed.append(state)
@@ -409,7 +424,9 @@ class EventProcessor:
                     art_due.append((partition_of.get(pid, -1), pid, due_after))
             if render:
                 to_render.append(state)
-        self._labels_since_checkpoint += report.labels + report.art_rewards
+        self.row_utility.learn(row_exposures, row_takes)
+        self._labels_since_checkpoint += (report.labels + report.art_rewards
+                                          + sum(row_exposures.values()))
         if late_letters:
             await self.dead_letters.send(late_letters)
             report.late = len(late_letters)
@@ -515,19 +532,27 @@ class EventProcessor:
         """Materialize pages; returns (pages written, pages published downstream)."""
         countries = sorted({self._country(s) for s in states})
         self._countries.update(countries)
-        trending, metas = await asyncio.gather(
+        trending, popular, metas = await asyncio.gather(
             self.store.top_trending(countries, self._trending_epoch(),
                                     4 * self.settings.row_length),
+            self.store.top_trending([popular_list(c) for c in countries],
+                                    self._trending_epoch(self.settings.popularity_half_life_s),
+                                    self.settings.popularity_depth),
             self.store.load_profile_meta([s.profile_id for s in states]))
-        now_ms = int(self.clock() * 1000)
+        # pages are assembled as of the stream's event time (decays, new releases)
+        now_ms = self._latest_event_ms or int(self.clock() * 1000)
         pages: dict[str, bytes] = {}
         changed: list[dict] = []
+        configs: dict[str, PageConfig] = {}
         for s in states:
             c = self._country(s)
             meta = ProfileMeta(**metas[s.profile_id]) if s.profile_id in metas else None
             variant = self.experiment.variant_of(s.profile_id)
+            if variant not in configs:
+                configs[variant] = self.page_config_for(variant)
             page = assemble_page(s, self.catalog, trending.get(c, []), self.model.score_many,
-                                 self._variant_configs[variant], c, now_ms, meta, self.cowatch)
+                                 configs[variant], c, now_ms, meta, self.cowatch,
+                                 popular=popular.get(popular_list(c), []))
             page["variant"] = variant
             page["generated_at_ms"] = int(self.clock() * 1000)
             page["context"] = s.artwork_context(now_ms, self.settings.affinity_half_life_s)
@@ -544,21 +569,35 @@ class EventProcessor:
             await self.page_updates.send(changed)
         return len(pages), len(changed) if self.page_updates is not None else 0
 
-    def _trending_epoch(self) -> int:
+    def page_config_for(self, variant: str) -> PageConfig:
+        """The variant's page configuration, with row-kind weights learned from takes
+        (:class:`~online_models.row_utility.RowKindUtility`) unless row learning is off."""
+        cfg = self._variant_configs[variant]
+        if not self.settings.row_learning:
+            return cfg
+        return dataclasses.replace(cfg, row_weights=self.row_utility.weights(
+            cfg.rules.row_weights))
+
+    def _trending_epoch(self, half_life_s: float | None = None) -> int:
         ts = self._latest_event_ms or int(self.clock() * 1000)
-        return epoch_of(ts, self.settings.trending_half_life_s)
+        return epoch_of(ts, half_life_s or self.settings.trending_half_life_s)
 
     async def refresh_default_pages(self) -> int:
         """Rebuild the non-personalized page of every country seen so far."""
         await self.start()
         await self.refresh_catalog()
         countries = sorted(self._countries)
-        trending = await self.store.top_trending(countries, self._trending_epoch(),
-                                                 4 * self.settings.row_length)
-        now_ms = int(self.clock() * 1000)
+        trending, popular = await asyncio.gather(
+            self.store.top_trending(countries, self._trending_epoch(),
+                                    4 * self.settings.row_length),
+            self.store.top_trending([popular_list(c) for c in countries],
+                                    self._trending_epoch(self.settings.popularity_half_life_s),
+                                    self.settings.popularity_depth))
+        now_ms = self._latest_event_ms or int(self.clock() * 1000)
         pages = {
             c: orjson.dumps(assemble_page(None, self.catalog, trending.get(c, []), None,
-                                          self.page_config, c, now_ms))
+                                          self.page_config, c, now_ms,
+                                          popular=popular.get(popular_list(c), [])))
             for c in countries
         }
         await self.store.write_pages({}, pages)

@@ -74,7 +74,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from topics.models import Artwork, Event, Feedback, Play, Title
+from topics.models import Artwork, Event, Feedback, Impression, Play, Title
 
 #: The PyPI wheel that ships MovieLens-100K.
 WHEEL_REQUIREMENT = "recbole==1.2.1"
@@ -312,3 +312,30 @@ def to_events(r: Rating, *, device: str = "web", country: str = "ZZ") -> list[Ev
             stars=stars,
         ),
     ]
+
+
+#: Rows and columns of a page view logged as impressions (the block the protocol scores).
+VIEW_ROWS, VIEW_COLUMNS = 10, 5
+
+
+def view_impressions(page: dict, member: str, now_ts: int, *, rows: int = VIEW_ROWS,
+                     columns: int = VIEW_COLUMNS) -> list[Impression]:
+    """The impressions a page view logs, as the server logs a served page: one per title in
+    the first ``rows`` x ``columns`` of ``page`` (a materialized page dict), at the view's
+    time ``now_ts`` (seconds, the data set's clock) minus 1 ms, so they precede the plays
+    of the same second. ``policy="materialized"``: the artwork was not chosen by a bandit.
+
+    >>> page = {"rows": [{"row_id": "top-picks", "items": [
+    ...     {"title_id": "m1", "artwork_id": "m1-a"}, {"title_id": "m2", "artwork_id": "m2-a"}]}]}
+    >>> [(i.title_id, i.row_id, i.row, i.column) for i in view_impressions(page, "7", 880_000_000)]
+    [('m1', 'top-picks', 0, 0), ('m2', 'top-picks', 0, 1)]
+    """
+    ts = event_time_ms(now_ts) - 1
+    request = f"view-{member}-{now_ts}"
+    return [Impression(event_id=f"{request}-{r}-{c}", profile_id=member, event_ts_ms=ts,
+                       request_id=request, title_id=str(item["title_id"]),
+                       row_id=str(row["row_id"]), row=r, column=c,
+                       artwork_id=str(item["artwork_id"]), propensity=1.0,
+                       policy="materialized", device="web")
+            for r, row in enumerate(page.get("rows", [])[:rows])
+            for c, item in enumerate(row.get("items", [])[:columns])]

@@ -40,7 +40,7 @@ from typing import Any
 import orjson
 import redis
 
-from evaluation.movielens.data import Rating, to_events
+from evaluation.movielens.data import Rating, to_events, view_impressions
 from evaluation.movielens.protocol import InteractionLike, Page
 from features import keys
 from features.keys import ALL_COUNTRIES
@@ -120,14 +120,22 @@ class PipelineRecommender:
         Longest wait for the worker to catch up with one chunk.
     refresh_pages
         Re-render the pages of the members about to be scored (see the module docstring).
+    log_impressions
+        Log each page view as impressions
+        (:func:`~evaluation.movielens.data.view_impressions`), sent before the next chunk's
+        events, as the server logs the pages it serves.
     """
 
     name = "pipeline"
 
     def __init__(self, settings: Settings, titles: Sequence[Title], *,
                  events_of: Callable[[Rating], list[Event]] = to_events,
-                 timeout_s: float = 120.0, refresh_pages: bool = False) -> None:
+                 timeout_s: float = 120.0, refresh_pages: bool = False,
+                 log_impressions: bool = True) -> None:
         self.refresh_pages = refresh_pages
+        self.log_impressions = log_impressions
+        self.impressions_sent = 0
+        self._pending: list[Event] = []
         if refresh_pages:
             self.name = "pipeline-refreshed"
         self.resent = 0
@@ -188,6 +196,9 @@ class PipelineRecommender:
         if raw is None:
             return Page([], kinds=[])
         page = orjson.loads(raw)
+        if self.log_impressions:
+            # the page view is logged as the server logs served pages; sent with the next chunk
+            self._pending.extend(view_impressions(page, member, now_ts))
         rows = page.get("rows", [])
         return Page([[str(i["title_id"]) for i in r.get("items", ())] for r in rows],
                     kinds=[str(r.get("kind", "")) for r in rows])
@@ -197,7 +208,11 @@ class PipelineRecommender:
             raise RuntimeError("PipelineRecommender is not started")
         t0 = time.perf_counter()
         last_ms: dict[str, int] = {}
-        n = 0
+        n = len(self._pending)
+        for ev in self._pending:
+            self._producer.send(ev)
+        self.impressions_sent += n
+        self._pending = []
         for r in chunk:
             events = self.events_of(r)  # type: ignore[arg-type]
             for ev in events:

@@ -113,8 +113,9 @@ def test_personal_page_rows_explain_themselves() -> None:
     cat = small_catalog()
     s = ProfileState("p")
     watch(s, cat, "t2", TS)
+    # short rows: with 12 Horror titles, long rows above would leave the Horror row empty
     page = assemble_page(s, cat, [("t7", 3.0), ("t2", 2.0)], TopPicksModel().score_many,
-                         PageConfig(row_length=4), "US", TS)
+                         PageConfig(row_length=2), "US", TS)
     assert page["rows"][0]["kind"] == "continue_watching"  # utility 1.0 x weight 1.0
     genre_row = row_of(page, "genre")
     assert genre_row is not None and genre_row["title"] == "Because You Like Horror"
