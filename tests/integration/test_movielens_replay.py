@@ -36,9 +36,12 @@ def test_replay_scores_the_pipeline_above_random_pages(settings: Settings, movie
         res = evaluate(rec, chunks, catalog_size=len(titles), genres_of=genres.__getitem__)
         counters = rec.counters()
         sent = rec.sent
+        impressions = rec.impressions_sent
     elapsed = time.monotonic() - t0
 
-    assert sent == 3 * len(ratings)
+    # every rating is 3 events; every page view was logged as impressions (10 x 5 at most)
+    assert 0 < impressions <= 50 * res.page_views
+    assert sent == 3 * len(ratings) + impressions
     assert counters.get("events_applied") == sent
     assert counters.get("dead_letters", 0) == 0
     assert res.page_views >= 30 and res.members >= 10
