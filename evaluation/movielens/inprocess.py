@@ -12,6 +12,11 @@ the report's pipeline rows come from there.
 
 Messages are built one per member and micro-batch (an ``EventBatch`` when a member has
 several events in it), as :class:`~player.producer.PlayerProducer` does.
+
+With ``ranking_only=True`` (a diagnostic) a page view is the member's Top Picks ranking cut
+into rows of 5, as the baselines' pages are, instead of the home page: the difference
+between the two is what the page's diverse rows cost under Recall@M-by-N, and the ranking
+alone compares the pipeline's models with the baselines' on equal terms.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ class InProcessPipeline:
         Events per micro-batch (the worker's ``HOMESTREAM_BATCH_MAX_EVENTS``).
     name
         The method's name in reports.
+    ranking_only
+        Serve the Top Picks ranking cut into rows of 5 (module docstring); set
+        ``settings.row_length`` to at least 50 so the row holds 10 rows' worth.
     log_impressions
         Log each page view as impressions (:func:`~evaluation.movielens.data.view_impressions`),
         sent with the next chunk, as the server logs the pages it serves.
@@ -55,7 +63,7 @@ class InProcessPipeline:
     def __init__(self, titles: Sequence[Title], settings: Settings | None = None, *,
                  events_of: Callable[[Rating], list[Event]] = to_events,
                  batch_events: int = 500, name: str = "pipeline-inprocess",
-                 log_impressions: bool = True) -> None:
+                 log_impressions: bool = True, ranking_only: bool = False) -> None:
         self.name = name
         self.settings = settings or Settings()
         self.events_of = events_of
@@ -67,6 +75,7 @@ class InProcessPipeline:
                                         codec=self.codec)
         self.default_pages_served = 0
         self.log_impressions = log_impressions
+        self.ranking_only = ranking_only
         self._pending: list[Event] = []
         self.sent = 0
         self._offset = 0
@@ -113,11 +122,30 @@ class InProcessPipeline:
         if raw is None:
             return Page([], kinds=[])
         page = orjson.loads(raw)
-        if self.log_impressions:
+        if self.log_impressions:  # the home page is what the member was shown
             self._pending.extend(view_impressions(page, member, now_ts))
+        if self.ranking_only:
+            ranking = _ranking_page(page)
+            if ranking is not None:  # a ranking cut into rows, as a baseline's page
+                return Page(ranking)
         rows = page.get("rows", [])
         return Page([[str(i["title_id"]) for i in r.get("items", ())] for r in rows],
                     kinds=[str(r.get("kind", "")) for r in rows])
+
+
+def _ranking_page(page: dict, rows: int = 10, columns: int = 5) -> list[list[str]] | None:
+    """The Top Picks row of ``page`` cut into ``rows`` rows of ``columns`` title ids (``None``
+    when the page has no Top Picks row, e.g. a default page).
+
+    >>> items = [{"title_id": f"t{i}"} for i in range(7)]
+    >>> _ranking_page({"rows": [{"kind": "top_picks", "items": items}]}, rows=2, columns=3)
+    [['t0', 't1', 't2'], ['t3', 't4', 't5']]
+    """
+    picks = next((r for r in page.get("rows", []) if r.get("kind") == "top_picks"), None)
+    if picks is None:
+        return None
+    ids = [str(i["title_id"]) for i in picks["items"]][: rows * columns]
+    return [ids[i: i + columns] for i in range(0, len(ids), columns)]
 
 
 __all__ = ["InProcessPipeline"]

@@ -227,3 +227,21 @@ def test_view_impressions_cover_the_scored_block_only() -> None:
     imps = view_impressions({"rows": rows}, "u", 880_000_000)
     assert len(imps) == 50 and {i.row for i in imps} == set(range(10))
     assert max(i.column for i in imps) == 4 and len({i.event_id for i in imps}) == 50
+
+
+def test_the_ranking_diagnostic_serves_top_picks_as_rows_and_logs_the_home_page() -> None:
+    from evaluation.movielens.data import Item
+
+    items = [Item(f"m{i}", f"Movie {i}", 1990 + i % 8, (GENRES[i % 5],)) for i in range(40)]
+    rec = InProcessPipeline(to_catalog(items), Settings(row_length=50), ranking_only=True)
+    try:
+        t0 = 880_000_000
+        rec.learn([Rating("1", f"m{k}", 4, t0 + k) for k in range(5)])
+        page = rec.page("1", t0 + 100)
+        home = orjson.loads(rec._run(rec.store.get_page("1")))
+        picks = next(r for r in home["rows"] if r["kind"] == "top_picks")
+        assert page.kinds is None and [len(r) for r in page] == [5] * 7  # 35 unseen titles
+        assert [t for r in page for t in r] == [i["title_id"] for i in picks["items"]]
+        assert {i.row_id for i in rec._pending} == {r["row_id"] for r in home["rows"][:10]}
+    finally:
+        rec.close()
