@@ -42,7 +42,6 @@ import argparse
 import math
 import statistics
 import sys
-import time
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -266,56 +265,21 @@ def render_table(metrics: Mapping[str, VariantMetrics], control: str = "control"
 # -- CLI --------------------------------------------------------------------------------------
 def read_events(bootstrap_servers: str, topics: Sequence[str], timeout_s: float = 60.0
                 ) -> tuple[list[Event], int]:
-    """Every event on ``topics`` from offset 0 up to their end when reached, and the number
-    of messages that could not be decoded.
-
-    The end of a partition is the consumer's end-of-partition signal, not the high
-    watermark from ``get_watermark_offsets``: on Tansu that reports 1 for a partition whose
-    messages arrived in one compressed batch.
-    """
-    import uuid
-
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-
+    """Every event on ``topics`` from offset 0 up to their end
+    (:func:`topics.reader.read_topics`), and the number of messages that could not be
+    decoded."""
     from topics.codec import DecodeError, default_codec
+    from topics.reader import read_topics
 
     codec = default_codec()
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap_servers,
-        "group.id": f"abtest-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "enable.partition.eof": True,
-    })
     events: list[Event] = []
     bad = 0
-    try:
-        parts = []
-        for topic in topics:
-            md = consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if md is None or md.error is not None:
-                raise RuntimeError(f"topic {topic} not found on {bootstrap_servers}")
-            parts += [TopicPartition(topic, p, 0) for p in sorted(md.partitions)]
-        consumer.assign(parts)
-        pending = {(tp.topic, tp.partition) for tp in parts}
-        deadline = time.monotonic() + timeout_s
-        while pending and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard((msg.topic(), msg.partition()))
-                continue
-            try:
-                events.extend(codec.decode_events(msg.value()))
-            except DecodeError:
-                bad += 1
-        if pending:
-            raise TimeoutError(f"did not reach the end of {sorted(pending)} in {timeout_s}s")
-    finally:
-        consumer.close()
+    for msg in read_topics(bootstrap_servers, topics, timeout_s=timeout_s,
+                           group_prefix="abtest"):
+        try:
+            events.extend(codec.decode_events(msg.value()))
+        except DecodeError:
+            bad += 1
     return events, bad
 
 

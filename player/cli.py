@@ -22,8 +22,6 @@ import contextlib
 import json
 import logging
 import sys
-import time
-import uuid
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
@@ -137,41 +135,17 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
-    """Print the dead-letter topic from the beginning, one JSON object per line."""
-    from confluent_kafka import Consumer, TopicPartition
-
+    """Print the dead-letter topic from the beginning to its end, one JSON object per line."""
     from topics.codec import DecodeError, default_codec
+    from topics.reader import TopicReadTimeout, read_topics
     from topics.registry import topic_specs
 
     codec = default_codec()
     topic = topic_specs(settings)["dead_letter"].name
-    consumer = Consumer({
-        "bootstrap.servers": settings.bootstrap_servers,
-        "group.id": f"homestream-dead-letters-{uuid.uuid4().hex[:8]}",
-        "session.timeout.ms": 6000,
-        "heartbeat.interval.ms": 1000,
-        "auto.offset.reset": "earliest",
-        "enable.auto.commit": False,
-        "logger": logging.getLogger(f"{__name__}.librdkafka"),
-    })
     shown = undecodable = 0
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None or not meta.partitions:
-            print(f"no dead-letter topic {topic}", file=sys.stderr)
-            return 0
-        # Assigning every partition reads from the start without waiting for a group join;
-        # the end is "nothing new for --timeout seconds" (watermarks are unreliable on Tansu).
-        consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
-        idle_deadline = time.monotonic() + args.timeout
-        while (args.max is None or shown < args.max) and time.monotonic() < idle_deadline:
-            msg = consumer.poll(0.2)
-            if msg is None:
-                continue
-            if msg.error():
-                print(f"consumer error: {msg.error()}", file=sys.stderr)
-                continue
-            idle_deadline = time.monotonic() + args.timeout
+        for msg in read_topics(settings.bootstrap_servers, [topic], timeout_s=args.timeout,
+                               group_prefix="homestream-dead-letters"):
             try:
                 letter = codec.decode_dead_letter(msg.value())
             except (DecodeError, ValueError) as exc:
@@ -192,8 +166,13 @@ def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
                 "failed_at_ms": letter.failed_at_ms,
             }), flush=True)
             shown += 1
-    finally:
-        consumer.close()
+            if args.max is not None and shown >= args.max:
+                break
+    except LookupError:
+        print(f"no dead-letter topic {topic}", file=sys.stderr)
+        return 0
+    except TopicReadTimeout as exc:
+        print(f"{exc}; showing what was read", file=sys.stderr)
     print(f"{shown} dead letter(s)", file=sys.stderr)
     return 1 if undecodable else 0
 
@@ -302,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     dead = sub.add_parser("dead-letters", help="print dead letters as JSON lines")
     dead.add_argument("--max", type=positive_int, default=None, help="stop after N letters")
     dead.add_argument("--timeout", type=positive_float, default=10.0,
-                      help="stop after S seconds without a new letter")
+                      help="give up reading to the end of the topic after S seconds")
     dead.set_defaults(handler=cmd_dead_letters)
 
     sub.add_parser("worker", help="run the stream worker").set_defaults(handler=cmd_worker)

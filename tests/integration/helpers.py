@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -9,17 +10,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import redis
-from confluent_kafka import Consumer, TopicPartition
 
 from features import keys
 from settings import Settings
 from topics.models import Artwork, Title
+from topics.reader import TopicReadTimeout, read_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,23 +105,11 @@ def make_titles(n: int, genres: tuple[str, ...] = ("Comedy", "Horror", "Drama"))
 
 
 def read_topic(settings: Settings, topic: str, expect: int, timeout_s: float = 20.0) -> list:
-    """All messages of ``topic`` from the beginning until ``expect`` arrived (or timeout)."""
-    c = Consumer({
-        "bootstrap.servers": settings.bootstrap_servers,
-        "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-        "auto.offset.reset": "earliest", "enable.auto.commit": False,
-        "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
-    })
-    md = c.list_topics(topic, timeout=10)
-    c.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
-    out = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(out) < expect and time.monotonic() < deadline:
-            m = c.poll(0.2)
-            if m is None or m.error():
-                continue
-            out.append(m)
-    finally:
-        c.close()
+    """All messages of ``topic`` from the beginning, waiting for at least ``expect`` (returns
+    what arrived when ``timeout_s`` runs out, for the test to assert on)."""
+    out: list = []
+    with contextlib.suppress(TopicReadTimeout):
+        for msg in read_topics(settings.bootstrap_servers, [topic], timeout_s=timeout_s,
+                               min_messages=expect):
+            out.append(msg)
     return out
