@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from features.catalog import Catalog
 from features.profile import ProfileMeta
@@ -34,6 +34,10 @@ from topics.models import MATURITY_LEVELS, Title
 __all__ = ["ProfileMeta", "Rules", "load_rules", "rules_from_settings"]
 
 Rating = Literal["G", "PG", "PG-13", "R", "NC-17"]
+
+
+#: The signals :func:`online_models.page.relevance_indexed` blends.
+RELEVANCE_SIGNALS = frozenset({"model", "cowatch", "content", "popularity"})
 
 
 class Rules(BaseModel):
@@ -78,6 +82,17 @@ class Rules(BaseModel):
     because_you_watched_rows: int = Field(3, ge=0)
     #: Days a title counts as a new release.
     new_release_days: int = Field(60, ge=1)
+
+    @field_validator("relevance_weights")
+    @classmethod
+    def _known_signals(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - RELEVANCE_SIGNALS)
+        if unknown:
+            raise ValueError(f"unknown relevance signal(s) {unknown}; known: "
+                             f"{sorted(RELEVANCE_SIGNALS)}")
+        if any(w < 0 for w in v.values()) or not any(w > 0 for w in v.values()):
+            raise ValueError("relevance weights must be >= 0 with at least one > 0")
+        return v
 
     def max_rating_for(self, meta: ProfileMeta) -> str:
         """The strictest of the rule's and the profile's own rating limits."""

@@ -21,3 +21,14 @@ def test_schema_fingerprints_in_the_readme_match_the_schemas() -> None:
     for name in codec.schema_names:
         short = name.split(".")[-1]
         assert f"| `{short}` | `{codec.fingerprint_hex(name)}` |" in README, name
+
+
+def test_the_readme_rules_example_is_valid() -> None:
+    import json
+
+    from online_models.rules import Rules
+
+    start = README.index('{"kids_max_rating"')
+    example = json.loads(README[start: README.index("```", start)])
+    rules = Rules.model_validate(example)
+    assert rules.relevance_weights["model"] == 0.5 and rules.history_decay == 0.9

@@ -245,3 +245,12 @@ def test_the_ranking_diagnostic_serves_top_picks_as_rows_and_logs_the_home_page(
         assert {i.row_id for i in rec._pending} == {r["row_id"] for r in home["rows"][:10]}
     finally:
         rec.close()
+
+
+def test_relevance_weights_name_unknown_signals() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"unknown relevance signal.*'pop'"):
+        Rules(relevance_weights={"pop": 1.0})
+    with pytest.raises(ValidationError, match="at least one > 0"):
+        Rules(relevance_weights={"model": 0.0})
