@@ -254,3 +254,27 @@ def test_relevance_weights_name_unknown_signals() -> None:
         Rules(relevance_weights={"pop": 1.0})
     with pytest.raises(ValidationError, match="at least one > 0"):
         Rules(relevance_weights={"model": 0.0})
+
+
+async def test_plays_feed_short_trending_and_long_popularity_lists() -> None:
+    from features.keys import popular_list
+
+    store = InMemoryStore()
+    await store.put_titles(make_titles(12))
+    settings = Settings(row_length=5, trending_half_life_s=3600.0,
+                        popularity_half_life_s=30 * 86400.0)
+    proc = EventProcessor(settings, store, MemoryDeadLetters(), clock=lambda: TS / 1000)
+    codec = default_codec()
+    old = TS - 2 * 86400_000  # two days earlier: forgotten by trending, not by popularity
+    msgs = [RawMessage("events", 0, i, f"u{i}".encode(), codec.encode_event(
+        Play(event_id=f"e{i}", profile_id=f"u{i}", event_ts_ms=ts, title_id=t,
+             action="progress", position_s=500.0, duration_s=600.0, country="US")))
+        for i, (t, ts) in enumerate([("t1", old), ("t1", old), ("t1", old), ("t2", TS)])]
+    await proc.process(msgs)
+    lists = {name for name, _ in store.trending}
+    assert {"US", "ALL", popular_list("US"), popular_list("ALL")} <= lists
+    short = await store.top_trending(["US"], proc._trending_epoch(), 5)
+    long = await store.top_trending([popular_list("US")],
+                                    proc._trending_epoch(settings.popularity_half_life_s), 5)
+    assert short["US"][0][0] == "t2"  # the recent play leads the trending list
+    assert long[popular_list("US")][0][0] == "t1"  # three plays two days ago still count
