@@ -16,7 +16,7 @@ True
 >>> sorted(exp.split)
 ['control', 'diverse']
 >>> [exp.rules_for(v, Rules()).diversity_penalty for v in ("diverse", "control")]
-[1.5, 0.5]
+[1.5, 0.2]
 """
 
 from __future__ import annotations
