@@ -43,7 +43,13 @@ from evaluation.movielens.protocol import (
     chunks_of,
     evaluate,
 )
-from evaluation.movielens.report import ChunkRun, Report, png_recall_plot, render_markdown
+from evaluation.movielens.report import (
+    ChunkRun,
+    Report,
+    png_recall_plot,
+    render_markdown,
+    report_from_json,
+)
 
 MIN_HISTORY = 5
 WARMUP_FRACTION = 0.1
@@ -137,8 +143,16 @@ NOTES = [
     "Top 10, Trending, New Releases) selected for diversity, and no title appears twice; "
     "a baseline's rows are consecutive slices of one ranking, which is what Recall@M-by-N "
     "rewards most directly.",
-    "Relative to the worker's wall clock no MovieLens title is a recent release, so the "
-    "New Releases row shows the newest titles by year (1997-98).",
+    "Pages are assembled at the stream's event time (the ratings' time shifted by 10,000 "
+    "days, so 2024-25), and a title's release date is January 1 of its (unshifted) year: "
+    "no MovieLens title is a recent release, so the New Releases row shows the newest "
+    "titles by year (1997-98).",
+    "How to read `pipeline-ranking` against the rest: against `ease`, `item-knn` and "
+    "`most-popular` it compares models on equal terms (one ranking cut into rows each); "
+    "against `pipeline` it shows what the home page's diverse rows (genre rows, several "
+    "Because You Watched rows, Trending, ...; no title twice) cost under Recall@M-by-N, "
+    "which rewards consecutive slices of one ranking most directly. Against "
+    "`pipeline-refreshed` it also includes what stale pages cost.",
     "Replays of the pipeline are not bit-for-bit reproducible: the worker samples the Top "
     "Picks model's negatives from its catalog list, whose order comes from Redis `HGETALL` "
     "(Redis seeds its hash function per process), so two replays of the same events learn "
@@ -179,6 +193,9 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--cache-dir", default=None, help="MovieLens cache (default "
                    "~/.cache/homestream/ml-100k)")
     p.add_argument("--json", type=Path, default=None, help="also write the raw numbers")
+    p.add_argument("--render", type=Path, default=None, metavar="JSON",
+                   help="write the report from raw numbers a run saved with --json (the "
+                        "current notes and protocol text), without running anything")
     p.add_argument("--pipeline-runs", type=int, default=1,
                    help="replay each pipeline variant this many times (the replays are not "
                         "bit-for-bit reproducible; the notes list every run)")
@@ -197,8 +214,19 @@ def _eval(rec: Recommender, chunks: list[list[Rating]], catalog_size: int,
     return res, time.monotonic() - t0
 
 
+def _render(args: argparse.Namespace) -> int:
+    report = report_from_json(json.loads(args.render.read_text()))
+    run_notes = [n for n in report.notes if n.startswith(("Replay of `", "`"))]
+    report.notes = [*NOTES, *run_notes]
+    args.out.write_text(render_markdown(report, PROTOCOL_MD, MAPPING_MD))
+    print(f"wrote {args.out} from {args.render}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _args(argv)
+    if args.render is not None:
+        return _render(args)
     chunkings = [parse_chunking(c) for c in args.chunk.split(",") if c.strip()]
     t_start = time.monotonic()
     command = "python -m evaluation.movielens" + (

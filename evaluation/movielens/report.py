@@ -22,6 +22,26 @@ PUBLISHED = {
 COLORS = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#7f7f7f")
 
 
+def report_from_json(data: dict) -> Report:
+    """A :class:`Report` from the raw numbers ``--json`` wrote (``dataclasses.asdict``)."""
+
+    def stat(v: list | tuple) -> tuple[float, float, float]:
+        return (float(v[0]), float(v[1]), float(v[2]))
+
+    def metrics(d: dict) -> PageMetrics:
+        m = PageMetrics(**{k: v for k, v in d.items() if k in PageMetrics.__dataclass_fields__})
+        m.recall = {int(k): stat(v) for k, v in d["recall"].items()}
+        m.recall_reco_rows = {int(k): stat(v) for k, v in d["recall_reco_rows"].items()}
+        m.recall_3x4, m.ndcg10, m.diversity = (stat(d["recall_3x4"]), stat(d["ndcg10"]),
+                                               stat(d["diversity"]))
+        return m
+
+    runs = [ChunkRun(**{**r, "results": [metrics(m) for m in r["results"]]})
+            for r in data["runs"]]
+    scores = [RatingScore(**s) for s in data["rating_scores"]]
+    return Report(**{**data, "runs": runs, "rating_scores": scores})
+
+
 @dataclass
 class ChunkRun:
     """The page protocol run with one chunking, for every method."""

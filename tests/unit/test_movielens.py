@@ -381,3 +381,7 @@ def test_cli_without_pipeline_writes_the_report(ml_dir: Path, tmp_path: Path) ->
     assert "River BiasedMF" in text and "| ease |" in text and "--no-pipeline" in text
     assert (out.parent / "evaluation-recall-chunk-1.png").is_file()
     assert (tmp_path / "r.json").is_file()
+    # the report can be rendered again from the raw numbers, identical
+    again = tmp_path / "again.md"
+    assert ml_main(["--render", str(tmp_path / "r.json"), "--out", str(again)]) == 0
+    assert again.read_text() == text
