@@ -64,6 +64,9 @@ class FeatureParams:
     quality_fraction: float = 0.3
     #: A first play this long (event time) after a title's impression credits its row kind.
     row_attribution_window_s: float = 86400.0
+    #: Settle a decision with a quality play when its reward window closes (with the zeros)
+    #: instead of at the play, so both outcomes reach the policy with the same delay.
+    delayed_positives: bool = False
 
 
 @dataclass
@@ -142,7 +145,8 @@ class ProfileState:
     #: titles whose repeated impressions without a play already produced a weak negative.
     ignored: list[str] = field(default_factory=list)
     #: title_id -> ``[ts_ms, artwork_id, propensity, policy, policy_version, context_json]``
-    #: of the artwork decision waiting for its reward window to close.
+    #: of the artwork decision waiting for its reward window to close; a seventh element
+    #: ``1.0`` marks a quality play already seen (``delayed_positives``: paid at the close).
     pending_art: dict[str, list[Any]] = field(default_factory=dict)
     #: title_id -> ``[row_kind, ts_ms]`` of its latest impression not yet played.
     shown_rows: dict[str, list[Any]] = field(default_factory=dict)
@@ -403,23 +407,56 @@ def _no_cast(_: str) -> list[str]:
     return []
 
 
-def _settle(state: ProfileState, title_id: str, reward: float, fx: Effects) -> None:
-    ts, art, prop, policy, version, ctx = state.pending_art.pop(title_id)
+def _settle(state: ProfileState, title_id: str, fx: Effects) -> None:
+    """Pay a pending decision: 1 if a quality play was recorded for it, else 0."""
+    ts, art, prop, policy, version, ctx, *won = state.pending_art.pop(title_id)
+    reward = 1.0 if won and won[0] else 0.0
     fx.art_rewards.append(ArtworkReward(title_id, art, reward, prop, policy, version, ctx, ts))
 
 
 def _settle_expired(state: ProfileState, now_ts: int, params: FeatureParams,
                     fx: Effects) -> None:
-    """Decisions whose reward window closed (in event time) without a quality play earn 0."""
+    """Decisions whose reward window closed (in event time) are paid: 0 without a quality
+    play, 1 with one held back (``delayed_positives``)."""
     horizon = now_ts - params.reward_window_s * 1000.0
     for tid in [t for t, p in state.pending_art.items() if p[0] < horizon]:
-        _settle(state, tid, 0.0, fx)
+        _settle(state, tid, fx)
+
+
+def record_quality_play(pending: list[Any], ts_ms: int, params: FeatureParams) -> bool:
+    """Record a quality play at ``ts_ms`` for the ``pending`` decision; returns whether to
+    pay the decision now.
+
+    A play inside the reward window marks the decision as won (a seventh element ``1.0``;
+    idempotent). It is paid at once, unless ``params.delayed_positives`` holds the reward
+    back until the window closes, when zeros are paid too. A play outside the window
+    changes nothing.
+
+    >>> params = FeatureParams(reward_window_s=60.0, delayed_positives=True)
+    >>> p = [1_000, "t1-a", 0.5, "uniform", 0, ""]
+    >>> record_quality_play(p, 2_000, params), p[6:]
+    (False, [1.0])
+    >>> record_quality_play(p, 3_000, params), p[6:]
+    (False, [1.0])
+    >>> p = [1_000, "t1-a", 0.5, "uniform", 0, ""]
+    >>> record_quality_play(p, 2_000, FeatureParams()), p[6:]
+    (True, [1.0])
+    >>> p = [1_000, "t1-a", 0.5, "uniform", 0, ""]
+    >>> record_quality_play(p, 999, params), p[6:]
+    (False, [])
+    """
+    if not pending[0] <= ts_ms <= pending[0] + params.reward_window_s * 1000.0:
+        return False
+    if len(pending) < 7:
+        pending.append(1.0)
+    return not params.delayed_positives
 
 
 def settle_expired_art(state: ProfileState, watermark_ms: int,
                        params: FeatureParams) -> list[ArtworkReward]:
-    """Settle with reward 0 every decision of ``state`` whose reward window closed before
-    ``watermark_ms`` (event time: the worker's watermark, not the wall clock).
+    """Settle every decision of ``state`` whose reward window closed before ``watermark_ms``
+    (event time: the worker's watermark, not the wall clock): reward 0, or 1 for a decision
+    whose quality play was held back (``params.delayed_positives``).
 
     Pure: removes the decisions from ``state.pending_art`` (so a later play cannot reward
     them) and returns their rewards; the caller stores the state and teaches the policy.
@@ -448,17 +485,17 @@ def settle_expired_art(state: ProfileState, watermark_ms: int,
 def _pend_artwork(state: ProfileState, ev: Impression, fx: Effects) -> None:
     """Remember an artwork decision until a quality play or the end of its window. Repeated
     impressions of the same decision (sticky artwork) keep the first; a different image
-    settles the previous decision with no reward."""
+    settles the previous decision (no reward unless a quality play was held back for it)."""
     prev = state.pending_art.get(ev.title_id)
     if prev is not None:
         if prev[1] == ev.artwork_id:
             return
-        _settle(state, ev.title_id, 0.0, fx)
+        _settle(state, ev.title_id, fx)
     state.pending_art[ev.title_id] = [ev.event_ts_ms, ev.artwork_id, ev.propensity, ev.policy,
                                       ev.policy_version, ev.context_json]
     if len(state.pending_art) > MAX_PENDING_ART:
         oldest = min(state.pending_art, key=lambda t: state.pending_art[t][0])
-        _settle(state, oldest, 0.0, fx)
+        _settle(state, oldest, fx)
 
 
 def _apply_play(state: ProfileState, ev: Play, genres_of: GenresOf, cast_of: GenresOf,
@@ -476,9 +513,11 @@ def _apply_play(state: ProfileState, ev: Play, genres_of: GenresOf, cast_of: Gen
         state.progress[tid] = [ev.position_s, ev.duration_s, ts]
     fraction = ev.fraction
     pending = state.pending_art.get(tid)
-    if (pending is not None and fraction >= params.quality_fraction and ts >= pending[0]
-            and ts - pending[0] <= params.reward_window_s * 1000.0):
-        _settle(state, tid, 1.0, fx)  # a quality play after the impression: the art worked
+    if (pending is not None and fraction >= params.quality_fraction
+            and record_quality_play(pending, ts, params)):
+        # a quality play after the impression: the art worked (paid now; with delayed
+        # positives it stays marked and is paid when the window closes, like a zero)
+        _settle(state, tid, fx)
     if is_finished(fraction):
         state.finished[tid] = max(ts, state.finished.get(tid, 0))
     elif ev.action == "start" and ts > state.finished.get(tid, ts):

@@ -157,6 +157,7 @@ class EventProcessor:
             reward_window_s=settings.artwork_reward_window_s,
             quality_fraction=settings.artwork_quality_fraction,
             row_attribution_window_s=settings.row_attribution_window_s,
+            delayed_positives=settings.artwork_delayed_positives,
         )
         self.artwork_policy: ArtworkPolicy = make_policy(settings.artwork_policy,
                                                          settings.model_seed)
@@ -457,12 +458,13 @@ class EventProcessor:
         return self._max_event_ms - int(self.settings.artwork_settle_lateness_s * 1000)
 
     async def settle_due(self, partitions: Collection[int] | None = None) -> int:
-        """Settle, with reward 0, the artwork decisions whose reward window closed before the
-        watermark (event time), for the profiles of ``partitions`` (the event-topic
-        partitions this worker owns; ``None``: all). Returns the rewards learned.
+        """Settle the artwork decisions whose reward window closed before the watermark
+        (event time), for the profiles of ``partitions`` (the event-topic partitions this
+        worker owns; ``None``: all): reward 0, or 1 for a quality play held back until the
+        close (``HOMESTREAM_ARTWORK_DELAYED_POSITIVES``). Returns the rewards learned.
 
         The profiles' states lose those decisions in the same Redis transaction that moves
-        their entries in the due index, and the policy learns the zeros only after it
+        their entries in the due index, and the policy learns the rewards only after it
         committed: a later play finds nothing to reward and a restart finds nothing to settle
         again (a crash before the next checkpoint loses the learning, as for every reward).
         """
@@ -493,6 +495,7 @@ class EventProcessor:
                                 else state.oldest_pending_art_ms()))
             await self.store.commit_batch(changed, [], {
                 "artwork_rewards": len(rewards), "artwork_settled_by_watermark": len(rewards),
+                "artwork_quality_plays": sum(r.reward > 0 for r in rewards),
             }, art_due)
             for r in rewards:
                 self._learn_artwork(r)

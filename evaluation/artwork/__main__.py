@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline-max-rounds", type=int, default=None,
                    help="rounds used by IPS/SNIPS/DR (default 60,000, quick 15,000; 0 = all)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--delayed-positives", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the worker with HOMESTREAM_ARTWORK_DELAYED_POSITIVES on / off "
+                        "(default: the setting's default)")
     p.add_argument("--skip-obd", action="store_true")
     p.add_argument("--cache-dir", default=None, help="OBD cache (default ~/.cache/homestream/obd)")
     p.add_argument("--out", default=str(ROOT / "docs" / "artwork.md"))
@@ -110,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["members"] = args.members
     if args.titles_per_genre:
         overrides["titles_per_genre"] = args.titles_per_genre
+    if args.delayed_positives is not None:
+        overrides["delayed_positives"] = args.delayed_positives
     base = SimConfig(
         seconds=seconds, seed=args.seed,
         preference=PreferenceModel(args.p_match, args.p_other, args.other_genre_factor),

@@ -100,9 +100,10 @@ class ArtworkRound:
     request_id: str = ""
     row: int = 0
     column: int = 0
-    #: Event time at which the worker settles the decision: the quality play's, else when
-    #: its watermark passes the window (see ``build_rounds``) or the member's first event
-    #: after the window closed (or the new decision that replaced it), whichever is first.
+    #: Event time at which the worker settles the decision: the quality play's (unless
+    #: positives are delayed), else when its watermark passes the window (see
+    #: ``build_rounds``) or the member's first event after the window closed (or the new
+    #: decision that replaced it), whichever is first.
     settled_ts_ms: int = 0
 
     @property
@@ -148,6 +149,7 @@ class _Decision:
     imp: Impression
     index: int                 # position in the output list, or -1 when not kept
     pending: bool = True
+    won: bool = False          # a quality play held back until the window closes
 
 
 def _first_after(times: list[int], t: float) -> int | None:
@@ -160,7 +162,8 @@ def build_rounds(impressions: Iterable[Impression], plays: Iterable[Play],
                  reward_window_s: float, quality_fraction: float, sticky_s: float = 0.0,
                  viewport: tuple[int, int] | None = None,
                  end_ts_ms: int | None = None, settle_lateness_s: float | None = None,
-                 settle_interval_s: float = 0.0) -> tuple[list[ArtworkRound], JoinStats]:
+                 settle_interval_s: float = 0.0,
+                 delayed_positives: bool = False) -> tuple[list[ArtworkRound], JoinStats]:
     """Join impressions and plays into rounds (see the module docstring for the rules).
 
     Parameters
@@ -187,6 +190,10 @@ def build_rounds(impressions: Iterable[Impression], plays: Iterable[Play],
         plus the lateness (when the worker's watermark passes the window), plus half a
         timer interval, unless the member's own next event after the window comes first.
         ``None``: only the member's own events settle (a worker without the timer).
+    delayed_positives
+        The worker's ``HOMESTREAM_ARTWORK_DELAYED_POSITIVES``: a rewarded decision is
+        settled (``settled_ts_ms``) like a zero, when its window is closed, instead of at
+        the quality play. Rewards are the same either way.
 
     Returns
     -------
@@ -259,13 +266,14 @@ def build_rounds(impressions: Iterable[Impression], plays: Iterable[Play],
         current: _Decision | None = None
         for ts, kind, ev in events:
             if current is not None and current.pending and ts - current.imp.event_ts_ms > window_ms:
-                settle(current, 0.0, expired_at(current))  # closed without a quality play
+                # closed without a quality play (or with one held back)
+                settle(current, float(current.won), expired_at(current))
             if kind == 0:
                 if current is not None and _same_assignment(current.imp, ev, sticky_ms):
                     stats.sticky_repeats += 1
                     continue
                 if current is not None and current.pending:
-                    settle(current, 0.0, ts)  # a new decision for the title replaces it
+                    settle(current, float(current.won), ts)  # a new decision replaces it
                 arms = tuple(lookup(ev.title_id))
                 if ev.artwork_id not in {a.artwork_id for a in arms}:
                     stats.unknown_arm += 1
@@ -275,9 +283,12 @@ def build_rounds(impressions: Iterable[Impression], plays: Iterable[Play],
                 current = _Decision(ev, len(drafts) - 1)
             elif (current is not None and current.pending and ev.fraction >= quality_fraction
                   and current.imp.event_ts_ms <= ts <= current.imp.event_ts_ms + window_ms):
-                settle(current, 1.0, ts)
+                if delayed_positives:
+                    current.won = True  # paid when the window closes
+                else:
+                    settle(current, 1.0, ts)
         if current is not None and current.pending and end - current.imp.event_ts_ms > window_ms:
-            settle(current, 0.0, expired_at(current))
+            settle(current, float(current.won), expired_at(current))
 
     rounds = []
     for imp, arms, reward, settled in drafts:
@@ -473,7 +484,8 @@ def replay_learning(rounds: Sequence[ArtworkRound], policy: ArtworkPolicy, *,
     By default feedback is immediate. With ``pipeline_timing`` the replay follows the
     pipeline's clock instead: a matched round is learned when the worker would settle it
     (``settled_ts_ms``: a quality play at once, a zero when the worker's watermark passes
-    the window, or at the member's first event after it), and the policy that chooses is a
+    the window, or at the member's first event after it; a quality play too with delayed
+    positives, as ``build_rounds`` was told), and the policy that chooses is a
     snapshot refreshed every ``refresh_s`` (the worker's checkpoint and the server's
     reload). Since the replayed policy acts on only one logged round in ``K`` (uniform
     logging over ``K`` candidates), both delays are stretched by ``K`` in log time, so that

@@ -357,8 +357,13 @@ def _offline_section(res: ArtworkResults) -> list[str]:
                   "it is compared with the online take fraction of that policy's first `m` items "
                   "seen. *Immediate*: the replayed policy learns each matched round at once. "
                   "*Pipeline timing*: it learns a matched round when the worker would have "
-                  "settled it (a quality play at once, a zero when the worker's event-time "
-                  "watermark passes the window: the first logged event past the window plus "
+                  "settled it ("
+                  + ("a quality play and a zero alike when the worker's event-time watermark "
+                     "passes the window (`HOMESTREAM_ARTWORK_DELAYED_POSITIVES=True`)"
+                     if res.config.get("delayed_positives") else
+                     "a quality play at once, a zero when the worker's event-time watermark "
+                     "passes the window")
+                  + ": the first logged event past the window plus "
                   f"the {res.config.get('settle_lateness_s')} s lateness, plus half the "
                   f"{res.config.get('settle_interval_s')} s timer interval) and chooses with a "
                   "copy refreshed every 2 s of log time, like the server's reloaded "
@@ -503,9 +508,13 @@ def _replay_findings(res: ArtworkResults) -> list[str]:
         lines.append(
             "- Feedback timing: replay with immediate feedback differs more from what the "
             "deployed pipeline achieves with " + ", ".join(f"`{p}`" for p in shrunk) + " than "
-            "replaying with the pipeline's timing does. The worker learns a quality play at "
-            "once but a zero only when its event-time watermark passes the window (about "
-            f"{res.config.get('reward_window_s')} + {res.config.get('settle_lateness_s')} s "
+            "replaying with the pipeline's timing does. The worker learns "
+            + ("a quality play and a zero alike only when its event-time watermark passes "
+               "the window (delayed positives; about "
+               if res.config.get("delayed_positives") else
+               "a quality play at once but a zero only when its event-time watermark passes "
+               "the window (about ")
+            + f"{res.config.get('reward_window_s')} + {res.config.get('settle_lateness_s')} s "
             "after the impression), and the server chooses with a checkpoint up to a few "
             "seconds old.")
     grown = [p for p, _ in timed if p not in shrunk]
@@ -609,6 +618,9 @@ def _protocol(res: ArtworkResults) -> list[str]:
         f"`HOMESTREAM_ARTWORK_QUALITY_FRACTION={cfg.get('quality_fraction')}`, "
         f"`HOMESTREAM_ARTWORK_SETTLE_LATENESS_S={cfg.get('settle_lateness_s')}`, "
         f"`HOMESTREAM_ARTWORK_SETTLE_INTERVAL_S={cfg.get('settle_interval_s')}`, "
+        f"`HOMESTREAM_ARTWORK_DELAYED_POSITIVES={cfg.get('delayed_positives', False)}`"
+        + (" (quality plays paid when their window closes, with the zeros), "
+           if cfg.get("delayed_positives") else " (quality plays paid at once), ") +
         f"`HOMESTREAM_MODEL_CHECKPOINT_INTERVAL_S={cfg.get('checkpoint_interval_s')}`, "
         f"`HOMESTREAM_ARTWORK_ROWS={cfg.get('rows')}`, "
         f"`HOMESTREAM_ROW_LENGTH={cfg.get('columns')}` and a rules file with `max_rows: "

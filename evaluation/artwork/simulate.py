@@ -55,6 +55,7 @@ from evaluation.artwork.logs import (
     read_events,
 )
 from online_models.bandits import Arm, ArtworkPolicy
+from settings import Settings
 from topics.models import Artwork, Title
 
 __all__ = [
@@ -154,6 +155,10 @@ class SimConfig:
     #: earns its 0 about ``reward_window_s + settle_lateness_s`` after the impression.
     settle_lateness_s: float = 2.0
     settle_interval_s: float = 0.5
+    #: The worker's ``HOMESTREAM_ARTWORK_DELAYED_POSITIVES``: quality plays are paid when
+    #: their window closes (with the zeros) instead of at once. Default: the setting's.
+    delayed_positives: bool = bool(
+        Settings.model_fields["artwork_delayed_positives"].default)
     #: The server's sticky period. 0 (or less than the visit spacing) makes every visit a new
     #: decision; a longer one makes the log join count one decision per assignment while the
     #: worker learns a round per visit (see :mod:`evaluation.artwork.logs`).
@@ -389,7 +394,6 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
     """
     from player.producer import PlayerProducer
     from player.simulator import publish_catalog
-    from settings import Settings
     from stack.local import free_port, local_stack, wait_for_port
     from topics.registry import ensure_topics, topic_specs
 
@@ -414,6 +418,7 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
             artwork_quality_fraction=cfg.quality_fraction,
             artwork_settle_lateness_s=cfg.settle_lateness_s,
             artwork_settle_interval_s=cfg.settle_interval_s,
+            artwork_delayed_positives=cfg.delayed_positives,
             model_checkpoint_interval_s=cfg.checkpoint_interval_s, row_length=cfg.columns,
             artwork_rows=cfg.rows,
             rules_file=str(rules), http_port=free_port(),
@@ -507,7 +512,8 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
             sticky_s=cfg.sticky_s, viewport=(cfg.rows, cfg.columns),
             end_ts_ms=max(loop_end_ms + int(cfg.reward_window_s * 1000) + 1, _now_ms()),
             settle_lateness_s=cfg.settle_lateness_s,
-            settle_interval_s=cfg.settle_interval_s)
+            settle_interval_s=cfg.settle_interval_s,
+            delayed_positives=cfg.delayed_positives)
         counters = {k.decode(): int(v) for k, v in
                     r.hgetall(keys.stats_key(settings.key_prefix)).items()}
         raw_policy = r.get(keys.checkpoint_key(settings.key_prefix, "artwork-policy"))

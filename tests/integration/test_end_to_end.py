@@ -223,3 +223,83 @@ def test_an_impression_without_a_play_earns_zero_once_the_watermark_passes_its_w
         assert counters(settings)["artwork_rewards"] == len(chosen)
         raw = redis_client(settings).get(key)
         assert ArtworkPolicy.from_bytes(raw).version == len(chosen)
+
+
+def test_a_delayed_quality_play_is_paid_when_the_watermark_closes_its_window_once(
+        settings: Settings) -> None:
+    """With ``HOMESTREAM_ARTWORK_DELAYED_POSITIVES`` a quality play only marks its decision
+    (in the member's stored state); the worker's timer pays it 1, together with the zeros of
+    the other decisions of the page, when event time passes the window plus the lateness.
+    Redelivering the play or restarting the worker pays nothing twice."""
+    from online_models.bandits import ArtworkPolicy
+    from tests.integration.helpers import counters, redis_client
+
+    settings = settings.model_copy(update={
+        "artwork_reward_window_s": 2.0, "artwork_settle_lateness_s": 0.5,
+        "artwork_settle_interval_s": 0.2, "model_checkpoint_interval_s": 0.5,
+        "artwork_delayed_positives": True})
+    http = urllib3.PoolManager()
+    workers: list[WorkerProcess] = []
+    key = f"{settings.key_prefix}model:artwork-policy"
+    with running_pipeline(settings, workers) as base, PlayerProducer(settings) as producer:
+        producer.send(Play(event_id=uuid.uuid4().hex, profile_id="una",
+                           event_ts_ms=int(time.time() * 1000), title_id="t3", action="start",
+                           position_s=0.0, duration_s=1200.0, country="US"))
+        producer.flush()
+        wait_until(lambda: get_page(http, base, "una")["source"] == "personal", 30,
+                   what="una's personal page")
+        served = get_page(http, base, "una")
+        chosen = list({i["title_id"]: i for r in served["rows"] for i in r["items"]
+                       if i["policy"] == settings.artwork_policy}.values())
+        assert chosen, "the bandit chose no artwork"
+        wait_until(lambda: (s := profile_state(settings, "una"))
+                   and len(s["pending_art"]) == len(chosen), 20,
+                   what="una's artwork decisions pending in the worker")
+        # una plays the first title she was shown past the quality threshold, in the window
+        won = chosen[0]
+        quality = Play(event_id=uuid.uuid4().hex, profile_id="una",
+                       event_ts_ms=served["served_at_ms"] + 1000, title_id=won["title_id"],
+                       action="progress", position_s=600.0, duration_s=1200.0, country="US")
+        producer.send(quality)
+        producer.flush()
+        state = wait_until(lambda: (s := profile_state(settings, "una"))
+                           and s["progress"].get(won["title_id"], [0.0])[0] == 600.0 and s,
+                           20, what="una's quality play applied")
+        # marked as won, still pending, nothing learned: the window has not closed in event time
+        assert state["pending_art"][won["title_id"]][6] == 1.0
+        assert len(state["pending_art"]) == len(chosen)
+        time.sleep(1.0)  # timer ticks and checkpoints: still nothing paid
+        assert counters(settings).get("artwork_rewards", 0) == 0
+        assert counters(settings).get("artwork_quality_plays", 0) == 0
+        # another member's event moves event time past the window + lateness
+        producer.send(Play(event_id=uuid.uuid4().hex, profile_id="vic",
+                           event_ts_ms=served["served_at_ms"] + 2000 + 500 + 1000,
+                           title_id="t4", action="start", position_s=0.0,
+                           duration_s=1200.0, country="US"))
+        producer.flush()
+        settled = wait_until(
+            lambda: (c := counters(settings)).get("artwork_settled_by_watermark", 0)
+            >= len(chosen) and c, 20, what="una's decisions settled by the timer")
+        assert settled["artwork_settled_by_watermark"] == len(chosen)
+        assert settled["artwork_rewards"] == len(chosen)
+        assert settled["artwork_quality_plays"] == 1  # the won decision, paid 1 once
+        assert profile_state(settings, "una")["pending_art"] == {}
+        policy = wait_until(lambda: (raw := redis_client(settings).get(key))
+                            and (p := ArtworkPolicy.from_bytes(raw)).version >= len(chosen)
+                            and p, 20, what="a checkpoint with the settled rewards")
+        assert policy.version == len(chosen)
+        # the quality play redelivered (at least once) and a restarted worker pay nothing
+        producer.send(quality)
+        producer.flush()
+        workers[0].stop()
+        workers.append(WorkerProcess(settings))
+        producer.send(Play(event_id=uuid.uuid4().hex, profile_id="vic",
+                           event_ts_ms=served["served_at_ms"] + 60_000, title_id="t5",
+                           action="start", position_s=0.0, duration_s=1200.0, country="US"))
+        producer.flush()
+        wait_until(lambda: "t5" in profile_state(settings, "vic")["progress"], 60,
+                   what="the restarted worker to apply a new event")
+        time.sleep(1.0)
+        after = counters(settings)
+        assert (after["artwork_rewards"], after["artwork_quality_plays"]) == (len(chosen), 1)
+        assert ArtworkPolicy.from_bytes(redis_client(settings).get(key)).version == len(chosen)

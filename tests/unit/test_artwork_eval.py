@@ -146,6 +146,29 @@ def test_zero_is_settled_when_the_watermark_passes_the_window_with_the_timer() -
     assert first.settled_ts_ms == T0 + 95_000
 
 
+def test_delayed_positive_is_settled_with_the_zeros_when_the_watermark_passes() -> None:
+    imps = [imp(T0), imp(T0 + 1_000, title="t2", art="t2-a")]
+    plays = [play(T0 + 30_000, 0.9),                                        # quality on t1
+             *(play(T0 + t, 0.0, title="t2", profile="p2") for t in (64_000, 67_000))]
+    kw = {"settle_lateness_s": 5.0, "settle_interval_s": 1.0}
+    now, _ = join(imps, plays, **kw)
+    held, _ = join(imps, plays, delayed_positives=True, **kw)
+    assert [(r.title_id, r.reward, r.settled_ts_ms - T0) for r in now] == [
+        ("t1", 1.0, 30_000), ("t2", 0.0, 67_500)]
+    # same rewards; the positive waits for the watermark (first event past 65 s, + 0.5 s)
+    assert [(r.title_id, r.reward, r.settled_ts_ms - T0) for r in held] == [
+        ("t1", 1.0, 67_500), ("t2", 0.0, 67_500)]
+    # a new decision of the title pays the held-back positive at once
+    held, stats = join([*imps, imp(T0 + 40_000, art="t1-b")], plays, delayed_positives=True,
+                       **kw)
+    assert [(r.reward, r.settled_ts_ms - T0) for r in held if r.title_id == "t1"] == [
+        (1.0, 40_000)]
+    assert stats.censored == 1  # the new decision's window is still open at the end
+    # a positive whose window is open at the end of the logs is censored, like the worker
+    _, stats = join(imps[:1], plays[:1], delayed_positives=True, end_ts_ms=T0 + 50_000)
+    assert stats.censored == 1 and stats.rounds == 0
+
+
 def test_duplicates_materialized_viewport_unknown_arms_and_censoring() -> None:
     dup = imp(T0, event_id="same")
     imps = [dup, imp(T0, event_id="same"),                       # delivered twice
@@ -186,8 +209,9 @@ def _visits(rng: random.Random, profile: str, window_ms: int) -> tuple[list, lis
     return imps, plays
 
 
+@pytest.mark.parametrize("delayed", [False, True])
 @pytest.mark.parametrize("seed", range(5))
-def test_log_join_agrees_with_the_worker_on_spaced_visits(seed: int) -> None:
+def test_log_join_agrees_with_the_worker_on_spaced_visits(seed: int, delayed: bool) -> None:
     rng = random.Random(seed)
     window_s = 5.0
     imps, plays = [], []
@@ -195,8 +219,10 @@ def test_log_join_agrees_with_the_worker_on_spaced_visits(seed: int) -> None:
         i, pl = _visits(rng, p, int(window_s * 1000))
         imps += i
         plays += pl
-    rounds, _ = build_rounds(imps, plays, ARMS, reward_window_s=window_s, quality_fraction=0.3)
-    params = FeatureParams(reward_window_s=window_s, quality_fraction=0.3)
+    rounds, _ = build_rounds(imps, plays, ARMS, reward_window_s=window_s, quality_fraction=0.3,
+                             delayed_positives=delayed)
+    params = FeatureParams(reward_window_s=window_s, quality_fraction=0.3,
+                           delayed_positives=delayed)
     worker = worker_join([*imps, *plays], lambda t: ["Comedy"], params)
     ours = Counter((r.profile_id, r.title_id, r.action, r.ts_ms, r.reward) for r in rounds)
     theirs = Counter((pid, w.title_id, w.artwork_id, w.impression_ts_ms, w.reward)
@@ -377,6 +403,19 @@ def test_report_shows_every_table_with_the_numbers() -> None:
                    "The `uniform` row is the control", "Feedback timing:", "Closed loop:"):
         assert needle in text, needle
     assert "did not complete" not in text
+
+
+def test_report_states_when_positives_are_paid() -> None:
+    res = _fake_results()
+    res.config = {**res.config, "delayed_positives": False}
+    text = render_markdown(res)
+    assert "`HOMESTREAM_ARTWORK_DELAYED_POSITIVES=False` (quality plays paid at once)" in text
+    assert "a quality play at once, a zero when" in text
+    res.config = {**res.config, "delayed_positives": True}
+    text = render_markdown(res)
+    assert "`HOMESTREAM_ARTWORK_DELAYED_POSITIVES=True` (quality plays paid when" in text
+    assert "a quality play and a zero alike when" in text
+    assert "a quality play at once" not in text
 
 
 def test_report_reads_the_draw_check() -> None:

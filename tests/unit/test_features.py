@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from features.feedback import ENGAGED_CLICK, ENGAGED_WATCH, derive_play_level
-from features.profile import FeatureParams, ProfileState, apply_event
+from features.profile import FeatureParams, ProfileState, apply_event, settle_expired_art
 from features.trending import EPOCH_HALF_LIVES, decayed_weight, merge_epochs
 from topics.models import Feedback, Impression, Play, Scroll
 
@@ -191,3 +191,59 @@ def test_sticky_repeats_are_one_decision_and_materialized_pages_are_not_bandit_d
     assert [(r.artwork_id, r.reward) for r in fx.art_rewards] == [("h1-a2", 0.0)]
     apply_event(s, art_impression("i4", "c1", "c1-a0", TS, policy="materialized"), genres, P)
     assert "c1" not in s.pending_art
+
+
+DELAYED = FeatureParams(dedupe_window=16, reward_window_s=60.0, delayed_positives=True)
+
+
+def test_delayed_positive_is_paid_when_the_window_closes_and_only_once() -> None:
+    s = ProfileState("p")
+    apply_event(s, art_impression("i", "h1", "h1-a2", TS), genres, DELAYED)
+    fx = apply_event(s, play("1", "h1", 40, ts=TS + 10_000), genres, DELAYED)  # quality
+    assert fx.art_rewards == [] and s.pending_art["h1"][6] == 1.0  # marked, not paid
+    again = apply_event(s, play("2", "h1", 90, ts=TS + 20_000), genres, DELAYED)
+    assert again.art_rewards == [] and len(s.pending_art["h1"]) == 7
+    # the mark survives a restart (the state is stored as JSON)
+    s = ProfileState.from_json(s.to_json())
+    assert s.oldest_pending_art_ms() == TS  # still due, like an open zero
+    assert settle_expired_art(s, TS + 60_000, DELAYED) == []  # window not closed yet
+    (r,) = settle_expired_art(s, TS + 60_001, DELAYED)
+    assert (r.artwork_id, r.reward, r.impression_ts_ms) == ("h1-a2", 1.0, TS)
+    assert s.pending_art == {} and settle_expired_art(s, TS + 10**6, DELAYED) == []
+
+
+def test_delayed_mode_keeps_the_rewards_of_immediate_mode() -> None:
+    def run(params: FeatureParams) -> list[tuple[str, float]]:
+        s = ProfileState("p")
+        evs = [art_impression("i1", "h1", "h1-a2", TS), art_impression("i2", "c1", "c1-a0", TS),
+               art_impression("i3", "d1", "d1-a1", TS),
+               play("1", "h1", 40, ts=TS + 1_000),                # quality: 1
+               play("2", "c1", 10, ts=TS + 2_000),                # a click only: 0
+               play("3", "d1", 90, ts=TS + 61_000),               # after the window: 0
+               art_impression("i4", "h1", "h1-a0", TS + 70_000),  # a new decision
+               play("4", "h1", 50, ts=TS + 71_000)]               # quality: 1
+        rewards = [r for ev in evs for r in apply_event(s, ev, genres, params).art_rewards]
+        rewards += settle_expired_art(s, TS + 10**6, params)
+        return sorted((r.artwork_id, r.reward) for r in rewards)
+
+    immediate = FeatureParams(dedupe_window=16, reward_window_s=60.0)
+    expected = [("c1-a0", 0.0), ("d1-a1", 0.0), ("h1-a0", 1.0), ("h1-a2", 1.0)]
+    assert run(immediate) == expected and run(DELAYED) == expected
+
+
+def test_delayed_positive_of_a_replaced_decision_is_paid_when_replaced() -> None:
+    s = ProfileState("p")
+    apply_event(s, art_impression("i1", "h1", "h1-a2", TS), genres, DELAYED)
+    apply_event(s, play("1", "h1", 40, ts=TS + 1_000), genres, DELAYED)
+    fx = apply_event(s, art_impression("i2", "h1", "h1-a0", TS + 2_000), genres, DELAYED)
+    assert [(r.artwork_id, r.reward) for r in fx.art_rewards] == [("h1-a2", 1.0)]
+    assert len(s.pending_art["h1"]) == 6  # the new decision starts unmarked
+
+
+def test_a_member_event_past_the_window_pays_a_delayed_positive() -> None:
+    s = ProfileState("p")
+    apply_event(s, art_impression("i", "h1", "h1-a2", TS), genres, DELAYED)
+    apply_event(s, play("1", "h1", 40, ts=TS + 1_000), genres, DELAYED)
+    fx = apply_event(s, Scroll(event_id="s", profile_id="p", event_ts_ms=TS + 61_000, row=1),
+                     genres, DELAYED)
+    assert [(r.artwork_id, r.reward) for r in fx.art_rewards] == [("h1-a2", 1.0)]

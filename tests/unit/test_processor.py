@@ -291,6 +291,46 @@ async def test_a_quality_play_before_the_watermark_takes_the_decision_out_of_the
     assert proc.artwork_policy.version == 2
 
 
+async def test_delayed_positives_are_learned_when_the_watermark_closes_the_window_once(
+        ) -> None:
+    store = InMemoryStore()
+    await store.put_titles(make_titles(12))
+    settings = Settings(row_length=5, artwork_reward_window_s=60.0,
+                        artwork_settle_lateness_s=5.0, artwork_delayed_positives=True)
+    proc = EventProcessor(settings, store, MemoryDeadLetters())
+    learned: list[tuple[str, float]] = []
+    learn = proc.artwork_policy.learn_one
+    proc.artwork_policy.learn_one = (  # type: ignore[method-assign]
+        lambda ctx, arm, reward: (learned.append((arm.artwork_id, reward)),
+                                  learn(ctx, arm, reward))[-1])
+    batch = [msg(codec.encode_batch("p1", [impression("i1", "p1", "t1", TS),
+                                           impression("i2", "p1", "t2", TS + 10),
+                                           play("q", "p1", "t1", 600, TS + 20)]))]
+    rep = await proc.process(batch)
+    assert (rep.art_rewards, rep.quality_plays) == (0, 0)  # held back, not learned yet
+    assert learned == [] and store.art_due == {0: {"p1": TS}}
+    assert await proc.process(batch) is not None  # redelivered: the mark is not doubled
+    assert len((await store.load_profiles(["p1"]))["p1"].pending_art["t1"]) == 7
+    await proc.process([msg(codec.encode_event(play("x", "p2", "t3", 10, TS + 65_005)), "p2")])
+    assert await proc.settle_due() == 1  # watermark TS + 60_005: t1's window closed
+    assert learned == [("t1-art0", 1.0)] and store.art_due == {0: {"p1": TS + 10}}
+    await proc.process([msg(codec.encode_event(play("z", "p2", "t3", 15, TS + 65_011)), "p2")])
+    assert await proc.settle_due() == 1  # and t2's, without a quality play
+    assert learned == [("t1-art0", 1.0), ("t2-art0", 0.0)]
+    counters = await store.counters()
+    assert counters["artwork_quality_plays"] == 1 and counters["artwork_rewards"] == 2
+    assert counters["artwork_settled_by_watermark"] == 2
+    assert store.art_due == {0: {}}
+    # once: a second pass, a replay of the quality play and a restarted worker learn nothing
+    assert await proc.settle_due() == 0
+    rep = await proc.process(batch)
+    assert rep.art_rewards == 0 and len(learned) == 2
+    fresh = EventProcessor(settings, store, MemoryDeadLetters())
+    await fresh.process([msg(codec.encode_event(play("y", "p2", "t3", 20, TS + 99_000)), "p2")])
+    assert await fresh.settle_due() == 0
+    assert (await store.counters())["artwork_quality_plays"] == 1
+
+
 async def test_variants_select_their_page_configuration() -> None:
     from online_models.experiments import assign_variant
 
