@@ -418,6 +418,21 @@ def test_report_states_when_positives_are_paid() -> None:
     assert "a quality play at once" not in text
 
 
+def test_drift_adjustment_subtracts_the_uniform_controls_gap() -> None:
+    from evaluation.artwork.report import drift_adjusted
+
+    res = _fake_results()
+    control, lin = res.replay_online
+    # control: 0.1301 - 0.1305; lin_ucb: 0.2151 - 0.1688 (immediate), 0.1702 - 0.1690 (timed)
+    d, se, ok = drift_adjusted(lin, control)
+    assert d == pytest.approx((0.2151 - 0.1688) - (0.1301 - 0.1305))
+    assert se == pytest.approx(math.sqrt(2 * 0.005 ** 2 + 2 * 0.002 ** 2)) and not ok
+    d, _, ok = drift_adjusted(lin, control, timed=True)
+    assert d == pytest.approx((0.1702 - 0.1690) - (0.1301 - 0.1305)) and ok
+    text = render_markdown(res)
+    assert "| `lin_ucb` | +0.0467 ± 0.0149 (**differ**) | +0.0016 ± 0.0149 (agree) |" in text
+
+
 def test_report_reads_the_draw_check() -> None:
     res = _fake_results()
     res.draw_check = DrawRepeats(60, (1, 0, 0, 0, 2), 1.0, 3.0 ** -5)
