@@ -56,8 +56,13 @@ ARTWORK_CHECKPOINT = "artwork-policy"
 ROW_UTILITY_CHECKPOINT = "row-utility"
 #: Remembered page digests (to publish only pages that changed).
 DIGEST_CACHE = 200_000
-#: Most profiles one settling pass loads per partition.
-SETTLE_BATCH = 2000
+#: Due profiles settled per lock hold and partition (the event batches run in between).
+SETTLE_CHUNK = 10
+#: Wall-clock budget of one settling call (a timer tick): about a fifth of the worker's
+#: time at the default one-second interval (a duration, not a clock reading).
+SETTLE_BUDGET_S = 0.2
+#: Settled rewards the policy learns between two yields to the event loop.
+LEARN_SLICE = 100
 
 
 @dataclass(frozen=True)
@@ -468,17 +473,32 @@ class EventProcessor:
         committed: a later play finds nothing to reward and a restart finds nothing to settle
         again (a crash before the next checkpoint loses the learning, as for every reward).
         """
+        parts = sorted({-1, *(range(self.settings.partitions) if partitions is None
+                              else partitions)})
+        total = 0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < SETTLE_BUDGET_S:
+            # one bounded chunk at a time, releasing the lock in between, within a time
+            # budget per call: a due backlog (a watermark jump after a lag) drains over
+            # several ticks instead of holding the event batches up
+            n = await self._settle_chunk(parts)
+            if n < 0:
+                break
+            total += n
+            await asyncio.sleep(0)
+        return total
+
+    async def _settle_chunk(self, parts: Sequence[int]) -> int:
+        """Settle up to ``SETTLE_CHUNK`` due profiles; ``-1`` when none was due."""
         async with self._state_lock:
             await self.start()
             watermark = self.watermark_ms()
             if watermark is None:
-                return 0
-            parts = sorted({-1, *(range(self.settings.partitions) if partitions is None
-                                  else partitions)})
+                return -1
             before = watermark - int(self.params.reward_window_s * 1000)
-            due = await self.store.due_artwork(parts, before, SETTLE_BATCH)
+            due = await self.store.due_artwork(parts, before, SETTLE_CHUNK)
             if not due:
-                return 0
+                return -1
             await self.refresh_catalog()
             states = await self.store.load_profiles(sorted({pid for _, pid in due}))
             changed: list[ProfileState] = []
@@ -497,10 +517,13 @@ class EventProcessor:
                 "artwork_rewards": len(rewards), "artwork_settled_by_watermark": len(rewards),
                 "artwork_quality_plays": sum(r.reward > 0 for r in rewards),
             }, art_due)
-            for r in rewards:
+        # committed: learn outside the lock, a slice at a time, yielding to the event batches
+        for i in range(0, len(rewards), LEARN_SLICE):
+            for r in rewards[i: i + LEARN_SLICE]:
                 self._learn_artwork(r)
-            self._labels_since_checkpoint += len(rewards)
-            return len(rewards)
+            self._labels_since_checkpoint += len(rewards[i: i + LEARN_SLICE])
+            await asyncio.sleep(0)
+        return len(rewards)
 
     def _learn_artwork(self, r: ArtworkReward) -> None:
         """Teach the artwork policy the outcome of one decision (any logging policy: the

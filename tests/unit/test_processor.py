@@ -350,3 +350,34 @@ async def test_variants_select_their_page_configuration() -> None:
         assert page["variant"] == variant
         assert (len(page["rows"]) == 1) == (variant == "few")
     assert seen == {"control", "few"}
+
+
+async def test_a_due_backlog_settles_in_chunks_that_let_event_batches_in() -> None:
+    import asyncio
+
+    from streams.processor import SETTLE_CHUNK
+
+    store = InMemoryStore()
+    await store.put_titles(make_titles(12))
+    settings = Settings(row_length=5, artwork_reward_window_s=60.0,
+                        artwork_settle_lateness_s=0.0, partitions=1)
+    proc = EventProcessor(settings, store, MemoryDeadLetters(), clock=lambda: TS / 1000)
+    n = 4 * SETTLE_CHUNK + 3
+    await proc.process([RawMessage("imp", 0, i, f"m{i}".encode(), codec.encode_event(
+        impression(f"i{i}", f"m{i}", "t1", TS))) for i in range(n)])
+    await proc.process([msg(codec.encode_event(play("w", "p2", "t2", 10, TS + 61_000)), "p2")])
+    chunks: list[int] = []
+    original = proc._settle_chunk
+
+    async def counting(parts):  # type: ignore[no-untyped-def]
+        got = await original(parts)
+        chunks.append(got)
+        return got
+
+    proc._settle_chunk = counting  # type: ignore[method-assign]
+    late = asyncio.create_task(proc.process(
+        [msg(codec.encode_event(play("x", "p3", "t3", 10, TS + 61_001)), "p3")]))
+    assert await proc.settle_due() == n  # everything due, in one call (well within budget)
+    await late
+    assert chunks[:5] == [SETTLE_CHUNK] * 4 + [3] and chunks[-1] == -1
+    assert store.art_due.get(0, {}) == {} and proc.artwork_policy.version == n
