@@ -43,6 +43,10 @@ from topics.models import Title
 Scorer = Callable[[str, Sequence[str]], np.ndarray]
 #: Leading titles of a row that decide its utility.
 UTILITY_DEPTH = 5
+#: Rows taken before short rows are dropped (see :func:`select_rows`).
+SHORT_ROWS_KEPT = 3
+#: Rows that serve a function (resume playback) rather than recommend: never too short.
+FUNCTIONAL_KINDS = frozenset({"continue_watching"})
 
 
 @dataclass(frozen=True)
@@ -221,17 +225,26 @@ def row_similarity(a: CandidateRow, b: CandidateRow, catalog: Catalog) -> float:
 
 
 def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
-                max_rows: int, row_length: int | None = None) -> list[CandidateRow]:
+                max_rows: int, row_length: int | None = None,
+                min_items: int = 1) -> list[CandidateRow]:
     """Greedy selection: repeatedly take the row with the highest utility minus
     ``penalty`` x its largest similarity to rows taken so far.
 
     With ``row_length``, the titles each taken row will show (its first ``row_length`` not
     shown above) are set aside, and the utility of every row with ``rels`` is recomputed
     from the titles it still has to offer: a row whose best titles are already on the page
-    is worth less. Utilities only fall and penalties only grow as rows are taken, so the
-    adjusted utilities of the rows taken are non-increasing.
+    is worth less; once ``SHORT_ROWS_KEPT`` rows are taken, a recommendation row left
+    with fewer than ``min_items`` titles is dropped (a small catalog still fills a page).
+    Utilities only fall and penalties only grow as rows are taken, so the adjusted
+    utilities of the rows taken are non-increasing.
     """
-    left = [c for c in cands if c.ranked]
+
+    def too_short(c: CandidateRow, used: set[str]) -> bool:
+        if c.kind in FUNCTIONAL_KINDS:
+            return not c.ranked
+        return sum(1 for t, _ in c.ranked if t not in used) < min_items
+
+    left = [c for c in cands if c.ranked]  # the first row may be short (a tiny catalog)
     chosen: list[CandidateRow] = []
     max_sim = {id(c): 0.0 for c in left}
     used: set[str] = set()
@@ -243,6 +256,8 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
         if row_length is not None:
             shown = [t for t, _ in best.ranked if t not in used][:row_length]
             used.update(shown)
+            if len(chosen) >= SHORT_ROWS_KEPT:
+                left = [c for c in left if not too_short(c, used)]
             for c in left:
                 if c.rels is not None:
                     head = [r for (t, _), r in zip(c.ranked, c.rels, strict=True)
@@ -286,7 +301,7 @@ def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed_ids: se
     rules = config.rules
     w = config.row_weights if config.row_weights is not None else rules.row_weights
     engaged = (set(state.engaged) | set(state.finished)) if state else set()
-    n = 3 * config.row_length
+    n = max(3 * config.row_length, 30)  # deep enough to survive the page's dedupe
     rows: list[CandidateRow] = []
     where = country if country not in ("ALL", "ZZ") else "Your Region"
 
@@ -405,8 +420,9 @@ def assemble_page(state: ProfileState | None, catalog: Catalog,
     rel = dict(zip(allowed_ids, rel_arr.tolist(), strict=True))
     cands = candidate_rows(state, catalog, set(allowed_ids), rel, trending, cowatch, config,
                            country, now_ms)
+    min_items = min(rules.min_row_items, config.row_length)
     chosen = select_rows(cands, catalog, rules.diversity_penalty, rules.max_rows,
-                         config.row_length)
+                         config.row_length, min_items)
     used: set[str] = set()
     rows = []
     for c in chosen:

@@ -78,6 +78,9 @@ class Rules(BaseModel):
     diversity_penalty: float = Field(0.2, ge=0.0)
     #: Most rows on a page.
     max_rows: int = Field(10, ge=1)
+    #: Fewest titles a recommendation row may show once titles placed above are removed
+    #: (capped at the row length); shorter rows are left out.
+    min_row_items: int = Field(4, ge=1)
     #: How many "Because You Watched" rows at most.
     because_you_watched_rows: int = Field(3, ge=0)
     #: Days a title counts as a new release.

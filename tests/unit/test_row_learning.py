@@ -278,3 +278,22 @@ async def test_plays_feed_short_trending_and_long_popularity_lists() -> None:
                                     proc._trending_epoch(settings.popularity_half_life_s), 5)
     assert short["US"][0][0] == "t2"  # the recent play leads the trending list
     assert long[popular_list("US")][0][0] == "t1"  # three plays two days ago still count
+
+
+def test_a_row_left_with_too_few_titles_is_dropped_once_the_page_has_rows() -> None:
+    cat = catalog(20)
+
+    def row(rid: str, ids: list[str], u: float) -> CandidateRow:
+        return CandidateRow(rid, "genre", rid, "", [(t, 1.0) for t in ids], utility=u,
+                            weight=u, rels=[1.0] * len(ids))
+
+    rows = [row("a", ["t0", "t1"], 0.9), row("b", ["t2", "t3"], 0.8),
+            row("c", ["t4", "t5"], 0.7),
+            row("d", ["t0", "t1", "t2", "t6"], 0.6),  # only t6 would be left
+            row("e", ["t7", "t8", "t9"], 0.1)]
+    chosen = select_rows(rows, cat, 0.0, 10, row_length=2, min_items=2)
+    assert [r.row_id for r in chosen] == ["a", "b", "c", "e"]
+    # with fewer rows taken, a short row still shows (a small catalog fills a page)
+    short = select_rows([row("a", ["t0", "t1"], 0.9), row("d", ["t0", "t6"], 0.6)], cat,
+                        0.0, 10, row_length=2, min_items=2)
+    assert [r.row_id for r in short] == ["a", "d"]
