@@ -233,8 +233,9 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
     With ``row_length``, the titles each taken row will show (its first ``row_length`` not
     shown above) are set aside, and the utility of every row with ``rels`` is recomputed
     from the titles it still has to offer: a row whose best titles are already on the page
-    is worth less; once ``SHORT_ROWS_KEPT`` rows are taken, a recommendation row left
-    with fewer than ``min_items`` titles is dropped (a small catalog still fills a page).
+    is worth less; once ``SHORT_ROWS_KEPT`` rows holding two rows' worth of titles are
+    taken, a recommendation row left with fewer than ``min_items`` titles is dropped (a
+    small catalog still fills a page).
     Utilities only fall and penalties only grow as rows are taken, so the adjusted
     utilities of the rows taken are non-increasing.
     """
@@ -256,13 +257,15 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
         if row_length is not None:
             shown = [t for t, _ in best.ranked if t not in used][:row_length]
             used.update(shown)
-            if len(chosen) >= SHORT_ROWS_KEPT:
+            if len(chosen) >= SHORT_ROWS_KEPT and len(used) >= 2 * row_length:
                 left = [c for c in left if not too_short(c, used)]
             for c in left:
                 if c.rels is not None:
                     head = [r for (t, _), r in zip(c.ranked, c.rels, strict=True)
                             if t not in used][:UTILITY_DEPTH]
-                    c.utility = round(c.weight * sum(head) / len(head), 6) if head else 0.0
+                    # never up: a row not sorted by relevance (Top 10) can lose weak titles
+                    c.utility = min(c.utility, round(c.weight * sum(head) / len(head), 6)
+                                    if head else 0.0)
         if best.kind == "continue_watching":
             continue  # a functional row: it does not make recommendation rows redundant
         for c in left:
