@@ -90,7 +90,7 @@ class Settings(BaseSettings):
                                              "settles expired reward windows with reward 0")
     artwork_settle_interval_s: float = Field(1.0, gt=0.0, description="Seconds between the "
                                              "worker's settling of expired reward windows")
-    artwork_delayed_positives: bool = Field(False, description="Pay a quality play's reward "
+    artwork_delayed_positives: bool = Field(True, description="Pay a quality play's reward "
                                             "when its window closes, like the zeros, so both "
                                             "outcomes reach the policy with the same delay")
 

@@ -306,6 +306,15 @@ def _sim_section(res: ArtworkResults) -> list[str]:
                      "of which sent after the window", "rewards 1 in the log join",
                      "worker quality rewards", "worker rewards learned",
                      "final policy version", "HTTP errors", "page latency p50 / p95 ms"], rows)
+    lines += ["", "The worker learns fewer rewards than there were items: the decisions of "
+              "about the last reward window plus the lateness of the run stay pending, because "
+              "the watermark moves with event time only and no event follows the last visits "
+              "(the log join closes them at the end of the logs). "
+              + ("With delayed positives their quality plays are among them, hence fewer "
+                 "worker quality rewards than quality plays sent."
+                 if res.config.get("delayed_positives") else
+                 "Their quality plays were paid at once, so the worker's quality rewards match "
+                 "the quality plays sent.")]
     lines += ["", f"![take fraction]({PLOT_NAME})", "",
               "Upper panel: cumulative take fraction over the items seen. Lower panel: moving "
               f"share (window {MOVING_WINDOW:,} items) of items shown with the image of the "

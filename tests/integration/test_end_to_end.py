@@ -111,8 +111,14 @@ def test_a_play_changes_the_served_page_within_two_seconds_and_impressions_loop_
     assert state["impressions"]["t5"] >= 1
 
 
-def test_impression_to_quality_play_rewards_the_artwork_policy(
-        settings: Settings, pipeline: str) -> None:
+def test_impression_to_quality_play_rewards_the_artwork_policy(settings: Settings) -> None:
+    """With positives paid at once (delayed ones: the test further down)."""
+    settings = settings.model_copy(update={"artwork_delayed_positives": False})
+    with running_pipeline(settings) as pipeline:
+        _quality_play_rewards_at_once(settings, pipeline)
+
+
+def _quality_play_rewards_at_once(settings: Settings, pipeline: str) -> None:
     from online_models.bandits import ArtworkPolicy
     from tests.integration.helpers import counters, redis_client
 

@@ -29,7 +29,9 @@ def msg(value: bytes | None, key: str = "p1", offset: int = 0) -> RawMessage:
 async def proc() -> EventProcessor:
     store = InMemoryStore()
     await store.put_titles(make_titles(12))
-    p = EventProcessor(Settings(row_length=5), store, MemoryDeadLetters(),
+    # quality plays paid at once: the tests of delayed positives build their own processor
+    p = EventProcessor(Settings(row_length=5, artwork_delayed_positives=False), store,
+                       MemoryDeadLetters(),
                        clock=lambda: TS / 1000 + 0.25)
     return p
 
@@ -277,7 +279,7 @@ async def test_a_quality_play_before_the_watermark_takes_the_decision_out_of_the
     store = InMemoryStore()
     await store.put_titles(make_titles(12))
     settings = Settings(row_length=5, artwork_reward_window_s=60.0,
-                        artwork_settle_lateness_s=0.0)
+                        artwork_settle_lateness_s=0.0, artwork_delayed_positives=False)
     proc = EventProcessor(settings, store, MemoryDeadLetters())
     await proc.process([msg(codec.encode_batch("p1", [impression("i1", "p1", "t1", TS),
                                                       impression("i2", "p1", "t2", TS + 10)]))])
