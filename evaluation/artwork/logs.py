@@ -53,7 +53,6 @@ import json
 import math
 import random
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -333,113 +332,51 @@ def worker_join(events: Iterable[Impression | Play], genres_of: Callable[[str], 
 
 
 # -- reading the topics -------------------------------------------------------------------------
-def read_events(bootstrap_servers: str, topics: Sequence[str], *, timeout_s: float = 60.0,
-                idle_s: float = 3.0) -> tuple[list[Impression], list[Play], int]:
-    """Every event of ``topics`` from offset 0: ``(impressions, plays, undecodable)``.
-
-    Assigns all partitions (no group join) and reads at least up to each partition's high
-    watermark as it was when reading started, then until nothing new came for ``idle_s``
-    (without watermarks: only the latter). Other event types are skipped.
-    """
-    from confluent_kafka import Consumer, TopicPartition
-
+def read_events(bootstrap_servers: str, topics: Sequence[str], *, timeout_s: float = 60.0
+                ) -> tuple[list[Impression], list[Play], int]:
+    """Every event of ``topics`` from offset 0 to their end
+    (:func:`topics.reader.read_topics`): ``(impressions, plays, undecodable)``. Other event
+    types are skipped."""
     from topics.codec import DecodeError, default_codec
+    from topics.reader import read_topics
 
     codec = default_codec()
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap_servers,
-        "group.id": f"artwork-eval-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-    })
     impressions: list[Impression] = []
     plays: list[Play] = []
     bad = 0
-    try:
-        ends: dict[tuple[str, int], int] = {}
-        parts = []
-        for topic in topics:
-            md = consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if md is None or md.error is not None:
-                raise RuntimeError(f"topic {topic} not found on {bootstrap_servers}")
-            for p in md.partitions:
-                try:
-                    _, high = consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                             timeout=10)
-                except Exception:  # a broker without watermarks: read until idle
-                    high = -1
-                ends[(topic, p)] = high
-                parts.append(TopicPartition(topic, p, 0))
-        consumer.assign(parts)
-        pending = {k: v for k, v in ends.items() if v != 0}
-        use_watermarks = all(v >= 0 for v in ends.values())
-        deadline = time.monotonic() + timeout_s
-        idle_until = time.monotonic() + idle_s
-        while time.monotonic() < deadline:
-            # done when every watermark is reached and nothing more came for idle_s (Tansu's
-            # watermarks can lag a message behind), or, without watermarks, when idle
-            if (not use_watermarks or not pending) and time.monotonic() > idle_until:
-                break
-            msg = consumer.poll(0.2)
-            if msg is None or msg.error():
-                continue
-            idle_until = time.monotonic() + idle_s
-            key = (msg.topic(), msg.partition())
-            if use_watermarks and msg.offset() + 1 >= pending.get(key, 0):
-                pending.pop(key, None)
-            try:
-                for ev in codec.decode_events(msg.value()):
-                    if isinstance(ev, Impression):
-                        impressions.append(ev)
-                    elif isinstance(ev, Play):
-                        plays.append(ev)
-            except DecodeError:
-                bad += 1
-        if use_watermarks and pending:
-            raise TimeoutError(f"did not reach the end of {sorted(pending)} in {timeout_s}s")
-    finally:
-        consumer.close()
+    for msg in read_topics(bootstrap_servers, topics, timeout_s=timeout_s,
+                           group_prefix="artwork-eval"):
+        try:
+            for ev in codec.decode_events(msg.value()):
+                if isinstance(ev, Impression):
+                    impressions.append(ev)
+                elif isinstance(ev, Play):
+                    plays.append(ev)
+        except DecodeError:
+            bad += 1
     return impressions, plays, bad
 
 
-def read_catalog(bootstrap_servers: str, topic: str, *, idle_s: float = 2.0,
-                 timeout_s: float = 30.0) -> list[Title]:
-    """The latest record of every title on the (compacted) catalog topic."""
-    from confluent_kafka import Consumer, TopicPartition
-
+def read_catalog(bootstrap_servers: str, topic: str, *, timeout_s: float = 30.0
+                 ) -> list[Title]:
+    """The latest record of every title on the (compacted) catalog topic, read to its end;
+    a tombstone withdraws its title."""
     from topics.codec import DecodeError, default_codec
+    from topics.reader import read_topics
 
     codec = default_codec()
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap_servers,
-        "group.id": f"artwork-eval-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-    })
     titles: dict[str, Title | None] = {}
-    try:
-        md = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if md is None or md.error is not None:
-            raise RuntimeError(f"topic {topic} not found on {bootstrap_servers}")
-        consumer.assign([TopicPartition(topic, p, 0) for p in md.partitions])
-        deadline = time.monotonic() + timeout_s
-        idle_until = time.monotonic() + idle_s
-        while time.monotonic() < min(deadline, idle_until):
-            msg = consumer.poll(0.2)
-            if msg is None or msg.error():
-                continue
-            idle_until = time.monotonic() + idle_s
-            key = (msg.key() or b"").decode("utf-8", "replace")
-            if msg.value() is None:
-                titles[key] = None  # a tombstone: the title was withdrawn
-                continue
-            try:
-                t = codec.decode_title(msg.value())
-            except DecodeError:
-                continue
-            titles[t.title_id] = t
-    finally:
-        consumer.close()
+    for msg in read_topics(bootstrap_servers, [topic], timeout_s=timeout_s,
+                           group_prefix="artwork-eval"):
+        key = (msg.key() or b"").decode("utf-8", "replace")
+        if msg.value() is None:
+            titles[key] = None  # a tombstone: the title was withdrawn
+            continue
+        try:
+            t = codec.decode_title(msg.value())
+        except DecodeError:
+            continue
+        titles[t.title_id] = t
     return [t for t in titles.values() if t is not None]
 
 

@@ -43,3 +43,41 @@ def test_an_unknown_topic_is_named_and_an_unreached_count_times_out(settings: Se
     topic = topic_specs(settings)["dead_letter"].name
     with pytest.raises(TopicReadTimeout, match="1 messages"):
         list(read_topics(settings.bootstrap_servers, [topic], timeout_s=2, min_messages=1))
+
+
+def test_artwork_logs_read_impressions_plays_and_the_latest_catalog(settings: Settings) -> None:
+    from confluent_kafka import Producer
+
+    from evaluation.artwork.logs import read_catalog, read_events
+    from player.simulator import publish_catalog
+    from tests.integration.helpers import make_titles
+    from topics.models import Impression, Play
+
+    ensure_topics(settings)
+    specs = topic_specs(settings)
+    titles = make_titles(5)
+    publish_catalog(settings, titles)
+    renamed = titles[0].model_copy(update={"name": "Renamed"})
+    publish_catalog(settings, [renamed])  # a later record of t0 wins
+    tomb = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    tomb.produce(specs["catalog"].name, key=titles[1].title_id.encode(), value=None)
+    assert tomb.flush(10) == 0
+    now = int(time.time() * 1000)
+    with PlayerProducer(settings) as producer:
+        for i in range(6):
+            producer.send(Impression(event_id=f"i{i}", profile_id=f"p{i}", event_ts_ms=now,
+                                     request_id="r", title_id="t2", row_id="top-picks",
+                                     row=0, column=i, artwork_id="t2-a", propensity=0.5,
+                                     policy="uniform"))
+            producer.send(Play(event_id=f"s{i}", profile_id=f"p{i}", event_ts_ms=now + 1,
+                               title_id="t2", action="start", position_s=0.0,
+                               duration_s=100.0))
+            producer.send(Scroll(event_id=f"c{i}", profile_id=f"p{i}", event_ts_ms=now + 2,
+                                 row=1))
+    impressions, plays, bad = read_events(
+        settings.bootstrap_servers, [specs["impressions"].name, specs["player_events"].name],
+        timeout_s=30)
+    assert (len(impressions), len(plays), bad) == (6, 6, 0)  # scrolls skipped
+    got = {t.title_id: t for t in read_catalog(settings.bootstrap_servers,
+                                               specs["catalog"].name)}
+    assert set(got) == {"t0", "t2", "t3", "t4"} and got["t0"].name == "Renamed"
