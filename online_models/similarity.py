@@ -42,17 +42,19 @@ class CoWatchSimilarity:
         self._co: dict[str, dict[str, int]] = {}
         self.n_learned = 0
         self._arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._arrays_key: tuple[int, int] = (-1, -1)
+        #: What ``_arrays`` was built for: ``(n_learned, the position map itself)`` (the map
+        #: is held, not its ``id``, which a new map could reuse once the old one is freed).
+        self._arrays_for: tuple[int, Mapping[str, int] | None] = (-1, None)
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state.pop("_arrays", None)  # derived; never checkpointed
-        state.pop("_arrays_key", None)
+        state.pop("_arrays_for", None)
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._arrays, self._arrays_key = {}, (-1, -1)
+        self._arrays, self._arrays_for = {}, (-1, None)
 
     def learn_one(self, history: Sequence[str], title_id: str) -> set[str]:
         """Count a watch of ``title_id`` after ``history`` (most recent first); return the
@@ -88,15 +90,13 @@ class CoWatchSimilarity:
         scored.sort(key=lambda kv: (-kv[1], kv[0]))
         return scored[:k]
 
-
     def neighbour_arrays(self, title_id: str,
                          pos: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:
         """``title_id``'s co-watched titles as positions in ``pos`` (title id to index) and
         their cosine similarities. Cached until the model learns again or ``pos`` changes, so
         the pages rendered after one micro-batch share the work."""
-        key = (self.n_learned, id(pos))
-        if key != self._arrays_key:
-            self._arrays, self._arrays_key = {}, key
+        if self._arrays_for[0] != self.n_learned or self._arrays_for[1] is not pos:
+            self._arrays, self._arrays_for = {}, (self.n_learned, pos)
         got = self._arrays.get(title_id)
         if got is None:
             na = max(1, self._count.get(title_id, 0))
@@ -124,8 +124,7 @@ class CoWatchSimilarity:
         weight = 1.0
         for h in dict.fromkeys(history):
             ix, sims = self.neighbour_arrays(h, pos)
-            if len(ix):
-                np.add.at(out, ix, sims * weight if weight != 1.0 else sims)
+            out[ix] += weight * sims  # a title's neighbours are distinct: no repeated index
             weight *= decay
         return out
 

@@ -181,8 +181,8 @@ class EventProcessor:
         self._started = False
         self._labels_since_checkpoint = 0
         self._countries: set[str] = {ALL_COUNTRIES}
-        self._latest_event_ms = 0
-        #: Newest event time applied by this worker (any event type), for the watermark.
+        #: Newest event time applied by this worker (any event type): the stream's "now" for
+        #: page assembly and decay epochs, and the base of the settling watermark.
         self._max_event_ms = 0
         #: Serializes batches and the settling timer (both load, change and store states).
         self._state_lock = asyncio.Lock()
@@ -422,7 +422,6 @@ class EventProcessor:
                     for c in dict.fromkeys((ALL_COUNTRIES, country)):
                         trending.append((c, epoch, tid, w))
                         trending.append((popular_list(c), epoch_p, tid, w_p))
-                    self._latest_event_ms = max(self._latest_event_ms, ts)
             if mutated:
                 changed.append(state)
                 due_after = state.oldest_pending_art_ms()
@@ -558,15 +557,10 @@ class EventProcessor:
         """Materialize pages; returns (pages written, pages published downstream)."""
         countries = sorted({self._country(s) for s in states})
         self._countries.update(countries)
-        trending, popular, metas = await asyncio.gather(
-            self.store.top_trending(countries, self._trending_epoch(),
-                                    4 * self.settings.row_length),
-            self.store.top_trending([popular_list(c) for c in countries],
-                                    self._trending_epoch(self.settings.popularity_half_life_s),
-                                    self.settings.popularity_depth),
+        (trending, popular), metas = await asyncio.gather(
+            self._popularity(countries),
             self.store.load_profile_meta([s.profile_id for s in states]))
-        # pages are assembled as of the stream's event time (decays, new releases)
-        now_ms = self._latest_event_ms or int(self.clock() * 1000)
+        now_ms = self._now_ms()
         pages: dict[str, bytes] = {}
         changed: list[dict] = []
         configs: dict[str, PageConfig] = {}
@@ -578,7 +572,7 @@ class EventProcessor:
                 configs[variant] = self.page_config_for(variant)
             page = assemble_page(s, self.catalog, trending.get(c, []), self.model.score_many,
                                  configs[variant], c, now_ms, meta, self.cowatch,
-                                 popular=popular.get(popular_list(c), []))
+                                 popular=popular[c])
             page["variant"] = variant
             page["generated_at_ms"] = int(self.clock() * 1000)
             page["context"] = s.artwork_context(now_ms, self.settings.affinity_half_life_s)
@@ -595,35 +589,48 @@ class EventProcessor:
             await self.page_updates.send(changed)
         return len(pages), len(changed) if self.page_updates is not None else 0
 
-    def page_config_for(self, variant: str) -> PageConfig:
-        """The variant's page configuration, with row-kind weights learned from takes
-        (:class:`~online_models.row_utility.RowKindUtility`) unless row learning is off."""
-        cfg = self._variant_configs[variant]
+    def page_config_for(self, variant: str | None) -> PageConfig:
+        """The variant's page configuration (``None``: the default page's), with row-kind
+        weights learned from takes (:class:`~online_models.row_utility.RowKindUtility`)
+        unless row learning is off."""
+        cfg = self.page_config if variant is None else self._variant_configs[variant]
         if not self.settings.row_learning:
             return cfg
         return dataclasses.replace(cfg, row_weights=self.row_utility.weights(
             cfg.rules.row_weights))
 
-    def _trending_epoch(self, half_life_s: float | None = None) -> int:
-        ts = self._latest_event_ms or int(self.clock() * 1000)
-        return epoch_of(ts, half_life_s or self.settings.trending_half_life_s)
+    def _now_ms(self) -> int:
+        """The stream's event time (the wall clock before the first event): pages are
+        assembled as of it (decays, new releases) and decay epochs follow it."""
+        return self._max_event_ms or int(self.clock() * 1000)
 
-    async def refresh_default_pages(self) -> int:
-        """Rebuild the non-personalized page of every country seen so far."""
-        await self.start()
-        await self.refresh_catalog()
-        countries = sorted(self._countries)
+    def _trending_epoch(self, half_life_s: float | None = None) -> int:
+        return epoch_of(self._now_ms(), half_life_s or self.settings.trending_half_life_s)
+
+    async def _popularity(self, countries: Sequence[str]
+                          ) -> tuple[dict[str, list[tuple[str, float]]],
+                                     dict[str, list[tuple[str, float]]]]:
+        """``(trending, popular)`` by country: the short-horizon lists for the Top 10 and
+        Trending rows, the long-horizon ones (keyed by country too) for relevance."""
         trending, popular = await asyncio.gather(
             self.store.top_trending(countries, self._trending_epoch(),
                                     4 * self.settings.row_length),
             self.store.top_trending([popular_list(c) for c in countries],
                                     self._trending_epoch(self.settings.popularity_half_life_s),
                                     self.settings.popularity_depth))
-        now_ms = self._latest_event_ms or int(self.clock() * 1000)
+        return trending, {c: popular.get(popular_list(c), []) for c in countries}
+
+    async def refresh_default_pages(self) -> int:
+        """Rebuild the non-personalized page of every country seen so far."""
+        await self.start()
+        await self.refresh_catalog()
+        countries = sorted(self._countries)
+        trending, popular = await self._popularity(countries)
+        now_ms = self._now_ms()
+        config = self.page_config_for(None)
         pages = {
             c: orjson.dumps(assemble_page(None, self.catalog, trending.get(c, []), None,
-                                          self.page_config, c, now_ms,
-                                          popular=popular.get(popular_list(c), [])))
+                                          config, c, now_ms, popular=popular[c]))
             for c in countries
         }
         await self.store.write_pages({}, pages)

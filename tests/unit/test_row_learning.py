@@ -297,3 +297,11 @@ def test_a_row_left_with_too_few_titles_is_dropped_once_the_page_has_rows() -> N
     short = select_rows([row("a", ["t0", "t1"], 0.9), row("d", ["t0", "t6"], 0.6)], cat,
                         0.0, 10, row_length=2, min_items=2)
     assert [r.row_id for r in short] == ["a", "d"]
+
+
+def test_cowatch_scores_follow_a_new_position_map_without_relearning() -> None:
+    cw = CoWatchSimilarity()
+    cw.learn_one(["a"], "b")
+    first = cw.score_history(["a"], {"a": 0, "b": 1, "c": 2}, 3)
+    moved = cw.score_history(["a"], {"b": 0, "a": 1, "c": 2}, 3)  # a new catalog order
+    assert first.tolist() == [0.0, 1.0, 0.0] and moved.tolist() == [1.0, 0.0, 0.0]
