@@ -1,4 +1,5 @@
-"""``python -m evaluation obd``: the OBD check and the contextual-vs-uniform comparison.
+"""``python -m evaluation obd``: the OBD check, the contextual-vs-uniform comparison, and
+the power of that comparison (:mod:`evaluation.obd_power`).
 
 Prints a table (or, with ``--json``, one JSON document). Exits 1 when the IPS interval of
 the BTS check misses the on-policy value of BTS, else 0.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +23,7 @@ from evaluation.obd import (
     run_bts_check,
     run_contextual_comparison,
 )
+from evaluation.obd_power import ObdPower
 from evaluation.offline import Estimate
 
 
@@ -45,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     obd.add_argument("--train-fraction", type=float, default=0.5)
     obd.add_argument(
         "--prior-strength", type=float, default=100.0, help="CTR shrinkage pseudo-impressions"
+    )
+    obd.add_argument(
+        "--power-reps", type=int, default=2000,
+        help="replications per policy of the power analysis (0 skips it)",
     )
     obd.add_argument("--cache-dir", default=None, help="default ~/.cache/homestream/obd")
     obd.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -106,7 +113,46 @@ def format_report(check: BtsCheck, comparison: ContextualComparison, cache: str)
         if report.vs_uniform:
             lines.append(f"  -> {report.name}: {report.verdict}")
     lines.append(f"  {comparison.seconds:.1f} s")
+    if comparison.power is not None:
+        lines += ["", *format_power(comparison.power)]
     return "\n".join(lines)
+
+
+def format_power(power: ObdPower) -> list[str]:
+    """The power-analysis lines of the report."""
+
+    def rounds(x: float | None) -> str:
+        return "-" if x is None else ("never" if math.isinf(x) else f"{x:,.0f}")
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}%"
+
+    lines = [
+        f"Power of the paired IPS test on {power.test_rounds:,}-round uniform test halves, "
+        f"truth = BTS prior mean per item rescaled to CTR {power.mean_ctr:.4f} "
+        f"(max/mean {power.ctr_max_over_mean:.2f}, min/mean {power.ctr_min_over_mean:.2f})",
+        f"  {'policy':<{W}} {'true diff':>10} {'mean est':>10} {'power':>7} {'null':>6} "
+        f"{'normal':>7} {'rounds 80%':>12} {'clicks':>7}",
+    ]
+    for r in power.results:
+        lines.append(
+            f"  {r.policy:<{W}} {r.true_diff:+10.6f} {r.mean_estimated_diff:+10.6f} "
+            f"{pct(r.power):>7} {pct(r.null_rate):>6} {pct(r.normal_power):>7} "
+            f"{rounds(r.rounds_for_80_power):>12} {r.mean_clicks:7.1f}"
+        )
+    best = power.get("oracle best item")
+    lines += [
+        f"  power = share of {best.n_reps:,} simulated halves with the 95% interval above 0; "
+        "null = the same with every item at the mean CTR; normal / rounds 80% = normal "
+        "approximation",
+        f"  oracle best item: true value {best.true_value:.6f} vs uniform "
+        f"{best.uniform_value:.6f}, matched clicks per half {best.mean_matched_clicks or 0:.2f}",
+        f"  any per-item policy: >= {power.min_rounds_any_item_policy:,.0f} rounds for 80% "
+        f"power, <= {pct(power.max_power_any_item_policy)} power at {power.test_rounds:,} "
+        "(normal approximation)",
+        f"  {power.seconds:.1f} s",
+    ]
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.n_sim < 1:
         build_parser().error("--n-sim must be positive")
+    if args.power_reps < 0:
+        build_parser().error("--power-reps must be >= 0")
     cache = fetch_obd(args.cache_dir)
     check = run_bts_check(args.cache_dir, campaign=args.campaign, n_sim=args.n_sim, seed=args.seed)
     comparison = run_contextual_comparison(
@@ -121,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         campaign=args.campaign,
         train_fraction=args.train_fraction,
         prior_strength=args.prior_strength,
+        power_reps=args.power_reps,
     )
     if args.json:
         doc = {

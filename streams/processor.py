@@ -628,10 +628,10 @@ class EventProcessor:
         trending, popular = await self._popularity(countries)
         now_ms = self._now_ms()
         config = self.page_config_for(None)
-        pages = {
-            c: orjson.dumps(assemble_page(None, self.catalog, trending.get(c, []), None,
-                                          config, c, now_ms, popular=popular[c]))
-            for c in countries
-        }
+        pages = {}
+        for c in countries:  # one country at a time, letting event batches in between
+            pages[c] = orjson.dumps(assemble_page(None, self.catalog, trending.get(c, []), None,
+                                                  config, c, now_ms, popular=popular[c]))
+            await asyncio.sleep(0)
         await self.store.write_pages({}, pages)
         return len(pages)

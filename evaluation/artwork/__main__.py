@@ -32,6 +32,7 @@ from evaluation.artwork.report import (
     write_report,
 )
 from evaluation.artwork.simulate import (
+    IMAGE_TAGS,
     PolicyRun,
     PreferenceModel,
     SimConfig,
@@ -62,7 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--titles-per-genre", type=int, default=None)
     p.add_argument("--p-match", type=float, default=0.30)
     p.add_argument("--p-other", type=float, default=0.10)
-    p.add_argument("--other-genre-factor", type=float, default=0.5)
+    p.add_argument("--other-genre-factor", type=float, default=1.0,
+                   help="take multiplier for a title outside the member's favourite genre "
+                        "(default 1: the take depends on the image only; < 1 lets the page "
+                        "mix, which follows the member's plays, move it)")
+    p.add_argument("--bucket", type=int, default=len(IMAGE_TAGS),
+                   help="run the policies other than uniform on every N-th member only (default "
+                        "%(default)s = images per title: as many decisions as replay's matched "
+                        "rounds on the uniform logs, over the same time); 1 = every member")
     p.add_argument("--offline-max-rounds", type=int, default=None,
                    help="rounds used by IPS/SNIPS/DR (default 60,000, quick 15,000; 0 = all)")
     p.add_argument("--seed", type=int, default=7)
@@ -101,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in (*policies, *candidates):
         if name not in POLICIES:
             build_parser().error(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}")
+    if args.bucket < 1:
+        build_parser().error("--bucket must be >= 1")
     seconds = args.seconds or (40.0 if args.quick else 150.0)
     max_rounds = args.offline_max_rounds
     if max_rounds is None:
@@ -144,7 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs: dict[str, PolicyRun] = {}
     t = time.perf_counter()
     for policy in policies:
-        cfg = dataclasses.replace(base, policy=policy)
+        cfg = dataclasses.replace(base, policy=policy,
+                                  bucket=1 if policy == "uniform" else args.bucket)
         try:
             runs[policy] = run_policy(cfg, log_root / policy, progress=_say)
         except (SimulationError, Exception) as exc:
@@ -164,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         _say(f"offline evaluation on the {policy} run's {len(run.rounds):,} rounds")
         results = evaluate_logs(run.rounds, candidates, max_rounds=max_rounds or None,
+                                timing_stretch=1 if args.bucket > 1 else None,
                                 progress=_say)
         offline.extend(results)
         if is_uniform_logging(run.rounds):
@@ -172,7 +184,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if cand in runs:
                     mine = [res for res in results if res.target == cand
                             and any(k.startswith("replay") for k in res.estimates)]
-                    replay_online.append(replay_vs_online(mine, runs[cand]))
+                    replay_online.append(replay_vs_online(
+                        mine, runs[cand], bucket=runs[cand].config.get("bucket", 1) > 1
+                        or (cand == policy and args.bucket > 1)))
     runtime["offline"] = time.perf_counter() - t
 
     # 4. report
@@ -180,7 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     summaries = [RunSummary.from_run(r) for r in runs.values()]
     contextual = [r for r in summaries if r.policy in CONTEXTUAL]
     best_ctx = max(contextual, key=lambda r: r.take.value).policy if contextual else "n/a"
-    config = {**base.to_dict(), "policies": policies, "candidates": candidates,
+    config = {**base.to_dict(), "bucket": args.bucket, "policies": policies,
+              "candidates": candidates,
               "offline_max_rounds": max_rounds or None,
               "notes": _notes(runs, summaries, best_ctx)}
     command = "python -m evaluation.artwork" + (f" {shlex.join(argv)}" if argv else

@@ -409,7 +409,7 @@ def to_bandit_logs(rounds: Sequence[ArtworkRound]) -> BanditLogs:
 
 def replay_learning(rounds: Sequence[ArtworkRound], policy: ArtworkPolicy, *,
                     pipeline_timing: bool = False, refresh_s: float = 2.0,
-                    seed: int = 0) -> OfflineResult:
+                    seed: int = 0, stretch: int | None = None) -> OfflineResult:
     """Li et al. (2011) replay of a *learning* policy on uniformly random logs.
 
     In log order: the policy draws an artwork for the round's context and candidates; when
@@ -425,9 +425,12 @@ def replay_learning(rounds: Sequence[ArtworkRound], policy: ArtworkPolicy, *,
     positives, as ``build_rounds`` was told), and the policy that chooses is a
     snapshot refreshed every ``refresh_s`` (the worker's checkpoint and the server's
     reload). Since the replayed policy acts on only one logged round in ``K`` (uniform
-    logging over ``K`` candidates), both delays are stretched by ``K`` in log time, so that
-    counted in the policy's own decisions they are as long as they were online (at the
-    logging run's decision rate). Draws then come from a separate ``seed``-ed RNG.
+    logging over ``K`` candidates), both delays are by default (``stretch=None``) stretched
+    by ``K`` in log time, so that counted in the policy's own decisions they are as long as
+    they would be online at the logging run's decision rate; ``stretch=1`` keeps them as
+    they were in log time, which is right when the online run to compare with decided at
+    the matched rounds' rate (a bucket of ``1 / K`` of the members over the same time).
+    Draws then come from a separate ``seed``-ed RNG.
     """
     started = time.perf_counter()
     chosen: list[str] = []
@@ -444,7 +447,8 @@ def replay_learning(rounds: Sequence[ArtworkRound], policy: ArtworkPolicy, *,
         snapshot = ArtworkPolicy.from_bytes(policy.to_bytes())
         # the replayed policy decides on one logged round in K: stretch delays by K so that,
         # counted in its own decisions, they are as long as online
-        stretch = len(rounds[0].arms) if rounds else 1
+        if stretch is None:
+            stretch = len(rounds[0].arms) if rounds else 1
         refresh_ms = refresh_s * 1000.0 * stretch
         next_refresh = (rounds[0].ts_ms if rounds else 0) + refresh_ms
         for i, r in enumerate(rounds):
@@ -526,13 +530,14 @@ def is_uniform_logging(rounds: Sequence[ArtworkRound]) -> bool:
 
 
 def evaluate_logs(rounds: Sequence[ArtworkRound], candidates: Sequence[str], *, seed: int = 42,
-                  max_rounds: int | None = None,
+                  max_rounds: int | None = None, timing_stretch: int | None = None,
                   progress: Callable[[str], None] | None = None) -> list[OfflineResult]:
     """Every candidate (a registry name, default settings, ``seed``) on one run's rounds.
 
     Uniformly random logs: :func:`replay_learning` on all rounds, and the IPS / SNIPS / DR of
     :func:`progressive_estimates`; other logs: only the latter. The progressive estimators use
-    the first ``max_rounds`` rounds (all when ``None``).
+    the first ``max_rounds`` rounds (all when ``None``). ``timing_stretch``: see
+    :func:`replay_learning`'s ``stretch``.
     """
     from online_models.bandits import make_policy
 
@@ -544,7 +549,8 @@ def evaluate_logs(rounds: Sequence[ArtworkRound], candidates: Sequence[str], *, 
         if uniform:
             for timing in (False, True):
                 res = replay_learning(rounds, make_policy(name, seed=seed),
-                                      pipeline_timing=timing, seed=seed)
+                                      pipeline_timing=timing, seed=seed,
+                                      stretch=timing_stretch)
                 (key, est), = res.estimates.items()
                 say(f"  {key} of {name} on {res.logging_policy} logs: {est} "
                     f"({res.seconds:.0f}s)")

@@ -90,19 +90,27 @@ class RunSummary:
 class ReplayOnlineRow:
     """A candidate's replay estimates on the uniform run next to its own online run.
 
-    Replay with ``m`` matched rounds stands for the policy's first ``m`` decisions, so each
-    replay estimate is compared with the online take fraction of the run's first ``m`` items
-    seen. ``replay`` learns immediately; ``replay_timed`` follows the pipeline's clock
-    (rewards learned when the worker would settle them, the choosing policy refreshed like the
-    server's copy; :func:`~evaluation.artwork.logs.replay_learning`).
+    Two ways to line them up (``span``):
+
+    - ``"bucket"``: the candidate ran online on a bucket of 1 / K of the members over the same
+      span of time as the uniform run, so it made about as many decisions as replay has
+      matched rounds, spread over the same time: replay is compared with the whole online run.
+    - ``"first m items"``: the candidate ran on every member; replay with ``m`` matched
+      rounds stands for its first ``m`` decisions, so it is compared with the take fraction of
+      the run's first ``m`` items seen (population drift over the run is then not matched).
+
+    ``replay`` learns immediately; ``replay_timed`` follows the pipeline's clock (rewards
+    learned when the worker would settle them, the choosing policy refreshed like the server's
+    copy; :func:`~evaluation.artwork.logs.replay_learning`).
     """
 
     policy: str
     replay: Estimate
-    online_first_m: TakeFraction
+    online: TakeFraction
     online_all: TakeFraction
     replay_timed: Estimate | None = None
-    online_first_m_timed: TakeFraction | None = None
+    online_timed: TakeFraction | None = None
+    span: str = "first m items"
 
     @staticmethod
     def compare(est: Estimate, tf: TakeFraction) -> tuple[float, float, bool]:
@@ -112,13 +120,18 @@ class ReplayOnlineRow:
         return diff, se, abs(diff) <= 1.959964 * se
 
 
-def replay_vs_online(results: Sequence[OfflineResult], run: PolicyRun) -> ReplayOnlineRow:
+def replay_vs_online(results: Sequence[OfflineResult], run: PolicyRun, *,
+                     bucket: bool = False) -> ReplayOnlineRow:
     """Pair the replay results of one candidate (immediate and, if present, pipeline timing)
-    with the candidate's own online ``run``."""
+    with the candidate's own online ``run``: its whole run when ``bucket`` (see
+    :class:`ReplayOnlineRow`), else its first ``m`` items."""
     by_key = {k: e for res in results for k, e in res.estimates.items()}
     est = by_key["replay"]
-    m = int(est.n_effective)
     timed = by_key.get("replay (pipeline timing)")
+    if bucket:
+        return ReplayOnlineRow(run.policy, est, run.take, run.take, timed,
+                               run.take if timed is not None else None, span="bucket")
+    m = int(est.n_effective)
     timed_online = None
     if timed is not None:
         mt = int(timed.n_effective)
@@ -236,6 +249,57 @@ def _obd_section(res: ArtworkResults) -> list[str]:
                   f"{comp.test_clicks} test clicks (a round without a click adds 0 to both); "
                   "when cross-validation on the training half picks the largest penalty, the "
                   "model found no click signal there and its softmax is close to uniform.", ""]
+        pw = comp.power
+        if pw is not None:
+            def rounds(x: float | None) -> str:
+                return "n/a (learned)" if x is None else ("never" if math.isinf(x) else
+                                                          f"{x:,.0f}")
+
+            def pct(x: float | None) -> str:
+                return "n/a" if x is None else f"{100 * x:.1f}%"
+
+            best = pw.get("oracle best item")
+            matched = ("" if best.mean_matched_clicks is None else
+                       f"; on average {best.mean_matched_clicks:.2f} clicks in the rounds where "
+                       "it matches the logger")
+            lines += [
+                f"Power on the sample: with the full-data item CTRs as truth (ZOZOTOWN's BTS "
+                f"prior for `{comp.campaign}`, alpha / (alpha + beta) per item, rescaled to the "
+                f"sample's click rate {pw.mean_ctr:.4f}; best item {pw.ctr_max_over_mean:.2f}x "
+                f"the mean, worst {pw.ctr_min_over_mean:.2f}x), the oracle best-item policy "
+                f"(true value {best.true_value:.5f} vs uniform {best.uniform_value:.5f}) would "
+                f"be shown to beat uniform at 95% in {pct(best.power)} of "
+                f"{pw.test_rounds:,}-round test halves ({best.n_reps:,} simulated, "
+                f"{best.mean_clicks:.1f} clicks each on average{matched}); about "
+                f"{rounds(best.rounds_for_80_power)} test rounds would be needed for 80% power.",
+                "",
+                "Each row simulates uniform-random test halves (item and slot uniform, click "
+                "~ Bernoulli of the item's rate) and applies the paired IPS test above; "
+                "`null rate` repeats it with every item at the mean rate (true difference 0; "
+                "nominal 2.5%). The normal-approximation power and rounds use the exact "
+                "per-round variance of the paired term. `oracle softmax` is the softmax of the "
+                "true log-odds (the `softmax-ctr` form); `most detectable` is the per-item "
+                "policy with the largest difference-to-noise ratio; the `learned` policies "
+                f"are fit on a simulated {pw.train_rounds:,}-round training half (the "
+                "`item-ctr` ranker, and the softmax of its smoothed rates):", ""]
+            rows = [[f"`{r.policy}`", f"{r.true_diff:+.6f}", f"{r.mean_estimated_diff:+.6f}",
+                     pct(r.power), pct(r.null_rate), pct(r.normal_power),
+                     rounds(r.rounds_for_80_power)] for r in pw.results]
+            lines += _table(["policy", "true value - uniform", "mean estimate", "power",
+                             "null rate", "power (normal approx.)", "rounds for 80% power"],
+                            rows)
+            lines += ["", f"No per-item policy, even one knowing these click rates, reaches 80% "
+                      f"power with fewer than about {pw.min_rounds_any_item_policy:,.0f} test "
+                      f"rounds, or more than {pct(pw.max_power_any_item_policy)} power on "
+                      f"{pw.test_rounds:,} rounds (normal approximation). The truth has no "
+                      "user-specific effects, so this bounds non-contextual policies only."]
+            above = [r for r in pw.results if r.power > pw.max_power_any_item_policy]
+            if above:
+                lines[-1] += (" Simulated power above that bound, with the null rate of the "
+                              "same policy (nominal 2.5%): " + ", ".join(
+                                  f"`{r.policy}` {pct(r.power)} (null rate {pct(r.null_rate)})"
+                                  for r in above) + ".")
+            lines.append("")
     return lines
 
 
@@ -251,7 +315,11 @@ def _sim_section(res: ArtworkResults) -> list[str]:
         f"and a cast image. `P(quality play | item seen) = {pref.get('p_match')}` when the "
         f"image's tag is the member's favourite genre, `{pref.get('p_other')}` otherwise, "
         f"times `{pref.get('other_genre_factor')}` for a title outside the favourite genre. "
-        f"Each run: {cfg.get('seconds'):.0f} s of visits on a fresh stack.", ""]
+        f"Each run: {cfg.get('seconds'):.0f} s of visits on a fresh stack"
+        + (f"; `uniform` with every member, the other policies with one member in "
+           f"{cfg.get('bucket')} (a bucket of 1 / {cfg.get('bucket')}, same ids, "
+           "genres, warm-up titles and visit schedules; see section 3)"
+           if (cfg.get("bucket") or 1) > 1 else "") + ".", ""]
     rows = []
     for r in res.runs:
         rows.append([f"`{r.policy}`", _tf(r.take), f"{r.take.impressions:,}",
@@ -361,10 +429,20 @@ def _offline_section(res: ArtworkResults) -> list[str]:
                   "immediate feedback."]
     lines.append("")
     if res.replay_online:
+        bucketed = all(r.span == "bucket" for r in res.replay_online)
+        k = res.config.get("bucket", 3)
+        how = (f"Each learning candidate ran online on a bucket of 1 / {k} of the members "
+               f"(one member in {k}; {k} images per title) over the same span of time as the "
+               "uniform run, so it made about as many decisions as replay has matched rounds "
+               "(one logged round in K), spread over the same time, on the same members' "
+               "evolving histories: replay is compared with the whole online run of the "
+               "bucket (`uniform`: replay of `uniform` on its own logs against its run). "
+               if bucketed else
+               "Replay with `m` matched rounds stands for a policy's first `m` decisions, so "
+               "it is compared with the online take fraction of that policy's first `m` items "
+               "seen. ")
         lines += ["### Replay on the uniform run vs the candidates' own online runs", "",
-                  "Replay with `m` matched rounds stands for a policy's first `m` decisions, so "
-                  "it is compared with the online take fraction of that policy's first `m` items "
-                  "seen. *Immediate*: the replayed policy learns each matched round at once. "
+                  how + "*Immediate*: the replayed policy learns each matched round at once. "
                   "*Pipeline timing*: it learns a matched round when the worker would have "
                   "settled it ("
                   + ("a quality play and a zero alike when the worker's event-time watermark "
@@ -379,25 +457,27 @@ def _offline_section(res: ArtworkResults) -> list[str]:
                   "checkpoint.", ""]
         rows = []
         for row in res.replay_online:
-            d, se, ok = row.compare(row.replay, row.online_first_m)
+            d, se, ok = row.compare(row.replay, row.online)
             cells = [f"`{row.policy}`", _est(row.replay), f"{row.replay.n_effective:,.0f}",
-                     _tf(row.online_first_m),
+                     _tf(row.online),
                      f"{d:+.4f} ± {1.959964 * se:.4f} ({'agree' if ok else '**differ**'})"]
-            if row.replay_timed is not None and row.online_first_m_timed is not None:
-                d, se, ok = row.compare(row.replay_timed, row.online_first_m_timed)
-                cells += [_est(row.replay_timed), _tf(row.online_first_m_timed),
+            if row.replay_timed is not None and row.online_timed is not None:
+                d, se, ok = row.compare(row.replay_timed, row.online_timed)
+                cells += [_est(row.replay_timed), _tf(row.online_timed),
                           f"{d:+.4f} ± {1.959964 * se:.4f} "
                           f"({'agree' if ok else '**differ**'})"]
             else:
                 cells += ["n/a", "n/a", "n/a"]
             cells.append(_tf(row.online_all))
             rows.append(cells)
-        lines += _table(["policy", "replay, immediate [95% CI]", "m", "online, first m items",
+        online = "online, bucket" if bucketed else "online, first m items"
+        lines += _table(["policy", "replay, immediate [95% CI]", "m", online,
                          "immediate - online (95%)", "replay, pipeline timing",
-                         "online, first m items", "timed - online (95%)",
+                         online, "timed - online (95%)",
                          "online, whole run"], rows)
         lines.append("")
-        lines += _drift_adjusted(res.replay_online)
+        if not bucketed:
+            lines += _drift_adjusted(res.replay_online)
     return lines
 
 
@@ -408,12 +488,12 @@ def drift_adjusted(row: ReplayOnlineRow, control: ReplayOnlineRow,
     not learn): ``(difference, standard error, |difference| <= 1.96 s.e.)``; the standard
     error adds the four variances (conservative: the two replays share their logs)."""
     if timed:
-        if row.replay_timed is None or row.online_first_m_timed is None:
+        if row.replay_timed is None or row.online_timed is None:
             return None
-        d, se = row.compare(row.replay_timed, row.online_first_m_timed)[:2]
+        d, se = row.compare(row.replay_timed, row.online_timed)[:2]
     else:
-        d, se = row.compare(row.replay, row.online_first_m)[:2]
-    dc, sec = control.compare(control.replay, control.online_first_m)[:2]
+        d, se = row.compare(row.replay, row.online)[:2]
+    dc, sec = control.compare(control.replay, control.online)[:2]
     diff, err = d - dc, math.hypot(se, sec)
     return diff, err, abs(diff) <= 1.959964 * err
 
@@ -509,13 +589,19 @@ def _summary(res: ArtworkResults) -> list[str]:
             if row.policy == "uniform":
                 continue
             text = f"`{row.policy}` replay {row.replay.value:.4f}"
-            if row.replay_timed is not None and row.online_first_m_timed is not None:
+            if row.replay_timed is not None and row.online_timed is not None:
                 text += f" (pipeline timing {row.replay_timed.value:.4f})"
-            text += f" vs online {row.online_first_m.value:.4f}"
-            parts.append(text)
+            text += f" vs online {row.online.value:.4f}"
+            verdicts = [f"{mode} {'agrees' if ok else '**differs**'}" for mode, ok in (
+                ("immediate", row.compare(row.replay, row.online)[2]),
+                *((("pipeline timing", row.compare(row.replay_timed, row.online_timed)[2]),)
+                  if row.replay_timed is not None and row.online_timed is not None else ()))]
+            parts.append(text + " (" + ", ".join(verdicts) + " at 95%)")
         if parts:
-            lines.append("- Replay on the uniform run's logs vs the same policies online (first "
-                         "m items): " + "; ".join(parts) + ". See section 4 for why they differ.")
+            span = ("its bucket of the members, whole run"
+                    if all(r.span == "bucket" for r in res.replay_online) else "first m items")
+            lines.append("- Replay on the uniform run's logs vs the same policies online ("
+                         + span + "): " + "; ".join(parts) + ". Details in sections 3 and 4.")
     lines.append("")
     return lines
 
@@ -528,18 +614,26 @@ def _replay_findings(res: ArtworkResults) -> list[str]:
     lines = []
     parts = []
     for row in rows.values():
-        d, se, _ = row.compare(row.replay, row.online_first_m)
+        d, se, _ = row.compare(row.replay, row.online)
         text = f"`{row.policy}` {d:+.4f} ± {1.959964 * se:.4f}"
-        if row.replay_timed is not None and row.online_first_m_timed is not None:
-            dt_, set_, _ = row.compare(row.replay_timed, row.online_first_m_timed)
+        if row.replay_timed is not None and row.online_timed is not None:
+            dt_, set_, _ = row.compare(row.replay_timed, row.online_timed)
             if row.policy != "uniform":
                 text += f" (pipeline timing: {dt_:+.4f} ± {1.959964 * set_:.4f})"
         parts.append(text)
-    lines.append("- Replay on the uniform logs minus the policy's own online take fraction over "
-                 "its first m items: " + "; ".join(parts) + ".")
+    bucketed = all(r.span == "bucket" for r in rows.values())
+    lines.append("- Replay on the uniform logs minus the policy's own online take fraction ("
+                 + ("whole run of its bucket" if bucketed else "its first m items") + "): "
+                 + "; ".join(parts) + ".")
     control = rows.get("uniform")
-    if control is not None:
-        d, se, ok = control.compare(control.replay, control.online_first_m)
+    if control is not None and bucketed:
+        d, se, ok = control.compare(control.replay, control.online)
+        lines.append(
+            f"- The `uniform` row is the self-check: replay of the logging policy on its own logs "
+            f"is off by {d:+.4f} from its online take ({'within' if ok else '**outside**'} the "
+            f"95% interval of ± {1.959964 * se:.4f}).")
+    elif control is not None:
+        d, se, ok = control.compare(control.replay, control.online)
         lines.append(
             f"- The `uniform` row is the control: a policy that does not learn is off by {d:+.4f} "
             f"({'within' if ok else 'outside'} its 95% interval of ± {1.959964 * se:.4f}) only "
@@ -559,10 +653,10 @@ def _replay_findings(res: ArtworkResults) -> list[str]:
                          "subtracted, replay agrees with online within the wider 95% interval "
                          "for " + ", ".join(adjusted) + ".")
     timed = [(p, r) for p, r in rows.items() if p != "uniform" and r.replay_timed is not None
-             and r.online_first_m_timed is not None]
+             and r.online_timed is not None]
     shrunk = [p for p, r in timed
-              if abs(r.compare(r.replay_timed, r.online_first_m_timed)[0])
-              < abs(r.compare(r.replay, r.online_first_m)[0])]
+              if abs(r.compare(r.replay_timed, r.online_timed)[0])
+              < abs(r.compare(r.replay, r.online)[0])]
     if shrunk:
         lines.append(
             "- Feedback timing: replay with immediate feedback differs more from what the "
@@ -583,9 +677,9 @@ def _replay_findings(res: ArtworkResults) -> list[str]:
             "the replay with the pipeline's timing is further from the online result than "
             "the immediate one, so the timing model does not explain their replay-vs-online "
             "gap.")
-    modes = {p: [m for m, ok in (("immediate", r.compare(r.replay, r.online_first_m)[2]),
+    modes = {p: [m for m, ok in (("immediate", r.compare(r.replay, r.online)[2]),
                                  ("pipeline timing",
-                                  r.compare(r.replay_timed, r.online_first_m_timed)[2])) if ok]
+                                  r.compare(r.replay_timed, r.online_timed)[2])) if ok]
              for p, r in timed}
     agree = [f"`{p}` ({' and '.join(m)})" for p, m in modes.items() if m]
     neither = [f"`{p}`" for p, m in modes.items() if not m]
@@ -599,7 +693,17 @@ def _replay_findings(res: ArtworkResults) -> list[str]:
         base = uniform_run.expected.get("random", math.nan)
         others = [f"`{r.policy}` {r.expected.get('random', math.nan):.4f}" for r in res.runs
                   if r.policy != "uniform"]
-        if others and not math.isnan(base):
+        factor = (res.config.get("preference") or {}).get("other_genre_factor", 1.0)
+        if others and not math.isnan(base) and factor == 1.0:
+            lines.append(
+                "- Closed loop: the artwork a policy shows changes what members play, hence "
+                "their genre affinities (the context) and the titles on their pages. With "
+                "`other_genre_factor` 1 the take of an item depends on its image and the "
+                "member's taste only, so the page mix cannot move it (expected take of random "
+                f"images over the items each run served: `uniform` {base:.4f}, "
+                + ", ".join(others) + "); with a factor below 1 it can, and replay on uniform "
+                "logs then over-estimates the learners (run with `--other-genre-factor 0.5`).")
+        elif others and not math.isnan(base):
             lines.append(
                 "- Closed loop: the artwork a policy shows changes what members play, hence "
                 "their genre affinities and the titles the worker puts on their pages, which "
