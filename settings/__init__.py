@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     artwork_delayed_positives: bool = Field(True, description="Pay a quality play's reward "
                                             "when its window closes, like the zeros, so both "
                                             "outcomes reach the policy with the same delay")
+    artwork_learn_from: str = Field("", description="Comma-separated artwork policies whose "
+                                    "decisions the worker's policy learns from (empty: every "
+                                    "logged decision)")
 
     # --- experiments ------------------------------------------------------------------------
     experiment_salt: str = Field("homepage-v1", min_length=1,
@@ -133,6 +136,21 @@ class Settings(BaseSettings):
         if v not in known:
             raise ValueError(f"must be one of {', '.join(known)}")
         return v
+
+    @field_validator("artwork_learn_from")
+    @classmethod
+    def _known_policies(cls, v: str) -> str:
+        names = [n.strip() for n in v.split(",") if n.strip()]
+        known = ("uniform", "non_contextual", "epsilon_greedy", "lin_ucb", "thompson")
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"unknown {', '.join(unknown)}; must be among {', '.join(known)}")
+        return ",".join(names)
+
+    @property
+    def artwork_learn_from_policies(self) -> frozenset[str]:
+        """:attr:`artwork_learn_from` as a set (empty: learn from every decision)."""
+        return frozenset(n for n in self.artwork_learn_from.split(",") if n)
 
     @field_validator("bootstrap_servers", "redis_url", "app_id")
     @classmethod

@@ -166,6 +166,8 @@ class EventProcessor:
         )
         self.artwork_policy: ArtworkPolicy = make_policy(settings.artwork_policy,
                                                          settings.model_seed)
+        #: Logging policies whose decisions teach the artwork policy (empty: all of them).
+        self._learn_from = settings.artwork_learn_from_policies
         self.page_config = PageConfig(row_length=settings.row_length,
                                       affinity_half_life_s=settings.affinity_half_life_s,
                                       rules=rules or rules_from_settings(settings))
@@ -526,7 +528,11 @@ class EventProcessor:
 
     def _learn_artwork(self, r: ArtworkReward) -> None:
         """Teach the artwork policy the outcome of one decision (any logging policy: the
-        learners model rewards, so off-policy outcomes are usable)."""
+        learners model rewards, so off-policy outcomes are usable), unless
+        ``HOMESTREAM_ARTWORK_LEARN_FROM`` names the policies to learn from (a policy bucket
+        that must learn from its own decisions only, next to an exploration bucket)."""
+        if self._learn_from and r.policy not in self._learn_from:
+            return
         title = self.catalog.get(r.title_id)
         tags: tuple[str, ...] = ()
         if title is not None:

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the policies other than uniform on every N-th member only (default "
                         "%(default)s = images per title: as many decisions as replay's matched "
                         "rounds on the uniform logs, over the same time); 1 = every member")
+    p.add_argument("--fill-uniform", action=argparse.BooleanOptionalAction, default=True,
+                   help="in a bucket run, the other members still visit, served uniform images "
+                        "by a second server the worker does not learn from (default on)")
     p.add_argument("--offline-max-rounds", type=int, default=None,
                    help="rounds used by IPS/SNIPS/DR (default 60,000, quick 15,000; 0 = all)")
     p.add_argument("--seed", type=int, default=7)
@@ -155,7 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t = time.perf_counter()
     for policy in policies:
         cfg = dataclasses.replace(base, policy=policy,
-                                  bucket=1 if policy == "uniform" else args.bucket)
+                                  bucket=1 if policy == "uniform" else args.bucket,
+                                  fill_uniform=args.fill_uniform)
         try:
             runs[policy] = run_policy(cfg, log_root / policy, progress=_say)
         except (SimulationError, Exception) as exc:

@@ -63,6 +63,11 @@ class RunSummary:
     moving: tuple[list[int], list[float]] = ((), ())  # type: ignore[assignment]
     log_dir: str = ""
     late_plays: int = 0
+    #: Distinct titles among the logged decisions (how spread the pages' titles were: a
+    #: per-image learner learns a title's images only from that title's impressions).
+    titles_shown: int = 0
+    #: :func:`~evaluation.artwork.simulate.audience_purity` of the run's decisions.
+    audience_purity: float = math.nan
 
     @classmethod
     def from_run(cls, run: PolicyRun) -> RunSummary:
@@ -83,7 +88,9 @@ class RunSummary:
             timings=run.timings, page_latency_ms=run.page_latency_ms,
             cumulative=(idx.tolist(), cum.tolist()),
             moving=((midx + w).tolist(), mov[midx].tolist()) if len(mov) else ([], []),
-            log_dir=run.log_dir, late_plays=run.late_plays)
+            log_dir=run.log_dir, late_plays=run.late_plays,
+            titles_shown=len({r.title_id for r in run.rounds}),
+            audience_purity=run.audience_purity)
 
 
 @dataclass(frozen=True)
@@ -319,6 +326,10 @@ def _sim_section(res: ArtworkResults) -> list[str]:
         + (f"; `uniform` with every member, the other policies with one member in "
            f"{cfg.get('bucket')} (a bucket of 1 / {cfg.get('bucket')}, same ids, "
            "genres, warm-up titles and visit schedules; see section 3)"
+           + ("; the other members visit and play all the same, served uniform images by a "
+              "second server, so pages, popularity and co-watch come from the whole population "
+              "as in the `uniform` run, and the worker's policy learns from the bucket only"
+              if cfg.get("fill_uniform") else "")
            if (cfg.get("bucket") or 1) > 1 else "") + ".", ""]
     rows = []
     for r in res.runs:
@@ -369,11 +380,23 @@ def _sim_section(res: ArtworkResults) -> list[str]:
                      f"{r.worker_quality_plays:,}", f"{r.worker_rewards:,}",
                      str(r.final_version), str(r.http_errors),
                      f"{r.page_latency_ms.get('p50', math.nan):.1f} / "
-                     f"{r.page_latency_ms.get('p95', math.nan):.1f}"])
+                     f"{r.page_latency_ms.get('p95', math.nan):.1f}",
+                     f"{r.titles_shown:,} ({r.rounds / r.titles_shown:.1f})"
+                     if r.titles_shown else "n/a", _f(r.audience_purity, 3)])
     lines += _table(["policy", "items seen", "logged rounds", "quality plays sent",
                      "of which sent after the window", "rewards 1 in the log join",
                      "worker quality rewards", "worker rewards learned",
-                     "final policy version", "HTTP errors", "page latency p50 / p95 ms"], rows)
+                     "final policy version", "HTTP errors", "page latency p50 / p95 ms",
+                     "titles shown (decisions per title)", "audience purity"], rows)
+    if (cfg.get("bucket") or 1) > 1 and cfg.get("fill_uniform", False):
+        lines += ["", "With the uniform fill the worker's counters (quality rewards, rewards "
+                  "learned) also count the fill members' decisions, which its policy does not "
+                  "learn from (`HOMESTREAM_ARTWORK_LEARN_FROM`): the final policy version is the "
+                  "number of the bucket's decisions it learned."]
+    lines += ["", "*Audience purity*: the decision-weighted share of each title's decisions made "
+              "for its largest fan group; a policy that learns per image (`non_contextual`) can "
+              "at best earn `p_other + (p_match - p_other) x purity` with two equal fan groups "
+              "and `other_genre_factor` 1."]
     lines += ["", "The worker learns fewer rewards than there were items: the decisions of "
               "about the last reward window plus the lateness of the run stay pending, because "
               "the watermark moves with event time only and no event follows the last visits "
@@ -437,6 +460,10 @@ def _offline_section(res: ArtworkResults) -> list[str]:
                "(one logged round in K), spread over the same time, on the same members' "
                "evolving histories: replay is compared with the whole online run of the "
                "bucket (`uniform`: replay of `uniform` on its own logs against its run). "
+               + ("The other members visited too, served uniform images by a second server "
+                  "(not measured, not learned from), so the bucket's pages, popularity and "
+                  "co-watch come from the whole population, as in the uniform run. "
+                  if res.config.get("fill_uniform") else "")
                if bucketed else
                "Replay with `m` matched rounds stands for a policy's first `m` decisions, so "
                "it is compared with the online take fraction of that policy's first `m` items "

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -35,6 +36,7 @@ import random
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -182,6 +184,11 @@ class SimConfig:
     #: bucket of 1 / K of the members makes as many decisions over the same span of time,
     #: so the two see the same population over the same time at the same learning pace.
     bucket: int = 1
+    #: With ``bucket`` > 1: the other members still visit and play, served ``uniform`` images
+    #: by a second server, so that pages, popularity and co-watch come from the whole
+    #: population as in the uniform run; the worker's policy learns from the bucket's
+    #: decisions only (``HOMESTREAM_ARTWORK_LEARN_FROM``) and only the bucket is measured.
+    fill_uniform: bool = True
 
     def __post_init__(self) -> None:
         if self.bucket < 1:
@@ -328,6 +335,8 @@ class PolicyRun:
     by_favourite: dict[str, TakeFraction]
     by_tag_shown: dict[str, float]
     log_dir: str
+    #: :func:`audience_purity` of the logged decisions.
+    audience_purity: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -342,6 +351,7 @@ class PolicyRun:
             "learned": self.learned,
             "by_favourite": {k: v.to_dict() for k, v in self.by_favourite.items()},
             "by_tag_shown": self.by_tag_shown, "log_dir": self.log_dir,
+            "audience_purity": self.audience_purity,
         }
 
 
@@ -393,7 +403,10 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
     log_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    members = make_members(cfg)
+    fill = cfg.bucket > 1 and cfg.fill_uniform
+    members = make_members(dataclasses.replace(cfg, bucket=1) if fill else cfg)
+    #: who the measured policy serves (the others, if any, get uniform images)
+    in_bucket = [not fill or i % cfg.bucket == 0 for i in range(len(members))]
     titles = build_catalog(cfg)
     by_id = {t.title_id: t for t in titles}
     tags_of = {a.artwork_id: tuple(a.tags) for t in titles for a in t.artwork}
@@ -413,7 +426,8 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
             model_checkpoint_interval_s=cfg.checkpoint_interval_s, row_length=cfg.columns,
             artwork_rows=cfg.rows,
             rules_file=str(rules), http_port=free_port(),
-            worker_data_dir=str(log_dir / "worker-data"), publish_page_updates=False)
+            worker_data_dir=str(log_dir / "worker-data"), publish_page_updates=False,
+            artwork_learn_from=cfg.policy if fill else "")
         env = settings.to_env()
         ensure_topics(settings)
         publish_catalog(settings, titles)
@@ -421,20 +435,33 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
         worker = start_module("streams.worker", env, worker_log)
         exits.callback(stop_process, worker)
         server = start_module("serving", env, server_log)
+        servers = [server]
+        procs = [("worker", (worker, worker_log)), ("server", (server, server_log))]
+        bases = [f"http://127.0.0.1:{settings.http_port}"] * len(members)
+        if fill:  # the rest of the population, served uniform images
+            fill_settings = settings.model_copy(update={"artwork_policy": "uniform",
+                                                        "http_port": free_port()})
+            fill_log = log_dir / "server-uniform.log"
+            servers.append(start_module("serving", fill_settings.to_env(), fill_log))
+            procs.append(("uniform server", (servers[-1], fill_log)))
+            fill_base = f"http://127.0.0.1:{fill_settings.http_port}"
+            bases = [b if mine else fill_base for b, mine in zip(bases, in_bucket, strict=True)]
         server_stopped = False
 
         def stop_server() -> None:
             if not server_stopped:
-                stop_process(server)
+                for proc in servers:
+                    stop_process(proc)
 
         exits.callback(stop_server)
-        procs = [("worker", (worker, worker_log)), ("server", (server, server_log))]
         import redis as redis_sync
 
         from features import keys
         r = redis_sync.Redis.from_url(settings.redis_url)
         exits.callback(r.close)
         wait_for_port(settings.http_port, 60, proc=server)
+        if fill:
+            wait_for_port(fill_settings.http_port, 60, proc=servers[-1])
         _wait("the worker to load the catalog",
               lambda: r.hlen(keys.catalog_key(settings.key_prefix)) >= len(titles), 90, procs)
         timings["startup_s"] = time.perf_counter() - t0
@@ -467,10 +494,10 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
 
         # the loop
         t2 = time.perf_counter()
-        base = f"http://127.0.0.1:{settings.http_port}"
         producer = PlayerProducer(settings)
         try:
-            sim = asyncio.run(_loop(cfg, base, members, by_id, tags_of, producer, say))
+            sim = asyncio.run(_loop(cfg, bases, in_bucket, members, by_id, tags_of, producer,
+                                    say))
             producer.flush(30)
         finally:
             with contextlib.suppress(Exception):
@@ -490,7 +517,7 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
             if proc.poll() is not None:
                 raise SimulationError(f"{name} exited with {proc.returncode} during the run; "
                                       f"log tail:\n{log_tail(log)}")
-        stop_process(server)
+        stop_server()
         server_stopped = True
         specs = topic_specs(settings)
         impressions, plays, undecodable = read_events(
@@ -505,6 +532,10 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
             settle_lateness_s=cfg.settle_lateness_s,
             settle_interval_s=cfg.settle_interval_s,
             delayed_positives=cfg.delayed_positives)
+        if fill:  # the measured bucket's decisions (the others were uniform fill)
+            rounds = [rd for rd in rounds if rd.policy == cfg.policy]
+            join = dataclasses.replace(join, rounds=len(rounds),
+                                       rewarded=sum(rd.reward > 0 for rd in rounds))
         counters = {k.decode(): int(v) for k, v in
                     r.hgetall(keys.stats_key(settings.key_prefix)).items()}
         raw_policy = r.get(keys.checkpoint_key(settings.key_prefix, "artwork-policy"))
@@ -540,11 +571,33 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
         learned=_learned(final, cfg) if final else {},
         by_favourite=by_fav,
         by_tag_shown={f"{g} fan sees {t}": v for g, d in shown.items() for t, v in d.items()},
-        log_dir=str(log_dir))
+        log_dir=str(log_dir),
+        audience_purity=audience_purity(rounds, {m.profile_id: m.favourite for m in members}))
     say(f"{cfg.policy}: take fraction {run.take.value:.4f} "
         f"[{run.take.ci_low:.4f}, {run.take.ci_high:.4f}] over {run.take.impressions} items, "
         f"{run.pages} pages, {len(rounds)} logged rounds; {timings['total_s']:.0f}s")
     return run
+
+
+def audience_purity(rounds: Sequence[ArtworkRound], favourite_of: Mapping[str, str]) -> float:
+    """Decision-weighted share of each title's decisions made for its largest fan group.
+
+    A policy that learns per image (not per member) can at best show each title the image its
+    audience prefers on the whole: the purer the audiences, the more it can earn (with the
+    default preference, ``0.1 + 0.2 * purity`` for two equal fan groups).
+
+    >>> from online_models.bandits import Arm
+    >>> arms = (Arm("a", ("comedy",)),)
+    >>> r = lambda who, title: ArtworkRound(who, title, 0, {}, arms, "a", 1.0, 0.0, "u", 0)
+    >>> fav = {"c1": "Comedy", "c2": "Comedy", "r1": "Romance"}
+    >>> audience_purity([r("c1", "t1"), r("c2", "t1"), r("r1", "t1"), r("r1", "t2")], fav)
+    0.75
+    """
+    counts: dict[str, Counter[str]] = {}
+    for r in rounds:
+        counts.setdefault(r.title_id, Counter())[favourite_of.get(r.profile_id, "")] += 1
+    total = sum(sum(c.values()) for c in counts.values())
+    return sum(max(c.values()) for c in counts.values()) / total if total else math.nan
 
 
 def _learned(policy: ArtworkPolicy, cfg: SimConfig) -> dict[str, dict[str, float]]:
@@ -577,9 +630,11 @@ class _SimState:
     late_plays: int = 0
 
 
-async def _loop(cfg: SimConfig, base: str, members: Sequence[SimMember],
-                titles: Mapping[str, Title], tags_of: Mapping[str, tuple[str, ...]],
-                producer: Any, say: Any) -> _SimState:
+async def _loop(cfg: SimConfig, bases: Sequence[str], measured: Sequence[bool],
+                members: Sequence[SimMember], titles: Mapping[str, Title],
+                tags_of: Mapping[str, tuple[str, ...]], producer: Any, say: Any) -> _SimState:
+    """Every member's visits; ``bases[i]`` is member ``i``'s server, and only the members
+    with ``measured[i]`` are recorded (the others play, as members do, all the same)."""
     import aiohttp
 
     state = _SimState()
@@ -591,7 +646,8 @@ async def _loop(cfg: SimConfig, base: str, members: Sequence[SimMember],
     async def member_loop(i: int, m: SimMember, session: aiohttp.ClientSession) -> None:
         rng = random.Random(f"{cfg.seed}-{m.profile_id}")
         await asyncio.sleep(rng.uniform(0, cfg.visit_interval_s[0]))
-        url = f"{base}/v1/homepage/{m.profile_id}?country=US&device=tv"
+        url = f"{bases[i]}/v1/homepage/{m.profile_id}?country=US&device=tv"
+        record = measured[i]
         while time.monotonic() < deadline:
             started = time.monotonic()
             try:
@@ -605,18 +661,22 @@ async def _loop(cfg: SimConfig, base: str, members: Sequence[SimMember],
                 state.http_errors += 1
                 await asyncio.sleep(1.0)
                 continue
-            state.latency_ms.append((time.monotonic() - started) * 1000.0)
-            state.pages += 1
             seen = [item for row in page.get("rows", [])[: cfg.rows]
                     for item in row.get("items", [])[: cfg.columns]]
-            if not seen:
-                state.empty_pages += 1
+            if record:
+                state.latency_ms.append((time.monotonic() - started) * 1000.0)
+                state.pages += 1
+                state.empty_pages += not seen
             taken = []
             for item in seen:
                 tags = tags_of.get(item.get("artwork_id"), ())
                 title = titles[item["title_id"]]
                 pref = cfg.preference
                 took = pref.draw(rng, m.favourite, tags, title.genres)
+                if took:
+                    taken.append(title)
+                if not record:
+                    continue
                 options = [a.tags[0] for a in title.artwork if a.tags]
                 state.p_shown.append(pref.probability(m.favourite, tags, title.genres))
                 state.p_random.append(pref.random_value(m.favourite, options, title.genres))
@@ -626,13 +686,11 @@ async def _loop(cfg: SimConfig, base: str, members: Sequence[SimMember],
                 state.member_index.append(i)
                 state.served_ms.append(int(page.get("served_at_ms") or 0))
                 state.tags.append(tags[0] if tags else "")
-                if took:
-                    taken.append(title)
             await asyncio.sleep(rng.uniform(*cfg.think_s))
             if taken:
                 now = _now_ms()
                 served = int(page.get("served_at_ms") or 0)
-                if now - served > cfg.reward_window_s * 1000.0:
+                if record and now - served > cfg.reward_window_s * 1000.0:
                     state.late_plays += len(taken)  # the simulator fell behind
                 for t in taken:
                     producer.send_many(_play_events(m, t, now, cfg.play_fraction))

@@ -502,3 +502,12 @@ def test_timed_replay_stretches_delays_by_k_unless_told_not_to() -> None:
     as_logged, stretched = learned(1), learned(None)
     assert as_logged - stretched > 100
     assert learned(3) == stretched
+
+
+def test_cross_checks_show_how_spread_and_how_pure_the_audiences_were() -> None:
+    res = _fake_results()
+    res.runs[0] = dataclasses.replace(res.runs[0], titles_shown=100, audience_purity=0.8)
+    text = render_markdown(res)
+    assert "| titles shown (decisions per title) | audience purity |" in text
+    assert "| 100 (200.0) | 0.800 |" in text
+    assert "| n/a | n/a |" in text  # the runs without them

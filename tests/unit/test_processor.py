@@ -231,6 +231,36 @@ async def test_artwork_rewards_teach_the_policy_and_survive_a_restart(
     assert fresh.artwork_policy.version == 1
 
 
+async def test_a_policy_bucket_learns_only_from_the_policies_it_is_told() -> None:
+    store = InMemoryStore()
+    await store.put_titles(make_titles(12))
+    settings = Settings(row_length=5, artwork_delayed_positives=False,
+                        artwork_policy="lin_ucb", artwork_learn_from="lin_ucb")
+    p = EventProcessor(settings, store, MemoryDeadLetters(), clock=lambda: TS / 1000 + 0.25)
+    events = []
+    for i, (who, policy) in enumerate([("p1", "uniform"), ("p2", "lin_ucb"),
+                                       ("p3", "uniform")]):
+        events.append((who, Impression(
+            event_id=f"i{i}", profile_id=who, event_ts_ms=TS, request_id=f"r{i}",
+            title_id="t1", row_id="x", row=0, column=0, artwork_id="t1-art0",
+            propensity=0.5, policy=policy, policy_version=0, context_json="{}")))
+        events.append((who, play(f"q{i}", who, "t1", 600, TS + 60_000)))
+    rep = await p.process([msg(codec.encode_batch(who, [ev]), who, i)
+                           for i, (who, ev) in enumerate(events)])
+    assert (rep.art_rewards, rep.quality_plays) == (3, 3)  # all joined and counted
+    assert p.artwork_policy.version == 1  # only the lin_ucb decision was learned
+
+
+def test_learn_from_names_known_policies_only() -> None:
+    from pydantic import ValidationError
+
+    assert Settings(artwork_learn_from=" lin_ucb , uniform").artwork_learn_from_policies == {
+        "lin_ucb", "uniform"}
+    assert Settings().artwork_learn_from_policies == frozenset()
+    with pytest.raises(ValidationError, match="unknown bogus"):
+        Settings(artwork_learn_from="lin_ucb,bogus")
+
+
 def impression(eid: str, profile: str, title: str, ts: int, art: str = "") -> Impression:
     return Impression(event_id=eid, profile_id=profile, event_ts_ms=ts, request_id="r",
                       title_id=title, row_id="x", row=0, column=0,
