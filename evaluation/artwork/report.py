@@ -413,6 +413,11 @@ def _sim_section(res: ArtworkResults) -> list[str]:
     return lines
 
 
+def _bucketed(rows: Sequence[ReplayOnlineRow]) -> bool:
+    """Whether replay was compared with online buckets (whole runs), not first-m items."""
+    return bool(rows) and all(r.span == "bucket" for r in rows)
+
+
 def _offline_section(res: ArtworkResults) -> list[str]:
     lines = ["## 3. Offline evaluation on the pipeline's own logs", ""]
     if not res.offline:
@@ -452,7 +457,7 @@ def _offline_section(res: ArtworkResults) -> list[str]:
                   "immediate feedback."]
     lines.append("")
     if res.replay_online:
-        bucketed = all(r.span == "bucket" for r in res.replay_online)
+        bucketed = _bucketed(res.replay_online)
         k = res.config.get("bucket", 3)
         how = (f"Each learning candidate ran online on a bucket of 1 / {k} of the members "
                f"(one member in {k}; {k} images per title) over the same span of time as the "
@@ -626,7 +631,7 @@ def _summary(res: ArtworkResults) -> list[str]:
             parts.append(text + " (" + ", ".join(verdicts) + " at 95%)")
         if parts:
             span = ("its bucket of the members, whole run"
-                    if all(r.span == "bucket" for r in res.replay_online) else "first m items")
+                    if _bucketed(res.replay_online) else "first m items")
             lines.append("- Replay on the uniform run's logs vs the same policies online ("
                          + span + "): " + "; ".join(parts) + ". Details in sections 3 and 4.")
     lines.append("")
@@ -648,7 +653,7 @@ def _replay_findings(res: ArtworkResults) -> list[str]:
             if row.policy != "uniform":
                 text += f" (pipeline timing: {dt_:+.4f} ± {1.959964 * set_:.4f})"
         parts.append(text)
-    bucketed = all(r.span == "bucket" for r in rows.values())
+    bucketed = _bucketed(list(rows.values()))
     lines.append("- Replay on the uniform logs minus the policy's own online take fraction ("
                  + ("whole run of its bucket" if bucketed else "its first m items") + "): "
                  + "; ".join(parts) + ".")

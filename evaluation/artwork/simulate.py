@@ -446,14 +446,11 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
             procs.append(("uniform server", (servers[-1], fill_log)))
             fill_base = f"http://127.0.0.1:{fill_settings.http_port}"
             bases = [b if mine else fill_base for b, mine in zip(bases, in_bucket, strict=True)]
-        server_stopped = False
+        def stop_servers() -> None:  # twice is harmless: stop_process skips a stopped one
+            for proc in servers:
+                stop_process(proc)
 
-        def stop_server() -> None:
-            if not server_stopped:
-                for proc in servers:
-                    stop_process(proc)
-
-        exits.callback(stop_server)
+        exits.callback(stop_servers)
         import redis as redis_sync
 
         from features import keys
@@ -517,8 +514,7 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
             if proc.poll() is not None:
                 raise SimulationError(f"{name} exited with {proc.returncode} during the run; "
                                       f"log tail:\n{log_tail(log)}")
-        stop_server()
-        server_stopped = True
+        stop_servers()
         specs = topic_specs(settings)
         impressions, plays, undecodable = read_events(
             settings.bootstrap_servers,

@@ -18,6 +18,7 @@ from settings import Settings
 from stack.local import ModuleProcess, free_port, wait_for_port
 from tests.integration.helpers import (
     WorkerProcess,
+    counters,
     make_titles,
     profile_state,
     wait_for_catalog,
@@ -68,6 +69,18 @@ def continue_watching(page: dict) -> list[str]:
     return []
 
 
+
+def move_event_time_and_settle(settings: Settings, producer: PlayerProducer, other: str,
+                               served_ms: int, n: int, member: str) -> dict[str, int]:
+    """Another member's event moves event time past the reward window (2 s) + lateness
+    (0.5 s); wait for the timer to settle ``member``'s ``n`` decisions; the counters."""
+    producer.send(Play(event_id=uuid.uuid4().hex, profile_id=other,
+                       event_ts_ms=served_ms + 2000 + 500 + 1000, title_id="t4",
+                       action="start", position_s=0.0, duration_s=1200.0, country="US"))
+    producer.flush()
+    return wait_until(lambda: (c := counters(settings)).get("artwork_settled_by_watermark", 0)
+                      >= n and c, 20, what=f"{member}'s decisions settled by the timer")
+
 def test_a_play_changes_the_served_page_within_two_seconds_and_impressions_loop_back(
         settings: Settings, pipeline: str) -> None:
     http = urllib3.PoolManager()
@@ -113,7 +126,7 @@ def test_impression_to_quality_play_rewards_the_artwork_policy(settings: Setting
 
 def _quality_play_rewards_at_once(settings: Settings, pipeline: str) -> None:
     from online_models.bandits import ArtworkPolicy
-    from tests.integration.helpers import counters, redis_client
+    from tests.integration.helpers import redis_client
 
     http = urllib3.PoolManager()
     now = int(time.time() * 1000)
@@ -147,7 +160,7 @@ def test_an_impression_without_a_play_earns_zero_once_the_watermark_passes_its_w
     passes the window plus the allowed lateness, with no further event of this member; the
     wall clock passing the window settles nothing, and a late play cannot reward it again."""
     from online_models.bandits import ArtworkPolicy
-    from tests.integration.helpers import counters, redis_client
+    from tests.integration.helpers import redis_client
 
     settings = settings.model_copy(update={
         "artwork_reward_window_s": 2.0, "artwork_settle_lateness_s": 0.5,
@@ -175,15 +188,8 @@ def test_an_impression_without_a_play_earns_zero_once_the_watermark_passes_its_w
         time.sleep(2 * (2.0 + 0.5))
         assert counters(settings).get("artwork_rewards", 0) == 0
         assert len(profile_state(settings, "zoe")["pending_art"]) == len(chosen)
-        # another member's event moves event time past the window + lateness
-        producer.send(Play(event_id=uuid.uuid4().hex, profile_id="yann",
-                           event_ts_ms=served["served_at_ms"] + 2000 + 500 + 1000,
-                           title_id="t4", action="start", position_s=0.0,
-                           duration_s=1200.0, country="US"))
-        producer.flush()
-        settled = wait_until(
-            lambda: (c := counters(settings)).get("artwork_settled_by_watermark", 0)
-            >= len(chosen) and c, 20, what="zoe's expired decisions settled by the timer")
+        settled = move_event_time_and_settle(settings, producer, "yann",
+                                             served["served_at_ms"], len(chosen), "zoe")
         assert settled["artwork_settled_by_watermark"] == len(chosen)
         assert settled["artwork_rewards"] == len(chosen)
         assert settled.get("artwork_quality_plays", 0) == 0
@@ -231,7 +237,7 @@ def test_a_delayed_quality_play_is_paid_when_the_watermark_closes_its_window_onc
     the other decisions of the page, when event time passes the window plus the lateness.
     Redelivering the play or restarting the worker pays nothing twice."""
     from online_models.bandits import ArtworkPolicy
-    from tests.integration.helpers import counters, redis_client
+    from tests.integration.helpers import redis_client
 
     settings = settings.model_copy(update={
         "artwork_reward_window_s": 2.0, "artwork_settle_lateness_s": 0.5,
@@ -270,15 +276,8 @@ def test_a_delayed_quality_play_is_paid_when_the_watermark_closes_its_window_onc
         time.sleep(1.0)  # timer ticks and checkpoints: still nothing paid
         assert counters(settings).get("artwork_rewards", 0) == 0
         assert counters(settings).get("artwork_quality_plays", 0) == 0
-        # another member's event moves event time past the window + lateness
-        producer.send(Play(event_id=uuid.uuid4().hex, profile_id="vic",
-                           event_ts_ms=served["served_at_ms"] + 2000 + 500 + 1000,
-                           title_id="t4", action="start", position_s=0.0,
-                           duration_s=1200.0, country="US"))
-        producer.flush()
-        settled = wait_until(
-            lambda: (c := counters(settings)).get("artwork_settled_by_watermark", 0)
-            >= len(chosen) and c, 20, what="una's decisions settled by the timer")
+        settled = move_event_time_and_settle(settings, producer, "vic",
+                                             served["served_at_ms"], len(chosen), "una")
         assert settled["artwork_settled_by_watermark"] == len(chosen)
         assert settled["artwork_rewards"] == len(chosen)
         assert settled["artwork_quality_plays"] == 1  # the won decision, paid 1 once

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 
@@ -25,15 +27,20 @@ def msg(value: bytes | None, key: str = "p1", offset: int = 0) -> RawMessage:
     return RawMessage("events", 0, offset, key.encode(), value)
 
 
-@pytest.fixture
-async def proc() -> EventProcessor:
+async def make_processor(clock_s: float | None = None, **settings: Any) -> EventProcessor:
+    """A processor on an in-memory store holding 12 titles; ``settings`` over ``row_length=5``
+    (``clock_s``: a fixed wall clock, in seconds)."""
     store = InMemoryStore()
     await store.put_titles(make_titles(12))
+    clock = {} if clock_s is None else {"clock": lambda: clock_s}
+    return EventProcessor(Settings(**{"row_length": 5, **settings}), store, MemoryDeadLetters(),
+                          **clock)
+
+
+@pytest.fixture
+async def proc() -> EventProcessor:
     # quality plays paid at once: the tests of delayed positives build their own processor
-    p = EventProcessor(Settings(row_length=5, artwork_delayed_positives=False), store,
-                       MemoryDeadLetters(),
-                       clock=lambda: TS / 1000 + 0.25)
-    return p
+    return await make_processor(TS / 1000 + 0.25, artwork_delayed_positives=False)
 
 
 async def test_batch_updates_state_trending_and_page(proc: EventProcessor) -> None:
@@ -232,11 +239,8 @@ async def test_artwork_rewards_teach_the_policy_and_survive_a_restart(
 
 
 async def test_a_policy_bucket_learns_only_from_the_policies_it_is_told() -> None:
-    store = InMemoryStore()
-    await store.put_titles(make_titles(12))
-    settings = Settings(row_length=5, artwork_delayed_positives=False,
-                        artwork_policy="lin_ucb", artwork_learn_from="lin_ucb")
-    p = EventProcessor(settings, store, MemoryDeadLetters(), clock=lambda: TS / 1000 + 0.25)
+    p = await make_processor(TS / 1000 + 0.25, artwork_delayed_positives=False,
+                             artwork_policy="lin_ucb", artwork_learn_from="lin_ucb")
     events = []
     for i, (who, policy) in enumerate([("p1", "uniform"), ("p2", "lin_ucb"),
                                        ("p3", "uniform")]):
@@ -257,6 +261,10 @@ def test_learn_from_names_known_policies_only() -> None:
     assert Settings(artwork_learn_from=" lin_ucb , uniform").artwork_learn_from_policies == {
         "lin_ucb", "uniform"}
     assert Settings().artwork_learn_from_policies == frozenset()
+    from online_models.bandits import POLICIES
+    from settings import ARTWORK_POLICIES
+
+    assert set(ARTWORK_POLICIES) == set(POLICIES)  # the names settings accept exist
     with pytest.raises(ValidationError, match="unknown bogus"):
         Settings(artwork_learn_from="lin_ucb,bogus")
 
@@ -269,12 +277,9 @@ def impression(eid: str, profile: str, title: str, ts: int, art: str = "") -> Im
 
 
 async def test_expired_windows_settle_on_the_event_time_watermark_once() -> None:
-    store = InMemoryStore()
-    await store.put_titles(make_titles(12))
-    settings = Settings(row_length=5, artwork_reward_window_s=60.0,
-                        artwork_settle_lateness_s=5.0, partitions=4)
-    proc = EventProcessor(settings, store, MemoryDeadLetters(),
-                          clock=lambda: TS / 1000 + 365 * 86400.0)  # a year later
+    proc = await make_processor(TS / 1000 + 365 * 86400.0, artwork_reward_window_s=60.0,
+                                artwork_settle_lateness_s=5.0, partitions=4)  # a year later
+    settings, store = proc.settings, proc.store
     await proc.process([RawMessage("imp", 2, 0, b"p1",
                                    codec.encode_event(impression("i1", "p1", "t1", TS)))])
     assert store.art_due == {2: {"p1": TS}}  # indexed under the message's partition
@@ -306,11 +311,9 @@ async def test_expired_windows_settle_on_the_event_time_watermark_once() -> None
 
 async def test_a_quality_play_before_the_watermark_takes_the_decision_out_of_the_index(
         ) -> None:
-    store = InMemoryStore()
-    await store.put_titles(make_titles(12))
-    settings = Settings(row_length=5, artwork_reward_window_s=60.0,
-                        artwork_settle_lateness_s=0.0, artwork_delayed_positives=False)
-    proc = EventProcessor(settings, store, MemoryDeadLetters())
+    proc = await make_processor(artwork_reward_window_s=60.0, artwork_settle_lateness_s=0.0,
+                                artwork_delayed_positives=False)
+    store = proc.store
     await proc.process([msg(codec.encode_batch("p1", [impression("i1", "p1", "t1", TS),
                                                       impression("i2", "p1", "t2", TS + 10)]))])
     assert store.art_due == {0: {"p1": TS}}
@@ -325,11 +328,9 @@ async def test_a_quality_play_before_the_watermark_takes_the_decision_out_of_the
 
 async def test_delayed_positives_are_learned_when_the_watermark_closes_the_window_once(
         ) -> None:
-    store = InMemoryStore()
-    await store.put_titles(make_titles(12))
-    settings = Settings(row_length=5, artwork_reward_window_s=60.0,
-                        artwork_settle_lateness_s=5.0, artwork_delayed_positives=True)
-    proc = EventProcessor(settings, store, MemoryDeadLetters())
+    proc = await make_processor(artwork_reward_window_s=60.0, artwork_settle_lateness_s=5.0,
+                                artwork_delayed_positives=True)
+    settings, store = proc.settings, proc.store
     learned: list[tuple[str, float]] = []
     learn = proc.artwork_policy.learn_one
     proc.artwork_policy.learn_one = (  # type: ignore[method-assign]
@@ -366,11 +367,9 @@ async def test_delayed_positives_are_learned_when_the_watermark_closes_the_windo
 async def test_variants_select_their_page_configuration() -> None:
     from online_models.experiments import assign_variant
 
-    store = InMemoryStore()
-    await store.put_titles(make_titles(12))
-    settings = Settings(row_length=5, experiment_split="control:1,few:1",
-                        experiment_overrides='{"few": {"max_rows": 1}}')
-    proc = EventProcessor(settings, store, MemoryDeadLetters(), clock=lambda: TS / 1000)
+    proc = await make_processor(TS / 1000, experiment_split="control:1,few:1",
+                                experiment_overrides='{"few": {"max_rows": 1}}')
+    store = proc.store
     profiles = [f"m{i}" for i in range(12)]
     await proc.process([msg(codec.encode_event(play(f"e{p}", p, "t1", 700)), p)
                         for p in profiles])
@@ -389,11 +388,9 @@ async def test_a_due_backlog_settles_in_chunks_that_let_event_batches_in() -> No
 
     from streams.processor import SETTLE_CHUNK
 
-    store = InMemoryStore()
-    await store.put_titles(make_titles(12))
-    settings = Settings(row_length=5, artwork_reward_window_s=60.0,
-                        artwork_settle_lateness_s=0.0, partitions=1)
-    proc = EventProcessor(settings, store, MemoryDeadLetters(), clock=lambda: TS / 1000)
+    proc = await make_processor(TS / 1000, artwork_reward_window_s=60.0,
+                                artwork_settle_lateness_s=0.0, partitions=1)
+    store = proc.store
     n = 4 * SETTLE_CHUNK + 3
     await proc.process([RawMessage("imp", 0, i, f"m{i}".encode(), codec.encode_event(
         impression(f"i{i}", f"m{i}", "t1", TS))) for i in range(n)])
