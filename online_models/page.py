@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,6 +205,39 @@ def _similar_fast(catalog: Catalog, seed: str, cowatch: CoWatchSimilarity | None
     return out
 
 
+def _more_like(catalog: Catalog, seed: str, cowatch: CoWatchSimilarity | None, k: int,
+               allowed: set[str], exclude: set[str]) -> list[tuple[str, float]]:
+    """More Like X: titles sharing genres or cast with ``seed``, scored
+    ``0.6 x content similarity + 0.4 x co-watch similarity`` (relative to the seed's best
+    co-watched title); co-watched titles count only when they share a genre with ``seed``.
+
+    >>> import datetime as dt
+    >>> from topics.models import Artwork, Title
+    >>> cat = Catalog([Title(title_id=t, name=t, genres=g, maturity_rating="PG",
+    ...     release_date=dt.date(2024, 1, 1), duration_s=60.0,
+    ...     artwork=[Artwork(artwork_id=t + "a", url="u")])
+    ...     for t, g in [("x", ["Drama"]), ("a", ["Drama"]), ("b", ["Drama"]), ("c", ["Comedy"])]])
+    >>> cw = CoWatchSimilarity()
+    >>> for history, title in [(["x"], "b"), (["x"], "c")]:
+    ...     _ = cw.learn_one(history, title)
+    >>> [t for t, _ in _more_like(cat, "x", cw, 5, {"a", "b", "c"}, set())]
+    ['b', 'a']
+    """
+    seed_genres = set(catalog.genres_of(seed))
+    content = {t: s for t, s in content_neighbors(catalog, seed)
+               if t in allowed and t not in exclude}
+    co: dict[str, float] = {}
+    if cowatch is not None:
+        near = [(t, s) for t, s in cowatch.most_similar(seed, 2 * k, exclude=exclude)
+                if t in allowed and seed_genres & set(catalog.genres_of(t))]
+        top = max((s for _, s in near), default=0.0) or 1.0
+        co = {t: s / top for t, s in near}
+    scored = [(t, round(0.6 * content.get(t, 0.0) + 0.4 * co.get(t, 0.0), 6))
+              for t in content.keys() | co.keys() if t != seed]
+    scored.sort(key=lambda kv: (-kv[1], kv[0]))
+    return scored[:k]
+
+
 def _genre_vector(ids: Iterable[str], catalog: Catalog) -> dict[str, float]:
     vec: dict[str, float] = {}
     for t in ids:
@@ -226,9 +259,12 @@ def row_similarity(a: CandidateRow, b: CandidateRow, catalog: Catalog) -> float:
 
 def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
                 max_rows: int, row_length: int | None = None,
-                min_items: int = 1) -> list[CandidateRow]:
+                min_items: int = 1, required: Collection[str] = ()) -> list[CandidateRow]:
     """Greedy selection: repeatedly take the row with the highest utility minus
     ``penalty`` x its largest similarity to rows taken so far.
+
+    Kinds in ``required`` are kept: once the free rows are no more than the required kinds
+    still missing (that have a candidate left), only rows of those kinds compete for them.
 
     With ``row_length``, the titles each taken row will show (its first ``row_length`` not
     shown above) are set aside, and the utility of every row with ``rels`` is recomputed
@@ -250,7 +286,11 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
     max_sim = {id(c): 0.0 for c in left}
     used: set[str] = set()
     while left and len(chosen) < max_rows:
-        best = max(left, key=lambda c: (c.utility - penalty * max_sim[id(c)], -cands.index(c)))
+        taken_kinds = {c.kind for c in chosen}
+        missing = {c.kind for c in left if c.kind in required} - taken_kinds
+        pool = ([c for c in left if c.kind in missing]
+                if missing and max_rows - len(chosen) <= len(missing) else left)
+        best = max(pool, key=lambda c: (c.utility - penalty * max_sim[id(c)], -cands.index(c)))
         best.adjusted_utility = best.utility - penalty * max_sim[id(best)]
         chosen.append(best)
         left.remove(best)
@@ -354,8 +394,8 @@ def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed_ids: se
             seed_t = catalog.get(seed)
             if seed_t is not None:
                 add(f"more-like-{seed}", "more_like", f"More Like {seed_t.name}",
-                    f"Similar in genre and cast to {seed_t.name}",
-                    by_rel_near(_similar_fast(catalog, seed, None, n, allowed_ids, engaged)))
+                    f"Similar in genre and cast to {seed_t.name}, and watched by its fans",
+                    by_rel_near(_more_like(catalog, seed, cowatch, n, allowed_ids, engaged)))
         affinity = state.genre_affinity(now_ms, config.affinity_half_life_s)
         genres = [g for g, s in sorted(affinity.items(), key=lambda kv: (-kv[1], kv[0]))
                   if s > 0][: config.genre_rows]
@@ -366,17 +406,21 @@ def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed_ids: se
                 add(_genre_slug(g), "genre", f"Because You Like {g}",
                     f"You have been watching {g}", ranked,
                     factor=0.5 + 0.5 * affinity[g] / top)
-    else:
+    if state is None or not (state.engaged or state.explicit):
+        # no plays or ratings yet (the default page, or a member who only browsed): the
+        # popular rows, so a new member's page is as full as the default page
         add("popular", "popular", "Popular Picks", "Popular and new titles for everyone",
             by_rel(allowed_ids))
         pop_genre: dict[str, float] = {}
         for t, s in trending:
             for g in catalog.genres_of(t):
                 pop_genre[g] = pop_genre.get(g, 0.0) + s
+        have = {r.row_id for r in rows}
         for g in sorted(catalog.genres(), key=lambda g: (-pop_genre.get(g, 0.0), g))[
                 : config.genre_rows]:
-            add(_genre_slug(g), "genre", f"Popular {g}", f"Popular {g} titles",
-                by_rel(catalog.by_genre(g)))
+            if _genre_slug(g) not in have:
+                add(_genre_slug(g), "genre", f"Popular {g}", f"Popular {g} titles",
+                    by_rel(catalog.by_genre(g)))
 
     top_score = trending[0][1] if trending else 1.0
     popular = [(t, s / top_score) for t, s in trending if t in allowed_ids and t not in engaged]
@@ -425,7 +469,7 @@ def assemble_page(state: ProfileState | None, catalog: Catalog,
                            country, now_ms)
     min_items = min(rules.min_row_items, config.row_length)
     chosen = select_rows(cands, catalog, rules.diversity_penalty, rules.max_rows,
-                         config.row_length, min_items)
+                         config.row_length, min_items, rules.required_rows)
     used: set[str] = set()
     rows = []
     for c in chosen:

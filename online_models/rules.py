@@ -38,6 +38,9 @@ Rating = Literal["G", "PG", "PG-13", "R", "NC-17"]
 
 #: The signals :func:`online_models.page.relevance_indexed` blends.
 RELEVANCE_SIGNALS = frozenset({"model", "cowatch", "content", "popularity"})
+#: The row kinds :func:`online_models.page.candidate_rows` builds.
+ROW_KINDS = frozenset({"continue_watching", "top_picks", "because_you_watched", "genre",
+                       "top10", "trending", "new_releases", "more_like", "popular"})
 
 
 class Rules(BaseModel):
@@ -81,6 +84,11 @@ class Rules(BaseModel):
     #: Fewest titles a recommendation row may show once titles placed above are removed
     #: (capped at the row length); shorter rows are left out.
     min_row_items: int = Field(4, ge=1)
+    #: Row kinds every page keeps when it has a candidate of that kind with enough titles:
+    #: the greedy selection reserves the last free rows for them (a page of ``max_rows``
+    #: rows would otherwise leave out a low-utility kind such as Trending).
+    required_rows: list[str] = Field(default_factory=lambda: [
+        "continue_watching", "top_picks", "trending", "genre"])
     #: How many "Because You Watched" rows at most.
     because_you_watched_rows: int = Field(3, ge=0)
     #: Days a title counts as a new release.
@@ -95,6 +103,14 @@ class Rules(BaseModel):
                              f"{sorted(RELEVANCE_SIGNALS)}")
         if any(w < 0 for w in v.values()) or not any(w > 0 for w in v.values()):
             raise ValueError("relevance weights must be >= 0 with at least one > 0")
+        return v
+
+    @field_validator("row_weights", "required_rows")
+    @classmethod
+    def _known_kinds(cls, v: dict[str, float] | list[str]) -> dict[str, float] | list[str]:
+        unknown = sorted(set(v) - ROW_KINDS)
+        if unknown:
+            raise ValueError(f"unknown row kind(s) {unknown}; known: {sorted(ROW_KINDS)}")
         return v
 
     def max_rating_for(self, meta: ProfileMeta) -> str:

@@ -80,17 +80,6 @@ def test_pages_never_repeat_a_title_and_respect_guardrails(
         assert all(r["adjusted_utility"] <= r["utility"] + 1e-9 for r in page["rows"])
 
 
-@settings(max_examples=40, deadline=None)
-@given(catalog=catalogs())
-def test_member_without_history_gets_a_full_page_when_the_catalog_allows(
-        catalog: Catalog) -> None:
-    page = assemble_page(None, catalog, [], None, PageConfig(row_length=5), "US", TS)
-    allowed = [t for t in catalog.titles() if t.available_in("US")]
-    shown = page_ids(page)
-    assert len(shown) >= min(len(allowed), 5)
-    assert not page["personalized"]
-
-
 def row_of(page: dict, kind: str) -> dict | None:
     return next((r for r in page["rows"] if r["kind"] == kind), None)
 
