@@ -23,8 +23,12 @@ ENGAGED_NONE = 0
 ENGAGED_CLICK = 1
 ENGAGED_WATCH = 2
 
-#: Regression targets for the profile-title model, per implicit signal.
-LABEL_TARGET = {"click": 0.5, "watch": 1.0, "abandon": 0.1, "negative": 0.0}
+#: Regression targets for the profile-title model, per implicit signal: a play that stays
+#: under ``WATCH_FRACTION`` (click), one past it (watch), a stop under 10% of a title only
+#: clicked (abandon), a title shown three times and never played or rated (negative), a
+#: new start of a finished title (rewatch: the top target again). Finishing a title
+#: (``FINISHED_FRACTION``) earns no label of its own: the watch it implies already did.
+LABEL_TARGET = {"click": 0.5, "watch": 1.0, "abandon": 0.1, "negative": 0.0, "rewatch": 1.0}
 #: Genre-affinity increments per signal.
 AFFINITY_WEIGHT = {"click": 0.3, "watch": 1.0}
 

@@ -134,9 +134,11 @@ class ProfileState:
     cast_affinity: dict[str, list[float]] = field(default_factory=dict)
     #: ``[count, mean, m2]`` of this profile's star ratings (Welford), for calibration.
     star_stats: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
-    #: The current session: ``{"start_ms", "last_ms", "events", "genres": {g: n}}``.
+    #: The current session: ``{"start_ms", "last_ms", "events", "genres": {g: n},
+    #: "max_row"}`` (event counts per genre; deepest row scrolled to). A session ends after
+    #: ``SESSION_GAP_MS`` of event time without events.
     session: dict[str, Any] = field(default_factory=dict)
-    #: device -> events seen from it.
+    #: device -> events seen from it (player events naming a device; not impressions).
     devices: dict[str, int] = field(default_factory=dict)
     #: UTC hour of day -> plays started then.
     play_hours: dict[str, int] = field(default_factory=dict)
@@ -207,14 +209,50 @@ class ProfileState:
         (its window closes ``reward_window_s`` later: the member's settling deadline)."""
         return min((int(p[0]) for p in self.pending_art.values()), default=None)
 
-    def context(self) -> dict[str, Any]:
-        """Time-of-day, device and session context for models and bandits."""
+    def session_features(self, now_ms: int | None = None) -> dict[str, Any]:
+        """The current session: events, duration (event time), genre counts, scroll depth.
+
+        Parameters
+        ----------
+        now_ms
+            Event time to judge the session at: a session idle for more than
+            ``SESSION_GAP_MS`` by then is over and reported empty. ``None``: the newest.
+
+        >>> st = ProfileState("p", session={"start_ms": 0, "last_ms": 90_000, "events": 3,
+        ...                                 "genres": {"Drama": 2}, "max_row": 4})
+        >>> st.session_features()
+        {'events': 3, 'duration_s': 90.0, 'genres': {'Drama': 2}, 'max_row': 4}
+        >>> st.session_features(now_ms=90_000 + SESSION_GAP_MS + 1)["events"]
+        0
+        """
+        s = self.session
+        if not s or (now_ms is not None and now_ms - s["last_ms"] > SESSION_GAP_MS):
+            return {"events": 0, "duration_s": 0.0, "genres": {}, "max_row": 0}
+        return {"events": s["events"], "duration_s": (s["last_ms"] - s["start_ms"]) / 1000.0,
+                "genres": dict(s["genres"]), "max_row": s.get("max_row", 0)}
+
+    def context(self, now_ms: int | None = None) -> dict[str, Any]:
+        """Time-of-day, device, country and session context for models and bandits.
+
+        ``device`` and ``country`` are those of the newest play, ``usual_device`` the device
+        with most events, ``hour_utc`` the UTC hour of the newest event (of ``now_ms`` when
+        given), ``usual_hour_utc`` the hour with most play starts (ties: the earliest hour),
+        ``session_*`` :meth:`session_features` and ``max_scroll_row`` the lifetime depth.
+
+        >>> ProfileState("p").context()["usual_device"] is None
+        True
+        """
         top_device = max(self.devices.items(), key=lambda kv: kv[1])[0] if self.devices else None
+        top_hour = (min(self.play_hours.items(), key=lambda kv: (-kv[1], int(kv[0])))[0]
+                    if self.play_hours else None)
+        at = self.last_event_ts_ms if now_ms is None else now_ms
+        sess = self.session_features(now_ms)
         return {
             "country": self.country, "device": self.device, "usual_device": top_device,
-            "hour_utc": (self.last_event_ts_ms // 3_600_000) % 24,
-            "session_events": self.session.get("events", 0),
-            "session_genres": dict(self.session.get("genres", {})),
+            "hour_utc": (at // 3_600_000) % 24,
+            "usual_hour_utc": None if top_hour is None else int(top_hour),
+            "session_events": sess["events"], "session_duration_s": sess["duration_s"],
+            "session_genres": sess["genres"], "session_max_row": sess["max_row"],
             "max_scroll_row": self.max_scroll_row,
         }
 
@@ -244,7 +282,12 @@ def _bump_cast(state: ProfileState, cast: Sequence[str], w: float, ts: int,
         else:
             state.cast_affinity[c] = [score + w * 2.0 ** (-(at - ts) / hl_ms), at]
     if len(state.cast_affinity) > MAX_CAST:
-        keep = sorted(state.cast_affinity.items(), key=lambda kv: -abs(kv[1][0]))[:MAX_CAST]
+        # keep the strongest scores as of this event (stored scores have their own times)
+        def strength(kv: tuple[str, list[float]]) -> float:
+            v, at = kv[1]
+            return abs(v) * 2.0 ** (-abs(ts - at) / hl_ms)
+
+        keep = sorted(state.cast_affinity.items(), key=strength, reverse=True)[:MAX_CAST]
         state.cast_affinity = dict(keep)
 
 
@@ -281,16 +324,25 @@ def update_star_stats(state: ProfileState, stars: int) -> None:
     state.star_stats = [n, mean, m2]
 
 
-def _touch_session(state: ProfileState, ts: int, genres: Sequence[str]) -> None:
+def _touch_session(state: ProfileState, ts: int, genres: Sequence[str]) -> bool:
+    """Count an event at ``ts`` in the current session; returns whether it belongs to it.
+
+    An event more than ``SESSION_GAP_MS`` after the session's last one starts a new session;
+    a late one more than that before its start belonged to an earlier, finished session and
+    leaves the current one alone.
+    """
     sess = state.session
-    if (not sess or ts - sess.get("last_ms", ts) > SESSION_GAP_MS
-            or ts < sess["start_ms"] - SESSION_GAP_MS):
-        sess = state.session = {"start_ms": ts, "last_ms": ts, "events": 0, "genres": {}}
+    if sess and ts < sess["start_ms"] - SESSION_GAP_MS:
+        return False
+    if not sess or ts - sess["last_ms"] > SESSION_GAP_MS:
+        sess = state.session = {"start_ms": ts, "last_ms": ts, "events": 0, "genres": {},
+                                "max_row": 0}
     sess["events"] += 1
     sess["last_ms"] = max(sess["last_ms"], ts)
     sess["start_ms"] = min(sess["start_ms"], ts)
     for g in genres:
         sess["genres"][g] = sess["genres"].get(g, 0) + 1
+    return True
 
 
 def _touch_recent(state: ProfileState, title_id: str, ts: int, limit: int) -> None:
@@ -324,13 +376,13 @@ def apply_event(state: ProfileState, event: Event, genres_of: GenresOf,
     newest = ts >= state.last_event_ts_ms
     state.last_event_ts_ms = max(state.last_event_ts_ms, ts)
     device = getattr(event, "device", None)
-    if device and not isinstance(event, Impression):
+    if device and device != "unknown" and not isinstance(event, Impression):
         state.devices[device] = state.devices.get(device, 0) + 1
     title_id = getattr(event, "title_id", None)
     genres = genres_of(title_id) if title_id and not isinstance(event, Impression) else []
     if state.pending_art:
         _settle_expired(state, ts, params, fx)
-    _touch_session(state, ts, genres)
+    in_session = _touch_session(state, ts, genres)
     cast_of = cast_of or _no_cast
     hl = params.affinity_half_life_s
 
@@ -353,8 +405,8 @@ def apply_event(state: ProfileState, event: Event, genres_of: GenresOf,
         _note_shown_row(state, event, fx)
         n = state.impressions[event.title_id] = state.impressions.get(event.title_id, 0) + 1
         if (n >= IGNORED_AFTER_IMPRESSIONS and event.title_id not in state.engaged
-                and event.title_id not in state.ignored):
-            # shown again and again, never played: weak negative evidence, once
+                and event.title_id not in state.explicit and event.title_id not in state.ignored):
+            # shown again and again, never played (nor rated): weak negative evidence, once
             state.ignored.append(event.title_id)
             del state.ignored[:-200]
             fx.labels.append((event.title_id, LABEL_TARGET["negative"]))
@@ -362,6 +414,8 @@ def apply_event(state: ProfileState, event: Event, genres_of: GenresOf,
         _touch_recent(state, event.title_id, ts, params.recent_titles)
     elif isinstance(event, Scroll):
         state.max_scroll_row = max(state.max_scroll_row, event.row)
+        if in_session:
+            state.session["max_row"] = max(state.session.get("max_row", 0), event.row)
     elif isinstance(event, Search):
         pass  # counted in n_events and the session; query features come with search
     return fx
@@ -521,10 +575,10 @@ def _apply_play(state: ProfileState, ev: Play, genres_of: GenresOf, cast_of: Gen
     if is_finished(fraction):
         state.finished[tid] = max(ts, state.finished.get(tid, 0))
     elif ev.action == "start" and ts > state.finished.get(tid, ts):
-        # a re-watch: strong positive evidence, and back into Continue Watching
+        # a re-watch: the top target again, and back into Continue Watching
         del state.finished[tid]
         state.rewatches[tid] = state.rewatches.get(tid, 0) + 1
-        fx.labels.append((tid, LABEL_TARGET["watch"]))
+        fx.labels.append((tid, LABEL_TARGET["rewatch"]))
     before = state.engaged.get(tid, ENGAGED_NONE)
     level, label = derive_play_level(before, fraction)
     if label is not None:
@@ -544,5 +598,6 @@ def _apply_play(state: ProfileState, ev: Play, genres_of: GenresOf, cast_of: Gen
         # stopped early: weak negative (the click label stays; this pulls it down)
         fx.labels.append((tid, LABEL_TARGET["abandon"]))
         _bump_affinity(state, genres_of(tid), -AFFINITY_WEIGHT["click"], ts, hl)
+        _bump_cast(state, cast_of(tid), -AFFINITY_WEIGHT["click"], ts, hl)
     _touch_recent(state, tid, ts, params.recent_titles)
     fx.page_changed = True
