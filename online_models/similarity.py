@@ -17,11 +17,16 @@ from their first day.
 from __future__ import annotations
 
 import math
+import pickle
 from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
 from topics.models import Title
+
+#: Checkpoint format name and version written by :meth:`CoWatchSimilarity.to_bytes`.
+CHECKPOINT_FORMAT = "homestream.co-watch"
+CHECKPOINT_VERSION = 1
 
 
 class CoWatchSimilarity:
@@ -55,6 +60,43 @@ class CoWatchSimilarity:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._arrays, self._arrays_for = {}, (-1, None)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """A versioned checkpoint of the counts: format name, version and the model (pickle;
+        only load checkpoints your own services wrote: unpickling runs code)."""
+        return pickle.dumps({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+                             "model": self})
+
+    @staticmethod
+    def from_bytes(data: bytes) -> CoWatchSimilarity:
+        """Restore a checkpoint written by :meth:`to_bytes` (or a bare pickled model, the
+        unversioned form written before); ``ValueError`` naming what it found for any other
+        format or version.
+
+        >>> cw = CoWatchSimilarity()
+        >>> _ = cw.learn_one(["a"], "b")
+        >>> CoWatchSimilarity.from_bytes(cw.to_bytes()).most_similar("a", 1)
+        [('b', 1.0)]
+        """
+        try:
+            obj = pickle.loads(data)
+        except Exception as exc:  # any unpickling failure: not a checkpoint of ours
+            raise ValueError(f"not a co-watch checkpoint ({type(exc).__name__}: {exc})") from exc
+        if isinstance(obj, CoWatchSimilarity):  # the unversioned form of earlier releases
+            return obj
+        if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+            found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+            raise ValueError(f"not a co-watch checkpoint: format {found!r}, expected "
+                             f"{CHECKPOINT_FORMAT!r}")
+        if obj.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(f"co-watch checkpoint version {obj.get('version')!r} is not "
+                             f"supported (this build reads version {CHECKPOINT_VERSION})")
+        model = obj.get("model")
+        if not isinstance(model, CoWatchSimilarity):
+            raise ValueError(f"co-watch checkpoint holds {type(model).__name__}, not "
+                             "CoWatchSimilarity")
+        return model
 
     def learn_one(self, history: Sequence[str], title_id: str) -> set[str]:
         """Count a watch of ``title_id`` after ``history`` (most recent first); return the

@@ -153,6 +153,8 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
 
     @app.timer(settings.model_checkpoint_interval_s)
     async def checkpoint_model() -> None:
+        # snapshots the models between two batches (it waits for a batch being committed),
+        # so a checkpoint never holds the learning of a batch a crash would replay
         await processor.checkpoint()
 
     @app.timer(settings.artwork_settle_interval_s)

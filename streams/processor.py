@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import hashlib
 import logging
-import pickle
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Sequence
@@ -76,6 +75,16 @@ class RawMessage:
     value: bytes | None
 
 
+@dataclass(frozen=True)
+class SourcedEvent:
+    """A decoded event with the message it came in (for dead letters naming its origin)."""
+
+    event: Event
+    message: RawMessage
+    #: Events the message held (1: a single-event message, else an ``EventBatch``).
+    n_events: int
+
+
 class DeadLetterSink(Protocol):
     """Where unusable input goes; ``send`` returns once the letters are durably written."""
 
@@ -124,6 +133,8 @@ class BatchReport:
     published: int = 0
     art_rewards: int = 0
     quality_plays: int = 0
+    #: The states were committed (the models' learning of this batch is then kept).
+    committed: bool = False
     #: Page-write time minus event time, per applied event, in ms.
     freshness_ms: list[float] = field(default_factory=list)
 
@@ -155,7 +166,6 @@ class EventProcessor:
         self.clock = clock
         self.catalog = Catalog()
         self.catalog_version = -1
-        self.model = TopPicksModel(n_factors=settings.model_factors, seed=settings.model_seed)
         self.params = FeatureParams(
             dedupe_window=settings.dedupe_window, recent_titles=settings.recent_titles,
             affinity_half_life_s=settings.affinity_half_life_s,
@@ -164,15 +174,16 @@ class EventProcessor:
             row_attribution_window_s=settings.row_attribution_window_s,
             delayed_positives=settings.artwork_delayed_positives,
         )
-        self.artwork_policy: ArtworkPolicy = make_policy(settings.artwork_policy,
-                                                         settings.model_seed)
+        self.model: TopPicksModel
+        self.artwork_policy: ArtworkPolicy
+        self.cowatch: CoWatchSimilarity
+        self.row_utility: RowKindUtility
+        self._fresh_models()
         #: Logging policies whose decisions teach the artwork policy (empty: all of them).
         self._learn_from = settings.artwork_learn_from_policies
         self.page_config = PageConfig(row_length=settings.row_length,
                                       affinity_half_life_s=settings.affinity_half_life_s,
                                       rules=rules or rules_from_settings(settings))
-        self.cowatch = CoWatchSimilarity()
-        self.row_utility = RowKindUtility(settings.row_prior_strength)
         self.experiment = experiment_from_settings(settings)
         self._variant_configs = {
             v: dataclasses.replace(self.page_config,
@@ -181,20 +192,41 @@ class EventProcessor:
         self._digests: OrderedDict[str, bytes] = OrderedDict()
         self._catalog_ids: list[str] = []
         self._started = False
-        self._labels_since_checkpoint = 0
+        #: Held while the models are loaded, so concurrent starters load them once.
+        self._start_lock = asyncio.Lock()
+        #: Orders checkpoint writes (the timer's and the one at shutdown).
+        self._checkpoint_lock = asyncio.Lock()
         self._countries: set[str] = {ALL_COUNTRIES}
         #: Newest event time applied by this worker (any event type): the stream's "now" for
         #: page assembly and decay epochs, and the base of the settling watermark.
         self._max_event_ms = 0
-        #: Serializes batches and the settling timer (both load, change and store states).
+        #: Serializes batches, the settling timer (both load, change and store states) and
+        #: the checkpoints' snapshots (taken between batches, never inside one).
         self._state_lock = asyncio.Lock()
 
     # -- lifecycle ------------------------------------------------------------------------
+    def _fresh_models(self) -> None:
+        """Untrained models (restored from their checkpoints by :meth:`start`)."""
+        s = self.settings
+        self.model = TopPicksModel(n_factors=s.model_factors, seed=s.model_seed)
+        self.artwork_policy = make_policy(s.artwork_policy, s.model_seed)
+        self.cowatch = CoWatchSimilarity()
+        self.row_utility = RowKindUtility(s.row_prior_strength)
+        self._labels_since_checkpoint = 0
+
     async def start(self) -> None:
-        """Load the catalog and the latest model checkpoint (idempotent)."""
+        """Load the catalog and the latest model checkpoints (idempotent)."""
         if self._started:
             return
-        await self.refresh_catalog(force=True)
+        async with self._start_lock:
+            if self._started:  # another caller loaded them while this one waited
+                return
+            await self.refresh_catalog(force=True)
+            await self._restore_models()
+            self._started = True
+
+    async def _restore_models(self) -> None:
+        """Replace the models by their latest checkpoints (those the store has)."""
         data = await self.store.load_checkpoint(MODEL_CHECKPOINT)
         if data is not None:
             self.model = TopPicksModel.from_bytes(data)
@@ -210,27 +242,57 @@ class EventProcessor:
                             policy.name, self.artwork_policy.name)
         data = await self.store.load_checkpoint(COWATCH_CHECKPOINT)
         if data is not None:
-            obj = pickle.loads(data)
-            if isinstance(obj, CoWatchSimilarity):
-                self.cowatch = obj
+            try:
+                self.cowatch = CoWatchSimilarity.from_bytes(data)
+                log.info("restored co-watch checkpoint (%d watches learned)",
+                         self.cowatch.n_learned)
+            except ValueError as exc:
+                log.warning("co-watch checkpoint %r not restored: %s; starting with an empty "
+                            "co-watch model (the next checkpoint replaces it)",
+                            COWATCH_CHECKPOINT, exc)
         data = await self.store.load_checkpoint(ROW_UTILITY_CHECKPOINT)
         if data is not None:
             self.row_utility = RowKindUtility.from_bytes(data)
             self.row_utility.prior_strength = self.settings.row_prior_strength
-        self._started = True
 
     async def checkpoint(self, force: bool = False) -> bool:
         """Save the models if they learned anything since the last checkpoint (the Top Picks
-        checkpoint carries a version number that grows with every save)."""
-        if not force and self._labels_since_checkpoint == 0:
-            return False
-        self.model.version += 1
-        await self.store.save_checkpoint(MODEL_CHECKPOINT, self.model.to_bytes())
-        await self.store.save_checkpoint(COWATCH_CHECKPOINT, pickle.dumps(self.cowatch))
-        await self.store.save_checkpoint(ARTWORK_CHECKPOINT, self.artwork_policy.to_bytes())
-        await self.store.save_checkpoint(ROW_UTILITY_CHECKPOINT, self.row_utility.to_bytes())
-        self._labels_since_checkpoint = 0
+        checkpoint carries a version number that grows with every save).
+
+        The models are serialized under the batch lock, i.e. between two batches: a
+        checkpoint holds the learning of batches whose states were committed and of no
+        other, so a batch replayed after a crash (not committed, hence not deduplicated) was
+        not learned by the checkpoint either and is learned once. Nothing is saved before
+        :meth:`start` restored the models (or after a failed batch discarded them)."""
+        async with self._checkpoint_lock:
+            async with self._state_lock:
+                if not self._started or (not force and self._labels_since_checkpoint == 0):
+                    return False
+                self.model.version += 1
+                blobs = {
+                    MODEL_CHECKPOINT: self.model.to_bytes(),
+                    COWATCH_CHECKPOINT: self.cowatch.to_bytes(),
+                    ARTWORK_CHECKPOINT: self.artwork_policy.to_bytes(),
+                    ROW_UTILITY_CHECKPOINT: self.row_utility.to_bytes(),
+                }
+                learned, self._labels_since_checkpoint = self._labels_since_checkpoint, 0
+            try:
+                for name, data in blobs.items():
+                    await self.store.save_checkpoint(name, data)
+            except BaseException:
+                self._labels_since_checkpoint += learned  # not saved: the next tick retries
+                raise
         return True
+
+    def _discard_uncommitted_learning(self, exc: BaseException) -> None:
+        """A batch failed after its models learned and before its states were committed: drop
+        the in-memory models, so the next caller of :meth:`start` restores them from the
+        last checkpoint and a replay of the batch is not learned twice (checkpoints must
+        never hold the learning of an uncommitted batch)."""
+        log.error("batch failed between learning and committing (%s: %s): models go back "
+                  "to the last checkpoint", type(exc).__name__, exc)
+        self._fresh_models()
+        self._started = False
 
     async def refresh_catalog(self, force: bool = False) -> bool:
         """Reload the catalog from the store when its version moved."""
@@ -316,7 +378,13 @@ class EventProcessor:
         A batch message with some invalid events keeps the valid ones; each invalid event
         becomes its own letter holding that event re-encoded as a single-event message.
         """
-        events: list[Event] = []
+        sourced, letters = self._decode(messages)
+        return [s.event for s in sourced], letters
+
+    def _decode(self, messages: Sequence[RawMessage]
+                ) -> tuple[list[SourcedEvent], list[DeadLetter]]:
+        """:meth:`decode`, each event with the message it came in."""
+        events: list[SourcedEvent] = []
         letters: list[DeadLetter] = []
         for m in messages:
             if m.value is None:
@@ -343,7 +411,7 @@ class EventProcessor:
                            f"{key!r}", "KeyMismatch", event_id=ev.event_id,
                         value=None if single else self.codec.encode(name, record)))
                     continue
-                events.append(ev)
+                events.append(SourcedEvent(ev, m, len(raw)))
         return events, letters
 
     async def process(self, messages: Sequence[RawMessage]) -> BatchReport:
@@ -354,7 +422,7 @@ class EventProcessor:
     async def _process(self, messages: Sequence[RawMessage]) -> BatchReport:
         await self.start()
         report = BatchReport(messages=len(messages))
-        events, letters = self.decode(messages)
+        events, letters = self._decode(messages)
         report.events, report.dead_letters = len(events), len(letters)
         if letters:
             await self.dead_letters.send(letters)
@@ -364,13 +432,26 @@ class EventProcessor:
             return report
         await self.refresh_catalog()
 
-        by_profile: dict[str, list[Event]] = {}
-        for ev in events:
-            by_profile.setdefault(ev.profile_id, []).append(ev)
+        by_profile: dict[str, list[SourcedEvent]] = {}
+        for se in events:
+            by_profile.setdefault(se.event.profile_id, []).append(se)
         # events of a keyed message belong to the key's profile (others are dead letters)
         partition_of = {m.key.decode("utf-8", "replace"): m.partition
                         for m in messages if m.key}
         states = await self.store.load_profiles(list(by_profile))
+        try:
+            return await self._apply_and_commit(report, by_profile, states, partition_of)
+        except BaseException as exc:
+            if not report.committed:
+                self._discard_uncommitted_learning(exc)
+            raise
+
+    async def _apply_and_commit(self, report: BatchReport,
+                                by_profile: dict[str, list[SourcedEvent]],
+                                states: dict[str, ProfileState],
+                                partition_of: dict[str, int]) -> BatchReport:
+        """Apply the events to the states, teach the models, commit the states (one
+        transaction), then write co-watch lists and pages; sets ``report.committed``."""
         art_due: list[ArtworkDue] = []
         late_letters: list[DeadLetter] = []
         max_late_ms = self.settings.max_lateness_s * 1000.0
@@ -386,12 +467,20 @@ class EventProcessor:
         row_takes: Counter[str] = Counter()
         for pid, evs in by_profile.items():
             state = states.get(pid) or ProfileState(pid)
-            evs.sort(key=lambda e: e.event_ts_ms)  # stable: same-time events keep their order
+            # stable: same-time events keep their order
+            evs.sort(key=lambda se: se.event.event_ts_ms)
             mutated = render = False
             due_before = state.oldest_pending_art_ms()
-            for ev in evs:
+            for se in evs:
+                ev = se.event
                 if ev.event_ts_ms < state.last_event_ts_ms - max_late_ms:
-                    late_letters.append(self._late_letter(ev, state.last_event_ts_ms))
+                    if ev.event_id in state.seen_ids:
+                        # a redelivery of an event applied before: a duplicate, not late
+                        # (dedupe wins, so it is not dead-lettered again)
+                        report.duplicates += 1
+                        render = render or not isinstance(ev, Impression)
+                        continue
+                    late_letters.append(self._late_letter(se, state.last_event_ts_ms))
                     continue
                 history = state.watched_recently(self.cowatch.window)
                 fx: Effects = apply_event(state, ev, genres_of, self.params, cast_of)
@@ -443,6 +532,7 @@ class EventProcessor:
             "artwork_rewards": report.art_rewards, "artwork_quality_plays": report.quality_plays,
             "dead_letters": report.dead_letters + report.late,
         }, art_due)
+        report.committed = True
         report.profiles = len(by_profile)
         if similar_changed:
             k = self.settings.row_length
@@ -546,15 +636,20 @@ class EventProcessor:
             context = {}
         self.artwork_policy.learn_one(context, Arm(r.artwork_id, tags), r.reward)
 
-    def _late_letter(self, ev: Event, newest_ms: int) -> DeadLetter:
+    def _late_letter(self, se: SourcedEvent, newest_ms: int) -> DeadLetter:
+        """The dead letter of an event later than the allowed lateness: the topic, partition,
+        offset and key of the message it came in, and that message's bytes when the event
+        was its only one (else the event alone, re-encoded as a single-event message)."""
+        ev, m = se.event, se.message
         behind = (newest_ms - ev.event_ts_ms) / 1000.0
-        return DeadLetter(
-            source_topic="(late)", partition=-1, offset=-1, key=ev.profile_id.encode(),
-            value=self.codec.encode_event(ev), error_type="LateEvent", event_id=ev.event_id,
-            reason=(f"event is {behind:.0f}s older than the profile's newest event; "
-                    f"max lateness is {self.settings.max_lateness_s:.0f}s"),
-            failed_at_ms=int(self.clock() * 1000),
-        )
+        reason = (f"event is {behind:.0f}s older than the profile's newest event; "
+                  f"max lateness is {self.settings.max_lateness_s:.0f}s")
+        if se.n_events > 1:
+            reason += f"; value is this event re-encoded alone (message of {se.n_events} events)"
+        return self._letter(
+            m, reason, "LateEvent", event_id=ev.event_id,
+            value=None if se.n_events == 1 and m.value is not None
+            else self.codec.encode_event(ev))
 
     def _country(self, state: ProfileState) -> str:
         return state.country if state.country not in ("", "ZZ") else ALL_COUNTRIES

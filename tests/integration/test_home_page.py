@@ -12,11 +12,12 @@ import pytest
 import redis
 
 from features import keys
+from online_models.similarity import CoWatchSimilarity
 from online_models.top_picks import TopPicksModel
 from player.producer import PlayerProducer
 from player.simulator import publish_catalog
 from settings import Settings
-from streams.processor import MODEL_CHECKPOINT
+from streams.processor import COWATCH_CHECKPOINT, MODEL_CHECKPOINT
 from tests.integration.helpers import (
     WorkerProcess,
     page,
@@ -173,6 +174,7 @@ def test_model_state_survives_a_worker_restart(settings: Settings,
                                                worker: WorkerProcess) -> None:
     r: redis.Redis = redis_client(settings)
     ckey = keys.checkpoint_key(settings.key_prefix, MODEL_CHECKPOINT)
+    cwkey = keys.checkpoint_key(settings.key_prefix, COWATCH_CHECKPOINT)
     now = int(time.time() * 1000)
     with PlayerProducer(settings) as producer:
         for i in range(20):
@@ -182,6 +184,11 @@ def test_model_state_survives_a_worker_restart(settings: Settings,
                        what="a model checkpoint with the first 20 watches")
     worker.stop()  # graceful: the final checkpoint is written on shutdown
     saved = TopPicksModel.from_bytes(r.get(ckey))
+    saved_cw = CoWatchSimilarity.from_bytes(r.get(cwkey))
+    assert saved_cw.n_learned == 20  # every play reached 70%: a watch
+    # m0 watched t0, t4, t8, t12, t16: each is co-watched with the other four
+    saved_nbrs = {t: {n for n, _ in saved_cw.most_similar(t, 10)} for t in ("t0", "t4")}
+    assert saved_nbrs["t0"] == {"t4", "t8", "t12", "t16"}
     restarted = WorkerProcess(settings)
     try:
         with PlayerProducer(settings) as producer:
@@ -192,5 +199,12 @@ def test_model_state_survives_a_worker_restart(settings: Settings,
         assert later.n_learned > saved.n_learned >= first.n_learned
         assert later.n_learned - saved.n_learned <= 4  # one watch: label + negative(s)
         assert later.predict_one("m1", "t1") != TopPicksModel().predict_one("m1", "t1")
+        # the co-watch model too: restored and extended by the one new watch, not restarted
+        later_cw = wait_until(lambda: (c := CoWatchSimilarity.from_bytes(r.get(cwkey)))
+                              .n_learned > saved_cw.n_learned and c, 30,
+                              what="a co-watch checkpoint after the restart")
+        assert later_cw.n_learned == saved_cw.n_learned + 1
+        for t, nbrs in saved_nbrs.items():
+            assert {n for n, _ in later_cw.most_similar(t, 10)} == nbrs | {"t30"}, t
     finally:
         restarted.stop()

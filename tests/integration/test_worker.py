@@ -92,8 +92,9 @@ def test_invalid_events_go_to_dead_letters_and_processing_continues(
     raw.produce(topic, key=b"bob", value=b"not avro at all")
     raw.produce(topic, key=b"bob", value=codec.encode("homestream.Play", bad_record))
     raw.flush(10)
+    bob_ts = int(time.time() * 1000)
     with PlayerProducer(settings) as producer:
-        producer.send(play("bob", "t2", int(time.time() * 1000), 60.0, "start"))
+        producer.send(play("bob", "t2", bob_ts, 60.0, "start"))
     got = wait_until(lambda: page(settings, "bob"), 20, what="bob's page")
     assert got["rows"][0]["items"][0]["title_id"] == "t2"
     letters = read_topic(settings, topic_specs(settings)["dead_letter"].name, expect=2)
@@ -106,6 +107,24 @@ def test_invalid_events_go_to_dead_letters_and_processing_continues(
                                           codec.encode("homestream.Play", bad_record)}
     assert all(d.source_topic == topic for d in decoded)
     assert counters(settings)["dead_letters"] == 2
+
+    # an event later than the allowed lateness behind bob's newest one: its dead letter names
+    # the message it came in (topic, partition, offset) and holds that message's bytes
+    late_value = codec.encode_event(play("bob", "t3", bob_ts - 7 * 3600 * 1000, 10.0))
+    delivered: list = []
+    raw.produce(topic, key=b"bob", value=late_value,
+                on_delivery=lambda err, m: delivered.append((err, m)))
+    raw.flush(10)
+    [(err, sent)] = delivered
+    assert err is None
+    letters = read_topic(settings, topic_specs(settings)["dead_letter"].name, expect=3)
+    late = [d for d in map(codec.decode_dead_letter, (m.value() for m in letters))
+            if d.error_type == "LateEvent"]
+    assert len(late) == 1, late
+    assert (late[0].source_topic, late[0].partition, late[0].offset) == (
+        topic, sent.partition(), sent.offset())
+    assert late[0].value == late_value and late[0].key == b"bob"
+    assert counters(settings)["late_dropped"] == 1
 
 
 def test_worker_crash_mid_stream_loses_nothing_and_applies_nothing_twice(

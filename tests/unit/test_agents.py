@@ -46,3 +46,36 @@ async def test_worker_consumer_uses_the_configured_fetch_wait() -> None:
                     MemoryDeadLetters(), MemoryPageUpdates())
     consumer = app.consumer._thread._create_worker_consumer(app.transport)
     assert consumer._fetch_max_wait_ms == 77
+
+
+async def test_a_late_event_dead_letter_names_the_consumed_message() -> None:
+    store = InMemoryStore()
+    letters = MemoryDeadLetters()
+    await store.put_titles(make_titles(6))
+    settings = Settings(app_id="late-test", batch_within_s=0.05, max_lateness_s=60.0)
+    app = build_app(settings, store, letters, MemoryPageUpdates())
+    agent = app.agents["events"]
+    codec = default_codec()
+
+    def play(eid: str, ts: int) -> bytes:
+        return codec.encode_event(Play(event_id=eid, profile_id="p1", event_ts_ms=ts,
+                                       title_id="t2", action="start", position_s=0.0,
+                                       duration_s=100.0, country="US"))
+
+    async with agent.test_context() as ctx:
+        await ctx.put(key=b"p1", value=play("new", TS + 3_600_000), partition=2)
+        for _ in range(100):
+            if "p1" in store.pages:
+                break
+            await asyncio.sleep(0.02)
+        late_value = play("old", TS)  # an hour behind: later than the allowed minute
+        sent = await ctx.put(key=b"p1", value=late_value, partition=2)
+        for _ in range(100):
+            if letters.letters:
+                break
+            await asyncio.sleep(0.02)
+    [letter] = letters.letters
+    assert (letter.error_type, letter.event_id) == ("LateEvent", "old")
+    assert (letter.source_topic, letter.partition, letter.offset) == (
+        sent.message.topic, 2, sent.message.offset)
+    assert letter.value == late_value and letter.key == b"p1"

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import pickle
 from typing import Any
 
 import orjson
 import pytest
 
 from features.store import InMemoryStore
+from online_models.similarity import CoWatchSimilarity
+from online_models.top_picks import TopPicksModel
 from settings import Settings
-from streams.processor import EventProcessor, MemoryDeadLetters, MemoryPageUpdates, RawMessage
+from streams.processor import (
+    COWATCH_CHECKPOINT,
+    MODEL_CHECKPOINT,
+    EventProcessor,
+    MemoryDeadLetters,
+    MemoryPageUpdates,
+    RawMessage,
+)
 from tests.integration.helpers import make_titles
 from topics.codec import default_codec
 from topics.models import Impression, Play
@@ -410,3 +422,165 @@ async def test_a_due_backlog_settles_in_chunks_that_let_event_batches_in() -> No
     await late
     assert chunks[:5] == [SETTLE_CHUNK] * 4 + [3] and chunks[-1] == -1
     assert store.art_due.get(0, {}) == {} and proc.artwork_policy.version == n
+
+
+async def test_a_late_event_is_dead_lettered_with_the_message_it_came_in(
+        proc: EventProcessor) -> None:
+    hours = 3600 * 1000
+    await proc.process([msg(codec.encode_event(play("new", "p1", "t1", 100, TS + 10 * hours)))])
+    alone = codec.encode_event(play("old1", "p1", "t2", 100, TS))
+    batch = codec.encode_batch("p1", [play("old2", "p1", "t3", 100, TS + 1),
+                                      play("fresh", "p1", "t4", 100, TS + 10 * hours + 1)])
+    rep = await proc.process([RawMessage("homestream.player-events", 3, 41, b"p1", alone),
+                              RawMessage("homestream.player-events", 3, 42, b"p1", batch)])
+    assert (rep.applied, rep.late) == (1, 2)
+    single, from_batch = proc.dead_letters.letters  # type: ignore[attr-defined]
+    assert [(d.source_topic, d.partition, d.offset, d.key, d.event_id, d.error_type)
+            for d in (single, from_batch)] == [
+        ("homestream.player-events", 3, 41, b"p1", "old1", "LateEvent"),
+        ("homestream.player-events", 3, 42, b"p1", "old2", "LateEvent")]
+    assert single.value == alone and "re-encoded" not in single.reason  # the original bytes
+    # a message of several events: the late one alone, re-encoded, and the reason says so
+    assert [e.event_id for e in codec.decode_events(from_batch.value)] == ["old2"]
+    assert "re-encoded alone (message of 2 events)" in from_batch.reason
+
+
+async def test_a_redelivered_duplicate_older_than_the_lateness_is_a_duplicate_not_late(
+        proc: EventProcessor) -> None:
+    hours = 3600 * 1000
+    old = msg(codec.encode_event(play("old", "p1", "t2", 100, TS)), offset=1)
+    await proc.process([old])
+    await proc.process([msg(codec.encode_event(play("new", "p1", "t1", 100, TS + 10 * hours)),
+                            offset=2)])
+    rep = await proc.process([old])  # redelivered, now 10 h behind the newest event
+    assert (rep.duplicates, rep.late, rep.applied) == (1, 0, 0)
+    assert proc.dead_letters.letters == []  # type: ignore[attr-defined]
+    counters = await proc.store.counters()
+    assert counters.get("late_dropped", 0) == 0 and counters["duplicates"] == 1
+
+
+class GatedCommitStore(InMemoryStore):
+    """An in-memory store whose ``commit_batch`` can be held open (``gate``) or made to fail
+    once (``fail_next``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = False
+        self.fail_next = False
+        self.commit_entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def commit_batch(self, states, trending, counters, art_due=()) -> None:  # type: ignore[no-untyped-def]
+        if self.fail_next:
+            self.fail_next = False
+            raise ConnectionError("redis went away")
+        if self.gate:
+            self.commit_entered.set()
+            await self.release.wait()
+        await super().commit_batch(states, trending, counters, art_due)
+
+
+async def gated_processor() -> EventProcessor:
+    store = GatedCommitStore()
+    await store.put_titles(make_titles(12))
+    return EventProcessor(Settings(row_length=5), store, MemoryDeadLetters(),
+                          clock=lambda: TS / 1000)
+
+
+def watches(profile: str, titles: list[str], ts: int = TS) -> list[RawMessage]:
+    return [msg(codec.encode_batch(profile, [play(f"{profile}-{t}-{ts}", profile, t, 900, ts + i)
+                                             for i, t in enumerate(titles)]), profile)]
+
+
+async def test_a_checkpoint_never_holds_a_batch_learned_but_not_committed() -> None:
+    proc = await gated_processor()
+    store = proc.store
+    assert isinstance(store, GatedCommitStore)
+    await proc.process(watches("p0", ["t5"]))
+    before = proc.model.n_learned
+    store.gate = True
+    batch = watches("p1", ["t1", "t2"])
+    running = asyncio.create_task(proc.process(batch))
+    await asyncio.wait_for(store.commit_entered.wait(), 5)
+    learned = proc.model.n_learned  # the models learned the batch; its states wait to commit
+    assert learned > before
+    requested = asyncio.create_task(proc.checkpoint())
+    for _ in range(50):
+        await asyncio.sleep(0)
+    # a crash now finds no checkpoint holding the batch: its replay is learned once
+    assert not requested.done() and store.checkpoints == {}
+    store.release.set()
+    await running
+    assert await requested
+    saved = TopPicksModel.from_bytes(store.checkpoints[MODEL_CHECKPOINT])
+    assert saved.n_learned == learned == proc.model.n_learned
+    assert CoWatchSimilarity.from_bytes(store.checkpoints[COWATCH_CHECKPOINT]).n_learned == 3
+    # committed with the checkpoint: a replay after a crash is all duplicates, learns nothing
+    store.gate = False
+    fresh = EventProcessor(proc.settings, store, MemoryDeadLetters())
+    rep = await fresh.process(batch)
+    assert (rep.duplicates, fresh.model.n_learned) == (2, learned)
+
+
+async def test_a_batch_failing_before_its_commit_is_not_learned_twice() -> None:
+    first, second = watches("p1", ["t1", "t2"]), watches("p2", ["t1", "t3"], TS + 10)
+    clean = await gated_processor()  # the reference: both batches, no failure
+    await clean.process(first)
+    await clean.process(second)
+    proc = await gated_processor()
+    store = proc.store
+    assert isinstance(store, GatedCommitStore)
+    await proc.process(first)
+    assert await proc.checkpoint()
+    store.fail_next = True
+    with pytest.raises(ConnectionError):
+        await proc.process(second)  # learned, then the commit failed
+    assert not await proc.checkpoint(force=True)  # that learning is never saved
+    rep = await proc.process(second)  # redelivered: the models restart from the checkpoint
+    assert rep.applied == 2
+    assert proc.model.n_learned == clean.model.n_learned
+    assert list(proc.model.score_many("p2", ["t1", "t3", "t7"])) == list(
+        clean.model.score_many("p2", ["t1", "t3", "t7"]))
+    assert proc.cowatch.n_learned == clean.cowatch.n_learned == 4
+    assert proc.cowatch.most_similar("t1", 5) == clean.cowatch.most_similar("t1", 5)
+
+
+async def test_co_watch_neighbours_survive_a_new_processor(proc: EventProcessor) -> None:
+    for i, p in enumerate(["a", "b", "c", "d"]):
+        await proc.process(watches(p, ["t1", "t4", f"t{5 + i}"], TS + 10 * i))
+    assert await proc.checkpoint()
+    data = proc.store.checkpoints[COWATCH_CHECKPOINT]  # type: ignore[attr-defined]
+    head = pickle.loads(data)
+    assert (head["format"], head["version"]) == ("homestream.co-watch", 1)
+    fresh = EventProcessor(proc.settings, proc.store, MemoryDeadLetters())
+    await fresh.start()
+    assert fresh.cowatch.n_learned == proc.cowatch.n_learned == 12
+    for t in [f"t{i}" for i in range(12)]:
+        assert fresh.cowatch.most_similar(t, 10) == proc.cowatch.most_similar(t, 10), t
+    assert fresh.cowatch.most_similar("t1", 1)[0][0] == "t4"
+
+
+@pytest.mark.parametrize(("data", "says"), [
+    (pickle.dumps({"format": "homestream.co-watch", "version": 99, "model": None}),
+     "version 99 is not supported"),
+    (pickle.dumps({"format": 1, "model": CoWatchSimilarity()}), "format 1"),
+    (b"\x00not a pickle", "not a co-watch checkpoint"),
+], ids=["unknown-version", "other-format", "not-a-pickle"])
+async def test_a_co_watch_checkpoint_of_an_unknown_format_is_ignored_with_a_warning(
+        data: bytes, says: str, caplog: pytest.LogCaptureFixture) -> None:
+    proc = await make_processor()
+    proc.store.checkpoints[COWATCH_CHECKPOINT] = data  # type: ignore[attr-defined]
+    with caplog.at_level(logging.WARNING, logger="streams.processor"):
+        await proc.start()
+    assert proc.cowatch.n_learned == 0
+    assert any("co-watch checkpoint" in r.getMessage() and says in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+async def test_an_unversioned_co_watch_checkpoint_of_earlier_releases_is_restored() -> None:
+    proc = await make_processor()
+    old = CoWatchSimilarity()
+    old.learn_one(["t1"], "t2")
+    proc.store.checkpoints[COWATCH_CHECKPOINT] = pickle.dumps(old)  # type: ignore[attr-defined]
+    await proc.start()
+    assert proc.cowatch.most_similar("t1", 1) == [("t2", 1.0)]
