@@ -114,3 +114,35 @@ async def test_artwork_due_index_moves_with_the_states_and_is_per_partition(
     assert await store.due_artwork([], 10_000, 10) == []
     await store.commit_batch([a], [], {}, [(1, "a", None), (1, "b", 500)])
     assert await store.due_artwork([1, 2], 1000, 10) == [(1, "b"), (2, "c")]
+
+
+async def test_readers_see_whole_pages_while_they_are_rewritten(store: PipelineStore) -> None:
+    """A page is one value: a reader during rewrites gets an old or a new page, whole."""
+    import asyncio
+
+    import orjson
+
+    def page(version: int) -> bytes:
+        rows = [{"row_id": f"r{i}", "version": version, "items": list(range(20))}
+                for i in range(10)]
+        return orjson.dumps({"version": version, "rows": rows})
+
+    await store.write_pages({"p": page(0), "q": page(0)}, {})
+    seen: set[int] = set()
+
+    async def writer() -> None:
+        for v in range(1, 60):
+            await store.write_pages({"p": page(v), "q": page(v)}, {})
+            await asyncio.sleep(0)
+
+    async def reader() -> None:
+        for _ in range(120):
+            doc = orjson.loads(await store.get_page("p"))
+            assert {r["version"] for r in doc["rows"]} == {doc["version"]}
+            assert len(doc["rows"]) == 10
+            seen.add(doc["version"])
+            await asyncio.sleep(0)
+
+    await asyncio.gather(writer(), reader(), reader())
+    assert orjson.loads(await store.get_page("q"))["version"] == 59
+    assert len(seen) > 1  # the reads did overlap the rewrites

@@ -55,6 +55,27 @@ async def proc() -> EventProcessor:
     return await make_processor(TS / 1000 + 0.25, artwork_delayed_positives=False)
 
 
+async def test_a_batch_re_renders_only_the_profiles_it_touched(proc: EventProcessor) -> None:
+    await proc.process([msg(codec.encode_event(play(f"e{p}", p, "t1", 100)), p, i)
+                        for i, p in enumerate(["p1", "p2", "p3"])])
+    store = proc.store
+    assert isinstance(store, InMemoryStore)
+    before = dict(store.pages)
+    written: list[set[str]] = []
+    real = store.write_pages
+
+    async def spy(personal, defaults):
+        written.append(set(personal))
+        await real(personal, defaults)
+
+    store.write_pages = spy  # type: ignore[method-assign]
+    rep = await proc.process([msg(codec.encode_event(play("e4", "p2", "t2", 900, TS + 5)),
+                                  "p2", 3)])
+    assert rep.pages == 1 and written == [{"p2"}]
+    assert store.pages["p1"] == before["p1"] and store.pages["p3"] == before["p3"]
+    assert store.pages["p2"] != before["p2"]
+
+
 async def test_batch_updates_state_trending_and_page(proc: EventProcessor) -> None:
     rep = await proc.process([msg(codec.encode_event(play("1", "p1", "t1", 700))),
                               msg(codec.encode_event(play("2", "p2", "t1", 100)), "p2")])
