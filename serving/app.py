@@ -1,15 +1,20 @@
 """The home-page HTTP service: reads materialized pages from the store, applies serve-time
 guardrails, returns JSON and logs what it served as impressions; also similar titles,
-re-ranking and search, personalized with the same relevance the pages are built with.
+re-ranking and search, personalized with ``online_models.page.relevance`` like the pages,
+but without its co-watch signal (the co-watch similarity lives in the workers; the other
+signals' weights are renormalized).
 
 Routes:
 
 - ``GET /v1/homepage/{profile_id}?device=tv&country=US``: the profile's page, else the
-  default page of ``country``, else the all-countries default, else an empty page; always
-  200 for a well-formed request. Every item passes the guardrails for the profile's
-  settings (``Rules.allows_item``), so a kids profile never sees a mature title even from a
-  default or stale page; rows left empty are dropped. ``kids`` and ``max_rating`` say what
-  was enforced.
+  default page of ``country``, else the all-countries default, else a "Latest" row built
+  from the catalog cache (newest titles by release date), else an empty page (``source``:
+  ``personal``, ``default-<country>``, ``latest`` or ``empty``); always 200 for a
+  well-formed request. Every item passes the guardrails for the profile's settings
+  (``Rules.allows_item``), so a kids profile never sees a mature title even from a default
+  or stale page; Continue Watching keeps only the titles the member's stored state still
+  has in progress (a page materialized before the play that finished a title still lists
+  it); rows left empty are dropped. ``kids`` and ``max_rating`` say what was enforced.
 - ``GET /v1/titles/{title_id}/similar?profile_id=&country=&limit=20``: the stored
   similar-titles list topped up with content neighbours (``source``: ``stored`` or
   ``content``); 404 when the title is not in the catalog. Returns ``{"title_id",
@@ -24,12 +29,17 @@ Routes:
   returns ``{"query", "mode", "profile_id", "country", "items"}``, each item with its
   ``reason``.
 - ``GET /healthz``: the process is alive.
-- ``GET /readyz``: 200 when the store answers a ping, else 503 with the reason; carries
-  the impression-logging counters.
+- ``GET /readyz``: 200 when the store answers a ping and the broker the impressions go to
+  answers a metadata request with the impressions topic (checked in a worker thread, the
+  answer reused for a few seconds: :mod:`serving.ready`); else 503 naming the failed
+  dependencies in ``failed`` with the reasons. Carries the impression-logging counters.
 
 Items of every route have ``title_id, name, artwork_id, artwork_url, score,
 maturity_rating, genres, availability``. A profile without stored settings gets the
-default ones; settings that do not parse fail closed (kids, rated G at most).
+default ones; settings that do not parse fail closed (kids, rated G at most). A request
+without ``country`` uses the profile's stored home country (``ProfileMeta.country``) for
+availability, the default page and popularity; the ``country`` of the similar, rerank and
+search answers is the one applied (``null`` when neither was known).
 
 Every error is a JSON object ``{"error": "..."}`` (400, 404, 405, 413, 503, 500); a 400
 starts with the offending field's name and carries it as ``field``.
@@ -53,6 +63,7 @@ from pydantic import ValidationError
 
 from features.keys import ALL_COUNTRIES
 from features.profile import ProfileMeta, ProfileState
+from features.rows import row_kind_of
 from features.store import PipelineStore, RedisStore
 from online_models import search as search_mod
 from online_models.experiments import Experiment, experiment_from_settings
@@ -62,6 +73,7 @@ from online_models.similarity import CoWatchSimilarity, similar_titles
 from serving.artwork import ArtworkChooser, request_context
 from serving.catalog_cache import CatalogSnapshot, ServingModels
 from serving.impressions import ImpressionLogger
+from serving.ready import BROKER_TIMEOUT_S, BROKER_TTL_S, BrokerCheck
 from settings import Settings
 from topics.models import MATURITY_LEVELS, Title
 
@@ -74,6 +86,10 @@ TITLE_ID_MAX_LEN = 128
 QUERY_MAX_LEN = 200
 LIMIT_DEFAULT, LIMIT_MAX = 20, 100
 RERANK_MAX_TITLES = 500
+#: The serve-time fallback row built from the catalog when no page is materialized.
+LATEST_ROW = {"row_id": "latest", "kind": "latest", "title": "Latest",
+              "explanation": "The newest titles"}
+CONTINUE_WATCHING = "continue_watching"
 PING_TIMEOUT_S = 1.0
 #: Relevance over more titles than this is computed in a worker thread.
 INLINE_RELEVANCE_MAX = 256
@@ -93,6 +109,7 @@ MODELS = web.AppKey("models", ServingModels)
 PAGE_CONFIG = web.AppKey("page_config", PageConfig)
 ARTWORK = web.AppKey("artwork", ArtworkChooser)
 EXPERIMENT = web.AppKey("experiment", Experiment)
+BROKER_CHECK = web.AppKey("broker_check", BrokerCheck)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -205,6 +222,7 @@ async def load_meta(store: PipelineStore, profile_id: str | None) -> ProfileMeta
 
 
 async def load_state(store: PipelineStore, profile_id: str | None) -> ProfileState | None:
+    """The profile's stored state (``None`` for no or an unknown profile)."""
     if profile_id is None:
         return None
     return (await store.load_profiles([profile_id])).get(profile_id)
@@ -251,13 +269,48 @@ def run_search(snap: CatalogSnapshot, q: str, limit: int, rules: Rules, meta: Pr
     return found.mode, items
 
 
-async def find_page(store: PipelineStore, profile_id: str,
-                    country: str | None) -> tuple[dict[str, Any], str]:
-    """The page to serve and its source: ``personal``, ``default-<country>`` or ``empty``."""
-    raw = await store.get_page(profile_id)
-    if raw is not None:
-        return _parse_page(raw), "personal"
-    for c in (country, ALL_COUNTRIES):
+def home_country(meta: ProfileMeta) -> str | None:
+    """The profile's stored home country, if it is a well-formed code."""
+    c = meta.country
+    return c if isinstance(c, str) and COUNTRY_RE.fullmatch(c) else None
+
+
+def is_continue_watching(row: dict[str, Any]) -> bool:
+    """Whether ``row`` is a Continue Watching row (by kind or by row id)."""
+    row_id = row.get("row_id")
+    return row.get("kind") == CONTINUE_WATCHING or (
+        isinstance(row_id, str) and row_kind_of(row_id) == CONTINUE_WATCHING)
+
+
+def drop_finished(rows: list[dict[str, Any]],
+                  state: ProfileState | None) -> list[dict[str, Any]]:
+    """Serve-time Continue Watching check: keep only the titles ``state`` still has in
+    progress (not finished, a playhead stored), with their newest resume position. A page
+    materialized before the play that finished a title is otherwise stale. Without a stored
+    state nothing is known and the rows are returned as they are; other rows untouched;
+    input not mutated."""
+    if state is None:
+        return rows
+    out = []
+    for row in rows:
+        if not is_continue_watching(row):
+            out.append(row)
+            continue
+        items = []
+        for it in row.get("items") or ():
+            tid = it.get("title_id") if isinstance(it, dict) else None
+            position = state.resume_position(tid) if isinstance(tid, str) else None
+            if position is not None:
+                items.append({**it, "resume_position_s": position})
+        out.append({**row, "items": items})
+    return out
+
+
+async def default_page(store: PipelineStore, profile_id: str,
+                       country: str | None) -> tuple[dict[str, Any], str] | None:
+    """The default page of ``country``, else of all countries, served to ``profile_id``, and
+    its source ``default-<country>``; ``None`` when the worker has written neither."""
+    for c in dict.fromkeys((country, ALL_COUNTRIES)):
         if c is None:
             continue
         raw = await store.get_default_page(c)
@@ -266,7 +319,48 @@ async def find_page(store: PipelineStore, profile_id: str,
             page["profile_id"] = profile_id  # served to this profile, though not personalized
             page["personalized"] = False
             return page, f"default-{c}"
-    return empty_page(profile_id, country), "empty"
+    return None
+
+
+def latest_page(snap: CatalogSnapshot, rules: Rules, meta: ProfileMeta, country: str | None,
+                profile_id: str, row_length: int, at_ms: int) -> dict[str, Any] | None:
+    """A page of one "Latest" row: the ``row_length`` newest titles of the catalog (release
+    date, then title id, descending) that ``rules`` allow for ``meta`` in ``country``,
+    scored by rank; ``None`` when none is allowed (or the catalog is empty)."""
+    catalog = snap.catalog
+    titles: list[Title] = []
+    for tid in catalog.newest(len(catalog)):
+        t = catalog.get(tid)
+        if t is not None and t.artwork and rules.allows(t, meta, country):
+            titles.append(t)
+            if len(titles) >= row_length:
+                break
+    if not titles:
+        return None
+    n = len(titles)
+    items = [title_item(t, 1.0 - i / n) for i, t in enumerate(titles)]
+    return {"profile_id": profile_id, "personalized": False,
+            "country": country or ALL_COUNTRIES, "generated_at_ms": at_ms,
+            "as_of_event_ts_ms": None, "rows": [{**LATEST_ROW, "items": items}]}
+
+
+async def member_inputs(app: web.Application, profile_id: str | None, country: str | None,
+                        at_ms: int) -> tuple[CatalogSnapshot, ProfileMeta, ProfileState | None,
+                                             str | None, dict[str, float]]:
+    """What rerank and search score with: ``(catalog, settings, state, country,
+    popularity)``, read concurrently. Without a requested country the profile's home
+    country applies, so popularity is read once the settings are known (usually from the
+    in-memory cache)."""
+    store, models = app[STORE], app[MODELS]
+    if country is not None or profile_id is None:
+        snap, meta, state, popularity = await asyncio.gather(
+            models.ensure(), load_meta(store, profile_id), load_state(store, profile_id),
+            models.popularity(country, at_ms))
+        return snap, meta, state, country, popularity
+    snap, meta, state = await asyncio.gather(
+        models.ensure(), load_meta(store, profile_id), load_state(store, profile_id))
+    country = home_country(meta)
+    return snap, meta, state, country, await models.popularity(country, at_ms)
 
 
 def _parse_page(raw: bytes) -> dict[str, Any]:
@@ -333,10 +427,25 @@ async def homepage(request: web.Request) -> web.Response:
 
     app = request.app
     store, rules = app[STORE], app[RULES]
-    (page, source), meta, previous, snap = await asyncio.gather(
-        find_page(store, profile_id, country), load_meta(store, profile_id),
-        store.load_artwork(profile_id), app[MODELS].ensure())
-    page["rows"] = guard_rows(page["rows"], rules, meta, country)
+    # the state is read with the page (one concurrent GET) for the Continue Watching check
+    raw, meta, state, previous, snap = await asyncio.gather(
+        store.get_page(profile_id), load_meta(store, profile_id),
+        load_state(store, profile_id), store.load_artwork(profile_id), app[MODELS].ensure())
+    country = country or home_country(meta)
+    found: tuple[dict[str, Any], str] | None
+    if raw is not None:
+        found = _parse_page(raw), "personal"
+    else:
+        found = await default_page(store, profile_id, country)
+        if found is None:  # nothing materialized yet: the newest titles, else nothing
+            latest = latest_page(snap, rules, meta, country, profile_id,
+                                 app[PAGE_CONFIG].row_length, now_ms())
+            found = (latest, "latest") if latest else (empty_page(profile_id, country), "empty")
+    page, source = found
+    rows = page["rows"]
+    if any(isinstance(r, dict) and is_continue_watching(r) for r in rows):
+        rows = drop_finished(rows, state)
+    page["rows"] = guard_rows(rows, rules, meta, country)
     if page["rows"] and not len(snap.catalog):
         # pages exist but no catalog was loaded yet (the server started first): load it now
         # rather than serving a page without artwork decisions
@@ -380,6 +489,7 @@ async def similar(request: web.Request) -> web.Response:
     snap, meta, stored = await asyncio.gather(app[MODELS].ensure(),
                                               load_meta(store, profile_id),
                                               store.get_similar(title_id))
+    country = country or home_country(meta)
     title = snap.catalog.get(title_id)
     if title is None:
         return error_response(404, f"title not found: {title_id}", title_id=title_id)
@@ -464,12 +574,10 @@ async def rerank(request: web.Request) -> web.Response:
                                    f"got {str(mode)[:16]!r}")
 
     app = request.app
-    store, rules = app[STORE], app[RULES]
+    rules = app[RULES]
     at_ms = now_ms()
-    models = app[MODELS]
-    snap, meta, state, popularity = await asyncio.gather(
-        models.ensure(), load_meta(store, profile_id), load_state(store, profile_id),
-        models.popularity(country, at_ms))
+    snap, meta, state, country, popularity = await member_inputs(app, profile_id, country,
+                                                                 at_ms)
     unknown, removed, allowed = [], [], []
     position: dict[str, int] = {}
     for i, tid in enumerate(title_ids):
@@ -508,12 +616,10 @@ async def search(request: web.Request) -> web.Response:
     limit = query_limit(request)
 
     app = request.app
-    store, rules = app[STORE], app[RULES]
+    rules = app[RULES]
     at_ms = now_ms()
-    models = app[MODELS]
-    snap, meta, state, popularity = await asyncio.gather(
-        models.ensure(), load_meta(store, profile_id), load_state(store, profile_id),
-        models.popularity(country, at_ms))
+    snap, meta, state, country, popularity = await member_inputs(app, profile_id, country,
+                                                                 at_ms)
     args = (snap, q, limit, rules, meta, country, state, popularity, model_scorer(app), at_ms,
             app[PAGE_CONFIG])
     if len(snap.search) <= INLINE_SEARCH_TITLES:
@@ -529,17 +635,45 @@ async def healthz(_request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the store answers a ping; includes impression-logging counters."""
-    counters = request.app[IMPRESSIONS].stats()
+async def _store_check(store: PipelineStore) -> str | None:
+    """``None`` when the store answers a ping within ``PING_TIMEOUT_S``, else why not."""
     try:
-        ok = await asyncio.wait_for(request.app[STORE].ping(), PING_TIMEOUT_S)
-        reason = None if ok else "store ping returned false"
+        ok = await asyncio.wait_for(store.ping(), PING_TIMEOUT_S)
+        return None if ok else "ping returned false"
     except Exception as exc:  # a probe: the failure is the answer
-        reason = f"store ping failed: {type(exc).__name__}: {exc}"
-    if reason is None:
-        return json_response({"status": "ready", "store": "ok", **counters})
-    return json_response({"status": "unavailable", "reason": reason, **counters}, status=503)
+        return f"ping failed: {type(exc).__name__}: {exc}"
+
+
+async def _broker_check(app: web.Application) -> str | None:
+    """``None`` when the impressions broker answered (or cannot be asked), else why not."""
+    impressions = app[IMPRESSIONS]
+    if not impressions.can_check_broker:
+        return None
+    return await app[BROKER_CHECK].check(impressions.check_broker)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the store answers a ping and the impressions broker a metadata request.
+
+    200 ``{"status": "ready", "store": "ok", "broker": "ok", ...counters}``; else 503 with
+    ``failed`` (the dependencies that did not answer), each one's reason under its name and
+    all of them in ``reason``. A producer that cannot be asked (a test fake) shows
+    ``"broker": "not checked"``.
+    """
+    app = request.app
+    counters = app[IMPRESSIONS].stats()
+    store_reason, broker_reason = await asyncio.gather(_store_check(app[STORE]),
+                                                       _broker_check(app))
+    checks = {"store": store_reason,
+              "broker": broker_reason if app[IMPRESSIONS].can_check_broker else "not checked"}
+    failed = [name for name, why in (("store", store_reason), ("broker", broker_reason))
+              if why is not None]
+    body: dict[str, Any] = {name: why or "ok" for name, why in checks.items()}
+    if not failed:
+        return json_response({"status": "ready", **body, **counters})
+    reason = "; ".join(f"{name} {checks[name]}" for name in failed)
+    return json_response({"status": "unavailable", "failed": failed, "reason": reason,
+                          **body, **counters}, status=503)
 
 
 # -- app --------------------------------------------------------------------------------------
@@ -576,12 +710,17 @@ async def _resources(app: web.Application, own_store: bool, own_impressions: boo
 
 def create_app(settings: Settings, store: PipelineStore | None = None,
                impressions: ImpressionLogger | None = None, rules: Rules | None = None,
-               models: ServingModels | None = None) -> web.Application:
+               models: ServingModels | None = None, *,
+               broker_timeout_s: float = BROKER_TIMEOUT_S,
+               broker_ttl_s: float = BROKER_TTL_S) -> web.Application:
     """The serving app; a ``RedisStore``, a Kafka ``ImpressionLogger`` and the
     ``ServingModels`` are created from ``settings`` at start-up unless given. Rules come
-    from ``HOMESTREAM_RULES_FILE`` unless given (:class:`~settings.ConfigError` if invalid)."""
+    from ``HOMESTREAM_RULES_FILE`` unless given (:class:`~settings.ConfigError` if invalid).
+    ``/readyz`` waits ``broker_timeout_s`` for the broker and reuses its answer for
+    ``broker_ttl_s``."""
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
+    app[BROKER_CHECK] = BrokerCheck(broker_timeout_s, broker_ttl_s)
     app[RULES] = rules if rules is not None else rules_from_settings(settings)
     app[ARTWORK] = ArtworkChooser(settings.artwork_sticky_s, settings.artwork_rows)
     app[EXPERIMENT] = experiment_from_settings(settings)

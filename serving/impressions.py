@@ -220,6 +220,22 @@ class ImpressionLogger:
             "pages_queued": self._queue.qsize(),
         }
 
+    @property
+    def can_check_broker(self) -> bool:
+        """Whether the producer can ask the broker for metadata (a real one can)."""
+        return callable(getattr(self.producer, "list_topics", None))
+
+    def check_broker(self, timeout_s: float) -> None:
+        """Blocking (run it in a thread): ask the broker for its topics with the producer's
+        ``list_topics``; raise if it does not answer within ``timeout_s`` or the impressions
+        topic is missing or in error."""
+        metadata = self.producer.list_topics(timeout=timeout_s)  # type: ignore[attr-defined]
+        topic = metadata.topics.get(self.topic)
+        if topic is None:
+            raise LookupError(f"impressions topic {self.topic} does not exist on the broker")
+        if topic.error is not None:
+            raise LookupError(f"impressions topic {self.topic}: {topic.error}")
+
     # -- internals ----------------------------------------------------------------------------
     def build_events(self, page: ServedPage) -> list[dict[str, Any]]:
         """One Impression per served item; an item that does not validate is counted failed.

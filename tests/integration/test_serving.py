@@ -240,3 +240,104 @@ async def test_guardrails_hold_on_every_route_over_http(settings: Settings) -> N
         assert "r-heist" in adult[route], (route, adult[route])
     assert adult["homepage"] == ["r-heist", "g-toons"] and adult["similar"][0] == "r-heist"
     assert adult["search Midnight Heist"][0] == "r-heist" and adult["removed"] == []
+
+
+async def _start(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def test_stale_page_finished_title_not_served_in_continue_watching(
+        settings: Settings) -> None:
+    """The stored page predates the play that finished t1: Redis holds the member's state
+    with t1 finished and t2 further on; the served Continue Watching row has t2 only, at its
+    newest position, and the impressions logged to the broker match."""
+    from features.profile import FeatureParams, ProfileState, apply_event
+    from topics.models import Play
+
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, ensure_topics, settings)
+    now = int(time.time() * 1000)
+    cw = [{**_item(t, []), "resume_position_s": 100.0} for t in ("t1", "t2")]
+    state = ProfileState("p1")
+    for i, (tid, pos) in enumerate([("t1", 100.0), ("t2", 100.0), ("t1", 1190.0),
+                                    ("t2", 400.0)]):
+        apply_event(state, Play(event_id=f"e{i}", profile_id="p1", event_ts_ms=now + i,
+                                title_id=tid, action="progress", position_s=pos,
+                                duration_s=1200.0, country="US"),
+                    lambda _t: ["Drama"], FeatureParams())
+    store = RedisStore.from_url(settings.redis_url, settings.key_prefix)
+    try:
+        await store.write_pages({"p1": _page("p1", {"continue-watching": cw,
+                                                    "top-picks": [_item("t3", [])]})}, {})
+        await store.commit_batch([state], [], {})
+        stored = orjson.loads(await store.get_page("p1") or b"{}")
+    finally:
+        await store.close()
+    assert [i["title_id"] for i in stored["rows"][0]["items"]] == ["t1", "t2"]  # stale
+
+    app = create_app(settings)
+    runner, base = await _start(app)
+    try:
+        async with (aiohttp.ClientSession() as http,
+                    http.get(f"{base}/v1/homepage/p1?country=US") as resp):
+            assert resp.status == 200, await resp.text()
+            body = await resp.json()
+    finally:
+        await runner.cleanup()
+    assert body["source"] == "personal"
+    assert [r["row_id"] for r in body["rows"]] == ["continue-watching", "top-picks"]
+    assert [(i["title_id"], i["resume_position_s"]) for i in body["rows"][0]["items"]] == [
+        ("t2", 400.0)]
+    (msg,) = await loop.run_in_executor(None, _consume, settings, 1)
+    events = default_codec().decode_events(msg.value())
+    assert [(e.row_id, e.title_id) for e in events] == [  # type: ignore[union-attr]
+        ("continue-watching", "t2"), ("top-picks", "t3")]
+
+
+async def test_latest_row_from_the_catalog_before_any_worker_and_home_country(
+        settings: Settings) -> None:
+    """No worker has run: no personal or default page in Redis, only the catalog and the
+    profiles' settings. An unknown member gets the newest titles allowed in their stored home
+    country (none given in the request); a kids member only the allowed ones."""
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, ensure_topics, settings)
+
+    def title(tid: str, year: int, rating: str = "PG", availability: tuple[str, ...] = (),
+              ) -> Title:
+        return _title(tid, f"Film {tid}", ["Drama"], rating).model_copy(update={
+            "release_date": dt.date(year, 1, 1), "availability": list(availability)})
+
+    store = RedisStore.from_url(settings.redis_url, settings.key_prefix)
+    try:
+        await store.put_titles([title("t2019", 2019), title("t2024-fr", 2024, availability=("FR",)),
+                                title("t2023-r", 2023, rating="R"), title("t2021", 2021),
+                                title("t2022-us", 2022, availability=("US",))])
+        await store.put_profile_meta({"fan": {"country": "FR"},
+                                      "kid": {"kids": True, "country": "US"}})
+    finally:
+        await store.close()
+
+    runner, base = await _start(create_app(settings.model_copy(update={"row_length": 3})))
+    try:
+        async with aiohttp.ClientSession() as http:
+            bodies = {}
+            for url in ("/v1/homepage/fan", "/v1/homepage/kid", "/v1/homepage/fan?country=US"):
+                async with http.get(base + url) as resp:
+                    assert resp.status == 200, await resp.text()
+                    bodies[url] = await resp.json()
+    finally:
+        await runner.cleanup()
+
+    def served(url: str) -> list[str]:
+        body = bodies[url]
+        assert body["source"] == "latest" and body["personalized"] is False, body
+        assert [r["row_id"] for r in body["rows"]] == ["latest"]
+        return [i["title_id"] for i in body["rows"][0]["items"]]
+
+    assert served("/v1/homepage/fan") == ["t2024-fr", "t2023-r", "t2021"]
+    assert bodies["/v1/homepage/fan"]["country"] == "FR"
+    assert served("/v1/homepage/kid") == ["t2022-us", "t2021", "t2019"]
+    assert served("/v1/homepage/fan?country=US") == ["t2023-r", "t2022-us", "t2021"]
