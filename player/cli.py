@@ -21,13 +21,20 @@ import argparse
 import contextlib
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from confluent_kafka import KafkaException
 
-from player.producer import InvalidEvent, PlayerProducer, ProducerError
+from player.interrupts import InterruptGuard
+from player.producer import (
+    MAX_IDS_IN_MESSAGE,
+    InvalidEvent,
+    PlayerProducer,
+    ProducerError,
+)
 from settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -54,9 +61,17 @@ def cmd_topics_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
-    """Validate and send JSON-lines events from a file or stdin."""
+    """Validate and send JSON-lines events from a file or stdin.
+
+    Ctrl-C (SIGINT) or SIGTERM stops reading. Every event accepted before the signal (a line
+    is accepted whole or not at all) is still flushed, for at most ``--flush-timeout``
+    seconds (Ctrl-C again abandons the flush); what was delivered and what was not is
+    reported, and the exit code is 130 (143 for SIGTERM).
+    """
     bad = 0
+    interrupted = False
     stream: IO[str]
+    guard = InterruptGuard((signal.SIGINT, signal.SIGTERM))
     with contextlib.ExitStack() as stack:
         if args.file in (None, "-"):
             stream = sys.stdin
@@ -66,34 +81,60 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> int:
             except OSError as exc:
                 print(f"cannot read {args.file}: {exc}", file=sys.stderr)
                 return 1
+        # flushed below, also after Ctrl-C: no second flush at interpreter exit
         producer = PlayerProducer(settings, topic=args.topic, max_batch_events=args.batch,
-                                  max_batch_age_s=0.5)
+                                  max_batch_age_s=0.5, exit_flush_timeout_s=None)
+        stack.enter_context(guard)
         try:
             for n, line in enumerate(stream, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    data = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    print(f"line {n}: invalid JSON: {exc}", file=sys.stderr)
-                    bad += 1
-                    continue
-                try:
-                    producer.send(data)
-                except InvalidEvent as exc:
-                    print(f"line {n}: {exc}", file=sys.stderr)
-                    bad += 1
-                    continue
-                producer.poll(0)
-            producer.close()
-        except ProducerError as exc:
-            print(f"delivery failed: {exc}", file=sys.stderr)
-            print(f"sent {producer.delivered_events} events in {producer.delivered} messages")
-            return 1
-    print(f"sent {producer.delivered_events} events in {producer.delivered} messages")
+                with guard.deferred():
+                    bad += not _produce_line(producer, n, line)
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        print(f"interrupted: flushing {producer.buffered} buffered event(s) and "
+              f"{producer.in_flight} message(s) in flight (at most {args.flush_timeout:g}s; "
+              f"Ctrl-C again to abandon)", file=sys.stderr, flush=True)
+    failed = False
+    try:
+        producer.close(args.flush_timeout)
+    except ProducerError as exc:
+        failed = True
+        lost = len(exc.undelivered_event_ids) + sum(len(f.event_ids) for f in exc.failures)
+        print(f"delivery failed: {exc}", file=sys.stderr)
+        print(f"{lost} event(s) not delivered", file=sys.stderr)
+    except KeyboardInterrupt:
+        interrupted = True
+        unconfirmed = producer.unconfirmed_event_ids
+        print(f"flush abandoned: {len(unconfirmed)} event(s) not confirmed delivered "
+              f"(events {', '.join(unconfirmed[:MAX_IDS_IN_MESSAGE])}"
+              f"{', ...' if len(unconfirmed) > MAX_IDS_IN_MESSAGE else ''})", file=sys.stderr)
+    print(f"sent {producer.delivered_events} events in {producer.delivered} messages",
+          flush=True)
     if bad:
         print(f"{bad} invalid line(s) not sent", file=sys.stderr)
-    return 1 if bad else 0
+    if interrupted:
+        return guard.exit_code
+    return 1 if bad or failed else 0
+
+
+def _produce_line(producer: PlayerProducer, n: int, line: str) -> bool:
+    """Send one JSON line (blank lines are skipped); print why and return False if invalid."""
+    if not line.strip():
+        return True
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        print(f"line {n}: invalid JSON: {exc}", file=sys.stderr)
+        return False
+    try:
+        producer.send(data)
+    except InvalidEvent as exc:
+        print(f"line {n}: {exc}", file=sys.stderr)
+        return False
+    log.debug("line %d: accepted event %s", n, data.get("event_id"))
+    producer.poll(0)
+    return True
 
 
 def cmd_catalog_publish(args: argparse.Namespace, settings: Settings) -> int:
@@ -249,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--topic", default=None, help="target topic (default player events)")
     produce.add_argument("--batch", type=positive_int, default=100,
                          help="max events per message per profile")
+    produce.add_argument("--flush-timeout", type=positive_float, default=30.0,
+                         help="seconds to wait for delivery at the end of the input or after "
+                              "Ctrl-C (default 30)")
     produce.set_defaults(handler=cmd_produce)
 
     catalog = sub.add_parser("catalog", help="catalog tools")

@@ -12,6 +12,12 @@ with the event ids they carried, passed to ``on_failure`` and raised by
 :meth:`PlayerProducer.flush` as :class:`ProducerError`. A full local queue is waited out
 (``poll`` and retry), never dropped.
 
+A producer that is still open when the interpreter exits normally (neither ``with`` nor
+:meth:`PlayerProducer.close` was used) is flushed by an :mod:`atexit` hook, for at most
+``exit_flush_timeout_s`` seconds; failures are logged (``ERROR``) with their event ids. The
+hook holds producers weakly, so it keeps none alive, and :meth:`PlayerProducer.close`
+unregisters it. Nothing is flushed on ``os._exit``, a fatal signal or in forked children.
+
 The client is synchronous and thread-safe (players call it from their own threads); it does
 not use asyncio.
 
@@ -26,10 +32,13 @@ Example (with a running broker)::
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -57,6 +66,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
 _MODEL_CLASSES = frozenset(EVENT_MODELS.values())
 #: How many event ids a :class:`ProducerError` message lists before summarising.
 MAX_IDS_IN_MESSAGE = 50
+#: Default bound on the flush of a producer left open at interpreter exit.
+EXIT_FLUSH_TIMEOUT_S = 10.0
 
 
 class ProducerError(RuntimeError):
@@ -176,6 +187,9 @@ class PlayerProducer:
     client_factory
         Builds the underlying client from its config dict (default
         :class:`confluent_kafka.Producer`); a hook for tests.
+    exit_flush_timeout_s
+        If the producer is still open at interpreter exit, flush it for at most this long;
+        ``None`` turns the exit flush off (for callers that flush themselves).
 
     Attributes
     ----------
@@ -192,7 +206,8 @@ class PlayerProducer:
                  on_failure: Callable[[DeliveryFailure], None] | None = None,
                  extra_config: dict[str, Any] | None = None,
                  max_batch_age_s: float | None = None,
-                 client_factory: Callable[[dict[str, Any]], Any] | None = None) -> None:
+                 client_factory: Callable[[dict[str, Any]], Any] | None = None,
+                 exit_flush_timeout_s: float | None = EXIT_FLUSH_TIMEOUT_S) -> None:
         if max_batch_events < 1:
             raise ValueError("max_batch_events must be at least 1")
         self.settings = settings
@@ -227,6 +242,10 @@ class PlayerProducer:
         self.produced = 0
         self.delivered = 0
         self.delivered_events = 0
+        self.exit_flush_timeout_s = exit_flush_timeout_s
+        self._pid = os.getpid()
+        if exit_flush_timeout_s is not None:
+            _OPEN_PRODUCERS.add(self)
 
     # -- sending ----------------------------------------------------------------------------
     def send(self, event: Event | Mapping[str, Any]) -> None:
@@ -264,6 +283,13 @@ class PlayerProducer:
         """Messages handed to librdkafka still waiting for a delivery report."""
         with self._lock:
             return len(self._in_flight)
+
+    @property
+    def unconfirmed_event_ids(self) -> list[str]:
+        """Ids of the events buffered or in flight: not (yet) confirmed delivered."""
+        with self._lock:
+            return ([e.event_id for buf in self._buffers.values() for e in buf]
+                    + [i for ids in self._in_flight.values() for i in ids])
 
     def flush_batches(self) -> int:
         """Send every profile's buffer as one message each; return the messages produced."""
@@ -381,6 +407,7 @@ class PlayerProducer:
     def close(self, timeout_s: float = 30.0) -> None:
         """Refuse further sends, flush (raising :class:`ProducerError` on failures) and release
         the client; after a failed flush the client stays open so :meth:`flush` can retry."""
+        _OPEN_PRODUCERS.discard(self)  # the caller handles the outcome; no flush at exit
         if self._client_closed:
             return
         self._closed = True
@@ -406,3 +433,27 @@ class PlayerProducer:
             exc.add_note(f"while flushing PlayerProducer on exit: {type(perr).__name__}: {perr}")
             log.error("flush on exit failed while %s propagated: %s", exc_type.__name__
                       if exc_type else "?", perr)
+
+
+#: Producers not closed yet, flushed at interpreter exit; weak, so they can still be collected.
+_OPEN_PRODUCERS: weakref.WeakSet[PlayerProducer] = weakref.WeakSet()
+
+
+def flush_open_producers() -> int:
+    """Close every :class:`PlayerProducer` still open (the :mod:`atexit` hook), each within
+    its ``exit_flush_timeout_s``; return how many were closed. A failed flush is logged with
+    its event ids, not raised."""
+    flushed = 0
+    for producer in list(_OPEN_PRODUCERS):
+        timeout_s = producer.exit_flush_timeout_s
+        if timeout_s is None or producer._pid != os.getpid():
+            continue  # exit flush turned off, or a forked child (the client's threads are gone)
+        try:
+            producer.close(timeout_s)
+            flushed += 1
+        except Exception as exc:
+            log.error("PlayerProducer still open at exit: flushing it failed: %s", exc)
+    return flushed
+
+
+atexit.register(flush_open_producers)

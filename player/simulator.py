@@ -27,6 +27,7 @@ import heapq
 import itertools
 import math
 import random
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -574,14 +575,15 @@ def run_simulation(producer: PlayerProducer, simulator: PlayerSimulator,
                    sessions: int | None = None, duration_s: float | None = None,
                    rate_eps: float | None = None, realtime: bool = False,
                    start_ms: int | None = None, flush_timeout_s: float = 30.0,
-                   ) -> SimulationResult:
-    """Send simulated sessions through ``producer``; stop after ``sessions`` sessions or
-    ``duration_s`` wall-clock seconds, whichever comes first, then flush.
+                   stop: threading.Event | None = None) -> SimulationResult:
+    """Send simulated sessions through ``producer``; stop after ``sessions`` sessions,
+    ``duration_s`` wall-clock seconds or when ``stop`` is set, whichever comes first, then
+    flush.
 
     Parameters
     ----------
     sessions, duration_s
-        At least one must be given.
+        At least one must be given (or ``stop``, to run until it is set).
     rate_eps
         Pace sending to this many events per second (default: as fast as possible, or
         :data:`DEFAULT_REALTIME_RATE_EPS` in real-time mode).
@@ -589,11 +591,14 @@ def run_simulation(producer: PlayerProducer, simulator: PlayerSimulator,
         Stamp each event with the wall clock when it is sent (kept strictly increasing per
         member), as live players do. Otherwise events keep their simulated event time,
         starting at ``start_ms`` (default six hours ago, for a backlog).
+    stop
+        Set from another thread to end the simulation early (within ~50 ms); what was sent
+        is still flushed.
 
     Raises :class:`~player.producer.ProducerError` when a delivery failed.
     """
-    if sessions is None and duration_s is None:
-        raise ValueError("give sessions or duration_s")
+    if sessions is None and duration_s is None and stop is None:
+        raise ValueError("give sessions, duration_s or stop")
     if realtime and rate_eps is None:
         rate_eps = DEFAULT_REALTIME_RATE_EPS
     if rate_eps is not None and rate_eps <= 0:
@@ -610,11 +615,13 @@ def run_simulation(producer: PlayerProducer, simulator: PlayerSimulator,
             break
         if rate_eps is not None:
             due = t0 + n_events / rate_eps
-            while (wait := due - time.monotonic()) > 0:
+            while (wait := due - time.monotonic()) > 0 and not (stop and stop.is_set()):
                 messages += producer.flush_batches()  # send what is waiting before idling
                 producer.poll(0)
                 # librdkafka rounds sub-millisecond poll timeouts to 0 (a busy loop): sleep
                 time.sleep(min(wait, 0.05))
+        if stop is not None and stop.is_set():
+            break
         if realtime:
             ts = max(int(time.time() * 1000), last_ts.get(event.profile_id, 0) + 1)
             last_ts[event.profile_id] = ts

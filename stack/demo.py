@@ -1,9 +1,17 @@
 """``make demo``: the whole pipeline on one machine, with a member's page before and after.
 
-Starts Tansu and Redis (free ports, or ``DEMO_BROKER_PORT`` / ``DEMO_REDIS_PORT``), creates
-the topics, publishes a synthetic catalog, starts a worker and the home-page server, runs
-the player simulator in real time, and prints a member's home page before and after they
-watch two titles. Ctrl-C stops everything; ``DEMO_SECONDS=N`` stops it after N seconds.
+Starts Tansu and Redis (free ports, or ``DEMO_BROKER_PORT`` / ``DEMO_REDIS_PORT``; the HTTP
+server on ``HOMESTREAM_HTTP_PORT`` or a free port), creates the topics, publishes a synthetic
+catalog, starts a worker and the home-page server, runs the player simulator in real time,
+and prints a member's home page before and after they watch two titles. It then keeps the
+pipeline running, printing counters every 5 s, until Ctrl-C (SIGINT) or SIGTERM, or, with
+``DEMO_SECONDS=N`` (or ``--seconds N``), until N seconds after the "after" page was printed
+(the start-up before it takes ~20-40 s and is not counted).
+
+Stopping, in order: the simulator stops sending and its producer is flushed (at most ~15 s)
+and closed, then the server, the worker, the broker and Redis are terminated and waited
+for. A second Ctrl-C does not cut this short. Exit code 0 after a clean stop (also after
+Ctrl-C / SIGTERM), 1 when a component failed, 2 for an invalid setting.
 """
 
 from __future__ import annotations
@@ -24,9 +32,11 @@ from pathlib import Path
 
 import orjson
 
-from player.producer import PlayerProducer
+from player.interrupts import InterruptGuard
+from player.producer import PlayerProducer, ProducerError
 from player.simulator import (
     PlayerSimulator,
+    SimulationResult,
     publish_catalog,
     run_simulation,
     synthetic_catalog,
@@ -94,100 +104,178 @@ def _member_plays(settings: Settings, titles: Sequence[Title]) -> list[str]:
     return [t.name for t in picks]
 
 
+class BackgroundSimulation:
+    """The player simulator sending in real time from a daemon thread until :meth:`stop`.
+
+    Owns its :class:`PlayerProducer`: :meth:`stop` ends the simulation, flushes what was sent
+    and closes the producer, so no simulated event is left in a buffer at exit.
+    """
+
+    def __init__(self, settings: Settings, sim: PlayerSimulator, rate_eps: float,
+                 flush_timeout_s: float = 5.0) -> None:
+        self.producer = PlayerProducer(settings)
+        self.sim = sim
+        self.rate_eps = rate_eps
+        self.flush_timeout_s = flush_timeout_s
+        self.result: SimulationResult | None = None
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-simulator", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.result = run_simulation(self.producer, self.sim, realtime=True,
+                                         rate_eps=self.rate_eps, stop=self._stop,
+                                         flush_timeout_s=self.flush_timeout_s)
+        except Exception as exc:  # reported by stop() / failed()
+            self.error = exc
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def failed(self) -> bool:
+        """True when the simulation ended by itself with an error."""
+        return not self._thread.is_alive() and self.error is not None
+
+    def stop(self) -> None:
+        """Stop sending, flush and close the producer; print how many events were delivered
+        (and, on stderr, which were not)."""
+        self._stop.set()
+        self._thread.join(self.flush_timeout_s + 5.0)
+        try:
+            self.producer.close(self.flush_timeout_s)
+        except ProducerError as exc:
+            self.error = self.error or exc
+        print(f"simulator stopped: {self.producer.delivered_events} events delivered",
+              flush=True)
+        if self.error is not None:
+            print(f"simulator: {self.error}", file=sys.stderr, flush=True)
+
+
+def _pids(**procs: subprocess.Popen) -> str:
+    return " ".join(f"{name}={proc.pid}" for name, proc in procs.items())
+
+
+def seconds(text: str) -> float | None:
+    """``--seconds`` / ``DEMO_SECONDS``: a non-negative number; empty or 0 means no limit."""
+    value = float(text) if text.strip() else 0.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value or None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the demo; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="homestream demo", description=__doc__)
-    parser.add_argument("--seconds", type=float,
-                        default=float(os.environ.get("DEMO_SECONDS", "0")) or None,
-                        help="stop after this many seconds (default: until Ctrl-C)")
+    """Run the demo; returns the exit code (see the module docstring)."""
+    parser = argparse.ArgumentParser(
+        prog="homestream demo", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=seconds, default=os.environ.get("DEMO_SECONDS", ""),
+                        help="stop this many seconds after the 'after' page was printed "
+                             "(default: $DEMO_SECONDS; unset or 0 = until Ctrl-C)")
     parser.add_argument("--titles", type=int, default=300)
     parser.add_argument("--profiles", type=int, default=200)
     parser.add_argument("--rate", type=float, default=200.0, help="simulated events/s")
     args = parser.parse_args(argv)
-    stop = threading.Event()
-    # Ctrl-C and SIGTERM stop everything, also when the shell started us with SIGINT ignored
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Ctrl-C and SIGTERM stop everything, also when the shell started us with SIGINT ignored.
+    # Only the first one interrupts: the cleanup it starts runs to the end.
+    guard = InterruptGuard((signal.SIGINT, signal.SIGTERM), raise_once=True)
+    exits = contextlib.ExitStack()  # closed last-in first-out: simulator, server, worker, ...
+    with guard:
+        try:
+            return _run(args, exits, guard)
+        except KeyboardInterrupt:
+            name = signal.Signals(guard.received or signal.SIGINT).name
+            print(f"\nstopping ({name})", flush=True)
+            return 0
+        finally:
+            with contextlib.suppress(KeyboardInterrupt), \
+                    guard.deferred(note="still stopping the demo's processes; please wait"):
+                exits.close()
+            print("stopped", flush=True)
 
+
+def _run(args: argparse.Namespace, exits: contextlib.ExitStack, guard: InterruptGuard) -> int:
+    """Start everything (registering each stop on ``exits``), show the pages, then run."""
     log_dir = Path(tempfile.mkdtemp(prefix="homestream-demo-"))
     broker_port = int(os.environ.get("DEMO_BROKER_PORT", "0")) or None
     redis_port = int(os.environ.get("DEMO_REDIS_PORT", "0")) or None
     print(f"logs: {log_dir}", flush=True)
+    # a signal while a process starts is held until its stop is registered: no orphans
+    with guard.deferred():
+        stack = exits.enter_context(local_stack(broker_port, redis_port))
+    os.environ.update(stack.env())
+    os.environ.setdefault("HOMESTREAM_HTTP_PORT", str(free_port()))
+    os.environ.setdefault("HOMESTREAM_WORKER_DATA_DIR", str(log_dir / "worker-data"))
     try:
-        # exits run last-in first-out: server and worker stop before the broker and Redis
-        with contextlib.ExitStack() as exits:
-            stack = exits.enter_context(local_stack(broker_port, redis_port))
-            os.environ.update(stack.env())
-            os.environ.setdefault("HOMESTREAM_HTTP_PORT", str(free_port()))
-            os.environ.setdefault("HOMESTREAM_WORKER_DATA_DIR", str(log_dir / "worker-data"))
-            try:
-                settings = load_settings()
-            except ConfigError as exc:
-                print(exc, file=sys.stderr)
-                return 2
-            print(f"broker {stack.bootstrap_servers} (Tansu), redis {stack.redis_url}",
-                  flush=True)
-            ensure_topics(settings)
-            titles = synthetic_catalog(args.titles, seed=42,
-                                       artwork_base_url=settings.artwork_base_url)
-            publish_catalog(settings, titles)
-            worker = _start("streams.worker", settings, log_dir)
-            exits.callback(_stop, worker)
-            server = _start("serving", settings, log_dir)
-            exits.callback(_stop, server)
-            base = f"http://{settings.http_host}:{settings.http_port}"
-            wait_for_port(settings.http_port, 30, proc=server)
-            import redis as redis_sync
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"broker {stack.bootstrap_servers} (Tansu), redis {stack.redis_url}", flush=True)
+    ensure_topics(settings)
+    titles = synthetic_catalog(args.titles, seed=42, artwork_base_url=settings.artwork_base_url)
+    publish_catalog(settings, titles)
+    with guard.deferred():
+        worker = _start("streams.worker", settings, log_dir)
+        exits.callback(_stop, worker)
+    with guard.deferred():
+        server = _start("serving", settings, log_dir)
+        exits.callback(_stop, server)
+    pids = _pids(tansu=stack.broker.proc, redis=stack.redis.proc, worker=worker, server=server)
+    print(f"processes: {pids}", flush=True)
+    base = f"http://{settings.http_host}:{settings.http_port}"
+    wait_for_port(settings.http_port, 30, proc=server)
+    import redis as redis_sync
 
-            from features.keys import catalog_key
-            r = redis_sync.Redis.from_url(settings.redis_url)
-            _wait("the worker to load the catalog",
-                  lambda: r.hlen(catalog_key(settings.key_prefix)) >= len(titles), 60)
-            print(f"worker and server up; home-page API at {base}/v1/homepage/<profile>",
-                  flush=True)
+    from features.keys import catalog_key
+    r = exits.enter_context(redis_sync.Redis.from_url(settings.redis_url))
+    _wait("the worker to load the catalog",
+          lambda: r.hlen(catalog_key(settings.key_prefix)) >= len(titles), 60)
+    print(f"worker and server up; home-page API at {base}/v1/homepage/<profile>", flush=True)
 
-            profiles = synthetic_profiles(args.profiles, seed=7)
-            sim = PlayerSimulator(titles, profiles, seed=7, heartbeat_s=60, max_heartbeats=5)
-            background = threading.Thread(
-                target=lambda: run_simulation(PlayerProducer(settings), sim, realtime=True,
-                                              rate_eps=args.rate,
-                                              duration_s=args.seconds or 24 * 3600.0),
-                daemon=True)
-            background.start()
-            print(f"simulating {args.profiles} members at {args.rate:.0f} events/s", flush=True)
+    profiles = synthetic_profiles(args.profiles, seed=7)
+    with guard.deferred():
+        simulation = BackgroundSimulation(
+            settings, PlayerSimulator(titles, profiles, seed=7, heartbeat_s=60,
+                                      max_heartbeats=5), rate_eps=args.rate)
+        simulation.start()
+        exits.callback(simulation.stop)
+    print(f"simulating {args.profiles} members at {args.rate:.0f} events/s", flush=True)
 
-            _wait("the first non-personalized page",
-                  lambda: fetch_page(base, MEMBER)["source"] != "empty", 30)
-            print(f"\n== {MEMBER} before any play ==")
-            print(render(fetch_page(base, MEMBER)), flush=True)
-            time.sleep(1.0)
-            watched = _member_plays(settings, titles)
-            sent = time.monotonic()
-            print(f"\n{MEMBER} watches {', '.join(watched)} (more than half of each)")
-            _wait("the member's page to change",
-                  lambda: fetch_page(base, MEMBER)["source"] == "personal", 10)
-            print(f"== {MEMBER} after the plays (page changed after "
-                  f"{(time.monotonic() - sent) * 1000:.0f} ms) ==")
-            print(render(fetch_page(base, MEMBER)), flush=True)
+    _wait("the first non-personalized page",
+          lambda: fetch_page(base, MEMBER)["source"].startswith("default-"), 30)
+    print(f"\n== {MEMBER} before any play ==")
+    print(render(fetch_page(base, MEMBER)), flush=True)
+    time.sleep(1.0)
+    watched = _member_plays(settings, titles)
+    sent = time.monotonic()
+    print(f"\n{MEMBER} watches {', '.join(watched)} (more than half of each)")
+    _wait("the member's page to change",
+          lambda: fetch_page(base, MEMBER)["source"] == "personal", 10)
+    print(f"== {MEMBER} after the plays (page changed after "
+          f"{(time.monotonic() - sent) * 1000:.0f} ms) ==")
+    print(render(fetch_page(base, MEMBER)), flush=True)
 
-            started = time.monotonic()
-            while not stop.is_set():
-                if args.seconds and time.monotonic() - started >= args.seconds:
-                    break
-                if worker.poll() is not None or server.poll() is not None:
-                    print(f"a process exited; see {log_dir}", file=sys.stderr)
-                    return 1
-                stats = {k.decode(): int(v) for k, v in
-                         r.hgetall(f"{settings.key_prefix}stats").items()}
-                print(f"[{time.monotonic() - started:5.0f}s] events applied "
-                      f"{stats.get('events_applied', 0)}, duplicates "
-                      f"{stats.get('duplicates', 0)}, dead letters "
-                      f"{stats.get('dead_letters', 0)}", flush=True)
-                stop.wait(5.0)
-            print("stopping", flush=True)
-    except KeyboardInterrupt:
-        print("\nstopped (Ctrl-C)", flush=True)
-    return 0
+    # DEMO_SECONDS / --seconds counts from here, once the "after" page is printed
+    started = time.monotonic()
+    deadline = started + args.seconds if args.seconds else float("inf")
+    while True:
+        if worker.poll() is not None or server.poll() is not None:
+            print(f"a process exited; see {log_dir}", file=sys.stderr)
+            return 1
+        if simulation.failed():
+            print(f"the simulator failed: {simulation.error}", file=sys.stderr)
+            return 1
+        stats = {k.decode(): int(v) for k, v in
+                 r.hgetall(f"{settings.key_prefix}stats").items()}
+        print(f"[{time.monotonic() - started:5.0f}s] events applied "
+              f"{stats.get('events_applied', 0)}, duplicates {stats.get('duplicates', 0)}, "
+              f"dead letters {stats.get('dead_letters', 0)}", flush=True)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            print(f"stopping (DEMO_SECONDS={args.seconds:g} elapsed)", flush=True)
+            return 0
+        time.sleep(min(5.0, left))
 
 
 if __name__ == "__main__":

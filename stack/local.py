@@ -78,9 +78,11 @@ def start_module(module: str, env: Mapping[str, str], log_path: Path) -> subproc
     """Run ``python -m module`` from the project root with ``env`` added to this process's
     environment, its output (stdout and stderr) going to ``log_path``."""
     with log_path.open("wb") as out:
+        # its own process group: a terminal's Ctrl-C reaches the parent only, which stops
+        # its children in order (a broker killed first would leave the worker hanging)
         return subprocess.Popen([sys.executable, "-m", module], cwd=ROOT,
                                 env={**os.environ, **env}, stdout=out,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, process_group=0)
 
 
 def stop_process(proc: subprocess.Popen, timeout_s: float = 20.0) -> None:
@@ -157,6 +159,7 @@ def start_tansu(port: int | None = None, log_dir: Path | None = None) -> Service
          "--storage-engine", "memory://tansu/"],
         stdout=log_path.open("wb"), stderr=subprocess.STDOUT, cwd=log_dir,
         env={**os.environ, "RUST_LOG": os.environ.get("TANSU_LOG", "warn")},
+        process_group=0,  # stopped by its parent, not by the terminal's Ctrl-C
     )
     wait_for_port(port, proc=proc)
     return Service("tansu", port, proc, log_path)
@@ -171,6 +174,7 @@ def start_redis(port: int | None = None, log_dir: Path | None = None) -> Service
         [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(log_dir)],
         stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+        process_group=0,  # stopped by its parent, not by the terminal's Ctrl-C
     )
     wait_for_port(port, proc=proc)
     return Service("redis", port, proc, log_path)

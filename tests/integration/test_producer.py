@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -22,7 +28,7 @@ from player.simulator import (
     synthetic_profiles,
 )
 from settings import Settings
-from stack.local import free_port
+from stack.local import ROOT, free_port
 from topics.codec import BATCH_SCHEMA, default_codec
 from topics.models import DeadLetter, Event, Feedback, Play, Scroll
 from topics.registry import ensure_topics, topic_specs
@@ -230,3 +236,105 @@ def test_cli_catalog_publish_and_simulate(settings: Settings, monkeypatch: pytes
     played = {e.title_id for m in msgs for e in codec.decode_events(m.value())
               if isinstance(e, Play)}
     assert played and played <= title_ids  # simulated events refer to published titles
+
+
+# -- flushing on Ctrl-C and at interpreter exit (child processes) -----------------------------
+def child_env(settings: Settings) -> dict[str, str]:
+    """This environment without HOMESTREAM_* variables, plus the test's broker and topics."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMESTREAM_")}
+    env.update({
+        "HOMESTREAM_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "HOMESTREAM_REDIS_URL": settings.redis_url,
+        "HOMESTREAM_TOPIC_PREFIX": settings.topic_prefix,
+        "HOMESTREAM_PARTITIONS": str(settings.partitions),
+    })
+    return env
+
+
+def scroll_line(event_id: str, profile_id: str, i: int) -> str:
+    return json.dumps({"type": "scroll", "event_id": event_id, "profile_id": profile_id,
+                       "event_ts_ms": TS + i, "row": i}) + "\n"
+
+
+def test_cli_produce_flushes_accepted_events_on_sigint(settings: Settings) -> None:
+    ensure_topics(settings)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "player", "-vv", "produce"], cwd=ROOT, env=child_env(settings),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stderr is not None
+    err_lines: list[str] = []
+    accepted = threading.Event()
+
+    def read_stderr() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            err_lines.append(line)
+            if "accepted event e6" in line:
+                accepted.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        ids = [f"e{i}" for i in range(7)]
+        # p1 x3, p2 x3, p3 x1: under --batch and the 0.5 s batch age, so all stay buffered
+        proc.stdin.writelines(scroll_line(e, f"p{i % 3 + 1}", i) for i, e in enumerate(ids))
+        proc.stdin.flush()  # stdin stays open: the command is now blocked reading it
+        assert accepted.wait(30), "".join(err_lines)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        proc.wait(40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    reader.join(5)
+    assert proc.stdout is not None
+    out, err = proc.stdout.read(), "".join(err_lines)
+    assert proc.returncode == 130, err
+    assert "interrupted: flushing" in err
+    assert "sent 7 events in 3 messages" in out, (out, err)
+    codec = default_codec()
+    msgs = consume(settings, topic_specs(settings)["player_events"].name, expect=3)
+    assert sorted(e.event_id for m in msgs for e in codec.decode_events(m.value())) == ids
+
+
+EXIT_SCRIPT = textwrap.dedent("""
+    from player.producer import PlayerProducer
+    from settings import load_settings
+    from topics.models import Scroll
+
+    producer = PlayerProducer(load_settings(), {extra})
+    for i in range(5):
+        producer.send(Scroll(event_id=f"x{{i}}", profile_id=f"p{{i % 2}}",
+                             event_ts_ms={ts} + i, row=i))
+    print("buffered", producer.buffered, "in flight", producer.in_flight, flush=True)
+    # no close(), no with: the interpreter exits normally
+""")
+
+
+def test_an_unclosed_producer_is_flushed_at_interpreter_exit(settings: Settings) -> None:
+    ensure_topics(settings)
+    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT.format(extra="", ts=TS)],
+                          cwd=ROOT, env=child_env(settings), capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "buffered 5 in flight 0" in done.stdout  # nothing was sent before the exit
+    codec = default_codec()
+    msgs = consume(settings, topic_specs(settings)["player_events"].name, expect=2)
+    events = sorted((e for m in msgs for e in codec.decode_events(m.value())),
+                    key=lambda e: e.event_id)
+    assert [(e.event_id, e.profile_id) for e in events] == [
+        (f"x{i}", f"p{i % 2}") for i in range(5)]
+
+
+def test_a_failed_flush_at_interpreter_exit_names_the_events() -> None:
+    dead = Settings(bootstrap_servers=f"127.0.0.1:{free_port()}", topic_prefix="nowhere.")
+    extra = "extra_config={'message.timeout.ms': 1500}, exit_flush_timeout_s=8"
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT.format(extra=extra, ts=TS)],
+                          cwd=ROOT, env=child_env(dead), capture_output=True, text=True,
+                          timeout=60)
+    assert time.monotonic() - started < 30
+    assert done.returncode == 0  # atexit cannot change the exit code; the failure is logged
+    assert "PlayerProducer still open at exit: flushing it failed" in done.stderr
+    assert "x0, x2, x4" in done.stderr and "x1, x3" in done.stderr

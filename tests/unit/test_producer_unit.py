@@ -3,11 +3,16 @@ stand-in for confluent-kafka's Producer (no sockets)."""
 
 from __future__ import annotations
 
+import gc
 import io
 import json
+import os
+import signal
 import sys
 import threading
+import time
 import types
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +24,7 @@ from hypothesis import strategies as st
 
 import player.producer as producer_mod
 from player import cli
+from player.interrupts import InterruptGuard
 from player.producer import (
     DeliveryFailure,
     InvalidEvent,
@@ -105,6 +111,7 @@ def make(**kwargs: Any) -> tuple[PlayerProducer, FakeProducer]:
         made.append(FakeProducer(config))
         return made[0]
 
+    kwargs.setdefault("exit_flush_timeout_s", None)  # no flushes of fakes at pytest's exit
     p = PlayerProducer(SETTINGS, client_factory=factory, **kwargs)
     return p, made[0]
 
@@ -362,6 +369,65 @@ def test_exit_without_exception_raises_delivery_failures() -> None:
     assert not fake.closed  # client kept so flush can be retried
 
 
+# -- flush at interpreter exit -------------------------------------------------------------
+def test_an_open_producer_is_flushed_by_the_exit_hook_and_a_closed_one_is_not() -> None:
+    left_open, fake_open = make(exit_flush_timeout_s=1.0)
+    closed, _ = make(exit_flush_timeout_s=1.0)
+    left_open.send(scroll("p1", 0))
+    closed.close()
+    assert left_open in producer_mod._OPEN_PRODUCERS
+    assert closed not in producer_mod._OPEN_PRODUCERS  # close() unregisters
+    assert producer_mod.flush_open_producers() >= 1
+    assert fake_open.closed and left_open.delivered_events == 1
+    assert left_open not in producer_mod._OPEN_PRODUCERS
+
+
+def test_the_exit_hook_does_not_keep_producers_alive() -> None:
+    p, fake = make(exit_flush_timeout_s=1.0)
+    ref = weakref.ref(p)
+    p.send(scroll("p1", 0))  # even with events buffered
+    assert p in producer_mod._OPEN_PRODUCERS
+    del p, fake  # the fake client refers back to the producer (its error_cb)
+    gc.collect()
+    assert ref() is None
+
+
+def test_exit_flush_can_be_turned_off_and_failures_are_logged_not_raised(
+        caplog: pytest.LogCaptureFixture) -> None:
+    off, _ = make()  # make() turns it off
+    assert off not in producer_mod._OPEN_PRODUCERS
+    failing, fake = make(exit_flush_timeout_s=1.0)
+    fake.fail_keys = {b"p1"}
+    failing.send(scroll("p1", 0))
+    producer_mod.flush_open_producers()  # must not raise
+    assert "p1-e0" in caplog.text and "still open at exit" in caplog.text
+
+
+# -- InterruptGuard --------------------------------------------------------------------------
+def test_interrupt_guard_holds_signals_inside_deferred_blocks() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    steps: list[str] = []
+    with pytest.raises(KeyboardInterrupt), InterruptGuard((signal.SIGINT,)) as guard:
+        with guard.deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            steps.append("finished the critical step")  # not interrupted half-way
+        steps.append("after the block")  # never reached: raised on leaving the block
+    assert steps == ["finished the critical step"]
+    assert guard.received == signal.SIGINT and guard.exit_code == 130
+    assert signal.getsignal(signal.SIGINT) is before  # handler restored
+
+
+def test_interrupt_guard_raises_at_once_outside_deferred_and_once_with_raise_once() -> None:
+    with InterruptGuard((signal.SIGTERM,), raise_once=True) as guard:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # not reached: the handler raises first
+        os.kill(os.getpid(), signal.SIGTERM)  # the second one is ignored
+        with guard.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert guard.exit_code == 143
+
+
 # -- CLI -------------------------------------------------------------------------------------
 @pytest.fixture
 def fake_kafka(monkeypatch: pytest.MonkeyPatch) -> list[FakeProducer]:
@@ -448,3 +514,71 @@ def test_cli_demo_passes_remaining_arguments(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(sys.modules, "stack.demo", fake_demo)
     assert cli.main(["demo", "--profiles", "5", "--fast"]) == 3
     assert calls == [["--profiles", "5", "--fast"]]
+
+
+class InterruptingLines:
+    """A stdin whose reading is interrupted (KeyboardInterrupt) after ``lines``."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    def __iter__(self) -> Any:
+        yield from self.lines
+        raise KeyboardInterrupt
+
+
+def test_cli_produce_flushes_accepted_events_on_ctrl_c_and_exits_130(
+        monkeypatch: pytest.MonkeyPatch, fake_kafka: list[FakeProducer],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "stdin", InterruptingLines(
+        [json.dumps(play_dict()) + "\n", json.dumps(play_dict(event_id="e2")) + "\n"]))
+    assert cli.main(["produce"]) == 130
+    out, err = capsys.readouterr()
+    assert "interrupted: flushing 2 buffered event(s)" in err
+    assert "sent 2 events in 1 messages" in out
+    (fake,) = fake_kafka
+    assert fake.closed and [m.key() for m in fake.messages] == [b"p1"]
+
+
+def test_cli_produce_reports_events_undelivered_after_ctrl_c(
+        monkeypatch: pytest.MonkeyPatch, fake_kafka: list[FakeProducer],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    def holding(config: dict[str, Any]) -> FakeProducer:
+        fake = FakeProducer(config)
+        fake.hold = True  # the broker never answers
+        return fake
+
+    monkeypatch.setattr(producer_mod, "Producer", holding)
+    monkeypatch.setattr(sys, "stdin", InterruptingLines([json.dumps(play_dict()) + "\n"]))
+    assert cli.main(["produce", "--flush-timeout", "0.1"]) == 130
+    out, err = capsys.readouterr()
+    assert "1 message(s) undelivered after 0.1s (events e1)" in err
+    assert "1 event(s) not delivered" in err
+    assert "sent 0 events in 0 messages" in out
+
+
+def test_cli_produce_finishes_the_line_a_sigint_arrives_in(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    made: list[FakeProducer] = []
+
+    class SignallingProducer(FakeProducer):
+        def produce(self, topic: str, key: bytes, value: bytes,
+                    on_delivery: Callable[[Any, Any], None]) -> None:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the event is being handed over
+            super().produce(topic, key, value, on_delivery)
+
+    def factory(config: dict[str, Any]) -> FakeProducer:
+        made.append(SignallingProducer(config))
+        return made[-1]
+
+    monkeypatch.setattr(producer_mod, "Producer", factory)
+    path = tmp_path / "e.jsonl"
+    path.write_text(_lines(*(json.dumps(play_dict(event_id=f"e{i}")) for i in range(3))))
+    before = signal.getsignal(signal.SIGINT)
+    assert cli.main(["produce", "--batch", "1", "-f", str(path)]) == 130
+    assert signal.getsignal(signal.SIGINT) is before
+    # the first line was accepted whole and delivered; reading stopped there
+    assert [default_codec().decode_events(m.value())[0].event_id
+            for m in made[0].messages] == ["e0"]
+    assert "sent 1 events in 1 messages" in capsys.readouterr().out

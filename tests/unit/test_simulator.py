@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import threading
 import time
 from collections import Counter, defaultdict
 from typing import Any
@@ -332,3 +333,28 @@ def test_run_simulation_rejects_bad_arguments(kwargs: dict[str, Any], catalog: l
                                               profiles: list[SimProfile]) -> None:
     with pytest.raises(ValueError):
         run_simulation(RecordingProducer(), _sim(catalog, profiles), **kwargs)  # type: ignore[arg-type]
+
+
+def test_run_simulation_stops_when_the_stop_event_is_set_and_flushes(
+        catalog: list[Title], profiles: list[SimProfile]) -> None:
+    rec = RecordingProducer()
+    stop = threading.Event()
+    timer = threading.Timer(0.3, stop.set)
+    timer.start()
+    try:
+        # no sessions or duration limit: only the stop event ends this
+        res = run_simulation(rec, _sim(catalog, profiles), rate_eps=100,  # type: ignore[arg-type]
+                             realtime=True, stop=stop)
+    finally:
+        timer.cancel()
+    assert 0.25 <= res.elapsed_s < 1.0
+    assert rec.flushed and res.events == len(rec.sent) > 0
+
+
+def test_run_simulation_with_stop_already_set_sends_nothing(
+        catalog: list[Title], profiles: list[SimProfile]) -> None:
+    rec = RecordingProducer()
+    stop = threading.Event()
+    stop.set()
+    res = run_simulation(rec, _sim(catalog, profiles), stop=stop)  # type: ignore[arg-type]
+    assert (res.events, rec.sent, rec.flushed) == (0, [], True)
