@@ -255,10 +255,16 @@ class RedisStore(PipelineStore):
         self.prefix = prefix
 
     @classmethod
-    def from_url(cls, url: str, prefix: str) -> RedisStore:
+    def from_url(cls, url: str, prefix: str, *, max_connections: int = 64,
+                 pool_timeout_s: float = 5.0) -> RedisStore:
+        """A store on a pool of at most ``max_connections``; a caller finding them all busy
+        waits up to ``pool_timeout_s`` for one (a burst of requests queues rather than
+        failing with "too many connections")."""
         import redis.asyncio as aioredis
 
-        return cls(aioredis.Redis.from_url(url, decode_responses=False), prefix)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_timeout_s)
+        return cls(aioredis.Redis(connection_pool=pool, decode_responses=False), prefix)
 
     async def load_profiles(self, profile_ids):
         if not profile_ids:

@@ -687,7 +687,8 @@ async def _resources(app: web.Application, own_store: bool, own_impressions: boo
     """
     settings = app[SETTINGS]
     if own_store:
-        app[STORE] = RedisStore.from_url(settings.redis_url, settings.key_prefix)
+        app[STORE] = RedisStore.from_url(settings.redis_url, settings.key_prefix,
+                                        max_connections=settings.redis_max_connections)
     if own_impressions:
         app[IMPRESSIONS] = ImpressionLogger.from_settings(settings)
     if own_models:

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
 
     # --- redis ----------------------------------------------------------------------------
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis server URL")
+    redis_max_connections: int = Field(64, ge=1, le=10_000, description="Redis connections "
+                                       "per process at most; callers wait for a free one")
     key_prefix: str = Field("hs:", description="Prefix of every Redis key")
 
     # --- worker ---------------------------------------------------------------------------

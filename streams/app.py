@@ -120,7 +120,8 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
     specs = topic_specs(settings)
     dlq_topic = app.topic(specs["dead_letter"].name, key_type=bytes, value_type=bytes,
                           internal=False)
-    store = store or RedisStore.from_url(settings.redis_url, settings.key_prefix)
+    store = store or RedisStore.from_url(settings.redis_url, settings.key_prefix,
+                                        max_connections=settings.redis_max_connections)
     updates_topic = app.topic(specs["page_updates"].name, key_type=bytes, value_type=bytes,
                               internal=False)
     if page_updates is None and settings.publish_page_updates:
