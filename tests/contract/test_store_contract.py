@@ -146,3 +146,18 @@ async def test_readers_see_whole_pages_while_they_are_rewritten(store: PipelineS
     await asyncio.gather(writer(), reader(), reader())
     assert orjson.loads(await store.get_page("q"))["version"] == 59
     assert len(seen) > 1  # the reads did overlap the rewrites
+
+
+@pytest.mark.integration
+async def test_a_burst_waits_for_a_free_connection(infra) -> None:
+    """More concurrent reads than the pool has connections queue instead of failing."""
+    import asyncio
+
+    s = RedisStore.from_url(infra.redis_url, f"c{uuid.uuid4().hex[:8]}:", max_connections=2)
+    try:
+        await s.write_pages({"p": b'{"rows":[]}'}, {})
+        got = await asyncio.gather(*(s.get_page("p") for _ in range(50)))
+        assert got == [b'{"rows":[]}'] * 50
+        assert len(s.client.connection_pool._in_use_connections) == 0
+    finally:
+        await s.close()
