@@ -88,6 +88,15 @@ def _wait(what: str, predicate, timeout_s: float) -> None:
         time.sleep(0.05)
 
 
+def _settled(what: str, predicate, timeout_s: float) -> bool:
+    """Like :func:`_wait`, but ``False`` on time-out (a nicety the demo can do without)."""
+    try:
+        _wait(what, predicate, timeout_s)
+    except RuntimeError:
+        return False
+    return True
+
+
 def _member_plays(settings: Settings, titles: Sequence[Title]) -> list[str]:
     """The member watches two titles of one genre: more than half of each, event time now."""
     genre = "Horror"
@@ -244,6 +253,11 @@ def _run(args: argparse.Namespace, exits: contextlib.ExitStack, guard: Interrupt
 
     _wait("the first non-personalized page",
           lambda: fetch_page(base, MEMBER)["source"].startswith("default-"), 30)
+    # a Trending row needs more trending titles than the Top 10 above it shows: let the
+    # simulated members play for a while first (at most 30 s; the demo goes on without)
+    if not _settled("a Trending row on the default page", lambda: any(
+            r["kind"] == "trending" for r in fetch_page(base, MEMBER)["rows"]), 30):
+        print("(no Trending row yet: too few titles played so far)", flush=True)
     print(f"\n== {MEMBER} before any play ==")
     print(render(fetch_page(base, MEMBER)), flush=True)
     time.sleep(1.0)
