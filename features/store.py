@@ -120,6 +120,10 @@ class PipelineStore(abc.ABC):
         ...
 
     @abc.abstractmethod
+    async def save_checkpoints(self, blobs: Mapping[str, bytes]) -> None:
+        """Save several checkpoints at once: a reader sees all of them or none."""
+
+    @abc.abstractmethod
     async def load_checkpoint(self, name: str) -> bytes | None:
         ...
 
@@ -228,6 +232,9 @@ class InMemoryStore(PipelineStore):
 
     async def save_checkpoint(self, name, data) -> None:
         self.checkpoints[name] = data
+
+    async def save_checkpoints(self, blobs) -> None:
+        self.checkpoints.update(blobs)
 
     async def load_checkpoint(self, name):
         return self.checkpoints.get(name)
@@ -396,6 +403,11 @@ class RedisStore(PipelineStore):
 
     async def save_checkpoint(self, name, data) -> None:
         await self.client.set(keys.checkpoint_key(self.prefix, name), data)
+
+    async def save_checkpoints(self, blobs) -> None:
+        if blobs:  # MSET is atomic
+            await self.client.mset({keys.checkpoint_key(self.prefix, n): d
+                                    for n, d in blobs.items()})
 
     async def load_checkpoint(self, name):
         return await self.client.get(keys.checkpoint_key(self.prefix, name))

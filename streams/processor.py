@@ -277,8 +277,7 @@ class EventProcessor:
                 }
                 learned, self._labels_since_checkpoint = self._labels_since_checkpoint, 0
             try:
-                for name, data in blobs.items():
-                    await self.store.save_checkpoint(name, data)
+                await self.store.save_checkpoints(blobs)  # all four models, or none
             except BaseException:
                 self._labels_since_checkpoint += learned  # not saved: the next tick retries
                 raise

@@ -79,6 +79,9 @@ async def test_checkpoints(store: PipelineStore) -> None:
     assert await store.load_checkpoint("m") is None
     await store.save_checkpoint("m", b"\x00\x01")
     assert await store.load_checkpoint("m") == b"\x00\x01"
+    await store.save_checkpoints({"m": b"v2", "n": b"\xff"})
+    assert [await store.load_checkpoint(k) for k in ("m", "n")] == [b"v2", b"\xff"]
+    await store.save_checkpoints({})  # nothing to save is not an error
 
 
 async def test_profile_meta(store: PipelineStore) -> None:
