@@ -293,7 +293,7 @@ def drop_finished(rows: list[dict[str, Any]],
         return rows
     out = []
     for row in rows:
-        if not is_continue_watching(row):
+        if not (isinstance(row, dict) and is_continue_watching(row)):
             out.append(row)
             continue
         items = []
@@ -442,10 +442,7 @@ async def homepage(request: web.Request) -> web.Response:
                                  app[PAGE_CONFIG].row_length, now_ms())
             found = (latest, "latest") if latest else (empty_page(profile_id, country), "empty")
     page, source = found
-    rows = page["rows"]
-    if any(isinstance(r, dict) and is_continue_watching(r) for r in rows):
-        rows = drop_finished(rows, state)
-    page["rows"] = guard_rows(rows, rules, meta, country)
+    page["rows"] = guard_rows(drop_finished(page["rows"], state), rules, meta, country)
     if page["rows"] and not len(snap.catalog):
         # pages exist but no catalog was loaded yet (the server started first): load it now
         # rather than serving a page without artwork decisions
@@ -664,14 +661,14 @@ async def readyz(request: web.Request) -> web.Response:
     counters = app[IMPRESSIONS].stats()
     store_reason, broker_reason = await asyncio.gather(_store_check(app[STORE]),
                                                        _broker_check(app))
-    checks = {"store": store_reason,
-              "broker": broker_reason if app[IMPRESSIONS].can_check_broker else "not checked"}
-    failed = [name for name, why in (("store", store_reason), ("broker", broker_reason))
-              if why is not None]
-    body: dict[str, Any] = {name: why or "ok" for name, why in checks.items()}
+    reasons = {"store": store_reason, "broker": broker_reason}
+    failed = [name for name, why in reasons.items() if why is not None]
+    body: dict[str, Any] = {name: why or "ok" for name, why in reasons.items()}
+    if not app[IMPRESSIONS].can_check_broker:
+        body["broker"] = "not checked"
     if not failed:
         return json_response({"status": "ready", **body, **counters})
-    reason = "; ".join(f"{name} {checks[name]}" for name in failed)
+    reason = "; ".join(f"{name} {reasons[name]}" for name in failed)
     return json_response({"status": "unavailable", "failed": failed, "reason": reason,
                           **body, **counters}, status=503)
 

@@ -80,20 +80,15 @@ def _stop(proc: subprocess.Popen | None) -> None:
         stop_process(proc)
 
 
-def _wait(what: str, predicate, timeout_s: float) -> None:
+def _wait(what: str, predicate, timeout_s: float, *, required: bool = True) -> bool:
+    """Poll ``predicate`` until it holds; on time-out raise (``required``) or return False."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
+            if required:
+                raise RuntimeError(f"timed out waiting for {what}")
+            return False
         time.sleep(0.05)
-
-
-def _settled(what: str, predicate, timeout_s: float) -> bool:
-    """Like :func:`_wait`, but ``False`` on time-out (a nicety the demo can do without)."""
-    try:
-        _wait(what, predicate, timeout_s)
-    except RuntimeError:
-        return False
     return True
 
 
@@ -255,8 +250,9 @@ def _run(args: argparse.Namespace, exits: contextlib.ExitStack, guard: Interrupt
           lambda: fetch_page(base, MEMBER)["source"].startswith("default-"), 30)
     # a Trending row needs more trending titles than the Top 10 above it shows: let the
     # simulated members play for a while first (at most 30 s; the demo goes on without)
-    if not _settled("a Trending row on the default page", lambda: any(
-            r["kind"] == "trending" for r in fetch_page(base, MEMBER)["rows"]), 30):
+    if not _wait("a Trending row on the default page", lambda: any(
+            r["kind"] == "trending" for r in fetch_page(base, MEMBER)["rows"]), 30,
+                 required=False):
         print("(no Trending row yet: too few titles played so far)", flush=True)
     print(f"\n== {MEMBER} before any play ==")
     print(render(fetch_page(base, MEMBER)), flush=True)

@@ -371,18 +371,14 @@ class EventProcessor:
             event_id=event_id, failed_at_ms=int(self.clock() * 1000),
         )
 
-    def decode(self, messages: Sequence[RawMessage]) -> tuple[list[Event], list[DeadLetter]]:
-        """Valid events in message order, and a dead letter for everything else.
+    def decode(self, messages: Sequence[RawMessage]
+               ) -> tuple[list[SourcedEvent], list[DeadLetter]]:
+        """Valid events in message order, each with the message it came in, and a dead
+        letter for everything else.
 
         A batch message with some invalid events keeps the valid ones; each invalid event
         becomes its own letter holding that event re-encoded as a single-event message.
         """
-        sourced, letters = self._decode(messages)
-        return [s.event for s in sourced], letters
-
-    def _decode(self, messages: Sequence[RawMessage]
-                ) -> tuple[list[SourcedEvent], list[DeadLetter]]:
-        """:meth:`decode`, each event with the message it came in."""
         events: list[SourcedEvent] = []
         letters: list[DeadLetter] = []
         for m in messages:
@@ -421,7 +417,7 @@ class EventProcessor:
     async def _process(self, messages: Sequence[RawMessage]) -> BatchReport:
         await self.start()
         report = BatchReport(messages=len(messages))
-        events, letters = self._decode(messages)
+        events, letters = self.decode(messages)
         report.events, report.dead_letters = len(events), len(letters)
         if letters:
             await self.dead_letters.send(letters)
@@ -472,13 +468,10 @@ class EventProcessor:
             due_before = state.oldest_pending_art_ms()
             for se in evs:
                 ev = se.event
-                if ev.event_ts_ms < state.last_event_ts_ms - max_late_ms:
-                    if ev.event_id in state.seen_ids:
-                        # a redelivery of an event applied before: a duplicate, not late
-                        # (dedupe wins, so it is not dead-lettered again)
-                        report.duplicates += 1
-                        render = render or not isinstance(ev, Impression)
-                        continue
+                if (ev.event_ts_ms < state.last_event_ts_ms - max_late_ms
+                        and ev.event_id not in state.seen_ids):
+                    # too late; a redelivery of an event applied before goes on to
+                    # apply_event, which counts it as a duplicate (dedupe wins)
                     late_letters.append(self._late_letter(se, state.last_event_ts_ms))
                     continue
                 history = state.watched_recently(self.cowatch.window)
