@@ -6,7 +6,8 @@ catalog, starts a worker and the home-page server, runs the player simulator in 
 and prints a member's home page before and after they watch two titles. It then keeps the
 pipeline running, printing counters every 5 s, until Ctrl-C (SIGINT) or SIGTERM, or, with
 ``DEMO_SECONDS=N`` (or ``--seconds N``), until N seconds after the "after" page was printed
-(the start-up before it takes ~20-40 s and is not counted).
+(the start-up before it, ~15 s on a 2-core machine plus up to 30 s waiting for a Trending
+row on the default page, is not counted).
 
 Stopping, in order: the simulator stops sending and its producer is flushed (at most ~15 s)
 and closed, then the server, the worker, the broker and Redis are terminated and waited

@@ -171,3 +171,16 @@ def test_check_failures() -> None:
     out = check_failures({"serve_errors": 3, "freshness_failures": 1})
     assert len(out) == 2
     assert "3 serving request(s)" in out[0]
+
+
+def test_row_kinds_counts_the_pages_the_processor_wrote() -> None:
+    import asyncio
+
+    from bench.row_kinds import row_kinds
+
+    out = asyncio.run(row_kinds(members=20, events=2000, titles=120))
+    assert 0 < out["pages"] <= 20 and out["events"] == 2000
+    assert out["pages_with_kind"]["top_picks"] <= out["pages"]
+    for kind in out["required_rows"]:  # missing = pages without that kind
+        assert out["pages_missing_required"].get(kind, 0) == (
+            out["pages"] - out["pages_with_kind"].get(kind, 0))
