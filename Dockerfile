@@ -2,16 +2,12 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md ./
-COPY settings settings
 COPY topics topics
 COPY features features
 COPY online_models online_models
 COPY streams streams
 COPY serving serving
-COPY player player
-COPY stack stack
-COPY bench bench
-COPY evaluation evaluation
+COPY homestream homestream
 RUN pip install --no-cache-dir .
 ENV PYTHONUNBUFFERED=1
 CMD ["python", "-m", "streams.worker"]

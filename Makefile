@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m stack.demo
+	$(BIN)/python -m homestream.stack.demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .

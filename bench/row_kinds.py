@@ -26,8 +26,8 @@ from typing import Any
 import orjson
 
 from features.store import InMemoryStore
-from player.simulator import PlayerSimulator, synthetic_catalog, synthetic_profiles
-from settings import load_settings
+from homestream.player.simulator import PlayerSimulator, synthetic_catalog, synthetic_profiles
+from homestream.settings import load_settings
 from streams.processor import EventProcessor, MemoryDeadLetters, RawMessage
 from topics.codec import default_codec
 

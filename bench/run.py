@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from player.cli import positive_float, positive_int
+from homestream.player.cli import positive_float, positive_int
 
 log = logging.getLogger("bench")
 
@@ -355,7 +355,7 @@ def load_catalog(settings: Any, env: dict[str, str], titles: Sequence[Any], r: A
     starts with the catalog in place and the whole backlog in front of it.
     """
     from features.keys import catalog_key
-    from player.simulator import publish_catalog
+    from homestream.player.simulator import publish_catalog
 
     t0 = time.monotonic()
     publish_catalog(settings, titles)
@@ -368,7 +368,7 @@ def load_catalog(settings: Any, env: dict[str, str], titles: Sequence[Any], r: A
 def produce_backlog(settings: Any, sim: Any, n_events: int) -> tuple[int, int, float]:
     """Produce ``n_events`` simulated events (event time six hours ago onwards); return
     ``(events, messages, seconds)``."""
-    from player.producer import PlayerProducer
+    from homestream.player.producer import PlayerProducer
 
     start_ms = int(time.time() * 1000) - 6 * 3600 * 1000
     t0 = time.monotonic()
@@ -496,8 +496,8 @@ def probe_freshness(settings: Any, sim: Any, title: Any, r: Any, worker: Child, 
     import orjson
 
     from features.keys import page_key
-    from player.producer import PlayerProducer
-    from player.simulator import run_simulation
+    from homestream.player.producer import PlayerProducer
+    from homestream.player.simulator import run_simulation
     from topics.models import Play
 
     outcome: dict[str, Any] = {}
@@ -668,9 +668,9 @@ def _run_phases(args: argparse.Namespace, result: dict[str, Any], data_dir: str)
     import redis
 
     from features.keys import page_key
-    from player.simulator import PlayerSimulator, synthetic_catalog, synthetic_profiles
-    from settings import load_settings
-    from stack.local import free_port, local_stack
+    from homestream.player.simulator import PlayerSimulator, synthetic_catalog, synthetic_profiles
+    from homestream.settings import load_settings
+    from homestream.stack.local import free_port, local_stack
     from topics.registry import ensure_topics, topic_specs
 
     with local_stack() as stack:

@@ -28,8 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from homestream.settings import ConfigError, Settings
 from online_models.rules import Rules
-from settings import ConfigError, Settings
 
 
 def bucket(profile_id: str, salt: str) -> float:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from features.catalog import Catalog
 from features.profile import ProfileMeta
-from settings import ConfigError, Settings
+from homestream.settings import ConfigError, Settings
 from topics.models import MATURITY_LEVELS, Title
 
 __all__ = ["ProfileMeta", "Rules", "load_rules", "rules_from_settings"]

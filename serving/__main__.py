@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 
+from homestream.settings import ConfigError, load_settings
 from online_models.experiments import experiment_from_settings
 from online_models.rules import rules_from_settings
-from settings import ConfigError, load_settings
 
 
 def main() -> int:

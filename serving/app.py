@@ -65,6 +65,7 @@ from features.keys import ALL_COUNTRIES
 from features.profile import ProfileMeta, ProfileState
 from features.rows import row_kind_of
 from features.store import PipelineStore, RedisStore
+from homestream.settings import Settings
 from online_models import search as search_mod
 from online_models.experiments import Experiment, experiment_from_settings
 from online_models.page import PageConfig, relevance, title_item
@@ -74,7 +75,6 @@ from serving.artwork import ArtworkChooser, request_context
 from serving.catalog_cache import CatalogSnapshot, ServingModels
 from serving.impressions import ImpressionLogger
 from serving.ready import BROKER_TIMEOUT_S, BROKER_TTL_S, BrokerCheck
-from settings import Settings
 from topics.models import MATURITY_LEVELS, Title
 
 log = logging.getLogger(__name__)

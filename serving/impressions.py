@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from settings import Settings
+from homestream.settings import Settings
 from topics.codec import BATCH_SCHEMA, AvroCodec, default_codec
 from topics.models import Impression
 from topics.registry import topic_specs

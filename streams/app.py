@@ -1,4 +1,4 @@
-"""The Faust app: one app, built by :func:`build_app` from settings (nothing at import time).
+"""The Faust app: one app, built by :func:`build_app` from the settings (nothing at import time).
 
 Agents are thin: they turn Faust events into :class:`~streams.processor.RawMessage` and hand
 micro-batches (``stream.take_events``) to :class:`~streams.processor.EventProcessor`. Faust
@@ -18,7 +18,7 @@ from typing import Any
 import faust
 
 from features.store import PipelineStore, RedisStore
-from settings import Settings
+from homestream.settings import Settings
 from streams.processor import DeadLetterSink, EventProcessor, PageUpdateSink, RawMessage
 from streams.transport import HomestreamApp
 from topics.codec import default_codec
@@ -63,7 +63,7 @@ class FaustPageUpdates:
 
 
 def faust_config(settings: Settings) -> dict[str, Any]:
-    """Faust app options derived from settings (broker timeouts matter on Tansu)."""
+    """Faust app options derived from the settings (broker timeouts matter on Tansu)."""
     brokers = [f"kafka://{b.strip()}" for b in settings.bootstrap_servers.split(",")]
     return {
         "broker": brokers,

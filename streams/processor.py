@@ -35,6 +35,7 @@ from features.profile import (
 )
 from features.store import ArtworkDue, PipelineStore, TrendingIncrement
 from features.trending import decayed_weight, epoch_of
+from homestream.settings import Settings
 from online_models.bandits import ArtworkPolicy, make_policy
 from online_models.bandits.base import Arm
 from online_models.experiments import experiment_from_settings
@@ -43,7 +44,6 @@ from online_models.row_utility import RowKindUtility
 from online_models.rules import Rules, rules_from_settings
 from online_models.similarity import CoWatchSimilarity
 from online_models.top_picks import TopPicksModel
-from settings import Settings
 from topics.codec import AvroCodec, DecodeError, default_codec, validate_event
 from topics.models import DeadLetter, Event, Impression, Title
 

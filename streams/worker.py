@@ -12,9 +12,9 @@ import sys
 
 import faust
 
+from homestream.settings import ConfigError, Settings, load_settings
 from online_models.experiments import experiment_from_settings
 from online_models.rules import rules_from_settings
-from settings import ConfigError, Settings, load_settings
 from streams.app import build_app
 from topics.registry import ensure_topics
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from settings import Settings
+from homestream.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def _containers() -> Iterator[Infra]:
 
 @contextlib.contextmanager
 def _local() -> Iterator[Infra]:
-    from stack.local import local_stack
+    from homestream.stack.local import local_stack
 
     with local_stack() as s:
         yield Infra(s.bootstrap_servers, s.redis_url, "local-binaries")

@@ -1,6 +1,6 @@
 """The topic registry: every topic's name, partitions, key, value schema and config in one place.
 
->>> from settings import Settings
+>>> from homestream.settings import Settings
 >>> specs = topic_specs(Settings(partitions=3))
 >>> specs["catalog"].config["cleanup.policy"], specs["player_events"].partitions
 ('compact', 3)
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from settings import Settings
+from homestream.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -805,7 +805,8 @@ def _protocol(res: ArtworkResults) -> list[str]:
         "make eval-artwork                        # = .venv/bin/python -m evaluation.artwork",
         ".venv/bin/python -m evaluation.artwork --quick   # shorter runs",
         "```", "",
-        "Each policy runs on a fresh local stack (Tansu broker + Redis, `stack/local.py`) with "
+        "Each policy runs on a fresh local stack (Tansu broker + Redis, "
+        "`homestream/stack/local.py`) with "
         "the real processes: `python -m streams.worker` and `python -m serving`, configured "
         f"with `HOMESTREAM_ARTWORK_POLICY=<policy>`, `HOMESTREAM_ARTWORK_STICKY_S="
         f"{cfg.get('sticky_s')}` (every visit is a new decision), "

@@ -53,9 +53,9 @@ from evaluation.artwork.logs import (
     read_catalog,
     read_events,
 )
+from homestream.settings import Settings
+from homestream.stack.local import log_tail, start_module, stop_process
 from online_models.bandits import Arm, ArtworkPolicy
-from settings import Settings
-from stack.local import log_tail, start_module, stop_process
 from topics.models import Artwork, Title
 
 __all__ = [
@@ -393,9 +393,9 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
 
     Raises :class:`SimulationError` when the pipeline does not run.
     """
-    from player.producer import PlayerProducer
-    from player.simulator import publish_catalog
-    from stack.local import free_port, local_stack, wait_for_port
+    from homestream.player.producer import PlayerProducer
+    from homestream.player.simulator import publish_catalog
+    from homestream.stack.local import free_port, local_stack, wait_for_port
     from topics.registry import ensure_topics, topic_specs
 
     say = progress or (lambda msg: None)

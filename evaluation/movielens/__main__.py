@@ -296,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     + ", ".join(f"{r.ndcg10[0]:.4f}" for r in reps) + ".")
         if not args.no_pipeline:
             from evaluation.movielens.inprocess import InProcessPipeline
-            from settings import Settings
+            from homestream.settings import Settings
 
             diag = InProcessPipeline(titles, Settings(partitions=1, row_length=50),
                                      ranking_only=True, name="pipeline-ranking")

@@ -31,7 +31,7 @@ from evaluation.movielens.data import Rating, to_events, view_impressions
 from evaluation.movielens.protocol import InteractionLike, Page
 from features.keys import ALL_COUNTRIES
 from features.store import InMemoryStore
-from settings import Settings
+from homestream.settings import Settings
 from streams.processor import EventProcessor, MemoryDeadLetters, RawMessage
 from topics.codec import default_codec
 from topics.models import Event, Title

@@ -41,10 +41,10 @@ from evaluation.movielens.data import Rating, to_events, view_impressions
 from evaluation.movielens.protocol import InteractionLike, Page
 from features import keys
 from features.keys import ALL_COUNTRIES
-from player.producer import PlayerProducer
-from player.simulator import publish_catalog
-from settings import Settings
-from stack.local import ModuleProcess
+from homestream.player.producer import PlayerProducer
+from homestream.player.simulator import publish_catalog
+from homestream.settings import Settings
+from homestream.stack.local import ModuleProcess
 from topics.models import Event, Title
 from topics.registry import ensure_topics
 
@@ -271,7 +271,7 @@ def local_pipeline(titles: Sequence[Title], *, refresh_pages: bool = False,
                    **overrides: Any) -> Iterator[PipelineRecommender]:
     """A :class:`PipelineRecommender` on a throwaway local broker and Redis; ``overrides``
     go to :func:`pipeline_settings`."""
-    from stack.local import local_stack
+    from homestream.stack.local import local_stack
 
     with local_stack() as stack:
         settings = pipeline_settings(stack.bootstrap_servers, stack.redis_url, **overrides)

@@ -12,8 +12,8 @@ import orjson
 import redis
 
 from features import keys
-from settings import Settings
-from stack.local import ModuleProcess
+from homestream.settings import Settings
+from homestream.stack.local import ModuleProcess
 from topics.models import Artwork, Title
 from topics.reader import TopicReadTimeout, read_topics
 

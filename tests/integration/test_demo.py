@@ -1,5 +1,5 @@
-"""``python -m stack.demo`` end to end, as a child process: it shows the before/after pages,
-stops by itself with ``DEMO_SECONDS`` and on SIGINT, and leaves no process behind.
+"""``python -m homestream.stack.demo`` end to end, as a child process: it shows the before/after
+pages, stops by itself with ``DEMO_SECONDS`` and on SIGINT, and leaves no process behind.
 
 The demo starts its own Tansu, Redis, worker and server (on the free ports given here), so
 these tests do not use the shared ``infra`` fixture.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from stack.local import ROOT, free_port
+from homestream.stack.local import ROOT, free_port
 
 #: Small sizes keep the start-up (topics, catalog, worker, server) to ~15-25 s.
 DEMO_ARGS = ["--profiles", "30", "--titles", "80", "--rate", "100"]
@@ -68,7 +68,7 @@ def running_demo(extra_env: dict[str, str], tmp_path: Path) -> Iterator[Demo]:
     env.update({k: str(v) for k, v in ports.items()}, PYTHONUNBUFFERED="1",
                TMPDIR=str(tmp_path), **extra_env)
     # its own session: nothing the test does reaches the demo's group but what it sends
-    proc = subprocess.Popen([sys.executable, "-m", "stack.demo", *DEMO_ARGS], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "homestream.stack.demo", *DEMO_ARGS], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
     demo = Demo(proc, ports)

@@ -12,10 +12,10 @@ import orjson
 import pytest
 import urllib3
 
-from player.producer import PlayerProducer
-from player.simulator import publish_catalog
-from settings import Settings
-from stack.local import ModuleProcess, free_port, wait_for_port
+from homestream.player.producer import PlayerProducer
+from homestream.player.simulator import publish_catalog
+from homestream.settings import Settings
+from homestream.stack.local import ModuleProcess, free_port, wait_for_port
 from tests.integration.helpers import (
     WorkerProcess,
     counters,

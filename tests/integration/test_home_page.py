@@ -12,11 +12,11 @@ import pytest
 import redis
 
 from features import keys
+from homestream.player.producer import PlayerProducer
+from homestream.player.simulator import publish_catalog
+from homestream.settings import Settings
 from online_models.similarity import CoWatchSimilarity
 from online_models.top_picks import TopPicksModel
-from player.producer import PlayerProducer
-from player.simulator import publish_catalog
-from settings import Settings
 from streams.processor import COWATCH_CHECKPOINT, MODEL_CHECKPOINT
 from tests.integration.helpers import (
     WorkerProcess,

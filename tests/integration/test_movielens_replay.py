@@ -14,7 +14,7 @@ from evaluation.movielens.baselines import MostPopular
 from evaluation.movielens.data import fetch_ml100k, load_ml100k, to_catalog
 from evaluation.movielens.pipeline import PipelineRecommender
 from evaluation.movielens.protocol import chunks_of, evaluate
-from settings import Settings
+from homestream.settings import Settings
 
 SLICE = 3000
 CHUNK = 100

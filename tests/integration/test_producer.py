@@ -18,17 +18,17 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Message, Producer
 
-from player import cli
-from player.producer import DeliveryFailure, PlayerProducer, ProducerError
-from player.simulator import (
+from homestream.player import cli
+from homestream.player.producer import DeliveryFailure, PlayerProducer, ProducerError
+from homestream.player.simulator import (
     PlayerSimulator,
     publish_catalog,
     run_simulation,
     synthetic_catalog,
     synthetic_profiles,
 )
-from settings import Settings
-from stack.local import ROOT, free_port
+from homestream.settings import Settings
+from homestream.stack.local import ROOT, free_port
 from topics.codec import BATCH_SCHEMA, default_codec
 from topics.models import DeadLetter, Event, Feedback, Play, Scroll
 from topics.registry import ensure_topics, topic_specs
@@ -259,7 +259,8 @@ def scroll_line(event_id: str, profile_id: str, i: int) -> str:
 def test_cli_produce_flushes_accepted_events_on_sigint(settings: Settings) -> None:
     ensure_topics(settings)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "player", "-vv", "produce"], cwd=ROOT, env=child_env(settings),
+        [sys.executable, "-m", "homestream.player", "-vv", "produce"], cwd=ROOT,
+        env=child_env(settings),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdin is not None and proc.stderr is not None
     err_lines: list[str] = []
@@ -299,8 +300,8 @@ def test_cli_produce_flushes_accepted_events_on_sigint(settings: Settings) -> No
 
 
 EXIT_SCRIPT = textwrap.dedent("""
-    from player.producer import PlayerProducer
-    from settings import load_settings
+    from homestream.player.producer import PlayerProducer
+    from homestream.settings import load_settings
     from topics.models import Scroll
 
     producer = PlayerProducer(load_settings(), {extra})

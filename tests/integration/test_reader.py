@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from player.producer import PlayerProducer
-from settings import Settings
+from homestream.player.producer import PlayerProducer
+from homestream.settings import Settings
 from topics.models import Scroll
 from topics.reader import TopicReadTimeout, read_topics
 from topics.registry import ensure_topics, topic_specs
@@ -49,7 +49,7 @@ def test_artwork_logs_read_impressions_plays_and_the_latest_catalog(settings: Se
     from confluent_kafka import Producer
 
     from evaluation.artwork.logs import read_catalog, read_events
-    from player.simulator import publish_catalog
+    from homestream.player.simulator import publish_catalog
     from tests.integration.helpers import make_titles
     from topics.models import Impression, Play
 

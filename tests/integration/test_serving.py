@@ -15,8 +15,8 @@ from aiohttp import web
 from confluent_kafka import Consumer
 
 from features.store import RedisStore
+from homestream.settings import Settings
 from serving.app import IMPRESSIONS, create_app
-from settings import Settings
 from topics.codec import default_codec
 from topics.models import Artwork, Impression, Title
 from topics.registry import ensure_topics, topic_specs
@@ -127,7 +127,7 @@ async def test_homepage_over_http_logs_impressions_to_the_broker(settings: Setti
 
 
 async def test_redis_down_readyz_503_and_homepage_503_json(settings: Settings) -> None:
-    from stack.local import free_port
+    from homestream.stack.local import free_port
 
     dead = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
     runner = web.AppRunner(create_app(dead))

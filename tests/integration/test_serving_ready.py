@@ -9,9 +9,9 @@ import time
 import aiohttp
 from aiohttp import web
 
+from homestream.settings import Settings
+from homestream.stack.local import free_port
 from serving.app import create_app
-from settings import Settings
-from stack.local import free_port
 from topics.registry import ensure_topics, topic_specs
 
 

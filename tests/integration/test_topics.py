@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from settings import Settings
+from homestream.settings import Settings
 from topics.registry import ensure_topics, topic_specs
 
 COMPACTED = ("catalog", "profiles")

@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from player.producer import PlayerProducer
-from player.simulator import publish_catalog
-from settings import Settings
+from homestream.player.producer import PlayerProducer
+from homestream.player.simulator import publish_catalog
+from homestream.settings import Settings
 from tests.integration.helpers import (
     WorkerProcess,
     counters,

@@ -7,7 +7,7 @@ import asyncio
 import orjson
 
 from features.store import InMemoryStore
-from settings import Settings
+from homestream.settings import Settings
 from streams.app import build_app
 from streams.processor import MemoryDeadLetters, MemoryPageUpdates
 from tests.integration.helpers import make_titles

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from player.cli import build_parser
-from settings import Settings, load_settings
+from homestream.player.cli import build_parser
+from homestream.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +46,7 @@ def test_the_broker_is_apache_kafka_in_kraft_mode_reachable_from_the_host(
 def test_worker_server_and_topics_run_the_local_stacks_entrypoints(
         compose: dict[str, Any]) -> None:
     services = compose["services"]
-    demo = (ROOT / "stack" / "demo.py").read_text()
+    demo = (ROOT / "homestream" / "stack" / "demo.py").read_text()
     for name, module in (("worker", "streams.worker"), ("server", "serving")):
         assert services[name]["command"] == ["python", "-m", module]
         assert f'_start("{module}"' in demo  # the same module `make demo` starts

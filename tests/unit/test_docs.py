@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from settings import ENV_PREFIX, Settings
+from homestream.settings import ENV_PREFIX, Settings
 from topics.codec import default_codec
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()

@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from features.catalog import Catalog
 from features.profile import FeatureParams, ProfileState, apply_event
 from features.store import InMemoryStore
+from homestream.settings import Settings
 from online_models.page import PageConfig, assemble_page
 from serving.app import create_app
 from serving.impressions import ImpressionLogger
-from settings import Settings
 from topics.models import MATURITY_LEVELS, Artwork, Play, Title
 
 GENRES = ["Action", "Comedy", "Horror", "Kids", "Drama"]

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from features.catalog import Catalog
 from features.profile import FeatureParams, ProfileState, apply_event
+from homestream.settings import ConfigError, Settings
 from online_models.page import (
     CandidateRow,
     PageConfig,
@@ -25,7 +26,6 @@ from online_models.page import (
 from online_models.rules import ROW_KINDS, Rules, load_rules, rules_from_settings
 from online_models.similarity import CoWatchSimilarity
 from online_models.top_picks import TopPicksModel
-from settings import ConfigError, Settings
 from tests.unit.test_page_and_model import catalogs, page_ids, small_catalog, watch
 from topics.models import Artwork, Feedback, Play, Scroll, Search, Title
 

@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from features.store import InMemoryStore
+from homestream.settings import Settings
 from online_models.similarity import CoWatchSimilarity
 from online_models.top_picks import TopPicksModel
-from settings import Settings
 from streams.processor import (
     COWATCH_CHECKPOINT,
     MODEL_CHECKPOINT,
@@ -294,8 +294,8 @@ def test_learn_from_names_known_policies_only() -> None:
     assert Settings(artwork_learn_from=" lin_ucb , uniform").artwork_learn_from_policies == {
         "lin_ucb", "uniform"}
     assert Settings().artwork_learn_from_policies == frozenset()
+    from homestream.settings import ARTWORK_POLICIES
     from online_models.bandits import POLICIES
-    from settings import ARTWORK_POLICIES
 
     assert set(ARTWORK_POLICIES) == set(POLICIES)  # the names settings accept exist
     with pytest.raises(ValidationError, match="unknown bogus"):

@@ -22,17 +22,17 @@ from hypothesis import given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-import player.producer as producer_mod
-from player import cli
-from player.interrupts import InterruptGuard
-from player.producer import (
+import homestream.player.producer as producer_mod
+from homestream.player import cli
+from homestream.player.interrupts import InterruptGuard
+from homestream.player.producer import (
     DeliveryFailure,
     InvalidEvent,
     PlayerProducer,
     ProducerError,
     parse_event,
 )
-from settings import Settings
+from homestream.settings import Settings
 from topics.codec import BATCH_SCHEMA, default_codec
 from topics.models import Event, Play, Scroll
 
@@ -509,9 +509,9 @@ def test_cli_missing_entrypoint_module_exits_1(capsys: pytest.CaptureFixture[str
 
 def test_cli_demo_passes_remaining_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[list[str]] = []
-    fake_demo = types.ModuleType("stack.demo")
+    fake_demo = types.ModuleType("homestream.stack.demo")
     fake_demo.main = lambda argv: calls.append(argv) or 3  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "stack.demo", fake_demo)
+    monkeypatch.setitem(sys.modules, "homestream.stack.demo", fake_demo)
     assert cli.main(["demo", "--profiles", "5", "--fast"]) == 3
     assert calls == [["--profiles", "5", "--fast"]]
 

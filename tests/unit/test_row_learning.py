@@ -14,12 +14,12 @@ from features.catalog import Catalog
 from features.profile import FeatureParams, ProfileState, apply_event
 from features.rows import ROW_ID_PREFIXES, row_kind_of
 from features.store import InMemoryStore
+from homestream.settings import Settings
 from online_models.page import CandidateRow, PageConfig, assemble_page, relevance, select_rows
 from online_models.row_utility import RowKindUtility
 from online_models.rules import Rules
 from online_models.similarity import CoWatchSimilarity
 from online_models.top_picks import TopPicksModel
-from settings import Settings
 from streams.processor import EventProcessor, MemoryDeadLetters, RawMessage
 from tests.integration.helpers import make_titles
 from topics.codec import default_codec

@@ -17,12 +17,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from features.profile import ProfileState
 from features.store import InMemoryStore
+from homestream.settings import Settings
 from online_models.rules import Rules
 from online_models.top_picks import TopPicksModel
 from serving.app import create_app
 from serving.catalog_cache import ServingModels
 from serving.impressions import ImpressionLogger
-from settings import Settings
 from topics.codec import default_codec
 from topics.models import Artwork, Impression, Title
 

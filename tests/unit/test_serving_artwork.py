@@ -9,9 +9,9 @@ import orjson
 from aiohttp.test_utils import TestClient, TestServer
 
 from features.store import InMemoryStore
+from homestream.settings import Settings
 from serving.app import create_app
 from serving.impressions import ImpressionLogger
-from settings import Settings
 from topics.codec import default_codec
 from topics.models import Artwork, Title
 

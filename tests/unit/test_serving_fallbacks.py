@@ -17,10 +17,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from features.profile import FeatureParams, ProfileState, apply_event
 from features.store import InMemoryStore
+from homestream.settings import Settings
 from serving.app import create_app, drop_finished
 from serving.impressions import ImpressionLogger
 from serving.ready import BrokerCheck
-from settings import Settings
 from topics.codec import default_codec
 from topics.models import Artwork, Impression, Play, Title
 

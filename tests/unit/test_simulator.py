@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from player.simulator import (
+from homestream.player.simulator import (
     COUNTRIES,
     GENRES,
     NEW_RELEASE_DAYS,

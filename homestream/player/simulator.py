@@ -48,8 +48,8 @@ from topics.models import (
 )
 
 if TYPE_CHECKING:  # imported lazily at run time: the pure part needs no Kafka client
-    from player.producer import PlayerProducer
-    from settings import Settings
+    from homestream.player.producer import PlayerProducer
+    from homestream.settings import Settings
 
 GENRES: tuple[str, ...] = (
     "Action", "Comedy", "Drama", "Horror", "Romance", "Documentary", "Kids", "Sci-Fi",
@@ -644,7 +644,7 @@ def publish_catalog(settings: Settings, titles: Sequence[Title], *, topic: str |
     delivered."""
     from confluent_kafka import Producer
 
-    from player.producer import DeliveryFailure, ProducerError
+    from homestream.player.producer import DeliveryFailure, ProducerError
     from topics.codec import default_codec
     from topics.registry import topic_specs
 

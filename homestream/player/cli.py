@@ -28,14 +28,14 @@ from typing import IO, Any
 
 from confluent_kafka import KafkaException
 
-from player.interrupts import InterruptGuard
-from player.producer import (
+from homestream.player.interrupts import InterruptGuard
+from homestream.player.producer import (
     MAX_IDS_IN_MESSAGE,
     InvalidEvent,
     PlayerProducer,
     ProducerError,
 )
-from settings import ConfigError, Settings, load_settings
+from homestream.settings import ConfigError, Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def _produce_line(producer: PlayerProducer, n: int, line: str) -> bool:
 
 def cmd_catalog_publish(args: argparse.Namespace, settings: Settings) -> int:
     """Publish a synthetic catalog to the catalog topic (creating topics first)."""
-    from player.simulator import publish_catalog, synthetic_catalog
+    from homestream.player.simulator import publish_catalog, synthetic_catalog
     from topics.registry import ensure_topics
 
     ensure_topics(settings)
@@ -152,7 +152,7 @@ def cmd_catalog_publish(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     """Send simulated sessions (creating topics first)."""
-    from player.simulator import (
+    from homestream.player.simulator import (
         PlayerSimulator,
         run_simulation,
         synthetic_catalog,
@@ -249,7 +249,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     """Run the one-command demo (``stack.demo.main``) with the remaining arguments."""
-    demo_main = _entrypoint("stack.demo", "main")
+    demo_main = _entrypoint("homestream.stack.demo", "main")
     return 1 if demo_main is None else _exit_code(demo_main(list(args.rest)))
 
 

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import orjson
 
-from player.interrupts import InterruptGuard
-from player.producer import PlayerProducer, ProducerError
-from player.simulator import (
+from homestream.player.interrupts import InterruptGuard
+from homestream.player.producer import PlayerProducer, ProducerError
+from homestream.player.simulator import (
     PlayerSimulator,
     SimulationResult,
     publish_catalog,
@@ -43,8 +43,8 @@ from player.simulator import (
     synthetic_catalog,
     synthetic_profiles,
 )
-from settings import ConfigError, Settings, load_settings
-from stack.local import free_port, local_stack, start_module, stop_process, wait_for_port
+from homestream.settings import ConfigError, Settings, load_settings
+from homestream.stack.local import free_port, local_stack, start_module, stop_process, wait_for_port
 from topics.models import Play, Title
 from topics.registry import ensure_topics
 

@@ -47,7 +47,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 from pydantic import ValidationError
 
-from settings import Settings
+from homestream.settings import Settings
 from topics.codec import AvroCodec, default_codec
 from topics.models import EVENT_MODELS, Click, Event, Feedback, Impression, Play, Scroll, Search
 from topics.registry import topic_specs
@@ -131,12 +131,12 @@ def parse_event(data: Mapping[str, Any]) -> Event:
     >>> parse_event({"type": "scroll", "event_id": "e1", "profile_id": "p1",
     ...              "event_ts_ms": 1_700_000_000_000, "row": 3}).row
     3
-    >>> parse_event({"type": "play", "event_id": "e1", "profile_id": "p1",
+    >>> parse_event({"type": "play", "event_id": "e1", "profile_id": "p1",  # doctest: +ELLIPSIS
     ...              "event_ts_ms": 1_700_000_000_000, "title_id": "t1", "action": "start",
     ...              "position_s": -1, "duration_s": 60})
     Traceback (most recent call last):
     ...
-    player.producer.InvalidEvent: Play.position_s: Input should be greater than or equal to 0
+    homestream.player.producer.InvalidEvent: Play.position_s: Input should be greater than or ...
     """
     if not isinstance(data, Mapping):
         raise InvalidEvent(f"event must be an object with a 'type' key, got "
