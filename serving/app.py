@@ -740,6 +740,8 @@ def create_app(settings: Settings, store: PipelineStore | None = None,
     app.router.add_get("/v1/search", search)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    from serving.webapp import add_webapp  # it imports this module: bound here, not on top
+    add_webapp(app, settings)
     return app
 
 

@@ -1,0 +1,196 @@
+"""The web app in a real headless Chromium, against the real server, worker, broker and Redis:
+a member's rows and artwork render, a play sent through the producer client changes the
+page in the open browser (server-sent events from the page-updates topic, no reload), and
+the operators' view shows counters and a dead letter. Screenshots go to the test's tmp_path.
+
+The browser is Debian's ``chromium`` (browser builds downloaded by tools at run time cannot
+be had here): found at :data:`CHROMIUM`, else installed with apt-get; the test fails with
+the reason when neither works. It is never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from homestream.player.producer import PlayerProducer
+from homestream.player.simulator import publish_catalog, synthetic_catalog
+from homestream.settings import Settings
+from homestream.stack.local import ModuleProcess, free_port, wait_for_port
+from tests.integration.helpers import WorkerProcess, page, wait_for_catalog, wait_until
+from topics.models import Play, Title
+from topics.registry import ensure_topics, topic_specs
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+MEMBER = "ava"
+N_TITLES = 60
+
+
+def find_or_install_chromium() -> str:
+    """The Chromium binary: :data:`CHROMIUM` when present, else ``apt-get install -y
+    chromium`` (after ``apt-get update`` if the first try fails). Fails the test with what
+    went wrong when there is still no browser."""
+    if os.access(CHROMIUM, os.X_OK):
+        return CHROMIUM
+    apt = shutil.which("apt-get")
+    if apt is None:
+        pytest.fail(f"{CHROMIUM} is missing and apt-get is not available to install Debian's "
+                    "chromium package; install a Chromium there")
+    logs = []
+    for cmd in ([apt, "install", "-y", "chromium"], [apt, "update"],
+                [apt, "install", "-y", "chromium"]):
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        logs.append(f"$ {' '.join(cmd)} -> {done.returncode}\n{done.stderr[-1500:]}")
+        if os.access(CHROMIUM, os.X_OK):
+            return CHROMIUM
+    pytest.fail(f"{CHROMIUM} is missing and could not be installed with apt-get "
+                "(root and the Debian package registry are needed):\n" + "\n".join(logs))
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    return find_or_install_chromium()
+
+
+@pytest.fixture
+def browser(chromium: str) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@contextmanager
+def web_pipeline(settings: Settings, titles: list[Title]) -> Iterator[str]:
+    """Topics, the catalog, a worker and a server; yields the server's base URL."""
+    ensure_topics(settings)
+    publish_catalog(settings, titles)
+    worker = WorkerProcess(settings)
+    server = ModuleProcess("serving", settings.to_env(), log_prefix="server-")
+    try:
+        wait_for_catalog(settings, len(titles), timeout_s=60)
+        wait_for_port(settings.http_port, 30, proc=server.proc)
+        yield f"http://127.0.0.1:{settings.http_port}"
+    finally:
+        server.stop()
+        worker.stop()
+
+
+def play(producer: PlayerProducer, profile_id: str, title: Title, fraction: float) -> None:
+    """A play of ``title`` stopped at ``fraction`` of it, at event time now."""
+    now = int(time.time() * 1000)
+    for i, (action, frac) in enumerate([("start", 0.0), ("progress", fraction)]):
+        producer.send(Play(event_id=uuid.uuid4().hex, profile_id=profile_id,
+                           event_ts_ms=now + i, title_id=title.title_id, action=action,
+                           position_s=frac * title.duration_s, duration_s=title.duration_s,
+                           country="US", device="web"))
+    producer.flush()
+
+
+def shown_title_ids(browser_page) -> list[str]:
+    return browser_page.eval_on_selector_all(
+        "#page figure.tile", "tiles => tiles.map(t => t.dataset.titleId)")
+
+
+def test_home_page_renders_and_follows_a_play_live_in_chromium(
+        settings: Settings, browser, tmp_path: Path) -> None:
+    settings = settings.model_copy(update={"http_port": free_port()})
+    titles = synthetic_catalog(N_TITLES, seed=11, artwork_base_url=settings.artwork_base_url)
+    allowed = [t for t in titles if not t.availability and t.maturity_rating in ("G", "PG")]
+    first, second = allowed[0], allowed[1]
+    with web_pipeline(settings, titles) as base, PlayerProducer(settings) as producer:
+        play(producer, MEMBER, first, 0.8)
+        wait_until(lambda: page(settings, MEMBER), 60, what=f"{MEMBER}'s first page")
+
+        tab = browser.new_page(viewport={"width": 1400, "height": 900})
+        tab.goto(f"{base}/#profile={MEMBER}&country=US")
+        tab.wait_for_selector("#live.on", timeout=15_000)
+        tab.wait_for_selector("#page section.row figure.tile img", timeout=15_000)
+        rows = tab.eval_on_selector_all("#page section.row", """rows => rows.map(r => ({
+            title: r.querySelector('h2').textContent,
+            explanation: r.querySelector('.explanation').textContent,
+            tiles: r.querySelectorAll('figure.tile').length}))""")
+        assert rows and all(r["title"] and r["tiles"] > 0 for r in rows), rows
+        assert any(r["explanation"] for r in rows), rows
+        assert tab.get_attribute("#page", "data-source") == "personal"
+        # the first screen's images are the server's placeholders, decoded by the browser
+        images = tab.eval_on_selector_all(
+            "#page section.row:nth-of-type(-n+2) figure.tile img", """imgs => Promise.all(
+              imgs.map(i => i.decode().then(() => [i.getAttribute('src'), i.naturalWidth],
+                                            () => [i.getAttribute('src'), 0])))""")
+        assert images and all(src.startswith("/art/") and w > 0 for src, w in images), images
+        hover = tab.get_attribute("#page figure.tile", "title")
+        assert "score" in hover and "propensity" in hover, hover
+        tab.screenshot(path=str(tmp_path / "home-before.png"), full_page=False)
+
+        # a play through the producer client: the open page changes by itself (no reload)
+        tab.evaluate("window.__stillTheSameDocument = true")
+        version = int(tab.get_attribute("#page", "data-version"))
+        assert second.title_id not in continue_watching(tab)
+        sent = time.monotonic()
+        play(producer, MEMBER, second, 0.4)
+        tab.wait_for_function(
+            """([tid, v]) => Number(document.getElementById('page').dataset.version) > v &&
+                [...document.querySelectorAll('#page section.row[data-kind="continue_watching"] '
+                  + 'figure.tile')].some(t => t.dataset.titleId === tid)""",
+            arg=[second.title_id, version], timeout=15_000)
+        elapsed = time.monotonic() - sent
+        assert tab.evaluate("window.__stillTheSameDocument === true")
+        assert second.title_id in continue_watching(tab)
+        print(f"page changed in the browser {elapsed * 1000:.0f} ms after the play was sent")
+        tab.screenshot(path=str(tmp_path / "home-after.png"), full_page=False)
+        assert (tmp_path / "home-after.png").stat().st_size > 10_000
+
+
+def continue_watching(tab) -> list[str]:
+    return tab.eval_on_selector_all(
+        '#page section.row[data-kind="continue_watching"] figure.tile',
+        "tiles => tiles.map(t => t.dataset.titleId)")
+
+
+def test_operators_view_shows_counters_and_a_dead_letter_in_chromium(
+        settings: Settings, browser, tmp_path: Path) -> None:
+    settings = settings.model_copy(update={"http_port": free_port()})
+    titles = synthetic_catalog(20, seed=5, artwork_base_url=settings.artwork_base_url)
+    with web_pipeline(settings, titles) as base, PlayerProducer(settings) as producer:
+        play(producer, "olga", titles[0], 0.5)
+        wait_until(lambda: page(settings, "olga"), 60, what="the worker to process a play")
+        tab = browser.new_page(viewport={"width": 1400, "height": 900})
+        tab.goto(f"{base}/ops")
+        tab.wait_for_selector("#feed.on", timeout=15_000)
+        # bytes that are no event: the worker dead-letters them with the reason
+        raw = Producer({"bootstrap.servers": settings.bootstrap_servers})
+        raw.produce(topic_specs(settings)["player_events"].name, key=b"olga",
+                    value=b"not an avro message")
+        assert raw.flush(10) == 0
+        tab.wait_for_function(
+            "() => Number(document.getElementById('dead-letters').dataset.count) >= 1",
+            timeout=20_000)
+        reason = tab.inner_text("#dead-letters tbody tr td:nth-child(3)")
+        assert "Avro" in reason or "C3 01" in reason, reason
+        counters = dict(tab.eval_on_selector_all(
+            "#counters tbody tr", "rows => rows.map(r => [r.cells[0].textContent, "
+                                  "Number(r.cells[1].textContent)])"))
+        assert counters.get("events_applied", 0) >= 2, counters
+        lag_rows = tab.eval_on_selector_all("#lag tbody tr", "rows => rows.length")
+        assert lag_rows == 2 * settings.partitions  # player events + impressions
+        assert "Tansu" in tab.inner_text("#lag-note")
+        tab.screenshot(path=str(tmp_path / "ops.png"), full_page=True)
+        assert (tmp_path / "ops.png").stat().st_size > 10_000
