@@ -237,6 +237,7 @@ def _run(args: argparse.Namespace, exits: contextlib.ExitStack, guard: Interrupt
     _wait("the worker to load the catalog",
           lambda: r.hlen(catalog_key(settings.key_prefix)) >= len(titles), 60)
     print(f"worker and server up; home-page API at {base}/v1/homepage/<profile>", flush=True)
+    print(f"web app: {base}/#profile={MEMBER} (operators: {base}/ops)", flush=True)
 
     profiles = synthetic_profiles(args.profiles, seed=7)
     with guard.deferred():
