@@ -122,14 +122,14 @@ def _file_handler(name: str) -> Callable[[web.Request], Any]:
 
 
 # -- placeholder artwork ----------------------------------------------------------------------
-def tag_colour(tag: str) -> str:
+def tag_colour(tag: str, lightness: int = 42) -> str:
     """A stable colour for an artwork tag (its hue from a hash of the tag).
 
     >>> tag_colour("dark") == tag_colour("dark"), tag_colour("dark") != tag_colour("bright")
     (True, True)
     """
     hue = int.from_bytes(hashlib.sha1(tag.encode()).digest()[:2], "big") % 360
-    return f"hsl({hue}, 62%, 42%)"
+    return f"hsl({hue}, 62%, {lightness}%)"
 
 
 def wrap(text: str, width: int = 20, max_lines: int = 3) -> list[str]:
@@ -155,9 +155,11 @@ def placeholder_svg(name: str, artwork_id: str, tags: list[str]) -> str:
     """A 320x180 SVG: a gradient of the tags' colours, the title's name, the tags as chips
     and the artwork id."""
     colours = [tag_colour(t) for t in tags] or ["hsl(220, 10%, 35%)"]
-    stops = "".join(
-        f'<stop offset="{i / max(1, len(colours) - 1):.2f}" stop-color="{c}"/>'
-        for i, c in enumerate(colours if len(colours) > 1 else colours * 2))
+    # one tag: from its colour to a darker shade of it
+    shades = colours if len(colours) > 1 else [colours[0], tag_colour(tags[0], 20) if tags
+                                               else "hsl(220, 10%, 18%)"]
+    stops = "".join(f'<stop offset="{i / (len(shades) - 1):.2f}" stop-color="{c}"/>'
+                    for i, c in enumerate(shades))
     lines = "".join(
         f'<text x="16" y="{48 + 28 * i}" font-size="24" font-weight="700">{escape(line)}</text>'
         for i, line in enumerate(wrap(name)))

@@ -19,7 +19,7 @@ function render(data) {
   live.className = feed.status === "running" && !feed.error ? "live on" : "live off";
   live.textContent = `feed: ${feed.status}${feed.error ? ` (${feed.error})` : ""}`;
   $("updated").textContent = `read ${fmtTime(data.at_ms)} · ${feed.page_updates_seen} page ` +
-    `updates seen · ${data.streams.profiles_watched} profiles watched here`;
+    `updates seen · profiles watched on this server: ${data.streams.profiles_watched}`;
 
   const dt = previous ? (data.at_ms - previous.at_ms) / 1000 : 0;
   const names = Object.keys(data.counters).sort();
@@ -44,10 +44,11 @@ function render(data) {
   fill("lag", feed.lag.map((r) => [r.topic, String(r.partition), r.committed === null ? "none" : String(r.committed),
                                    String(r.high_watermark ?? "-"), String(r.lag ?? "-")]));
 
-  fill("dead-letters", feed.dead_letters.map((d) => [
+  const letters = feed.dead_letters.length ? feed.dead_letters.map((d) => [
     fmtTime(d.failed_at_ms),
     d.source_topic ? `${d.source_topic}[${d.partition}]@${d.source_offset}` : "-",
-    d.reason, d.error_type, d.event_id || "-"]));
+    d.reason, d.error_type, d.event_id || "-"]) : [["none so far", "", "", "", ""]];
+  fill("dead-letters", letters);
   $("dead-letters").dataset.count = String(feed.dead_letters.length);
   previous = data;
 }

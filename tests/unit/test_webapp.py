@@ -118,6 +118,9 @@ async def test_placeholder_art_is_an_svg_of_the_name_and_tag_colours() -> None:
         missing_title = await client.get("/art/t9/t9-art0.svg")
         missing_art = await client.get("/art/t1/t1-art7.svg")
         assert "error" in await missing_title.json()
+    one_tag = ET.fromstring(placeholder_svg("X", "t1-art1", ["bright"]))
+    assert [s.get("stop-color") for s in one_tag.iter(f"{SVG}stop")] == [
+        tag_colour("bright"), tag_colour("bright", 20)]
     texts = [t.text for t in svg.iter(f"{SVG}text")]
     assert "Rock & <Roll>" in texts and "t1-art0" in texts and "dark" in texts
     fills = {s.get("stop-color") for s in svg.iter(f"{SVG}stop")}
