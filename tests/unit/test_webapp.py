@@ -30,11 +30,23 @@ from serving.page_stream import (
     lag_rows,
 )
 from serving.webapp import FEED, HUB, WEB_DIR, placeholder_svg, tag_colour
-from tests.unit.test_serving import FakeProducer
 from topics.codec import default_codec
 from topics.models import Artwork, DeadLetter, Title
 
 SVG = "{http://www.w3.org/2000/svg}"
+
+
+class IdleProducer:
+    """A producer for the impression logger of pages that serve no home page."""
+
+    def produce(self, *args: Any, **kwargs: Any) -> None:
+        raise AssertionError("no impressions expected")
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return 0
 
 
 class FakeFeed:
@@ -69,7 +81,7 @@ def title(tid: str, name: str, tags: list[list[str]]) -> Title:
 @contextlib.asynccontextmanager
 async def serve(store: InMemoryStore | None = None,
                 ) -> AsyncIterator[tuple[TestClient, FakeFeed, Any]]:
-    logger = ImpressionLogger("t.impressions", FakeProducer(), poll_interval_s=0.01)
+    logger = ImpressionLogger("t.impressions", IdleProducer(), poll_interval_s=0.01)
     app = create_app(Settings(), store=store or InMemoryStore(), impressions=logger)
     feed = FakeFeed()
     app[FEED] = feed
