@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -194,3 +196,26 @@ def test_operators_view_shows_counters_and_a_dead_letter_in_chromium(
         assert "Tansu" in tab.inner_text("#lag-note")
         tab.screenshot(path=str(tmp_path / "ops.png"), full_page=True)
         assert (tmp_path / "ops.png").stat().st_size > 10_000
+
+
+def test_an_open_page_stream_gets_ready_and_does_not_hold_up_a_graceful_stop(
+        settings: Settings) -> None:
+    """A browser's page stream ends when the server stops: SIGTERM exits 0 promptly
+    instead of waiting out the shutdown timeout on the open connection."""
+    settings = settings.model_copy(update={"http_port": free_port()})
+    ensure_topics(settings)
+    server = ModuleProcess("serving", settings.to_env(), log_prefix="server-")
+    try:
+        wait_for_port(settings.http_port, 30, proc=server.proc)
+        url = f"http://127.0.0.1:{settings.http_port}/ui/stream/{MEMBER}"
+        with urllib.request.urlopen(url, timeout=30) as stream:
+            head = b"".join(stream.readline() for _ in range(3))
+            assert b"event: ready" in head and b'"feed":"running"' in head, head
+            started = time.monotonic()
+            server.proc.send_signal(signal.SIGTERM)
+            assert stream.read().strip() == b""  # the server ended the stream
+            assert server.proc.wait(30) == 0, server.tail()
+        stopped_s = time.monotonic() - started
+        assert stopped_s < 10, f"stop took {stopped_s:.1f} s with a stream open"
+    finally:
+        server.stop()
