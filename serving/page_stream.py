@@ -24,6 +24,7 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -285,9 +286,12 @@ class TopicFeed:
         self._running.set()
 
     def _run(self) -> None:
-        consumer = self._consumer(f"homestream-web-{threading.get_native_id()}-{time.time_ns()}")
-        lag_consumer = self._consumer(self.settings.app_id)  # reads offsets; never joins
+        consumers: list[Consumer] = []
         try:
+            consumer = self._consumer(f"homestream-web-{uuid.uuid4().hex[:12]}")
+            consumers.append(consumer)
+            lag_consumer = self._consumer(self.settings.app_id)  # reads offsets; never joins
+            consumers.append(lag_consumer)
             while not self._stop.is_set():
                 try:
                     self._assign(consumer)
@@ -306,8 +310,8 @@ class TopicFeed:
             log.exception("topic feed stopped")
             self._set_status("failed", f"{type(exc).__name__}: {exc}")
         finally:
-            consumer.close()
-            lag_consumer.close()
+            for c in consumers:
+                c.close()
 
     def _decodes_left(self, now_s: float) -> bool:
         if now_s - self._budget_at >= 1.0:
@@ -374,3 +378,4 @@ class TopicFeed:
         rows = lag_rows(committed, marks)
         with self.state.lock:
             self.state.lag, self.state.lag_read_at_ms = rows, int(time.time() * 1000)
+            self.state.error = None  # the broker answered: an earlier error is over
