@@ -25,8 +25,7 @@ def main() -> int:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     from serving.app import run
 
-    run(settings)
-    return 0
+    return run(settings)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from features.catalog import Catalog
-from online_models.bandits.base import Arm, ArtworkPolicy, Context
+from online_models.bandits.base import Arm, ArtworkPolicy, Choice, Context
 from online_models.bandits.sticky import Assignment, StickyAssignment
+from topics.models import Artwork
 
 
 def request_context(page_context: Mapping[str, Any], country: str | None, device: str | None,
@@ -38,6 +41,11 @@ def request_context(page_context: Mapping[str, Any], country: str | None, device
 
 
 def _previous(raw: Any) -> Assignment | None:
+    if isinstance(raw, bytes | str):
+        try:
+            raw = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
     if not isinstance(raw, dict):
         return None
     try:
@@ -46,14 +54,44 @@ def _previous(raw: Any) -> Assignment | None:
         return None  # an unreadable stored assignment: choose again
 
 
+class _TitleArt(NamedTuple):
+    arms: list[Arm]
+    images: dict[str, Artwork]
+
+
 class ArtworkChooser:
-    """Chooses (or keeps) the artwork of each item on a page, in place."""
+    """Chooses (or keeps) the artwork of each item on a page, in place.
+
+    The titles of the first screen whose assignment is missing or expired are decided
+    together: one :meth:`~online_models.bandits.base.ArtworkPolicy.propensities_many` call
+    (one posterior over all their candidates), then one draw per title in page order, which
+    gives the same propensities and draws as deciding title by title. The candidates of each
+    title are built once per catalog snapshot.
+    """
 
     def __init__(self, sticky_s: float, max_rows: int = 3) -> None:
         self.sticky = StickyAssignment(period_s=sticky_s)
         #: Rows whose artwork the policy decides (the first screen); titles further down
         #: keep their default image and are logged as such (policy ``materialized``).
         self.max_rows = max_rows
+        self._catalog: Catalog | None = None
+        self._art: dict[str, _TitleArt | None] = {}
+
+    def _title_art(self, catalog: Catalog, title_id: Any) -> _TitleArt | None:
+        if catalog is not self._catalog:
+            self._catalog, self._art = catalog, {}
+        try:
+            return self._art[title_id]
+        except KeyError:
+            pass
+        except TypeError:
+            return None  # not a usable title id
+        title = catalog.get(title_id)
+        art = None if title is None or not title.artwork else _TitleArt(
+            [Arm(a.artwork_id, tuple(a.tags)) for a in title.artwork],
+            {a.artwork_id: a for a in title.artwork})
+        self._art[title_id] = art
+        return art
 
     def choose(self, policy: ArtworkPolicy, catalog: Catalog,
                rows: Sequence[dict[str, Any]], context: Context,
@@ -61,21 +99,30 @@ class ArtworkChooser:
         """Set ``artwork_id``, ``artwork_url``, ``propensity``, ``policy`` and
         ``policy_version`` on every item whose title has artwork candidates; return the new
         assignments (title id -> JSON object) to store for the member."""
-        new: dict[str, dict[str, Any]] = {}
+        kept: list[tuple[dict[str, Any], _TitleArt, Choice]] = []
+        todo: list[tuple[dict[str, Any], _TitleArt]] = []
         for row in rows[: self.max_rows]:
             for item in row.get("items", ()):
-                title = catalog.get(item["title_id"])
-                if title is None or not title.artwork:
+                art = self._title_art(catalog, item.get("title_id"))
+                if art is None:
                     continue
-                arms = [Arm(a.artwork_id, tuple(a.tags)) for a in title.artwork]
-                decision = self.sticky.assign(policy, context, arms,
-                                              _previous(previous.get(title.title_id)), now_ms)
-                choice = decision.choice
-                art = next(a for a in title.artwork if a.artwork_id == choice.artwork_id)
-                item["artwork_id"], item["artwork_url"] = art.artwork_id, art.url
-                item["propensity"] = choice.propensity
-                item["policy"] = choice.policy
-                item["policy_version"] = choice.policy_version
-                if decision.is_new:
-                    new[title.title_id] = asdict(decision.assignment)
+                prev = _previous(previous.get(item["title_id"]))
+                if self.sticky.keep(prev, now_ms, art.images.keys()):
+                    assert prev is not None
+                    kept.append((item, art, prev.to_choice()))
+                else:
+                    todo.append((item, art))
+        new: dict[str, dict[str, Any]] = {}
+        if todo:
+            props = policy.propensities_many(context, [art.arms for _, art in todo])
+            for (item, art), p in zip(todo, props, strict=True):
+                choice = policy.draw(p)
+                kept.append((item, art, choice))
+                new[item["title_id"]] = asdict(Assignment.from_choice(choice, now_ms))
+        for item, art, choice in kept:
+            image = art.images[choice.artwork_id]
+            item["artwork_id"], item["artwork_url"] = image.artwork_id, image.url
+            item["propensity"] = choice.propensity
+            item["policy"] = choice.policy
+            item["policy_version"] = choice.policy_version
         return new

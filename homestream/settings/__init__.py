@@ -11,6 +11,8 @@ and are passed down explicitly; no module reads the environment on its own.
 
 from __future__ import annotations
 
+import os
+
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -127,6 +129,11 @@ class Settings(BaseSettings):
     # --- serving --------------------------------------------------------------------------
     http_host: str = Field("127.0.0.1", description="Server bind address")
     http_port: int = Field(8080, ge=0, le=65535, description="Server port")
+    http_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256,
+                              description="Server processes sharing the port (SO_REUSEPORT); "
+                              "default: the CPU count")
+    http_shutdown_s: float = Field(10.0, ge=0.0, le=600.0, description="On SIGTERM, how "
+                                   "long in-flight requests may take before the server stops")
 
     # --- producer client ------------------------------------------------------------------
     producer_linger_ms: float = Field(5.0, ge=0.0, le=10_000.0,

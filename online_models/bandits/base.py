@@ -149,6 +149,16 @@ def argmax_shares(samples: np.ndarray) -> np.ndarray:
     return np.bincount(np.argmax(samples, axis=0), minlength=k) / n
 
 
+def split_groups(values: np.ndarray, groups: Sequence[Sequence[object]]) -> list[np.ndarray]:
+    """``values`` (one per arm of all groups, in order) cut back into one array per group.
+
+    >>> [v.tolist() for v in split_groups(np.arange(5.0), [[1, 2], [3], [4, 5]])]
+    [[0.0, 1.0], [2.0], [3.0, 4.0]]
+    """
+    bounds = np.cumsum([len(g) for g in groups])[:-1]
+    return np.split(values, bounds)
+
+
 def monte_carlo_rng(seed: int | None, version: int, *parts: object) -> np.random.Generator:
     """A numpy Generator determined by the policy's seed, its version and the request.
 
@@ -209,7 +219,27 @@ class ArtworkPolicy(river_base.Base, abc.ABC):
         in the order of ``arms``); every value is > 0 and they sum to 1. Does not change the
         policy's state."""
         arms = check_arms(arms)
-        probs = [float(p) for p in self._propensities(context, arms)]
+        return self._normalized(arms, self._propensities(context, arms))
+
+    def _propensities_many(self, context: Context,
+                           groups: list[list[Arm]]) -> list[Sequence[float]]:
+        """Unnormalized propensities of every group; policies over one shared reward model
+        override this to score all groups in one matrix step."""
+        return [self._propensities(context, arms) for arms in groups]
+
+    def propensities_many(self, context: Context,
+                          groups: Sequence[Sequence[Arm]]) -> list[dict[str, float]]:
+        """:meth:`propensities` of several titles' candidates (one list of arms per title)
+        in one step: the same numbers as asking for each title on its own, for the cost of
+        one posterior over all of them. Does not change the policy's state."""
+        checked = [check_arms(arms) for arms in groups]
+        if not checked:
+            return []
+        return [self._normalized(arms, probs) for arms, probs
+                in zip(checked, self._propensities_many(context, checked), strict=True)]
+
+    def _normalized(self, arms: list[Arm], raw: Sequence[float]) -> dict[str, float]:
+        probs = [float(p) for p in raw]
         total = sum(probs)
         if not all(p > 0.0 and math.isfinite(p) for p in probs) or not math.isfinite(total):
             raise RuntimeError(f"{self.name}: invalid propensities {probs}")

@@ -54,7 +54,13 @@ import math
 
 import numpy as np
 
-from online_models.bandits.base import Arm, ArtworkPolicy, Context, greedy_with_exploration
+from online_models.bandits.base import (
+    Arm,
+    ArtworkPolicy,
+    Context,
+    greedy_with_exploration,
+    split_groups,
+)
 from online_models.bandits.features import Featurizer
 from online_models.bandits.hybrid import HybridRidge
 
@@ -119,6 +125,13 @@ class ContextualEpsilonGreedy(ArtworkPolicy):
     def _propensities(self, context: Context, arms: list[Arm]) -> list[float]:
         return greedy_with_exploration(self.scores(context, arms).tolist(),
                                        self.current_epsilon())
+
+    def _propensities_many(self, context: Context,
+                           groups: list[list[Arm]]) -> list[list[float]]:
+        """Posterior means of every arm of every group from one joint posterior."""
+        eps = self.current_epsilon()
+        means = self.scores(context, [a for arms in groups for a in arms])
+        return [greedy_with_exploration(m.tolist(), eps) for m in split_groups(means, groups)]
 
     def _learn_one(self, context: Context, arm: Arm, reward: float) -> None:
         self._model.learn_one(self.featurizer(context, arm), arm.artwork_id, reward)

@@ -31,7 +31,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from online_models.bandits.base import Arm, ArtworkPolicy, Context, greedy_with_exploration
+from online_models.bandits.base import (
+    Arm,
+    ArtworkPolicy,
+    Context,
+    greedy_with_exploration,
+    split_groups,
+)
 from online_models.bandits.features import Featurizer
 from online_models.bandits.hybrid import HybridRidge
 
@@ -84,6 +90,13 @@ class LinUCB(ArtworkPolicy):
     def _propensities(self, context: Context, arms: list[Arm]) -> list[float]:
         return greedy_with_exploration(self.upper_bounds(context, arms).tolist(),
                                        self.exploration_floor)
+
+    def _propensities_many(self, context: Context,
+                           groups: list[list[Arm]]) -> list[list[float]]:
+        """Upper bounds of every arm of every group from one joint posterior."""
+        bounds = self.upper_bounds(context, [a for arms in groups for a in arms])
+        return [greedy_with_exploration(b.tolist(), self.exploration_floor)
+                for b in split_groups(bounds, groups)]
 
     def _learn_one(self, context: Context, arm: Arm, reward: float) -> None:
         self._model.learn_one(self.featurizer(context, arm), arm.artwork_id, reward)

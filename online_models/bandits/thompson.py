@@ -102,15 +102,35 @@ class LinearThompson(ArtworkPolicy):
         self._model = HybridRidge(l2=l2, intercept_l2=intercept_l2)
 
     def _propensities(self, context: Context, arms: list[Arm]) -> list[float]:
-        if len(arms) == 1:
-            return [1.0]
-        mean, cov = self._model.posterior(self.featurizer.many(context, arms),
-                                          [a.artwork_id for a in arms])
-        rng = monte_carlo_rng(self.seed, self._version, context_key(context),
-                              [(a.artwork_id, a.tags) for a in arms])
-        noise = rng.standard_normal((len(arms), self.n_samples))
-        draws = mean[:, None] + self.scale * (_cholesky(cov) @ noise)
-        return mix_with_uniform(argmax_shares(draws).tolist(), self.exploration_floor)
+        return self._propensities_many(context, [arms])[0]
+
+    def _propensities_many(self, context: Context,
+                           groups: list[list[Arm]]) -> list[list[float]]:
+        """One joint posterior over every arm of every group; each group's own block is
+        sampled with the draws seeded for that group (as when asked alone)."""
+        if all(len(arms) == 1 for arms in groups):
+            return [[1.0] for _ in groups]
+        mean, cov = self._model.posterior(
+            self.featurizer.many(context, [a for arms in groups for a in arms]),
+            [a.artwork_id for arms in groups for a in arms])
+        ctx_key = context_key(context)
+        out: list[list[float]] = []
+        start = 0
+        for arms in groups:
+            k = len(arms)
+            stop = start + k
+            if k == 1:
+                out.append([1.0])
+            else:
+                rng = monte_carlo_rng(self.seed, self._version, ctx_key,
+                                      [(a.artwork_id, a.tags) for a in arms])
+                noise = rng.standard_normal((k, self.n_samples))
+                block = cov[start:stop, start:stop]
+                draws = mean[start:stop, None] + self.scale * (_cholesky(block) @ noise)
+                out.append(mix_with_uniform(argmax_shares(draws).tolist(),
+                                            self.exploration_floor))
+            start = stop
+        return out
 
     def _learn_one(self, context: Context, arm: Arm, reward: float) -> None:
         self._model.learn_one(self.featurizer(context, arm), arm.artwork_id, reward)

@@ -770,7 +770,7 @@ def test_content_neighbours_order_matches_similar_titles() -> None:
 
 async def test_big_requests_scored_in_a_thread_give_the_same_answers(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import serving.app as app_mod
+    import serving.routes as app_mod
 
     store = await catalog_store()
     await comedy_fan(store)
