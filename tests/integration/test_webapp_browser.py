@@ -4,19 +4,16 @@ page in the open browser (server-sent events from the page-updates topic, no rel
 the operators' view shows counters and a dead letter. Screenshots go to the test's tmp_path.
 
 The browser is Debian's ``chromium`` (browser builds downloaded by tools at run time cannot
-be had here): found at :data:`CHROMIUM`, else installed with apt-get; the test fails with
-the reason when neither works. It is never skipped.
+be had here): found at ``/usr/bin/chromium``, else installed with apt-get
+(:func:`bench.webapp.chromium_path`); the test fails with the reason when neither works.
+It is never skipped. ``python -m bench.webapp`` times the same play-to-browser path.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import subprocess
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,47 +21,27 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
+from bench.webapp import CHROMIUM_ARGS, chromium_path, send_play
 from homestream.player.producer import PlayerProducer
 from homestream.player.simulator import publish_catalog, synthetic_catalog
 from homestream.settings import Settings
 from homestream.stack.local import ModuleProcess, free_port, wait_for_port
 from tests.integration.helpers import WorkerProcess, page, wait_for_catalog, wait_until
-from topics.models import Play, Title
+from topics.models import Title
 from topics.registry import ensure_topics, topic_specs
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 MEMBER = "ava"
 N_TITLES = 60
 
 
-def find_or_install_chromium() -> str:
-    """The Chromium binary: :data:`CHROMIUM` when present, else ``apt-get install -y
-    chromium`` (after ``apt-get update`` if the first try fails). Fails the test with what
-    went wrong when there is still no browser."""
-    if os.access(CHROMIUM, os.X_OK):
-        return CHROMIUM
-    apt = shutil.which("apt-get")
-    if apt is None:
-        pytest.fail(f"{CHROMIUM} is missing and apt-get is not available to install Debian's "
-                    "chromium package; install a Chromium there")
-    logs = []
-    for cmd in ([apt, "install", "-y", "chromium"], [apt, "update"],
-                [apt, "install", "-y", "chromium"]):
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        logs.append(f"$ {' '.join(cmd)} -> {done.returncode}\n{done.stderr[-1500:]}")
-        if os.access(CHROMIUM, os.X_OK):
-            return CHROMIUM
-    pytest.fail(f"{CHROMIUM} is missing and could not be installed with apt-get "
-                "(root and the Debian package registry are needed):\n" + "\n".join(logs))
-
-
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    return find_or_install_chromium()
+    """Debian's Chromium, installed with apt-get when missing; else the test fails saying
+    why (never skipped)."""
+    try:
+        return chromium_path()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
 
 
 @pytest.fixture
@@ -95,22 +72,6 @@ def web_pipeline(settings: Settings, titles: list[Title]) -> Iterator[str]:
         worker.stop()
 
 
-def play(producer: PlayerProducer, profile_id: str, title: Title, fraction: float) -> None:
-    """A play of ``title`` stopped at ``fraction`` of it, at event time now."""
-    now = int(time.time() * 1000)
-    for i, (action, frac) in enumerate([("start", 0.0), ("progress", fraction)]):
-        producer.send(Play(event_id=uuid.uuid4().hex, profile_id=profile_id,
-                           event_ts_ms=now + i, title_id=title.title_id, action=action,
-                           position_s=frac * title.duration_s, duration_s=title.duration_s,
-                           country="US", device="web"))
-    producer.flush()
-
-
-def shown_title_ids(browser_page) -> list[str]:
-    return browser_page.eval_on_selector_all(
-        "#page figure.tile", "tiles => tiles.map(t => t.dataset.titleId)")
-
-
 def test_home_page_renders_and_follows_a_play_live_in_chromium(
         settings: Settings, browser, tmp_path: Path) -> None:
     settings = settings.model_copy(update={"http_port": free_port()})
@@ -118,7 +79,7 @@ def test_home_page_renders_and_follows_a_play_live_in_chromium(
     allowed = [t for t in titles if not t.availability and t.maturity_rating in ("G", "PG")]
     first, second = allowed[0], allowed[1]
     with web_pipeline(settings, titles) as base, PlayerProducer(settings) as producer:
-        play(producer, MEMBER, first, 0.8)
+        send_play(producer, MEMBER, first, 0.8)
         wait_until(lambda: page(settings, MEMBER), 60, what=f"{MEMBER}'s first page")
 
         tab = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -147,7 +108,7 @@ def test_home_page_renders_and_follows_a_play_live_in_chromium(
         version = int(tab.get_attribute("#page", "data-version"))
         assert second.title_id not in continue_watching(tab)
         sent = time.monotonic()
-        play(producer, MEMBER, second, 0.4)
+        send_play(producer, MEMBER, second, 0.4)
         tab.wait_for_function(
             """([tid, v]) => Number(document.getElementById('page').dataset.version) > v &&
                 [...document.querySelectorAll('#page section.row[data-kind="continue_watching"] '
@@ -172,7 +133,7 @@ def test_operators_view_shows_counters_and_a_dead_letter_in_chromium(
     settings = settings.model_copy(update={"http_port": free_port()})
     titles = synthetic_catalog(20, seed=5, artwork_base_url=settings.artwork_base_url)
     with web_pipeline(settings, titles) as base, PlayerProducer(settings) as producer:
-        play(producer, "olga", titles[0], 0.5)
+        send_play(producer, "olga", titles[0], 0.5)
         wait_until(lambda: page(settings, "olga"), 60, what="the worker to process a play")
         tab = browser.new_page(viewport={"width": 1400, "height": 900})
         tab.goto(f"{base}/ops")

@@ -293,3 +293,17 @@ def test_freshness_counts_only_the_last_minute(age_s: float, counted: int) -> No
     summary = state.freshness_summary(1000.0)
     assert summary["samples"] == counted
     assert summary["event_to_page_p99_ms"] == (250.0 if counted else None)
+
+
+# -- the benchmark's verdict ----------------------------------------------------------------
+@pytest.mark.parametrize(("times", "rc"), [([120.0, 180.0, 950.0], 0), ([120.0, 1500.0], 1)])
+def test_bench_webapp_exits_non_zero_when_the_p99_misses_the_target(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        times: list[float], rc: int) -> None:
+    import bench.webapp
+
+    monkeypatch.setattr(bench.webapp, "measure", lambda plays, gap_s: times)
+    assert bench.webapp.main(["--plays", "3", "--max-p99-ms", "1000"]) == rc
+    out = orjson.loads(capsys.readouterr().out)
+    assert out["ok"] is (rc == 0) and out["plays"] == len(times)
+    assert out["max_ms"] == max(times)
