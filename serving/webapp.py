@@ -42,8 +42,9 @@ from aiohttp import web
 from features.keys import default_page_key, page_key
 from features.store import PipelineStore
 from homestream.settings import Settings
-from serving.app import MODELS, STORE, InvalidInput, check_profile_id, json_response
+from serving.http import MODELS, STORE, InvalidInput, json_response
 from serving.page_stream import PageUpdateHub, TopicFeed
+from serving.validation import check_profile_id
 
 WEB_DIR = Path(__file__).with_name("web")
 #: Seconds between two keep-alive comments on an idle page stream.
