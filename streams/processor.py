@@ -5,17 +5,16 @@ I/O goes through two injected edges, a :class:`~features.store.PipelineStore` an
 :class:`DeadLetterSink`. A batch does at most four store round trips whatever its size:
 load the affected profiles (one ``MGET``), commit states + trending + counters (one
 ``MULTI``), read trending for the countries involved (one pipeline) and write the pages
-(one ``MSET``).
+(one ``MSET``). Pages are assembled, written and published by a
+:class:`~streams.render.PageRenderer`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import hashlib
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -34,16 +33,23 @@ from features.profile import (
     settle_expired_art,
 )
 from features.store import ArtworkDue, PipelineStore, TrendingIncrement
-from features.trending import decayed_weight, epoch_of
+from features.trending import decayed_weight
 from homestream.settings import Settings
 from online_models.bandits import ArtworkPolicy, make_policy
 from online_models.bandits.base import Arm
 from online_models.experiments import experiment_from_settings
-from online_models.page import PageConfig, assemble_page
+from online_models.page import PageConfig
 from online_models.row_utility import RowKindUtility
 from online_models.rules import Rules, rules_from_settings
 from online_models.similarity import CoWatchSimilarity
 from online_models.top_picks import TopPicksModel
+from streams.render import (
+    MemoryPageUpdates,  # noqa: F401  (re-exported: callers import the sinks from here)
+    PageRenderer,
+    PageUpdateSink,
+    Popularity,
+    RenderInputs,
+)
 from topics.codec import AvroCodec, DecodeError, default_codec, validate_event
 from topics.models import DeadLetter, Event, Impression, Title
 
@@ -53,8 +59,6 @@ MODEL_CHECKPOINT = "top-picks"
 COWATCH_CHECKPOINT = "co-watch"
 ARTWORK_CHECKPOINT = "artwork-policy"
 ROW_UTILITY_CHECKPOINT = "row-utility"
-#: Remembered page digests (to publish only pages that changed).
-DIGEST_CACHE = 200_000
 #: Due profiles settled per lock hold and partition (the event batches run in between).
 SETTLE_CHUNK = 10
 #: Wall-clock budget of one settling call (a timer tick): about a fifth of the worker's
@@ -89,22 +93,6 @@ class DeadLetterSink(Protocol):
     """Where unusable input goes; ``send`` returns once the letters are durably written."""
 
     async def send(self, letters: Sequence[DeadLetter]) -> None: ...
-
-
-class PageUpdateSink(Protocol):
-    """Where changed pages are published downstream; ``send`` returns once acknowledged."""
-
-    async def send(self, pages: Sequence[dict]) -> None: ...
-
-
-class MemoryPageUpdates:
-    """A :class:`PageUpdateSink` that keeps pages in a list (unit tests, tools)."""
-
-    def __init__(self) -> None:
-        self.pages: list[dict] = []
-
-    async def send(self, pages: Sequence[dict]) -> None:
-        self.pages.extend(pages)
 
 
 class MemoryDeadLetters:
@@ -185,18 +173,14 @@ class EventProcessor:
                                       affinity_half_life_s=settings.affinity_half_life_s,
                                       rules=rules or rules_from_settings(settings))
         self.experiment = experiment_from_settings(settings)
-        self._variant_configs = {
-            v: dataclasses.replace(self.page_config,
-                                   rules=self.experiment.rules_for(v, self.page_config.rules))
-            for v in self.experiment.split}
-        self._digests: OrderedDict[str, bytes] = OrderedDict()
+        self.renderer = PageRenderer(settings, store, self.page_config, self.experiment,
+                                     clock, page_updates)
         self._catalog_ids: list[str] = []
         self._started = False
         #: Held while the models are loaded, so concurrent starters load them once.
         self._start_lock = asyncio.Lock()
         #: Orders checkpoint writes (the timer's and the one at shutdown).
         self._checkpoint_lock = asyncio.Lock()
-        self._countries: set[str] = {ALL_COUNTRIES}
         #: Newest event time applied by this worker (any event type): the stream's "now" for
         #: page assembly and decay epochs, and the base of the settling watermark.
         self._max_event_ms = 0
@@ -643,54 +627,20 @@ class EventProcessor:
             value=None if se.n_events == 1 and m.value is not None
             else self.codec.encode_event(ev))
 
-    def _country(self, state: ProfileState) -> str:
-        return state.country if state.country not in ("", "ZZ") else ALL_COUNTRIES
+    # -- pages (streams.render) ------------------------------------------------------------
+    def _render_inputs(self) -> RenderInputs:
+        """The catalog and models pages are assembled from now, at the stream's time."""
+        return RenderInputs(self.catalog, self.model, self.cowatch, self.row_utility,
+                            self._now_ms())
 
     async def _render(self, states: Sequence[ProfileState]) -> tuple[int, int]:
         """Materialize pages; returns (pages written, pages published downstream)."""
-        countries = sorted({self._country(s) for s in states})
-        self._countries.update(countries)
-        (trending, popular), metas = await asyncio.gather(
-            self._popularity(countries),
-            self.store.load_profile_meta([s.profile_id for s in states]))
-        now_ms = self._now_ms()
-        pages: dict[str, bytes] = {}
-        changed: list[dict] = []
-        configs: dict[str, PageConfig] = {}
-        for s in states:
-            c = self._country(s)
-            meta = ProfileMeta(**metas[s.profile_id]) if s.profile_id in metas else None
-            variant = self.experiment.variant_of(s.profile_id)
-            if variant not in configs:
-                configs[variant] = self.page_config_for(variant)
-            page = assemble_page(s, self.catalog, trending.get(c, []), self.model.score_many,
-                                 configs[variant], c, now_ms, meta, self.cowatch,
-                                 popular=popular[c])
-            page["variant"] = variant
-            page["generated_at_ms"] = int(self.clock() * 1000)
-            page["context"] = s.artwork_context(now_ms, self.settings.affinity_half_life_s)
-            pages[s.profile_id] = orjson.dumps(page)
-            digest = hashlib.blake2b(orjson.dumps(page["rows"]), digest_size=16).digest()
-            if self._digests.get(s.profile_id) != digest:
-                self._digests[s.profile_id] = digest
-                self._digests.move_to_end(s.profile_id)
-                changed.append(page)
-        while len(self._digests) > DIGEST_CACHE:
-            self._digests.popitem(last=False)
-        await self.store.write_pages(pages, {})
-        if self.page_updates is not None and changed:
-            await self.page_updates.send(changed)
-        return len(pages), len(changed) if self.page_updates is not None else 0
+        return await self.renderer.render(states, self._render_inputs())
 
     def page_config_for(self, variant: str | None) -> PageConfig:
-        """The variant's page configuration (``None``: the default page's), with row-kind
-        weights learned from takes (:class:`~online_models.row_utility.RowKindUtility`)
-        unless row learning is off."""
-        cfg = self.page_config if variant is None else self._variant_configs[variant]
-        if not self.settings.row_learning:
-            return cfg
-        return dataclasses.replace(cfg, row_weights=self.row_utility.weights(
-            cfg.rules.row_weights))
+        """The variant's page configuration (``None``: the default page's) with the
+        row-kind weights learned so far (see :meth:`PageRenderer.page_config_for`)."""
+        return self.renderer.page_config_for(variant, self.row_utility)
 
     def _now_ms(self) -> int:
         """The stream's event time (the wall clock before the first event): pages are
@@ -698,33 +648,14 @@ class EventProcessor:
         return self._max_event_ms or int(self.clock() * 1000)
 
     def _trending_epoch(self, half_life_s: float | None = None) -> int:
-        return epoch_of(self._now_ms(), half_life_s or self.settings.trending_half_life_s)
+        return self.renderer.trending_epoch(self._now_ms(), half_life_s)
 
-    async def _popularity(self, countries: Sequence[str]
-                          ) -> tuple[dict[str, list[tuple[str, float]]],
-                                     dict[str, list[tuple[str, float]]]]:
-        """``(trending, popular)`` by country: the short-horizon lists for the Top 10 and
-        Trending rows, the long-horizon ones (keyed by country too) for relevance."""
-        trending, popular = await asyncio.gather(
-            self.store.top_trending(countries, self._trending_epoch(),
-                                    4 * self.settings.row_length),
-            self.store.top_trending([popular_list(c) for c in countries],
-                                    self._trending_epoch(self.settings.popularity_half_life_s),
-                                    self.settings.popularity_depth))
-        return trending, {c: popular.get(popular_list(c), []) for c in countries}
+    async def _popularity(self, countries: Sequence[str]) -> tuple[Popularity, Popularity]:
+        """``(trending, popular)`` by country (see :meth:`PageRenderer.popularity`)."""
+        return await self.renderer.popularity(countries, self._now_ms())
 
     async def refresh_default_pages(self) -> int:
         """Rebuild the non-personalized page of every country seen so far."""
         await self.start()
         await self.refresh_catalog()
-        countries = sorted(self._countries)
-        trending, popular = await self._popularity(countries)
-        now_ms = self._now_ms()
-        config = self.page_config_for(None)
-        pages = {}
-        for c in countries:  # one country at a time, letting event batches in between
-            pages[c] = orjson.dumps(assemble_page(None, self.catalog, trending.get(c, []), None,
-                                                  config, c, now_ms, popular=popular[c]))
-            await asyncio.sleep(0)
-        await self.store.write_pages({}, pages)
-        return len(pages)
+        return await self.renderer.refresh_default_pages(self._render_inputs())

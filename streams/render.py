@@ -1,0 +1,189 @@
+"""Page materialization: the worker's members' pages and the countries' default pages.
+
+A :class:`PageRenderer` assembles pages from profile states with the models of the moment
+(handed over per call as :class:`RenderInputs`, so the renderer does not care who learns
+them), writes them to the store in one ``MSET`` and publishes the pages whose rows changed
+(a digest per member remembers what was published last).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import orjson
+
+from features.catalog import Catalog
+from features.keys import ALL_COUNTRIES, popular_list
+from features.profile import ProfileMeta, ProfileState
+from features.store import PipelineStore
+from features.trending import epoch_of
+from homestream.settings import Settings
+from online_models.experiments import Experiment
+from online_models.page import PageConfig, assemble_page
+from online_models.row_utility import RowKindUtility
+from online_models.similarity import CoWatchSimilarity
+from online_models.top_picks import TopPicksModel
+
+#: Remembered page digests (to publish only pages that changed).
+DIGEST_CACHE = 200_000
+
+#: Trending and popularity lists by country: ``{country: [(title_id, score), ...]}``.
+Popularity = dict[str, list[tuple[str, float]]]
+
+
+class PageUpdateSink(Protocol):
+    """Where changed pages are published downstream; ``send`` returns once acknowledged."""
+
+    async def send(self, pages: Sequence[dict]) -> None: ...
+
+
+class MemoryPageUpdates:
+    """A :class:`PageUpdateSink` that keeps pages in a list (unit tests, tools)."""
+
+    def __init__(self) -> None:
+        self.pages: list[dict] = []
+
+    async def send(self, pages: Sequence[dict]) -> None:
+        self.pages.extend(pages)
+
+
+@dataclass(frozen=True)
+class RenderInputs:
+    """What a page is assembled from besides the member's state: the catalog and models
+    of the moment and the stream's event time (``now_ms``: decays, new releases, epochs)."""
+
+    catalog: Catalog
+    model: TopPicksModel
+    cowatch: CoWatchSimilarity
+    row_utility: RowKindUtility
+    now_ms: int
+
+
+class PageRenderer:
+    """Assembles, stores and publishes pages (members' and the default pages).
+
+    Parameters
+    ----------
+    settings
+        Pipeline settings.
+    store
+        Where pages are written and trending lists and profile metadata are read.
+    page_config
+        The default page configuration (variants derive theirs from its rules).
+    experiment
+        The experiment that assigns members to variants.
+    clock
+        Wall clock in seconds; only stamps when a page was generated.
+    page_updates
+        Where changed pages are published (``None``: not published).
+    """
+
+    def __init__(self, settings: Settings, store: PipelineStore, page_config: PageConfig,
+                 experiment: Experiment, clock: Callable[[], float],
+                 page_updates: PageUpdateSink | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.page_config = page_config
+        self.experiment = experiment
+        self.clock = clock
+        self.page_updates = page_updates
+        self._variant_configs = {
+            v: dataclasses.replace(page_config,
+                                   rules=experiment.rules_for(v, page_config.rules))
+            for v in experiment.split}
+        self._digests: OrderedDict[str, bytes] = OrderedDict()
+        #: Countries seen so far (their default pages are rebuilt by the timer).
+        self.countries: set[str] = {ALL_COUNTRIES}
+
+    @staticmethod
+    def country_of(state: ProfileState) -> str:
+        """The country whose lists a member's page uses (unknown: all countries')."""
+        return state.country if state.country not in ("", "ZZ") else ALL_COUNTRIES
+
+    async def render(self, states: Sequence[ProfileState], inp: RenderInputs
+                     ) -> tuple[int, int]:
+        """Materialize the members' pages; returns (pages written, pages published)."""
+        countries = sorted({self.country_of(s) for s in states})
+        self.countries.update(countries)
+        (trending, popular), metas = await asyncio.gather(
+            self.popularity(countries, inp.now_ms),
+            self.store.load_profile_meta([s.profile_id for s in states]))
+        pages: dict[str, bytes] = {}
+        changed: list[dict] = []
+        configs: dict[str, PageConfig] = {}
+        for s in states:
+            c = self.country_of(s)
+            meta = ProfileMeta(**metas[s.profile_id]) if s.profile_id in metas else None
+            variant = self.experiment.variant_of(s.profile_id)
+            if variant not in configs:
+                configs[variant] = self.page_config_for(variant, inp.row_utility)
+            page = assemble_page(s, inp.catalog, trending.get(c, []), inp.model.score_many,
+                                 configs[variant], c, inp.now_ms, meta, inp.cowatch,
+                                 popular=popular[c])
+            page["variant"] = variant
+            page["generated_at_ms"] = int(self.clock() * 1000)
+            page["context"] = s.artwork_context(inp.now_ms, self.settings.affinity_half_life_s)
+            pages[s.profile_id] = orjson.dumps(page)
+            if self._rows_changed(s.profile_id, page):
+                changed.append(page)
+        await self.store.write_pages(pages, {})
+        if self.page_updates is not None and changed:
+            await self.page_updates.send(changed)
+        return len(pages), len(changed) if self.page_updates is not None else 0
+
+    def _rows_changed(self, profile_id: str, page: dict) -> bool:
+        """Whether the page's rows differ from the member's last published ones (and
+        remember them; the least recently changed members are forgotten first)."""
+        digest = hashlib.blake2b(orjson.dumps(page["rows"]), digest_size=16).digest()
+        if self._digests.get(profile_id) == digest:
+            return False
+        self._digests[profile_id] = digest
+        self._digests.move_to_end(profile_id)
+        while len(self._digests) > DIGEST_CACHE:
+            self._digests.popitem(last=False)
+        return True
+
+    def page_config_for(self, variant: str | None, row_utility: RowKindUtility) -> PageConfig:
+        """The variant's page configuration (``None``: the default page's), with row-kind
+        weights learned from takes (:class:`~online_models.row_utility.RowKindUtility`)
+        unless row learning is off."""
+        cfg = self.page_config if variant is None else self._variant_configs[variant]
+        if not self.settings.row_learning:
+            return cfg
+        return dataclasses.replace(cfg, row_weights=row_utility.weights(cfg.rules.row_weights))
+
+    def trending_epoch(self, now_ms: int, half_life_s: float | None = None) -> int:
+        """The decay epoch of the trending lists (``half_life_s``: another list's)."""
+        return epoch_of(now_ms, half_life_s or self.settings.trending_half_life_s)
+
+    async def popularity(self, countries: Sequence[str], now_ms: int
+                         ) -> tuple[Popularity, Popularity]:
+        """``(trending, popular)`` by country: the short-horizon lists for the Top 10 and
+        Trending rows, the long-horizon ones (keyed by country too) for relevance."""
+        trending, popular = await asyncio.gather(
+            self.store.top_trending(countries, self.trending_epoch(now_ms),
+                                    4 * self.settings.row_length),
+            self.store.top_trending([popular_list(c) for c in countries],
+                                    self.trending_epoch(
+                                        now_ms, self.settings.popularity_half_life_s),
+                                    self.settings.popularity_depth))
+        return trending, {c: popular.get(popular_list(c), []) for c in countries}
+
+    async def refresh_default_pages(self, inp: RenderInputs) -> int:
+        """Rebuild the non-personalized page of every country seen so far."""
+        countries = sorted(self.countries)
+        trending, popular = await self.popularity(countries, inp.now_ms)
+        config = self.page_config_for(None, inp.row_utility)
+        pages = {}
+        for c in countries:  # one country at a time, letting event batches in between
+            pages[c] = orjson.dumps(assemble_page(None, inp.catalog, trending.get(c, []), None,
+                                                  config, c, inp.now_ms, popular=popular[c]))
+            await asyncio.sleep(0)
+        await self.store.write_pages({}, pages)
+        return len(pages)
