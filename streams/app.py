@@ -168,6 +168,12 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
             if n:
                 log.debug("settled %d expired artwork decisions with reward 0", n)
 
+    if settings.render_window_ms > 0:
+        @app.timer(max(settings.render_window_ms / 4000.0, 0.01))
+        async def held_pages() -> None:
+            # pages the render window held back, once their member's window ended
+            await processor.flush_pages()
+
     @app.timer(2.0)
     async def default_pages() -> None:
         await processor.refresh_default_pages()

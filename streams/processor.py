@@ -654,6 +654,13 @@ class EventProcessor:
         """``(trending, popular)`` by country (see :meth:`PageRenderer.popularity`)."""
         return await self.renderer.popularity(countries, self._now_ms())
 
+    async def flush_pages(self) -> int:
+        """Render the pages held by the render window whose window ended (a timer tick)."""
+        if self.renderer.window_s <= 0 or not self.renderer.held:
+            return 0
+        await self.start()
+        return await self.renderer.flush_due(self._render_inputs())
+
     async def refresh_default_pages(self) -> int:
         """Rebuild the non-personalized page of every country seen so far."""
         await self.start()

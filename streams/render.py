@@ -4,6 +4,12 @@ A :class:`PageRenderer` assembles pages from profile states with the models of t
 (handed over per call as :class:`RenderInputs`, so the renderer does not care who learns
 them), writes them to the store in one ``MSET`` and publishes the pages whose rows changed
 (a digest per member remembers what was published last).
+
+With ``HOMESTREAM_RENDER_WINDOW_MS`` above 0 a member's page is rendered at most once per
+window however many of their events arrive: a change after a quiet window renders at once
+(leading edge), later ones within the window are held (only the newest state) and rendered
+when it ends (trailing edge: by the next batch or by :meth:`PageRenderer.flush_due`, a timer
+tick). A change thus reaches the page within the window plus the timer's interval.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -82,11 +89,14 @@ class PageRenderer:
         Wall clock in seconds; only stamps when a page was generated.
     page_updates
         Where changed pages are published (``None``: not published).
+    monotonic
+        Clock of the render window (seconds, only differences matter).
     """
 
     def __init__(self, settings: Settings, store: PipelineStore, page_config: PageConfig,
                  experiment: Experiment, clock: Callable[[], float],
-                 page_updates: PageUpdateSink | None = None) -> None:
+                 page_updates: PageUpdateSink | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.store = store
         self.page_config = page_config
@@ -100,6 +110,14 @@ class PageRenderer:
         self._digests: OrderedDict[str, bytes] = OrderedDict()
         #: Countries seen so far (their default pages are rebuilt by the timer).
         self.countries: set[str] = {ALL_COUNTRIES}
+        self.window_s = settings.render_window_ms / 1000.0
+        self._monotonic = monotonic
+        #: When each member's page was last rendered (members rendered within the window).
+        self._rendered_at: dict[str, float] = {}
+        #: Newest state of members whose change waits for the end of their window.
+        self._held: dict[str, ProfileState] = {}
+        #: Serializes page writes, so a member's older page never overwrites a newer one.
+        self._write_lock = asyncio.Lock()
 
     @staticmethod
     def country_of(state: ProfileState) -> str:
@@ -108,7 +126,55 @@ class PageRenderer:
 
     async def render(self, states: Sequence[ProfileState], inp: RenderInputs
                      ) -> tuple[int, int]:
-        """Materialize the members' pages; returns (pages written, pages published)."""
+        """Materialize the members' pages, those whose render window allows it now and
+        those held whose window ended; returns (pages written, pages published)."""
+        if self.window_s > 0:
+            states = self._due(states)
+        if not states:
+            return 0, 0
+        async with self._write_lock:
+            return await self._render_now(states, inp)
+
+    async def flush_due(self, inp: RenderInputs) -> int:
+        """Render the held pages whose window ended (a timer tick); returns pages written.
+        Also forgets render times older than the window."""
+        states = self._due([])
+        cutoff = self._monotonic() - self.window_s
+        for pid in [p for p, t in self._rendered_at.items()
+                    if t <= cutoff and p not in self._held]:
+            del self._rendered_at[pid]
+        if not states:
+            return 0
+        async with self._write_lock:
+            written, _ = await self._render_now(states, inp)
+        return written
+
+    @property
+    def held(self) -> int:
+        """Members whose page waits for the end of their render window."""
+        return len(self._held)
+
+    def _due(self, states: Sequence[ProfileState]) -> list[ProfileState]:
+        """Of ``states`` (newer than any held state of the same member) and the held ones,
+        those to render now; the rest are held (newest state per member)."""
+        now = self._monotonic()
+        out: dict[str, ProfileState] = {}
+        for s in states:
+            last = self._rendered_at.get(s.profile_id)
+            if last is None or now - last >= self.window_s:
+                out[s.profile_id] = s
+                self._held.pop(s.profile_id, None)
+            else:
+                self._held[s.profile_id] = s
+        for pid in [p for p in self._held if now - self._rendered_at[p] >= self.window_s]:
+            out[pid] = self._held.pop(pid)
+        for pid in out:
+            self._rendered_at[pid] = now
+        return list(out.values())
+
+    async def _render_now(self, states: Sequence[ProfileState], inp: RenderInputs
+                          ) -> tuple[int, int]:
+        """Assemble, write and publish the pages of ``states``."""
         countries = sorted({self.country_of(s) for s in states})
         self.countries.update(countries)
         (trending, popular), metas = await asyncio.gather(

@@ -80,6 +80,10 @@ class Settings(BaseSettings):
                                   description="Events older than this behind a profile's "
                                               "newest event go to the dead letters")
     publish_page_updates: bool = Field(True, description="Publish changed pages downstream")
+    render_window_ms: float = Field(0.0, ge=0.0, le=60_000.0, description="A member's page "
+                                    "is rendered at most once per this window: the first "
+                                    "change renders at once, later ones within the window "
+                                    "at its end (0 = every batch renders)")
 
     # --- artwork ----------------------------------------------------------------------------
     artwork_policy: str = Field("lin_ucb", description="Artwork bandit: uniform, "
