@@ -143,13 +143,18 @@ async function main() {
     ev.preventDefault();
     show($("profile").value.trim(), $("country").value.trim().toUpperCase(), $("device").value);
   });
-  const q = new URLSearchParams(location.hash.slice(1));
-  if (q.get("profile")) {
-    $("profile").value = q.get("profile");
+  const fromHash = () => {
+    const q = new URLSearchParams(location.hash.slice(1));
+    const profile = q.get("profile");
+    if (!profile || (profile === state.profile && (q.get("country") || "") === state.country
+                     && (q.get("device") || "web") === state.device)) return;
+    $("profile").value = profile;
     $("country").value = q.get("country") || "";
     $("device").value = q.get("device") || "web";
-    show(q.get("profile"), q.get("country"), q.get("device"));
-  }
+    show(profile, q.get("country"), q.get("device"));
+  };
+  window.addEventListener("hashchange", fromHash);  // a pasted or edited link
+  fromHash();
   await loadProfiles();
 }
 

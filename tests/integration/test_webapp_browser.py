@@ -121,6 +121,16 @@ def test_home_page_renders_and_follows_a_play_live_in_chromium(
         tab.screenshot(path=str(tmp_path / "home-after.png"), full_page=False)
         assert (tmp_path / "home-after.png").stat().st_size > 10_000
 
+        # the profile list offers the member; a typed profile without history gets the
+        # fallback page, on the same stream machinery
+        tab.wait_for_selector(f'#known button.chip:text-is("{MEMBER}")', timeout=5_000)
+        tab.fill("#profile", "newcomer")
+        tab.click("#pick button[type=submit]")
+        tab.wait_for_function("() => document.getElementById('page').dataset.profile "
+                              "=== 'newcomer'", timeout=15_000)
+        assert tab.get_attribute("#page", "data-source") != "personal"
+        assert "newcomer" in tab.evaluate("location.hash")
+
 
 def continue_watching(tab) -> list[str]:
     return tab.eval_on_selector_all(
