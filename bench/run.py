@@ -41,7 +41,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -181,6 +180,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-freshness-p99-ms", type=float, default=None)
     p.add_argument("--min-events-per-s", type=float, default=None)
     p.add_argument("--max-serve-p99-ms", type=float, default=None)
+    from bench.serving import add_load_args
+
+    add_load_args(p, positive_int, positive_float, with_duration=False)
     args = p.parse_args(argv)
     if not 0.0 <= args.unknown_share < 1.0:
         p.error("--unknown-share must be within [0, 1)")
@@ -670,7 +672,7 @@ def _run_phases(args: argparse.Namespace, result: dict[str, Any], data_dir: str)
     from features.keys import page_key
     from homestream.player.simulator import PlayerSimulator, synthetic_catalog, synthetic_profiles
     from homestream.settings import load_settings
-    from homestream.stack.local import free_port, local_stack
+    from homestream.stack.local import local_stack
     from topics.registry import ensure_topics, topic_specs
 
     with local_stack() as stack:
@@ -758,47 +760,19 @@ def _run_phases(args: argparse.Namespace, result: dict[str, Any], data_dir: str)
         # the worker stops here: impressions logged by the server would otherwise keep it
         # busy on one of the two cores while the server is measured
 
-        _phase(f"5. serving: {args.concurrency} concurrent clients for "
-               f"{args.serve_seconds:.0f}s")
+        _phase(f"5. serving: wrk, {args.concurrency} connections, floor and server passes")
+        from bench.serving import ServeContext, measure_serving, mixed_load, serve_load
+
         pids = page_profile_ids(r, settings.key_prefix)
-        if not pids:
-            raise BenchError("no profile pages in Redis to serve")
-        port = free_port()
-        serve_env = {**env, **settings.model_copy(update={"http_port": port}).to_env()}
-        base = f"http://127.0.0.1:{port}"
-        with child("serving", serve_env) as server:
-
-            def ready() -> bool:
-                try:
-                    with urllib.request.urlopen(f"{base}/readyz", timeout=2) as resp:
-                        return resp.status == 200
-                except OSError:
-                    return False
-
-            wait_for(ready, 30, "the server's /readyz", alive=server)
-            serve_cpu = {"server": server.cpu_s, "bench_client": time.process_time,
-                         "tansu": lambda: proc_cpu_s(stack.broker.proc.pid),
-                         "redis": lambda: proc_cpu_s(stack.redis.proc.pid),
-                         "host_all": host_busy_cpu_s}
-            cpu0 = cpu_snapshot(serve_cpu)
-            serve = asyncio.run(drive_serving(
-                base, pids, concurrency=args.concurrency, seconds=args.serve_seconds,
-                unknown_share=args.unknown_share, seed=args.seed))
-            serve_cpu_s = cpu_delta(cpu0, cpu_snapshot(serve_cpu))
-            server.check_alive()
-        s50, s99 = percentiles(serve.latencies_ms)
-        result.update(
-            serve_rps=_r(rate(len(serve.latencies_ms), serve.elapsed_s)),
-            serve_p50_ms=_r(s50, 2), serve_p99_ms=_r(s99, 2),
-            serve_requests=len(serve.latencies_ms), serve_errors=serve.errors,
-            serve_concurrency=args.concurrency, serve_profiles=len(pids),
-            serve_cpu_s=with_outside(serve_cpu_s),
-            serve_seconds=_r(serve.elapsed_s, 2),
-        )
-        if serve.errors:
-            log.warning("  statuses: %s", serve.statuses)
-        log.info("  %s req/s, p50 %s ms, p99 %s ms, %d errors", result["serve_rps"],
-                 result["serve_p50_ms"], result["serve_p99_ms"], serve.errors)
+        mixed_sim = PlayerSimulator(titles, profiles, args.seed + 2, max_heartbeats=heartbeats)
+        half_eps = (result.get("events_per_s") or 1000.0) / 2
+        ctx = ServeContext(env, r, settings.key_prefix, pids, titles,
+                           lambda: mixed_load(settings, env, mixed_sim, half_eps))
+        try:
+            result.update(measure_serving(ctx, serve_load(args), args.http_workers, args.seed))
+        except RuntimeError as exc:  # bench.serving.BenchError: no pages, wrk missing, ...
+            raise BenchError(str(exc)) from exc
+        result["serve_mixed_load_eps"] = round(half_eps)
 
         _phase(f"6. redis: {args.redis_gets} sequential GETs of page keys")
         keys = [page_key(settings.key_prefix, p) for p in pids]
@@ -827,7 +801,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("bench failed: %s", exc)
         return 2
     print(json.dumps(result, separators=(",", ":")), file=out, flush=True)
-    problems = check_failures(result) + check_targets(result, targets_of(args))
+    from bench.serving import check_serving
+
+    problems = check_failures(result) + check_targets(result, targets_of(args)) + \
+        check_serving(result, args.min_serve_ratio, args.max_serve_p99_ratio)
     for p in problems:
         print(f"bench: FAILED: {p}", file=sys.stderr)
     return 1 if problems else 0

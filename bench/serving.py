@@ -283,23 +283,26 @@ def floor_app(redis_url: str, prefix: str, max_connections: int) -> Any:
     return app
 
 
+def serve_floor(settings: Any) -> None:
+    """One floor process (serves until SIGTERM)."""
+    from aiohttp import web
+
+    web.run_app(floor_app(settings.redis_url, settings.key_prefix,
+                          settings.redis_max_connections),
+                host=settings.http_host, port=settings.http_port,
+                reuse_port=settings.http_workers > 1 or None, print=None, access_log=None)
+
+
 def run_floor() -> None:
     """Serve the floor on ``HOMESTREAM_HTTP_HOST:PORT`` with ``HOMESTREAM_HTTP_WORKERS``
     processes (the same process model as the real server)."""
-    from aiohttp import web
+    import functools
 
     from homestream.settings import load_settings
     from serving.processes import serve_processes
 
     settings = load_settings()
-
-    def one() -> None:
-        web.run_app(floor_app(settings.redis_url, settings.key_prefix,
-                              settings.redis_max_connections),
-                    host=settings.http_host, port=settings.http_port,
-                    reuse_port=settings.http_workers > 1, print=None, access_log=None)
-
-    serve_processes(one, settings.http_workers)
+    serve_processes(functools.partial(serve_floor, settings), settings.http_workers)
 
 
 # -- the passes ---------------------------------------------------------------------------
@@ -443,20 +446,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def add_load_args(p: argparse.ArgumentParser, positive_int: Any, positive_float: Any) -> None:
-    """The load and target flags (shared with ``bench.run``)."""
-    p.add_argument("--connections", type=positive_int, default=32)
-    p.add_argument("--threads", type=positive_int, default=2)
-    p.add_argument("--warm-s", type=positive_float, default=3.0)
-    p.add_argument("--measure-s", type=positive_float, default=10.0)
+def add_load_args(p: argparse.ArgumentParser, positive_int: Any, positive_float: Any,
+                  with_duration: bool = True) -> None:
+    """The load and target flags (shared with ``bench.run``, whose ``--concurrency`` and
+    ``--serve-seconds`` stand for ``--connections`` and ``--measure-s``)."""
+    if with_duration:
+        p.add_argument("--connections", type=positive_int, default=32,
+                       help="wrk connections (default 32)")
+        p.add_argument("--measure-s", type=positive_float, default=10.0,
+                       help="measured seconds of each pass (default 10)")
+    p.add_argument("--threads", type=positive_int, default=2, help="wrk threads (default 2)")
+    p.add_argument("--warm-s", type=positive_float, default=3.0,
+                   help="unmeasured warm-up seconds before each pass (default 3)")
     p.add_argument("--http-workers", type=positive_int, default=os.cpu_count() or 1,
                    help="server processes of the multi-process passes (default: CPUs)")
     p.add_argument("--min-serve-ratio", type=float, default=None)
     p.add_argument("--max-serve-p99-ratio", type=float, default=None)
 
 
-def load_of(args: argparse.Namespace) -> Load:
-    return Load(args.connections, args.threads, args.warm_s, args.measure_s)
+def serve_load(args: argparse.Namespace) -> Load:
+    """The :class:`Load` of parsed flags (``bench.serving``'s or ``bench.run``'s)."""
+    connections = getattr(args, "connections", None) or args.concurrency
+    seconds = getattr(args, "measure_s", None) or args.serve_seconds
+    return Load(connections, args.threads, args.warm_s, seconds)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -491,7 +503,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                page_profile_ids(r, settings.key_prefix), titles,
                                None if args.no_mixed else
                                (lambda: mixed_load(settings, env, load_sim, eps / 2)))
-            result = measure_serving(ctx, load_of(args), args.http_workers, args.seed)
+            result = measure_serving(ctx, serve_load(args), args.http_workers, args.seed)
             result["serve_mixed_load_eps"] = round(eps / 2)
             r.close()
             return result

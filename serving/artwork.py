@@ -13,7 +13,6 @@ worker learns from the impressions and the plays that follow them
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from typing import Any, NamedTuple
 
 import orjson
@@ -118,7 +117,10 @@ class ArtworkChooser:
             for (item, art), p in zip(todo, props, strict=True):
                 choice = policy.draw(p)
                 kept.append((item, art, choice))
-                new[item["title_id"]] = asdict(Assignment.from_choice(choice, now_ms))
+                new[item["title_id"]] = {
+                    "artwork_id": choice.artwork_id, "chosen_at_ms": now_ms,
+                    "propensity": choice.propensity, "policy": choice.policy,
+                    "policy_version": choice.policy_version}  # Assignment's fields
         for item, art, choice in kept:
             image = art.images[choice.artwork_id]
             item["artwork_id"], item["artwork_url"] = image.artwork_id, image.url

@@ -106,6 +106,8 @@ def check_arms(arms: Sequence[Arm]) -> list[Arm]:
     arms = list(arms)
     if not arms:
         raise ValueError("at least one arm is needed")
+    if len(arms) == 1 or len({a.artwork_id for a in arms}) == len(arms):
+        return arms
     ids = [a.artwork_id for a in arms]
     if len(set(ids)) != len(ids):
         dupes = sorted({i for i in ids if ids.count(i) > 1})

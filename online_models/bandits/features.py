@@ -143,4 +143,14 @@ class Featurizer:
     def many(self, context: Mapping[str, object], arms: Sequence[Arm]) -> list[dict[int, float]]:
         """Hashed features of every arm, featurizing the context once."""
         terms = self.context_terms(context)
-        return [self.hashed(self.names_from_terms(terms, arm)) for arm in arms]
+        if self.arm_id_feature:
+            return [self.hashed(self.names_from_terms(terms, arm)) for arm in arms]
+        # without the artwork id, arms with the same tags have the same features
+        by_tags: dict[tuple[str, ...], dict[int, float]] = {}
+        out = []
+        for arm in arms:
+            z = by_tags.get(arm.tags)
+            if z is None:
+                z = by_tags[arm.tags] = self.hashed(self.names_from_terms(terms, arm))
+            out.append(dict(z))
+        return out
