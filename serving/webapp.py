@@ -42,7 +42,7 @@ from aiohttp import web
 from features.keys import default_page_key, page_key
 from features.store import PipelineStore
 from homestream.settings import Settings
-from serving.http import MODELS, STORE, InvalidInput, json_response
+from serving.http import MODELS, SETTINGS, STORE, InvalidInput, json_response
 from serving.page_stream import PageUpdateHub, TopicFeed
 from serving.validation import check_profile_id
 
@@ -76,7 +76,6 @@ class Feed(Protocol):
 FeedFactory = Callable[[Settings, PageUpdateHub], Feed]
 HUB = web.AppKey("page_update_hub", PageUpdateHub)
 FEED = web.AppKey("topic_feed", Feed)  # type: ignore[type-abstract]
-WEB_SETTINGS = web.AppKey("web_settings", Settings)
 
 
 def default_feed(settings: Settings, hub: PageUpdateHub) -> Feed:
@@ -91,7 +90,6 @@ def add_webapp(app: web.Application, settings: Settings,
     hub = PageUpdateHub()
     app[HUB] = hub
     app[FEED] = feed_factory(settings, hub)
-    app[WEB_SETTINGS] = settings
 
     async def end_streams(_app: web.Application) -> None:
         hub.close()  # open page streams end, so a graceful shutdown does not wait on them
@@ -202,7 +200,7 @@ async def placeholder_art(request: web.Request) -> web.Response:
 # -- data for the pages -------------------------------------------------------------------------
 async def ui_config(request: web.Request) -> web.Response:
     """``GET /ui/config``: the synthetic artwork base URL and the placeholder route."""
-    settings = request.app[WEB_SETTINGS]
+    settings = request.app[SETTINGS]
     return json_response({"artwork_base_url": settings.artwork_base_url,
                           "placeholder_art": "/art/{title_id}/{artwork_id}.svg"})
 
@@ -247,7 +245,7 @@ async def profiles(request: web.Request) -> web.Response:
         raise InvalidInput("limit", f"must be an integer from 1 to {PROFILES_MAX}, "
                                     f"got {raw[:16]!r}")
     q = request.query.get("q", "")[:128]
-    settings = request.app[WEB_SETTINGS]
+    settings = request.app[SETTINGS]
     ids, truncated = await known_profiles(request.app[STORE], settings.key_prefix, limit, q)
     return json_response({"profiles": ids, "truncated": truncated})
 
