@@ -32,6 +32,8 @@ from topics.registry import ensure_topics, topic_specs
 
 MEMBER = "ava"
 N_TITLES = 60
+#: A fresh machine installs chromium with apt-get in the first test's setup.
+pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="module")
