@@ -40,13 +40,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from evaluation.stats import Z95, Interval
 from online_models.experiments import assign_variant, bucket  # the pipeline's own
 from topics.models import Event, Impression, Play
 
@@ -63,9 +63,6 @@ __all__ = [
     "variant_metrics",
 ]
 
-Z95 = statistics.NormalDist().inv_cdf(0.975)
-
-
 @dataclass(frozen=True)
 class RatioStat:
     """``sum(y) / sum(x)`` over units with its 95% delta-method interval."""
@@ -80,6 +77,11 @@ class RatioStat:
     @property
     def se(self) -> float:
         return (self.high - self.value) / Z95 if math.isfinite(self.high) else math.nan
+
+    @property
+    def interval(self) -> Interval:
+        """The interval as the evaluations' one interval type."""
+        return Interval(self.value, self.low, self.high, self.se)
 
 
 def ratio_ci(ys: Sequence[float], xs: Sequence[float], z: float = Z95) -> RatioStat:

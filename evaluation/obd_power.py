@@ -43,6 +43,7 @@ import numpy as np
 
 from evaluation.obd import SegmentCtrModel
 from evaluation.offline import BanditLogs, Estimate, ips, paired_difference
+from evaluation.stats import z_value
 
 DEFAULT_SEED = 20_240_601
 
@@ -229,7 +230,7 @@ def rounds_for_power(diff: float, sd: float, *, power: float = 0.8,
     """
     if diff <= 0:
         return math.inf
-    z = NormalDist().inv_cdf(0.5 + confidence / 2) + NormalDist().inv_cdf(power)
+    z = z_value(confidence) + NormalDist().inv_cdf(power)
     return (z * sd / diff) ** 2
 
 
@@ -243,7 +244,7 @@ def normal_power(diff: float, sd: float, n: int, *, confidence: float = 0.95) ->
     """
     if sd <= 0:
         return 1.0 if diff > 0 else 0.0
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    z = z_value(confidence)
     return NormalDist().cdf(math.sqrt(n) * diff / sd - z)
 
 

@@ -47,10 +47,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
+
+from evaluation.stats import Interval, z_value
 
 Context: TypeAlias = Any
 Action: TypeAlias = Hashable
@@ -284,6 +285,11 @@ class Estimate:
         True
         """
         return self.ci_low <= x <= self.ci_high
+
+    @property
+    def interval(self) -> Interval:
+        """The interval as the evaluations' one interval type."""
+        return Interval(self.value, self.ci_low, self.ci_high, self.std_error, self.confidence)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready fields (without ``influence``)."""
@@ -814,19 +820,13 @@ def _kish(w: np.ndarray) -> float:
     return float(w.sum()) ** 2 / sq if sq > 0.0 else 0.0
 
 
-def _z(confidence: float) -> float:
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    return NormalDist().inv_cdf(0.5 + confidence / 2.0)
-
-
 def _interval(value: float, se: float, confidence: float) -> tuple[float, float]:
-    half = _z(confidence) * se
-    return value - half, value + half
+    ci = Interval.normal(value, se, confidence)
+    return ci.low, ci.high
 
 
 def _wilson(p: float, m: int, confidence: float) -> tuple[float, float]:
-    z2 = _z(confidence) ** 2
+    z2 = z_value(confidence) ** 2
     center = (p + z2 / (2 * m)) / (1 + z2 / m)
     half = math.sqrt(z2) / (1 + z2 / m) * math.sqrt(p * (1 - p) / m + z2 / (4 * m * m))
     # clamp round-off: the Wilson interval always contains p and stays in [0, 1]

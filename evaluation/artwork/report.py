@@ -20,6 +20,7 @@ from evaluation.artwork.logs import DrawRepeats, OfflineResult
 from evaluation.artwork.simulate import PolicyRun, TakeFraction, take_fraction
 from evaluation.obd import BtsCheck, ContextualComparison
 from evaluation.offline import Estimate
+from evaluation.stats import Z95, Interval
 
 __all__ = [
     "ArtworkResults",
@@ -124,7 +125,7 @@ class ReplayOnlineRow:
         """(replay - online, its standard error, whether |difference| <= 1.96 s.e.)."""
         diff = est.value - tf.value
         se = math.sqrt(est.std_error ** 2 + tf.std_error ** 2)
-        return diff, se, abs(diff) <= 1.959964 * se
+        return diff, se, abs(diff) <= Z95 * se
 
 
 def replay_vs_online(results: Sequence[OfflineResult], run: PolicyRun, *,
@@ -354,9 +355,10 @@ def _sim_section(res: ArtworkResults) -> list[str]:
     for a, b in itertools.pairwise(ranked):
         d = a.take.value - b.take.value
         se = math.sqrt(a.take.std_error ** 2 + b.take.std_error ** 2)
-        sig = "significant" if abs(d) > 1.959964 * se else "not significant"
+        ci = Interval.normal(d, se)
+        sig = "significant" if ci.excludes_zero() else "not significant"
         pairs.append(f"`{a.policy}` - `{b.policy}`: {d:+.4f} "
-                     f"[{d - 1.959964 * se:+.4f}, {d + 1.959964 * se:+.4f}] ({sig})")
+                     f"[{ci.low:+.4f}, {ci.high:+.4f}] ({sig})")
     if pairs:
         lines += ["Differences (independent runs): " + "; ".join(pairs) + ".", ""]
     rows = []
@@ -492,11 +494,11 @@ def _offline_section(res: ArtworkResults) -> list[str]:
             d, se, ok = row.compare(row.replay, row.online)
             cells = [f"`{row.policy}`", _est(row.replay), f"{row.replay.n_effective:,.0f}",
                      _tf(row.online),
-                     f"{d:+.4f} ± {1.959964 * se:.4f} ({'agree' if ok else '**differ**'})"]
+                     f"{d:+.4f} ± {Z95 * se:.4f} ({'agree' if ok else '**differ**'})"]
             if row.replay_timed is not None and row.online_timed is not None:
                 d, se, ok = row.compare(row.replay_timed, row.online_timed)
                 cells += [_est(row.replay_timed), _tf(row.online_timed),
-                          f"{d:+.4f} ± {1.959964 * se:.4f} "
+                          f"{d:+.4f} ± {Z95 * se:.4f} "
                           f"({'agree' if ok else '**differ**'})"]
             else:
                 cells += ["n/a", "n/a", "n/a"]
@@ -527,7 +529,7 @@ def drift_adjusted(row: ReplayOnlineRow, control: ReplayOnlineRow,
         d, se = row.compare(row.replay, row.online)[:2]
     dc, sec = control.compare(control.replay, control.online)[:2]
     diff, err = d - dc, math.hypot(se, sec)
-    return diff, err, abs(diff) <= 1.959964 * err
+    return diff, err, abs(diff) <= Z95 * err
 
 
 def _drift_adjusted(rows: Sequence[ReplayOnlineRow]) -> list[str]:
@@ -541,7 +543,7 @@ def _drift_adjusted(rows: Sequence[ReplayOnlineRow]) -> list[str]:
         for timed in (False, True):
             adj = drift_adjusted(row, control, timed)
             out.append("n/a" if adj is None else
-                       f"{adj[0]:+.4f} ± {1.959964 * adj[1]:.4f} "
+                       f"{adj[0]:+.4f} ± {Z95 * adj[1]:.4f} "
                        f"({'agree' if adj[2] else '**differ**'})")
         cells.append(out)
     return ["A secondary reading, not the criterion: each gap minus the `uniform` control's "
@@ -602,7 +604,7 @@ def _summary(res: ArtworkResults) -> list[str]:
 
             def above(a: TakeFraction, b: TakeFraction) -> bool:
                 se = math.sqrt(a.std_error ** 2 + b.std_error ** 2)
-                return a.value - b.value > 1.959964 * se
+                return a.value - b.value > Z95 * se
 
             holds = above(ctx, nc) and above(nc, un)
             lines.append(f"- Expected order contextual (`{res.contextual}`) > non-contextual > "
@@ -647,11 +649,11 @@ def _replay_findings(res: ArtworkResults) -> list[str]:
     parts = []
     for row in rows.values():
         d, se, _ = row.compare(row.replay, row.online)
-        text = f"`{row.policy}` {d:+.4f} ± {1.959964 * se:.4f}"
+        text = f"`{row.policy}` {d:+.4f} ± {Z95 * se:.4f}"
         if row.replay_timed is not None and row.online_timed is not None:
             dt_, set_, _ = row.compare(row.replay_timed, row.online_timed)
             if row.policy != "uniform":
-                text += f" (pipeline timing: {dt_:+.4f} ± {1.959964 * set_:.4f})"
+                text += f" (pipeline timing: {dt_:+.4f} ± {Z95 * set_:.4f})"
         parts.append(text)
     bucketed = _bucketed(list(rows.values()))
     lines.append("- Replay on the uniform logs minus the policy's own online take fraction ("
@@ -663,12 +665,12 @@ def _replay_findings(res: ArtworkResults) -> list[str]:
         lines.append(
             f"- The `uniform` row is the self-check: replay of the logging policy on its own logs "
             f"is off by {d:+.4f} from its online take ({'within' if ok else '**outside**'} the "
-            f"95% interval of ± {1.959964 * se:.4f}).")
+            f"95% interval of ± {Z95 * se:.4f}).")
     elif control is not None:
         d, se, ok = control.compare(control.replay, control.online)
         lines.append(
             f"- The `uniform` row is the control: a policy that does not learn is off by {d:+.4f} "
-            f"({'within' if ok else 'outside'} its 95% interval of ± {1.959964 * se:.4f}) only "
+            f"({'within' if ok else 'outside'} its 95% interval of ± {Z95 * se:.4f}) only "
             "because the population drifts during a run (members' histories grow, their pages "
             "move to other titles): replay's matched rounds span the whole log, a policy's first "
             "m online items only its first part. No replay of these logs can be closer than "

@@ -40,7 +40,6 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -53,8 +52,9 @@ from evaluation.artwork.logs import (
     read_catalog,
     read_events,
 )
+from evaluation.stats import Interval
 from homestream.settings import Settings
-from homestream.stack.local import log_tail, start_module, stop_process
+from homestream.stack.process import Child
 from online_models.bandits import Arm, ArtworkPolicy
 from topics.models import Artwork, Title
 
@@ -263,6 +263,11 @@ class TakeFraction:
     quality_plays: int
     members: int
 
+    @property
+    def interval(self) -> Interval:
+        """The 95% interval as the evaluations' one interval type."""
+        return Interval(self.value, self.ci_low, self.ci_high, self.std_error)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -288,8 +293,8 @@ def take_fraction(outcomes: np.ndarray, members: np.ndarray,
     g = len(y)
     r = float(y.sum() / n)
     se = math.sqrt(g / (g - 1) * float(((y - r * m) ** 2).sum())) / n if g > 1 else math.nan
-    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
-    return TakeFraction(r, r - z * se, r + z * se, se, n, int(outcomes.sum()), g)
+    ci = Interval.normal(r, se, confidence)
+    return TakeFraction(r, ci.low, ci.high, se, n, int(outcomes.sum()), g)
 
 
 # -- one run ------------------------------------------------------------------------------------
@@ -359,19 +364,6 @@ class SimulationError(RuntimeError):
     """The pipeline did not run (a process died, nothing was served, ...)."""
 
 
-def _wait(what: str, predicate: Any, timeout_s: float, procs: Sequence[tuple[str, Any]] = (),
-          interval_s: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        for name, (proc, log) in procs:
-            if proc.poll() is not None:
-                raise SimulationError(f"{name} exited with {proc.returncode} while waiting for "
-                                      f"{what}; log tail:\n{log_tail(log)}")
-        if time.monotonic() > deadline:
-            raise SimulationError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(interval_s)
-
-
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -387,17 +379,186 @@ def _play_events(member: SimMember, title: Title, ts_ms: int, fraction: float) -
                  position_s=round(fraction * title.duration_s, 3), **common)]
 
 
+@dataclass
+class _Running:
+    """One policy's pipeline while it runs: settings, processes, Redis, who is served where."""
+
+    settings: Settings
+    worker: Child
+    servers: list[Child]
+    r: Any
+    bases: list[str]
+    in_bucket: list[bool]
+    fill: bool
+
+    def check_alive(self, doing: str) -> None:
+        for child in (self.worker, *self.servers):
+            child.check_alive(doing)
+
+    def stop_servers(self) -> None:
+        """Stop the servers (they flush their impressions); twice is harmless."""
+        for child in self.servers:
+            child.stop()
+
+
+def _settings(cfg: SimConfig, stack: Any, log_dir: Path, fill: bool) -> Settings:
+    """The pipeline's settings for ``cfg`` on ``stack``."""
+    from homestream.stack.process import free_port
+
+    rules = log_dir / "rules.json"
+    rules.write_text(json.dumps({"max_rows": cfg.rows}))
+    return Settings(
+        bootstrap_servers=stack.bootstrap_servers, redis_url=stack.redis_url,
+        partitions=cfg.partitions, artwork_policy=cfg.policy,
+        artwork_sticky_s=cfg.sticky_s, artwork_reward_window_s=cfg.reward_window_s,
+        artwork_quality_fraction=cfg.quality_fraction,
+        artwork_settle_lateness_s=cfg.settle_lateness_s,
+        artwork_settle_interval_s=cfg.settle_interval_s,
+        artwork_delayed_positives=cfg.delayed_positives,
+        model_checkpoint_interval_s=cfg.checkpoint_interval_s, row_length=cfg.columns,
+        artwork_rows=cfg.rows,
+        rules_file=str(rules), http_port=free_port(),
+        worker_data_dir=str(log_dir / "worker-data"), publish_page_updates=False,
+        artwork_learn_from=cfg.policy if fill else "")
+
+
+def _start(cfg: SimConfig, exits: contextlib.ExitStack, log_dir: Path, titles: list[Title],
+           n_members: int) -> _Running:
+    """Start the stack, the worker and the server(s) (stops registered on ``exits``) and wait
+    until the worker has loaded the catalog."""
+    import redis as redis_sync
+
+    from features import keys
+    from homestream.player.simulator import publish_catalog
+    from homestream.stack.local import local_stack
+    from homestream.stack.process import free_port, wait_for, wait_for_port
+    from topics.registry import ensure_topics
+
+    fill = cfg.bucket > 1 and cfg.fill_uniform
+    #: who the measured policy serves (the others, if any, get uniform images)
+    in_bucket = [not fill or i % cfg.bucket == 0 for i in range(n_members)]
+    stack = exits.enter_context(local_stack())
+    settings = _settings(cfg, stack, log_dir, fill)
+    ensure_topics(settings)
+    publish_catalog(settings, titles)
+    worker = exits.enter_context(Child.module("streams.worker", settings.to_env(),
+                                              log_path=log_dir / "worker.log", name="worker"))
+    server = Child.module("serving", settings.to_env(), log_path=log_dir / "server.log",
+                          name="server")
+    run = _Running(settings, worker, [server], None, [], in_bucket, fill)
+    exits.callback(run.stop_servers)
+    run.bases = [f"http://127.0.0.1:{settings.http_port}"] * n_members
+    if fill:  # the rest of the population, served uniform images
+        fill_settings = settings.model_copy(update={"artwork_policy": "uniform",
+                                                    "http_port": free_port()})
+        run.servers.append(Child.module("serving", fill_settings.to_env(), name="uniform server",
+                                        log_path=log_dir / "server-uniform.log"))
+        fill_base = f"http://127.0.0.1:{fill_settings.http_port}"
+        run.bases = [b if mine else fill_base for b, mine in zip(run.bases, in_bucket,
+                                                                   strict=True)]
+    run.r = redis_sync.Redis.from_url(settings.redis_url)
+    exits.callback(run.r.close)
+    wait_for_port(settings.http_port, 60, server)
+    if fill:
+        wait_for_port(fill_settings.http_port, 60, run.servers[-1])
+    wait_for(lambda: run.r.hlen(keys.catalog_key(settings.key_prefix)) >= len(titles), 90,
+             "the worker to load the catalog", watch=(worker, *run.servers), interval_s=0.1)
+    return run
+
+
+def _warm_up(cfg: SimConfig, run: _Running, members: Sequence[SimMember],
+             titles: Sequence[Title]) -> None:
+    """Every member watches a few titles of their favourite genre; wait until every member's
+    page carries their genre affinity."""
+    from features import keys
+    from homestream.player.producer import PlayerProducer
+    from homestream.stack.process import wait_for
+
+    by_genre = {g: [t for t in titles if g in t.genres] for g in cfg.genres}
+    with PlayerProducer(run.settings) as producer:
+        now = _now_ms()
+        for m in members:  # per-member draws: the same titles in a bucket run
+            rng = random.Random(f"{cfg.seed}-warmup-{m.profile_id}")
+            for k, t in enumerate(rng.sample(by_genre[m.favourite], cfg.warmup_plays)):
+                producer.send_many(_play_events(m, t, now + 10 * k, 1.0))
+    page_keys = [keys.page_key(run.settings.key_prefix, m.profile_id) for m in members]
+
+    def warmed_up() -> bool:
+        for m, raw in zip(members, run.r.mget(page_keys), strict=True):
+            if raw is None:
+                return False
+            ctx = json.loads(raw).get("context") or {}
+            if ctx.get(f"genre:{m.favourite}") != 1.0:
+                return False
+        return True
+
+    wait_for(warmed_up, 120, "every member's page to carry their genre affinity",
+             watch=(run.worker, *run.servers), interval_s=0.1)
+
+
+def _read_back(cfg: SimConfig, run: _Running, loop_end_ms: int
+               ) -> tuple[list[ArtworkRound], JoinStats, int, dict[str, int],
+                          ArtworkPolicy | None]:
+    """Read the logged impressions and plays back and join them into rounds; the worker's
+    counters and its last artwork-policy checkpoint."""
+    from features import keys
+    from topics.registry import topic_specs
+
+    settings = run.settings
+    specs = topic_specs(settings)
+    impressions, plays, undecodable = read_events(
+        settings.bootstrap_servers,
+        [specs["impressions"].name, specs["player_events"].name], timeout_s=120)
+    catalog = read_catalog(settings.bootstrap_servers, specs["catalog"].name)
+    rounds, join = build_rounds(
+        impressions, plays, arms_from_catalog(catalog),
+        reward_window_s=cfg.reward_window_s, quality_fraction=cfg.quality_fraction,
+        sticky_s=cfg.sticky_s, viewport=(cfg.rows, cfg.columns),
+        end_ts_ms=max(loop_end_ms + int(cfg.reward_window_s * 1000) + 1, _now_ms()),
+        settle_lateness_s=cfg.settle_lateness_s,
+        settle_interval_s=cfg.settle_interval_s,
+        delayed_positives=cfg.delayed_positives)
+    if run.fill:  # the measured bucket's decisions (the others were uniform fill)
+        rounds = [rd for rd in rounds if rd.policy == cfg.policy]
+        join = dataclasses.replace(join, rounds=len(rounds),
+                                   rewarded=sum(rd.reward > 0 for rd in rounds))
+    counters = {k.decode(): int(v) for k, v in
+                run.r.hgetall(keys.stats_key(settings.key_prefix)).items()}
+    raw_policy = run.r.get(keys.checkpoint_key(settings.key_prefix, "artwork-policy"))
+    final = ArtworkPolicy.from_bytes(raw_policy) if raw_policy else None
+    return rounds, join, undecodable, counters, final
+
+
+def _simulate(cfg: SimConfig, run: _Running, members: Sequence[SimMember],
+              titles: Sequence[Title], say: Any) -> _SimState:
+    """The measured loop: members visit, are served, play; fails when nothing was served."""
+    from homestream.player.producer import PlayerProducer
+
+    by_id = {t.title_id: t for t in titles}
+    tags_of = {a.artwork_id: tuple(a.tags) for t in titles for a in t.artwork}
+    producer = PlayerProducer(run.settings)
+    try:
+        sim = asyncio.run(_loop(cfg, run.bases, run.in_bucket, members, by_id, tags_of,
+                                producer, say))
+        producer.flush(30)
+    finally:
+        with contextlib.suppress(Exception):
+            producer.close(10)
+    if sim.pages == 0 or len(sim.outcomes) == 0:
+        raise SimulationError(f"{cfg.policy}: no page with items was served "
+                              f"({sim.http_errors} HTTP errors); server log:\n"
+                              f"{run.servers[0].tail()}")
+    return sim
+
+
 def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
                progress: Any = None) -> PolicyRun:
     """Run ``cfg.policy`` on a fresh local stack; see the module docstring.
 
-    Raises :class:`SimulationError` when the pipeline does not run.
+    Raises :class:`SimulationError` when nothing was served, and
+    :class:`~homestream.stack.process.ChildExited` /
+    :class:`~homestream.stack.process.WaitTimeout` when a process dies or does not get ready.
     """
-    from homestream.player.producer import PlayerProducer
-    from homestream.player.simulator import publish_catalog
-    from homestream.stack.local import free_port, local_stack, wait_for_port
-    from topics.registry import ensure_topics, topic_specs
-
     say = progress or (lambda msg: None)
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix=f"artwork-{cfg.policy}-"))
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -405,140 +566,43 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
     t0 = time.perf_counter()
     fill = cfg.bucket > 1 and cfg.fill_uniform
     members = make_members(dataclasses.replace(cfg, bucket=1) if fill else cfg)
-    #: who the measured policy serves (the others, if any, get uniform images)
-    in_bucket = [not fill or i % cfg.bucket == 0 for i in range(len(members))]
     titles = build_catalog(cfg)
-    by_id = {t.title_id: t for t in titles}
-    tags_of = {a.artwork_id: tuple(a.tags) for t in titles for a in t.artwork}
-    rules = log_dir / "rules.json"
-    rules.write_text(json.dumps({"max_rows": cfg.rows}))
-
     with contextlib.ExitStack() as exits:
-        stack = exits.enter_context(local_stack())
-        settings = Settings(
-            bootstrap_servers=stack.bootstrap_servers, redis_url=stack.redis_url,
-            partitions=cfg.partitions, artwork_policy=cfg.policy,
-            artwork_sticky_s=cfg.sticky_s, artwork_reward_window_s=cfg.reward_window_s,
-            artwork_quality_fraction=cfg.quality_fraction,
-            artwork_settle_lateness_s=cfg.settle_lateness_s,
-            artwork_settle_interval_s=cfg.settle_interval_s,
-            artwork_delayed_positives=cfg.delayed_positives,
-            model_checkpoint_interval_s=cfg.checkpoint_interval_s, row_length=cfg.columns,
-            artwork_rows=cfg.rows,
-            rules_file=str(rules), http_port=free_port(),
-            worker_data_dir=str(log_dir / "worker-data"), publish_page_updates=False,
-            artwork_learn_from=cfg.policy if fill else "")
-        env = settings.to_env()
-        ensure_topics(settings)
-        publish_catalog(settings, titles)
-        worker_log, server_log = log_dir / "worker.log", log_dir / "server.log"
-        worker = start_module("streams.worker", env, worker_log)
-        exits.callback(stop_process, worker)
-        server = start_module("serving", env, server_log)
-        servers = [server]
-        procs = [("worker", (worker, worker_log)), ("server", (server, server_log))]
-        bases = [f"http://127.0.0.1:{settings.http_port}"] * len(members)
-        if fill:  # the rest of the population, served uniform images
-            fill_settings = settings.model_copy(update={"artwork_policy": "uniform",
-                                                        "http_port": free_port()})
-            fill_log = log_dir / "server-uniform.log"
-            servers.append(start_module("serving", fill_settings.to_env(), fill_log))
-            procs.append(("uniform server", (servers[-1], fill_log)))
-            fill_base = f"http://127.0.0.1:{fill_settings.http_port}"
-            bases = [b if mine else fill_base for b, mine in zip(bases, in_bucket, strict=True)]
-        def stop_servers() -> None:  # twice is harmless: stop_process skips a stopped one
-            for proc in servers:
-                stop_process(proc)
-
-        exits.callback(stop_servers)
-        import redis as redis_sync
-
-        from features import keys
-        r = redis_sync.Redis.from_url(settings.redis_url)
-        exits.callback(r.close)
-        wait_for_port(settings.http_port, 60, proc=server)
-        if fill:
-            wait_for_port(fill_settings.http_port, 60, proc=servers[-1])
-        _wait("the worker to load the catalog",
-              lambda: r.hlen(keys.catalog_key(settings.key_prefix)) >= len(titles), 90, procs)
+        run = _start(cfg, exits, log_dir, titles, len(members))
         timings["startup_s"] = time.perf_counter() - t0
         say(f"{cfg.policy}: stack, worker and server up in {timings['startup_s']:.1f}s "
             f"(logs {log_dir})")
-
-        # warm-up: every member watches a few titles of their favourite genre
         t1 = time.perf_counter()
-        by_genre = {g: [t for t in titles if g in t.genres] for g in cfg.genres}
-        with PlayerProducer(settings) as producer:
-            now = _now_ms()
-            for m in members:  # per-member draws: the same titles in a bucket run
-                rng = random.Random(f"{cfg.seed}-warmup-{m.profile_id}")
-                for k, t in enumerate(rng.sample(by_genre[m.favourite], cfg.warmup_plays)):
-                    producer.send_many(_play_events(m, t, now + 10 * k, 1.0))
-
-        def warmed_up() -> bool:
-            raws = r.mget([keys.page_key(settings.key_prefix, m.profile_id) for m in members])
-            for m, raw in zip(members, raws, strict=True):
-                if raw is None:
-                    return False
-                ctx = json.loads(raw).get("context") or {}
-                if ctx.get(f"genre:{m.favourite}") != 1.0:
-                    return False
-            return True
-
-        _wait("every member's page to carry their genre affinity", warmed_up, 120, procs)
+        _warm_up(cfg, run, members, titles)
         timings["warmup_s"] = time.perf_counter() - t1
         say(f"{cfg.policy}: {len(members)} members warmed up in {timings['warmup_s']:.1f}s")
-
-        # the loop
         t2 = time.perf_counter()
-        producer = PlayerProducer(settings)
-        try:
-            sim = asyncio.run(_loop(cfg, bases, in_bucket, members, by_id, tags_of, producer,
-                                    say))
-            producer.flush(30)
-        finally:
-            with contextlib.suppress(Exception):
-                producer.close(10)
+        sim = _simulate(cfg, run, members, titles, say)
         loop_end_ms = _now_ms()
         timings["loop_s"] = time.perf_counter() - t2
-        if sim.pages == 0 or len(sim.outcomes) == 0:
-            raise SimulationError(f"{cfg.policy}: no page with items was served "
-                                  f"({sim.http_errors} HTTP errors); server log:\n"
-                                  f"{log_tail(server_log)}")
-
         # let the last windows close and the worker learn, then stop the server (it flushes
         # its impressions) and read everything back
         t3 = time.perf_counter()
         time.sleep(cfg.reward_window_s + cfg.settle_lateness_s + 1.0)
-        for name, (proc, log) in procs:
-            if proc.poll() is not None:
-                raise SimulationError(f"{name} exited with {proc.returncode} during the run; "
-                                      f"log tail:\n{log_tail(log)}")
-        stop_servers()
-        specs = topic_specs(settings)
-        impressions, plays, undecodable = read_events(
-            settings.bootstrap_servers,
-            [specs["impressions"].name, specs["player_events"].name], timeout_s=120)
-        catalog = read_catalog(settings.bootstrap_servers, specs["catalog"].name)
-        rounds, join = build_rounds(
-            impressions, plays, arms_from_catalog(catalog),
-            reward_window_s=cfg.reward_window_s, quality_fraction=cfg.quality_fraction,
-            sticky_s=cfg.sticky_s, viewport=(cfg.rows, cfg.columns),
-            end_ts_ms=max(loop_end_ms + int(cfg.reward_window_s * 1000) + 1, _now_ms()),
-            settle_lateness_s=cfg.settle_lateness_s,
-            settle_interval_s=cfg.settle_interval_s,
-            delayed_positives=cfg.delayed_positives)
-        if fill:  # the measured bucket's decisions (the others were uniform fill)
-            rounds = [rd for rd in rounds if rd.policy == cfg.policy]
-            join = dataclasses.replace(join, rounds=len(rounds),
-                                       rewarded=sum(rd.reward > 0 for rd in rounds))
-        counters = {k.decode(): int(v) for k, v in
-                    r.hgetall(keys.stats_key(settings.key_prefix)).items()}
-        raw_policy = r.get(keys.checkpoint_key(settings.key_prefix, "artwork-policy"))
-        final = ArtworkPolicy.from_bytes(raw_policy) if raw_policy else None
+        run.check_alive("the run")
+        run.stop_servers()
+        rounds, join, undecodable, counters, final = _read_back(cfg, run, loop_end_ms)
         timings["drain_read_s"] = time.perf_counter() - t3
     timings["total_s"] = time.perf_counter() - t0
+    result = _policy_run(cfg, sim, members, rounds, join, undecodable, counters, final,
+                         timings, log_dir)
+    say(f"{cfg.policy}: take fraction {result.take.value:.4f} "
+        f"[{result.take.ci_low:.4f}, {result.take.ci_high:.4f}] over "
+        f"{result.take.impressions} items, {result.pages} pages, {len(rounds)} logged rounds; "
+        f"{timings['total_s']:.0f}s")
+    return result
 
+
+def _policy_run(cfg: SimConfig, sim: _SimState, members: Sequence[SimMember],
+                rounds: list[ArtworkRound], join: JoinStats, undecodable: int,
+                counters: dict[str, int], final: ArtworkPolicy | None,
+                timings: dict[str, float], log_dir: Path) -> PolicyRun:
+    """A run's result from the loop's records and what was read back."""
     outcomes = np.array(sim.outcomes, dtype=np.int8)
     member_index = np.array(sim.member_index, dtype=np.int32)
     favourite = np.array([members[i].favourite for i in member_index])
@@ -550,7 +614,7 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
         tags = np.array([sim.tags[i] for i in np.flatnonzero(mask)])
         shown[g] = {t: float(np.mean(tags == t)) if len(tags) else math.nan for t in IMAGE_TAGS}
     lat = np.array(sim.latency_ms) if sim.latency_ms else np.array([math.nan])
-    run = PolicyRun(
+    return PolicyRun(
         policy=cfg.policy, config=cfg.to_dict(),
         take=take_fraction(outcomes, member_index), outcomes=outcomes,
         member_index=member_index, served_ms=np.array(sim.served_ms, dtype=np.int64),
@@ -569,10 +633,6 @@ def run_policy(cfg: SimConfig, log_dir: Path | None = None, *,
         by_tag_shown={f"{g} fan sees {t}": v for g, d in shown.items() for t, v in d.items()},
         log_dir=str(log_dir),
         audience_purity=audience_purity(rounds, {m.profile_id: m.favourite for m in members}))
-    say(f"{cfg.policy}: take fraction {run.take.value:.4f} "
-        f"[{run.take.ci_low:.4f}, {run.take.ci_high:.4f}] over {run.take.impressions} items, "
-        f"{run.pages} pages, {len(rounds)} logged rounds; {timings['total_s']:.0f}s")
-    return run
 
 
 def audience_purity(rounds: Sequence[ArtworkRound], favourite_of: Mapping[str, str]) -> float:

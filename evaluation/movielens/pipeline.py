@@ -1,10 +1,10 @@
 """The streaming pipeline as a :class:`~evaluation.movielens.protocol.Recommender`.
 
-Everything real: a Kafka-protocol broker and Redis (:func:`stack.local.local_stack`, or any
-given by settings), a ``python -m streams.worker`` child process, the catalog published to
-the catalog topic (:func:`player.simulator.publish_catalog`), and each chunk's ratings sent
-as player events (:func:`~evaluation.movielens.data.to_events`) through
-:class:`~player.producer.PlayerProducer`.
+Everything real: a Kafka-protocol broker and Redis (:func:`homestream.stack.local.local_stack`,
+or any given by settings), a ``python -m streams.worker`` child process, the catalog
+published to the catalog topic (:func:`homestream.player.simulator.publish_catalog`), and each
+chunk's ratings sent as player events (:func:`~evaluation.movielens.data.to_events`) through
+:class:`~homestream.player.producer.PlayerProducer`.
 
 ``learn(chunk)`` sends the chunk's events, flushes, then waits until the worker's counters
 (``events_applied + duplicates + dead_letters``, the ``stats`` hash) account for every event
@@ -44,7 +44,7 @@ from features.keys import ALL_COUNTRIES
 from homestream.player.producer import PlayerProducer
 from homestream.player.simulator import publish_catalog
 from homestream.settings import Settings
-from homestream.stack.local import ModuleProcess
+from homestream.stack.process import Child, wait_for
 from topics.models import Event, Title
 from topics.registry import ensure_topics
 
@@ -72,12 +72,9 @@ def pipeline_settings(bootstrap_servers: str, redis_url: str, **overrides: Any) 
     return Settings(**values)
 
 
-class WorkerProcess(ModuleProcess):
+def start_worker(settings: Settings) -> Child:
     """A ``python -m streams.worker`` child process configured by ``settings``."""
-
-    def __init__(self, settings: Settings) -> None:
-        super().__init__("streams.worker", settings.to_env(), log_prefix="ml-worker-")
-        self.settings = settings
+    return Child.module("streams.worker", settings.to_env(), name="ml-worker")
 
 
 class PipelineRecommender:
@@ -125,7 +122,7 @@ class PipelineRecommender:
         self.wait_seconds = 0.0
         self.send_seconds = 0.0
         self._redis = redis.Redis.from_url(settings.redis_url)
-        self._worker: WorkerProcess | None = None
+        self._worker: Child | None = None
         self._producer: PlayerProducer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -133,7 +130,7 @@ class PipelineRecommender:
         """Create the topics, start the worker, publish the catalog and wait until the worker
         stored it."""
         ensure_topics(self.settings)
-        self._worker = WorkerProcess(self.settings)
+        self._worker = start_worker(self.settings)
         publish_catalog(self.settings, self.titles)
         catalog = keys.catalog_key(self.settings.key_prefix)
         self._wait(lambda: self._redis.hlen(catalog) >= len(self.titles), timeout_s,
@@ -252,18 +249,9 @@ class PipelineRecommender:
         return sum(c.get(k, 0) for k in ACCOUNTED)
 
     def _wait(self, predicate: Callable[[], object], timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        delay = 0.002
-        while not predicate():
-            if self._worker is not None and not self._worker.alive():
-                raise RuntimeError(f"worker exited while waiting for {what}:\n"
-                                   f"{self._worker.tail()}")
-            if time.monotonic() > deadline:
-                tail = self._worker.tail() if self._worker is not None else ""
-                raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}; "
-                                   f"counters {self.counters()}\n{tail}")
-            time.sleep(delay)
-            delay = min(0.02, delay * 1.5)
+        wait_for(predicate, timeout_s, what, interval_s=0.02,
+                 watch=() if self._worker is None else (self._worker,),
+                 detail=lambda: f"counters {self.counters()}")
 
 
 @contextmanager
@@ -279,5 +267,4 @@ def local_pipeline(titles: Sequence[Title], *, refresh_pages: bool = False,
             yield rec
 
 
-__all__ = ["PipelineRecommender", "WorkerProcess", "local_pipeline",
-           "pipeline_settings"]
+__all__ = ["PipelineRecommender", "local_pipeline", "pipeline_settings", "start_worker"]

@@ -16,9 +16,9 @@ default, see :func:`chunks_by_day`). For every chunk:
 3. **Train.** The chunk is fed to the recommender (:meth:`Recommender.learn`).
 
 One scored (member, chunk) pair is one *page view*; every metric is the mean over page views
-with a 95% normal-approximation interval (:func:`online_models.metrics.mean_and_ci`):
+with a 95% normal-approximation interval (:func:`evaluation.metrics.mean_and_ci`):
 
-* Recall@M-by-N (:func:`~online_models.metrics.recall_at_m_by_n`) for ``M = 1..10`` with
+* Recall@M-by-N (:func:`~evaluation.metrics.recall_at_m_by_n`) for ``M = 1..10`` with
   ``N = 5``, and 3-by-4.
 * The same with Continue Watching rows removed (the remaining rows move up), for pages whose
   row kinds are known (:class:`Page`); equal to the above for pages without such rows.
@@ -47,7 +47,7 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from online_models.metrics import (
+from evaluation.metrics import (
     catalog_coverage,
     intra_page_diversity,
     mean_and_ci,

@@ -44,7 +44,8 @@ from homestream.player.simulator import (
     synthetic_profiles,
 )
 from homestream.settings import ConfigError, Settings, load_settings
-from homestream.stack.local import free_port, local_stack, start_module, stop_process, wait_for_port
+from homestream.stack.local import local_stack
+from homestream.stack.process import Child, WaitTimeout, free_port, wait_for, wait_for_port
 from topics.models import Play, Title
 from topics.registry import ensure_topics
 
@@ -72,24 +73,18 @@ def fetch_page(base: str, profile_id: str, country: str = "US") -> dict:
         return orjson.loads(r.read())
 
 
-def _start(module: str, settings: Settings, log_dir: Path) -> subprocess.Popen:
-    return start_module(module, settings.to_env(), log_dir / f"{module}.log")
-
-
-def _stop(proc: subprocess.Popen | None) -> None:
-    if proc is not None:
-        stop_process(proc)
+def _start(module: str, settings: Settings, log_dir: Path) -> Child:
+    return Child.module(module, settings.to_env(), log_path=log_dir / f"{module}.log")
 
 
 def _wait(what: str, predicate, timeout_s: float, *, required: bool = True) -> bool:
     """Poll ``predicate`` until it holds; on time-out raise (``required``) or return False."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            if required:
-                raise RuntimeError(f"timed out waiting for {what}")
-            return False
-        time.sleep(0.05)
+    try:
+        wait_for(predicate, timeout_s, what)
+    except WaitTimeout:
+        if required:
+            raise
+        return False
     return True
 
 
@@ -157,7 +152,7 @@ class BackgroundSimulation:
             print(f"simulator: {self.error}", file=sys.stderr, flush=True)
 
 
-def _pids(**procs: subprocess.Popen) -> str:
+def _pids(**procs: subprocess.Popen | Child) -> str:
     return " ".join(f"{name}={proc.pid}" for name, proc in procs.items())
 
 
@@ -222,14 +217,14 @@ def _run(args: argparse.Namespace, exits: contextlib.ExitStack, guard: Interrupt
     publish_catalog(settings, titles)
     with guard.deferred():
         worker = _start("streams.worker", settings, log_dir)
-        exits.callback(_stop, worker)
+        exits.callback(worker.stop)
     with guard.deferred():
         server = _start("serving", settings, log_dir)
-        exits.callback(_stop, server)
+        exits.callback(server.stop)
     pids = _pids(tansu=stack.broker.proc, redis=stack.redis.proc, worker=worker, server=server)
     print(f"processes: {pids}", flush=True)
     base = f"http://{settings.http_host}:{settings.http_port}"
-    wait_for_port(settings.http_port, 30, proc=server)
+    wait_for_port(settings.http_port, 30, server)
     import redis as redis_sync
 
     from features.keys import catalog_key
@@ -272,7 +267,7 @@ def _run(args: argparse.Namespace, exits: contextlib.ExitStack, guard: Interrupt
     started = time.monotonic()
     deadline = started + args.seconds if args.seconds else float("inf")
     while True:
-        if worker.poll() is not None or server.poll() is not None:
+        if not worker.alive() or not server.alive():
             print(f"a process exited; see {log_dir}", file=sys.stderr)
             return 1
         if simulation.failed():

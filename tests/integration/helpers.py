@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import signal
-import time
+import sys
 from collections.abc import Callable
 
 import orjson
@@ -13,35 +12,25 @@ import redis
 
 from features import keys
 from homestream.settings import Settings
-from homestream.stack.local import ModuleProcess
+from homestream.stack.process import Child, wait_for
 from topics.models import Artwork, Title
 from topics.reader import TopicReadTimeout, read_topics
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float, interval_s: float = 0.02,
                what: str = "condition") -> object:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(interval_s)
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``
+    (:func:`homestream.stack.process.wait_for`)."""
+    return wait_for(predicate, timeout_s, what, interval_s=interval_s)
 
 
-class WorkerProcess(ModuleProcess):
+class WorkerProcess(Child):
     """A ``python -m streams.worker`` child process configured by ``settings``."""
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__("streams.worker", settings.to_env(), log_prefix="worker-")
+        super().__init__([sys.executable, "-m", "streams.worker"], name="worker",
+                         env=settings.to_env())
         self.settings = settings
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown hooks, no final commit (a crash)."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
 
     def tail(self, n: int = 40) -> str:
         return super().tail(n)

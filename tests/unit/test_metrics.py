@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.catalog import Catalog
-from online_models.metrics import (
+from evaluation.metrics import (
     catalog_coverage,
     intra_page_diversity,
     mean_and_ci,
@@ -20,6 +19,7 @@ from online_models.metrics import (
     recall_at_k,
     recall_at_m_by_n,
 )
+from features.catalog import Catalog
 from online_models.page import PageConfig, assemble_page
 from topics.models import Artwork, Title
 

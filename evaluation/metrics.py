@@ -2,6 +2,8 @@
 
 Page-level Recall@M-by-N, per-row recall@K and NDCG@K, catalog coverage, intra-page
 diversity, novelty, and a mean with a normal-approximation confidence interval for reporting.
+Used by the evaluations (the MovieLens replay scores pages with them); the product does not
+compute offline metrics.
 
 Conventions shared by every function here:
 
@@ -25,6 +27,8 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from typing import Any
 
 import numpy as np
+
+from evaluation.stats import z_value
 
 PageTitles = Sequence[str] | Sequence[Sequence[str]]
 """A page's title ids: flat, or a grid of rows (each row a sequence of title ids)."""
@@ -407,7 +411,7 @@ def mean_and_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[floa
 
     ``mean ± z * s / sqrt(n)`` with ``s`` the sample standard deviation (``n - 1``
     denominator) and ``z`` the two-sided normal quantile,
-    ``NormalDist().inv_cdf((1 + confidence) / 2)`` (1.96 at 95%). Reasonable for the many
+    :func:`evaluation.stats.z_value` (1.96 at 95%). Reasonable for the many
     per-member values metrics are averaged over; optimistic for small ``n``.
 
     Parameters
@@ -435,14 +439,12 @@ def mean_and_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[floa
     >>> [round(x, 4) for x in mean_and_ci([1.0, 2.0, 3.0, 4.0])]
     [2.5, 1.2348, 3.7652]
     """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    z = z_value(confidence)
     xs = [float(v) for v in values]
     if len(xs) < 2:
         raise ValueError(f"need at least two values for an interval, got {len(xs)}")
     if not all(math.isfinite(x) for x in xs):
         raise ValueError("values must be finite")
     mean = statistics.fmean(xs)
-    half = (statistics.NormalDist().inv_cdf((1.0 + confidence) / 2.0)
-            * statistics.stdev(xs, xbar=mean) / math.sqrt(len(xs)))
+    half = z * statistics.stdev(xs, xbar=mean) / math.sqrt(len(xs))
     return mean, mean - half, mean + half
