@@ -9,10 +9,16 @@ synthetic catalog and lets a worker store it in Redis, then measures:
 2. ``raw_consume_per_s``: a plain confluent-kafka consumer (assigned partitions, no group
    join) reads and decodes the whole backlog: the ceiling for a Python consumer here.
 3. ``events_per_s``: one worker drains the backlog; the rate is taken between the first and
-   the last change of the worker's ``events_applied`` counter, so start-up and the group
-   join are excluded.
-4. ``freshness_*``: under a steady simulated load (``--load-eps``), probes send one Play for
-   a fresh profile stamped with the wall clock and poll its page in Redis until the page
+   the last change of the workers' ``events_applied`` counter, so start-up and the group
+   join are excluded. With ``--workers 2,1`` the same backlog is drained once per worker
+   count, each run with fresh state (pipeline keys but the catalog deleted) and a fresh
+   consumer group: ``scaling`` lists per run the events/s, events/s per worker, the ratio
+   to ``raw_consume_per_s``, each process's CPU seconds and events per worker CPU second
+   (robust to other load on the machine). ``events_per_s`` is the one-worker run's.
+   ``--profile-worker FILE`` runs the one-worker run's worker under cProfile.
+4. ``freshness_*``: under a steady simulated load (``--load-eps``, or ``--load-share`` of
+   the measured events/s) served by the last run's workers, probes send one Play for a
+   fresh profile stamped with the wall clock and poll its page in Redis until the page
    reflects it; freshness = time seen - event time.
 5. ``serve_*``: the home-page server under ``--concurrency`` concurrent clients for
    ``--serve-seconds`` (the worker is stopped first, so it does not compete for the CPU).
@@ -154,6 +160,47 @@ def check_failures(result: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def worker_counts(text: str) -> list[int]:
+    """``"2,1"`` -> ``[2, 1]``: distinct positive worker counts, largest first.
+
+    >>> worker_counts("1,2")
+    [2, 1]
+    """
+    try:
+        counts = {int(x) for x in text.split(",") if x.strip()}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of worker counts: {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"worker counts must be positive: {text!r}")
+    return sorted(counts, reverse=True)
+
+
+def scaling_row(workers: int, events_per_s: float | None, raw_per_s: float | None,
+                cpu_s: Mapping[str, float | None], events: int) -> dict[str, Any]:
+    """One ``scaling`` entry: the run's rates, its CPU seconds per process and the events
+    per CPU second of the workers (``worker*`` entries of ``cpu_s``).
+
+    >>> scaling_row(2, 1000.0, 4000.0, {"worker1": 2.0, "worker2": 3.0, "redis": 1.0}, 5000)
+    ... # doctest: +NORMALIZE_WHITESPACE
+    {'workers': 2, 'events_per_s': 1000.0, 'events_per_s_per_worker': 500.0,
+     'ratio_to_raw': 0.25, 'workers_cpu_s': 5.0, 'events_per_worker_cpu_s': 1000.0,
+     'cpu_s': {'worker1': 2.0, 'worker2': 3.0, 'redis': 1.0}}
+    """
+    per_worker = None if events_per_s is None else events_per_s / workers
+    worker_cpu = [v for k, v in cpu_s.items() if k.startswith("worker")]
+    total_cpu = None if not worker_cpu or None in worker_cpu else sum(
+        v for v in worker_cpu if v is not None)
+    return {
+        "workers": workers, "events_per_s": _r(events_per_s),
+        "events_per_s_per_worker": _r(per_worker),
+        "ratio_to_raw": None if events_per_s is None or not raw_per_s
+        else round(events_per_s / raw_per_s, 3),
+        "workers_cpu_s": _r(total_cpu, 2),
+        "events_per_worker_cpu_s": _r(rate(events, total_cpu or 0.0)),
+        "cpu_s": dict(cpu_s),
+    }
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options (defaults are what ``make bench`` runs)."""
     p = argparse.ArgumentParser(prog="python -m bench.run",
@@ -167,6 +214,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--load-eps", type=positive_float, default=1000.0,
                    help="steady load during the freshness probes, events/s")
+    p.add_argument("--load-share", type=positive_float, default=None,
+                   help="instead of --load-eps: this share of the measured events/s of "
+                        "the workers that serve the freshness phase (e.g. 0.5)")
+    p.add_argument("--workers", type=worker_counts, default=[1],
+                   help="worker counts to drain the backlog with, e.g. 2,1 (runs in "
+                        "descending order; the last run's workers serve the freshness "
+                        "phase)")
+    p.add_argument("--render-window-ms", type=float, default=None,
+                   help="HOMESTREAM_RENDER_WINDOW_MS for the workers (default: the "
+                        "settings' value)")
+    p.add_argument("--profile-worker", type=Path, default=None,
+                   help="write a cProfile of the one-worker run's worker to this file")
     p.add_argument("--load-seconds", type=positive_float, default=20.0)
     p.add_argument("--probe-interval-ms", type=positive_float, default=100.0)
     p.add_argument("--probe-timeout-s", type=positive_float, default=10.0)
@@ -273,6 +332,8 @@ class Child:
 
     module: str
     env: dict[str, str]
+    #: Interpreter arguments before ``-m <module>`` (e.g. ``-m cProfile -o FILE``).
+    python_args: Sequence[str] = ()
     log_path: Path = field(init=False)
     proc: subprocess.Popen = field(init=False)
 
@@ -281,7 +342,8 @@ class Child:
         os.close(fd)
         self.log_path = Path(name)
         with self.log_path.open("wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", self.module], cwd=ROOT,
+            self.proc = subprocess.Popen([sys.executable, *self.python_args, "-m", self.module],
+                                         cwd=ROOT,
                                          env=self.env, stdout=out, stderr=subprocess.STDOUT)
         log.info("started %s (pid %d), log %s", self.module, self.proc.pid, self.log_path)
 
@@ -313,9 +375,10 @@ class Child:
 
 
 @contextlib.contextmanager
-def child(module: str, env: dict[str, str]) -> Iterator[Child]:
+def child(module: str, env: dict[str, str], python_args: Sequence[str] = ()
+          ) -> Iterator[Child]:
     """Run a child process for the ``with`` block; always stopped on exit."""
-    c = Child(module, env)
+    c = Child(module, env, python_args)
     try:
         yield c
     except BaseException:
@@ -441,9 +504,9 @@ class DrainResult:
     cpu_s: dict[str, float | None]
 
 
-def drain_backlog(r: Any, prefix: str, worker: Child, expect_events: int, timeout_s: float,
-                  cpu_of: CpuProbes) -> DrainResult:
-    """Poll the worker's counters until it applied ``expect_events`` events."""
+def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: int,
+                  timeout_s: float, cpu_of: CpuProbes) -> DrainResult:
+    """Poll the workers' counters until they applied ``expect_events`` events."""
     t_start = time.monotonic()
     cpu0 = cpu_snapshot(cpu_of)
     samples: list[tuple[float, int]] = []
@@ -454,10 +517,12 @@ def drain_backlog(r: Any, prefix: str, worker: Child, expect_events: int, timeou
         samples.append((now, applied))
         if applied >= expect_events:
             break
-        worker.check_alive()
+        for w in workers:
+            w.check_alive()
         if now - t_start > timeout_s:
-            raise BenchError(f"worker applied {applied} of {expect_events} backlog events in "
-                             f"{timeout_s:.0f}s; log: {worker.log_path}")
+            logs = ", ".join(str(w.log_path) for w in workers)
+            raise BenchError(f"workers applied {applied} of {expect_events} backlog events in "
+                             f"{timeout_s:.0f}s; logs: {logs}")
         if now - last_log >= 5:
             log.info("  worker applied %d / %d events", applied, expect_events)
             last_log = now
@@ -642,6 +707,136 @@ def redis_get_latencies(r: Any, keys: Sequence[str], n: int, seed: int) -> list[
     return out
 
 
+def reset_pipeline_state(r: Any, prefix: str) -> int:
+    """Delete every key of the pipeline under ``prefix`` but the catalog's (profiles, pages,
+    trending, counters, checkpoints): the next run starts from the same state as the first.
+    Returns the keys deleted."""
+    from features.keys import catalog_key, catalog_version_key
+
+    keep = {catalog_key(prefix).encode(), catalog_version_key(prefix).encode()}
+    doomed = [k for k in r.scan_iter(match=prefix + "*", count=1000) if k not in keep]
+    for i in range(0, len(doomed), 1000):
+        r.delete(*doomed[i: i + 1000])
+    return len(doomed)
+
+
+def _start_workers(running: contextlib.ExitStack, env: Mapping[str, str], n: int,
+                   data_dir: str, profile: Path | None) -> list[Child]:
+    """Start ``n`` workers in a consumer group of their own (a fresh group reads the backlog
+    from the start), each with its own data directory; ``profile``: run the (single)
+    worker under cProfile writing to that file."""
+    group = f"{env.get('HOMESTREAM_APP_ID', 'homestream')}-bench-{n}w-{uuid.uuid4().hex[:6]}"
+    workers = []
+    for i in range(n):
+        wenv = {**env, "HOMESTREAM_APP_ID": group,
+                "HOMESTREAM_WORKER_DATA_DIR": os.path.join(data_dir, f"{group}-{i}")}
+        py_args = ("-m", "cProfile", "-o", str(profile)) if profile is not None else ()
+        workers.append(running.enter_context(child("streams.worker", wenv, py_args)))
+    return workers
+
+
+def _cpu_probes(stack: Any, workers: Sequence[Child]) -> dict[str, Callable[[], float | None]]:
+    """CPU probes of the workers (``worker1``...), the broker, Redis, the bench and the host."""
+    probes: dict[str, Callable[[], float | None]] = {
+        f"worker{i + 1}": w.cpu_s for i, w in enumerate(workers)}
+    probes.update({
+        "tansu": lambda: proc_cpu_s(stack.broker.proc.pid),
+        "redis": lambda: proc_cpu_s(stack.redis.proc.pid),
+        "bench": time.process_time,
+        "host_all": host_busy_cpu_s,
+    })
+    return probes
+
+
+def _drain_runs(args: argparse.Namespace, result: dict[str, Any], running: contextlib.ExitStack,
+                stack: Any, env: dict[str, str], r: Any, prefix: str, n_events: int,
+                data_dir: str) -> tuple[list[Child], CpuProbes]:
+    """Phase 3: drain the backlog once per worker count (``args.workers``, largest first),
+    each run from fresh state; the last run's workers are left running in ``running``.
+    Fills ``result["scaling"]`` and, from the one-worker run, ``events_per_s``."""
+    if args.render_window_ms is not None:
+        env = {**env, "HOMESTREAM_RENDER_WINDOW_MS": str(args.render_window_ms)}
+    result["scaling"] = []
+    workers: list[Child] = []
+    cpu_of: CpuProbes = {}
+    for k, n in enumerate(args.workers):
+        last = k == len(args.workers) - 1
+        _phase(f"3. {n} worker(s) drain the backlog")
+        if k:
+            log.info("  fresh state: %d pipeline keys deleted", reset_pipeline_state(r, prefix))
+        run = running if last else contextlib.ExitStack()
+        with contextlib.nullcontext() if last else run:
+            profile = args.profile_worker if n == 1 else None
+            workers = _start_workers(run, env, n, data_dir, profile)
+            cpu_of = _cpu_probes(stack, workers)
+            timeout = args.drain_timeout_s or max(300.0, n_events / 200)
+            drain = drain_backlog(r, prefix, workers, n_events, timeout, cpu_of)
+        _record_drain(result, drain, n, n_events)
+    return workers, cpu_of
+
+
+def _record_drain(result: dict[str, Any], drain: DrainResult, n: int, n_events: int) -> None:
+    """Add one drain run to ``result`` (the one-worker run also sets the top-level keys)."""
+    cpu = with_outside(drain.cpu_s)
+    row = scaling_row(n, drain.events_per_s, result.get("raw_consume_per_s"),
+                      {k: v for k, v in cpu.items() if k != "host_all"}, n_events)
+    row.update(drain_measured_s=_r(drain.measured_s, 2),
+               until_first_batch_s=_r(drain.until_first_applied_s, 2),
+               drain_total_s=_r(drain.total_s, 2))
+    result["scaling"].append(row)
+    log.info("  %d worker(s): %s events/s (%s per worker, %s of raw), %s events per worker "
+             "CPU second; first batch after %.1fs, all after %.1fs", n, row["events_per_s"],
+             row["events_per_s_per_worker"], row["ratio_to_raw"],
+             row["events_per_worker_cpu_s"], drain.until_first_applied_s, drain.total_s)
+    if drain.counters.get("events_applied") != n_events:
+        log.warning("  events_applied %s != backlog events %d",
+                    drain.counters.get("events_applied"), n_events)
+    if n == 1:
+        result.update(
+            events_per_s=_r(drain.events_per_s),
+            events_ratio_to_raw=row["ratio_to_raw"],
+            drain_measured_s=_r(drain.measured_s, 2),
+            worker_until_first_batch_s=_r(drain.until_first_applied_s, 2),
+            worker_drain_total_s=_r(drain.total_s, 2),
+            worker_counters=drain.counters,
+            drain_cpu_s=cpu,
+        )
+
+
+def _freshness_phase(args: argparse.Namespace, result: dict[str, Any], settings: Any, r: Any,
+                     workers: Sequence[Child], cpu_of: CpuProbes, titles: Sequence[Any],
+                     profiles: Sequence[Any]) -> None:
+    """Phase 4: freshness probes under steady load, served by ``workers``."""
+    from homestream.player.simulator import PlayerSimulator
+
+    load_eps = args.load_eps
+    if args.load_share is not None and result["scaling"]:
+        load_eps = max(1.0, args.load_share * (result["scaling"][-1]["events_per_s"] or 0.0))
+    _phase(f"4. freshness: probes every {args.probe_interval_ms:.0f} ms under "
+           f"{load_eps:.0f} events/s for {args.load_seconds:.0f}s, {len(workers)} worker(s)")
+    probe_title = next((t for t in titles if not t.availability), titles[0])
+    load_sim = PlayerSimulator(titles, profiles, args.seed + 1,
+                               max_heartbeats=args.max_heartbeats)
+    fresh = probe_freshness(settings, load_sim, probe_title, r, workers[0],
+                            load_eps=load_eps, load_seconds=args.load_seconds,
+                            interval_s=args.probe_interval_ms / 1000,
+                            timeout_s=args.probe_timeout_s, cpu_of=cpu_of)
+    p50, p99 = percentiles(fresh.latencies_ms)
+    result.update(
+        freshness_p50_ms=_r(p50), freshness_p99_ms=_r(p99),
+        freshness_max_ms=_r(max(fresh.latencies_ms, default=None)),
+        freshness_probes=fresh.sent, freshness_failures=fresh.failures,
+        freshness_workers=len(workers), load_eps_target=_r(load_eps),
+        load_eps=_r(rate(fresh.load_events, fresh.load_elapsed_s)),
+        load_events=fresh.load_events, load_messages=fresh.load_messages,
+        freshness_cpu_s=with_outside(fresh.cpu_s),
+        freshness_phase_s=_r(fresh.load_elapsed_s, 2),
+    )
+    log.info("  %d probes: p50 %s ms, p99 %s ms, %d timed out; load %s events/s",
+             result["freshness_probes"], result["freshness_p50_ms"],
+             result["freshness_p99_ms"], fresh.failures, result["load_eps"])
+
+
 # -- main ---------------------------------------------------------------------------------------
 def _phase(name: str) -> float:
     log.info("== %s", name)
@@ -708,57 +903,12 @@ def _run_phases(args: argparse.Namespace, result: dict[str, Any], data_dir: str)
         log.info("  %d events in %.2fs: %s events/s", got_events, raw_s,
                  result["raw_consume_per_s"])
 
-        _phase("3. worker drains the backlog")
-        with child("streams.worker", env) as worker:
-            timeout = args.drain_timeout_s or max(300.0, n_events / 200)
-            cpu_of: dict[str, Callable[[], float | None]] = {
-                "worker": worker.cpu_s,
-                "tansu": lambda: proc_cpu_s(stack.broker.proc.pid),
-                "redis": lambda: proc_cpu_s(stack.redis.proc.pid),
-                "bench": time.process_time,
-                "host_all": host_busy_cpu_s,
-            }
-            drain = drain_backlog(r, settings.key_prefix, worker, n_events, timeout, cpu_of)
-            result["events_per_s"] = _r(drain.events_per_s)
-            result.update(
-                drain_measured_s=_r(drain.measured_s, 2),
-                worker_until_first_batch_s=_r(drain.until_first_applied_s, 2),
-                worker_drain_total_s=_r(drain.total_s, 2),
-                worker_counters=drain.counters,
-                drain_cpu_s=with_outside(drain.cpu_s),
-            )
-            log.info("  %s events/s over %.2fs (first batch after %.1fs, all after %.1fs)",
-                     result["events_per_s"], drain.measured_s, drain.until_first_applied_s,
-                     drain.total_s)
-            if drain.counters.get("events_applied") != n_events:
-                log.warning("  events_applied %s != backlog events %d",
-                            drain.counters.get("events_applied"), n_events)
-
-            _phase(f"4. freshness: probes every {args.probe_interval_ms:.0f} ms under "
-                   f"{args.load_eps:.0f} events/s for {args.load_seconds:.0f}s")
-            probe_title = next((t for t in titles if not t.availability), titles[0])
-            load_sim = PlayerSimulator(titles, profiles, args.seed + 1,
-                                       max_heartbeats=heartbeats)
-            fresh = probe_freshness(settings, load_sim, probe_title, r, worker,
-                                    load_eps=args.load_eps, load_seconds=args.load_seconds,
-                                    interval_s=args.probe_interval_ms / 1000,
-                                    timeout_s=args.probe_timeout_s, cpu_of=cpu_of)
-            p50, p99 = percentiles(fresh.latencies_ms)
-            result.update(
-                freshness_p50_ms=_r(p50), freshness_p99_ms=_r(p99),
-                freshness_max_ms=_r(max(fresh.latencies_ms, default=None)),
-                freshness_probes=fresh.sent,
-                freshness_failures=fresh.failures,
-                load_eps=_r(rate(fresh.load_events, fresh.load_elapsed_s)),
-                load_events=fresh.load_events, load_messages=fresh.load_messages,
-                freshness_cpu_s=with_outside(fresh.cpu_s),
-                freshness_phase_s=_r(fresh.load_elapsed_s, 2),
-            )
-            log.info("  %d probes: p50 %s ms, p99 %s ms, %d timed out; load %s events/s",
-                     result["freshness_probes"], result["freshness_p50_ms"],
-                     result["freshness_p99_ms"], fresh.failures, result["load_eps"])
-        # the worker stops here: impressions logged by the server would otherwise keep it
-        # busy on one of the two cores while the server is measured
+        with contextlib.ExitStack() as running:
+            workers, cpu_of = _drain_runs(args, result, running, stack, env, r,
+                                          settings.key_prefix, n_events, data_dir)
+            _freshness_phase(args, result, settings, r, workers, cpu_of, titles, profiles)
+        # the workers stop here: impressions logged by the server would otherwise keep them
+        # busy on the two cores while the server is measured
 
         _phase(f"5. serving: wrk, {args.concurrency} connections, floor and server passes")
         from bench.serving import ServeContext, measure_serving, mixed_load, serve_load

@@ -349,9 +349,11 @@ def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed_ids: se
     where = country if country not in ("ALL", "ZZ") else "Your Region"
 
     def by_rel(ids: Iterable[str]) -> list[tuple[str, float]]:
-        ranked = [(t, rel[t]) for t in ids if t in allowed_ids and t not in engaged]
-        ranked.sort(key=lambda kv: (-kv[1], kv[0]))
-        return ranked[:n]
+        # (-relevance, id) tuples sort natively: the order of key=(-rel, id), without a
+        # Python call per title
+        keyed = [(-rel[t], t) for t in ids if t in allowed_ids and t not in engaged]
+        keyed.sort()
+        return [(t, -neg) for neg, t in keyed[:n]]
 
     def by_rel_near(near: list[tuple[str, float]]) -> list[tuple[str, float]]:
         """A seed's neighbours ranked for the member: relevance x (0.5 + 0.5 x similarity)."""

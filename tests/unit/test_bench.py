@@ -16,8 +16,10 @@ from bench.run import (
     percentiles,
     quantile,
     rate,
+    scaling_row,
     targets_of,
     with_outside,
+    worker_counts,
 )
 
 
@@ -133,6 +135,34 @@ def test_parse_args_rejects(argv: list[str], capsys: pytest.CaptureFixture[str])
         parse_args(argv)
     assert exc.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_worker_counts_largest_first_and_deduplicated() -> None:
+    assert parse_args([]).workers == [1]
+    assert parse_args(["--workers", "1,2"]).workers == [2, 1]
+    assert worker_counts("3, 1,3") == [3, 1]
+
+
+@pytest.mark.parametrize("argv", [["--workers", "0"], ["--workers", "one"], ["--workers", ","],
+                                  ["--load-share", "0"]])
+def test_parse_args_rejects_bad_worker_counts(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+
+
+def test_scaling_row_per_worker_rates_and_cpu() -> None:
+    row = scaling_row(2, 30_000.0, 100_000.0,
+                      {"worker1": 4.0, "worker2": 6.0, "tansu": 1.0, "redis": 2.0}, 100_000)
+    assert row["events_per_s_per_worker"] == 15_000.0
+    assert row["ratio_to_raw"] == 0.3
+    assert row["workers_cpu_s"] == 10.0  # the broker's and Redis's CPU are not the workers'
+    assert row["events_per_worker_cpu_s"] == 10_000.0
+
+
+def test_scaling_row_without_measurements() -> None:
+    row = scaling_row(1, None, None, {"worker1": None}, 10)
+    assert row["events_per_s"] is None and row["ratio_to_raw"] is None
+    assert row["workers_cpu_s"] is None and row["events_per_worker_cpu_s"] is None
 
 
 # -- targets ------------------------------------------------------------------------------------
