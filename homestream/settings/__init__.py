@@ -133,9 +133,9 @@ class Settings(BaseSettings):
     # --- serving --------------------------------------------------------------------------
     http_host: str = Field("127.0.0.1", description="Server bind address")
     http_port: int = Field(8080, ge=0, le=65535, description="Server port")
-    http_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256,
+    http_workers: int = Field(0, ge=0, le=256, validate_default=True,
                               description="Server processes sharing the port (SO_REUSEPORT); "
-                              "default: the CPU count")
+                              "0: one per CPU")
     http_shutdown_s: float = Field(10.0, ge=0.0, le=600.0, description="On SIGTERM, how "
                                    "long in-flight requests may take before the server stops")
 
@@ -144,6 +144,11 @@ class Settings(BaseSettings):
                                       description="Producer batching delay")
     producer_delivery_timeout_ms: int = Field(30_000, ge=1000,
                                               description="Producer delivery timeout")
+
+    @field_validator("http_workers")
+    @classmethod
+    def _one_process_per_cpu(cls, v: int) -> int:
+        return v or os.cpu_count() or 1
 
     @field_validator("artwork_policy")
     @classmethod

@@ -385,3 +385,43 @@ def test_simulation_contextual_beats_non_contextual_beats_or_ties_uniform() -> N
         assert rewards[name] > rewards["non_contextual"] + 0.03, rewards
     assert rewards["non_contextual"] >= rewards["uniform"] - 0.01, rewards
     assert 0.13 < rewards["uniform"] < 0.2, rewards       # 0.6*... ~ 1/3*0.3 + 2/3*0.1
+
+
+# -- one vectorized step for a whole page -------------------------------------------------------
+def _trained(name: str, seed: int) -> ArtworkPolicy:
+    rng = random.Random(seed)
+    tags = ["comedy", "romance", "cast", "scenic", "action"]
+    policy = make_policy(name, seed=seed)
+    for _ in range(300):
+        ctx = {"genre:Comedy": rng.random(), "genre:Drama": rng.random(),
+               "country": rng.choice(["US", "FR"]), "hour": rng.randrange(24)}
+        t = rng.randrange(30)
+        arms = [Arm(f"t{t}-{j}", (tags[(t + j) % 5],)) for j in range(3)]
+        policy.learn_one(ctx, rng.choice(arms), float(rng.random() < 0.3))
+    return policy
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_propensities_of_a_whole_page_equal_the_per_title_ones(name: str) -> None:
+    policy = _trained(name, seed=5)
+    rng = random.Random(11)
+    tags = ["comedy", "romance", "cast", "scenic", "action", "dark"]
+    for _ in range(8):
+        ctx = {"genre:Comedy": rng.random(), "genre:Horror": rng.random() * 3,
+               "country": rng.choice(["US", "FR", "BR"]), "device": "tv",
+               "hour": rng.randrange(24)}
+        # old and new titles, one to four images, shared and unique tags
+        groups = [[Arm(f"t{t}-{j}", (rng.choice(tags),)) for j in range(rng.randint(1, 4))]
+                  for t in rng.sample(range(60), 25)]
+        per_title = [policy.propensities(ctx, arms) for arms in groups]
+        page = policy.propensities_many(ctx, groups)
+        assert len(page) == len(per_title)
+        for one, many in zip(per_title, page, strict=True):
+            assert list(one) == list(many)
+            assert many == pytest.approx(one, rel=1e-9, abs=1e-12)
+    assert policy.propensities_many({}, []) == []
+
+
+def test_a_page_step_rejects_a_title_with_duplicate_images() -> None:
+    with pytest.raises(ValueError, match="duplicate artwork ids"):
+        make_policy("lin_ucb", seed=1).propensities_many({}, [[Arm("a"), Arm("a")]])

@@ -78,3 +78,14 @@ def test_the_image_holds_every_package(compose: dict[str, Any]) -> None:
     assert {p.rstrip("*") for p in include} <= copied
     assert all(s.get("build") == "." for n, s in compose["services"].items()
                if n in ("worker", "server", "topics"))
+
+
+def test_the_server_runs_several_processes_and_docker_waits_for_their_drain(
+        compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    server = compose["services"]["server"]
+    for key, value in server["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    settings = load_settings()
+    assert settings.http_workers >= 2
+    grace = server["stop_grace_period"]
+    assert grace.endswith("s") and float(grace[:-1]) > settings.http_shutdown_s

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import orjson
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from features.store import InMemoryStore
@@ -128,3 +129,58 @@ def test_only_the_first_screen_gets_artwork_decisions() -> None:
         make_policy("lin_ucb", 1), Catalog(TITLES), rows, {"country": "US"}, {}, 0)
     assert sorted(new) == ["t0", "t1"]
     assert ["policy" in r["items"][0] for r in rows] == [True, True, False, False]
+
+
+def test_the_page_step_chooses_what_title_by_title_decisions_would() -> None:
+    """One vectorized decision over the first screen gives the same images, propensities
+    and draws as deciding each title in page order, keeps assignments within their period
+    and re-decides expired and withdrawn ones."""
+    import random
+
+    from features.catalog import Catalog
+    from online_models.bandits import Arm, make_policy
+    from online_models.bandits.sticky import Assignment, StickyAssignment
+    from serving.artwork import ArtworkChooser
+
+    rng = random.Random(3)
+    tags = ["comedy", "cast", "scenic", "romance"]
+    titles = [Title(title_id=f"x{i}", name=f"X{i}", genres=["Comedy"], maturity_rating="PG",
+                    release_date=dt.date(2024, 1, 1), duration_s=100.0,
+                    artwork=[Artwork(artwork_id=f"x{i}-a{k}", url=f"https://img/{i}/{k}",
+                                     tags=[rng.choice(tags)]) for k in range(1 + i % 3)])
+              for i in range(30)]
+    catalog = Catalog(titles)
+    for name in ("lin_ucb", "thompson", "epsilon_greedy", "non_contextual", "uniform"):
+        trained = make_policy(name, seed=9)
+        for i in range(200):
+            t = titles[i % 30]
+            trained.learn_one({"genre:Comedy": 0.5, "country": "US"},
+                              Arm(t.artwork[0].artwork_id, tuple(t.artwork[0].tags)),
+                              float(i % 4 == 0))
+        batched, single = (type(trained).from_bytes(trained.to_bytes()) for _ in range(2))
+        rows = [{"row_id": f"r{r}", "items": [{"title_id": t.title_id}
+                                              for t in titles[r * 10:(r + 1) * 10]]}
+                for r in range(3)]
+        previous = {"x1": {"artwork_id": "x1-a0", "chosen_at_ms": 9_000, "propensity": 0.5,
+                           "policy": "old", "policy_version": 2},           # kept
+                    "x2": orjson.dumps({"artwork_id": "x2-a1", "chosen_at_ms": 1_000,
+                                        "propensity": 0.4}),               # expired
+                    "x4": {"artwork_id": "gone", "chosen_at_ms": 9_000,
+                           "propensity": 0.5}}                              # withdrawn
+        ctx = {"genre:Comedy": 0.8, "country": "US", "device": "tv", "hour": 20}
+        new = ArtworkChooser(sticky_s=5, max_rows=3).choose(
+            batched, catalog, rows, ctx, previous, now_ms=10_000)
+        sticky = StickyAssignment(period_s=5)
+        for item in (it for row in rows for it in row["items"]):
+            t = catalog.get(item["title_id"])
+            raw = previous.get(t.title_id)
+            prev = Assignment(**(orjson.loads(raw) if isinstance(raw, bytes) else raw)) \
+                if raw is not None else None
+            d = sticky.assign(single, ctx, [Arm(a.artwork_id, tuple(a.tags))
+                                            for a in t.artwork], prev, 10_000)
+            assert item["artwork_id"] == d.choice.artwork_id, (name, t.title_id)
+            assert item["propensity"] == pytest.approx(d.choice.propensity, rel=1e-9)
+            assert item["policy"] == d.choice.policy
+            assert (t.title_id in new) == d.is_new
+        assert "x1" not in new and {"x2", "x4"} <= set(new)
+        assert batched._rng.random() == single._rng.random()  # the same number of draws
