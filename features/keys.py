@@ -94,3 +94,15 @@ def artwork_due_key(prefix: str, partition: int) -> str:
     'hs:artwork-due:3'
     """
     return f"{prefix}artwork-due:{partition}"
+
+
+def model_version_key(prefix: str) -> str:
+    """The version of the learner's latest model snapshot (an integer): workers and servers
+    poll it and reload the checkpoints only when it moved."""
+    return f"{prefix}model:version"
+
+
+def model_covered_key(prefix: str) -> str:
+    """The model-updates offset the latest snapshot covers (a learner that lost its
+    partition cannot overwrite a newer snapshot with an older one)."""
+    return f"{prefix}model:covered"

@@ -24,6 +24,17 @@ TrendingIncrement = tuple[str, int, str, float]
 ArtworkDue = tuple[int, str, int | None]
 
 
+#: KEYS[1] covered offset; ARGV[1] the new one, then key/value pairs: all set, or none when
+#: a stored snapshot already covers that offset (one script: atomic).
+_SAVE_SNAPSHOT = """
+local covered = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if covered >= tonumber(ARGV[1]) then return 0 end
+redis.call('MSET', unpack(ARGV, 2))
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
+
 class PipelineStore(abc.ABC):
     """Where profile state, trending counts, pages, the catalog and checkpoints live."""
 
@@ -127,6 +138,22 @@ class PipelineStore(abc.ABC):
     async def load_checkpoint(self, name: str) -> bytes | None:
         ...
 
+    async def load_checkpoints(self, names: Sequence[str]) -> dict[str, bytes | None]:
+        """Several checkpoints read together (one snapshot, never a mix of two)."""
+        return {n: await self.load_checkpoint(n) for n in names}
+
+    @abc.abstractmethod
+    async def save_snapshot(self, blobs: Mapping[str, bytes], version: int,
+                            covered_offset: int,
+                            similar: Mapping[str, list[tuple[str, float]]]) -> bool:
+        """Save a learner's snapshot in one atomic write: the checkpoints, the similar-titles
+        lists of the titles that changed and the version; refused (``False``) when a stored
+        snapshot covers ``covered_offset`` or later (written by a newer learner)."""
+
+    @abc.abstractmethod
+    async def snapshot_version(self) -> int:
+        """The latest snapshot's version (0: none)."""
+
     @abc.abstractmethod
     async def counters(self) -> dict[str, int]:
         ...
@@ -155,6 +182,8 @@ class InMemoryStore(PipelineStore):
         self.artwork: dict[str, dict[str, bytes]] = {}
         self.similar: dict[str, bytes] = {}
         self.art_due: dict[int, dict[str, int]] = {}
+        self.model_version = 0
+        self.snapshot_covered = -1
 
     async def load_profile_meta(self, profile_ids):
         return {p: orjson.loads(self.metas[p]) for p in profile_ids if p in self.metas}
@@ -238,6 +267,17 @@ class InMemoryStore(PipelineStore):
 
     async def load_checkpoint(self, name):
         return self.checkpoints.get(name)
+
+    async def save_snapshot(self, blobs, version, covered_offset, similar) -> bool:
+        if covered_offset <= self.snapshot_covered:
+            return False
+        self.checkpoints.update(blobs)
+        self.similar.update({t: orjson.dumps(v) for t, v in similar.items()})
+        self.snapshot_covered, self.model_version = covered_offset, version
+        return True
+
+    async def snapshot_version(self) -> int:
+        return self.model_version
 
     async def counters(self) -> dict[str, int]:
         return dict(self._counters)
@@ -411,6 +451,24 @@ class RedisStore(PipelineStore):
 
     async def load_checkpoint(self, name):
         return await self.client.get(keys.checkpoint_key(self.prefix, name))
+
+    async def load_checkpoints(self, names):
+        values = await self.client.mget([keys.checkpoint_key(self.prefix, n) for n in names])
+        return dict(zip(names, values, strict=True))
+
+    async def save_snapshot(self, blobs, version, covered_offset, similar) -> bool:
+        kv: list = []
+        for n, d in blobs.items():
+            kv += [keys.checkpoint_key(self.prefix, n), d]
+        for t, v in similar.items():
+            kv += [keys.similar_key(self.prefix, t), orjson.dumps(v)]
+        kv += [keys.model_version_key(self.prefix), str(version)]
+        done = await self.client.eval(
+            _SAVE_SNAPSHOT, 1, keys.model_covered_key(self.prefix), covered_offset, *kv)
+        return bool(done)
+
+    async def snapshot_version(self) -> int:
+        return int(await self.client.get(keys.model_version_key(self.prefix)) or 0)
 
     async def counters(self) -> dict[str, int]:
         raw = await self.client.hgetall(keys.stats_key(self.prefix))

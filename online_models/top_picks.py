@@ -74,14 +74,17 @@ class TopPicksModel:
                        catalog_ids: Sequence[str], exclude: Collection[str] = ()) -> None:
         """Learn a label and, when it is positive, ``n_negatives`` sampled negatives."""
         self.learn_one(profile_id, title_id, y)
-        if y <= 0.0 or not catalog_ids:
+        if y <= 0.0:
             return
-        for _ in range(self.n_negatives):
-            for _attempt in range(5):
-                neg = catalog_ids[self._rng.randrange(len(catalog_ids))]
-                if neg != title_id and neg not in exclude:
-                    self.learn_one(profile_id, neg, 0.0)
-                    break
+        for neg in sample_negatives(self._rng, title_id, catalog_ids, exclude,
+                                    self.n_negatives):
+            self.learn_one(profile_id, neg, 0.0)
+
+    @property
+    def sampling_rng(self) -> random.Random:
+        """The generator of :meth:`learn_positive`'s negatives (checkpointed with the model),
+        for callers that sample the negatives themselves and learn the triples."""
+        return self._rng
 
     # -- scoring --------------------------------------------------------------------------
     def predict_one(self, profile_id: str, title_id: str) -> float:
@@ -133,3 +136,19 @@ class TopPicksModel:
         if not isinstance(model, TopPicksModel):
             raise ValueError("checkpoint holds no TopPicksModel")
         return model
+
+
+def sample_negatives(rng: random.Random, title_id: str, catalog_ids: Sequence[str],
+                     exclude: Collection[str], n: int) -> list[str]:
+    """``n`` titles drawn uniformly from ``catalog_ids`` other than ``title_id`` and the
+    member's engaged titles (five draws each at most): Top Picks' negative labels."""
+    out: list[str] = []
+    if not catalog_ids:
+        return out
+    for _ in range(n):
+        for _attempt in range(5):
+            neg = catalog_ids[rng.randrange(len(catalog_ids))]
+            if neg != title_id and neg not in exclude:
+                out.append(neg)
+                break
+    return out

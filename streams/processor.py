@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
-
-import orjson
 
 from features.catalog import Catalog
 from features.keys import ALL_COUNTRIES, popular_list
@@ -30,19 +29,27 @@ from features.profile import (
     ProfileMeta,
     ProfileState,
     apply_event,
-    settle_expired_art,
 )
 from features.store import ArtworkDue, PipelineStore, TrendingIncrement
 from features.trending import decayed_weight
 from homestream.settings import Settings
-from online_models.bandits import ArtworkPolicy, make_policy
-from online_models.bandits.base import Arm
+from online_models.bandits import ArtworkPolicy
 from online_models.experiments import experiment_from_settings
 from online_models.page import PageConfig
 from online_models.row_utility import RowKindUtility
 from online_models.rules import Rules, rules_from_settings
 from online_models.similarity import CoWatchSimilarity
-from online_models.top_picks import TopPicksModel
+from online_models.top_picks import TopPicksModel, sample_negatives
+from streams.learning import LearningRecord, LearningSink, RecordBuilder
+from streams.models import (  # noqa: F401  (checkpoint names re-exported for callers)
+    ARTWORK_CHECKPOINT,
+    CHECKPOINT_NAMES,
+    COWATCH_CHECKPOINT,
+    LEARNER_CHECKPOINT,
+    MODEL_CHECKPOINT,
+    ROW_UTILITY_CHECKPOINT,
+    ModelSet,
+)
 from streams.render import (
     MemoryPageUpdates,  # noqa: F401  (re-exported: callers import the sinks from here)
     PageRenderer,
@@ -50,23 +57,11 @@ from streams.render import (
     Popularity,
     RenderInputs,
 )
+from streams.settle import ArtworkSettler
 from topics.codec import AvroCodec, DecodeError, default_codec, validate_event
 from topics.models import DeadLetter, Event, Impression, Title
 
 log = logging.getLogger(__name__)
-
-MODEL_CHECKPOINT = "top-picks"
-COWATCH_CHECKPOINT = "co-watch"
-ARTWORK_CHECKPOINT = "artwork-policy"
-ROW_UTILITY_CHECKPOINT = "row-utility"
-#: Due profiles settled per lock hold and partition (the event batches run in between).
-SETTLE_CHUNK = 10
-#: Wall-clock budget of one settling call (a timer tick): about a fifth of the worker's
-#: time at the default one-second interval (a duration, not a clock reading).
-SETTLE_BUDGET_S = 0.2
-#: Settled rewards the policy learns between two yields to the event loop.
-LEARN_SLICE = 100
-
 
 @dataclass(frozen=True)
 class RawMessage:
@@ -103,6 +98,20 @@ class MemoryDeadLetters:
 
     async def send(self, letters: Sequence[DeadLetter]) -> None:
         self.letters.extend(letters)
+
+
+@dataclass
+class BatchWork:
+    """What applying a batch's events produced, for the steps after it."""
+
+    builder: RecordBuilder
+    changed: list[ProfileState] = field(default_factory=list)
+    to_render: list[ProfileState] = field(default_factory=list)
+    trending: list[TrendingIncrement] = field(default_factory=list)
+    art_due: list[ArtworkDue] = field(default_factory=list)
+    late_letters: list[DeadLetter] = field(default_factory=list)
+    #: Event times of the applied events that changed a page, by profile.
+    applied_ts: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -145,7 +154,8 @@ class EventProcessor:
 
     def __init__(self, settings: Settings, store: PipelineStore, dead_letters: DeadLetterSink,
                  codec: AvroCodec | None = None, clock: Callable[[], float] = time.time,
-                 page_updates: PageUpdateSink | None = None, rules: Rules | None = None) -> None:
+                 page_updates: PageUpdateSink | None = None, rules: Rules | None = None,
+                 learning: LearningSink | None = None) -> None:
         self.settings = settings
         self.store = store
         self.dead_letters = dead_letters
@@ -162,11 +172,14 @@ class EventProcessor:
             row_attribution_window_s=settings.row_attribution_window_s,
             delayed_positives=settings.artwork_delayed_positives,
         )
-        self.model: TopPicksModel
-        self.artwork_policy: ArtworkPolicy
-        self.cowatch: CoWatchSimilarity
-        self.row_utility: RowKindUtility
-        self._fresh_models()
+        #: Where a batch's learning goes (``None``: into :attr:`models`, in place).
+        self.learning = learning
+        self.models = ModelSet(settings)
+        #: Version of the learner's snapshot the models are (0: none yet).
+        self._snapshot_version = 0
+        #: Draws the sampled negatives of labels sent to the learner.
+        self._rng = random.Random(settings.model_seed)
+        self.settler = ArtworkSettler(self)
         #: Logging policies whose decisions teach the artwork policy (empty: all of them).
         self._learn_from = settings.artwork_learn_from_policies
         self.page_config = PageConfig(row_length=settings.row_length,
@@ -188,15 +201,33 @@ class EventProcessor:
         #: the checkpoints' snapshots (taken between batches, never inside one).
         self._state_lock = asyncio.Lock()
 
-    # -- lifecycle ------------------------------------------------------------------------
+    # -- lifecycle and models ---------------------------------------------------------------
+    @property
+    def model(self) -> TopPicksModel:
+        """Top Picks as this processor ranks with it (the learner's latest snapshot when
+        learning goes to the model-updates topic)."""
+        return self.models.model
+
+    @property
+    def cowatch(self) -> CoWatchSimilarity:
+        return self.models.cowatch
+
+    @property
+    def artwork_policy(self) -> ArtworkPolicy:
+        return self.models.artwork_policy
+
+    @property
+    def row_utility(self) -> RowKindUtility:
+        return self.models.row_utility
+
+    @property
+    def learns_inline(self) -> bool:
+        """Whether this processor learns the models itself (no learning sink)."""
+        return self.learning is None
+
     def _fresh_models(self) -> None:
         """Untrained models (restored from their checkpoints by :meth:`start`)."""
-        s = self.settings
-        self.model = TopPicksModel(n_factors=s.model_factors, seed=s.model_seed)
-        self.artwork_policy = make_policy(s.artwork_policy, s.model_seed)
-        self.cowatch = CoWatchSimilarity()
-        self.row_utility = RowKindUtility(s.row_prior_strength)
-        self._labels_since_checkpoint = 0
+        self.models = ModelSet(self.settings)
 
     async def start(self) -> None:
         """Load the catalog and the latest model checkpoints (idempotent)."""
@@ -211,59 +242,47 @@ class EventProcessor:
 
     async def _restore_models(self) -> None:
         """Replace the models by their latest checkpoints (those the store has)."""
-        data = await self.store.load_checkpoint(MODEL_CHECKPOINT)
-        if data is not None:
-            self.model = TopPicksModel.from_bytes(data)
-            log.info("restored model checkpoint v%d (%d labels learned)",
-                     self.model.version, self.model.n_learned)
-        data = await self.store.load_checkpoint(ARTWORK_CHECKPOINT)
-        if data is not None:
-            policy = ArtworkPolicy.from_bytes(data)
-            if policy.name == self.artwork_policy.name:
-                self.artwork_policy = policy
-            else:
-                log.warning("artwork checkpoint is %s, configured policy is %s: starting fresh",
-                            policy.name, self.artwork_policy.name)
-        data = await self.store.load_checkpoint(COWATCH_CHECKPOINT)
-        if data is not None:
-            try:
-                self.cowatch = CoWatchSimilarity.from_bytes(data)
-                log.info("restored co-watch checkpoint (%d watches learned)",
-                         self.cowatch.n_learned)
-            except ValueError as exc:
-                log.warning("co-watch checkpoint %r not restored: %s; starting with an empty "
-                            "co-watch model (the next checkpoint replaces it)",
-                            COWATCH_CHECKPOINT, exc)
-        data = await self.store.load_checkpoint(ROW_UTILITY_CHECKPOINT)
-        if data is not None:
-            self.row_utility = RowKindUtility.from_bytes(data)
-            self.row_utility.prior_strength = self.settings.row_prior_strength
+        self._snapshot_version = await self.store.snapshot_version()
+        self.models.restore(await self.store.load_checkpoints(CHECKPOINT_NAMES))
+
+    async def reload_models(self) -> bool:
+        """Swap in the learner's latest snapshot when its version moved (a timer tick of a
+        worker whose learning goes to the learner); the small version key is all that is
+        read when nothing changed. Unpickling runs in a thread, off the event loop."""
+        if self.learns_inline or not self._started:
+            return False
+        version = await self.store.snapshot_version()
+        if version == self._snapshot_version:
+            return False
+        blobs = await self.store.load_checkpoints(CHECKPOINT_NAMES)
+        fresh = ModelSet(self.settings)
+        await asyncio.to_thread(fresh.restore, blobs)
+        self.models, self._snapshot_version = fresh, version
+        return True
 
     async def checkpoint(self, force: bool = False) -> bool:
         """Save the models if they learned anything since the last checkpoint (the Top Picks
-        checkpoint carries a version number that grows with every save).
+        checkpoint carries a version number that grows with every save). Only a processor
+        that learns inline checkpoints; else the learner owns the snapshots.
 
         The models are serialized under the batch lock, i.e. between two batches: a
         checkpoint holds the learning of batches whose states were committed and of no
         other, so a batch replayed after a crash (not committed, hence not deduplicated) was
         not learned by the checkpoint either and is learned once. Nothing is saved before
         :meth:`start` restored the models (or after a failed batch discarded them)."""
+        if not self.learns_inline:
+            return False
         async with self._checkpoint_lock:
             async with self._state_lock:
-                if not self._started or (not force and self._labels_since_checkpoint == 0):
+                if not self._started or (not force and self.models.unsaved == 0):
                     return False
-                self.model.version += 1
-                blobs = {
-                    MODEL_CHECKPOINT: self.model.to_bytes(),
-                    COWATCH_CHECKPOINT: self.cowatch.to_bytes(),
-                    ARTWORK_CHECKPOINT: self.artwork_policy.to_bytes(),
-                    ROW_UTILITY_CHECKPOINT: self.row_utility.to_bytes(),
-                }
-                learned, self._labels_since_checkpoint = self._labels_since_checkpoint, 0
+                learned = self.models.unsaved
+                blobs = self.models.to_blobs()
+                blobs.pop(LEARNER_CHECKPOINT)  # a learner's bookkeeping, not a worker's
             try:
                 await self.store.save_checkpoints(blobs)  # all four models, or none
             except BaseException:
-                self._labels_since_checkpoint += learned  # not saved: the next tick retries
+                self.models.unsaved += learned  # not saved: the next tick retries
                 raise
         return True
 
@@ -429,97 +448,137 @@ class EventProcessor:
                                 by_profile: dict[str, list[SourcedEvent]],
                                 states: dict[str, ProfileState],
                                 partition_of: dict[str, int]) -> BatchReport:
-        """Apply the events to the states, teach the models, commit the states (one
-        transaction), then write co-watch lists and pages; sets ``report.committed``."""
-        art_due: list[ArtworkDue] = []
-        late_letters: list[DeadLetter] = []
-        max_late_ms = self.settings.max_lateness_s * 1000.0
-        changed: list[ProfileState] = []
-        to_render: list[ProfileState] = []
-        trending: list[TrendingIncrement] = []
-        hl = self.settings.trending_half_life_s
-        hl_pop = self.settings.popularity_half_life_s
-        applied_ts: dict[str, list[int]] = {}
-        genres_of, cast_of = self.catalog.genres_of, self.catalog.cast_of
-        similar_changed: set[str] = set()
-        row_exposures: Counter[str] = Counter()
-        row_takes: Counter[str] = Counter()
+        """Apply the events to the states, hand the batch's learning over, commit the states
+        (one transaction), then write co-watch lists and pages; sets ``report.committed``."""
+        work = BatchWork(RecordBuilder())
         for pid, evs in by_profile.items():
-            state = states.get(pid) or ProfileState(pid)
-            # stable: same-time events keep their order
-            evs.sort(key=lambda se: se.event.event_ts_ms)
-            mutated = render = False
-            due_before = state.oldest_pending_art_ms()
-            for se in evs:
-                ev = se.event
-                if (ev.event_ts_ms < state.last_event_ts_ms - max_late_ms
-                        and ev.event_id not in state.seen_ids):
-                    # too late; a redelivery of an event applied before goes on to
-                    # apply_event, which counts it as a duplicate (dedupe wins)
-                    late_letters.append(self._late_letter(se, state.last_event_ts_ms))
-                    continue
-                history = state.watched_recently(self.cowatch.window)
-                fx: Effects = apply_event(state, ev, genres_of, self.params, cast_of)
-                if fx.duplicate:
-                    report.duplicates += 1
-                    render = render or not isinstance(ev, Impression)
-                    continue
-                mutated = True
-                report.applied += 1
-                self._max_event_ms = max(self._max_event_ms, ev.event_ts_ms)
-                if fx.page_changed:
-                    render = True
-                    applied_ts.setdefault(pid, []).append(ev.event_ts_ms)
-                row_exposures.update(fx.row_exposures)
-                row_takes.update(fx.row_takes)
-                for r in fx.art_rewards:
-                    self._learn_artwork(r)
-                    report.art_rewards += 1
-                    report.quality_plays += r.reward > 0
-                for tid in fx.watched:
-                    similar_changed |= self.cowatch.learn_one(
-                        [h for h in history if h != tid], tid)
-                for tid, y in fx.labels:
-                    self.model.learn_positive(pid, tid, y, self._catalog_ids,
-                                              exclude=state.engaged)
-                    report.labels += 1
-                for country, tid, ts in fx.plays:
-                    epoch, w = decayed_weight(ts, hl)
-                    epoch_p, w_p = decayed_weight(ts, hl_pop)
-                    for c in dict.fromkeys((ALL_COUNTRIES, country)):
-                        trending.append((c, epoch, tid, w))
-                        trending.append((popular_list(c), epoch_p, tid, w_p))
-            if mutated:
-                changed.append(state)
-                due_after = state.oldest_pending_art_ms()
-                if due_after != due_before:
-                    art_due.append((partition_of.get(pid, -1), pid, due_after))
-            if render:
-                to_render.append(state)
-        self.row_utility.learn(row_exposures, row_takes)
-        self._labels_since_checkpoint += (report.labels + report.art_rewards
-                                          + sum(row_exposures.values()))
-        if late_letters:
-            await self.dead_letters.send(late_letters)
-            report.late = len(late_letters)
-        await self.store.commit_batch(changed, trending, {
-            "messages": report.messages, "events_applied": report.applied,
-            "duplicates": report.duplicates, "late_dropped": report.late,
-            "artwork_rewards": report.art_rewards, "artwork_quality_plays": report.quality_plays,
-            "dead_letters": report.dead_letters + report.late,
-        }, art_due)
-        report.committed = True
+            self._apply_profile(pid, evs, states.get(pid) or ProfileState(pid),
+                                partition_of, work, report)
+        similar_changed = await self._learn(work.builder.build())
+        if work.late_letters:
+            await self.dead_letters.send(work.late_letters)
+            report.late = len(work.late_letters)
+        await self._commit(report, work)
         report.profiles = len(by_profile)
         if similar_changed:
             k = self.settings.row_length
             await self.store.write_similar({t: self.cowatch.most_similar(t, k)
                                             for t in similar_changed})
-        if to_render:
-            report.pages, report.published = await self._render(to_render)
+        if work.to_render:
+            report.pages, report.published = await self._render(work.to_render)
             now_ms = self.clock() * 1000.0
-            for ts_list in applied_ts.values():
+            for ts_list in work.applied_ts.values():
                 report.freshness_ms.extend(now_ms - ts for ts in ts_list)
         return report
+
+    def _apply_profile(self, pid: str, evs: list[SourcedEvent], state: ProfileState,
+                       partition_of: dict[str, int], work: BatchWork,
+                       report: BatchReport) -> None:
+        """Apply one member's events in event-time order, collecting their effects."""
+        max_late_ms = self.settings.max_lateness_s * 1000.0
+        evs.sort(key=lambda se: se.event.event_ts_ms)  # stable: same-time events keep order
+        mutated = render = False
+        due_before = state.oldest_pending_art_ms()
+        for se in evs:
+            ev = se.event
+            if (ev.event_ts_ms < state.last_event_ts_ms - max_late_ms
+                    and ev.event_id not in state.seen_ids):
+                # too late; a redelivery of an event applied before goes on to apply_event,
+                # which counts it as a duplicate (dedupe wins)
+                work.late_letters.append(self._late_letter(se, state.last_event_ts_ms))
+                continue
+            history = state.watched_recently(self.cowatch.window)
+            fx = apply_event(state, ev, self.catalog.genres_of, self.params,
+                             self.catalog.cast_of)
+            if fx.duplicate:
+                report.duplicates += 1
+                render = render or not isinstance(ev, Impression)
+                continue
+            mutated = True
+            report.applied += 1
+            self._max_event_ms = max(self._max_event_ms, ev.event_ts_ms)
+            if fx.page_changed:
+                render = True
+                work.applied_ts.setdefault(pid, []).append(ev.event_ts_ms)
+            self._collect_learning(se, state, history, fx, work.builder, report)
+            self._collect_trending(fx, work.trending)
+        if mutated:
+            work.changed.append(state)
+            due_after = state.oldest_pending_art_ms()
+            if due_after != due_before:
+                work.art_due.append((partition_of.get(pid, -1), pid, due_after))
+        if render:
+            work.to_render.append(state)
+
+    def _collect_learning(self, se: SourcedEvent, state: ProfileState, history: list[str],
+                          fx: Effects, b: RecordBuilder, report: BatchReport) -> None:
+        """Add what one applied event teaches the models to the batch's learning record:
+        Top Picks labels with their sampled negatives, co-watch updates, artwork rewards,
+        row-kind exposures and takes, tagged with the event's message (when the learning
+        goes to the learner, which skips what it learned before)."""
+        m = se.message
+        topic = None if self.learns_inline else m.topic
+        src = (topic, m.partition, m.offset)
+        for r in fx.art_rewards:
+            report.art_rewards += 1
+            report.quality_plays += r.reward > 0
+            if not self._learn_from or r.policy in self._learn_from:
+                b.artwork(*src, r.context_json, r.artwork_id, self._artwork_tags(r),
+                          r.reward, r.policy)
+        for tid in fx.watched:
+            b.watch(*src, [h for h in history if h != tid], tid)
+        pid, model = state.profile_id, self.models.model
+        rng = model.sampling_rng if self.learns_inline else self._rng
+        for tid, y in fx.labels:
+            b.label(*src, pid, tid, y)
+            report.labels += 1
+            if y > 0.0:
+                for neg in sample_negatives(rng, tid, self._catalog_ids, state.engaged,
+                                            model.n_negatives):
+                    b.label(*src, pid, neg, 0.0)
+        if fx.row_exposures or fx.row_takes:
+            exposures, takes = Counter(fx.row_exposures), Counter(fx.row_takes)
+            for kind in dict.fromkeys([*exposures, *takes]):
+                b.row(*src, kind, exposures[kind], takes[kind])
+
+    def _collect_trending(self, fx: Effects, trending: list[TrendingIncrement]) -> None:
+        """Forward-decayed trending and popularity increments of the event's play starts."""
+        hl, hl_pop = self.settings.trending_half_life_s, self.settings.popularity_half_life_s
+        for country, tid, ts in fx.plays:
+            epoch, w = decayed_weight(ts, hl)
+            epoch_p, w_p = decayed_weight(ts, hl_pop)
+            for c in dict.fromkeys((ALL_COUNTRIES, country)):
+                trending.append((c, epoch, tid, w))
+                trending.append((popular_list(c), epoch_p, tid, w_p))
+
+    def _artwork_tags(self, r: ArtworkReward) -> tuple[str, ...]:
+        """The tags of the decision's artwork in the catalog (none when it is gone)."""
+        title = self.catalog.get(r.title_id)
+        if title is None:
+            return ()
+        return next((tuple(a.tags) for a in title.artwork if a.artwork_id == r.artwork_id), ())
+
+    async def _learn(self, record: LearningRecord) -> set[str]:
+        """Learn the record in place (returns the titles whose co-watch lists changed), or
+        hand it to the learning sink and wait for its ack: before the states are committed,
+        so a crash in between replays the batch and the learner skips what it learned."""
+        if self.learning is None:
+            return self.models.learn(record)
+        if len(record):
+            await self.learning.send(record)
+        return set()
+
+    async def _commit(self, report: BatchReport, work: BatchWork) -> None:
+        """Commit the states, trending, counters and due artwork in one transaction."""
+        learned = len(work.builder.record)
+        await self.store.commit_batch(work.changed, work.trending, {
+            "messages": report.messages, "events_applied": report.applied,
+            "duplicates": report.duplicates, "late_dropped": report.late,
+            "artwork_rewards": report.art_rewards, "artwork_quality_plays": report.quality_plays,
+            "dead_letters": report.dead_letters + report.late,
+            "learning_items": learned,
+        }, work.art_due)
+        report.committed = True
 
     def watermark_ms(self) -> int | None:
         """The worker's event-time watermark: the newest event time it applied minus
@@ -530,87 +589,9 @@ class EventProcessor:
         return self._max_event_ms - int(self.settings.artwork_settle_lateness_s * 1000)
 
     async def settle_due(self, partitions: Collection[int] | None = None) -> int:
-        """Settle the artwork decisions whose reward window closed before the watermark
-        (event time), for the profiles of ``partitions`` (the event-topic partitions this
-        worker owns; ``None``: all): reward 0, or 1 for a quality play held back until the
-        close (``HOMESTREAM_ARTWORK_DELAYED_POSITIVES``). Returns the rewards learned.
-
-        The profiles' states lose those decisions in the same Redis transaction that moves
-        their entries in the due index, and the policy learns the rewards only after it
-        committed: a later play finds nothing to reward and a restart finds nothing to settle
-        again (a crash before the next checkpoint loses the learning, as for every reward).
-        """
-        parts = sorted({-1, *(range(self.settings.partitions) if partitions is None
-                              else partitions)})
-        total = 0
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < SETTLE_BUDGET_S:
-            # one bounded chunk at a time, releasing the lock in between, within a time
-            # budget per call: a due backlog (a watermark jump after a lag) drains over
-            # several ticks instead of holding the event batches up
-            n = await self._settle_chunk(parts)
-            if n < 0:
-                break
-            total += n
-            await asyncio.sleep(0)
-        return total
-
-    async def _settle_chunk(self, parts: Sequence[int]) -> int:
-        """Settle up to ``SETTLE_CHUNK`` due profiles; ``-1`` when none was due."""
-        async with self._state_lock:
-            await self.start()
-            watermark = self.watermark_ms()
-            if watermark is None:
-                return -1
-            before = watermark - int(self.params.reward_window_s * 1000)
-            due = await self.store.due_artwork(parts, before, SETTLE_CHUNK)
-            if not due:
-                return -1
-            await self.refresh_catalog()
-            states = await self.store.load_profiles(sorted({pid for _, pid in due}))
-            changed: list[ProfileState] = []
-            rewards: list[ArtworkReward] = []
-            art_due: list[ArtworkDue] = []
-            for part, pid in due:
-                state = states.get(pid)
-                if state is not None:
-                    settled = settle_expired_art(state, watermark, self.params)
-                    if settled:
-                        rewards += settled
-                        changed.append(state)
-                art_due.append((part, pid, None if state is None
-                                else state.oldest_pending_art_ms()))
-            await self.store.commit_batch(changed, [], {
-                "artwork_rewards": len(rewards), "artwork_settled_by_watermark": len(rewards),
-                "artwork_quality_plays": sum(r.reward > 0 for r in rewards),
-            }, art_due)
-        # committed: learn outside the lock, a slice at a time, yielding to the event batches
-        for i in range(0, len(rewards), LEARN_SLICE):
-            for r in rewards[i: i + LEARN_SLICE]:
-                self._learn_artwork(r)
-            self._labels_since_checkpoint += len(rewards[i: i + LEARN_SLICE])
-            await asyncio.sleep(0)
-        return len(rewards)
-
-    def _learn_artwork(self, r: ArtworkReward) -> None:
-        """Teach the artwork policy the outcome of one decision (any logging policy: the
-        learners model rewards, so off-policy outcomes are usable), unless
-        ``HOMESTREAM_ARTWORK_LEARN_FROM`` names the policies to learn from (a policy bucket
-        that must learn from its own decisions only, next to an exploration bucket)."""
-        if self._learn_from and r.policy not in self._learn_from:
-            return
-        title = self.catalog.get(r.title_id)
-        tags: tuple[str, ...] = ()
-        if title is not None:
-            tags = next((tuple(a.tags) for a in title.artwork
-                         if a.artwork_id == r.artwork_id), ())
-        try:
-            context = orjson.loads(r.context_json) if r.context_json else {}
-        except orjson.JSONDecodeError:
-            context = {}
-        if not isinstance(context, dict):
-            context = {}
-        self.artwork_policy.learn_one(context, Arm(r.artwork_id, tags), r.reward)
+        """Settle the artwork decisions whose reward window closed before the watermark, for
+        the profiles of ``partitions`` (see :meth:`ArtworkSettler.settle_due`)."""
+        return await self.settler.settle_due(partitions)
 
     def _late_letter(self, se: SourcedEvent, newest_ms: int) -> DeadLetter:
         """The dead letter of an event later than the allowed lateness: the topic, partition,

@@ -42,7 +42,7 @@ HEADER_LEN = 10
 # Order matters: named types must be parsed before the schemas that reference them.
 SCHEMA_FILES = (
     "play", "impression", "scroll", "click", "feedback", "search",
-    "event_batch", "title", "dead_letter", "profile", "page_update",
+    "event_batch", "title", "dead_letter", "profile", "page_update", "model_update",
 )
 BATCH_SCHEMA = "homestream.EventBatch"
 

@@ -419,7 +419,7 @@ async def test_variants_select_their_page_configuration() -> None:
 async def test_a_due_backlog_settles_in_chunks_that_let_event_batches_in() -> None:
     import asyncio
 
-    from streams.processor import SETTLE_CHUNK
+    from streams.settle import SETTLE_CHUNK
 
     proc = await make_processor(TS / 1000, artwork_reward_window_s=60.0,
                                 artwork_settle_lateness_s=0.0, partitions=1)
@@ -429,14 +429,14 @@ async def test_a_due_backlog_settles_in_chunks_that_let_event_batches_in() -> No
         impression(f"i{i}", f"m{i}", "t1", TS))) for i in range(n)])
     await proc.process([msg(codec.encode_event(play("w", "p2", "t2", 10, TS + 61_000)), "p2")])
     chunks: list[int] = []
-    original = proc._settle_chunk
+    original = proc.settler._settle_chunk
 
     async def counting(parts):  # type: ignore[no-untyped-def]
         got = await original(parts)
         chunks.append(got)
         return got
 
-    proc._settle_chunk = counting  # type: ignore[method-assign]
+    proc.settler._settle_chunk = counting  # type: ignore[method-assign]
     late = asyncio.create_task(proc.process(
         [msg(codec.encode_event(play("x", "p3", "t3", 10, TS + 61_001)), "p3")]))
     assert await proc.settle_due() == n  # everything due, in one call (well within budget)

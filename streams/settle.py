@@ -1,0 +1,104 @@
+"""Settling artwork decisions whose reward window closed with no quality play (a timer's job).
+
+The :class:`ArtworkSettler` works for an :class:`~streams.processor.EventProcessor`: it takes
+the processor's batch lock one bounded chunk at a time, within a time budget per call, so a
+due backlog never holds the event batches up longer than a chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
+
+from features.profile import ArtworkReward, ProfileState, settle_expired_art
+from features.store import ArtworkDue
+from streams.learning import LearningRecord, RecordBuilder
+
+if TYPE_CHECKING:
+    from streams.processor import EventProcessor
+
+#: Due profiles settled per lock hold and partition (the event batches run in between).
+SETTLE_CHUNK = 10
+#: Wall-clock budget of one settling call (a timer tick): about a fifth of the worker's
+#: time at the default one-second interval (a duration, not a clock reading).
+SETTLE_BUDGET_S = 0.2
+#: Settled rewards the policy learns between two yields to the event loop.
+LEARN_SLICE = 100
+
+
+class ArtworkSettler:
+    """Gives the decisions of the owned partitions whose window closed their reward."""
+
+    def __init__(self, processor: EventProcessor) -> None:
+        self.proc = processor
+
+    async def settle_due(self, partitions: Collection[int] | None = None) -> int:
+        """Settle the artwork decisions whose reward window closed before the watermark
+        (event time), for the profiles of ``partitions`` (the event-topic partitions this
+        worker owns; ``None``: all): reward 0, or 1 for a quality play held back until the
+        close (``HOMESTREAM_ARTWORK_DELAYED_POSITIVES``). Returns the rewards learned.
+
+        The profiles' states lose those decisions in the same Redis transaction that moves
+        their entries in the due index, and the rewards are learned (or sent to the learner)
+        only after it committed: a later play finds nothing to reward and a restart finds
+        nothing to settle again (a crash in between loses at most one chunk's rewards).
+        """
+        n_parts = self.proc.settings.partitions
+        parts = sorted({-1, *(range(n_parts) if partitions is None else partitions)})
+        total = 0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < SETTLE_BUDGET_S:
+            n = await self._settle_chunk(parts)
+            if n < 0:
+                break
+            total += n
+            await asyncio.sleep(0)
+        return total
+
+    async def _settle_chunk(self, parts: Sequence[int]) -> int:
+        """Settle up to ``SETTLE_CHUNK`` due profiles; ``-1`` when none was due."""
+        proc = self.proc
+        async with proc._state_lock:
+            await proc.start()
+            watermark = proc.watermark_ms()
+            if watermark is None:
+                return -1
+            before = watermark - int(proc.params.reward_window_s * 1000)
+            due = await proc.store.due_artwork(parts, before, SETTLE_CHUNK)
+            if not due:
+                return -1
+            await proc.refresh_catalog()
+            states = await proc.store.load_profiles(sorted({pid for _, pid in due}))
+            changed: list[ProfileState] = []
+            rewards: list[ArtworkReward] = []
+            art_due: list[ArtworkDue] = []
+            for part, pid in due:
+                state = states.get(pid)
+                if state is not None:
+                    settled = settle_expired_art(state, watermark, proc.params)
+                    if settled:
+                        rewards += settled
+                        changed.append(state)
+                art_due.append((part, pid, None if state is None
+                                else state.oldest_pending_art_ms()))
+            await proc.store.commit_batch(changed, [], {
+                "artwork_rewards": len(rewards), "artwork_settled_by_watermark": len(rewards),
+                "artwork_quality_plays": sum(r.reward > 0 for r in rewards),
+            }, art_due)
+        # committed: learn outside the lock, a slice at a time, yielding to the event batches
+        for i in range(0, len(rewards), LEARN_SLICE):
+            await proc._learn(self._record(rewards[i: i + LEARN_SLICE]))
+            await asyncio.sleep(0)
+        return len(rewards)
+
+    def _record(self, rewards: Sequence[ArtworkReward]) -> LearningRecord:
+        """The learning of settled rewards (no source message: always learned)."""
+        b = RecordBuilder()
+        learn_from = self.proc._learn_from
+        for r in rewards:
+            if not learn_from or r.policy in learn_from:
+                b.artwork(None, -1, -1, r.context_json, r.artwork_id,
+                          self.proc._artwork_tags(r), r.reward, r.policy)
+        return b.build()
