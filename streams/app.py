@@ -19,6 +19,7 @@ import faust
 
 from features.store import PipelineStore, RedisStore
 from homestream.settings import Settings
+from streams.learning import SCHEMA, LearningRecord
 from streams.processor import DeadLetterSink, EventProcessor, PageUpdateSink, RawMessage
 from streams.transport import HomestreamApp
 from topics.codec import default_codec
@@ -60,6 +61,19 @@ class FaustPageUpdates:
                                          value=self.codec.encode_page_update(p))
                    for p in pages]
         await asyncio.gather(*futures)
+
+
+class FaustModelUpdates:
+    """Produces a batch's learning record to the model-updates topic for the learner and
+    waits for the broker's ack (the batch's states are committed only after it)."""
+
+    def __init__(self, topic: faust.TopicT) -> None:
+        self.topic = topic
+        self.codec = default_codec()
+
+    async def send(self, record: LearningRecord) -> None:
+        fut = await self.topic.send(key=None, value=self.codec.encode(SCHEMA, record.to_avro()))
+        await fut
 
 
 def faust_config(settings: Settings) -> dict[str, Any]:
@@ -126,8 +140,12 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
                               internal=False)
     if page_updates is None and settings.publish_page_updates:
         page_updates = FaustPageUpdates(updates_topic)
+    learning = None
+    if settings.learner_mode == "topic":
+        learning = FaustModelUpdates(app.topic(specs["model_updates"].name, key_type=bytes,
+                                               value_type=bytes, internal=False))
     processor = EventProcessor(settings, store, dead_letters or FaustDeadLetters(dlq_topic),
-                               page_updates=page_updates)
+                               page_updates=page_updates, learning=learning)
     app.processor = processor  # type: ignore[attr-defined]  # for tests and tools
     freshness: list[float] = []
     event_topic_names = event_topics(settings)
@@ -152,11 +170,17 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
         async for batch in stream.take_events(1000, within=0.2):
             await _finish_even_if_cancelled(processor.process_profiles(_raw(batch)))
 
-    @app.timer(settings.model_checkpoint_interval_s)
-    async def checkpoint_model() -> None:
-        # snapshots the models between two batches (it waits for a batch being committed),
-        # so a checkpoint never holds the learning of a batch a crash would replay
-        await processor.checkpoint()
+    if processor.learns_inline:
+        @app.timer(settings.model_checkpoint_interval_s)
+        async def checkpoint_model() -> None:
+            # snapshots the models between two batches (it waits for a batch being
+            # committed), so a checkpoint never holds the learning of a batch a crash replays
+            await processor.checkpoint()
+    else:
+        @app.timer(settings.model_reload_interval_s)
+        async def reload_models() -> None:
+            # the learner's latest snapshot, when its version moved (pages use it from then)
+            await processor.reload_models()
 
     @app.timer(settings.artwork_settle_interval_s)
     async def settle_artwork() -> None:

@@ -63,6 +63,12 @@ def topic_specs(settings: Settings) -> dict[str, TopicSpec]:
             "Every materialized page that changed, for downstream consumers.",
             retention,
         ),
+        "model_updates": TopicSpec(
+            settings.topic("model-updates"), 1, "none", "homestream.ModelUpdate",
+            "What each worker batch teaches the shared models, for the single learner "
+            "(one partition: one total order, one learner).",
+            retention,
+        ),
         "dead_letter": TopicSpec(
             settings.topic("dead-letter"), 1, "original key", "homestream.DeadLetter",
             "Inputs the worker could not use, with the reason and the original bytes.",

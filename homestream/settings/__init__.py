@@ -12,6 +12,7 @@ and are passed down explicitly; no module reads the environment on its own.
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +74,15 @@ class Settings(BaseSettings):
     model_seed: int = Field(42, description="Seed of model initialization and sampling")
     model_checkpoint_interval_s: float = Field(5.0, gt=0,
                                                description="Seconds between model checkpoints")
+    learner_mode: Literal["inline", "topic"] = Field(
+        "inline", description="Who learns the shared models: inline = each worker learns "
+        "them itself (one worker only); topic = workers send their learning to the "
+        "model-updates topic and one learner process (python -m streams.learner) learns "
+        "from all partitions (any number of workers)")
+    model_snapshot_interval_s: float = Field(1.0, gt=0, le=60.0, description="Seconds "
+                                             "between the learner's model snapshots")
+    model_reload_interval_s: float = Field(0.5, gt=0, le=60.0, description="Seconds between "
+                                           "a worker's checks for a new model snapshot")
     worker_web_port: int = Field(0, ge=0, le=65535, description="Faust web port; 0 = disabled")
     worker_data_dir: str = Field(".homestream-data", description="Faust data directory")
 

@@ -164,3 +164,22 @@ async def test_a_burst_waits_for_a_free_connection(infra) -> None:
         assert len(s.client.connection_pool._in_use_connections) == 0
     finally:
         await s.close()
+
+
+async def test_a_snapshot_is_written_whole_and_never_over_a_newer_one(
+        store: PipelineStore) -> None:
+    assert await store.snapshot_version() == 0
+    assert await store.save_snapshot({"top-picks": b"A", "learner": b"m1"}, 1, 10,
+                                     {"t1": [("t2", 1.0)]})
+    assert await store.snapshot_version() == 1
+    assert await store.load_checkpoints(["top-picks", "learner", "nope"]) == {
+        "top-picks": b"A", "learner": b"m1", "nope": None}
+    assert await store.get_similar("t1") == [("t2", 1.0)]
+    # a learner that lost its role (it covers less of the model-updates topic) is refused
+    assert not await store.save_snapshot({"top-picks": b"old"}, 2, 10, {"t1": []})
+    assert not await store.save_snapshot({"top-picks": b"old"}, 2, 9, {})
+    assert await store.load_checkpoint("top-picks") == b"A"
+    assert await store.get_similar("t1") == [("t2", 1.0)]
+    assert await store.snapshot_version() == 1
+    assert await store.save_snapshot({"top-picks": b"B"}, 2, 11, {})
+    assert (await store.snapshot_version(), await store.load_checkpoint("top-picks")) == (2, b"B")

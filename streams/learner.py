@@ -1,0 +1,194 @@
+"""The learner: ONE process learns the shared models from every worker's learning records.
+
+``python -m streams.learner`` (or more replicas: the 1-partition model-updates topic goes to
+one member of the learner's consumer group, the others wait as hot standbys). It reads the
+``homestream.ModelUpdate`` records the workers produce (one per micro-batch, sent before
+the batch's states are committed), learns them into a :class:`~streams.models.ModelSet`
+and every ``HOMESTREAM_MODEL_SNAPSHOT_INTERVAL_S`` writes a snapshot to Redis in one atomic
+write: the model blobs, the version, the high-water marks, the model-updates offset it
+covers and the similar-titles lists of the titles whose co-watch neighbours changed.
+Workers and servers poll the version key and reload the snapshot when it moves.
+
+Guarantees: a replayed worker batch is skipped item by item (the high-water marks); a
+learner that dies restarts (or a standby takes over) from the snapshot and re-reads the
+model-updates topic from the offset after the one the snapshot covers, so nothing learned
+since is lost as long as the topic retains it, and nothing is learned twice. The consumer is
+a plain aiokafka consumer rather than a Faust agent: Faust commits offsets on its own
+schedule, past what a snapshot covers, while here the committed offset is always the
+snapshot's (and the snapshot, not the commit, decides where to resume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+
+from features.store import PipelineStore, RedisStore
+from homestream.settings import ConfigError, Settings, load_settings
+from streams.learning import SCHEMA, LearningRecord
+from streams.models import CHECKPOINT_NAMES, ModelSet
+from topics.codec import AvroCodec, DecodeError, default_codec
+from topics.registry import ensure_topics, topic_specs
+
+log = logging.getLogger(__name__)
+
+
+class SnapshotFenced(RuntimeError):
+    """A newer learner's snapshot covers more than this one: this learner lost its role."""
+
+
+class Learner:
+    """Learns model-update messages and writes snapshots (no Kafka: tests drive it)."""
+
+    def __init__(self, settings: Settings, store: PipelineStore,
+                 codec: AvroCodec | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.codec = codec or default_codec()
+        self.models = ModelSet(settings)
+        self._similar_changed: set[str] = set()
+        self._saved_offset = -1
+        #: Model-update messages that could not be decoded (skipped, logged).
+        self.bad_messages = 0
+
+    async def restore(self) -> int:
+        """Load the latest snapshot; returns the model-updates offset to resume from."""
+        blobs = await self.store.load_checkpoints(CHECKPOINT_NAMES)
+        self.models = ModelSet(self.settings)
+        self.models.restore(blobs)
+        self._similar_changed.clear()
+        self._saved_offset = self.models.meta.covered_offset
+        log.info("learner restored snapshot v%d covering model-updates offset %d",
+                 self.models.meta.version, self._saved_offset)
+        return self._saved_offset + 1
+
+    def learn(self, offset: int, value: bytes | None) -> None:
+        """Learn one model-updates message (the items it holds that were not learned)."""
+        try:
+            if value is None:
+                raise DecodeError("empty message value")
+            name, raw = self.codec.decode(value)
+            if name != SCHEMA:
+                raise DecodeError(f"{name} is not {SCHEMA}")
+            record = LearningRecord.from_avro(raw)
+        except (DecodeError, KeyError, TypeError) as exc:
+            self.bad_messages += 1
+            log.error("model-updates offset %d skipped: %s", offset, exc)
+            self.models.meta.covered_offset = max(self.models.meta.covered_offset, offset)
+            return
+        self._similar_changed |= self.models.learn(record, covered_offset=offset)
+
+    async def snapshot(self) -> bool:
+        """Write a snapshot when something was learned since the last; raises
+        :class:`SnapshotFenced` when a newer snapshot exists."""
+        meta = self.models.meta
+        if meta.covered_offset <= self._saved_offset:
+            return False
+        blobs = self.models.to_blobs()
+        k = self.settings.row_length
+        similar = {t: self.models.cowatch.most_similar(t, k) for t in self._similar_changed}
+        if not await self.store.save_snapshot(blobs, meta.version, meta.covered_offset,
+                                              similar):
+            raise SnapshotFenced(f"a snapshot covering model-updates offset "
+                                 f">= {meta.covered_offset} exists")
+        self._similar_changed.clear()
+        self._saved_offset = meta.covered_offset
+        return True
+
+
+class _Assignment(ConsumerRebalanceListener):
+    """Snapshot on revoke; restore the snapshot and seek past what it covers on assign."""
+
+    def __init__(self, learner: Learner, consumer: AIOKafkaConsumer) -> None:
+        self.learner = learner
+        self.consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        if revoked:
+            try:
+                await self.learner.snapshot()
+            except SnapshotFenced as exc:
+                log.warning("no snapshot on revoke: %s", exc)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            self.consumer.seek(tp, await self.learner.restore())
+            log.info("learner holds %s", tp)
+
+
+async def run(settings: Settings, stop: asyncio.Event,
+              store: PipelineStore | None = None) -> None:
+    """Learn until ``stop`` is set (then write a last snapshot)."""
+    store = store or RedisStore.from_url(settings.redis_url, settings.key_prefix)
+    learner = Learner(settings, store)
+    topic = topic_specs(settings)["model_updates"].name
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=f"{settings.app_id}-learner",
+        enable_auto_commit=False, auto_offset_reset="earliest",
+        session_timeout_ms=int(settings.session_timeout_s * 1000),
+        heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
+        rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
+        fetch_max_wait_ms=int(settings.fetch_max_wait_ms))
+    consumer.subscribe([topic], listener=_Assignment(learner, consumer))
+    await consumer.start()
+    interval = settings.model_snapshot_interval_s
+    last = time.monotonic()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=100, max_records=2000)
+            for msgs in batches.values():
+                for m in msgs:
+                    learner.learn(m.offset, m.value)
+            if time.monotonic() - last >= interval:
+                last = time.monotonic()
+                await _snapshot_and_commit(learner, consumer, topic)
+        await _snapshot_and_commit(learner, consumer, topic)
+    finally:
+        await consumer.stop()
+        await store.close()
+
+
+async def _snapshot_and_commit(learner: Learner, consumer: AIOKafkaConsumer,
+                               topic: str) -> None:
+    """Snapshot, then commit the model-updates offset the snapshot covers (for lag
+    monitoring: a restart resumes from the snapshot's offset, whatever is committed)."""
+    if not await learner.snapshot():
+        return
+    tp = TopicPartition(topic, 0)
+    if tp in consumer.assignment():
+        covered = learner.models.meta.covered_offset
+        await consumer.commit({tp: covered + 1})
+
+
+def main() -> int:
+    """``python -m streams.learner``: create missing topics, learn until SIGTERM/SIGINT."""
+    logging.basicConfig(level=logging.INFO)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    ensure_topics(settings)
+    stop = asyncio.Event()
+
+    async def _main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(settings, stop)
+
+    try:
+        asyncio.run(_main())
+    except SnapshotFenced as exc:
+        log.error("learner stopped: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
