@@ -143,7 +143,10 @@ def relevance_indexed(state: ProfileState | None, arr: CatalogArrays, idx: np.nd
         signals = [(w.get("content", 0.0), content), (w.get("popularity", 0.0), pop)]
         w_mf = w.get("model", 0.0) * ramp
         if w_mf > 0 and scorer is not None:
-            signals.append((w_mf, _minmax(scorer(state.profile_id, ids))))
+            # scored against the whole catalog (the same title list for every member, so the
+            # scorer's per-list cache holds across members of different countries/ratings)
+            scores = np.asarray(scorer(state.profile_id, arr.ids))[idx]
+            signals.append((w_mf, _minmax(scores)))
         w_cw = w.get("cowatch", 0.0) * ramp
         if w_cw > 0 and cowatch is not None:
             knn = cowatch.score_history(state.recent_title_ids(), arr.pos, len(arr),

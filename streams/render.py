@@ -9,7 +9,9 @@ With ``HOMESTREAM_RENDER_WINDOW_MS`` above 0 a member's page is rendered at most
 window however many of their events arrive: a change after a quiet window renders at once
 (leading edge), later ones within the window are held (only the newest state) and rendered
 when it ends (trailing edge: by the next batch or by :meth:`PageRenderer.flush_due`, a timer
-tick). A change thus reaches the page within the window plus the timer's interval.
+tick). A change thus reaches the page within the window plus the timer's interval. The
+trending and popularity lists pages are ranked with are then also reused for up to a window
+(they move slowly: hours of half-life) instead of being read from Redis for every batch.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from online_models.top_picks import TopPicksModel
 
 #: Remembered page digests (to publish only pages that changed).
 DIGEST_CACHE = 200_000
+#: Pages assembled between two yields to the event loop (a page takes ~1 ms).
+RENDER_SLICE = 50
 
 #: Trending and popularity lists by country: ``{country: [(title_id, score), ...]}``.
 Popularity = dict[str, list[tuple[str, float]]]
@@ -118,6 +122,8 @@ class PageRenderer:
         self._held: dict[str, ProfileState] = {}
         #: Serializes page writes, so a member's older page never overwrites a newer one.
         self._write_lock = asyncio.Lock()
+        #: (country, trending epoch, popularity epoch) -> (read at, trending, popular).
+        self._lists: dict[tuple[str, int, int], tuple[float, list, list]] = {}
 
     @staticmethod
     def country_of(state: ProfileState) -> str:
@@ -183,7 +189,9 @@ class PageRenderer:
         pages: dict[str, bytes] = {}
         changed: list[dict] = []
         configs: dict[str, PageConfig] = {}
-        for s in states:
+        for i, s in enumerate(states):
+            if i and i % RENDER_SLICE == 0:
+                await asyncio.sleep(0)  # let the consumer's keepalive and timers run
             c = self.country_of(s)
             meta = ProfileMeta(**metas[s.profile_id]) if s.profile_id in metas else None
             variant = self.experiment.variant_of(s.profile_id)
@@ -231,15 +239,31 @@ class PageRenderer:
     async def popularity(self, countries: Sequence[str], now_ms: int
                          ) -> tuple[Popularity, Popularity]:
         """``(trending, popular)`` by country: the short-horizon lists for the Top 10 and
-        Trending rows, the long-horizon ones (keyed by country too) for relevance."""
-        trending, popular = await asyncio.gather(
-            self.store.top_trending(countries, self.trending_epoch(now_ms),
-                                    4 * self.settings.row_length),
-            self.store.top_trending([popular_list(c) for c in countries],
-                                    self.trending_epoch(
-                                        now_ms, self.settings.popularity_half_life_s),
-                                    self.settings.popularity_depth))
-        return trending, {c: popular.get(popular_list(c), []) for c in countries}
+        Trending rows, the long-horizon ones (keyed by country too) for relevance. With a
+        render window, lists read less than a window ago are reused."""
+        epochs = (self.trending_epoch(now_ms),
+                  self.trending_epoch(now_ms, self.settings.popularity_half_life_s))
+        now = self._monotonic()
+        if self.window_s > 0:
+            fresh = {c: hit for c in countries
+                     if (hit := self._lists.get((c, *epochs))) and now - hit[0] < self.window_s}
+        else:
+            fresh = {}
+        missing = [c for c in countries if c not in fresh]
+        trending: Popularity = {c: hit[1] for c, hit in fresh.items()}
+        popular: Popularity = {c: hit[2] for c, hit in fresh.items()}
+        if missing:
+            got_t, got_p = await asyncio.gather(
+                self.store.top_trending(missing, epochs[0], 4 * self.settings.row_length),
+                self.store.top_trending([popular_list(c) for c in missing], epochs[1],
+                                        self.settings.popularity_depth))
+            for c in missing:
+                trending[c], popular[c] = got_t.get(c, []), got_p.get(popular_list(c), [])
+                if self.window_s > 0:
+                    self._lists[(c, *epochs)] = (now, trending[c], popular[c])
+        if len(self._lists) > 4 * len(self.countries) + 16:  # old epochs' entries
+            self._lists = {k: v for k, v in self._lists.items() if k[1:] == epochs}
+        return trending, popular
 
     async def refresh_default_pages(self, inp: RenderInputs) -> int:
         """Rebuild the non-personalized page of every country seen so far."""

@@ -80,3 +80,23 @@ async def test_no_window_renders_every_batch() -> None:
         rep = await proc.process([play_msg(str(i), "p1", 100 + i, TS + i, i)])
         assert rep.pages == 1 and as_of(store, "p1") == TS + i
     assert proc.renderer.held == 0 and await proc.flush_pages() == 0
+
+
+async def test_popularity_lists_are_reused_within_the_window_only() -> None:
+    proc, store, clock = await windowed(500)
+    reads: list[list[str]] = []
+    real = store.top_trending
+
+    async def spy(countries, epoch, limit):
+        reads.append(list(countries))
+        return await real(countries, epoch, limit)
+
+    store.top_trending = spy  # type: ignore[method-assign]
+    await proc.process([play_msg("1", "p1", 100, TS, 0)])
+    assert len(reads) == 2  # the short and the long lists, read once
+    clock.t += 0.1
+    await proc.process([play_msg("2", "p2", 100, TS + 1, 1)])
+    assert len(reads) == 2  # p2's page ranked with the same lists
+    clock.t += 0.5
+    await proc.process([play_msg("3", "p3", 100, TS + 2, 2)])
+    assert len(reads) == 4  # the window passed: read again
