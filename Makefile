@@ -32,10 +32,10 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run --max-freshness-p99-ms 1000 --min-serve-ratio 0.5 --max-serve-p99-ratio 2.0
 
 eval-artwork: $(STAMP)
-	$(BIN)/python -m evaluation.artwork
+	$(BIN)/python -m evaluation artwork
 
 eval: $(STAMP)
-	$(BIN)/python -m evaluation.movielens --out docs/evaluation.md
+	$(BIN)/python -m evaluation movielens --out docs/evaluation.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -205,29 +205,6 @@ class BanditLogs:
     def __len__(self) -> int:
         return len(self.actions)
 
-    def subset(self, index: slice | np.ndarray) -> BanditLogs:
-        """The rounds selected by ``index`` (a slice, an index array or a boolean mask).
-
-        Examples
-        --------
-        >>> logs = BanditLogs(actions=[0, 1, 2], rewards=[1, 0, 0], propensities=[0.5] * 3)
-        >>> logs.subset(slice(1, None)).actions.tolist()
-        [1, 2]
-        """
-        contexts = self.contexts
-        if contexts is not None:
-            if isinstance(contexts, np.ndarray):
-                contexts = contexts[index]
-            else:
-                contexts = [contexts[i] for i in np.arange(len(self))[index]]
-        return BanditLogs(
-            actions=self.actions[index],
-            rewards=self.rewards[index],
-            propensities=self.propensities[index],
-            contexts=contexts,
-            positions=None if self.positions is None else self.positions[index],
-        )
-
     def require_contexts(self) -> Sequence[Context] | np.ndarray:
         """The contexts, or a ValueError naming why they are needed."""
         if self.contexts is None:

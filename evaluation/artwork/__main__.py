@@ -40,6 +40,7 @@ from evaluation.artwork.simulate import (
     run_policy,
     take_fraction,
 )
+from evaluation.published import OBD_BTS
 from online_models.bandits import POLICIES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             fetch_obd(args.cache_dir)
             check = run_bts_check(args.cache_dir, n_sim=n_sim)
             comparison = run_contextual_comparison(args.cache_dir)
-            _say(f"OBD: BTS IPS {check.ips} (published 0.004553, true 0.0042)")
+            _say(f"OBD: BTS IPS {check.ips} (published {OBD_BTS['ipw']}, "
+                 f"true {OBD_BTS['true']})")
         except Exception as exc:  # reported in the document and in the exit status
             failures.append(f"OBD check failed: {type(exc).__name__}: {exc}")
             _say(failures[-1])

@@ -18,8 +18,9 @@ import numpy as np
 
 from evaluation.artwork.logs import DrawRepeats, OfflineResult
 from evaluation.artwork.simulate import PolicyRun, TakeFraction, take_fraction
-from evaluation.obd import BtsCheck, ContextualComparison
+from evaluation.obd.check import BtsCheck, ContextualComparison
 from evaluation.offline import Estimate
+from evaluation.published import OBD_BTS
 from evaluation.stats import Z95, Interval
 
 __all__ = [
@@ -220,7 +221,7 @@ def _obd_section(res: ArtworkResults) -> list[str]:
         rows.append([label, _est(e, 6), f"{e.n_effective:,.0f}", note])
     lines += _table(["estimator", "value [95% CI]", "n_eff", "published"], rows)
     contains = "yes" if check.ips_ci_contains_true_value else "**no**"
-    lines += ["", f"IPS interval contains the true value 0.0042: {contains}."]
+    lines += ["", f"IPS interval contains the true value {OBD_BTS['true']}: {contains}."]
     if pub:
         lines.append(f"IPS minus published IPW: {check.ips.value - pub['ipw']:+.2e} (Monte Carlo "
                      f"standard error of our IPS from the slates: {check.mc_std_error:.1e}).")

@@ -12,13 +12,8 @@ from pathlib import Path
 
 from evaluation.movielens.baselines import RatingScore
 from evaluation.movielens.protocol import M_MAX, PageMetrics
+from evaluation.published import RIVER_MOVIELENS
 
-#: River's published numbers (docs, "Matrix Factorization for Recommender Systems, part 1").
-PUBLISHED = {
-    "River BiasedMF": (0.748559, 0.947854),
-    "River Baseline": (0.754651, 0.954148),
-    "running mean": (0.942162, 1.125783),
-}
 COLORS = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#7f7f7f")
 
 
@@ -210,7 +205,7 @@ def render_markdown(report: Report, protocol_text: str, mapping_text: str) -> st
         "|---|---|---|---|---|---|",
     ]
     for s in report.rating_scores:
-        pub = PUBLISHED.get(s.name)
+        pub = RIVER_MOVIELENS.get(s.name)
         pm, pr = (f"{pub[0]:.4f}", f"{pub[1]:.4f}") if pub else ("", "")
         lines.append(f"| {s.name} | {s.mae:.4f} | {s.rmse:.4f} | {pm} | {pr} | "
                      f"{s.seconds:.1f} |")

@@ -12,6 +12,10 @@ at 0, ``progress`` heartbeats every ``heartbeat_s`` of event time, and a ``stop`
 early (abandoned, under 50%) or late (watched, over 50%; sometimes finished, over 95%).
 Thumbs or stars follow now and then.
 
+It lives in the product, not with the evaluations, because the product uses it: the
+``homestream simulate`` command and the demo (``make demo``) publish its catalog and drive its
+members against a running pipeline; the evaluations and benches reuse it from here.
+
 >>> import datetime as dt
 >>> cat = synthetic_catalog(50, seed=1, now=dt.date(2026, 1, 1))
 >>> sim = PlayerSimulator(cat, synthetic_profiles(5, seed=1), seed=1)

@@ -24,7 +24,10 @@ import pytest
 
 from evaluation import obd
 from evaluation.cli import main
-from evaluation.obd import PUBLISHED, fetch_obd, load_bts_prior, load_obd, run_bts_check
+from evaluation.obd import data as obd_data
+from evaluation.obd import fetch_obd, load_bts_prior, load_obd, run_bts_check
+from evaluation.published import OBD_BTS as PUBLISHED
+from evaluation.published import OBD_BTS_N_SIM, OBD_BTS_SEED
 
 ROUNDING = 5e-7  # obp reports 0.004553
 
@@ -38,7 +41,7 @@ def test_fetch_is_cached(cache, monkeypatch):
     def no_download(*args, **kwargs):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(obd.subprocess, "run", no_download)
+    monkeypatch.setattr(obd_data.subprocess, "run", no_download)
     assert fetch_obd() == cache
     assert (cache / "obd" / "random" / "all" / "all.csv").is_file()
     assert (cache / "prior_bts.yaml").is_file()
@@ -61,7 +64,7 @@ def test_load_random_and_bts_logs(cache):
 
 
 def test_bts_check_reproduces_published_ipw(cache):
-    check = run_bts_check(seed=obd.PUBLISHED_SEED, n_sim=obd.PUBLISHED_N_SIM)
+    check = run_bts_check(seed=OBD_BTS_SEED, n_sim=OBD_BTS_N_SIM)
     assert check.true_value.value == pytest.approx(PUBLISHED["true"])
     assert check.ips.contains(PUBLISHED["true"])
     assert check.ips_ci_contains_true_value

