@@ -129,9 +129,13 @@ def pass_keys(name: str, res: Mapping[str, Any],
     """
     out = {f"serve_{name}_rps": res["rps"], f"serve_{name}_p50_ms": res["p50_ms"],
            f"serve_{name}_p99_ms": res["p99_ms"], f"serve_{name}_errors": res["errors"],
-           f"serve_{name}_client_cpu_share": res["client_cpu_share"]}
+           f"serve_{name}_client_cpu_share": res["client_cpu_share"],
+           f"serve_{name}_server_cpu_ms": res.get("server_cpu_ms")}
     if floor is not None and floor.get("rps"):
         out[f"serve_{name}_ratio"] = round(res["rps"] / floor["rps"], 3)
+        if res.get("server_cpu_ms") and floor.get("server_cpu_ms"):
+            out[f"serve_{name}_cpu_ratio"] = round(floor["server_cpu_ms"]
+                                                   / res["server_cpu_ms"], 3)
         out[f"serve_{name}_p99_ratio"] = round(res["p99_ms"] / max(floor["p99_ms"], 1e-3), 2)
     return out
 
@@ -225,9 +229,29 @@ class Load:
     measure_s: float = 10.0
 
 
-def run_wrk(url: str, requests: Sequence[tuple[str, str | None]], load: Load) -> dict[str, Any]:
-    """A warm pass, then a measured one; the measured pass's numbers and the client's CPU
-    share."""
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` and its children so far (Linux)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            todo += [int(c) for c in
+                     Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            continue  # exited meanwhile
+    return total
+
+
+def run_wrk(url: str, requests: Sequence[tuple[str, str | None]], load: Load,
+            server_pid: int | None = None) -> dict[str, Any]:
+    """A warm pass, then a measured one; the measured pass's numbers, the client's CPU
+    share and, given the server's pid, the server's CPU milliseconds per request (its
+    processes together: a measure of work per request that other load on the machine
+    disturbs less than requests per second)."""
     wrk = ensure_wrk()
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(lua_script(requests))
@@ -238,15 +262,18 @@ def run_wrk(url: str, requests: Sequence[tuple[str, str | None]], load: Load) ->
             cmd = [wrk, f"-t{load.threads}", f"-c{load.connections}", f"-d{seconds:g}s",
                    "--timeout", "10s", "--latency", "-s", script, url]
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            server0 = tree_cpu_s(server_pid) if server_pid else 0.0
             t0 = time.monotonic()
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
             wall = time.monotonic() - t0
+            server_cpu = tree_cpu_s(server_pid) - server0 if server_pid else 0.0
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             if done.returncode != 0:
                 raise BenchError(f"wrk failed ({done.returncode}): {done.stderr[-1000:]}")
             out = parse_wrk(done.stdout)
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             out["client_cpu_share"] = round(cpu / wall / (os.cpu_count() or 1), 3)
+            out["server_cpu_ms"] = round(1000 * server_cpu / max(out["requests"], 1), 3)
         return out
     finally:
         os.unlink(script)
@@ -366,11 +393,11 @@ def measure_serving(ctx: ServeContext, load: Load, workers: int, seed: int = 7) 
 
     def floor(n: int) -> dict[str, Any]:
         port = free_port()
-        with server(["-m", "bench.serving", "floor"], _env(ctx, port, n), port):
-            res = run_wrk(f"http://127.0.0.1:{port}", reqs["home"], load)
+        with server(["-m", "bench.serving", "floor"], _env(ctx, port, n), port) as proc:
+            res = run_wrk(f"http://127.0.0.1:{port}", reqs["home"], load, proc.pid)
         name = "floor" if n == 1 else "floor_n"
-        result.update({f"serve_{name}_{k}": res[k] for k in ("rps", "p50_ms", "p99_ms",
-                                                             "errors", "client_cpu_share")})
+        result.update({f"serve_{name}_{k}": res[k] for k in (
+            "rps", "p50_ms", "p99_ms", "errors", "client_cpu_share", "server_cpu_ms")})
         log.info("  %s (%d process(es)): %s req/s, p50 %s ms, p99 %s ms", name, n, res["rps"],
                  res["p50_ms"], res["p99_ms"])
         return res
@@ -379,8 +406,8 @@ def measure_serving(ctx: ServeContext, load: Load, workers: int, seed: int = 7) 
              against: dict[str, Any] | None = None) -> dict[str, Any]:
         port = free_port()
         extra = {} if sticky else {"HOMESTREAM_ARTWORK_STICKY_S": "0"}
-        with server(["-m", "serving"], _env(ctx, port, n, **extra), port, "/readyz"):
-            res = run_wrk(f"http://127.0.0.1:{port}", reqs[route], load)
+        with server(["-m", "serving"], _env(ctx, port, n, **extra), port, "/readyz") as proc:
+            res = run_wrk(f"http://127.0.0.1:{port}", reqs[route], load, proc.pid)
         result.update(pass_keys(name, res, against))
         log.info("  %s (%d process(es)): %s req/s, p50 %s ms, p99 %s ms, %d errors, "
                  "ratio %s", name, n, res["rps"], res["p50_ms"], res["p99_ms"], res["errors"],
@@ -495,7 +522,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             sim = PlayerSimulator(titles, profiles, args.seed)
             n_events, _, _ = produce_backlog(settings, sim, args.events)
             with child("streams.worker", env) as worker:
-                drain = drain_backlog(r, settings.key_prefix, worker, n_events, 600.0, {})
+                drain = drain_backlog(r, settings.key_prefix, [worker], n_events, 600.0, {})
             eps = drain.events_per_s or 1000.0
             log.info("pages materialized; worker %.0f events/s", eps)
             load_sim = PlayerSimulator(titles, profiles, args.seed + 1)
