@@ -29,7 +29,7 @@ import datetime as dt
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
@@ -41,6 +41,65 @@ from online_models.similarity import CoWatchSimilarity
 from topics.models import Title
 
 Scorer = Callable[[str, Sequence[str]], np.ndarray]
+
+
+class PageItem(TypedDict):
+    """One title on a page: what the worker materializes and the server returns (the
+    artwork is the title's first until the server decides it for the member)."""
+
+    title_id: str
+    name: str
+    artwork_id: str
+    artwork_url: str
+    score: float
+    maturity_rating: str
+    genres: list[str]
+    availability: list[str]
+    #: Continue Watching: where playback resumes, in seconds.
+    resume_position_s: NotRequired[float]
+    #: Set by the server when it decides the artwork: the logging propensity, the policy
+    #: that decided and its version.
+    propensity: NotRequired[float]
+    policy: NotRequired[str]
+    policy_version: NotRequired[int]
+
+
+class PageRow(TypedDict):
+    """One row of a page, its items in display order."""
+
+    row_id: str
+    kind: str
+    title: str
+    explanation: str
+    utility: float
+    adjusted_utility: float
+    items: list[PageItem]
+
+
+class Page(TypedDict):
+    """A home page: materialized by the worker (``assemble_page`` plus ``variant`` and
+    ``context`` for a member's page), stored in Redis, served (plus the request's fields)
+    and published on the page-updates topic. The one definition of its shape."""
+
+    profile_id: str | None
+    personalized: bool
+    country: str
+    max_rating: str
+    kids: bool
+    #: When it was generated: the stream's event time in ``assemble_page``, the wall clock
+    #: once the worker stamps it.
+    generated_at_ms: int
+    #: The newest event of the member's state it reflects (0: the default page).
+    as_of_event_ts_ms: int
+    rows: list[PageRow]
+    #: The member's experiment variant.
+    variant: NotRequired[str]
+    #: The member's artwork context (features the artwork policy decides with).
+    context: NotRequired[dict[str, Any]]
+    #: Served pages: the request's id, when it was served and where the page came from.
+    request_id: NotRequired[str]
+    served_at_ms: NotRequired[int]
+    source: NotRequired[str]
 #: Leading titles of a row that decide its utility.
 UTILITY_DEPTH = 5
 #: Rows taken before short rows are dropped (see :func:`select_rows`).
@@ -316,7 +375,7 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
     return chosen
 
 
-def title_item(title: Title, score: float, **extra: Any) -> dict[str, Any]:
+def title_item(title: Title, score: float, **extra: Any) -> PageItem:
     """A title as a page item: what the server returns for it (the artwork is the first
     candidate until the server chooses one)."""
     art = title.artwork[0]
@@ -334,9 +393,13 @@ def title_item(title: Title, score: float, **extra: Any) -> dict[str, Any]:
 
 
 def _item(catalog: Catalog, title: Title, score: float,
-          extra: dict[str, Any] | None) -> dict[str, Any]:
+          extra: dict[str, Any] | None) -> PageItem:
     base = catalog.derived(("item", title.title_id), lambda: title_item(title, 0.0))
-    return {**base, "score": round(float(score), 6), **(extra or {})}
+    item = base.copy()  # the same keys in the same order as {**base, "score": ..., **extra}
+    item["score"] = round(float(score), 6)
+    if extra:
+        item.update(extra)
+    return item
 
 
 def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed_ids: set[str],
@@ -455,7 +518,7 @@ def assemble_page(state: ProfileState | None, catalog: Catalog,
                   config: PageConfig, country: str, now_ms: int,
                   meta: ProfileMeta | None = None,
                   cowatch: CoWatchSimilarity | None = None,
-                  popular: Sequence[tuple[str, float]] | None = None) -> dict[str, Any]:
+                  popular: Sequence[tuple[str, float]] | None = None) -> Page:
     """Build one member's page (or the default page when ``state`` is ``None``).
 
     ``trending`` (short half-life) feeds the Top 10 and Trending rows; ``popular`` (long
@@ -476,9 +539,9 @@ def assemble_page(state: ProfileState | None, catalog: Catalog,
     chosen = select_rows(cands, catalog, rules.diversity_penalty, rules.max_rows,
                          config.row_length, min_items, rules.required_rows)
     used: set[str] = set()
-    rows = []
+    rows: list[PageRow] = []
     for c in chosen:
-        items = []
+        items: list[PageItem] = []
         for tid, score in c.ranked:
             if tid in used:
                 continue

@@ -34,7 +34,7 @@ from features.store import PipelineStore
 from features.trending import epoch_of
 from homestream.settings import Settings
 from online_models.experiments import Experiment
-from online_models.page import PageConfig, assemble_page
+from online_models.page import Page, PageConfig, assemble_page
 from online_models.row_utility import RowKindUtility
 from online_models.similarity import CoWatchSimilarity
 from online_models.top_picks import TopPicksModel
@@ -51,16 +51,16 @@ Popularity = dict[str, list[tuple[str, float]]]
 class PageUpdateSink(Protocol):
     """Where changed pages are published downstream; ``send`` returns once acknowledged."""
 
-    async def send(self, pages: Sequence[dict]) -> None: ...
+    async def send(self, pages: Sequence[Page]) -> None: ...
 
 
 class MemoryPageUpdates:
     """A :class:`PageUpdateSink` that keeps pages in a list (unit tests, tools)."""
 
     def __init__(self) -> None:
-        self.pages: list[dict] = []
+        self.pages: list[Page] = []
 
-    async def send(self, pages: Sequence[dict]) -> None:
+    async def send(self, pages: Sequence[Page]) -> None:
         self.pages.extend(pages)
 
 
@@ -187,7 +187,7 @@ class PageRenderer:
             self.popularity(countries, inp.now_ms),
             self.store.load_profile_meta([s.profile_id for s in states]))
         pages: dict[str, bytes] = {}
-        changed: list[dict] = []
+        changed: list[Page] = []
         configs: dict[str, PageConfig] = {}
         for i, s in enumerate(states):
             if i and i % RENDER_SLICE == 0:
@@ -211,7 +211,7 @@ class PageRenderer:
             await self.page_updates.send(changed)
         return len(pages), len(changed) if self.page_updates is not None else 0
 
-    def _rows_changed(self, profile_id: str, page: dict) -> bool:
+    def _rows_changed(self, profile_id: str, page: Page) -> bool:
         """Whether the page's rows differ from the member's last published ones (and
         remember them; the least recently changed members are forgotten first)."""
         digest = hashlib.blake2b(orjson.dumps(page["rows"]), digest_size=16).digest()
