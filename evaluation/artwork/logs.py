@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 
 from evaluation.offline import BanditLogs, Estimate, doubly_robust, ips, replay, snips
+from features.artwork_reward import is_quality_play, window_closed
 from features.profile import ArtworkReward, FeatureParams, ProfileState, apply_event
 from online_models.bandits import Arm, ArtworkPolicy, Featurizer, HybridRidge
 from topics.models import Impression, Play, Title
@@ -201,109 +202,164 @@ def build_rounds(impressions: Iterable[Impression], plays: Iterable[Play],
     """
     lookup = arms_of if callable(arms_of) else (lambda t: arms_of.get(t, ()))  # type: ignore[union-attr]
     stats = JoinStats()
-    window_ms = reward_window_s * 1000.0
-    sticky_ms = sticky_s * 1000.0
+    logs = _collect(impressions, plays, viewport, stats)
+    rule = _JoinRule(reward_window_s, quality_fraction, sticky_s * 1000.0, delayed_positives,
+                     settle_lateness_s, settle_interval_s,
+                     logs.newest if end_ts_ms is None else end_ts_ms, logs.times, logs.every)
+    drafts: list[_Draft] = []
+    for events in logs.streams.values():
+        _join_stream(events, rule, lookup, drafts, stats)
+    rounds = []
+    for d in drafts:
+        if math.isnan(d.reward):
+            stats.censored += 1
+            continue
+        imp = d.imp
+        rounds.append(ArtworkRound(
+            profile_id=imp.profile_id, title_id=imp.title_id, ts_ms=imp.event_ts_ms,
+            context=_parse_context(imp.context_json), arms=d.arms, action=imp.artwork_id,
+            propensity=imp.propensity, reward=d.reward, policy=imp.policy,
+            policy_version=imp.policy_version, request_id=imp.request_id, row=imp.row,
+            column=imp.column, settled_ts_ms=d.settled_ts_ms))
+    rounds.sort(key=lambda r: (r.ts_ms, r.request_id, r.row, r.column))
+    stats.rounds = len(rounds)
+    stats.rewarded = sum(r.reward > 0 for r in rounds)
+    return rounds, stats
+
+
+@dataclass
+class _Logs:
+    """Deduplicated events: each (profile, title)'s impressions and plays, and the clocks."""
+
+    #: (profile, title) -> events as (time, kind, event); kind 0 = impression, 1 = play
+    streams: dict[tuple[str, str], list[tuple[int, int, Any]]] = field(default_factory=dict)
+    #: every event time of each member (the worker's clock for that member), sorted
+    times: dict[str, list[int]] = field(default_factory=dict)
+    #: every event time of every member (the watermark's clock), sorted
+    every: list[int] = field(default_factory=list)
+    newest: int = 0
+
+    def note(self, profile_id: str, ts_ms: int) -> None:
+        self.newest = max(self.newest, ts_ms)
+        self.times.setdefault(profile_id, []).append(ts_ms)
+        self.every.append(ts_ms)
+
+
+def _collect(impressions: Iterable[Impression], plays: Iterable[Play],
+             viewport: tuple[int, int] | None, stats: JoinStats) -> _Logs:
+    """Drop duplicates, materialized and out-of-viewport impressions (counted in ``stats``);
+    group the rest with the plays of the same member and title."""
+    logs = _Logs()
     seen: set[str] = set()
-    # (profile, title) -> time-ordered events; kind 0 = impression, 1 = play
-    streams: dict[tuple[str, str], list[tuple[int, int, Any]]] = {}
-    times: dict[str, list[int]] = {}  # every event time of each member (the worker's clock)
-    every: list[int] = []  # every event time of every member (the watermark's clock)
-    newest = 0
     for imp in impressions:
         if imp.event_id in seen:
             stats.duplicates += 1
             continue
         seen.add(imp.event_id)
         stats.impressions += 1
-        newest = max(newest, imp.event_ts_ms)
-        times.setdefault(imp.profile_id, []).append(imp.event_ts_ms)
-        every.append(imp.event_ts_ms)
+        logs.note(imp.profile_id, imp.event_ts_ms)
         if imp.policy == MATERIALIZED:
             stats.materialized += 1
             continue
         if viewport is not None and (imp.row >= viewport[0] or imp.column >= viewport[1]):
             stats.outside_viewport += 1
             continue
-        streams.setdefault((imp.profile_id, imp.title_id), []).append((imp.event_ts_ms, 0, imp))
+        logs.streams.setdefault((imp.profile_id, imp.title_id), []).append(
+            (imp.event_ts_ms, 0, imp))
     for play in plays:
         if play.event_id in seen:
             stats.duplicates += 1
             continue
         seen.add(play.event_id)
         stats.plays += 1
-        newest = max(newest, play.event_ts_ms)
-        times.setdefault(play.profile_id, []).append(play.event_ts_ms)
-        every.append(play.event_ts_ms)
+        logs.note(play.profile_id, play.event_ts_ms)
         key = (play.profile_id, play.title_id)
-        if key in streams:
-            streams[key].append((play.event_ts_ms, 1, play))
-    end = newest if end_ts_ms is None else end_ts_ms
-
-    for ts_list in times.values():
+        if key in logs.streams:
+            logs.streams[key].append((play.event_ts_ms, 1, play))
+    for ts_list in logs.times.values():
         ts_list.sort()
-    every.sort()
-    drafts: list[tuple[Impression, tuple[Arm, ...], float, int]] = []
+    logs.every.sort()
+    return logs
+
+
+@dataclass
+class _Draft:
+    """A kept decision; ``reward`` stays nan until it is settled (censored otherwise)."""
+
+    imp: Impression
+    arms: tuple[Arm, ...]
+    reward: float = math.nan
+    settled_ts_ms: int = 0
+
+
+@dataclass(frozen=True)
+class _JoinRule:
+    """The worker's settings and the logs' clocks that decide when a decision settles."""
+
+    reward_window_s: float
+    quality_fraction: float
+    sticky_ms: float
+    delayed_positives: bool
+    settle_lateness_s: float | None
+    settle_interval_s: float
+    end: int
+    times: dict[str, list[int]]
+    every: list[int]
+
+    def expired_at(self, imp: Impression) -> int:
+        """When the worker settles a decision whose window closed without a paid play."""
+        closes = imp.event_ts_ms + self.reward_window_s * 1000.0
+        t = _first_after(self.times[imp.profile_id], closes)
+        if self.settle_lateness_s is not None:
+            w = _first_after(self.every, closes + self.settle_lateness_s * 1000.0)
+            if w is not None:
+                w += int(self.settle_interval_s * 500.0)  # half a timer interval, on average
+                t = w if t is None else min(t, w)
+        return self.end if t is None else t
+
+
+def _join_stream(events: list[tuple[int, int, Any]], rule: _JoinRule,
+                 lookup: Callable[[str], Sequence[Arm]], drafts: list[_Draft],
+                 stats: JoinStats) -> None:
+    """Settle the decisions of one (member, title) in event order, as the worker does."""
 
     def settle(decision: _Decision, reward: float, at_ms: int) -> None:
         decision.pending = False
         if decision.index >= 0:
-            imp, arms, _, _ = drafts[decision.index]
-            drafts[decision.index] = (imp, arms, reward, at_ms)
+            drafts[decision.index].reward = reward
+            drafts[decision.index].settled_ts_ms = at_ms
 
-    def expired_at(decision: _Decision) -> int:
-        closes = decision.imp.event_ts_ms + window_ms
-        t = _first_after(times[decision.imp.profile_id], closes)
-        if settle_lateness_s is not None:
-            w = _first_after(every, closes + settle_lateness_s * 1000.0)
-            if w is not None:
-                w += int(settle_interval_s * 500.0)  # half a timer interval, on average
-                t = w if t is None else min(t, w)
-        return end if t is None else t
-
-    for events in streams.values():
-        events.sort(key=lambda e: (e[0], e[1]))
-        current: _Decision | None = None
-        for ts, kind, ev in events:
-            if current is not None and current.pending and ts - current.imp.event_ts_ms > window_ms:
-                # closed without a quality play (or with one held back)
-                settle(current, float(current.won), expired_at(current))
-            if kind == 0:
-                if current is not None and _same_assignment(current.imp, ev, sticky_ms):
-                    stats.sticky_repeats += 1
-                    continue
-                if current is not None and current.pending:
-                    settle(current, float(current.won), ts)  # a new decision replaces it
-                arms = tuple(lookup(ev.title_id))
-                if ev.artwork_id not in {a.artwork_id for a in arms}:
-                    stats.unknown_arm += 1
-                    current = _Decision(ev, -1)
-                    continue
-                drafts.append((ev, arms, math.nan, 0))
-                current = _Decision(ev, len(drafts) - 1)
-            elif (current is not None and current.pending and ev.fraction >= quality_fraction
-                  and current.imp.event_ts_ms <= ts <= current.imp.event_ts_ms + window_ms):
-                if delayed_positives:
-                    current.won = True  # paid when the window closes
-                else:
-                    settle(current, 1.0, ts)
-        if current is not None and current.pending and end - current.imp.event_ts_ms > window_ms:
-            settle(current, float(current.won), expired_at(current))
-
-    rounds = []
-    for imp, arms, reward, settled in drafts:
-        if math.isnan(reward):
-            stats.censored += 1
-            continue
-        rounds.append(ArtworkRound(
-            profile_id=imp.profile_id, title_id=imp.title_id, ts_ms=imp.event_ts_ms,
-            context=_parse_context(imp.context_json), arms=arms, action=imp.artwork_id,
-            propensity=imp.propensity, reward=reward, policy=imp.policy,
-            policy_version=imp.policy_version, request_id=imp.request_id, row=imp.row,
-            column=imp.column, settled_ts_ms=settled))
-    rounds.sort(key=lambda r: (r.ts_ms, r.request_id, r.row, r.column))
-    stats.rounds = len(rounds)
-    stats.rewarded = sum(r.reward > 0 for r in rounds)
-    return rounds, stats
+    events.sort(key=lambda e: (e[0], e[1]))
+    current: _Decision | None = None
+    for ts, kind, ev in events:
+        if (current is not None and current.pending
+                and window_closed(current.imp.event_ts_ms, ts, rule.reward_window_s)):
+            # closed without a quality play (or with one held back)
+            settle(current, float(current.won), rule.expired_at(current.imp))
+        if kind == 0:
+            if current is not None and _same_assignment(current.imp, ev, rule.sticky_ms):
+                stats.sticky_repeats += 1
+                continue
+            if current is not None and current.pending:
+                settle(current, float(current.won), ts)  # a new decision replaces it
+            arms = tuple(lookup(ev.title_id))
+            if ev.artwork_id not in {a.artwork_id for a in arms}:
+                stats.unknown_arm += 1
+                current = _Decision(ev, -1)
+                continue
+            drafts.append(_Draft(ev, arms))
+            current = _Decision(ev, len(drafts) - 1)
+        elif (current is not None and current.pending
+              and is_quality_play(current.imp.event_ts_ms, ts, ev.fraction,
+                                  reward_window_s=rule.reward_window_s,
+                                  quality_fraction=rule.quality_fraction)):
+            if rule.delayed_positives:
+                current.won = True  # paid when the window closes
+            else:
+                settle(current, 1.0, ts)
+    if (current is not None and current.pending
+            and window_closed(current.imp.event_ts_ms, rule.end, rule.reward_window_s)):
+        settle(current, float(current.won), rule.expired_at(current.imp))
 
 
 def _same_assignment(first: Impression, imp: Impression, sticky_ms: float) -> bool:
