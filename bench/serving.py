@@ -36,6 +36,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import resource
@@ -259,7 +260,8 @@ def run_wrk(url: str, requests: Sequence[tuple[str, str | None]], load: Load,
     try:
         out: dict[str, Any] = {}
         for seconds in (load.warm_s, load.measure_s):
-            cmd = [wrk, f"-t{load.threads}", f"-c{load.connections}", f"-d{seconds:g}s",
+            cmd = [wrk, f"-t{load.threads}", f"-c{load.connections}",
+                   f"-d{max(1, math.ceil(seconds))}s",  # wrk takes whole seconds
                    "--timeout", "10s", "--latency", "-s", script, url]
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             server0 = tree_cpu_s(server_pid) if server_pid else 0.0
