@@ -720,6 +720,11 @@ def reset_pipeline_state(r: Any, prefix: str) -> int:
     return len(doomed)
 
 
+def redis_commands(r: Any) -> int:
+    """Commands Redis has processed so far (each command of a pipeline or MULTI counts)."""
+    return int(r.info("stats")["total_commands_processed"])
+
+
 def _start_workers(running: contextlib.ExitStack, env: Mapping[str, str], n: int,
                    data_dir: str, profile: Path | None) -> list[Child]:
     """Start ``n`` workers in a consumer group of their own (a fresh group reads the backlog
@@ -770,8 +775,11 @@ def _drain_runs(args: argparse.Namespace, result: dict[str, Any], running: conte
             workers = _start_workers(run, env, n, data_dir, profile)
             cpu_of = _cpu_probes(stack, workers)
             timeout = args.drain_timeout_s or max(300.0, n_events / 200)
+            commands = redis_commands(r)
             drain = drain_backlog(r, prefix, workers, n_events, timeout, cpu_of)
+            commands = redis_commands(r) - commands
         _record_drain(result, drain, n, n_events)
+        result["scaling"][-1]["redis_commands_per_event"] = round(commands / n_events, 3)
     return workers, cpu_of
 
 

@@ -402,6 +402,47 @@ def _item(catalog: Catalog, title: Title, score: float,
     return item
 
 
+class _Rows:
+    """The candidate rows of one page as they are built: ranking by the member's relevance
+    and a row's utility (see :func:`candidate_rows`)."""
+
+    def __init__(self, rel: dict[str, float], allowed_ids: set[str], engaged: set[str],
+                 depth: int, weights: Mapping[str, float]) -> None:
+        self.rel, self.allowed, self.engaged = rel, allowed_ids, engaged
+        self.depth, self.weights = depth, weights
+        self.rows: list[CandidateRow] = []
+
+    def by_rel(self, ids: Iterable[str]) -> list[tuple[str, float]]:
+        """The allowed titles of ``ids`` not engaged yet, by relevance (ties by id)."""
+        rel, allowed, engaged = self.rel, self.allowed, self.engaged
+        # (-relevance, id) tuples sort natively: the order of key=(-rel, id), without a
+        # Python call per title
+        keyed = [(-rel[t], t) for t in ids if t in allowed and t not in engaged]
+        keyed.sort()
+        return [(t, -neg) for neg, t in keyed[: self.depth]]
+
+    def by_rel_near(self, near: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """A seed's neighbours ranked for the member: relevance x (0.5 + 0.5 x similarity)."""
+        ranked = [(t, self.rel.get(t, 0.0) * (0.5 + 0.5 * min(1.0, s))) for t, s in near]
+        ranked.sort(key=lambda kv: (-kv[1], kv[0]))
+        return ranked
+
+    def add(self, row_id: str, kind: str, title: str, why: str,
+            ranked: list[tuple[str, float]], quality: float | None = None, extra=None,
+            factor: float = 1.0) -> None:
+        """Add a row (none when ``ranked`` is empty); its utility is the kind's weight x
+        ``factor`` x ``quality`` (default: the mean relevance of its leading titles)."""
+        if not ranked:
+            return
+        rels = [self.rel.get(t, 0.0) for t, _ in ranked]
+        head = rels[:UTILITY_DEPTH]
+        q = quality if quality is not None else sum(head) / len(head)
+        weight = self.weights.get(kind, 0.5) * factor
+        self.rows.append(CandidateRow(row_id, kind, title, why, ranked,
+                                      utility=round(weight * q, 6), extra=extra,
+                                      weight=weight, rels=rels if quality is None else None))
+
+
 def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed_ids: set[str],
                    rel: dict[str, float], trending: Sequence[tuple[str, float]],
                    cowatch: CoWatchSimilarity | None, config: PageConfig, country: str,
@@ -410,103 +451,95 @@ def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed_ids: se
     rules = config.rules
     w = config.row_weights if config.row_weights is not None else rules.row_weights
     engaged = (set(state.engaged) | set(state.finished)) if state else set()
-    n = max(3 * config.row_length, 30)  # deep enough to survive the page's dedupe
-    rows: list[CandidateRow] = []
-    where = country if country not in ("ALL", "ZZ") else "Your Region"
-
-    def by_rel(ids: Iterable[str]) -> list[tuple[str, float]]:
-        # (-relevance, id) tuples sort natively: the order of key=(-rel, id), without a
-        # Python call per title
-        keyed = [(-rel[t], t) for t in ids if t in allowed_ids and t not in engaged]
-        keyed.sort()
-        return [(t, -neg) for neg, t in keyed[:n]]
-
-    def by_rel_near(near: list[tuple[str, float]]) -> list[tuple[str, float]]:
-        """A seed's neighbours ranked for the member: relevance x (0.5 + 0.5 x similarity)."""
-        ranked = [(t, rel.get(t, 0.0) * (0.5 + 0.5 * min(1.0, s))) for t, s in near]
-        ranked.sort(key=lambda kv: (-kv[1], kv[0]))
-        return ranked
-
-    def add(row_id: str, kind: str, title: str, why: str, ranked: list[tuple[str, float]],
-            quality: float | None = None, extra=None, factor: float = 1.0) -> None:
-        if not ranked:
-            return
-        rels = [rel.get(t, 0.0) for t, _ in ranked]
-        head = rels[:UTILITY_DEPTH]
-        q = quality if quality is not None else sum(head) / len(head)
-        weight = w.get(kind, 0.5) * factor
-        rows.append(CandidateRow(row_id, kind, title, why, ranked,
-                                 utility=round(weight * q, 6), extra=extra, weight=weight,
-                                 rels=rels if quality is None else None))
-
+    b = _Rows(rel, allowed_ids, engaged, max(3 * config.row_length, 30), w)
     if state is not None:
-        cw = [t for t in state.continue_watching() if t in allowed_ids]
-        add("continue-watching", "continue_watching", "Continue Watching",
-            "Pick up where you left off",
-            [(t, 1.0 - i / max(1, len(cw))) for i, t in enumerate(cw)], quality=1.0,
-            extra=lambda t: {"resume_position_s": state.resume_position(t)})
-        if state.engaged or state.explicit:
-            add("top-picks", "top_picks", "Top Picks for You",
-                "Learned from what you watched and rated", by_rel(allowed_ids))
-        for seed in state.watched_recently(rules.because_you_watched_rows):
-            seed_t = catalog.get(seed)
-            if seed_t is None:
-                continue
-            ranked = by_rel_near(_similar_fast(catalog, seed, cowatch, n, allowed_ids, engaged))
-            add(f"because-you-watched-{seed}", "because_you_watched",
-                f"Because You Watched {seed_t.name}",
-                f"Members who watched {seed_t.name} also watched these", ranked)
-        liked = [t for t, y in sorted(state.explicit.items(), key=lambda kv: -kv[1]) if y >= 0.75]
-        clicked = [t for t in state.recent_title_ids() if state.engaged.get(t) == 1]
-        for seed in (liked or clicked)[:1]:
-            seed_t = catalog.get(seed)
-            if seed_t is not None:
-                add(f"more-like-{seed}", "more_like", f"More Like {seed_t.name}",
-                    f"Similar in genre and cast to {seed_t.name}, and watched by its fans",
-                    by_rel_near(_more_like(catalog, seed, cowatch, n, allowed_ids, engaged)))
-        affinity = state.genre_affinity(now_ms, config.affinity_half_life_s)
-        genres = [g for g, s in sorted(affinity.items(), key=lambda kv: (-kv[1], kv[0]))
-                  if s > 0][: config.genre_rows]
-        top = max((affinity[g] for g in genres), default=1.0) or 1.0
-        for g in genres:
-            ranked = by_rel(catalog.by_genre(g))
-            if ranked:
-                add(_genre_slug(g), "genre", f"Because You Like {g}",
-                    f"You have been watching {g}", ranked,
-                    factor=0.5 + 0.5 * affinity[g] / top)
+        _personal_rows(b, state, catalog, cowatch, config, now_ms)
     if state is None or not (state.engaged or state.explicit):
         # no plays or ratings yet (the default page, or a member who only browsed): the
         # popular rows, so a new member's page is as full as the default page
-        add("popular", "popular", "Popular Picks", "Popular and new titles for everyone",
-            by_rel(allowed_ids))
-        pop_genre: dict[str, float] = {}
-        for t, s in trending:
-            for g in catalog.genres_of(t):
-                pop_genre[g] = pop_genre.get(g, 0.0) + s
-        have = {r.row_id for r in rows}
-        for g in sorted(catalog.genres(), key=lambda g: (-pop_genre.get(g, 0.0), g))[
-                : config.genre_rows]:
-            if _genre_slug(g) not in have:
-                add(_genre_slug(g), "genre", f"Popular {g}", f"Popular {g} titles",
-                    by_rel(catalog.by_genre(g)))
+        _popular_rows(b, catalog, trending, config)
+    _shared_rows(b, catalog, trending, config, country, now_ms)
+    return b.rows
 
+
+def _personal_rows(b: _Rows, state: ProfileState, catalog: Catalog,
+                   cowatch: CoWatchSimilarity | None, config: PageConfig, now_ms: int) -> None:
+    """Continue Watching, Top Picks, Because You Watched, More Like and the member's genres."""
+    rules, n, allowed_ids, engaged = config.rules, b.depth, b.allowed, b.engaged
+    cw = [t for t in state.continue_watching() if t in allowed_ids]
+    b.add("continue-watching", "continue_watching", "Continue Watching",
+          "Pick up where you left off",
+          [(t, 1.0 - i / max(1, len(cw))) for i, t in enumerate(cw)], quality=1.0,
+          extra=lambda t: {"resume_position_s": state.resume_position(t)})
+    if state.engaged or state.explicit:
+        b.add("top-picks", "top_picks", "Top Picks for You",
+              "Learned from what you watched and rated", b.by_rel(allowed_ids))
+    for seed in state.watched_recently(rules.because_you_watched_rows):
+        seed_t = catalog.get(seed)
+        if seed_t is None:
+            continue
+        ranked = b.by_rel_near(_similar_fast(catalog, seed, cowatch, n, allowed_ids, engaged))
+        b.add(f"because-you-watched-{seed}", "because_you_watched",
+              f"Because You Watched {seed_t.name}",
+              f"Members who watched {seed_t.name} also watched these", ranked)
+    liked = [t for t, y in sorted(state.explicit.items(), key=lambda kv: -kv[1]) if y >= 0.75]
+    clicked = [t for t in state.recent_title_ids() if state.engaged.get(t) == 1]
+    for seed in (liked or clicked)[:1]:
+        seed_t = catalog.get(seed)
+        if seed_t is not None:
+            b.add(f"more-like-{seed}", "more_like", f"More Like {seed_t.name}",
+                  f"Similar in genre and cast to {seed_t.name}, and watched by its fans",
+                  b.by_rel_near(_more_like(catalog, seed, cowatch, n, allowed_ids, engaged)))
+    affinity = state.genre_affinity(now_ms, config.affinity_half_life_s)
+    genres = [g for g, s in sorted(affinity.items(), key=lambda kv: (-kv[1], kv[0]))
+              if s > 0][: config.genre_rows]
+    top = max((affinity[g] for g in genres), default=1.0) or 1.0
+    for g in genres:
+        ranked = b.by_rel(catalog.by_genre(g))
+        if ranked:
+            b.add(_genre_slug(g), "genre", f"Because You Like {g}",
+                  f"You have been watching {g}", ranked,
+                  factor=0.5 + 0.5 * affinity[g] / top)
+
+
+def _popular_rows(b: _Rows, catalog: Catalog, trending: Sequence[tuple[str, float]],
+                  config: PageConfig) -> None:
+    """Popular Picks and the most played genres (pages without plays or ratings)."""
+    b.add("popular", "popular", "Popular Picks", "Popular and new titles for everyone",
+          b.by_rel(b.allowed))
+    pop_genre: dict[str, float] = {}
+    for t, s in trending:
+        for g in catalog.genres_of(t):
+            pop_genre[g] = pop_genre.get(g, 0.0) + s
+    have = {r.row_id for r in b.rows}
+    for g in sorted(catalog.genres(), key=lambda g: (-pop_genre.get(g, 0.0), g))[
+            : config.genre_rows]:
+        if _genre_slug(g) not in have:
+            b.add(_genre_slug(g), "genre", f"Popular {g}", f"Popular {g} titles",
+                  b.by_rel(catalog.by_genre(g)))
+
+
+def _shared_rows(b: _Rows, catalog: Catalog, trending: Sequence[tuple[str, float]],
+                 config: PageConfig, country: str, now_ms: int) -> None:
+    """Top 10, Trending and New Releases (every page)."""
+    n, allowed_ids, engaged, rel = b.depth, b.allowed, b.engaged, b.rel
+    where = country if country not in ("ALL", "ZZ") else "Your Region"
     top_score = trending[0][1] if trending else 1.0
     popular = [(t, s / top_score) for t, s in trending if t in allowed_ids and t not in engaged]
-    add(f"top10-{country}", "top10", f"Top 10 in {where}", "The most played titles today",
-        popular[:10])
-    add(f"trending-{country}", "trending", f"Trending Now in {where}",
-        "Popular right now, picked for you",
-        sorted(((t, 0.5 * s + 0.5 * rel.get(t, 0.0)) for t, s in popular[:n]),
-               key=lambda kv: -kv[1]))
+    b.add(f"top10-{country}", "top10", f"Top 10 in {where}", "The most played titles today",
+          popular[:10])
+    b.add(f"trending-{country}", "trending", f"Trending Now in {where}",
+          "Popular right now, picked for you",
+          sorted(((t, 0.5 * s + 0.5 * rel.get(t, 0.0)) for t, s in popular[:n]),
+                 key=lambda kv: -kv[1]))
     today = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).date().toordinal()
     arr = catalog.arrays()
     age = today - arr.release_ordinal
-    new = [arr.ids[i] for i in np.flatnonzero((age >= 0) & (age < rules.new_release_days))
+    new = [arr.ids[i] for i in np.flatnonzero((age >= 0) & (age < config.rules.new_release_days))
            if arr.ids[i] in allowed_ids and arr.ids[i] not in engaged]
     if not new:  # nothing released lately: the newest titles
         new = [t for t in catalog.newest(n) if t in allowed_ids and t not in engaged]
-    add("new-releases", "new_releases", "New Releases", "Recently added", by_rel(new))
-    return rows
+    b.add("new-releases", "new_releases", "New Releases", "Recently added", b.by_rel(new))
 
 
 def _genre_slug(genre: str) -> str:
