@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluation.obd.data import Campaign, load_bts_prior, load_obd
+from evaluation.obd.data import Campaign, ObdLogs, load_bts_prior, load_obd
 from evaluation.obd.models import (
     RidgeLogisticCtr,
     SegmentCtrModel,
@@ -341,10 +341,38 @@ def run_contextual_comparison(
     started = time.perf_counter()
     logs = load_obd("random", campaign, cache_dir, data_path=data_path)
     train, test = logs.split(train_fraction)
-    b = test.to_bandit_logs()
-    k, len_list, n = test.n_actions, test.len_list, len(test)
-    rows = np.arange(n)
+    reports = _greedy_reports(train, test, prior_strength)
+    reports += _softmax_reports(train, test, reports[0].estimates, temperature, fixed_l2)
+    power = None
+    if power_reps > 0:
+        alpha, beta = load_bts_prior(campaign, cache_dir)
+        if len(alpha) != test.n_actions:
+            raise ValueError(f"prior has {len(alpha)} items, logs have {test.n_actions}")
+        power = run_obd_power(
+            alpha, beta, float(logs.reward.mean()), test_rounds=len(test),
+            train_rounds=len(train), len_list=test.len_list, temperature=temperature,
+            prior_strength=prior_strength, n_reps=power_reps,
+            seed=DEFAULT_SEED if power_seed is None else power_seed)
+    n = len(test)
+    return ContextualComparison(
+        campaign=campaign,
+        n_train=len(train),
+        n_test=n,
+        train_clicks=int(train.reward.sum()),
+        test_clicks=int(test.reward.sum()),
+        prior_strength=prior_strength,
+        policies=tuple(reports),
+        seconds=time.perf_counter() - started,
+        power=power,
+    )
 
+
+def _greedy_reports(train: ObdLogs, test: ObdLogs, prior_strength: float
+                    ) -> list[PolicyReport]:
+    """Uniform (first) and the greedy rankers ``item-ctr`` and ``contextual`` on ``test``."""
+    b = test.to_bandit_logs()
+    k, n = test.n_actions, len(test)
+    rows = np.arange(n)
     uniform_dist = np.full((n, k), 1.0 / k)
     models = {
         "item-ctr": SegmentCtrModel.fit(
@@ -363,7 +391,7 @@ def run_contextual_comparison(
     }
     reports = [PolicyReport("uniform", uniform, {})]
     for name, model in models.items():
-        chosen = model.rank(test.user_features, len_list)[rows, test.position]
+        chosen = model.rank(test.user_features, test.len_list)[rows, test.position]
         dist = np.zeros((n, k))
         dist[rows, chosen] = 1.0
         q = model.predict(test.user_features)
@@ -374,21 +402,23 @@ def run_contextual_comparison(
             "snips": snips(b, dist),
             "dr": doubly_robust(b, dist, q),
         }
-        uniform_dr = doubly_robust(b, uniform_dist, q)
         diffs = {
             "ips": paired_difference(est["ips"], uniform["ips"]),
-            "dr": paired_difference(est["dr"], uniform_dr),
+            "dr": paired_difference(est["dr"], doubly_robust(b, uniform_dist, q)),
         }
-        reports.append(
-            PolicyReport(
-                name,
-                est,
-                diffs,
-                n_matched=int(matched.sum()),
-                matched_clicks=int(test.reward[matched].sum()),
-                expected_matched_clicks=float(matched.sum() * test.reward.mean()),
-            )
-        )
+        reports.append(PolicyReport(
+            name, est, diffs, n_matched=int(matched.sum()),
+            matched_clicks=int(test.reward[matched].sum()),
+            expected_matched_clicks=float(matched.sum() * test.reward.mean())))
+    return reports
+
+
+def _softmax_reports(train: ObdLogs, test: ObdLogs, uniform: Mapping[str, Estimate],
+                     temperature: float, fixed_l2: tuple[float, ...]) -> list[PolicyReport]:
+    """The stochastic ``softmax-ctr`` policies (cross-validated and fixed L2) on ``test``."""
+    b = test.to_bandit_logs()
+    uniform_dist = np.full((len(test), test.n_actions), 1.0 / test.n_actions)
+    reports = []
     cv_l2 = cross_validated_l2(train)
     for label, l2 in [("cv", cv_l2)] + [("fixed", v) for v in fixed_l2]:
         ctr = RidgeLogisticCtr.fit(train.context, train.action, train.position, train.reward,
@@ -400,25 +430,4 @@ def run_contextual_comparison(
             f"softmax-ctr ({label} l2={l2:g}, T={temperature:g})", est,
             {"ips": paired_difference(est["ips"], uniform["ips"]),
              "dr": paired_difference(est["dr"], doubly_robust(b, uniform_dist, q))}))
-    power = None
-    if power_reps > 0:
-        alpha, beta = load_bts_prior(campaign, cache_dir)
-        if len(alpha) != k:
-            raise ValueError(f"prior has {len(alpha)} items, logs have {k}")
-
-        power = run_obd_power(
-            alpha, beta, float(logs.reward.mean()), test_rounds=n, train_rounds=len(train),
-            len_list=len_list, temperature=temperature, prior_strength=prior_strength,
-            n_reps=power_reps,
-            seed=DEFAULT_SEED if power_seed is None else power_seed)
-    return ContextualComparison(
-        campaign=campaign,
-        n_train=len(train),
-        n_test=n,
-        train_clicks=int(train.reward.sum()),
-        test_clicks=int(test.reward.sum()),
-        prior_strength=prior_strength,
-        policies=tuple(reports),
-        seconds=time.perf_counter() - started,
-        power=power,
-    )
+    return reports
