@@ -42,22 +42,21 @@ import platform
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from homestream.player.cli import positive_float, positive_int
+from homestream.stack.process import Child, ChildExited, WaitTimeout, proc_cpu_s, wait_for
 
 log = logging.getLogger("bench")
 
-ROOT = Path(__file__).resolve().parents[1]
 #: Events per message the backlog producer sends (player SDKs batch per profile).
 BACKLOG_BATCH_EVENTS = 20
 
@@ -304,15 +303,6 @@ class BenchError(RuntimeError):
     """A phase could not complete; the text says which and where the logs are."""
 
 
-def proc_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process so far (Linux ``/proc``), else ``None``."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def host_busy_cpu_s() -> float | None:
     """CPU seconds all cores of the host spent busy so far (``/proc/stat``), else ``None``.
 
@@ -326,59 +316,13 @@ def host_busy_cpu_s() -> float | None:
         return None
 
 
-@dataclass
-class Child:
-    """A ``python -m <module>`` child process logging to a temp file."""
-
-    module: str
-    env: dict[str, str]
-    #: Interpreter arguments before ``-m <module>`` (e.g. ``-m cProfile -o FILE``).
-    python_args: Sequence[str] = ()
-    log_path: Path = field(init=False)
-    proc: subprocess.Popen = field(init=False)
-
-    def __post_init__(self) -> None:
-        fd, name = tempfile.mkstemp(prefix=f"bench-{self.module}-", suffix=".log")
-        os.close(fd)
-        self.log_path = Path(name)
-        with self.log_path.open("wb") as out:
-            self.proc = subprocess.Popen([sys.executable, *self.python_args, "-m", self.module],
-                                         cwd=ROOT,
-                                         env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        log.info("started %s (pid %d), log %s", self.module, self.proc.pid, self.log_path)
-
-    def check_alive(self) -> None:
-        """Raise :class:`BenchError` (naming the log) if the process has exited."""
-        if self.proc.poll() is not None:
-            raise BenchError(f"{self.module} exited with {self.proc.returncode}; log: "
-                             f"{self.log_path}\n{self.tail()}")
-
-    def cpu_s(self) -> float | None:
-        return proc_cpu_s(self.proc.pid)
-
-    def tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """Terminate; kill if it has not stopped after ``timeout_s``."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in %.0fs: killing it", self.module, timeout_s)
-                self.proc.kill()
-                self.proc.wait()
-
-
 @contextlib.contextmanager
 def child(module: str, env: dict[str, str], python_args: Sequence[str] = ()
           ) -> Iterator[Child]:
-    """Run a child process for the ``with`` block; always stopped on exit."""
-    c = Child(module, env, python_args)
+    """Run ``python [python_args] -m module`` for the ``with`` block (a
+    :class:`~homestream.stack.process.Child` logging to a temp file); always stopped."""
+    c = Child([sys.executable, *python_args, "-m", module], name=f"bench-{module}", env=env)
+    log.info("started %s (pid %d), log %s", module, c.pid, c.log_path)
     try:
         yield c
     except BaseException:
@@ -386,23 +330,6 @@ def child(module: str, env: dict[str, str], python_args: Sequence[str] = ()
         raise
     finally:
         c.stop()
-
-
-def wait_for(predicate: Callable[[], object], timeout_s: float, what: str,
-             interval_s: float = 0.05, alive: Child | None = None) -> object:
-    """Poll ``predicate`` until truthy; :class:`BenchError` after ``timeout_s`` or if
-    ``alive`` exits meanwhile."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if alive is not None:
-            alive.check_alive()
-        if time.monotonic() > deadline:
-            where = f"; log: {alive.log_path}" if alive is not None else ""
-            raise BenchError(f"timed out after {timeout_s:.0f}s waiting for {what}{where}")
-        time.sleep(interval_s)
 
 
 # -- phases -------------------------------------------------------------------------------------
@@ -426,7 +353,7 @@ def load_catalog(settings: Any, env: dict[str, str], titles: Sequence[Any], r: A
     publish_catalog(settings, titles)
     with child("streams.worker", env) as worker:
         wait_for(lambda: r.hlen(catalog_key(settings.key_prefix)) >= len(titles), 120,
-                 f"{len(titles)} catalog titles in Redis", alive=worker)
+                 f"{len(titles)} catalog titles in Redis", watch=[worker])
     return time.monotonic() - t0
 
 
@@ -955,7 +882,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with contextlib.redirect_stdout(sys.stderr):  # only the JSON line goes to stdout
             result = run_bench(args)
-    except BenchError as exc:
+    except (BenchError, ChildExited, WaitTimeout) as exc:
         log.error("bench failed: %s", exc)
         return 2
     print(json.dumps(result, separators=(",", ":")), file=out, flush=True)
