@@ -24,7 +24,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from evaluation.artwork.logs import draw_repeats, evaluate_logs, is_uniform_logging
+from evaluation.artwork.logs import DrawRepeats, draw_repeats, evaluate_logs, is_uniform_logging
 from evaluation.artwork.report import (
     ArtworkResults,
     RunSummary,
@@ -36,10 +36,10 @@ from evaluation.artwork.simulate import (
     PolicyRun,
     PreferenceModel,
     SimConfig,
-    SimulationError,
     run_policy,
     take_fraction,
 )
+from evaluation.obd.check import BtsCheck, ContextualComparison
 from evaluation.published import OBD_BTS
 from online_models.bandits import POLICIES
 
@@ -101,6 +101,8 @@ def _machine() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the evaluation (or, with ``--render``, only re-write its report); exit status 1
+    when a part failed."""
     args = build_parser().parse_args(argv)
     if args.render:
         with open(args.render, "rb") as f:
@@ -115,87 +117,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             build_parser().error(f"unknown policy {name!r}; known: {', '.join(sorted(POLICIES))}")
     if args.bucket < 1:
         build_parser().error("--bucket must be >= 1")
-    seconds = args.seconds or (40.0 if args.quick else 150.0)
     max_rounds = args.offline_max_rounds
     if max_rounds is None:
         max_rounds = 15_000 if args.quick else 60_000
-    n_sim = 10_000 if args.quick else 100_000
-    overrides: dict[str, object] = {}
-    if args.quick:  # fewer members visiting more often: the same load, more visits each
-        overrides.update(members=1000, visit_interval_s=(8.0, 12.0))
-    if args.members:
-        overrides["members"] = args.members
-    if args.titles_per_genre:
-        overrides["titles_per_genre"] = args.titles_per_genre
-    if args.delayed_positives is not None:
-        overrides["delayed_positives"] = args.delayed_positives
-    base = SimConfig(
-        seconds=seconds, seed=args.seed,
-        preference=PreferenceModel(args.p_match, args.p_other, args.other_genre_factor),
-        **overrides)  # type: ignore[arg-type]
+    base = _base_config(args)
     log_root = Path(tempfile.mkdtemp(prefix="homestream-artwork-eval-"))
     _say(f"logs and raw results under {log_root}")
     failures: list[str] = []
     runtime: dict[str, float] = {}
-
-    # 1. OBD
-    check = comparison = None
     t = time.perf_counter()
-    if not args.skip_obd:
-        try:
-            from evaluation.obd import fetch_obd, run_bts_check, run_contextual_comparison
-
-            fetch_obd(args.cache_dir)
-            check = run_bts_check(args.cache_dir, n_sim=n_sim)
-            comparison = run_contextual_comparison(args.cache_dir)
-            _say(f"OBD: BTS IPS {check.ips} (published {OBD_BTS['ipw']}, "
-                 f"true {OBD_BTS['true']})")
-        except Exception as exc:  # reported in the document and in the exit status
-            failures.append(f"OBD check failed: {type(exc).__name__}: {exc}")
-            _say(failures[-1])
+    check, comparison = _obd(args, failures)
     runtime["obd"] = time.perf_counter() - t
-
-    # 2. simulations
-    runs: dict[str, PolicyRun] = {}
     t = time.perf_counter()
-    for policy in policies:
-        cfg = dataclasses.replace(base, policy=policy,
-                                  bucket=1 if policy == "uniform" else args.bucket,
-                                  fill_uniform=args.fill_uniform)
-        try:
-            runs[policy] = run_policy(cfg, log_root / policy, progress=_say)
-        except (SimulationError, Exception) as exc:
-            failures.append(f"simulation of {policy} failed: {type(exc).__name__}: {exc}")
-            _say(failures[-1])
-            traceback.print_exc()
+    runs = _simulations(args, base, policies, log_root, failures)
     runtime["simulations"] = time.perf_counter() - t
-
-    # 3. offline evaluation on each run's logs
     t = time.perf_counter()
-    offline = []
-    replay_online = []
-    draw_check = None
-    for policy, run in runs.items():
-        if len(run.rounds) < 2:
-            failures.append(f"{policy}: fewer than two logged rounds")
-            continue
-        _say(f"offline evaluation on the {policy} run's {len(run.rounds):,} rounds")
-        results = evaluate_logs(run.rounds, candidates, max_rounds=max_rounds or None,
-                                timing_stretch=1 if args.bucket > 1 else None,
-                                progress=_say)
-        offline.extend(results)
-        if is_uniform_logging(run.rounds):
-            draw_check = draw_check or draw_repeats(run.rounds)
-            for cand in candidates:
-                if cand in runs:
-                    mine = [res for res in results if res.target == cand
-                            and any(k.startswith("replay") for k in res.estimates)]
-                    # with buckets every run spans the logging run's time: whole runs
-                    replay_online.append(replay_vs_online(mine, runs[cand],
-                                                          bucket=args.bucket > 1))
+    offline, replay_online, draw_check = _offline(args, runs, candidates, max_rounds, failures)
     runtime["offline"] = time.perf_counter() - t
 
-    # 4. report
+    # the report
     t = time.perf_counter()
     summaries = [RunSummary.from_run(r) for r in runs.values()]
     contextual = [r for r in summaries if r.policy in CONTEXTUAL]
@@ -204,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "candidates": candidates,
               "offline_max_rounds": max_rounds or None,
               "notes": _notes(runs, summaries, best_ctx)}
-    command = "python -m evaluation.artwork" + (f" {shlex.join(argv)}" if argv else
+    command = "python -m evaluation artwork" + (f" {shlex.join(argv)}" if argv else
                                                  (" " + shlex.join(sys.argv[1:])
                                                   if sys.argv[1:] else ""))
     res = ArtworkResults(
@@ -233,6 +173,87 @@ def main(argv: Sequence[str] | None = None) -> int:
     _say(f"total {runtime['total']:.0f} s; " + ("FAILED: " + "; ".join(failures) if failures
                                                  else "ok"))
     return 1 if failures else 0
+
+
+def _base_config(args: argparse.Namespace) -> SimConfig:
+    """The simulation settings shared by every policy's run."""
+    overrides: dict[str, object] = {}
+    if args.quick:  # fewer members visiting more often: the same load, more visits each
+        overrides.update(members=1000, visit_interval_s=(8.0, 12.0))
+    if args.members:
+        overrides["members"] = args.members
+    if args.titles_per_genre:
+        overrides["titles_per_genre"] = args.titles_per_genre
+    if args.delayed_positives is not None:
+        overrides["delayed_positives"] = args.delayed_positives
+    return SimConfig(
+        seconds=args.seconds or (40.0 if args.quick else 150.0), seed=args.seed,
+        preference=PreferenceModel(args.p_match, args.p_other, args.other_genre_factor),
+        **overrides)  # type: ignore[arg-type]
+
+
+def _obd(args: argparse.Namespace, failures: list[str]
+         ) -> tuple[BtsCheck | None, ContextualComparison | None]:
+    """1. The OBD check (a failure is recorded in ``failures``, not raised)."""
+    if args.skip_obd:
+        return None, None
+    try:
+        from evaluation.obd import fetch_obd, run_bts_check, run_contextual_comparison
+
+        fetch_obd(args.cache_dir)
+        check = run_bts_check(args.cache_dir, n_sim=10_000 if args.quick else 100_000)
+        comparison = run_contextual_comparison(args.cache_dir)
+        _say(f"OBD: BTS IPS {check.ips} (published {OBD_BTS['ipw']}, "
+             f"true {OBD_BTS['true']})")
+        return check, comparison
+    except Exception as exc:  # reported in the document and in the exit status
+        failures.append(f"OBD check failed: {type(exc).__name__}: {exc}")
+        _say(failures[-1])
+        return None, None
+
+
+def _simulations(args: argparse.Namespace, base: SimConfig, policies: Sequence[str],
+                 log_root: Path, failures: list[str]) -> dict[str, PolicyRun]:
+    """2. Each policy on the real pipeline (failures recorded, the others still run)."""
+    runs: dict[str, PolicyRun] = {}
+    for policy in policies:
+        cfg = dataclasses.replace(base, policy=policy,
+                                  bucket=1 if policy == "uniform" else args.bucket,
+                                  fill_uniform=args.fill_uniform)
+        try:
+            runs[policy] = run_policy(cfg, log_root / policy, progress=_say)
+        except Exception as exc:
+            failures.append(f"simulation of {policy} failed: {type(exc).__name__}: {exc}")
+            _say(failures[-1])
+            traceback.print_exc()
+    return runs
+
+
+def _offline(args: argparse.Namespace, runs: dict[str, PolicyRun], candidates: Sequence[str],
+             max_rounds: int, failures: list[str]) -> tuple[list, list, DrawRepeats | None]:
+    """3. Offline evaluation on each run's logs, and replay against the online runs."""
+    offline: list = []
+    replay_online: list = []
+    draw_check = None
+    for policy, run in runs.items():
+        if len(run.rounds) < 2:
+            failures.append(f"{policy}: fewer than two logged rounds")
+            continue
+        _say(f"offline evaluation on the {policy} run's {len(run.rounds):,} rounds")
+        results = evaluate_logs(run.rounds, candidates, max_rounds=max_rounds or None,
+                                timing_stretch=1 if args.bucket > 1 else None,
+                                progress=_say)
+        offline.extend(results)
+        if is_uniform_logging(run.rounds):
+            draw_check = draw_check or draw_repeats(run.rounds)
+            for cand in candidates:
+                if cand in runs:
+                    mine = [res for res in results if res.target == cand
+                            and any(k.startswith("replay") for k in res.estimates)]
+                    # with buckets every run spans the logging run's time: whole runs
+                    replay_online.append(replay_vs_online(mine, runs[cand],
+                                                          bucket=args.bucket > 1))
+    return offline, replay_online, draw_check
 
 
 def _notes(runs: dict[str, PolicyRun], summaries: Sequence[RunSummary], best_ctx: str) -> list[str]:
