@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from evaluation.movielens.baselines import (
     EASE,
@@ -223,13 +224,83 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipeline_replays(args: argparse.Namespace, titles: list, chunks: list[list[Rating]],
+                      genres: dict[str, tuple[str, ...]], description: str, notes: list[str]
+                      ) -> tuple[list[PageMetrics], dict[str, float], dict[str, str]]:
+    """The pipeline's replays (as streamed, and with pages refreshed), each ``--pipeline-runs``
+    times, and the in-process ranking diagnostic; notes appended to ``notes``. Returns the
+    results, their seconds, and the pipeline settings to show."""
+    results: list[PageMetrics] = []
+    seconds: dict[str, float] = {}
+    settings_shown: dict[str, str] = {}
+    if args.no_pipeline:
+        return results, seconds, settings_shown
+    from evaluation.movielens.inprocess import InProcessPipeline
+    from evaluation.movielens.pipeline import local_pipeline
+    from homestream.settings import Settings
+
+    repeats: dict[str, list[PageMetrics]] = {}
+    for refresh, k in [(refresh, k) for refresh in (False, True)
+                       for k in range(args.pipeline_runs)]:
+        with local_pipeline(titles, refresh_pages=refresh) as rec:
+            res, secs = _eval(rec, chunks, len(titles), genres)
+            repeats.setdefault(res.name, []).append(res)
+            if k > 0:
+                continue  # the tables show the first replay; the notes list all
+            results.append(res)
+            seconds[res.name] = secs
+            notes.append(_replay_note(rec, description))
+            settings_shown = _shown_settings(rec.settings)
+    for name, reps in repeats.items():
+        if len(reps) > 1:
+            notes.append(
+                f"`{name}` replayed {len(reps)} times ({description}): Recall@5-by-5 "
+                + ", ".join(f"{r.recall[5][0]:.4f}" for r in reps) + "; NDCG@10 "
+                + ", ".join(f"{r.ndcg10[0]:.4f}" for r in reps) + ".")
+    diag = InProcessPipeline(titles, Settings(partitions=1, row_length=50),
+                             ranking_only=True, name="pipeline-ranking")
+    try:
+        res, secs = _eval(diag, chunks, len(titles), genres)
+    finally:
+        diag.close()
+    results.append(res)
+    seconds[res.name] = secs
+    return results, seconds, settings_shown
+
+
+def _replay_note(rec: Any, description: str) -> str:
+    """What one pipeline replay sent, what the worker did with it, and where time went."""
+    c = rec.counters()
+    return (f"Replay of `{rec.name}` ({description}): {rec.sent:,} events sent "
+            f"({rec.resent:,} of them re-sent to refresh pages), "
+            f"{c.get('events_applied', 0):,} applied, {c.get('duplicates', 0):,} "
+            f"duplicates, {c.get('dead_letters', 0)} dead letters; "
+            f"{rec.default_pages_served} page views fell back to the default page; "
+            f"{rec.send_seconds:.0f} s producing, {rec.wait_seconds:.0f} s waiting "
+            f"for the worker.")
+
+
+def _shown_settings(s: Any) -> dict[str, str]:
+    """The pipeline settings the report lists."""
+    return {
+        "HOMESTREAM_ROW_LENGTH": str(s.row_length),
+        "HOMESTREAM_PARTITIONS": str(s.partitions),
+        "HOMESTREAM_BATCH_MAX_EVENTS": str(s.batch_max_events),
+        "HOMESTREAM_BATCH_WITHIN_S": str(s.batch_within_s),
+        "HOMESTREAM_MODEL_FACTORS": str(s.model_factors),
+        "HOMESTREAM_PUBLISH_PAGE_UPDATES": str(s.publish_page_updates),
+        "rules": "built-in defaults (10 rows at most)",
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the evaluation and write the report (see the module docstring)."""
     args = _args(argv)
     if args.render is not None:
         return _render(args)
     chunkings = [parse_chunking(c) for c in args.chunk.split(",") if c.strip()]
     t_start = time.monotonic()
-    command = "python -m evaluation.movielens" + (
+    command = "python -m evaluation movielens" + (
         " " + shlex.join(argv if argv is not None else sys.argv[1:])
         if (argv if argv is not None else sys.argv[1:]) else "")
     print("fetching MovieLens-100K ...", file=sys.stderr)
@@ -254,58 +325,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, description, split in chunkings:
         chunks = split(ratings)
         print(f"page protocol, chunks of {description}: {len(chunks)} chunks", file=sys.stderr)
-        results: list[PageMetrics] = []
-        seconds: dict[str, float] = {}
-        runs_of = [(refresh, k) for refresh in (False, True)
-                   for k in range(args.pipeline_runs)] if not args.no_pipeline else []
-        repeats: dict[str, list[PageMetrics]] = {}
-        for refresh, k in runs_of:
-            from evaluation.movielens.pipeline import local_pipeline
-
-            with local_pipeline(titles, refresh_pages=refresh) as rec:
-                res, secs = _eval(rec, chunks, len(ids), genres)
-                repeats.setdefault(res.name, []).append(res)
-                if k > 0:
-                    continue  # the tables show the first replay; the notes list all
-                results.append(res)
-                seconds[res.name] = secs
-                c = rec.counters()
-                notes.append(
-                    f"Replay of `{rec.name}` ({description}): {rec.sent:,} events sent "
-                    f"({rec.resent:,} of them re-sent to refresh pages), "
-                    f"{c.get('events_applied', 0):,} applied, {c.get('duplicates', 0):,} "
-                    f"duplicates, {c.get('dead_letters', 0)} dead letters; "
-                    f"{rec.default_pages_served} page views fell back to the default page; "
-                    f"{rec.send_seconds:.0f} s producing, {rec.wait_seconds:.0f} s waiting "
-                    f"for the worker.")
-                s = rec.settings
-                settings_shown = {
-                    "HOMESTREAM_ROW_LENGTH": str(s.row_length),
-                    "HOMESTREAM_PARTITIONS": str(s.partitions),
-                    "HOMESTREAM_BATCH_MAX_EVENTS": str(s.batch_max_events),
-                    "HOMESTREAM_BATCH_WITHIN_S": str(s.batch_within_s),
-                    "HOMESTREAM_MODEL_FACTORS": str(s.model_factors),
-                    "HOMESTREAM_PUBLISH_PAGE_UPDATES": str(s.publish_page_updates),
-                    "rules": "built-in defaults (10 rows at most)",
-                }
-        for name, reps in repeats.items():
-            if len(reps) > 1:
-                notes.append(
-                    f"`{name}` replayed {len(reps)} times ({description}): Recall@5-by-5 "
-                    + ", ".join(f"{r.recall[5][0]:.4f}" for r in reps) + "; NDCG@10 "
-                    + ", ".join(f"{r.ndcg10[0]:.4f}" for r in reps) + ".")
-        if not args.no_pipeline:
-            from evaluation.movielens.inprocess import InProcessPipeline
-            from homestream.settings import Settings
-
-            diag = InProcessPipeline(titles, Settings(partitions=1, row_length=50),
-                                     ranking_only=True, name="pipeline-ranking")
-            try:
-                res, secs = _eval(diag, chunks, len(ids), genres)
-            finally:
-                diag.close()
-            results.append(res)
-            seconds[res.name] = secs
+        results, seconds, shown = _pipeline_replays(args, titles, chunks, genres,
+                                                    description, notes)
+        settings_shown = shown or settings_shown
         for factory in (lambda: EASE(ids, l2=EASE_L2), lambda: ItemKNN(ids),
                         lambda: MostPopular(ids), lambda: RandomPages(ids, seed=7)):
             res, secs = _eval(factory(), chunks, len(ids), genres)
