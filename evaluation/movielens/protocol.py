@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -261,17 +261,7 @@ def evaluate(
     total = sum(len(c) for c in chunks)
     warm_from = math.ceil(warmup_fraction * total)
     seen: dict[str, set[str]] = defaultdict(set)
-    recalls: dict[int, list[float]] = {m: [] for m in range(1, M_MAX + 1)}
-    recalls_reco: dict[int, list[float]] = {m: [] for m in range(1, M_MAX + 1)}
-    r34: list[float] = []
-    ndcgs: list[float] = []
-    divs: list[float] = []
-    rand: list[float] = []
-    n_rel: list[int] = []
-    blocks: list[list[list[str]]] = []
-    kind_rows: dict[str, int] = defaultdict(int)
-    kind_hits: dict[str, int] = defaultdict(int)
-    members: set[str] = set()
+    scores = _Scores()
     result = PageMetrics(getattr(recommender, "name", type(recommender).__name__))
     done = 0
     for index, chunk in enumerate(chunks):
@@ -280,13 +270,7 @@ def evaluate(
         result.chunks += 1
         if done >= warm_from:
             now_ts = chunk[0].timestamp
-            relevant: dict[str, set[str]] = {}
-            for it in chunk:
-                if len(seen[it.user]) < min_history or it.item in seen[it.user]:
-                    continue
-                rel = relevant.setdefault(it.user, set())
-                if min_rating is None or it.rating >= min_rating:
-                    rel.add(it.item)
+            relevant = _relevant(chunk, seen, min_history, min_rating)
             t0 = clock()
             asked = [u for u, rel in relevant.items() if rel]
             prepare = getattr(recommender, "prepare", None)
@@ -297,25 +281,9 @@ def evaluate(
             if pages:
                 result.scored_chunks += 1
             for user, grid in pages.items():
-                rel = relevant[user]
                 page = grid if isinstance(grid, Page) else Page(grid)
-                reco = page.recommendation_rows()
-                for m in range(1, M_MAX + 1):
-                    recalls[m].append(recall_at_m_by_n(page, rel, m, N_COLS))
-                    recalls_reco[m].append(recall_at_m_by_n(reco, rel, m, N_COLS) if reco else 0.0)
-                r34.append(recall_at_m_by_n(page, rel, *EXTRA_BLOCK))
-                ndcgs.append(ndcg_at_k(page.primary_row(), rel, NDCG_K))
-                block = [list(row[:N_COLS]) for row in page[:M_MAX]]
-                blocks.append(block)
-                if page.kinds is not None:
-                    for row, kind in zip(block, page.kinds, strict=False):
-                        kind_rows[kind] += 1
-                        kind_hits[kind] += len(rel.intersection(row))
-                divs.append(intra_page_diversity(block, genres_of))
-                unseen = max(1, catalog_size - len(seen[user]))
-                rand.append(min(1.0, 5 * N_COLS / unseen))
-                n_rel.append(len(rel))
-                members.add(user)
+                scores.add(user, page, relevant[user], genres_of,
+                           max(1, catalog_size - len(seen[user])))
         t0 = clock()
         recommender.learn(chunk)
         result.learn_seconds += clock() - t0
@@ -324,15 +292,73 @@ def evaluate(
         done += len(chunk)
         if progress is not None:
             progress(index + 1, len(chunks), done, total)
-    result.page_views = len(r34)
-    result.members = len(members)
-    result.recall = {m: _stat(v) for m, v in recalls.items()}
-    result.recall_reco_rows = {m: _stat(v) for m, v in recalls_reco.items()}
-    result.recall_3x4 = _stat(r34)
-    result.ndcg10 = _stat(ndcgs)
-    result.diversity = _stat(divs)
-    result.coverage = catalog_coverage(blocks, catalog_size) if blocks else math.nan
-    result.random_recall_5x5 = sum(rand) / len(rand) if rand else math.nan
-    result.mean_relevant = sum(n_rel) / len(n_rel) if n_rel else math.nan
-    result.kind_rows, result.kind_hits = dict(kind_rows), dict(kind_hits)
+    scores.fill(result, catalog_size)
     return result
+
+
+def _relevant(chunk: Sequence[InteractionLike], seen: Mapping[str, set[str]],
+              min_history: int, min_rating: float | None) -> dict[str, set[str]]:
+    """Each scored member's relevant titles in ``chunk``: new to them, rated at least
+    ``min_rating``; members with fewer than ``min_history`` prior titles are left out."""
+    relevant: dict[str, set[str]] = {}
+    for it in chunk:
+        if len(seen[it.user]) < min_history or it.item in seen[it.user]:
+            continue
+        rel = relevant.setdefault(it.user, set())
+        if min_rating is None or it.rating >= min_rating:
+            rel.add(it.item)
+    return relevant
+
+
+@dataclass
+class _Scores:
+    """Per-page-view metric values, summarized into a :class:`PageMetrics` at the end."""
+
+    recalls: dict[int, list[float]] = field(
+        default_factory=lambda: {m: [] for m in range(1, M_MAX + 1)})
+    recalls_reco: dict[int, list[float]] = field(
+        default_factory=lambda: {m: [] for m in range(1, M_MAX + 1)})
+    r34: list[float] = field(default_factory=list)
+    ndcgs: list[float] = field(default_factory=list)
+    divs: list[float] = field(default_factory=list)
+    rand: list[float] = field(default_factory=list)
+    n_rel: list[int] = field(default_factory=list)
+    blocks: list[list[list[str]]] = field(default_factory=list)
+    kind_rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    kind_hits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    members: set[str] = field(default_factory=set)
+
+    def add(self, user: str, page: Page, rel: set[str],
+            genres_of: Callable[[str], Collection[str]], unseen: int) -> None:
+        """Score one page view of ``user`` against their relevant titles ``rel``."""
+        reco = page.recommendation_rows()
+        for m in range(1, M_MAX + 1):
+            self.recalls[m].append(recall_at_m_by_n(page, rel, m, N_COLS))
+            self.recalls_reco[m].append(recall_at_m_by_n(reco, rel, m, N_COLS) if reco else 0.0)
+        self.r34.append(recall_at_m_by_n(page, rel, *EXTRA_BLOCK))
+        self.ndcgs.append(ndcg_at_k(page.primary_row(), rel, NDCG_K))
+        block = [list(row[:N_COLS]) for row in page[:M_MAX]]
+        self.blocks.append(block)
+        if page.kinds is not None:
+            for row, kind in zip(block, page.kinds, strict=False):
+                self.kind_rows[kind] += 1
+                self.kind_hits[kind] += len(rel.intersection(row))
+        self.divs.append(intra_page_diversity(block, genres_of))
+        self.rand.append(min(1.0, 5 * N_COLS / unseen))
+        self.n_rel.append(len(rel))
+        self.members.add(user)
+
+    def fill(self, result: PageMetrics, catalog_size: int) -> None:
+        """Write the summaries into ``result``."""
+        result.page_views = len(self.r34)
+        result.members = len(self.members)
+        result.recall = {m: _stat(v) for m, v in self.recalls.items()}
+        result.recall_reco_rows = {m: _stat(v) for m, v in self.recalls_reco.items()}
+        result.recall_3x4 = _stat(self.r34)
+        result.ndcg10 = _stat(self.ndcgs)
+        result.diversity = _stat(self.divs)
+        result.coverage = (catalog_coverage(self.blocks, catalog_size) if self.blocks
+                           else math.nan)
+        result.random_recall_5x5 = sum(self.rand) / len(self.rand) if self.rand else math.nan
+        result.mean_relevant = sum(self.n_rel) / len(self.n_rel) if self.n_rel else math.nan
+        result.kind_rows, result.kind_hits = dict(self.kind_rows), dict(self.kind_hits)
