@@ -19,6 +19,7 @@ import numpy as np
 from evaluation.artwork.logs import DrawRepeats, OfflineResult
 from evaluation.artwork.simulate import PolicyRun, TakeFraction, take_fraction
 from evaluation.obd.check import BtsCheck, ContextualComparison
+from evaluation.obd.power import ObdPower
 from evaluation.offline import Estimate
 from evaluation.published import OBD_BTS
 from evaluation.stats import Z95, Interval
@@ -227,88 +228,102 @@ def _obd_section(res: ArtworkResults) -> list[str]:
                      f"standard error of our IPS from the slates: {check.mc_std_error:.1e}).")
     lines.append("")
     if comp is not None:
-        lines += [
-            f"Contextual vs uniform on `random/{comp.campaign}`: policies trained on the first "
-            f"{comp.n_train:,} rounds ({comp.train_clicks} clicks), evaluated on the last "
-            f"{comp.n_test:,} ({comp.test_clicks} clicks). `item-ctr` and `contextual` are "
-            "greedy (deterministic) CTR rankers; `softmax-ctr` is a stochastic contextual "
-            "policy, the softmax of a ridge-logistic click model (per-item rate, item feature, "
-            "slot, user features and user x item-feature interactions), its L2 penalty chosen "
-            "by 5-fold cross-validation on the training rounds (`cv`) or fixed at 1 (`fixed`), "
-            "evaluated on all test rounds. Differences to uniform are paired per round (same "
-            "rounds, per-round IPS / DR terms):", ""]
-        rows = []
-        for rep in comp.policies:
-            for name, e in rep.estimates.items():
-                rows.append([rep.name, name, _est(e, 6), f"{e.n_effective:,.1f}"])
-            for name, e in rep.vs_uniform.items():
-                own = rep.estimates.get(name)
-                cell = _est(e, 6)
-                if own is not None and own.ci_low == own.ci_high:  # as `python -m evaluation obd`
-                    cell = f"{_f(e.value, 6)} (no CI: the policy's own {name} has zero spread)"
-                rows.append([rep.name, f"{name} - uniform", cell, f"{e.n_effective:,.1f}"])
-        lines += _table(["policy", "estimator", "value [95% CI]", "n_eff"], rows)
-        lines.append("")
-        for rep in comp.policies:
-            if rep.vs_uniform:
-                lines.append(f"- {rep.name}: {rep.verdict}")
-        lines += ["", "The OBD sample is far too small to rank deterministic rankers (about 1 "
-                  "click expected in the rounds where they agree with the logger). A stochastic "
-                  "policy uses every test round, but its difference to uniform rests on the "
-                  f"{comp.test_clicks} test clicks (a round without a click adds 0 to both); "
-                  "when cross-validation on the training half picks the largest penalty, the "
-                  "model found no click signal there and its softmax is close to uniform.", ""]
-        pw = comp.power
-        if pw is not None:
-            def rounds(x: float | None) -> str:
-                return "n/a (learned)" if x is None else ("never" if math.isinf(x) else
-                                                          f"{x:,.0f}")
+        lines += _obd_comparison(comp)
+    return lines
 
-            def pct(x: float | None) -> str:
-                return "n/a" if x is None else f"{100 * x:.1f}%"
 
-            best = pw.get("oracle best item")
-            matched = ("" if best.mean_matched_clicks is None else
-                       f"; on average {best.mean_matched_clicks:.2f} clicks in the rounds where "
-                       "it matches the logger")
-            lines += [
-                f"Power on the sample: with the full-data item CTRs as truth (ZOZOTOWN's BTS "
-                f"prior for `{comp.campaign}`, alpha / (alpha + beta) per item, rescaled to the "
-                f"sample's click rate {pw.mean_ctr:.4f}; best item {pw.ctr_max_over_mean:.2f}x "
-                f"the mean, worst {pw.ctr_min_over_mean:.2f}x), the oracle best-item policy "
-                f"(true value {best.true_value:.5f} vs uniform {best.uniform_value:.5f}) would "
-                f"be shown to beat uniform at 95% in {pct(best.power)} of "
-                f"{pw.test_rounds:,}-round test halves ({best.n_reps:,} simulated, "
-                f"{best.mean_clicks:.1f} clicks each on average{matched}); about "
-                f"{rounds(best.rounds_for_80_power)} test rounds would be needed for 80% power.",
-                "",
-                "Each row simulates uniform-random test halves (item and slot uniform, click "
-                "~ Bernoulli of the item's rate) and applies the paired IPS test above; "
-                "`null rate` repeats it with every item at the mean rate (true difference 0; "
-                "nominal 2.5%). The normal-approximation power and rounds use the exact "
-                "per-round variance of the paired term. `oracle softmax` is the softmax of the "
-                "true log-odds (the `softmax-ctr` form); `most detectable` is the per-item "
-                "policy with the largest difference-to-noise ratio; the `learned` policies "
-                f"are fit on a simulated {pw.train_rounds:,}-round training half (the "
-                "`item-ctr` ranker, and the softmax of its smoothed rates):", ""]
-            rows = [[f"`{r.policy}`", f"{r.true_diff:+.6f}", f"{r.mean_estimated_diff:+.6f}",
-                     pct(r.power), pct(r.null_rate), pct(r.normal_power),
-                     rounds(r.rounds_for_80_power)] for r in pw.results]
-            lines += _table(["policy", "true value - uniform", "mean estimate", "power",
-                             "null rate", "power (normal approx.)", "rounds for 80% power"],
-                            rows)
-            lines += ["", f"No per-item policy, even one knowing these click rates, reaches 80% "
-                      f"power with fewer than about {pw.min_rounds_any_item_policy:,.0f} test "
-                      f"rounds, or more than {pct(pw.max_power_any_item_policy)} power on "
-                      f"{pw.test_rounds:,} rounds (normal approximation). The truth has no "
-                      "user-specific effects, so this bounds non-contextual policies only."]
-            above = [r for r in pw.results if r.power > pw.max_power_any_item_policy]
-            if above:
-                lines[-1] += (" Simulated power above that bound, with the null rate of the "
-                              "same policy (nominal 2.5%): " + ", ".join(
-                                  f"`{r.policy}` {pct(r.power)} (null rate {pct(r.null_rate)})"
-                                  for r in above) + ".")
-            lines.append("")
+def _obd_comparison(comp: ContextualComparison) -> list[str]:
+    """The contextual-vs-uniform part of the OBD section (with its power analysis)."""
+    lines: list[str] = []
+    lines += [
+        f"Contextual vs uniform on `random/{comp.campaign}`: policies trained on the first "
+        f"{comp.n_train:,} rounds ({comp.train_clicks} clicks), evaluated on the last "
+        f"{comp.n_test:,} ({comp.test_clicks} clicks). `item-ctr` and `contextual` are "
+        "greedy (deterministic) CTR rankers; `softmax-ctr` is a stochastic contextual "
+        "policy, the softmax of a ridge-logistic click model (per-item rate, item feature, "
+        "slot, user features and user x item-feature interactions), its L2 penalty chosen "
+        "by 5-fold cross-validation on the training rounds (`cv`) or fixed at 1 (`fixed`), "
+        "evaluated on all test rounds. Differences to uniform are paired per round (same "
+        "rounds, per-round IPS / DR terms):", ""]
+    rows = []
+    for rep in comp.policies:
+        for name, e in rep.estimates.items():
+            rows.append([rep.name, name, _est(e, 6), f"{e.n_effective:,.1f}"])
+        for name, e in rep.vs_uniform.items():
+            own = rep.estimates.get(name)
+            cell = _est(e, 6)
+            if own is not None and own.ci_low == own.ci_high:  # as `python -m evaluation obd`
+                cell = f"{_f(e.value, 6)} (no CI: the policy's own {name} has zero spread)"
+            rows.append([rep.name, f"{name} - uniform", cell, f"{e.n_effective:,.1f}"])
+    lines += _table(["policy", "estimator", "value [95% CI]", "n_eff"], rows)
+    lines.append("")
+    for rep in comp.policies:
+        if rep.vs_uniform:
+            lines.append(f"- {rep.name}: {rep.verdict}")
+    lines += ["", "The OBD sample is far too small to rank deterministic rankers (about 1 "
+              "click expected in the rounds where they agree with the logger). A stochastic "
+              "policy uses every test round, but its difference to uniform rests on the "
+              f"{comp.test_clicks} test clicks (a round without a click adds 0 to both); "
+              "when cross-validation on the training half picks the largest penalty, the "
+              "model found no click signal there and its softmax is close to uniform.", ""]
+    if comp.power is not None:
+        lines += _obd_power(comp.campaign, comp.power)
+    return lines
+
+
+def _obd_power(campaign: str, pw: ObdPower) -> list[str]:
+    """The power analysis of the contextual comparison on the OBD sample."""
+    lines: list[str] = []
+
+    def rounds(x: float | None) -> str:
+        return "n/a (learned)" if x is None else ("never" if math.isinf(x) else
+                                                  f"{x:,.0f}")
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    best = pw.get("oracle best item")
+    matched = ("" if best.mean_matched_clicks is None else
+               f"; on average {best.mean_matched_clicks:.2f} clicks in the rounds where "
+               "it matches the logger")
+    lines += [
+        f"Power on the sample: with the full-data item CTRs as truth (ZOZOTOWN's BTS "
+        f"prior for `{campaign}`, alpha / (alpha + beta) per item, rescaled to the "
+        f"sample's click rate {pw.mean_ctr:.4f}; best item {pw.ctr_max_over_mean:.2f}x "
+        f"the mean, worst {pw.ctr_min_over_mean:.2f}x), the oracle best-item policy "
+        f"(true value {best.true_value:.5f} vs uniform {best.uniform_value:.5f}) would "
+        f"be shown to beat uniform at 95% in {pct(best.power)} of "
+        f"{pw.test_rounds:,}-round test halves ({best.n_reps:,} simulated, "
+        f"{best.mean_clicks:.1f} clicks each on average{matched}); about "
+        f"{rounds(best.rounds_for_80_power)} test rounds would be needed for 80% power.",
+        "",
+        "Each row simulates uniform-random test halves (item and slot uniform, click "
+        "~ Bernoulli of the item's rate) and applies the paired IPS test above; "
+        "`null rate` repeats it with every item at the mean rate (true difference 0; "
+        "nominal 2.5%). The normal-approximation power and rounds use the exact "
+        "per-round variance of the paired term. `oracle softmax` is the softmax of the "
+        "true log-odds (the `softmax-ctr` form); `most detectable` is the per-item "
+        "policy with the largest difference-to-noise ratio; the `learned` policies "
+        f"are fit on a simulated {pw.train_rounds:,}-round training half (the "
+        "`item-ctr` ranker, and the softmax of its smoothed rates):", ""]
+    rows = [[f"`{r.policy}`", f"{r.true_diff:+.6f}", f"{r.mean_estimated_diff:+.6f}",
+             pct(r.power), pct(r.null_rate), pct(r.normal_power),
+             rounds(r.rounds_for_80_power)] for r in pw.results]
+    lines += _table(["policy", "true value - uniform", "mean estimate", "power",
+                     "null rate", "power (normal approx.)", "rounds for 80% power"],
+                    rows)
+    lines += ["", f"No per-item policy, even one knowing these click rates, reaches 80% "
+              f"power with fewer than about {pw.min_rounds_any_item_policy:,.0f} test "
+              f"rounds, or more than {pct(pw.max_power_any_item_policy)} power on "
+              f"{pw.test_rounds:,} rounds (normal approximation). The truth has no "
+              "user-specific effects, so this bounds non-contextual policies only."]
+    above = [r for r in pw.results if r.power > pw.max_power_any_item_policy]
+    if above:
+        lines[-1] += (" Simulated power above that bound, with the null rate of the "
+                      "same policy (nominal 2.5%): " + ", ".join(
+                          f"`{r.policy}` {pct(r.power)} (null rate {pct(r.null_rate)})"
+                          for r in above) + ".")
+    lines.append("")
     return lines
 
 
