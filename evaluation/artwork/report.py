@@ -389,6 +389,18 @@ def _sim_section(res: ArtworkResults) -> list[str]:
               "its final checkpoint would show on a title it never saw:", ""]
     lines += _table(["policy", "take by fan group", "images shown (fan genre -> tag)",
                      "final policy on a new title"], rows)
+    lines += _sim_crosschecks(res)
+    lines += ["", f"![take fraction]({PLOT_NAME})", "",
+              "Upper panel: cumulative take fraction over the items seen. Lower panel: moving "
+              f"share (window {MOVING_WINDOW:,} items) of items shown with the image of the "
+              "member's favourite genre (1/3 at random, 1 for the best policy).", ""]
+    return lines
+
+
+def _sim_crosschecks(res: ArtworkResults) -> list[str]:
+    """The pipeline cross-checks of the simulation section."""
+    cfg = res.config
+    lines: list[str] = []
     lines += ["", "Pipeline cross-checks (the log join and the worker should agree with what the "
               "simulator sent):", ""]
     rows = []
@@ -424,10 +436,6 @@ def _sim_section(res: ArtworkResults) -> list[str]:
                  if res.config.get("delayed_positives") else
                  "Their quality plays were paid at once, so the worker's quality rewards match "
                  "the quality plays sent.")]
-    lines += ["", f"![take fraction]({PLOT_NAME})", "",
-              "Upper panel: cumulative take fraction over the items seen. Lower panel: moving "
-              f"share (window {MOVING_WINDOW:,} items) of items shown with the image of the "
-              "member's favourite genre (1/3 at random, 1 for the best policy).", ""]
     return lines
 
 
@@ -475,59 +483,66 @@ def _offline_section(res: ArtworkResults) -> list[str]:
                   "immediate feedback."]
     lines.append("")
     if res.replay_online:
-        bucketed = _bucketed(res.replay_online)
-        k = res.config.get("bucket", 3)
-        how = (f"Each learning candidate ran online on a bucket of 1 / {k} of the members "
-               f"(one member in {k}; {k} images per title) over the same span of time as the "
-               "uniform run, so it made about as many decisions as replay has matched rounds "
-               "(one logged round in K), spread over the same time, on the same members' "
-               "evolving histories: replay is compared with the whole online run of the "
-               "bucket (`uniform`: replay of `uniform` on its own logs against its run). "
-               + ("The other members visited too, served uniform images by a second server "
-                  "(not measured, not learned from), so the bucket's pages, popularity and "
-                  "co-watch come from the whole population, as in the uniform run. "
-                  if res.config.get("fill_uniform") else "")
-               if bucketed else
-               "Replay with `m` matched rounds stands for a policy's first `m` decisions, so "
-               "it is compared with the online take fraction of that policy's first `m` items "
-               "seen. ")
-        lines += ["### Replay on the uniform run vs the candidates' own online runs", "",
-                  how + "*Immediate*: the replayed policy learns each matched round at once. "
-                  "*Pipeline timing*: it learns a matched round when the worker would have "
-                  "settled it ("
-                  + ("a quality play and a zero alike when the worker's event-time watermark "
-                     "passes the window (`HOMESTREAM_ARTWORK_DELAYED_POSITIVES=True`)"
-                     if res.config.get("delayed_positives") else
-                     "a quality play at once, a zero when the worker's event-time watermark "
-                     "passes the window")
-                  + ": the first logged event past the window plus "
-                  f"the {res.config.get('settle_lateness_s')} s lateness, plus half the "
-                  f"{res.config.get('settle_interval_s')} s timer interval) and chooses with a "
-                  "copy refreshed every 2 s of log time, like the server's reloaded "
-                  "checkpoint.", ""]
-        rows = []
-        for row in res.replay_online:
-            d, se, ok = row.compare(row.replay, row.online)
-            cells = [f"`{row.policy}`", _est(row.replay), f"{row.replay.n_effective:,.0f}",
-                     _tf(row.online),
-                     f"{d:+.4f} ± {Z95 * se:.4f} ({'agree' if ok else '**differ**'})"]
-            if row.replay_timed is not None and row.online_timed is not None:
-                d, se, ok = row.compare(row.replay_timed, row.online_timed)
-                cells += [_est(row.replay_timed), _tf(row.online_timed),
-                          f"{d:+.4f} ± {Z95 * se:.4f} "
-                          f"({'agree' if ok else '**differ**'})"]
-            else:
-                cells += ["n/a", "n/a", "n/a"]
-            cells.append(_tf(row.online_all))
-            rows.append(cells)
-        online = "online, bucket" if bucketed else "online, first m items"
-        lines += _table(["policy", "replay, immediate [95% CI]", "m", online,
-                         "immediate - online (95%)", "replay, pipeline timing",
-                         online, "timed - online (95%)",
-                         "online, whole run"], rows)
-        lines.append("")
-        if not bucketed:
-            lines += _drift_adjusted(res.replay_online)
+        lines += _replay_vs_online_section(res)
+    return lines
+
+
+def _replay_vs_online_section(res: ArtworkResults) -> list[str]:
+    """Replay on the uniform run against the candidates' own online runs."""
+    lines: list[str] = []
+    bucketed = _bucketed(res.replay_online)
+    k = res.config.get("bucket", 3)
+    how = (f"Each learning candidate ran online on a bucket of 1 / {k} of the members "
+           f"(one member in {k}; {k} images per title) over the same span of time as the "
+           "uniform run, so it made about as many decisions as replay has matched rounds "
+           "(one logged round in K), spread over the same time, on the same members' "
+           "evolving histories: replay is compared with the whole online run of the "
+           "bucket (`uniform`: replay of `uniform` on its own logs against its run). "
+           + ("The other members visited too, served uniform images by a second server "
+              "(not measured, not learned from), so the bucket's pages, popularity and "
+              "co-watch come from the whole population, as in the uniform run. "
+              if res.config.get("fill_uniform") else "")
+           if bucketed else
+           "Replay with `m` matched rounds stands for a policy's first `m` decisions, so "
+           "it is compared with the online take fraction of that policy's first `m` items "
+           "seen. ")
+    lines += ["### Replay on the uniform run vs the candidates' own online runs", "",
+              how + "*Immediate*: the replayed policy learns each matched round at once. "
+              "*Pipeline timing*: it learns a matched round when the worker would have "
+              "settled it ("
+              + ("a quality play and a zero alike when the worker's event-time watermark "
+                 "passes the window (`HOMESTREAM_ARTWORK_DELAYED_POSITIVES=True`)"
+                 if res.config.get("delayed_positives") else
+                 "a quality play at once, a zero when the worker's event-time watermark "
+                 "passes the window")
+              + ": the first logged event past the window plus "
+              f"the {res.config.get('settle_lateness_s')} s lateness, plus half the "
+              f"{res.config.get('settle_interval_s')} s timer interval) and chooses with a "
+              "copy refreshed every 2 s of log time, like the server's reloaded "
+              "checkpoint.", ""]
+    rows = []
+    for row in res.replay_online:
+        d, se, ok = row.compare(row.replay, row.online)
+        cells = [f"`{row.policy}`", _est(row.replay), f"{row.replay.n_effective:,.0f}",
+                 _tf(row.online),
+                 f"{d:+.4f} ± {Z95 * se:.4f} ({'agree' if ok else '**differ**'})"]
+        if row.replay_timed is not None and row.online_timed is not None:
+            d, se, ok = row.compare(row.replay_timed, row.online_timed)
+            cells += [_est(row.replay_timed), _tf(row.online_timed),
+                      f"{d:+.4f} ± {Z95 * se:.4f} "
+                      f"({'agree' if ok else '**differ**'})"]
+        else:
+            cells += ["n/a", "n/a", "n/a"]
+        cells.append(_tf(row.online_all))
+        rows.append(cells)
+    online = "online, bucket" if bucketed else "online, first m items"
+    lines += _table(["policy", "replay, immediate [95% CI]", "m", online,
+                     "immediate - online (95%)", "replay, pipeline timing",
+                     online, "timed - online (95%)",
+                     "online, whole run"], rows)
+    lines.append("")
+    if not bucketed:
+        lines += _drift_adjusted(res.replay_online)
     return lines
 
 
