@@ -690,33 +690,7 @@ def _replay_findings(res: ArtworkResults) -> list[str]:
     lines.append("- Replay on the uniform logs minus the policy's own online take fraction ("
                  + ("whole run of its bucket" if bucketed else "its first m items") + "): "
                  + "; ".join(parts) + ".")
-    control = rows.get("uniform")
-    if control is not None and bucketed:
-        d, se, ok = control.compare(control.replay, control.online)
-        lines.append(
-            f"- The `uniform` row is the self-check: replay of the logging policy on its own logs "
-            f"is off by {d:+.4f} from its online take ({'within' if ok else '**outside**'} the "
-            f"95% interval of ± {Z95 * se:.4f}).")
-    elif control is not None:
-        d, se, ok = control.compare(control.replay, control.online)
-        lines.append(
-            f"- The `uniform` row is the control: a policy that does not learn is off by {d:+.4f} "
-            f"({'within' if ok else 'outside'} its 95% interval of ± {Z95 * se:.4f}) only "
-            "because the population drifts during a run (members' histories grow, their pages "
-            "move to other titles): replay's matched rounds span the whole log, a policy's first "
-            "m online items only its first part. No replay of these logs can be closer than "
-            "that.")
-        adjusted = []
-        for p, r in rows.items():
-            if p == "uniform":
-                continue
-            modes = [m for m, timed in (("immediate", False), ("pipeline timing", True))
-                     if (a := drift_adjusted(r, control, timed)) is not None and a[2]]
-            adjusted.append(f"`{p}` ({' and '.join(modes) if modes else 'neither mode'})")
-        if adjusted:
-            lines.append("- Secondary reading (not the criterion): with the control's gap "
-                         "subtracted, replay agrees with online within the wider 95% interval "
-                         "for " + ", ".join(adjusted) + ".")
+    lines += _control_findings(rows, bucketed)
     timed = [(p, r) for p, r in rows.items() if p != "uniform" and r.replay_timed is not None
              and r.online_timed is not None]
     shrunk = [p for p, r in timed
@@ -753,6 +727,46 @@ def _replay_findings(res: ArtworkResults) -> list[str]:
             "- Replay agrees with the online result within the 95% interval of the "
             "difference for " + (", ".join(agree) if agree else "no learning policy")
             + ("; in neither mode for " + ", ".join(neither) if neither else "") + ".")
+    lines += _closed_loop_finding(res)
+    return lines
+
+
+def _control_findings(rows: Mapping[str, ReplayOnlineRow], bucketed: bool) -> list[str]:
+    """What the `uniform` row says: a self-check (buckets) or the drift control."""
+    lines: list[str] = []
+    control = rows.get("uniform")
+    if control is not None and bucketed:
+        d, se, ok = control.compare(control.replay, control.online)
+        lines.append(
+            f"- The `uniform` row is the self-check: replay of the logging policy on its own logs "
+            f"is off by {d:+.4f} from its online take ({'within' if ok else '**outside**'} the "
+            f"95% interval of ± {Z95 * se:.4f}).")
+    elif control is not None:
+        d, se, ok = control.compare(control.replay, control.online)
+        lines.append(
+            f"- The `uniform` row is the control: a policy that does not learn is off by {d:+.4f} "
+            f"({'within' if ok else 'outside'} its 95% interval of ± {Z95 * se:.4f}) only "
+            "because the population drifts during a run (members' histories grow, their pages "
+            "move to other titles): replay's matched rounds span the whole log, a policy's first "
+            "m online items only its first part. No replay of these logs can be closer than "
+            "that.")
+        adjusted = []
+        for p, r in rows.items():
+            if p == "uniform":
+                continue
+            modes = [m for m, timed in (("immediate", False), ("pipeline timing", True))
+                     if (a := drift_adjusted(r, control, timed)) is not None and a[2]]
+            adjusted.append(f"`{p}` ({' and '.join(modes) if modes else 'neither mode'})")
+        if adjusted:
+            lines.append("- Secondary reading (not the criterion): with the control's gap "
+                         "subtracted, replay agrees with online within the wider 95% interval "
+                         "for " + ", ".join(adjusted) + ".")
+    return lines
+
+
+def _closed_loop_finding(res: ArtworkResults) -> list[str]:
+    """How much the page mix moved between runs (what replay on uniform logs cannot see)."""
+    lines: list[str] = []
     uniform_run = next((r for r in res.runs if r.policy == "uniform"), None)
     if uniform_run is not None:
         base = uniform_run.expected.get("random", math.nan)
