@@ -15,7 +15,7 @@ synthetic catalog and lets a worker store it in Redis, then measures:
    consumer group: ``scaling`` lists per run the events/s, events/s per worker, the ratio
    to ``raw_consume_per_s``, each process's CPU seconds and events per worker CPU second
    (robust to other load on the machine). ``events_per_s`` is the one-worker run's.
-   ``--profile-worker FILE`` runs the one-worker run's worker under cProfile.
+   ``--profile-worker FILE`` adds a first one-worker run under cProfile (``profiled_run``).
 4. ``freshness_*``: under a steady simulated load (``--load-eps``, or ``--load-share`` of
    the measured events/s) served by the last run's workers, probes send one Play for a
    fresh profile stamped with the wall clock and poll its page in Redis until the page
@@ -224,7 +224,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="HOMESTREAM_RENDER_WINDOW_MS for the workers (default: the "
                         "settings' value)")
     p.add_argument("--profile-worker", type=Path, default=None,
-                   help="write a cProfile of the one-worker run's worker to this file")
+                   help="first drain the backlog with one worker under cProfile, writing "
+                        "its profile to this file (reported apart: profiled_run)")
     p.add_argument("--load-seconds", type=positive_float, default=20.0)
     p.add_argument("--probe-interval-ms", type=positive_float, default=100.0)
     p.add_argument("--probe-timeout-s", type=positive_float, default=10.0)
@@ -685,26 +686,37 @@ def _drain_runs(args: argparse.Namespace, result: dict[str, Any], running: conte
                 data_dir: str) -> tuple[list[Child], CpuProbes]:
     """Phase 3: drain the backlog once per worker count (``args.workers``, largest first),
     each run from fresh state; the last run's workers are left running in ``running``.
-    Fills ``result["scaling"]`` and, from the one-worker run, ``events_per_s``."""
+    Fills ``result["scaling"]`` and, from the one-worker run, ``events_per_s``. With
+    ``--profile-worker`` an extra one-worker run under cProfile comes first (its rate is
+    the profiler's, so it is reported as ``profiled_run`` only)."""
     if args.render_window_ms is not None:
         env = {**env, "HOMESTREAM_RENDER_WINDOW_MS": str(args.render_window_ms)}
     result["scaling"] = []
     workers: list[Child] = []
     cpu_of: CpuProbes = {}
-    for k, n in enumerate(args.workers):
-        last = k == len(args.workers) - 1
-        _phase(f"3. {n} worker(s) drain the backlog")
+    runs: list[tuple[int, Path | None]] = [(n, None) for n in args.workers]
+    if args.profile_worker is not None:
+        runs.insert(0, (1, args.profile_worker))
+    for k, (n, profile) in enumerate(runs):
+        last = k == len(runs) - 1
+        _phase(f"3. {n} worker(s) drain the backlog" + (" under cProfile" if profile else ""))
         if k:
             log.info("  fresh state: %d pipeline keys deleted", reset_pipeline_state(r, prefix))
         run = running if last else contextlib.ExitStack()
         with contextlib.nullcontext() if last else run:
-            profile = args.profile_worker if n == 1 else None
             workers = _start_workers(run, env, n, data_dir, profile)
             cpu_of = _cpu_probes(stack, workers)
             timeout = args.drain_timeout_s or max(300.0, n_events / 200)
             commands = redis_commands(r)
             drain = drain_backlog(r, prefix, workers, n_events, timeout, cpu_of)
             commands = redis_commands(r) - commands
+        if profile is not None:
+            result["profiled_run"] = scaling_row(n, drain.events_per_s,
+                                                 result.get("raw_consume_per_s"),
+                                                 drain.cpu_s, n_events)
+            log.info("  under cProfile: %s events/s; profile in %s",
+                     result["profiled_run"]["events_per_s"], profile)
+            continue
         _record_drain(result, drain, n, n_events)
         result["scaling"][-1]["redis_commands_per_event"] = round(commands / n_events, 3)
     return workers, cpu_of
