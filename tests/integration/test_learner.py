@@ -1,0 +1,170 @@
+"""One learning for every worker, on the real broker and Redis: several workers feed one
+learner through the model-updates topic and rank with its snapshots."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+import zlib
+from pathlib import Path
+
+import orjson
+import pytest
+
+from features import keys
+from homestream.player.producer import PlayerProducer
+from homestream.player.simulator import publish_catalog
+from homestream.settings import Settings
+from homestream.stack.process import Child, wait_for
+from streams.models import LEARNER_CHECKPOINT, LearnerMeta
+from tests.integration.helpers import (
+    WorkerProcess,
+    counters,
+    make_titles,
+    page,
+    redis_client,
+    wait_for_catalog,
+    wait_until,
+)
+from topics.models import Play
+from topics.registry import ensure_topics
+
+
+def watch(profile: str, title: str, ts: int) -> Play:
+    return Play(event_id=uuid.uuid4().hex, profile_id=profile, event_ts_ms=ts,
+                title_id=title, action="progress", position_s=1000.0, duration_s=1200.0,
+                country="US", device="tv")
+
+
+def partition_of(profile: str, n: int) -> int:
+    """The event-topic partition of a member (the player producer's librdkafka default
+    partitioner: CRC32 of the key)."""
+    return zlib.crc32(profile.encode()) % n
+
+
+def members_of(partition: int, n_partitions: int, count: int, tag: str) -> list[str]:
+    out, i = [], 0
+    while len(out) < count:
+        p = f"{tag}{i}"
+        if partition_of(p, n_partitions) == partition:
+            out.append(p)
+        i += 1
+    return out
+
+
+def learner_meta(settings: Settings) -> LearnerMeta | None:
+    raw = redis_client(settings).get(keys.checkpoint_key(settings.key_prefix,
+                                                         LEARNER_CHECKPOINT))
+    return None if raw is None else LearnerMeta.from_bytes(raw)
+
+
+def start_learner(settings: Settings) -> Child:
+    return Child.module("streams.learner", settings.to_env(), name="learner")
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Two partitions (with two workers, each holds one), learning through the learner."""
+    return settings.model_copy(update={"row_length": 5, "partitions": 2,
+                                       "learner_mode": "topic",
+                                       "model_snapshot_interval_s": 0.3,
+                                       "model_reload_interval_s": 0.2})
+
+
+def test_a_title_co_watched_on_one_worker_is_recommended_on_the_other(
+        settings: Settings, tmp_path: Path) -> None:
+    # Because You Watched ranks above Top Picks, so the page's de-duplication leaves the
+    # co-watched title in that row (Top Picks learned it too, from the same members)
+    rules = tmp_path / "rules.json"
+    rules.write_bytes(orjson.dumps({"row_weights": {
+        "continue_watching": 1.0, "because_you_watched": 2.0, "top_picks": 0.5}}))
+    settings = settings.model_copy(update={"rules_file": str(rules)})
+    ensure_topics(settings)
+    publish_catalog(settings, make_titles(30))
+    learner = start_learner(settings)
+    worker_a = WorkerProcess(settings)
+    worker_b = None
+    try:
+        wait_for_catalog(settings, 30, timeout_s=60)
+        worker_b = WorkerProcess(settings)
+        watchers = members_of(0, 2, 6, "a")
+        target = members_of(1, 2, 1, "b")[0]
+        now = int(time.time() * 1000)
+        # both workers are in the group once events of both partitions get applied after
+        # the second one joined (its join makes the group rebalance: one partition each)
+        time.sleep(settings.session_timeout_s)
+        with PlayerProducer(settings) as producer:
+            for i, p in enumerate(watchers):  # partition 0 only: t3, then t20
+                producer.send(watch(p, "t3", now + i))
+                producer.send(watch(p, "t20", now + 100 + i))
+        wait_until(lambda: (learner_meta(settings) or LearnerMeta()).counters["watches"] >= 12,
+                   60, what="the learner learned the co-watches")
+        assert set(learner_meta(settings).hwm) <= {f"{settings.topic('player-events')}:0",
+                                                   f"{settings.topic('impressions')}:0"}
+
+        def recommended() -> bool:
+            with PlayerProducer(settings) as producer:  # re-render the target's page
+                producer.send(watch(target, "t3", int(time.time() * 1000)))
+            time.sleep(0.3)
+            got = page(settings, target) or {"rows": []}
+            rows = {r["row_id"]: [i["title_id"] for i in r["items"]] for r in got["rows"]}
+            return "t20" in rows.get("because-you-watched-t3", [])
+
+        wait_until(recommended, 60, interval_s=0.5,
+                   what=f"t20 in Because You Watched t3 for {target}")
+        assert counters(settings).get("events_applied", 0) >= 13
+    finally:
+        for child in (worker_b, worker_a, learner):
+            if child is not None:
+                child.stop()
+
+
+def test_a_learner_killed_mid_stream_learns_every_item_exactly_once(
+        settings: Settings) -> None:
+    settings = settings.model_copy(update={"partitions": 4})
+    ensure_topics(settings)
+    publish_catalog(settings, make_titles(30))
+    learner = start_learner(settings)
+    worker = WorkerProcess(settings)
+    restarted = None
+    try:
+        wait_for_catalog(settings, 30, timeout_s=60)
+        base = int(time.time() * 1000)
+        # 200 members watch 10 titles each: every event is a new watch (items to learn)
+        events = [watch(f"p{i % 200}", f"t{i // 200}", base + i) for i in range(2000)]
+
+        def produce(chunk: list[Play]) -> None:
+            with PlayerProducer(settings, max_batch_events=5) as producer:
+                for j in range(0, len(chunk), 50):
+                    producer.send_many(chunk[j:j + 50])
+                    producer.flush()
+                    time.sleep(0.05)
+
+        feeder = threading.Thread(target=produce, args=(events,))
+        feeder.start()
+
+        def learned() -> int:
+            meta = learner_meta(settings)
+            return 0 if meta is None else sum(
+                meta.counters[k] for k in ("labels", "watches", "artwork", "rows"))
+
+        wait_for(lambda: learned() >= 500, 60, "500 items learned before the kill",
+                 watch=[learner, worker], detail=lambda: f"worker counters {counters(settings)}")
+        learner.kill()  # SIGKILL: whatever it learned since its last snapshot is in memory
+        feeder.join()
+        before = learner_meta(settings)
+        restarted = start_learner(settings)
+        wait_until(lambda: counters(settings).get("events_applied", 0) >= 2000, 90,
+                   interval_s=0.2, what="all events applied")
+        sent = counters(settings)["learning_items"]
+        wait_until(lambda: learned() >= sent, 90, interval_s=0.2,
+                   what=f"{sent} items learned after the restart")
+        time.sleep(2.0)  # anything learned twice would show up as extra items
+        after = learner_meta(settings)
+        assert learned() == sent == counters(settings)["learning_items"]
+        assert after.version > before.version and after.counters["skipped"] == 0
+    finally:
+        for child in (worker, restarted, learner):
+            if child is not None:
+                child.stop()
