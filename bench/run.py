@@ -719,6 +719,7 @@ def _drain_runs(args: argparse.Namespace, result: dict[str, Any], running: conte
             continue
         _record_drain(result, drain, n, n_events)
         result["scaling"][-1]["redis_commands_per_event"] = round(commands / n_events, 3)
+        log.info("  Redis: %.2f commands per event", commands / n_events)
     return workers, cpu_of
 
 
