@@ -58,7 +58,7 @@ def test_worker_server_and_topics_run_the_local_stacks_entrypoints(
 
 def test_every_homestream_variable_is_a_setting_and_loads(
         compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("worker", "server", "topics"):
+    for name in ("worker", "learner", "server", "topics"):
         env = {k: str(v) for k, v in compose["services"][name]["environment"].items()}
         assert env["HOMESTREAM_BOOTSTRAP_SERVERS"] == "kafka:9092"
         for key, value in env.items():
@@ -77,7 +77,7 @@ def test_the_image_holds_every_package(compose: dict[str, Any]) -> None:
         "tool"]["setuptools"]["packages"]["find"]["include"]
     assert {p.rstrip("*") for p in include} <= copied
     assert all(s.get("build") == "." for n, s in compose["services"].items()
-               if n in ("worker", "server", "topics"))
+               if n in ("worker", "learner", "server", "topics"))
 
 
 def test_the_server_runs_several_processes_and_docker_waits_for_their_drain(
@@ -89,3 +89,18 @@ def test_the_server_runs_several_processes_and_docker_waits_for_their_drain(
     assert settings.http_workers >= 2
     grace = server["stop_grace_period"]
     assert grace.endswith("s") and float(grace[:-1]) > settings.http_shutdown_s
+
+
+def test_workers_learn_through_one_learner_service(
+        compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scaled workers (``--scale worker=3``) send their learning to the learner service, so
+    every worker ranks with the models learned from all partitions."""
+    import importlib
+
+    learner = compose["services"]["learner"]
+    assert learner["command"] == ["python", "-m", "streams.learner"]
+    assert callable(importlib.import_module("streams.learner").main)
+    for name in ("worker", "learner"):
+        for key, value in compose["services"][name]["environment"].items():
+            monkeypatch.setenv(key, str(value))
+        assert load_settings().learner_mode == "topic", name
