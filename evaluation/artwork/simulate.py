@@ -686,6 +686,46 @@ class _SimState:
     late_plays: int = 0
 
 
+def _view(state: _SimState, cfg: SimConfig, i: int, m: SimMember, seen: list[dict],
+          page: dict, rng: random.Random, titles: Mapping[str, Title],
+          tags_of: Mapping[str, tuple[str, ...]], record: bool) -> list[Title]:
+    """Member ``m`` looks at the items ``seen``: draws which they take (returned) and, when
+    ``record``, records each item's outcome and the preference model's values."""
+    taken = []
+    pref = cfg.preference
+    for item in seen:
+        tags = tags_of.get(item.get("artwork_id"), ())
+        title = titles[item["title_id"]]
+        took = pref.draw(rng, m.favourite, tags, title.genres)
+        if took:
+            taken.append(title)
+        if not record:
+            continue
+        options = [a.tags[0] for a in title.artwork if a.tags]
+        state.p_shown.append(pref.probability(m.favourite, tags, title.genres))
+        state.p_random.append(pref.random_value(m.favourite, options, title.genres))
+        state.p_best.append(pref.best_value(m.favourite, options, title.genres))
+        state.matched.append(int(slug(m.favourite) in tags))
+        state.outcomes.append(int(took))
+        state.member_index.append(i)
+        state.served_ms.append(int(page.get("served_at_ms") or 0))
+        state.tags.append(tags[0] if tags else "")
+    return taken
+
+
+def _send_plays(state: _SimState, cfg: SimConfig, m: SimMember, taken: list[Title],
+                page: dict, producer: Any, record: bool) -> None:
+    """Send the plays of the titles ``m`` took (counting those sent after the window)."""
+    now = _now_ms()
+    served = int(page.get("served_at_ms") or 0)
+    if record and now - served > cfg.reward_window_s * 1000.0:
+        state.late_plays += len(taken)  # the simulator fell behind
+    for t in taken:
+        producer.send_many(_play_events(m, t, now, cfg.play_fraction))
+    producer.flush_batches()
+    producer.poll(0)
+
+
 async def _loop(cfg: SimConfig, bases: Sequence[str], measured: Sequence[bool],
                 members: Sequence[SimMember], titles: Mapping[str, Title],
                 tags_of: Mapping[str, tuple[str, ...]], producer: Any, say: Any) -> _SimState:
@@ -723,35 +763,10 @@ async def _loop(cfg: SimConfig, bases: Sequence[str], measured: Sequence[bool],
                 state.latency_ms.append((time.monotonic() - started) * 1000.0)
                 state.pages += 1
                 state.empty_pages += not seen
-            taken = []
-            for item in seen:
-                tags = tags_of.get(item.get("artwork_id"), ())
-                title = titles[item["title_id"]]
-                pref = cfg.preference
-                took = pref.draw(rng, m.favourite, tags, title.genres)
-                if took:
-                    taken.append(title)
-                if not record:
-                    continue
-                options = [a.tags[0] for a in title.artwork if a.tags]
-                state.p_shown.append(pref.probability(m.favourite, tags, title.genres))
-                state.p_random.append(pref.random_value(m.favourite, options, title.genres))
-                state.p_best.append(pref.best_value(m.favourite, options, title.genres))
-                state.matched.append(int(slug(m.favourite) in tags))
-                state.outcomes.append(int(took))
-                state.member_index.append(i)
-                state.served_ms.append(int(page.get("served_at_ms") or 0))
-                state.tags.append(tags[0] if tags else "")
+            taken = _view(state, cfg, i, m, seen, page, rng, titles, tags_of, record)
             await asyncio.sleep(rng.uniform(*cfg.think_s))
             if taken:
-                now = _now_ms()
-                served = int(page.get("served_at_ms") or 0)
-                if record and now - served > cfg.reward_window_s * 1000.0:
-                    state.late_plays += len(taken)  # the simulator fell behind
-                for t in taken:
-                    producer.send_many(_play_events(m, t, now, cfg.play_fraction))
-                producer.flush_batches()
-                producer.poll(0)
+                _send_plays(state, cfg, m, taken, page, producer, record)
             wait = min(started + rng.uniform(*cfg.visit_interval_s), deadline) - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
