@@ -318,6 +318,18 @@ def on_policy(logs: Logs, *, confidence: float = 0.95) -> Estimate:
     return _mean_estimate("on-policy", b.rewards, float(len(b)), confidence)
 
 
+def _target_actions(b: BanditLogs,
+                    target_action: Callable[[Context], Action] | np.ndarray | Sequence[Action]
+                    ) -> list[Action]:
+    """The target policy's action for each logged round (called on its context, or given)."""
+    if callable(target_action):
+        return [target_action(c) for c in b.require_contexts()]
+    chosen = list(np.asarray(target_action, dtype=object))
+    if len(chosen) != len(b):
+        raise ValueError(f"got {len(chosen)} target actions for {len(b)} rounds")
+    return chosen
+
+
 def replay(
     logs: Logs,
     target_action: Callable[[Context], Action] | np.ndarray | Sequence[Action],
@@ -396,13 +408,7 @@ require_uniform=False to accept the bias
             f"equal); propensities range from {p.min():.6g} to {p.max():.6g}. Use "
             "ips/snips/doubly_robust, or pass require_uniform=False to accept the bias"
         )
-    if callable(target_action):
-        contexts = b.require_contexts()
-        chosen = [target_action(c) for c in contexts]
-    else:
-        chosen = list(np.asarray(target_action, dtype=object))
-        if len(chosen) != len(b):
-            raise ValueError(f"got {len(chosen)} target actions for {len(b)} rounds")
+    chosen = _target_actions(b, target_action)
     matched = np.fromiter(
         (bool(t == a) for t, a in zip(chosen, b.actions, strict=True)), dtype=bool, count=len(b)
     )
