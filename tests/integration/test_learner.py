@@ -3,6 +3,7 @@ learner through the model-updates topic and rank with its snapshots."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -168,3 +169,70 @@ def test_a_learner_killed_mid_stream_learns_every_item_exactly_once(
         for child in (worker, restarted, learner):
             if child is not None:
                 child.stop()
+
+
+def test_three_workers_one_killed_the_survivors_serve_with_the_shared_models(
+        settings: Settings, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.json"
+    rules.write_bytes(orjson.dumps({"row_weights": {
+        "continue_watching": 1.0, "because_you_watched": 2.0, "top_picks": 0.5}}))
+    settings = settings.model_copy(update={"partitions": 3, "rules_file": str(rules)})
+    ensure_topics(settings)
+    publish_catalog(settings, make_titles(30))
+    learner = start_learner(settings)
+    workers = [WorkerProcess(settings)]
+    try:
+        wait_for_catalog(settings, 30, timeout_s=60)
+        workers += [WorkerProcess(settings), WorkerProcess(settings)]
+        time.sleep(settings.session_timeout_s)  # the group rebalances: one partition each
+        now = int(time.time() * 1000)
+        first = [m for part in range(3) for m in members_of(part, 3, 4, f"x{part}-")]
+        with PlayerProducer(settings) as producer:
+            for i, p in enumerate(first):  # every partition's members co-watch t3 and t20
+                producer.send(watch(p, "t3", now + i))
+                producer.send(watch(p, "t20", now + 100 + i))
+        wait_until(lambda: (learner_meta(settings) or LearnerMeta()).counters["watches"] >= 24,
+                   60, what="the learner learned every partition's co-watches")
+        history = [learner_meta(settings)]
+        workers[2].kill()  # SIGKILL: its partitions go to the two survivors
+        later = [m for part in range(3) for m in members_of(part, 3, 4, f"y{part}-")]
+        with PlayerProducer(settings) as producer:
+            for i, p in enumerate(later):
+                producer.send(watch(p, "t7", now + 1000 + i))
+        total = 2 * len(first) + len(later)
+
+        def all_applied() -> bool:
+            history.append(learner_meta(settings))
+            return counters(settings).get("events_applied", 0) >= total
+
+        wait_until(all_applied, 120, interval_s=0.2, what="the survivors applied every event")
+        sent = counters(settings)["learning_items"]
+
+        def learned() -> int:
+            history.append(learner_meta(settings))
+            return sum(history[-1].counters[k] for k in ("labels", "watches", "rows"))
+
+        wait_until(lambda: learned() >= sent, 60, what=f"{sent} items learned")
+        # one learning: nothing any worker wrote erased another's (versions and counts grow)
+        for a, b in itertools.pairwise(history):
+            assert b.version >= a.version and b.counters["watches"] >= a.counters["watches"]
+            assert b.counters["labels"] >= a.counters["labels"]
+        assert learned() == sent and history[-1].counters["watches"] == 24 + len(later)
+        # a member of every partition, served by the survivors, is ranked with it
+        for part in range(3):
+            member = members_of(part, 3, 1, f"z{part}-")[0]
+
+            def recommended(member: str = member) -> bool:
+                with PlayerProducer(settings) as producer:
+                    producer.send(watch(member, "t3", int(time.time() * 1000)))
+                time.sleep(0.3)
+                got = page(settings, member) or {"rows": []}
+                rows = {r["row_id"]: [i["title_id"] for i in r["items"]] for r in got["rows"]}
+                return "t20" in rows.get("because-you-watched-t3", [])
+
+            wait_until(recommended, 60, interval_s=0.5,
+                       what=f"t20 in Because You Watched t3 for {member} (partition {part})")
+        assert workers[0].alive() and workers[1].alive() and not workers[2].alive()
+    finally:
+        for child in (*workers, learner):
+            child.stop()
