@@ -780,9 +780,10 @@ def _freshness_phase(args: argparse.Namespace, result: dict[str, Any], settings:
         freshness_cpu_s=with_outside(fresh.cpu_s),
         freshness_phase_s=_r(fresh.load_elapsed_s, 2),
     )
-    log.info("  %d probes: p50 %s ms, p99 %s ms, %d timed out; load %s events/s",
+    log.info("  %d probes: p50 %s ms, p99 %s ms, %d timed out; load %s events/s; CPU s %s",
              result["freshness_probes"], result["freshness_p50_ms"],
-             result["freshness_p99_ms"], fresh.failures, result["load_eps"])
+             result["freshness_p99_ms"], fresh.failures, result["load_eps"],
+             result["freshness_cpu_s"])
 
 
 # -- main ---------------------------------------------------------------------------------------
