@@ -17,11 +17,17 @@ With ``ranking_only=True`` (a diagnostic) a page view is the member's Top Picks 
 into rows of 5, as the baselines' pages are, instead of the home page: the difference
 between the two is what the page's diverse rows cost under Recall@M-by-N, and the ranking
 alone compares the pipeline's models with the baselines' on equal terms.
+
+With ``workers=N`` (N > 1) the members are split over N processors by partition (CRC32 of
+the member id, as the producer's partitioner), each sending its learning to one shared
+:class:`~streams.learner.Learner` that snapshots after every micro-batch round; the
+processors reload the snapshot and rank with it, as scaled-out workers do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,6 +38,8 @@ from evaluation.movielens.protocol import InteractionLike, Page
 from features.keys import ALL_COUNTRIES
 from features.store import InMemoryStore
 from homestream.settings import Settings
+from streams.learner import Learner
+from streams.learning import SCHEMA, LearningRecord
 from streams.processor import EventProcessor, MemoryDeadLetters, RawMessage
 from topics.codec import default_codec
 from topics.models import Event, Title
@@ -55,6 +63,8 @@ class InProcessPipeline:
     ranking_only
         Serve the Top Picks ranking cut into rows of 5 (module docstring); set
         ``settings.row_length`` to at least 50 so the row holds 10 rows' worth.
+    workers
+        Processors the members are split over, sharing one learner (module docstring).
     log_impressions
         Log each page view as impressions (:func:`~evaluation.movielens.data.view_impressions`),
         sent with the next chunk, as the server logs the pages it serves.
@@ -63,7 +73,8 @@ class InProcessPipeline:
     def __init__(self, titles: Sequence[Title], settings: Settings | None = None, *,
                  events_of: Callable[[Rating], list[Event]] = to_events,
                  batch_events: int = 500, name: str = "pipeline-inprocess",
-                 log_impressions: bool = True, ranking_only: bool = False) -> None:
+                 log_impressions: bool = True, ranking_only: bool = False,
+                 workers: int = 1) -> None:
         self.name = name
         self.settings = settings or Settings()
         self.events_of = events_of
@@ -71,8 +82,17 @@ class InProcessPipeline:
         self.codec = default_codec()
         self.store = InMemoryStore()
         self.dead_letters = MemoryDeadLetters()
-        self.processor = EventProcessor(self.settings, self.store, self.dead_letters,
-                                        codec=self.codec)
+        self.learner: Learner | None = None
+        if workers > 1:
+            self.learner = Learner(self.settings, self.store, self.codec)
+            sink = _LearnerSink(self.learner, self.codec)
+            self.processors = [EventProcessor(self.settings, self.store, self.dead_letters,
+                                              codec=self.codec, learning=sink)
+                               for _ in range(workers)]
+        else:
+            self.processors = [EventProcessor(self.settings, self.store, self.dead_letters,
+                                              codec=self.codec)]
+        self.processor = self.processors[0]
         self.default_pages_served = 0
         self.log_impressions = log_impressions
         self.ranking_only = ranking_only
@@ -86,9 +106,12 @@ class InProcessPipeline:
     def _run(self, coro: Any) -> Any:
         return self._loop.run_until_complete(coro)
 
-    def _message(self, key: str, value: bytes) -> RawMessage:
+    def _message(self, key: str, value: bytes, partition: int = 0) -> RawMessage:
         self._offset += 1
-        return RawMessage("in-process", 0, self._offset, key.encode("utf-8"), value)
+        return RawMessage("in-process", partition, self._offset, key.encode("utf-8"), value)
+
+    def _worker_of(self, member: str) -> int:
+        return zlib.crc32(member.encode("utf-8")) % len(self.processors)
 
     def close(self) -> None:
         """Release the event loop."""
@@ -104,14 +127,28 @@ class InProcessPipeline:
             by_member: dict[str, list[Event]] = {}
             for ev in events[i: i + self.batch_events]:
                 by_member.setdefault(ev.profile_id, []).append(ev)
-            msgs = [self._message(pid, self.codec.encode_event(evs[0]) if len(evs) == 1
-                                  else self.codec.encode_batch(pid, evs))
-                    for pid, evs in by_member.items()]
-            report = self._run(self.processor.process(msgs))
-            if report.dead_letters or report.late:
-                raise RuntimeError(f"{report.dead_letters + report.late} events dead-lettered: "
-                                   f"{self.dead_letters.letters[:3]}")
-        self._run(self.processor.refresh_default_pages())
+            by_worker: dict[int, list[RawMessage]] = {}
+            for pid, evs in by_member.items():
+                w = self._worker_of(pid)
+                by_worker.setdefault(w, []).append(self._message(
+                    pid, self.codec.encode_event(evs[0]) if len(evs) == 1
+                    else self.codec.encode_batch(pid, evs), w))
+            for w, msgs in sorted(by_worker.items()):
+                report = self._run(self.processors[w].process(msgs))
+                if report.dead_letters or report.late:
+                    raise RuntimeError(f"{report.dead_letters + report.late} events "
+                                       f"dead-lettered: {self.dead_letters.letters[:3]}")
+            self._share_learning()
+        for proc in self.processors:
+            self._run(proc.refresh_default_pages())
+
+    def _share_learning(self) -> None:
+        """With a learner: snapshot its models and have every processor reload them."""
+        if self.learner is None:
+            return
+        self._run(self.learner.snapshot())
+        for proc in self.processors:
+            self._run(proc.reload_models())
 
     def page(self, member: str, now_ts: int) -> Page:
         """The member's materialized page (the default page when they have none)."""
@@ -131,6 +168,20 @@ class InProcessPipeline:
         rows = page.get("rows", [])
         return Page([[str(i["title_id"]) for i in r.get("items", ())] for r in rows],
                     kinds=[str(r.get("kind", "")) for r in rows])
+
+
+class _LearnerSink:
+    """Hands each learning record to the in-process learner as the topic would (encoded,
+    with the next model-updates offset)."""
+
+    def __init__(self, learner: Learner, codec: Any) -> None:
+        self.learner = learner
+        self.codec = codec
+        self.offset = -1
+
+    async def send(self, record: LearningRecord) -> None:
+        self.offset += 1
+        self.learner.learn(self.offset, self.codec.encode(SCHEMA, record.to_avro()))
 
 
 def _ranking_page(page: dict, rows: int = 10, columns: int = 5) -> list[list[str]] | None:

@@ -170,3 +170,4 @@ async def test_a_bad_model_update_is_skipped_and_counted() -> None:
     learner.learn(0, b"not avro")
     learner.learn(1, None)
     assert learner.bad_messages == 2 and learner.models.meta.covered_offset == 1
+
