@@ -849,8 +849,8 @@ def _protocol(res: ArtworkResults) -> list[str]:
     lines = [
         "## 5. Protocol and how to rerun", "",
         "```sh",
-        "make eval-artwork                        # = .venv/bin/python -m evaluation.artwork",
-        ".venv/bin/python -m evaluation.artwork --quick   # shorter runs",
+        "make eval-artwork                        # = .venv/bin/python -m evaluation artwork",
+        ".venv/bin/python -m evaluation artwork --quick   # shorter runs",
         "```", "",
         "Each policy runs on a fresh local stack (Tansu broker + Redis, "
         "`homestream/stack/local.py`) with "

@@ -30,9 +30,11 @@ import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
+from features.keys import stats_key
 from homestream.player.interrupts import InterruptGuard
 from homestream.player.producer import PlayerProducer, ProducerError
 from homestream.player.simulator import (
@@ -264,8 +266,16 @@ def _run(args: argparse.Namespace, exits: contextlib.ExitStack, guard: Interrupt
     print(render(fetch_page(base, MEMBER)), flush=True)
 
     # DEMO_SECONDS / --seconds counts from here, once the "after" page is printed
+    return _keep_running(args.seconds, worker, server, simulation, r, settings, log_dir)
+
+
+def _keep_running(limit_s: float | None, worker: Child, server: Child,
+                  simulation: BackgroundSimulation, r: Any, settings: Settings,
+                  log_dir: Path) -> int:
+    """Print the worker's counters every 5 s until ``limit_s`` (None: until interrupted) or
+    until a part fails (exit code 1)."""
     started = time.monotonic()
-    deadline = started + args.seconds if args.seconds else float("inf")
+    deadline = started + limit_s if limit_s else float("inf")
     while True:
         if not worker.alive() or not server.alive():
             print(f"a process exited; see {log_dir}", file=sys.stderr)
@@ -274,13 +284,13 @@ def _run(args: argparse.Namespace, exits: contextlib.ExitStack, guard: Interrupt
             print(f"the simulator failed: {simulation.error}", file=sys.stderr)
             return 1
         stats = {k.decode(): int(v) for k, v in
-                 r.hgetall(f"{settings.key_prefix}stats").items()}
+                 r.hgetall(stats_key(settings.key_prefix)).items()}
         print(f"[{time.monotonic() - started:5.0f}s] events applied "
               f"{stats.get('events_applied', 0)}, duplicates {stats.get('duplicates', 0)}, "
               f"dead letters {stats.get('dead_letters', 0)}", flush=True)
         left = deadline - time.monotonic()
         if left <= 0:
-            print(f"stopping (DEMO_SECONDS={args.seconds:g} elapsed)", flush=True)
+            print(f"stopping (DEMO_SECONDS={limit_s:g} elapsed)", flush=True)
             return 0
         time.sleep(min(5.0, left))
 
