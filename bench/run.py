@@ -220,6 +220,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="worker counts to drain the backlog with, e.g. 2,1 (runs in "
                         "descending order; the last run's workers serve the freshness "
                         "phase)")
+    p.add_argument("--learner-mode", choices=("inline", "topic"), default="inline",
+                   help="topic: the workers send their learning to the model-updates topic "
+                        "and one learner process per run learns it (its CPU is reported); "
+                        "inline: each worker learns its own models")
     p.add_argument("--render-window-ms", type=float, default=None,
                    help="HOMESTREAM_RENDER_WINDOW_MS for the workers (default: the "
                         "settings' value)")
@@ -635,14 +639,18 @@ def redis_get_latencies(r: Any, keys: Sequence[str], n: int, seed: int) -> list[
     return out
 
 
-def reset_pipeline_state(r: Any, prefix: str) -> int:
+def reset_pipeline_state(r: Any, prefix: str, keep_models: bool = False) -> int:
     """Delete every key of the pipeline under ``prefix`` but the catalog's (profiles, pages,
     trending, counters, checkpoints): the next run starts from the same state as the first.
+    ``keep_models`` keeps the model snapshot (a learner resumes after the records the
+    snapshot covers; without it a new learner would learn earlier runs' records again).
     Returns the keys deleted."""
-    from features.keys import catalog_key, catalog_version_key
+    from features.keys import catalog_key, catalog_version_key, checkpoint_key
 
     keep = {catalog_key(prefix).encode(), catalog_version_key(prefix).encode()}
-    doomed = [k for k in r.scan_iter(match=prefix + "*", count=1000) if k not in keep]
+    models = checkpoint_key(prefix, "").encode()
+    doomed = [k for k in r.scan_iter(match=prefix + "*", count=1000)
+              if k not in keep and not (keep_models and k.startswith(models))]
     for i in range(0, len(doomed), 1000):
         r.delete(*doomed[i: i + 1000])
     return len(doomed)
@@ -654,24 +662,31 @@ def redis_commands(r: Any) -> int:
 
 
 def _start_workers(running: contextlib.ExitStack, env: Mapping[str, str], n: int,
-                   data_dir: str, profile: Path | None) -> list[Child]:
+                   data_dir: str, profile: Path | None, learner: bool = False
+                   ) -> dict[str, Child]:
     """Start ``n`` workers in a consumer group of their own (a fresh group reads the backlog
-    from the start), each with its own data directory; ``profile``: run the (single)
-    worker under cProfile writing to that file."""
+    from the start), each with its own data directory, and with ``learner`` a learner
+    process; ``profile``: run the (single) worker under cProfile writing to that file.
+    Returns the processes by name (``worker1``..., ``learner``)."""
     group = f"{env.get('HOMESTREAM_APP_ID', 'homestream')}-bench-{n}w-{uuid.uuid4().hex[:6]}"
-    workers = []
+    procs: dict[str, Child] = {}
+    if learner:
+        procs["learner"] = running.enter_context(child(
+            "streams.learner", {**env, "HOMESTREAM_APP_ID": group}))
     for i in range(n):
         wenv = {**env, "HOMESTREAM_APP_ID": group,
                 "HOMESTREAM_WORKER_DATA_DIR": os.path.join(data_dir, f"{group}-{i}")}
         py_args = ("-m", "cProfile", "-o", str(profile)) if profile is not None else ()
-        workers.append(running.enter_context(child("streams.worker", wenv, py_args)))
-    return workers
+        procs[f"worker{i + 1}"] = running.enter_context(child("streams.worker", wenv, py_args))
+    return procs
 
 
-def _cpu_probes(stack: Any, workers: Sequence[Child]) -> dict[str, Callable[[], float | None]]:
-    """CPU probes of the workers (``worker1``...), the broker, Redis, the bench and the host."""
+def _cpu_probes(stack: Any, procs: Mapping[str, Child]
+                ) -> dict[str, Callable[[], float | None]]:
+    """CPU probes of the pipeline's processes (``worker1``..., ``learner``), the broker,
+    Redis, the bench and the host."""
     probes: dict[str, Callable[[], float | None]] = {
-        f"worker{i + 1}": w.cpu_s for i, w in enumerate(workers)}
+        name: c.cpu_s for name, c in procs.items()}
     probes.update({
         "tansu": lambda: proc_cpu_s(stack.broker.proc.pid),
         "redis": lambda: proc_cpu_s(stack.redis.proc.pid),
@@ -691,6 +706,9 @@ def _drain_runs(args: argparse.Namespace, result: dict[str, Any], running: conte
     the profiler's, so it is reported as ``profiled_run`` only)."""
     if args.render_window_ms is not None:
         env = {**env, "HOMESTREAM_RENDER_WINDOW_MS": str(args.render_window_ms)}
+    topic = args.learner_mode == "topic"
+    env = {**env, "HOMESTREAM_LEARNER_MODE": args.learner_mode}
+    result["learner_mode"] = args.learner_mode
     result["scaling"] = []
     workers: list[Child] = []
     cpu_of: CpuProbes = {}
@@ -701,14 +719,16 @@ def _drain_runs(args: argparse.Namespace, result: dict[str, Any], running: conte
         last = k == len(runs) - 1
         _phase(f"3. {n} worker(s) drain the backlog" + (" under cProfile" if profile else ""))
         if k:
-            log.info("  fresh state: %d pipeline keys deleted", reset_pipeline_state(r, prefix))
+            log.info("  fresh state: %d pipeline keys deleted",
+                     reset_pipeline_state(r, prefix, keep_models=topic))
         run = running if last else contextlib.ExitStack()
         with contextlib.nullcontext() if last else run:
-            workers = _start_workers(run, env, n, data_dir, profile)
-            cpu_of = _cpu_probes(stack, workers)
+            procs = _start_workers(run, env, n, data_dir, profile, learner=topic)
+            workers = [c for name, c in procs.items() if name.startswith("worker")]
+            cpu_of = _cpu_probes(stack, procs)
             timeout = args.drain_timeout_s or max(300.0, n_events / 200)
             commands = redis_commands(r)
-            drain = drain_backlog(r, prefix, workers, n_events, timeout, cpu_of)
+            drain = drain_backlog(r, prefix, list(procs.values()), n_events, timeout, cpu_of)
             commands = redis_commands(r) - commands
         if profile is not None:
             result["profiled_run"] = scaling_row(n, drain.events_per_s,
