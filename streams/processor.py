@@ -6,7 +6,14 @@ I/O goes through two injected edges, a :class:`~features.store.PipelineStore` an
 load the affected profiles (one ``MGET``), commit states + trending + counters (one
 ``MULTI``), read trending for the countries involved (one pipeline) and write the pages
 (one ``MSET``). Pages are assembled, written and published by a
-:class:`~streams.render.PageRenderer`.
+:class:`~streams.render.PageRenderer`; messages are decoded by a
+:class:`~streams.decode.MessageDecoder`; what a batch teaches the shared models becomes one
+:class:`~streams.learning.LearningRecord`, learned in place by a
+:class:`~streams.models.ModelSet` or handed to a learning sink (the learner's topic) before
+the batch's states are committed; artwork settling is a :class:`~streams.settle.ArtworkSettler`.
+
+The module stays above ~500 lines because the batch loop's steps (apply, collect learning,
+commit, render) read best next to each other; every other concern lives in its own module.
 """
 
 from __future__ import annotations
@@ -18,7 +25,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from features.catalog import Catalog
 from features.keys import ALL_COUNTRIES, popular_list
@@ -40,6 +46,13 @@ from online_models.row_utility import RowKindUtility
 from online_models.rules import Rules, rules_from_settings
 from online_models.similarity import CoWatchSimilarity
 from online_models.top_picks import TopPicksModel, sample_negatives
+from streams.decode import (  # noqa: F401  (re-exported: callers import them from here)
+    DeadLetterSink,
+    MemoryDeadLetters,
+    MessageDecoder,
+    RawMessage,
+    SourcedEvent,
+)
 from streams.learning import LearningRecord, LearningSink, RecordBuilder
 from streams.models import (  # noqa: F401  (checkpoint names re-exported for callers)
     ARTWORK_CHECKPOINT,
@@ -58,47 +71,10 @@ from streams.render import (
     RenderInputs,
 )
 from streams.settle import ArtworkSettler
-from topics.codec import AvroCodec, DecodeError, default_codec, validate_event
-from topics.models import DeadLetter, Event, Impression, Title
+from topics.codec import AvroCodec, DecodeError, default_codec
+from topics.models import DeadLetter, Impression, Title
 
 log = logging.getLogger(__name__)
-
-@dataclass(frozen=True)
-class RawMessage:
-    """One consumed Kafka message, as the agent hands it over."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-@dataclass(frozen=True)
-class SourcedEvent:
-    """A decoded event with the message it came in (for dead letters naming its origin)."""
-
-    event: Event
-    message: RawMessage
-    #: Events the message held (1: a single-event message, else an ``EventBatch``).
-    n_events: int
-
-
-class DeadLetterSink(Protocol):
-    """Where unusable input goes; ``send`` returns once the letters are durably written."""
-
-    async def send(self, letters: Sequence[DeadLetter]) -> None: ...
-
-
-class MemoryDeadLetters:
-    """A :class:`DeadLetterSink` that keeps letters in a list (unit tests, tools)."""
-
-    def __init__(self) -> None:
-        self.letters: list[DeadLetter] = []
-
-    async def send(self, letters: Sequence[DeadLetter]) -> None:
-        self.letters.extend(letters)
-
 
 @dataclass
 class BatchWork:
@@ -162,6 +138,7 @@ class EventProcessor:
         self.page_updates = page_updates
         self.codec = codec or default_codec()
         self.clock = clock
+        self.decoder = MessageDecoder(self.codec, clock, settings.max_lateness_s)
         self.catalog = Catalog()
         self.catalog_version = -1
         self.params = FeatureParams(
@@ -368,49 +345,12 @@ class EventProcessor:
     # -- event topics ---------------------------------------------------------------------
     def _letter(self, m: RawMessage, reason: str, error_type: str,
                 event_id: str | None = None, value: bytes | None = None) -> DeadLetter:
-        return DeadLetter(
-            source_topic=m.topic, partition=m.partition, offset=m.offset, key=m.key,
-            value=m.value if value is None else value, reason=reason, error_type=error_type,
-            event_id=event_id, failed_at_ms=int(self.clock() * 1000),
-        )
+        return self.decoder.letter(m, reason, error_type, event_id, value)
 
     def decode(self, messages: Sequence[RawMessage]
                ) -> tuple[list[SourcedEvent], list[DeadLetter]]:
-        """Valid events in message order, each with the message it came in, and a dead
-        letter for everything else.
-
-        A batch message with some invalid events keeps the valid ones; each invalid event
-        becomes its own letter holding that event re-encoded as a single-event message.
-        """
-        events: list[SourcedEvent] = []
-        letters: list[DeadLetter] = []
-        for m in messages:
-            if m.value is None:
-                letters.append(self._letter(m, "empty message value", "DecodeError"))
-                continue
-            try:
-                raw = self.codec.decode_raw_events(m.value)
-            except DecodeError as exc:
-                letters.append(self._letter(m, str(exc), "DecodeError"))
-                continue
-            single = len(raw) == 1
-            key = m.key.decode("utf-8", "replace") if m.key else None
-            for i, (name, record) in enumerate(raw):
-                try:
-                    ev = validate_event(name, record, index=i)
-                except DecodeError as exc:
-                    letters.append(self._letter(
-                        m, str(exc), "ValidationError", event_id=record.get("event_id"),
-                        value=None if single else self.codec.encode(name, record)))
-                    continue
-                if key is not None and ev.profile_id != key:
-                    letters.append(self._letter(
-                        m, f"event profile_id {ev.profile_id!r} does not match message key "
-                           f"{key!r}", "KeyMismatch", event_id=ev.event_id,
-                        value=None if single else self.codec.encode(name, record)))
-                    continue
-                events.append(SourcedEvent(ev, m, len(raw)))
-        return events, letters
+        """Valid events with their messages, and dead letters (:meth:`MessageDecoder.decode`)."""
+        return self.decoder.decode(messages)
 
     async def process(self, messages: Sequence[RawMessage]) -> BatchReport:
         """Run one micro-batch end to end; returns when pages and dead letters are written."""
@@ -594,19 +534,7 @@ class EventProcessor:
         return await self.settler.settle_due(partitions)
 
     def _late_letter(self, se: SourcedEvent, newest_ms: int) -> DeadLetter:
-        """The dead letter of an event later than the allowed lateness: the topic, partition,
-        offset and key of the message it came in, and that message's bytes when the event
-        was its only one (else the event alone, re-encoded as a single-event message)."""
-        ev, m = se.event, se.message
-        behind = (newest_ms - ev.event_ts_ms) / 1000.0
-        reason = (f"event is {behind:.0f}s older than the profile's newest event; "
-                  f"max lateness is {self.settings.max_lateness_s:.0f}s")
-        if se.n_events > 1:
-            reason += f"; value is this event re-encoded alone (message of {se.n_events} events)"
-        return self._letter(
-            m, reason, "LateEvent", event_id=ev.event_id,
-            value=None if se.n_events == 1 and m.value is not None
-            else self.codec.encode_event(ev))
+        return self.decoder.late_letter(se, newest_ms)
 
     # -- pages (streams.render) ------------------------------------------------------------
     def _render_inputs(self) -> RenderInputs:
