@@ -753,9 +753,10 @@ def _record_drain(result: dict[str, Any], drain: DrainResult, n: int, n_events: 
                drain_total_s=_r(drain.total_s, 2))
     result["scaling"].append(row)
     log.info("  %d worker(s): %s events/s (%s per worker, %s of raw), %s events per worker "
-             "CPU second; first batch after %.1fs, all after %.1fs", n, row["events_per_s"],
-             row["events_per_s_per_worker"], row["ratio_to_raw"],
-             row["events_per_worker_cpu_s"], drain.until_first_applied_s, drain.total_s)
+             "CPU second; first batch after %.1fs, all after %.1fs; CPU s %s", n,
+             row["events_per_s"], row["events_per_s_per_worker"], row["ratio_to_raw"],
+             row["events_per_worker_cpu_s"], drain.until_first_applied_s, drain.total_s,
+             row["cpu_s"])
     if drain.counters.get("events_applied") != n_events:
         log.warning("  events_applied %s != backlog events %d",
                     drain.counters.get("events_applied"), n_events)
