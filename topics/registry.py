@@ -91,7 +91,9 @@ def ensure_topics(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    from homestream.kafka_config import librdkafka_config
+
+    admin = AdminClient(librdkafka_config(settings))
     existing = admin.list_topics(timeout=timeout_s).topics
     wanted = list(topic_specs(settings).values())
     for spec in wanted:

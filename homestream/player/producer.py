@@ -47,6 +47,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 from pydantic import ValidationError
 
+from homestream.kafka_config import librdkafka_config
 from homestream.settings import Settings
 from topics.codec import AvroCodec, default_codec
 from topics.models import EVENT_MODELS, Click, Event, Feedback, Impression, Play, Scroll, Search
@@ -217,7 +218,7 @@ class PlayerProducer:
         self.codec = codec or default_codec()
         self.on_failure = on_failure
         self.config: dict[str, Any] = {
-            "bootstrap.servers": settings.bootstrap_servers,
+            **librdkafka_config(settings),
             "client.id": "homestream-player",
             "enable.idempotence": True,
             "acks": "all",

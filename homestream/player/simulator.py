@@ -648,6 +648,7 @@ def publish_catalog(settings: Settings, titles: Sequence[Title], *, topic: str |
     delivered."""
     from confluent_kafka import Producer
 
+    from homestream.kafka_config import librdkafka_config
     from homestream.player.producer import DeliveryFailure, ProducerError
     from topics.codec import default_codec
     from topics.registry import topic_specs
@@ -655,7 +656,7 @@ def publish_catalog(settings: Settings, titles: Sequence[Title], *, topic: str |
     codec = default_codec()
     topic = topic or topic_specs(settings)["catalog"].name
     producer = Producer({
-        "bootstrap.servers": settings.bootstrap_servers,
+        **librdkafka_config(settings),
         "client.id": "homestream-catalog",
         "enable.idempotence": True,
         "acks": "all",

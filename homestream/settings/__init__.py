@@ -14,13 +14,16 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "HOMESTREAM_"
 #: Names of the artwork policies (the registry in ``online_models.bandits``; a unit test keeps
 #: the two in step without settings importing the models).
 ARTWORK_POLICIES = ("uniform", "non_contextual", "epsilon_greedy", "lin_ucb", "thompson")
+#: Kafka security protocols and SASL mechanisms every client of the pipeline supports.
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class ConfigError(RuntimeError):
@@ -50,11 +53,29 @@ class Settings(BaseSettings):
     rebalance_timeout_s: float = Field(10.0, ge=1.0, le=600.0,
                                        description="Consumer group rebalance timeout")
 
+    # --- broker security (every Kafka client: worker, server, CLI, topic admin, bench) -----
+    kafka_security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    kafka_sasl_mechanism: SaslMechanism = Field(
+        "", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (required with SASL_*)")
+    kafka_sasl_username: str = Field("", description="SASL user name (required with SASL_*)")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="SASL password "
+                                           "(required with SASL_*; never printed)")
+    kafka_ssl_ca_file: str = Field("", description="PEM file of the CA that signed the "
+                                   "brokers' certificates (empty: the system's CAs)")
+    kafka_ssl_cert_file: str = Field("", description="PEM client certificate (mutual TLS)")
+    kafka_ssl_key_file: str = Field("", description="PEM private key of the client "
+                                    "certificate")
+
     # --- redis ----------------------------------------------------------------------------
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis server URL")
     redis_max_connections: int = Field(64, ge=1, le=10_000, description="Redis connections "
                                        "per process at most; callers wait for a free one")
     key_prefix: str = Field("hs:", description="Prefix of every Redis key")
+
+    # --- logging --------------------------------------------------------------------------
+    log_format: Literal["text", "json"] = Field("text", description="Log lines as plain "
+                                                "text or as one JSON object per line")
 
     # --- worker ---------------------------------------------------------------------------
     app_id: str = Field("homestream", description="Faust app id / consumer group")
@@ -196,13 +217,49 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return v
 
+    @model_validator(mode="after")
+    def _kafka_security_consistent(self) -> Settings:
+        """SASL needs a mechanism and credentials; TLS files must exist; cert and key go
+        together; each problem names its variable."""
+        p = ENV_PREFIX
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        tls = self.kafka_security_protocol in ("SSL", "SASL_SSL")
+        if sasl:
+            for name, value in (("kafka_sasl_mechanism", self.kafka_sasl_mechanism),
+                                ("kafka_sasl_username", self.kafka_sasl_username),
+                                ("kafka_sasl_password",
+                                 self.kafka_sasl_password.get_secret_value())):
+                if not value:
+                    raise ValueError(f"{p}{name.upper()}: required when "
+                                     f"{p}KAFKA_SECURITY_PROTOCOL is "
+                                     f"{self.kafka_security_protocol}")
+        elif self.kafka_sasl_mechanism or self.kafka_sasl_username:
+            raise ValueError(f"{p}KAFKA_SASL_*: set, but {p}KAFKA_SECURITY_PROTOCOL is "
+                             f"{self.kafka_security_protocol} (use SASL_PLAINTEXT or "
+                             f"SASL_SSL)")
+        files = (("kafka_ssl_ca_file", self.kafka_ssl_ca_file),
+                 ("kafka_ssl_cert_file", self.kafka_ssl_cert_file),
+                 ("kafka_ssl_key_file", self.kafka_ssl_key_file))
+        for name, path in files:
+            if path and not tls:
+                raise ValueError(f"{p}{name.upper()}: set, but {p}KAFKA_SECURITY_PROTOCOL "
+                                 f"is {self.kafka_security_protocol} (use SSL or SASL_SSL)")
+            if path and not os.path.isfile(path):
+                raise ValueError(f"{p}{name.upper()}: no such file {path!r}")
+        if bool(self.kafka_ssl_cert_file) != bool(self.kafka_ssl_key_file):
+            raise ValueError(f"{p}KAFKA_SSL_CERT_FILE and {p}KAFKA_SSL_KEY_FILE: give both "
+                             f"or neither")
+        return self
+
     def to_env(self) -> dict[str, str]:
         """These settings as environment variables, for starting child processes.
 
         >>> Settings(partitions=3).to_env()["HOMESTREAM_PARTITIONS"]
         '3'
         """
-        return {f"{ENV_PREFIX}{k.upper()}": str(v) for k, v in self.model_dump().items()}
+        return {f"{ENV_PREFIX}{k.upper()}": str(v.get_secret_value() if isinstance(v, SecretStr)
+                                                 else v)
+                for k, v in self.model_dump().items()}
 
     def topic(self, name: str) -> str:
         """The full name of one of the registry's topics."""
@@ -226,6 +283,9 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "?"
+            field = ".".join(str(p) for p in err["loc"])
+            if not field:  # a check across settings: its message names the variables
+                problems.append(str(err["msg"]).removeprefix("Value error, "))
+                continue
             problems.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']}")
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
