@@ -170,6 +170,27 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
         async for batch in stream.take_events(1000, within=0.2):
             await _finish_even_if_cancelled(processor.process_profiles(_raw(batch)))
 
+    _model_and_page_timers(app, settings, processor, event_topic_names)
+
+    @app.timer(10.0)
+    async def log_freshness() -> None:
+        if freshness:
+            q = statistics.quantiles(freshness, n=100) if len(freshness) > 1 else freshness * 99
+            log.info("event->page freshness over %d events: p50 %.0f ms, p99 %.0f ms",
+                     len(freshness), q[49], q[98])
+            freshness.clear()
+
+    @app.on_before_shutdown.connect
+    async def _final_checkpoint(app: faust.App, **kwargs: Any) -> None:
+        await processor.checkpoint()
+
+    return app
+
+
+def _model_and_page_timers(app: faust.App, settings: Settings, processor: EventProcessor,
+                           event_topic_names: Sequence[str]) -> None:
+    """The worker's timers: model checkpoints (inline learning) or snapshot reloads (the
+    learner's), artwork settling, held pages and default pages."""
     if processor.learns_inline:
         @app.timer(settings.model_checkpoint_interval_s)
         async def checkpoint_model() -> None:
@@ -201,17 +222,3 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
     @app.timer(2.0)
     async def default_pages() -> None:
         await processor.refresh_default_pages()
-
-    @app.timer(10.0)
-    async def log_freshness() -> None:
-        if freshness:
-            q = statistics.quantiles(freshness, n=100) if len(freshness) > 1 else freshness * 99
-            log.info("event->page freshness over %d events: p50 %.0f ms, p99 %.0f ms",
-                     len(freshness), q[49], q[98])
-            freshness.clear()
-
-    @app.on_before_shutdown.connect
-    async def _final_checkpoint(app: faust.App, **kwargs: Any) -> None:
-        await processor.checkpoint()
-
-    return app
