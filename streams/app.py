@@ -27,6 +27,9 @@ from topics.models import DeadLetter
 from topics.registry import event_topics, topic_specs
 
 log = logging.getLogger(__name__)
+#: Learning items per model-updates message (~100-300 bytes each: well under the broker's
+#: 1 MiB message limit); a bigger batch record is sent as several messages, in order.
+MODEL_UPDATE_MAX_ITEMS = 2000
 
 
 class FaustDeadLetters:
@@ -72,8 +75,10 @@ class FaustModelUpdates:
         self.codec = default_codec()
 
     async def send(self, record: LearningRecord) -> None:
-        fut = await self.topic.send(key=None, value=self.codec.encode(SCHEMA, record.to_avro()))
-        await fut
+        futures = [await self.topic.send(key=None,
+                                         value=self.codec.encode(SCHEMA, part.to_avro()))
+                   for part in record.split(MODEL_UPDATE_MAX_ITEMS)]
+        await asyncio.gather(*futures)
 
 
 def faust_config(settings: Settings) -> dict[str, Any]:

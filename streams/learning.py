@@ -100,6 +100,38 @@ class LearningRecord:
             [WatchItem(**i) for i in d["watches"]], [ArtworkItem(**i) for i in d["artwork"]],
             [RowItem(**i) for i in d["rows"]])
 
+    def split(self, max_items: int) -> list[LearningRecord]:
+        """The record as several records of at most ~``max_items`` items each (a message of
+        the model-updates topic must stay under the broker's size limit), never splitting
+        one source message's items, in ascending offset per source partition: the learner's
+        high-water marks then skip exactly what a replay repeats.
+
+        >>> b = RecordBuilder()
+        >>> for off in (3, 1, 2):
+        ...     b.watch("ev", 0, off, [], f"t{off}"); b.label("ev", 0, off, "p", f"t{off}", 1.0)
+        >>> [[w.offset for w in r.watches] for r in b.build().split(3)]
+        [[1], [2], [3]]
+        """
+        if len(self) <= max_items:
+            return [self]
+        kinds = ("labels", "watches", "artwork", "rows")
+        groups: dict[tuple[int, int], LearningRecord] = {}
+        for kind in kinds:
+            for item in getattr(self, kind):
+                group = groups.setdefault((item.src, item.offset), LearningRecord())
+                getattr(group, kind).append(item)
+        out: list[LearningRecord] = []
+        current = LearningRecord(list(self.sources))
+        for key in sorted(groups):
+            group = groups[key]
+            if len(current) and len(current) + len(group) > max_items:
+                out.append(current)
+                current = LearningRecord(list(self.sources))
+            for kind in kinds:
+                getattr(current, kind).extend(getattr(group, kind))
+        out.append(current)
+        return out
+
     def as_dict(self) -> dict[str, Any]:
         """For logs and tests."""
         return asdict(self)

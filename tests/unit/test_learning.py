@@ -171,3 +171,27 @@ async def test_a_bad_model_update_is_skipped_and_counted() -> None:
     learner.learn(1, None)
     assert learner.bad_messages == 2 and learner.models.meta.covered_offset == 1
 
+
+
+def test_a_big_record_split_into_messages_is_learned_once_whatever_the_split() -> None:
+    b = RecordBuilder()
+    for off in range(50):
+        b.label("ev", off % 2, off, f"p{off}", "t1", 1.0)
+        b.label("ev", off % 2, off, f"p{off}", "t2", 0.0)
+        b.watch("ev", off % 2, off, ["t0"], "t1")
+    rec = b.build()
+    parts = rec.split(20)
+    assert len(parts) > 1 and all(len(p) <= 20 for p in parts)
+    assert sum(len(p) for p in parts) == len(rec)
+    whole, split = ModelSet(Settings()), ModelSet(Settings())
+    whole.learn(rec)
+    for p in parts:
+        split.learn(p)
+    assert split.meta.counters == whole.meta.counters and split.meta.hwm == whole.meta.hwm
+    # a replay split at other places after the first two parts only learns the rest
+    replay = ModelSet(Settings())
+    for p in parts[:2]:
+        replay.learn(p)
+    for p in rec.split(33):
+        replay.learn(p)
+    assert replay.meta.counters["watches"] == 50 and replay.meta.counters["labels"] == 100
