@@ -303,15 +303,8 @@ def load_obd(
     affinity = np.array([[row[j] for j in aff_cols] for row in rows], dtype=float)
     _, position = np.unique(np.array(column("position"), dtype=int), return_inverse=True)
 
-    item_header, item_rows = _read_csv(folder / "item_context.csv")
-    item_col = {name: j for j, name in enumerate(item_header)}
-    item_ids = np.array([int(r[item_col["item_id"]]) for r in item_rows])
-    n_actions = len(item_ids)
-    if not np.array_equal(np.sort(item_ids), np.arange(n_actions)):
-        raise ValueError("item_context.csv item ids are not 0..K-1")
-    item_feature_0 = np.empty(n_actions)
-    item_feature_0[item_ids] = [float(r[item_col["item_feature_0"]]) for r in item_rows]
-
+    item_feature_0 = _item_feature_0(folder / "item_context.csv")
+    n_actions = len(item_feature_0)
     action = np.array(column("item_id"), dtype=np.int64)
     if action.min() < 0 or action.max() >= n_actions:
         raise ValueError("logged item ids outside item_context.csv")
@@ -329,6 +322,19 @@ def load_obd(
         n_actions=n_actions,
         item_feature_0=item_feature_0,
     )
+
+
+def _item_feature_0(path: Path) -> np.ndarray:
+    """``item_feature_0`` of each item (index = item id) from ``item_context.csv``."""
+    item_header, item_rows = _read_csv(path)
+    item_col = {name: j for j, name in enumerate(item_header)}
+    item_ids = np.array([int(r[item_col["item_id"]]) for r in item_rows])
+    n_actions = len(item_ids)
+    if not np.array_equal(np.sort(item_ids), np.arange(n_actions)):
+        raise ValueError("item_context.csv item ids are not 0..K-1")
+    item_feature_0 = np.empty(n_actions)
+    item_feature_0[item_ids] = [float(r[item_col["item_feature_0"]]) for r in item_rows]
+    return item_feature_0
 
 
 def _check_names(behavior: str, campaign: str) -> None:
