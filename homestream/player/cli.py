@@ -10,6 +10,9 @@ Examples::
     echo '{"type": "scroll", "event_id": "e1", "profile_id": "p1",
            "event_ts_ms": 1700000000000, "row": 2}' | homestream produce
     homestream catalog publish --titles 200 --seed 42
+    homestream catalog load examples/catalog.jsonl
+    homestream catalog delete t17 t18
+    homestream profiles load examples/profiles.csv --skip-invalid
     homestream simulate --profiles 50 --sessions 200
     homestream simulate --profiles 20 --duration 60 --rate 50 --realtime
     homestream dead-letters --max 20
@@ -28,6 +31,7 @@ from typing import IO, Any
 
 from confluent_kafka import KafkaException
 
+from homestream.logs import setup_logging
 from homestream.player.interrupts import InterruptGuard
 from homestream.player.producer import (
     MAX_IDS_IN_MESSAGE,
@@ -147,6 +151,52 @@ def cmd_catalog_publish(args: argparse.Namespace, settings: Settings) -> int:
                                artwork_base_url=settings.artwork_base_url)
     n = publish_catalog(settings, titles)
     print(f"published {n} titles")
+    return 0
+
+
+def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
+    """Validate a catalog or profiles file and publish it (``catalog load`` / ``profiles
+    load``). Any bad row refuses the whole file unless ``--skip-invalid``; either way each
+    bad row is printed with its line number, and the exit code is 1 when any was bad."""
+    from homestream.player.loaders import LoadFileError, publish_records, read_records
+
+    kind = args.kind
+    try:
+        loaded = read_records(args.file, kind)
+    except LoadFileError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for error in loaded.errors:
+        print(f"{args.file}: {error}", file=sys.stderr)
+    bad = len(loaded.errors)
+    if bad and not args.skip_invalid:
+        print(f"refused: {bad} bad row(s) of {loaded.rows}; nothing published (fix them, or "
+              f"--skip-invalid publishes the {len(loaded.records)} good row(s))",
+              file=sys.stderr)
+        return 1
+    if args.dry_run:
+        print(f"valid: {loaded.upserts} record(s) and {loaded.deletions} deletion(s); "
+              f"nothing published (--dry-run)")
+        return 1 if bad else 0
+    if loaded.records:
+        from topics.registry import ensure_topics
+
+        ensure_topics(settings)
+        publish_records(settings, kind, loaded.records, timeout_s=args.timeout)
+    print(f"published {loaded.upserts} {kind} record(s) and {loaded.deletions} deletion(s)"
+          + (f"; skipped {bad} bad row(s)" if bad else ""))
+    return 1 if bad else 0
+
+
+def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    """Publish tombstones for the given ids (``catalog delete`` / ``profiles delete``)."""
+    from homestream.player.loaders import Record, publish_records
+    from topics.registry import ensure_topics
+
+    ensure_topics(settings)
+    records = [Record(0, key, None) for key in dict.fromkeys(args.ids)]
+    n = publish_records(settings, args.kind, records, timeout_s=args.timeout)
+    print(f"deleted {n} {args.kind} record(s)")
     return 0
 
 
@@ -272,6 +322,23 @@ def positive_float(text: str) -> float:
     return value
 
 
+def _add_load_and_delete(actions: Any, kind: str, what: str, ids: str) -> None:
+    """The ``load FILE`` and ``delete ID...`` actions of ``catalog`` or ``profiles``."""
+    load = actions.add_parser("load", help=f"validate and publish {what}")
+    load.add_argument("file", help="a .jsonl/.ndjson/.json (one object per line) or .csv file")
+    load.add_argument("--skip-invalid", action="store_true",
+                      help="publish the good rows even when some are bad (each bad row is "
+                           "still reported)")
+    load.add_argument("--dry-run", action="store_true", help="validate only")
+    load.add_argument("--timeout", type=positive_float, default=30.0,
+                      help="seconds to wait for the broker (default 30)")
+    load.set_defaults(handler=cmd_load, kind=kind)
+    delete = actions.add_parser("delete", help=f"delete {ids} (tombstones)")
+    delete.add_argument("ids", nargs="+", metavar="ID")
+    delete.add_argument("--timeout", type=positive_float, default=30.0)
+    delete.set_defaults(handler=cmd_delete, kind=kind)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``homestream`` argument parser (each subcommand sets ``handler``)."""
     parser = argparse.ArgumentParser(
@@ -302,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--titles", type=positive_int, default=DEFAULT_TITLES)
     publish.add_argument("--seed", type=int, default=DEFAULT_CATALOG_SEED)
     publish.set_defaults(handler=cmd_catalog_publish)
+    _add_load_and_delete(catalog_sub, "catalog", "titles (JSON lines or CSV)", "title ids")
+    profiles = sub.add_parser("profiles", help="profile settings (kids, rating limit)")
+    profiles_sub = profiles.add_subparsers(dest="profiles_command", required=True,
+                                           metavar="ACTION")
+    _add_load_and_delete(profiles_sub, "profiles", "profile settings (JSON lines or CSV)",
+                         "profile ids")
 
     sim = sub.add_parser("simulate", help="send simulated player sessions")
     sim.add_argument("--profiles", type=positive_int, default=100)
@@ -345,12 +418,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.rest = extra
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    setup_logging(settings.log_format, level)
     handler: Handler = args.handler
     try:
         return handler(args, settings)
