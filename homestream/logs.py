@@ -54,19 +54,39 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each record (so a replaced
+    stderr, as under a test runner, never leaves the handler writing to a closed stream)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: IO[str]) -> None:
+        pass
+
+
 def setup_logging(log_format: str = "text", level: int = logging.INFO,
                   stream: IO[str] | None = None) -> logging.Handler:
-    """Send the root logger's records to ``stream`` (stderr) as ``text`` or ``json`` lines at
-    ``level``; replaces handlers set up before, so calling it again switches format.
-    Returns the handler."""
+    """Send the root logger's records to ``stream`` (default stderr) as ``text`` or ``json``
+    lines at ``level``. Calling it again replaces the handler it installed before (other
+    handlers, such as a test runner's, are left alone). Returns the handler."""
     if log_format not in ("text", "json"):
         raise ValueError(f"log format must be text or json, got {log_format!r}")
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _StderrHandler() if stream is None else logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if log_format == "json"
                          else logging.Formatter(TEXT_FORMAT))
+    setattr(handler, _MARK, True)
     root = logging.getLogger()
-    for old in list(root.handlers):
+    for old in [h for h in root.handlers if getattr(h, _MARK, False)]:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
     return handler
+
+
+_MARK = "_homestream_handler"

@@ -80,3 +80,16 @@ def test_the_cli_logs_json_when_the_setting_says_so(monkeypatch: pytest.MonkeyPa
     assert seen == [("json", logging.INFO)]
     monkeypatch.setenv("HOMESTREAM_LOG_FORMAT", "xml")
     assert cli.main(["catalog", "load", "/no/such/file.jsonl"]) == 2
+
+
+def test_other_handlers_stay_and_the_default_stream_is_the_current_stderr(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    foreign = logging.StreamHandler(io.StringIO())
+    logging.getLogger().addHandler(foreign)
+    setup_logging("json")
+    setup_logging("json")
+    logging.getLogger("z").warning("to stderr")
+    assert foreign in logging.getLogger().handlers
+    assert [json.loads(x)["message"] for x in capsys.readouterr().err.splitlines()] == [
+        "to stderr"]
+    logging.getLogger().removeHandler(foreign)
