@@ -128,3 +128,23 @@ def test_the_cli_refuses_a_file_with_bad_rows_and_names_them(
     assert "refused: 1 bad row(s) of 2; nothing published" in err
     assert cli.main(["catalog", "load", str(path), "--skip-invalid", "--dry-run"]) == 1
     assert "valid: 1 record(s) and 0 deletion(s)" in capsys.readouterr().out
+
+
+def test_docker_compose_loads_the_example_files_with_commands_the_cli_knows() -> None:
+    import shlex
+
+    import yaml
+
+    root = EXAMPLES.parent
+    service = yaml.safe_load((root / "docker-compose.yml").read_text())["services"]["catalog"]
+    assert service["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    assert service["volumes"] == ["./examples:/app/examples:ro"]
+    steps = [shlex.split(part) for part in service["command"][-1].split("&&")]
+    loaded = []
+    for argv in steps:
+        assert argv[0] == "homestream"
+        args = cli.build_parser().parse_args(argv[1:])
+        assert args.handler is cli.cmd_load and not args.skip_invalid
+        assert not read_records(root / args.file, args.kind).errors
+        loaded.append(args.kind)
+    assert loaded == ["catalog", "profiles"]
