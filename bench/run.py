@@ -24,6 +24,9 @@ synthetic catalog and lets a worker store it in Redis, then measures:
    ``--serve-seconds`` (the worker is stopped first, so it does not compete for the CPU).
 6. ``redis_get_p50_ms``: sequential GETs of page keys with redis-py (the floor of serving).
 
+The phases' building blocks are in :mod:`bench.phases`, the pure helpers (quantiles, rates,
+targets) in :mod:`bench.stats`.
+
 Prints exactly one JSON line on stdout; progress goes to stderr. Exit code 1 when a target
 given by a ``--max-*`` / ``--min-*`` flag is missed, a request was not answered with 200 or
 a probe timed out (the JSON line is printed anyway).
@@ -32,174 +35,67 @@ a probe timed out (the JSON line is printed anyway).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import logging
-import math
 import os
 import platform
-import random
 import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.phases import (  # some re-exported (__all__): bench.serving uses them from here
+    BACKLOG_BATCH_EVENTS,
+    BenchError,
+    DrainResult,
+    child,
+    drain_backlog,
+    load_catalog,
+    page_profile_ids,
+    probe_freshness,
+    produce_backlog,
+    raw_consume,
+    redis_commands,
+    redis_get_latencies,
+    reset_pipeline_state,
+)
+from bench.stats import (  # some re-exported (__all__): the tests and bench.webapp
+    TARGETS,
+    CpuProbes,
+    _r,
+    check_failures,
+    check_targets,
+    cpu_delta,
+    drain_rate,
+    host_busy_cpu_s,
+    percentiles,
+    quantile,
+    rate,
+    scaling_row,
+    with_outside,
+    worker_counts,
+)
 from homestream.player.cli import positive_float, positive_int
-from homestream.stack.process import Child, ChildExited, WaitTimeout, proc_cpu_s, wait_for
+from homestream.stack.process import Child, ChildExited, WaitTimeout, proc_cpu_s
+
+__all__ = [
+    "BACKLOG_BATCH_EVENTS", "check_failures", "check_targets", "child", "cpu_delta",
+    "drain_backlog", "drain_rate", "load_catalog", "main", "page_profile_ids", "parse_args",
+    "percentiles", "produce_backlog", "quantile", "rate", "redis_commands",
+    "reset_pipeline_state", "run_bench", "scaling_row", "targets_of", "with_outside",
+    "worker_counts",
+]
 
 log = logging.getLogger("bench")
 
-#: Events per message the backlog producer sends (player SDKs batch per profile).
-BACKLOG_BATCH_EVENTS = 20
 
-
-# -- pure helpers (unit-tested) ---------------------------------------------------------------
-def quantile(values: Sequence[float], q: float) -> float:
-    """The ``q`` quantile (0..1) of ``values`` by linear interpolation between closest ranks
-    (numpy's default method). Raises ``ValueError`` on an empty sequence.
-
-    >>> quantile([1, 2, 3, 4], 0.5)
-    2.5
-    """
-    if not values:
-        raise ValueError("quantile of an empty sequence")
-    if not 0.0 <= q <= 1.0:
-        raise ValueError(f"q must be within [0, 1], got {q}")
-    xs = sorted(values)
-    pos = q * (len(xs) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
-
-
-def percentiles(values: Sequence[float], qs: Sequence[float] = (0.5, 0.99)) -> list[float | None]:
-    """Quantiles ``qs`` of ``values``; ``None`` for each when ``values`` is empty."""
-    if not values:
-        return [None for _ in qs]
-    return [quantile(values, q) for q in qs]
-
-
-def rate(count: float, elapsed_s: float) -> float | None:
-    """``count / elapsed_s``, or ``None`` when no time elapsed."""
-    return count / elapsed_s if elapsed_s > 0 else None
-
-
-def drain_rate(samples: Sequence[tuple[float, int]]) -> tuple[float | None, float]:
-    """Events/s from ``(time_s, events_applied)`` samples of the worker's counter.
-
-    The rate runs from the first sample showing progress to the first sample showing the
-    final count: the events applied in between over the time in between. Start-up, the
-    group join and the first batch (whose start is not observable) are excluded. Returns
-    ``(rate or None, seconds measured)``.
-
-    >>> drain_rate([(0.0, 0), (5.0, 0), (6.0, 100), (7.0, 300), (8.0, 500), (9.0, 500)])
-    (200.0, 2.0)
-    """
-    moving = [(t, n) for t, n in samples if n > 0]
-    if not moving:
-        return None, 0.0
-    t0, n0 = moving[0]
-    final = max(n for _, n in moving)
-    t1 = next(t for t, n in moving if n == final)
-    elapsed = t1 - t0
-    return rate(final - n0, elapsed), elapsed
-
-
-#: target flag -> (result key, "max" or "min")
-TARGETS: dict[str, tuple[str, str]] = {
-    "max_freshness_p99_ms": ("freshness_p99_ms", "max"),
-    "min_events_per_s": ("events_per_s", "min"),
-    "max_serve_p99_ms": ("serve_p99_ms", "max"),
-}
-
-
-def check_targets(result: Mapping[str, Any], targets: Mapping[str, float | None]) -> list[str]:
-    """One message per target that ``result`` misses (a missing measurement misses too).
-
-    >>> check_targets({"events_per_s": 900.0}, {"min_events_per_s": 1000.0})
-    ['events_per_s 900.0 < target 1000.0 (--min-events-per-s)']
-    """
-    missed = []
-    for name, target in targets.items():
-        if target is None:
-            continue
-        key, kind = TARGETS[name]
-        flag = "--" + name.replace("_", "-")
-        value = result.get(key)
-        if value is None:
-            missed.append(f"{key} not measured, target {target} ({flag})")
-        elif kind == "max" and value > target:
-            missed.append(f"{key} {value} > target {target} ({flag})")
-        elif kind == "min" and value < target:
-            missed.append(f"{key} {value} < target {target} ({flag})")
-    return missed
-
-
-def check_failures(result: Mapping[str, Any]) -> list[str]:
-    """Correctness failures that fail the bench whatever the targets: non-200 answers and
-    freshness probes that never showed up.
-
-    >>> check_failures({"serve_errors": 0, "freshness_failures": 2})
-    ['2 freshness probe(s) not reflected in a page within the timeout']
-    """
-    out = []
-    if result.get("serve_errors"):
-        out.append(f"{result['serve_errors']} serving request(s) not answered with 200")
-    if result.get("freshness_failures"):
-        out.append(f"{result['freshness_failures']} freshness probe(s) not reflected in a "
-                   "page within the timeout")
-    return out
-
-
-def worker_counts(text: str) -> list[int]:
-    """``"2,1"`` -> ``[2, 1]``: distinct positive worker counts, largest first.
-
-    >>> worker_counts("1,2")
-    [2, 1]
-    """
-    try:
-        counts = {int(x) for x in text.split(",") if x.strip()}
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a list of worker counts: {text!r}") from None
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"worker counts must be positive: {text!r}")
-    return sorted(counts, reverse=True)
-
-
-def scaling_row(workers: int, events_per_s: float | None, raw_per_s: float | None,
-                cpu_s: Mapping[str, float | None], events: int) -> dict[str, Any]:
-    """One ``scaling`` entry: the run's rates, its CPU seconds per process and the events
-    per CPU second of the workers (``worker*`` entries of ``cpu_s``).
-
-    >>> scaling_row(2, 1000.0, 4000.0, {"worker1": 2.0, "worker2": 3.0, "redis": 1.0}, 5000)
-    ... # doctest: +NORMALIZE_WHITESPACE
-    {'workers': 2, 'events_per_s': 1000.0, 'events_per_s_per_worker': 500.0,
-     'ratio_to_raw': 0.25, 'workers_cpu_s': 5.0, 'events_per_worker_cpu_s': 1000.0,
-     'cpu_s': {'worker1': 2.0, 'worker2': 3.0, 'redis': 1.0}}
-    """
-    per_worker = None if events_per_s is None else events_per_s / workers
-    worker_cpu = [v for k, v in cpu_s.items() if k.startswith("worker")]
-    total_cpu = None if not worker_cpu or None in worker_cpu else sum(
-        v for v in worker_cpu if v is not None)
-    return {
-        "workers": workers, "events_per_s": _r(events_per_s),
-        "events_per_s_per_worker": _r(per_worker),
-        "ratio_to_raw": None if events_per_s is None or not raw_per_s
-        else round(events_per_s / raw_per_s, 3),
-        "workers_cpu_s": _r(total_cpu, 2),
-        "events_per_worker_cpu_s": _r(rate(events, total_cpu or 0.0)),
-        "cpu_s": dict(cpu_s),
-    }
-
-
+# -- arguments ----------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options (defaults are what ``make bench`` runs)."""
     p = argparse.ArgumentParser(prog="python -m bench.run",
@@ -259,408 +155,7 @@ def targets_of(args: argparse.Namespace) -> dict[str, float | None]:
     return {name: getattr(args, name) for name in TARGETS}
 
 
-def _r(x: float | None, nd: int = 1) -> float | None:
-    return None if x is None else round(x, nd)
-
-
-def cpu_delta(before: Mapping[str, float | None],
-              after: Mapping[str, float | None]) -> dict[str, float | None]:
-    """CPU seconds spent between two snapshots, per name (``None`` where one is missing).
-
-    >>> cpu_delta({"worker": 1.0, "tansu": None}, {"worker": 3.5, "tansu": 2.0})
-    {'worker': 2.5, 'tansu': None}
-    """
-    out: dict[str, float | None] = {}
-    for name, b in before.items():
-        a = after.get(name)
-        out[name] = None if a is None or b is None else round(a - b, 2)
-    return out
-
-
-def with_outside(cpu: Mapping[str, float | None], host_key: str = "host_all",
-                 ) -> dict[str, float | None]:
-    """``cpu`` plus ``outside_bench``: host busy CPU minus that of every process measured,
-    i.e. load from other programs on the machine during the phase (``None`` if unknown).
-
-    >>> with_outside({"worker": 3.0, "tansu": 0.5, "host_all": 5.0})["outside_bench"]
-    1.5
-    """
-    out = dict(cpu)
-    host = cpu.get(host_key)
-    own = [v for k, v in cpu.items() if k != host_key]
-    if host is None or any(v is None for v in own):
-        out["outside_bench"] = None
-    else:
-        out["outside_bench"] = round(max(0.0, host - sum(v for v in own if v is not None)), 2)
-    return out
-
-
-CpuProbes = Mapping[str, Callable[[], float | None]]
-
-
-def cpu_snapshot(cpu_of: CpuProbes) -> dict[str, float | None]:
-    """CPU seconds so far of every probe in ``cpu_of``."""
-    return {name: f() for name, f in cpu_of.items()}
-
-
-# -- processes ----------------------------------------------------------------------------------
-class BenchError(RuntimeError):
-    """A phase could not complete; the text says which and where the logs are."""
-
-
-def host_busy_cpu_s() -> float | None:
-    """CPU seconds all cores of the host spent busy so far (``/proc/stat``), else ``None``.
-
-    Compared with the processes' own CPU it shows load from outside the bench.
-    """
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
-        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-@contextlib.contextmanager
-def child(module: str, env: dict[str, str], python_args: Sequence[str] = ()
-          ) -> Iterator[Child]:
-    """Run ``python [python_args] -m module`` for the ``with`` block (a
-    :class:`~homestream.stack.process.Child` logging to a temp file); always stopped."""
-    c = Child([sys.executable, *python_args, "-m", module], name=f"bench-{module}", env=env)
-    log.info("started %s (pid %d), log %s", module, c.pid, c.log_path)
-    try:
-        yield c
-    except BaseException:
-        log.error("%s log: %s", module, c.log_path)
-        raise
-    finally:
-        c.stop()
-
-
-# -- phases -------------------------------------------------------------------------------------
-def counters(r: Any, prefix: str) -> dict[str, int]:
-    """The worker's counters (``stats`` hash) as ints."""
-    from features.keys import stats_key
-
-    return {k.decode(): int(v) for k, v in r.hgetall(stats_key(prefix)).items()}
-
-
-def load_catalog(settings: Any, env: dict[str, str], titles: Sequence[Any], r: Any) -> float:
-    """Publish the catalog and let a worker store it in Redis; return the seconds it took.
-
-    That worker is stopped again before the backlog is produced, so the measured worker
-    starts with the catalog in place and the whole backlog in front of it.
-    """
-    from features.keys import catalog_key
-    from homestream.player.simulator import publish_catalog
-
-    t0 = time.monotonic()
-    publish_catalog(settings, titles)
-    with child("streams.worker", env) as worker:
-        wait_for(lambda: r.hlen(catalog_key(settings.key_prefix)) >= len(titles), 120,
-                 f"{len(titles)} catalog titles in Redis", watch=[worker])
-    return time.monotonic() - t0
-
-
-def produce_backlog(settings: Any, sim: Any, n_events: int) -> tuple[int, int, float]:
-    """Produce ``n_events`` simulated events (event time six hours ago onwards); return
-    ``(events, messages, seconds)``."""
-    from homestream.player.producer import PlayerProducer
-
-    start_ms = int(time.time() * 1000) - 6 * 3600 * 1000
-    t0 = time.monotonic()
-    n = 0
-    with PlayerProducer(settings, max_batch_events=BACKLOG_BATCH_EVENTS) as producer:
-        for ev in sim.events_stream(n_events, start_ms):
-            producer.send(ev)
-            n += 1
-            if n % 5000 == 0:
-                producer.poll(0)
-        producer.flush()
-        messages = producer.produced
-        delivered = producer.delivered_events
-    if delivered != n:
-        raise BenchError(f"backlog: {delivered} of {n} events delivered")
-    return n, messages, time.monotonic() - t0
-
-
-def raw_consume(settings: Any, topic: str, expect_messages: int,
-                timeout_s: float = 120.0) -> tuple[int, int, float]:
-    """Read ``expect_messages`` messages from offset 0 of every partition (assigned, no
-    group join) and decode each; return ``(messages, events, seconds)``, the time running
-    from the first message received to the last one decoded."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    from topics.codec import default_codec
-
-    codec = default_codec()
-    c = Consumer({
-        "bootstrap.servers": settings.bootstrap_servers,
-        "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-    })
-    try:
-        md = c.list_topics(topic, timeout=10)
-        c.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
-        messages = events = 0
-        t_first: float | None = None
-        deadline = time.monotonic() + timeout_s
-        while messages < expect_messages:
-            if time.monotonic() > deadline:
-                raise BenchError(f"raw consume: {messages} of {expect_messages} messages "
-                                 f"after {timeout_s:.0f}s")
-            batch = c.consume(1000, 0.5)
-            if batch and t_first is None:
-                t_first = time.monotonic()
-            for m in batch:
-                if m.error():
-                    continue
-                events += len(codec.decode_raw_events(m.value()))
-                messages += 1
-        elapsed = time.monotonic() - (t_first or time.monotonic())
-    finally:
-        c.close()
-    return messages, events, elapsed
-
-
-@dataclass
-class DrainResult:
-    """What the measured worker did with the backlog."""
-
-    events_per_s: float | None
-    measured_s: float
-    until_first_applied_s: float
-    total_s: float
-    counters: dict[str, int]
-    cpu_s: dict[str, float | None]
-
-
-def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: int,
-                  timeout_s: float, cpu_of: CpuProbes) -> DrainResult:
-    """Poll the workers' counters until they applied ``expect_events`` events."""
-    t_start = time.monotonic()
-    cpu0 = cpu_snapshot(cpu_of)
-    samples: list[tuple[float, int]] = []
-    last_log = t_start
-    while True:
-        now = time.monotonic()
-        applied = counters(r, prefix).get("events_applied", 0)
-        samples.append((now, applied))
-        if applied >= expect_events:
-            break
-        for w in workers:
-            w.check_alive()
-        if now - t_start > timeout_s:
-            logs = ", ".join(str(w.log_path) for w in workers)
-            raise BenchError(f"workers applied {applied} of {expect_events} backlog events in "
-                             f"{timeout_s:.0f}s; logs: {logs}")
-        if now - last_log >= 5:
-            log.info("  worker applied %d / %d events", applied, expect_events)
-            last_log = now
-        time.sleep(0.02)
-    cpu = cpu_delta(cpu0, cpu_snapshot(cpu_of))
-    eps, measured = drain_rate(samples)
-    first = next(t for t, n in samples if n > 0)
-    return DrainResult(
-        events_per_s=eps, measured_s=measured, until_first_applied_s=first - t_start,
-        total_s=samples[-1][0] - t_start, counters=counters(r, prefix),
-        cpu_s=cpu,
-    )
-
-
-@dataclass
-class FreshnessResult:
-    """Freshness probes under load."""
-
-    latencies_ms: list[float]
-    sent: int
-    failures: int
-    load_events: int
-    load_messages: int
-    load_elapsed_s: float
-    cpu_s: dict[str, float | None]
-
-
-def probe_freshness(settings: Any, sim: Any, title: Any, r: Any, worker: Child, *,
-                    load_eps: float, load_seconds: float, interval_s: float,
-                    timeout_s: float, cpu_of: CpuProbes) -> FreshnessResult:
-    """Run the simulated load in a thread and probe page freshness meanwhile.
-
-    A probe is one Play (``start``) of a new profile, stamped with the wall clock, sent and
-    flushed at once. Probes go out every ``interval_s`` whether or not earlier ones are
-    answered; every ~5 ms the pages of the probes still open are read with one ``MGET``.
-    Probing stops a second before the load does, so every probe is answered under load.
-    """
-    import orjson
-
-    from features.keys import page_key
-    from homestream.player.producer import PlayerProducer
-    from homestream.player.simulator import run_simulation
-    from topics.models import Play
-
-    outcome: dict[str, Any] = {}
-
-    def load() -> None:
-        try:
-            with PlayerProducer(settings, max_batch_events=BACKLOG_BATCH_EVENTS) as producer:
-                outcome["sim"] = run_simulation(producer, sim, realtime=True,
-                                                rate_eps=load_eps, duration_s=load_seconds)
-        except BaseException as exc:  # reported by the main thread
-            outcome["error"] = exc
-
-    cpu0 = cpu_snapshot(cpu_of)
-    t_load = time.monotonic()
-    thread = threading.Thread(target=load, name="bench-load", daemon=True)
-    thread.start()
-    warmup = min(1.0, load_seconds / 4)
-    time.sleep(warmup)  # let the load reach its rate first
-    stop_probing = t_load + max(load_seconds - 1.0, warmup + interval_s)
-    run_id = uuid.uuid4().hex[:6]
-    latencies: list[float] = []
-    pending: dict[str, tuple[int, float]] = {}  # page key -> (event ts ms, deadline)
-    sent = failures = 0
-    next_at = time.monotonic()
-    with PlayerProducer(settings, max_batch_events=1) as probes:
-        while pending or (thread.is_alive() and time.monotonic() < stop_probing):
-            now = time.monotonic()
-            if now >= next_at and thread.is_alive() and now < stop_probing:
-                pid = f"bench-probe-{run_id}-{sent:05d}"
-                ts = int(time.time() * 1000)
-                probes.send(Play(event_id=uuid.uuid4().hex, profile_id=pid, event_ts_ms=ts,
-                                 title_id=title.title_id, action="start", position_s=0.0,
-                                 duration_s=title.duration_s, device="tv", country="US"))
-                probes.flush(10)
-                pending[page_key(settings.key_prefix, pid)] = (ts, now + timeout_s)
-                sent += 1
-                next_at = max(next_at + interval_s, now)
-            if pending:
-                keys = list(pending)
-                raws = r.mget(keys)
-                seen_ms = time.time() * 1000
-                for key, raw in zip(keys, raws, strict=True):
-                    ts, deadline = pending[key]
-                    if raw is not None and \
-                            (orjson.loads(raw).get("as_of_event_ts_ms") or 0) >= ts:
-                        latencies.append(seen_ms - ts)
-                        del pending[key]
-                    elif time.monotonic() > deadline:
-                        failures += 1
-                        del pending[key]
-                        log.warning("  probe %s not in its page after %.0fs", key, timeout_s)
-                        worker.check_alive()
-            time.sleep(0.005)
-    thread.join()
-    cpu = cpu_delta(cpu0, cpu_snapshot(cpu_of))
-    if "error" in outcome:
-        raise BenchError(f"load simulation failed: {outcome['error']!r}")
-    sim_result = outcome["sim"]
-    return FreshnessResult(
-        latencies, sent, failures, sim_result.events, sim_result.messages,
-        sim_result.elapsed_s, cpu,
-    )
-
-
-def page_profile_ids(r: Any, prefix: str) -> list[str]:
-    """Profile ids that have a materialized page in Redis (default pages excluded)."""
-    from features.keys import page_key
-
-    head = page_key(prefix, "")
-    out = []
-    for k in r.scan_iter(match=head + "*", count=1000):
-        pid = k.decode()[len(head):]
-        if not pid.startswith("__default__"):
-            out.append(pid)
-    return sorted(out)
-
-
-@dataclass
-class ServeResult:
-    """Serving under concurrent load."""
-
-    latencies_ms: list[float]
-    errors: int
-    elapsed_s: float
-    statuses: dict[int, int]
-
-
-async def drive_serving(base_url: str, profile_ids: Sequence[str], *, concurrency: int,
-                        seconds: float, unknown_share: float, seed: int) -> ServeResult:
-    """``concurrency`` clients loop GET /v1/homepage/{pid}?country=US for ``seconds``."""
-    import aiohttp
-
-    rng = random.Random(seed)
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
-    errors = 0
-
-    async def client(session: aiohttp.ClientSession, deadline: float) -> None:
-        nonlocal errors
-        n = 0
-        while time.perf_counter() < deadline:
-            if rng.random() < unknown_share:
-                pid = f"bench-unknown-{rng.randrange(1_000_000)}"
-            else:
-                pid = rng.choice(profile_ids)
-            t0 = time.perf_counter()
-            try:
-                async with session.get(f"{base_url}/v1/homepage/{pid}?country=US") as resp:
-                    await resp.read()
-                    status = resp.status
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                status = -1
-                if errors < 5:
-                    log.warning("  request failed: %r", exc)
-            latencies.append((time.perf_counter() - t0) * 1000)
-            statuses[status] = statuses.get(status, 0) + 1
-            if status != 200:
-                errors += 1
-            n += 1
-
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        t0 = time.perf_counter()
-        deadline = t0 + seconds
-        await asyncio.gather(*(client(session, deadline) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - t0
-    return ServeResult(latencies, errors, elapsed, statuses)
-
-
-def redis_get_latencies(r: Any, keys: Sequence[str], n: int, seed: int) -> list[float]:
-    """``n`` sequential GETs of random ``keys``; latency of each in ms."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        k = rng.choice(keys)
-        t0 = time.perf_counter()
-        r.get(k)
-        out.append((time.perf_counter() - t0) * 1000)
-    return out
-
-
-def reset_pipeline_state(r: Any, prefix: str, keep_models: bool = False) -> int:
-    """Delete every key of the pipeline under ``prefix`` but the catalog's (profiles, pages,
-    trending, counters, checkpoints): the next run starts from the same state as the first.
-    ``keep_models`` keeps the model snapshot (a learner resumes after the records the
-    snapshot covers; without it a new learner would learn earlier runs' records again).
-    Returns the keys deleted."""
-    from features.keys import catalog_key, catalog_version_key, checkpoint_key
-
-    keep = {catalog_key(prefix).encode(), catalog_version_key(prefix).encode()}
-    models = checkpoint_key(prefix, "").encode()
-    doomed = [k for k in r.scan_iter(match=prefix + "*", count=1000)
-              if k not in keep and not (keep_models and k.startswith(models))]
-    for i in range(0, len(doomed), 1000):
-        r.delete(*doomed[i: i + 1000])
-    return len(doomed)
-
-
-def redis_commands(r: Any) -> int:
-    """Commands Redis has processed so far (each command of a pipeline or MULTI counts)."""
-    return int(r.info("stats")["total_commands_processed"])
-
-
+# -- phases 3 and 4: drains with 1..N workers, freshness --------------------------------------
 def _start_workers(running: contextlib.ExitStack, env: Mapping[str, str], n: int,
                    data_dir: str, profile: Path | None, learner: bool = False
                    ) -> dict[str, Child]:

@@ -1,0 +1,313 @@
+"""The bench's phases as building blocks: load the catalog, produce and raw-consume the
+backlog, let workers drain it, probe freshness under load, and the state reset between runs
+(real broker, Redis and child processes; :mod:`bench.run` strings them together)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.stats import CpuProbes, cpu_delta, cpu_snapshot, drain_rate
+from homestream.stack.process import Child, wait_for
+
+log = logging.getLogger("bench")
+
+BACKLOG_BATCH_EVENTS = 20
+
+
+class BenchError(RuntimeError):
+    """A phase could not complete; the text says which and where the logs are."""
+
+
+@contextlib.contextmanager
+def child(module: str, env: dict[str, str], python_args: Sequence[str] = ()
+          ) -> Iterator[Child]:
+    """Run ``python [python_args] -m module`` for the ``with`` block (a
+    :class:`~homestream.stack.process.Child` logging to a temp file); always stopped."""
+    c = Child([sys.executable, *python_args, "-m", module], name=f"bench-{module}", env=env)
+    log.info("started %s (pid %d), log %s", module, c.pid, c.log_path)
+    try:
+        yield c
+    except BaseException:
+        log.error("%s log: %s", module, c.log_path)
+        raise
+    finally:
+        c.stop()
+
+
+def counters(r: Any, prefix: str) -> dict[str, int]:
+    """The worker's counters (``stats`` hash) as ints."""
+    from features.keys import stats_key
+
+    return {k.decode(): int(v) for k, v in r.hgetall(stats_key(prefix)).items()}
+
+
+def load_catalog(settings: Any, env: dict[str, str], titles: Sequence[Any], r: Any) -> float:
+    """Publish the catalog and let a worker store it in Redis; return the seconds it took.
+
+    That worker is stopped again before the backlog is produced, so the measured worker
+    starts with the catalog in place and the whole backlog in front of it.
+    """
+    from features.keys import catalog_key
+    from homestream.player.simulator import publish_catalog
+
+    t0 = time.monotonic()
+    publish_catalog(settings, titles)
+    with child("streams.worker", env) as worker:
+        wait_for(lambda: r.hlen(catalog_key(settings.key_prefix)) >= len(titles), 120,
+                 f"{len(titles)} catalog titles in Redis", watch=[worker])
+    return time.monotonic() - t0
+
+
+def produce_backlog(settings: Any, sim: Any, n_events: int) -> tuple[int, int, float]:
+    """Produce ``n_events`` simulated events (event time six hours ago onwards); return
+    ``(events, messages, seconds)``."""
+    from homestream.player.producer import PlayerProducer
+
+    start_ms = int(time.time() * 1000) - 6 * 3600 * 1000
+    t0 = time.monotonic()
+    n = 0
+    with PlayerProducer(settings, max_batch_events=BACKLOG_BATCH_EVENTS) as producer:
+        for ev in sim.events_stream(n_events, start_ms):
+            producer.send(ev)
+            n += 1
+            if n % 5000 == 0:
+                producer.poll(0)
+        producer.flush()
+        messages = producer.produced
+        delivered = producer.delivered_events
+    if delivered != n:
+        raise BenchError(f"backlog: {delivered} of {n} events delivered")
+    return n, messages, time.monotonic() - t0
+
+
+def raw_consume(settings: Any, topic: str, expect_messages: int,
+                timeout_s: float = 120.0) -> tuple[int, int, float]:
+    """Read ``expect_messages`` messages from offset 0 of every partition (assigned, no
+    group join) and decode each; return ``(messages, events, seconds)``, the time running
+    from the first message received to the last one decoded."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from topics.codec import default_codec
+
+    codec = default_codec()
+    c = Consumer({
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    })
+    try:
+        md = c.list_topics(topic, timeout=10)
+        c.assign([TopicPartition(topic, p, 0) for p in md.topics[topic].partitions])
+        messages = events = 0
+        t_first: float | None = None
+        deadline = time.monotonic() + timeout_s
+        while messages < expect_messages:
+            if time.monotonic() > deadline:
+                raise BenchError(f"raw consume: {messages} of {expect_messages} messages "
+                                 f"after {timeout_s:.0f}s")
+            batch = c.consume(1000, 0.5)
+            if batch and t_first is None:
+                t_first = time.monotonic()
+            for m in batch:
+                if m.error():
+                    continue
+                events += len(codec.decode_raw_events(m.value()))
+                messages += 1
+        elapsed = time.monotonic() - (t_first or time.monotonic())
+    finally:
+        c.close()
+    return messages, events, elapsed
+
+
+@dataclass
+class DrainResult:
+    """What the measured worker did with the backlog."""
+
+    events_per_s: float | None
+    measured_s: float
+    until_first_applied_s: float
+    total_s: float
+    counters: dict[str, int]
+    cpu_s: dict[str, float | None]
+
+
+def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: int,
+                  timeout_s: float, cpu_of: CpuProbes) -> DrainResult:
+    """Poll the workers' counters until they applied ``expect_events`` events."""
+    t_start = time.monotonic()
+    cpu0 = cpu_snapshot(cpu_of)
+    samples: list[tuple[float, int]] = []
+    last_log = t_start
+    while True:
+        now = time.monotonic()
+        applied = counters(r, prefix).get("events_applied", 0)
+        samples.append((now, applied))
+        if applied >= expect_events:
+            break
+        for w in workers:
+            w.check_alive()
+        if now - t_start > timeout_s:
+            logs = ", ".join(str(w.log_path) for w in workers)
+            raise BenchError(f"workers applied {applied} of {expect_events} backlog events in "
+                             f"{timeout_s:.0f}s; logs: {logs}")
+        if now - last_log >= 5:
+            log.info("  worker applied %d / %d events", applied, expect_events)
+            last_log = now
+        time.sleep(0.02)
+    cpu = cpu_delta(cpu0, cpu_snapshot(cpu_of))
+    eps, measured = drain_rate(samples)
+    first = next(t for t, n in samples if n > 0)
+    return DrainResult(
+        events_per_s=eps, measured_s=measured, until_first_applied_s=first - t_start,
+        total_s=samples[-1][0] - t_start, counters=counters(r, prefix),
+        cpu_s=cpu,
+    )
+
+
+@dataclass
+class FreshnessResult:
+    """Freshness probes under load."""
+
+    latencies_ms: list[float]
+    sent: int
+    failures: int
+    load_events: int
+    load_messages: int
+    load_elapsed_s: float
+    cpu_s: dict[str, float | None]
+
+
+def probe_freshness(settings: Any, sim: Any, title: Any, r: Any, worker: Child, *,
+                    load_eps: float, load_seconds: float, interval_s: float,
+                    timeout_s: float, cpu_of: CpuProbes) -> FreshnessResult:
+    """Run the simulated load in a thread and probe page freshness meanwhile.
+
+    A probe is one Play (``start``) of a new profile, stamped with the wall clock, sent and
+    flushed at once. Probes go out every ``interval_s`` whether or not earlier ones are
+    answered; every ~5 ms the pages of the probes still open are read with one ``MGET``.
+    Probing stops a second before the load does, so every probe is answered under load.
+    """
+    import orjson
+
+    from features.keys import page_key
+    from homestream.player.producer import PlayerProducer
+    from homestream.player.simulator import run_simulation
+    from topics.models import Play
+
+    outcome: dict[str, Any] = {}
+
+    def load() -> None:
+        try:
+            with PlayerProducer(settings, max_batch_events=BACKLOG_BATCH_EVENTS) as producer:
+                outcome["sim"] = run_simulation(producer, sim, realtime=True,
+                                                rate_eps=load_eps, duration_s=load_seconds)
+        except BaseException as exc:  # reported by the main thread
+            outcome["error"] = exc
+
+    cpu0 = cpu_snapshot(cpu_of)
+    t_load = time.monotonic()
+    thread = threading.Thread(target=load, name="bench-load", daemon=True)
+    thread.start()
+    warmup = min(1.0, load_seconds / 4)
+    time.sleep(warmup)  # let the load reach its rate first
+    stop_probing = t_load + max(load_seconds - 1.0, warmup + interval_s)
+    run_id = uuid.uuid4().hex[:6]
+    latencies: list[float] = []
+    pending: dict[str, tuple[int, float]] = {}  # page key -> (event ts ms, deadline)
+    sent = failures = 0
+    next_at = time.monotonic()
+    with PlayerProducer(settings, max_batch_events=1) as probes:
+        while pending or (thread.is_alive() and time.monotonic() < stop_probing):
+            now = time.monotonic()
+            if now >= next_at and thread.is_alive() and now < stop_probing:
+                pid = f"bench-probe-{run_id}-{sent:05d}"
+                ts = int(time.time() * 1000)
+                probes.send(Play(event_id=uuid.uuid4().hex, profile_id=pid, event_ts_ms=ts,
+                                 title_id=title.title_id, action="start", position_s=0.0,
+                                 duration_s=title.duration_s, device="tv", country="US"))
+                probes.flush(10)
+                pending[page_key(settings.key_prefix, pid)] = (ts, now + timeout_s)
+                sent += 1
+                next_at = max(next_at + interval_s, now)
+            if pending:
+                keys = list(pending)
+                raws = r.mget(keys)
+                seen_ms = time.time() * 1000
+                for key, raw in zip(keys, raws, strict=True):
+                    ts, deadline = pending[key]
+                    if raw is not None and \
+                            (orjson.loads(raw).get("as_of_event_ts_ms") or 0) >= ts:
+                        latencies.append(seen_ms - ts)
+                        del pending[key]
+                    elif time.monotonic() > deadline:
+                        failures += 1
+                        del pending[key]
+                        log.warning("  probe %s not in its page after %.0fs", key, timeout_s)
+                        worker.check_alive()
+            time.sleep(0.005)
+    thread.join()
+    cpu = cpu_delta(cpu0, cpu_snapshot(cpu_of))
+    if "error" in outcome:
+        raise BenchError(f"load simulation failed: {outcome['error']!r}")
+    sim_result = outcome["sim"]
+    return FreshnessResult(
+        latencies, sent, failures, sim_result.events, sim_result.messages,
+        sim_result.elapsed_s, cpu,
+    )
+
+
+def page_profile_ids(r: Any, prefix: str) -> list[str]:
+    """Profile ids that have a materialized page in Redis (default pages excluded)."""
+    from features.keys import page_key
+
+    head = page_key(prefix, "")
+    out = []
+    for k in r.scan_iter(match=head + "*", count=1000):
+        pid = k.decode()[len(head):]
+        if not pid.startswith("__default__"):
+            out.append(pid)
+    return sorted(out)
+
+
+def redis_get_latencies(r: Any, keys: Sequence[str], n: int, seed: int) -> list[float]:
+    """``n`` sequential GETs of random ``keys``; latency of each in ms."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        k = rng.choice(keys)
+        t0 = time.perf_counter()
+        r.get(k)
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def reset_pipeline_state(r: Any, prefix: str, keep_models: bool = False) -> int:
+    """Delete every key of the pipeline under ``prefix`` but the catalog's (profiles, pages,
+    trending, counters, checkpoints): the next run starts from the same state as the first.
+    ``keep_models`` keeps the model snapshot (a learner resumes after the records the
+    snapshot covers; without it a new learner would learn earlier runs' records again).
+    Returns the keys deleted."""
+    from features.keys import catalog_key, catalog_version_key, checkpoint_key
+
+    keep = {catalog_key(prefix).encode(), catalog_version_key(prefix).encode()}
+    models = checkpoint_key(prefix, "").encode()
+    doomed = [k for k in r.scan_iter(match=prefix + "*", count=1000)
+              if k not in keep and not (keep_models and k.startswith(models))]
+    for i in range(0, len(doomed), 1000):
+        r.delete(*doomed[i: i + 1000])
+    return len(doomed)
+
+
+def redis_commands(r: Any) -> int:
+    """Commands Redis has processed so far (each command of a pipeline or MULTI counts)."""
+    return int(r.info("stats")["total_commands_processed"])
