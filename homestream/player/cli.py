@@ -136,7 +136,8 @@ def _produce_line(producer: PlayerProducer, n: int, line: str) -> bool:
     except InvalidEvent as exc:
         print(f"line {n}: {exc}", file=sys.stderr)
         return False
-    log.debug("line %d: accepted event %s", n, data.get("event_id"))
+    log.debug("line %d: accepted event %s", n, data.get("event_id"),
+              extra={"event_id": data.get("event_id"), "profile_id": data.get("profile_id")})
     producer.poll(0)
     return True
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,7 +231,8 @@ def publish_records(settings: Settings, kind: Kind, records: Sequence[Record], *
     producer = Producer(librdkafka_config(settings, {
         "client.id": f"homestream-{kind}-loader", "enable.idempotence": True, "acks": "all",
         "linger.ms": settings.producer_linger_ms,
-        "delivery.timeout.ms": settings.producer_delivery_timeout_ms}))
+        "delivery.timeout.ms": settings.producer_delivery_timeout_ms,
+        "logger": logging.getLogger(f"{__name__}.librdkafka")}))
     failures: list[DeliveryFailure] = []
     delivered: set[str] = set()
 

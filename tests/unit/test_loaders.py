@@ -148,3 +148,18 @@ def test_docker_compose_loads_the_example_files_with_commands_the_cli_knows() ->
         assert not read_records(root / args.file, args.kind).errors
         loaded.append(args.kind)
     assert loaded == ["catalog", "profiles"]
+
+
+def test_records_the_broker_never_took_are_named(tmp_path: Path) -> None:
+    """A real client with nowhere to deliver: every id comes back in the error."""
+    from homestream.player.loaders import publish_records
+    from homestream.player.producer import ProducerError
+    from homestream.settings import Settings
+
+    loaded = read_records(write_lines(tmp_path / "c.jsonl", [title("t1"), title("t2")]),
+                          "catalog")
+    settings = Settings(bootstrap_servers="127.0.0.1:1", producer_delivery_timeout_ms=1000)
+    with pytest.raises(ProducerError) as err:
+        publish_records(settings, "catalog", loaded.records, timeout_s=10)
+    named = {f.key for f in err.value.failures} | set(err.value.undelivered_event_ids)
+    assert named == {"t1", "t2"}
