@@ -19,30 +19,44 @@ b'\\xc3\\x01'
 True
 >>> codec.decode_events(codec.encode_batch("p1", [play, play])) == [play, play]
 True
+
+Schemas evolve by Avro's rules. ``topics/schemas/<Name>/v<N>.avsc`` holds every released
+version of each schema and ``topics/schemas/releases.json`` lists the releases in order; the
+codec encodes with the last release and decodes a body written by any release into the
+current (reader) schema with Avro schema resolution, so players and consumers on the
+previous version keep working while others move on. :mod:`topics.compat` checks that each
+version can be read by the one before and after it.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import fastavro
-from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+from fastavro.schema import (
+    expand_schema,
+    fingerprint,
+    parse_schema,
+    to_parsing_canonical_form,
+)
 from pydantic import BaseModel, ValidationError
 
 from topics.models import EVENT_MODELS, DeadLetter, Event, Profile, Title
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
+RELEASES_FILE = "releases.json"
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
 # Order matters: named types must be parsed before the schemas that reference them.
-SCHEMA_FILES = (
-    "play", "impression", "scroll", "click", "feedback", "search",
-    "event_batch", "title", "dead_letter", "profile", "page_update", "model_update",
+SCHEMA_ORDER = (
+    "Play", "Impression", "Scroll", "Click", "Feedback", "Search",
+    "EventBatch", "Title", "DeadLetter", "Profile", "PageUpdate", "ModelUpdate",
 )
 BATCH_SCHEMA = "homestream.EventBatch"
 
@@ -51,30 +65,92 @@ class DecodeError(ValueError):
     """A message that cannot be turned into valid events; the text says why."""
 
 
+@dataclass(frozen=True)
+class SchemaVersion:
+    """One released wire form of a schema: what a writer of that release put on the wire.
+
+    ``version`` counts the schema's distinct fingerprints in release order, so a schema that
+    references a changed type (EventBatch holds every event) gets a new version from the
+    same file; ``file`` names the ``.avsc`` it was parsed from.
+    """
+
+    name: str
+    version: int
+    release: int
+    file: str
+    fingerprint: bytes
+    schema: Any = field(repr=False, compare=False)
+
+
+def schema_fingerprint(parsed: Any, expand: bool = True) -> bytes:
+    """The CRC-64-AVRO fingerprint of a parsed schema, little endian as in messages.
+
+    With ``expand`` (the Avro specification's form) the named types the schema references
+    from other files are written out, so EventBatch changes fingerprint when an event
+    changes; without it they stay references by name, the form release 1 was written with.
+    The two agree for every schema that references no other file.
+    """
+    canonical = to_parsing_canonical_form(expand_schema(parsed) if expand else parsed)
+    return int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
+
+
+def load_history(schema_dir: Path = SCHEMA_DIR) -> dict[str, list[SchemaVersion]]:
+    """Every released version of every schema, oldest first, keyed by full name.
+
+    A new version starts when a schema's expanded form changes. Versions of release 1 keep
+    the fingerprint they were released with (references by name) so messages written then
+    still decode; later versions are fingerprinted in the expanded form.
+    """
+    releases = json.loads((schema_dir / RELEASES_FILE).read_text())["releases"]
+    files: dict[str, int] = {}
+    history: dict[str, list[SchemaVersion]] = {}
+    expanded: dict[str, bytes] = {}
+    for release in releases:
+        files.update(release["changes"])
+        unknown = set(files) - set(SCHEMA_ORDER)
+        if unknown:
+            raise ValueError(f"release {release['release']} names unknown schemas {unknown}")
+        named: dict[str, Any] = {}
+        for stem in SCHEMA_ORDER:
+            rel_path = f"{stem}/v{files[stem]}.avsc"
+            parsed = parse_schema(json.loads((schema_dir / rel_path).read_text()),
+                                  named_schemas=named)
+            name, form = parsed["name"], schema_fingerprint(parsed)
+            if expanded.get(name) == form:
+                continue
+            expanded[name] = form
+            versions = history.setdefault(name, [])
+            wire = schema_fingerprint(parsed, expand=False) if not versions else form
+            versions.append(SchemaVersion(name, len(versions) + 1, int(release["release"]),
+                                          rel_path, wire, parsed))
+    return history
+
+
 class AvroCodec:
-    """Encodes models to single-object Avro and decodes by fingerprint.
+    """Encodes models to single-object Avro with the current schemas and decodes any
+    released version by fingerprint, resolved into the current schema.
 
     Parameters
     ----------
     schema_dir
-        Folder holding the ``.avsc`` files.
+        Folder holding ``releases.json`` and the ``<Name>/v<N>.avsc`` files.
     """
 
     def __init__(self, schema_dir: Path = SCHEMA_DIR) -> None:
         self.schema_dir = schema_dir
-        named: dict[str, Any] = {}
+        self.history = load_history(schema_dir)
         self._schemas: dict[str, Any] = {}
         self._headers: dict[str, bytes] = {}
-        self._by_fingerprint: dict[bytes, str] = {}
-        for stem in SCHEMA_FILES:
-            raw = json.loads((schema_dir / f"{stem}.avsc").read_text())
-            parsed = parse_schema(raw, named_schemas=named)
-            name = parsed["name"]
-            canonical = to_parsing_canonical_form(parsed)
-            fp = int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
-            self._schemas[name] = parsed
-            self._headers[name] = MAGIC + fp
-            self._by_fingerprint[fp] = name
+        # fingerprint -> (name, writer schema); the writer is None for the current version,
+        # which is read without resolution (the fast path).
+        self._by_fingerprint: dict[bytes, tuple[str, Any]] = {}
+        for name, versions in self.history.items():
+            current = versions[-1]
+            self._schemas[name] = current.schema
+            self._headers[name] = MAGIC + current.fingerprint
+            for v in versions:
+                self._by_fingerprint[v.fingerprint] = (
+                    name, None if v is current else v.schema)
 
     @property
     def schema_names(self) -> list[str]:
@@ -86,8 +162,16 @@ class AvroCodec:
         return self._schemas[name]
 
     def fingerprint_hex(self, name: str) -> str:
-        """The schema's fingerprint as written in messages, in hex."""
+        """The current version's fingerprint as written in messages, in hex."""
         return self._headers[name][2:].hex()
+
+    def encode_version(self, version: SchemaVersion, record: dict[str, Any]) -> bytes:
+        """Encode ``record`` with an older released version, as a player or service still
+        on that version does (for tests and migration tools)."""
+        buf = io.BytesIO()
+        buf.write(MAGIC + version.fingerprint)
+        fastavro.schemaless_writer(buf, version.schema, record)
+        return buf.getvalue()
 
     # -- encoding ---------------------------------------------------------------------------
     def encode(self, schema_name: str, record: dict[str, Any]) -> bytes:
@@ -132,13 +216,15 @@ class AvroCodec:
         if len(data) < HEADER_LEN or data[:2] != MAGIC:
             raise DecodeError("not Avro single-object encoding (missing C3 01 header)")
         fp = bytes(data[2:HEADER_LEN])
-        name = self._by_fingerprint.get(fp)
-        if name is None:
+        known = self._by_fingerprint.get(fp)
+        if known is None:
             raise DecodeError(f"unknown schema fingerprint {fp.hex()}")
+        name, writer = known
+        reader = self._schemas[name]
         try:
             record = fastavro.schemaless_reader(
-                io.BytesIO(data[HEADER_LEN:]), self._schemas[name], None,
-                return_record_name=True,
+                io.BytesIO(data[HEADER_LEN:]), writer or reader,
+                None if writer is None else reader, return_record_name=True,
             )
         except Exception as exc:  # fastavro raises many types for truncated/corrupt bodies
             raise DecodeError(f"corrupt {name} body: {type(exc).__name__}: {exc}") from exc
@@ -190,6 +276,7 @@ class AvroCodec:
             "country": page["country"],
             "generated_at_ms": int(page["generated_at_ms"]),
             "as_of_event_ts_ms": int(page["as_of_event_ts_ms"] or 0),
+            "kids": bool(page.get("kids", False)),
             "rows": [{"row_id": r["row_id"], "kind": r["kind"], "title": r["title"],
                       "explanation": r["explanation"], "utility": float(r.get("utility", 0.0)),
                       "items": [{"title_id": i["title_id"], "artwork_id": i["artwork_id"],
@@ -229,8 +316,3 @@ def default_codec() -> AvroCodec:
     """A process-wide codec over the packaged schemas (built on first use, not at import)."""
     return AvroCodec()
 
-
-def iter_schema_docs(codec: AvroCodec) -> Iterable[tuple[str, str]]:
-    """``(name, fingerprint)`` pairs for documentation."""
-    for name in codec.schema_names:
-        yield name, codec.fingerprint_hex(name)

@@ -50,6 +50,7 @@ class Play(Event):
     device: str = "unknown"
     country: Country = "ZZ"
     session_id: str | None = None
+    app_version: str = Field("", max_length=64)
 
     @model_validator(mode="after")
     def _position_within_duration(self) -> Play:
