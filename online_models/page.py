@@ -29,6 +29,7 @@ import datetime as dt
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, NotRequired, TypedDict
 
 import numpy as np
@@ -344,6 +345,7 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
         return sum(1 for t, _ in c.ranked if t not in used) < min_items
 
     left = [c for c in cands if c.ranked]  # the first row may be short (a tiny catalog)
+    order = {id(c): i for i, c in enumerate(cands)}  # ties go to the earlier candidate
     chosen: list[CandidateRow] = []
     max_sim = {id(c): 0.0 for c in left}
     used: set[str] = set()
@@ -352,7 +354,7 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
         missing = {c.kind for c in left if c.kind in required} - taken_kinds
         pool = ([c for c in left if c.kind in missing]
                 if missing and max_rows - len(chosen) <= len(missing) else left)
-        best = max(pool, key=lambda c: (c.utility - penalty * max_sim[id(c)], -cands.index(c)))
+        best = max(pool, key=lambda c: (c.utility - penalty * max_sim[id(c)], -order[id(c)]))
         best.adjusted_utility = best.utility - penalty * max_sim[id(best)]
         chosen.append(best)
         left.remove(best)
@@ -363,8 +365,10 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
                 left = [c for c in left if not too_short(c, used)]
             for c in left:
                 if c.rels is not None:
-                    head = [r for (t, _), r in zip(c.ranked, c.rels, strict=True)
-                            if t not in used][:UTILITY_DEPTH]
+                    # the first UTILITY_DEPTH titles not shown yet (stops once found)
+                    pairs = zip(c.ranked, c.rels, strict=True)
+                    head = list(islice((r for (t, _), r in pairs if t not in used),
+                                       UTILITY_DEPTH))
                     # never up: a row not sorted by relevance (Top 10) can lose weak titles
                     c.utility = min(c.utility, round(c.weight * sum(head) / len(head), 6)
                                     if head else 0.0)
