@@ -26,8 +26,7 @@ Passes (keys ``serve_<pass>_rps``, ``_p50_ms``, ``_p99_ms``, ``_errors``, ``_rat
 ``python -m bench.serving`` stands up Tansu and Redis, lets a worker store a catalog and
 materialize pages from a small backlog, then runs the passes and prints one JSON line; it exits
 non-zero when a target (``--min-serve-ratio``, ``--max-serve-p99-ratio``) is missed or a
-request was not answered with 200. ``python -m bench.serving floor`` runs only the floor
-server (configured by the ``HOMESTREAM_`` environment).
+request was not answered with 200. The floor server is :mod:`bench.floor`.
 """
 
 from __future__ import annotations
@@ -281,59 +280,6 @@ def run_wrk(url: str, requests: Sequence[tuple[str, str | None]], load: Load,
         os.unlink(script)
 
 
-# -- the floor server ---------------------------------------------------------------------
-def floor_app(redis_url: str, prefix: str, max_connections: int) -> Any:
-    """The floor: ``GET /v1/homepage/{profile_id}`` returns the stored page bytes (404
-    without one); ``GET /healthz``. Nothing else."""
-    import redis.asyncio as aioredis
-    from aiohttp import web
-
-    from features.keys import page_key
-
-    async def homepage(request: web.Request) -> web.Response:
-        raw = await request.app["redis"].get(page_key(prefix, request.match_info["profile_id"]))
-        if raw is None:
-            return web.Response(status=404)
-        return web.Response(body=raw, content_type="application/json")
-
-    async def healthz(_request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def pool(app: web.Application) -> Any:
-        app["redis"] = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-            redis_url, max_connections=max_connections))
-        yield
-        await app["redis"].aclose()
-
-    app = web.Application()
-    app.cleanup_ctx.append(pool)
-    app.router.add_get("/v1/homepage/{profile_id}", homepage)
-    app.router.add_get("/healthz", healthz)
-    return app
-
-
-def serve_floor(settings: Any) -> None:
-    """One floor process (serves until SIGTERM)."""
-    from aiohttp import web
-
-    web.run_app(floor_app(settings.redis_url, settings.key_prefix,
-                          settings.redis_max_connections),
-                host=settings.http_host, port=settings.http_port,
-                reuse_port=settings.http_workers > 1 or None, print=None, access_log=None)
-
-
-def run_floor() -> None:
-    """Serve the floor on ``HOMESTREAM_HTTP_HOST:PORT`` with ``HOMESTREAM_HTTP_WORKERS``
-    processes (the same process model as the real server)."""
-    import functools
-
-    from homestream.settings import load_settings
-    from serving.processes import serve_processes
-
-    settings = load_settings()
-    serve_processes(functools.partial(serve_floor, settings), settings.http_workers)
-
-
 # -- the passes ---------------------------------------------------------------------------
 @dataclass
 class ServeContext:
@@ -395,7 +341,7 @@ def measure_serving(ctx: ServeContext, load: Load, workers: int, seed: int = 7) 
 
     def floor(n: int) -> dict[str, Any]:
         port = free_port()
-        with server(["-m", "bench.serving", "floor"], _env(ctx, port, n), port) as proc:
+        with server(["-m", "bench.floor"], _env(ctx, port, n), port) as proc:
             res = run_wrk(f"http://127.0.0.1:{port}", reqs["home"], load, proc.pid)
         name = "floor" if n == 1 else "floor_n"
         result.update({f"serve_{name}_{k}": res[k] for k in (
@@ -465,7 +411,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(prog="python -m bench.serving",
                                 description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("command", nargs="?", choices=("run", "floor"), default="run")
     p.add_argument("--events", type=positive_int, default=30_000, help="backlog events")
     p.add_argument("--titles", type=positive_int, default=500)
     p.add_argument("--profiles", type=positive_int, default=2000)
@@ -541,13 +486,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bench.serving [run|floor]``."""
+    """``python -m bench.serving``: every pass; the JSON line; the exit code."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "floor":
-        run_floor()
-        return 0
     try:
         with contextlib.redirect_stdout(sys.stderr):
             result = run(args)

@@ -10,7 +10,8 @@ import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from bench.serving import Load, floor_app, run_wrk
+from bench.floor import floor_app
+from bench.serving import Load, run_wrk
 from features import keys
 from features.store import RedisStore
 from homestream.settings import Settings

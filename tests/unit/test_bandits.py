@@ -388,7 +388,7 @@ def test_simulation_contextual_beats_non_contextual_beats_or_ties_uniform() -> N
 
 
 # -- one vectorized step for a whole page -------------------------------------------------------
-def _trained(name: str, seed: int) -> ArtworkPolicy:
+def _learned_policy(name: str, seed: int) -> ArtworkPolicy:
     rng = random.Random(seed)
     tags = ["comedy", "romance", "cast", "scenic", "action"]
     policy = make_policy(name, seed=seed)
@@ -403,7 +403,7 @@ def _trained(name: str, seed: int) -> ArtworkPolicy:
 
 @pytest.mark.parametrize("name", sorted(POLICIES))
 def test_propensities_of_a_whole_page_equal_the_per_title_ones(name: str) -> None:
-    policy = _trained(name, seed=5)
+    policy = _learned_policy(name, seed=5)
     rng = random.Random(11)
     tags = ["comedy", "romance", "cast", "scenic", "action", "dark"]
     for _ in range(8):
