@@ -16,6 +16,7 @@ Examples::
     homestream simulate --profiles 50 --sessions 200
     homestream simulate --profiles 20 --duration 60 --rate 50 --realtime
     homestream dead-letters --max 20
+    homestream schemas check
 """
 
 from __future__ import annotations
@@ -292,6 +293,17 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if run is None else _exit_code(run(settings))
 
 
+def cmd_schemas_check(args: argparse.Namespace, settings: Settings) -> int:
+    """Check every schema version against the one before it (``topics.compat``); 1 if any
+    change would strand players or consumers on the previous version."""
+    from topics.codec import load_history
+    from topics.compat import check_history, format_report
+    history = load_history()
+    problems = check_history(history)
+    print(format_report(history, problems), file=sys.stderr if problems else sys.stdout)
+    return 1 if problems else 0
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     """Run the home-page HTTP server (``serving.app.run``)."""
     run = _entrypoint("serving.app", "run")
@@ -401,6 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--timeout", type=positive_float, default=10.0,
                       help="give up reading to the end of the topic after S seconds")
     dead.set_defaults(handler=cmd_dead_letters)
+
+    schemas = sub.add_parser("schemas", help="schema tools")
+    schemas.add_subparsers(dest="schemas_command", required=True, metavar="ACTION").add_parser(
+        "check", help="check each schema version is compatible with the one before"
+    ).set_defaults(handler=cmd_schemas_check)
 
     sub.add_parser("worker", help="run the stream worker").set_defaults(handler=cmd_worker)
     sub.add_parser("serve", help="run the home-page API").set_defaults(handler=cmd_serve)
