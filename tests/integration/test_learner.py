@@ -121,8 +121,11 @@ def test_a_title_co_watched_on_one_worker_is_recommended_on_the_other(
                 child.stop()
 
 
+@pytest.mark.parametrize("standby", [False, True], ids=["restarted", "hot-standby"])
 def test_a_learner_killed_mid_stream_learns_every_item_exactly_once(
-        settings: Settings) -> None:
+        settings: Settings, standby: bool) -> None:
+    """SIGKILL the learner mid-stream; then a new learner starts, or a standby replica that
+    was waiting in the learner's group takes the partition over."""
     settings = settings.model_copy(update={"partitions": 4})
     ensure_topics(settings)
     publish_catalog(settings, make_titles(30))
@@ -131,6 +134,9 @@ def test_a_learner_killed_mid_stream_learns_every_item_exactly_once(
     restarted = None
     try:
         wait_for_catalog(settings, 30, timeout_s=60)
+        if standby:  # joins the group now; it takes the partition when the first one dies
+            restarted = start_learner(settings)
+            time.sleep(settings.session_timeout_s)
         base = int(time.time() * 1000)
         # 200 members watch 10 titles each: every event is a new watch (items to learn)
         events = [watch(f"p{i % 200}", f"t{i // 200}", base + i) for i in range(2000)]
@@ -155,7 +161,8 @@ def test_a_learner_killed_mid_stream_learns_every_item_exactly_once(
         learner.kill()  # SIGKILL: whatever it learned since its last snapshot is in memory
         feeder.join()
         before = learner_meta(settings)
-        restarted = start_learner(settings)
+        if not standby:
+            restarted = start_learner(settings)
         wait_until(lambda: counters(settings).get("events_applied", 0) >= 2000, 90,
                    interval_s=0.2, what="all events applied")
         sent = counters(settings)["learning_items"]
