@@ -102,7 +102,10 @@ class _Walker:
             for branch in writer:
                 self.check(branch, reader, path)
         elif rk == "union":
-            if not any(not self.resolve(writer, b, path) for b in reader):
+            same = self.branch_named(writer, reader)
+            if same is not None:  # a named type resolves to the branch of the same name
+                self.check(writer, same, path)
+            elif not any(not self.resolve(writer, b, path) for b in reader):
                 self.problems.append((path, f"writer type {_describe(writer)} matches no "
                                             f"branch of the reader's union"))
         elif wk in PRIMITIVES or rk in PRIMITIVES:
@@ -115,6 +118,16 @@ class _Walker:
                                         f"{_describe(reader)}"))
         else:
             self.check_complex(wk, writer, reader, path)
+
+    def branch_named(self, writer: Any, union: list[Any]) -> Any:
+        """The reader union's branch with the writer's name (None for unnamed writers)."""
+        if not (isinstance(writer, dict) and "name" in writer):
+            return None
+        for branch in union:
+            b = self.deref(branch, self.reader_names)
+            if isinstance(b, dict) and _short(b.get("name", "")) == _short(writer["name"]):
+                return b
+        return None
 
     def check_complex(self, kind: str, writer: Any, reader: Any, path: str) -> None:
         if kind == "record":
