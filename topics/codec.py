@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -134,23 +134,35 @@ class AvroCodec:
     ----------
     schema_dir
         Folder holding ``releases.json`` and the ``<Name>/v<N>.avsc`` files.
+    reader_versions
+        Decode these schemas into an older version (``{"homestream.PageUpdate": 1}``): for
+        a consumer whose code was written for that version. It still needs the writer's
+        schema, which the history in ``schema_dir`` provides. Encoding is unaffected.
     """
 
-    def __init__(self, schema_dir: Path = SCHEMA_DIR) -> None:
+    def __init__(self, schema_dir: Path = SCHEMA_DIR,
+                 reader_versions: Mapping[str, int] | None = None) -> None:
         self.schema_dir = schema_dir
         self.history = load_history(schema_dir)
+        pins = dict(reader_versions or {})
+        for name, n in pins.items():
+            if not 1 <= n <= len(self.history.get(name, ())):
+                raise ValueError(f"no version {n} of schema {name!r} to read with")
         self._schemas: dict[str, Any] = {}
+        self._readers: dict[str, Any] = {}
         self._headers: dict[str, bytes] = {}
-        # fingerprint -> (name, writer schema); the writer is None for the current version,
-        # which is read without resolution (the fast path).
+        # fingerprint -> (name, writer schema); the writer is None for the reader's own
+        # version, which is read without resolution (the fast path).
         self._by_fingerprint: dict[bytes, tuple[str, Any]] = {}
         for name, versions in self.history.items():
             current = versions[-1]
+            reader = versions[pins.get(name, len(versions)) - 1]
             self._schemas[name] = current.schema
+            self._readers[name] = reader.schema
             self._headers[name] = MAGIC + current.fingerprint
             for v in versions:
                 self._by_fingerprint[v.fingerprint] = (
-                    name, None if v is current else v.schema)
+                    name, None if v is reader else v.schema)
 
     @property
     def schema_names(self) -> list[str]:
@@ -220,7 +232,7 @@ class AvroCodec:
         if known is None:
             raise DecodeError(f"unknown schema fingerprint {fp.hex()}")
         name, writer = known
-        reader = self._schemas[name]
+        reader = self._readers[name]
         try:
             record = fastavro.schemaless_reader(
                 io.BytesIO(data[HEADER_LEN:]), writer or reader,

@@ -184,3 +184,19 @@ def test_schemas_check_command_reports_every_version(capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     assert re.search(r"homestream\.Play: v1 132de347e1f37b13, v2 [0-9a-f]{16}", out)
     assert "every version is backward and forward compatible" in out
+
+
+def test_a_codec_pinned_to_page_update_v1_decodes_v2_pages_without_the_new_field() -> None:
+    old_consumer = AvroCodec(reader_versions={"homestream.PageUpdate": 1})
+    data = default_codec().encode_page_update({
+        "profile_id": "p1", "personalized": False, "country": "US", "kids": True,
+        "generated_at_ms": 2, "as_of_event_ts_ms": 0, "rows": []})
+    name, record = old_consumer.decode(data)
+    assert name == "homestream.PageUpdate" and "kids" not in record
+    assert record["country"] == "US"
+    v1 = old_consumer.history["homestream.PageUpdate"][0]
+    old_page = {"profile_id": "p1", "personalized": True, "country": "US",
+                "generated_at_ms": 2, "as_of_event_ts_ms": 1, "rows": []}
+    assert old_consumer.decode(old_consumer.encode_version(v1, old_page))[1] == old_page
+    with pytest.raises(ValueError, match="no version 3"):
+        AvroCodec(reader_versions={"homestream.PageUpdate": 3})
