@@ -230,7 +230,8 @@ class AvroCodec:
         fp = bytes(data[2:HEADER_LEN])
         known = self._by_fingerprint.get(fp)
         if known is None:
-            raise DecodeError(f"unknown schema fingerprint {fp.hex()}")
+            raise DecodeError(f"unknown schema fingerprint {fp.hex()} (no released version "
+                              "in topics/schemas; written by a newer schema than this build?)")
         name, writer = known
         reader = self._readers[name]
         try:

@@ -1,4 +1,5 @@
-"""Typed event and catalog models; each matches one ``.avsc`` schema in ``topics/schemas``.
+"""Typed event and catalog models; each matches the current version of one schema in
+``topics/schemas`` (``<Name>/v<N>.avsc``).
 
 The models are the validation layer: the producer client validates before sending and the
 worker validates after decoding, so a bad field is named the same way on both sides.
