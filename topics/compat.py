@@ -57,8 +57,8 @@ class Incompatibility:
 def _kind(schema: Any) -> str:
     if isinstance(schema, list):
         return "union"
-    if isinstance(schema, dict):
-        return str(schema["type"]) if not isinstance(schema["type"], (dict, list)) else "wrapped"
+    if isinstance(schema, dict):  # dereferenced: ``type`` is a name, never a nested schema
+        return str(schema["type"])
     return str(schema)
 
 
