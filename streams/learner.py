@@ -55,14 +55,17 @@ class Learner:
         self._saved_offset = -1
         #: Model-update messages that could not be decoded (skipped, logged).
         self.bad_messages = 0
+        #: One snapshot at a time (the timer's and the one on a partition revoke).
+        self._snapshot_lock = asyncio.Lock()
 
     async def restore(self) -> int:
         """Load the latest snapshot; returns the model-updates offset to resume from."""
-        blobs = await self.store.load_checkpoints(CHECKPOINT_NAMES)
-        self.models = ModelSet(self.settings)
-        self.models.restore(blobs)
-        self._similar_changed.clear()
-        self._saved_offset = self.models.meta.covered_offset
+        async with self._snapshot_lock:  # never while a snapshot is being written
+            blobs = await self.store.load_checkpoints(CHECKPOINT_NAMES)
+            self.models = ModelSet(self.settings)
+            self.models.restore(blobs)
+            self._similar_changed.clear()
+            self._saved_offset = self.models.meta.covered_offset
         log.info("learner restored snapshot v%d covering model-updates offset %d",
                  self.models.meta.version, self._saved_offset)
         return self._saved_offset + 1
@@ -86,6 +89,10 @@ class Learner:
     async def snapshot(self) -> bool:
         """Write a snapshot when something was learned since the last; raises
         :class:`SnapshotFenced` when a newer snapshot exists."""
+        async with self._snapshot_lock:
+            return await self._snapshot()
+
+    async def _snapshot(self) -> bool:
         meta = self.models.meta
         if meta.covered_offset <= self._saved_offset:
             return False
