@@ -138,7 +138,9 @@ class ModelSet:
     def to_blobs(self) -> dict[str, bytes]:
         """A snapshot: the four models and the bookkeeping, by checkpoint name; bumps the
         version (the Top Picks checkpoint carries it too, for readers of that one alone)."""
-        self.meta.version += 1
+        # a worker's own checkpoints carry no bookkeeping blob: continue the restored model's
+        # numbering so a reader of the Top Picks checkpoint alone sees it grow
+        self.meta.version = max(self.meta.version, self.model.version) + 1
         self.model.version = self.meta.version
         self.unsaved = 0
         return {MODEL_CHECKPOINT: self.model.to_bytes(),
