@@ -127,12 +127,10 @@ class PipelineStore(abc.ABC):
 
     # -- checkpoints and counters ---------------------------------------------------------
     @abc.abstractmethod
-    async def save_checkpoint(self, name: str, data: bytes) -> None:
-        ...
-
-    @abc.abstractmethod
-    async def save_checkpoints(self, blobs: Mapping[str, bytes]) -> None:
-        """Save several checkpoints at once: a reader sees all of them or none."""
+    async def save_checkpoints(self, blobs: Mapping[str, bytes], version: int) -> None:
+        """Save several checkpoints at once with the version they make (what
+        :meth:`snapshot_version` answers): a reader sees all of them and the version, or
+        none. Readers poll the version and fetch the blobs only when it moved."""
 
     @abc.abstractmethod
     async def load_checkpoint(self, name: str) -> bytes | None:
@@ -259,11 +257,9 @@ class InMemoryStore(PipelineStore):
     async def load_catalog(self):
         return self.version, [Title.model_validate_json(v) for v in self.catalog.values()]
 
-    async def save_checkpoint(self, name, data) -> None:
-        self.checkpoints[name] = data
-
-    async def save_checkpoints(self, blobs) -> None:
+    async def save_checkpoints(self, blobs, version) -> None:
         self.checkpoints.update(blobs)
+        self.model_version = version
 
     async def load_checkpoint(self, name):
         return self.checkpoints.get(name)
@@ -441,13 +437,11 @@ class RedisStore(PipelineStore):
             version, raw = await pipe.execute()
         return int(version or 0), [Title.model_validate_json(v) for v in raw.values()]
 
-    async def save_checkpoint(self, name, data) -> None:
-        await self.client.set(keys.checkpoint_key(self.prefix, name), data)
-
-    async def save_checkpoints(self, blobs) -> None:
-        if blobs:  # MSET is atomic
-            await self.client.mset({keys.checkpoint_key(self.prefix, n): d
-                                    for n, d in blobs.items()})
+    async def save_checkpoints(self, blobs, version) -> None:
+        # MSET is atomic: the blobs and their version together
+        await self.client.mset({keys.model_version_key(self.prefix): str(version),
+                                **{keys.checkpoint_key(self.prefix, n): d
+                                   for n, d in blobs.items()}})
 
     async def load_checkpoint(self, name):
         return await self.client.get(keys.checkpoint_key(self.prefix, name))

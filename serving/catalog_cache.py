@@ -134,13 +134,12 @@ class ServingModels:
         #: The artwork bandit (the worker's latest checkpoint, else a fresh one): the server
         #: only chooses with it; the worker learns.
         self.artwork_policy: ArtworkPolicy = make_policy(artwork_policy, seed)
-        self._artwork_bytes: bytes | None = None
         self._reseed = random.Random(seed)
         self.loaded = False
         self.refreshes = 0
         self.model_errors = 0
-        self._model_bytes: bytes | None = None
-        self._bad_bytes: bytes | None = None
+        #: The snapshot version the models were loaded from (-1: none yet).
+        self._model_version = -1
         self._popularity: dict[str, tuple[float, dict[str, float]]] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -175,44 +174,51 @@ class ServingModels:
 
     # -- refresh ------------------------------------------------------------------------------
     async def refresh(self, only_if_unloaded: bool = False) -> None:
-        """Reload the catalog when its version changed and the model when its checkpoint
-        bytes changed; one refresh at a time."""
+        """Reload the catalog when its version changed and the models when the snapshot
+        version changed (two small reads when nothing did); one refresh at a time."""
         async with self._lock:
             if only_if_unloaded and self.loaded:
                 return
             loop = asyncio.get_running_loop()
-            version, data, art = await asyncio.gather(
-                self.store.catalog_version(), self.store.load_checkpoint(CHECKPOINT),
-                self.store.load_checkpoint(ARTWORK_CHECKPOINT))
-            if art is not None and art != self._artwork_bytes:
-                self._artwork_bytes = art
-                try:
-                    policy = await loop.run_in_executor(None, ArtworkPolicy.from_bytes, art)
-                    if policy.name == self.artwork_policy.name:
-                        # the checkpoint carries the worker's RNG state, which never moves
-                        # (the worker only learns): without a fresh seed every reload would
-                        # replay the same draws (measured in docs/artwork.md)
-                        policy._rng.seed(self._reseed.getrandbits(64))
-                        self.artwork_policy = policy
-                except Exception as exc:  # keep choosing with the previous policy
-                    self.model_errors += 1
-                    log.error("artwork checkpoint not loaded: %s: %s", type(exc).__name__, exc)
+            version, model_version = await asyncio.gather(
+                self.store.catalog_version(), self.store.snapshot_version())
+            if model_version != self._model_version:
+                blobs = await self.store.load_checkpoints([CHECKPOINT, ARTWORK_CHECKPOINT])
+                self._model_version = model_version
+                await self._load_artwork(loop, blobs[ARTWORK_CHECKPOINT])
+                await self._load_model(loop, blobs[CHECKPOINT])
             if version != self.snapshot.version:
                 version, titles = await self.store.load_catalog()
                 self.snapshot = await loop.run_in_executor(
                     None, CatalogSnapshot.build, version, titles)
                 log.info("catalog version %d loaded: %d titles", version, len(titles))
-            if data is not None and data != self._model_bytes and data != self._bad_bytes:
-                try:
-                    self.model = await loop.run_in_executor(None, TopPicksModel.from_bytes, data)
-                    self._model_bytes = data
-                except Exception as exc:  # keep the previous model; do not retry these bytes
-                    self._bad_bytes = data
-                    self.model_errors += 1
-                    log.error("top-picks checkpoint not loaded: %s: %s",
-                              type(exc).__name__, exc)
             self.loaded = True
             self.refreshes += 1
+
+    async def _load_artwork(self, loop: asyncio.AbstractEventLoop, art: bytes | None) -> None:
+        if art is None:
+            return
+        try:
+            policy = await loop.run_in_executor(None, ArtworkPolicy.from_bytes, art)
+        except Exception as exc:  # keep choosing with the previous policy
+            self.model_errors += 1
+            log.error("artwork checkpoint not loaded: %s: %s", type(exc).__name__, exc)
+            return
+        if policy.name == self.artwork_policy.name:
+            # the checkpoint carries the worker's RNG state, which never moves (the worker
+            # only learns): without a fresh seed every reload would replay the same draws
+            # (measured in docs/artwork.md)
+            policy._rng.seed(self._reseed.getrandbits(64))
+            self.artwork_policy = policy
+
+    async def _load_model(self, loop: asyncio.AbstractEventLoop, data: bytes | None) -> None:
+        if data is None:
+            return
+        try:
+            self.model = await loop.run_in_executor(None, TopPicksModel.from_bytes, data)
+        except Exception as exc:  # keep the previous model until a newer version
+            self.model_errors += 1
+            log.error("top-picks checkpoint not loaded: %s: %s", type(exc).__name__, exc)
 
     # -- popularity ---------------------------------------------------------------------------
     async def popularity(self, country: str | None, now_ms: int) -> dict[str, float]:

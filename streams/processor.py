@@ -255,9 +255,10 @@ class EventProcessor:
                     return False
                 learned = self.models.unsaved
                 blobs = self.models.to_blobs()
+                version = self.models.meta.version
                 blobs.pop(LEARNER_CHECKPOINT)  # a learner's bookkeeping, not a worker's
             try:
-                await self.store.save_checkpoints(blobs)  # all four models, or none
+                await self.store.save_checkpoints(blobs, version)  # all four, or none
             except BaseException:
                 self.models.unsaved += learned  # not saved: the next tick retries
                 raise

@@ -77,11 +77,14 @@ async def test_catalog_versions_upserts_and_deletes(store: PipelineStore) -> Non
 
 async def test_checkpoints(store: PipelineStore) -> None:
     assert await store.load_checkpoint("m") is None
-    await store.save_checkpoint("m", b"\x00\x01")
+    assert await store.snapshot_version() == 0
+    await store.save_checkpoints({"m": b"\x00\x01"}, 1)
     assert await store.load_checkpoint("m") == b"\x00\x01"
-    await store.save_checkpoints({"m": b"v2", "n": b"\xff"})
+    await store.save_checkpoints({"m": b"v2", "n": b"\xff"}, 2)
     assert [await store.load_checkpoint(k) for k in ("m", "n")] == [b"v2", b"\xff"]
-    await store.save_checkpoints({})  # nothing to save is not an error
+    assert await store.snapshot_version() == 2  # the version moves with the blobs
+    await store.save_checkpoints({}, 3)  # nothing to save is not an error
+    assert await store.snapshot_version() == 3
 
 
 async def test_profile_meta(store: PipelineStore) -> None:

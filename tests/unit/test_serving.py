@@ -715,7 +715,7 @@ async def test_serving_models_reload_catalog_and_model_on_change() -> None:
     assert models.model is None
     model = TopPicksModel(n_factors=2, seed=1)
     model.learn_one("p1", "t-cafe", 1.0)
-    await store.save_checkpoint("top-picks", model.to_bytes())
+    await store.save_checkpoints({"top-picks": model.to_bytes()}, 1)
     await store.put_titles(CATALOG[2:3])
     models.start()
     try:
@@ -729,8 +729,8 @@ async def test_serving_models_reload_catalog_and_model_on_change() -> None:
         refreshes = models.refreshes
         while models.refreshes < refreshes + 2:
             await asyncio.sleep(0.01)
-        assert models.model is first  # same bytes: not unpickled again
-        await store.save_checkpoint("top-picks", b"garbage")
+        assert models.model is first  # same version: not read or unpickled again
+        await store.save_checkpoints({"top-picks": b"garbage"}, 2)
         while models.model_errors == 0:
             await asyncio.sleep(0.01)
         assert models.model is first  # a bad checkpoint keeps the previous model
@@ -747,7 +747,7 @@ async def test_rerank_uses_the_loaded_model() -> None:
     for _ in range(50):
         model.learn_one("m1", "t-quiet", 1.0)
         model.learn_one("m1", "t-toy", 0.0)
-    await store.save_checkpoint("top-picks", model.to_bytes())
+    await store.save_checkpoints({"top-picks": model.to_bytes()}, 1)
     async with serve(store) as (client, _, _):
         body = await (await client.post("/v1/rerank", json={
             "profile_id": "m1", "title_ids": ["t-toy", "t-quiet"]})).json()

@@ -112,7 +112,7 @@ async def test_reloaded_policies_do_not_replay_the_same_draws() -> None:
     for version in range(6):  # the worker checkpoints a new version each time
         policy = make_policy("uniform", 42)
         policy._version = version
-        await store.save_checkpoint(ARTWORK_CHECKPOINT, policy.to_bytes())
+        await store.save_checkpoints({ARTWORK_CHECKPOINT: policy.to_bytes()}, version + 1)
         await models.refresh()
         first_draws.append(tuple(models.artwork_policy.select({}, arms).artwork_id
                                  for _ in range(4)))
