@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import os
+from homestream.blas import single_threaded
 
-# Before numpy loads: a server process computes on one thread. The artwork policy's matrices
-# are small, and BLAS worker threads spinning next to the event loop (and next to the other
-# server processes) cost several times the work they save (measured: 6x fewer first-visit
-# pages per second with them on a 2-core machine). An operator's own setting wins.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+single_threaded()  # before numpy loads (homestream.blas says why)
 
-import logging  # noqa: E402
-import sys  # noqa: E402
+import logging
+import sys
 
-from homestream.settings import ConfigError, load_settings  # noqa: E402
-from online_models.experiments import experiment_from_settings  # noqa: E402
-from online_models.rules import rules_from_settings  # noqa: E402
+from homestream.settings import ConfigError, load_settings
+from online_models.experiments import experiment_from_settings
+from online_models.rules import rules_from_settings
 
 
 def main() -> int:

@@ -20,6 +20,10 @@ snapshot's (and the snapshot, not the commit, decides where to resume).
 
 from __future__ import annotations
 
+from homestream.blas import single_threaded
+
+single_threaded()  # before numpy loads (homestream.blas says why)
+
 import asyncio
 import logging
 import signal

@@ -7,6 +7,10 @@ shared among them by the consumer group.
 
 from __future__ import annotations
 
+from homestream.blas import single_threaded
+
+single_threaded()  # before numpy loads (homestream.blas says why)
+
 import logging
 import sys
 
