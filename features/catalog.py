@@ -150,7 +150,6 @@ class CatalogArrays:
                 cast.setdefault(c, []).append(i)
         self.genre_pos = gpos
         self.cast_index = {c: np.array(ix) for c, ix in cast.items()}
-        self.has_cast = np.array([bool(t.cast) for t in titles], dtype=bool)
         self.maturity = np.array([MATURITY_LEVELS.index(t.maturity_rating) for t in titles],
                                  dtype=np.int8)
         self.release_ordinal = np.array([t.release_date.toordinal() for t in titles],

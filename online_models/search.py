@@ -114,11 +114,6 @@ def normalize(text: str) -> str:
     return _NON_ALNUM.sub(" ", plain).strip()
 
 
-def tokens(text: str) -> list[str]:
-    """The words of ``text`` after :func:`normalize`."""
-    return normalize(text).split()
-
-
 @dataclass(frozen=True, slots=True)
 class _Doc:
     title_id: str

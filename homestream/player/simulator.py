@@ -331,9 +331,6 @@ class PlayerSimulator:
         self._rng.shuffle(order)
         self._popularity = {self.catalog[i].title_id: 1.0 / (rank + 1) ** 0.8
                             for rank, i in enumerate(order)}
-        newest = max(t.release_date for t in self.catalog)
-        self._new = {t.title_id for t in self.catalog
-                     if (newest - t.release_date).days < NEW_RELEASE_DAYS}
         self._eligible: dict[tuple[str, str], list[Title]] = {}
 
     def eligible(self, profile: SimProfile) -> list[Title]:

@@ -78,17 +78,6 @@ class HybridRidge:
         self._b0 = np.zeros(0)                  # shared right-hand side
         self._arms: dict[str, _ArmStats] = {}
         self._beta: np.ndarray | None = None    # cached A0^-1 b0
-        self._n_updates = 0
-
-    @property
-    def n_features(self) -> int:
-        """Number of hashed buckets with a row (seen in a learned reward)."""
-        return len(self._rows)
-
-    def n_rewards(self, artwork_id: str) -> int:
-        """Rewards learned for one artwork."""
-        stats = self._arms.get(artwork_id)
-        return 0 if stats is None else round(stats.precision - self._arm_prior)
 
     # -- internals ------------------------------------------------------------------------
     def _grow(self, keys: Sequence[int]) -> None:
@@ -157,7 +146,6 @@ class HybridRidge:
         self._rank_one(new, -1.0)   # redo it: A0 -= B B' / A
         self._b0[:n] -= self._dense(stats.feature_sum, stats.reward_sum / stats.precision)
         self._beta = None
-        self._n_updates += 1
 
     def posterior(self, zs: Sequence[Mapping[int, float]],
                   artwork_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
