@@ -35,7 +35,16 @@ from features.feedback import (
     is_finished,
 )
 from features.rows import row_kind_of
-from topics.models import Click, Event, Feedback, Impression, Play, Scroll, Search
+from topics.models import (
+    MATERIALIZED_POLICY,
+    Click,
+    Event,
+    Feedback,
+    Impression,
+    Play,
+    Scroll,
+    Search,
+)
 
 GenresOf = Callable[[str], Sequence[str]]
 
@@ -400,7 +409,7 @@ def apply_event(state: ProfileState, event: Event, genres_of: GenresOf,
         _bump_cast(state, cast_of(event.title_id), 2.0 * y - 1.0, ts, hl)
         fx.page_changed = True
     elif isinstance(event, Impression):
-        if event.policy != "materialized":
+        if event.policy != MATERIALIZED_POLICY:
             _pend_artwork(state, event, fx)
         _note_shown_row(state, event, fx)
         n = state.impressions[event.title_id] = state.impressions.get(event.title_id, 0) + 1

@@ -36,6 +36,7 @@ import numpy as np
 
 from features.catalog import Catalog, CatalogArrays
 from features.profile import ProfileState
+from features.rows import RowKind, genre_row_id, row_id
 from online_models.content import content_scores_indexed
 from online_models.rules import ProfileMeta, Rules
 from online_models.similarity import CoWatchSimilarity
@@ -106,7 +107,7 @@ UTILITY_DEPTH = 5
 #: Rows taken before short rows are dropped (see :func:`select_rows`).
 SHORT_ROWS_KEPT = 3
 #: Rows that serve a function (resume playback) rather than recommend: never too short.
-FUNCTIONAL_KINDS = frozenset({"continue_watching"})
+FUNCTIONAL_KINDS = frozenset({RowKind.CONTINUE_WATCHING.value})
 
 
 @dataclass(frozen=True)
@@ -372,7 +373,7 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
                     # never up: a row not sorted by relevance (Top 10) can lose weak titles
                     c.utility = min(c.utility, round(c.weight * sum(head) / len(head), 6)
                                     if head else 0.0)
-        if best.kind == "continue_watching":
+        if best.kind == RowKind.CONTINUE_WATCHING:
             continue  # a functional row: it does not make recommendation rows redundant
         for c in left:
             max_sim[id(c)] = max(max_sim[id(c)], row_similarity(c, best, catalog))
@@ -431,7 +432,7 @@ class _Rows:
         ranked.sort(key=lambda kv: (-kv[1], kv[0]))
         return ranked
 
-    def add(self, row_id: str, kind: str, title: str, why: str,
+    def add(self, row_id: str, kind: RowKind, title: str, why: str,
             ranked: list[tuple[str, float]], quality: float | None = None, extra=None,
             factor: float = 1.0) -> None:
         """Add a row (none when ``ranked`` is empty); its utility is the kind's weight x
@@ -441,8 +442,8 @@ class _Rows:
         rels = [self.rel.get(t, 0.0) for t, _ in ranked]
         head = rels[:UTILITY_DEPTH]
         q = quality if quality is not None else sum(head) / len(head)
-        weight = self.weights.get(kind, 0.5) * factor
-        self.rows.append(CandidateRow(row_id, kind, title, why, ranked,
+        weight = self.weights.get(kind.value, 0.5) * factor
+        self.rows.append(CandidateRow(row_id, kind.value, title, why, ranked,
                                       utility=round(weight * q, 6), extra=extra,
                                       weight=weight, rels=rels if quality is None else None))
 
@@ -471,19 +472,19 @@ def _personal_rows(b: _Rows, state: ProfileState, catalog: Catalog,
     """Continue Watching, Top Picks, Because You Watched, More Like and the member's genres."""
     rules, n, allowed_ids, engaged = config.rules, b.depth, b.allowed, b.engaged
     cw = [t for t in state.continue_watching() if t in allowed_ids]
-    b.add("continue-watching", "continue_watching", "Continue Watching",
+    b.add(row_id(RowKind.CONTINUE_WATCHING), RowKind.CONTINUE_WATCHING, "Continue Watching",
           "Pick up where you left off",
           [(t, 1.0 - i / max(1, len(cw))) for i, t in enumerate(cw)], quality=1.0,
           extra=lambda t: {"resume_position_s": state.resume_position(t)})
     if state.engaged or state.explicit:
-        b.add("top-picks", "top_picks", "Top Picks for You",
+        b.add(row_id(RowKind.TOP_PICKS), RowKind.TOP_PICKS, "Top Picks for You",
               "Learned from what you watched and rated", b.by_rel(allowed_ids))
     for seed in state.watched_recently(rules.because_you_watched_rows):
         seed_t = catalog.get(seed)
         if seed_t is None:
             continue
         ranked = b.by_rel_near(_similar_fast(catalog, seed, cowatch, n, allowed_ids, engaged))
-        b.add(f"because-you-watched-{seed}", "because_you_watched",
+        b.add(row_id(RowKind.BECAUSE_YOU_WATCHED, seed), RowKind.BECAUSE_YOU_WATCHED,
               f"Because You Watched {seed_t.name}",
               f"Members who watched {seed_t.name} also watched these", ranked)
     liked = [t for t, y in sorted(state.explicit.items(), key=lambda kv: -kv[1]) if y >= 0.75]
@@ -491,7 +492,7 @@ def _personal_rows(b: _Rows, state: ProfileState, catalog: Catalog,
     for seed in (liked or clicked)[:1]:
         seed_t = catalog.get(seed)
         if seed_t is not None:
-            b.add(f"more-like-{seed}", "more_like", f"More Like {seed_t.name}",
+            b.add(row_id(RowKind.MORE_LIKE, seed), RowKind.MORE_LIKE, f"More Like {seed_t.name}",
                   f"Similar in genre and cast to {seed_t.name}, and watched by its fans",
                   b.by_rel_near(_more_like(catalog, seed, cowatch, n, allowed_ids, engaged)))
     affinity = state.genre_affinity(now_ms, config.affinity_half_life_s)
@@ -501,7 +502,7 @@ def _personal_rows(b: _Rows, state: ProfileState, catalog: Catalog,
     for g in genres:
         ranked = b.by_rel(catalog.by_genre(g))
         if ranked:
-            b.add(_genre_slug(g), "genre", f"Because You Like {g}",
+            b.add(genre_row_id(g), RowKind.GENRE, f"Because You Like {g}",
                   f"You have been watching {g}", ranked,
                   factor=0.5 + 0.5 * affinity[g] / top)
 
@@ -509,7 +510,8 @@ def _personal_rows(b: _Rows, state: ProfileState, catalog: Catalog,
 def _popular_rows(b: _Rows, catalog: Catalog, trending: Sequence[tuple[str, float]],
                   config: PageConfig) -> None:
     """Popular Picks and the most played genres (pages without plays or ratings)."""
-    b.add("popular", "popular", "Popular Picks", "Popular and new titles for everyone",
+    b.add(row_id(RowKind.POPULAR), RowKind.POPULAR, "Popular Picks",
+          "Popular and new titles for everyone",
           b.by_rel(b.allowed))
     pop_genre: dict[str, float] = {}
     for t, s in trending:
@@ -518,8 +520,8 @@ def _popular_rows(b: _Rows, catalog: Catalog, trending: Sequence[tuple[str, floa
     have = {r.row_id for r in b.rows}
     for g in sorted(catalog.genres(), key=lambda g: (-pop_genre.get(g, 0.0), g))[
             : config.genre_rows]:
-        if _genre_slug(g) not in have:
-            b.add(_genre_slug(g), "genre", f"Popular {g}", f"Popular {g} titles",
+        if genre_row_id(g) not in have:
+            b.add(genre_row_id(g), RowKind.GENRE, f"Popular {g}", f"Popular {g} titles",
                   b.by_rel(catalog.by_genre(g)))
 
 
@@ -530,9 +532,10 @@ def _shared_rows(b: _Rows, catalog: Catalog, trending: Sequence[tuple[str, float
     where = country if country not in ("ALL", "ZZ") else "Your Region"
     top_score = trending[0][1] if trending else 1.0
     popular = [(t, s / top_score) for t, s in trending if t in allowed_ids and t not in engaged]
-    b.add(f"top10-{country}", "top10", f"Top 10 in {where}", "The most played titles today",
+    b.add(row_id(RowKind.TOP10, country), RowKind.TOP10, f"Top 10 in {where}",
+          "The most played titles today",
           popular[:10])
-    b.add(f"trending-{country}", "trending", f"Trending Now in {where}",
+    b.add(row_id(RowKind.TRENDING, country), RowKind.TRENDING, f"Trending Now in {where}",
           "Popular right now, picked for you",
           sorted(((t, 0.5 * s + 0.5 * rel.get(t, 0.0)) for t, s in popular[:n]),
                  key=lambda kv: -kv[1]))
@@ -543,11 +546,8 @@ def _shared_rows(b: _Rows, catalog: Catalog, trending: Sequence[tuple[str, float
            if arr.ids[i] in allowed_ids and arr.ids[i] not in engaged]
     if not new:  # nothing released lately: the newest titles
         new = [t for t in catalog.newest(n) if t in allowed_ids and t not in engaged]
-    b.add("new-releases", "new_releases", "New Releases", "Recently added", b.by_rel(new))
-
-
-def _genre_slug(genre: str) -> str:
-    return "genre-" + genre.lower().replace(" ", "-").replace("'", "")
+    b.add(row_id(RowKind.NEW_RELEASES), RowKind.NEW_RELEASES, "New Releases", "Recently added",
+          b.by_rel(new))
 
 
 def assemble_page(state: ProfileState | None, catalog: Catalog,

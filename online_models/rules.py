@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from features.catalog import Catalog
 from features.profile import ProfileMeta
+from features.rows import RowKind
 from homestream.settings import ConfigError, Settings
 from topics.models import MATURITY_LEVELS, Title
 
@@ -39,8 +40,7 @@ Rating = Literal["G", "PG", "PG-13", "R", "NC-17"]
 #: The signals :func:`online_models.page.relevance_indexed` blends.
 RELEVANCE_SIGNALS = frozenset({"model", "cowatch", "content", "popularity"})
 #: The row kinds :func:`online_models.page.candidate_rows` builds.
-ROW_KINDS = frozenset({"continue_watching", "top_picks", "because_you_watched", "genre",
-                       "top10", "trending", "new_releases", "more_like", "popular"})
+ROW_KINDS = frozenset(k.value for k in RowKind if k is not RowKind.OTHER)
 
 
 class Rules(BaseModel):

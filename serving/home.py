@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from features import keys
 from features.keys import ALL_COUNTRIES
 from features.profile import ProfileMeta
-from features.rows import row_kind_of
+from features.rows import RowKind, row_kind_of
 from features.store import PipelineStore, RedisStore
 from online_models.page import title_item
 from online_models.rules import Rules
@@ -51,7 +51,6 @@ log = logging.getLogger("serving.app")
 #: The serve-time fallback row built from the catalog when no page is materialized.
 LATEST_ROW = {"row_id": "latest", "kind": "latest", "title": "Latest",
               "explanation": "The newest titles"}
-CONTINUE_WATCHING = "continue_watching"
 #: Used when a profile's stored settings do not parse: the strictest guardrails.
 FAIL_CLOSED_META = ProfileMeta(kids=True, max_rating="G")
 #: Background writes (artwork assignments) of the app, awaited at shutdown.
@@ -161,8 +160,8 @@ def home_country(meta: ProfileMeta) -> str | None:
 def is_continue_watching(row: dict[str, Any]) -> bool:
     """Whether ``row`` is a Continue Watching row (by kind or by row id)."""
     row_id = row.get("row_id")
-    return row.get("kind") == CONTINUE_WATCHING or (
-        isinstance(row_id, str) and row_kind_of(row_id) == CONTINUE_WATCHING)
+    return row.get("kind") == RowKind.CONTINUE_WATCHING or (
+        isinstance(row_id, str) and row_kind_of(row_id) == RowKind.CONTINUE_WATCHING)
 
 
 def drop_finished(rows: list[dict[str, Any]],

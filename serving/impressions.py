@@ -22,13 +22,11 @@ from typing import Any, Protocol
 
 from homestream.settings import Settings
 from topics.codec import BATCH_SCHEMA, AvroCodec, default_codec
-from topics.models import Impression
+from topics.models import MATERIALIZED_POLICY, Impression
 from topics.registry import topic_specs
 
 log = logging.getLogger(__name__)
 
-#: How the artwork of a served item was chosen: fixed when the page was materialized.
-POLICY = "materialized"
 #: Probability the policy had of showing that artwork (deterministic choice).
 PROPENSITY = 1.0
 VARIANT = "control"
@@ -264,7 +262,7 @@ class ImpressionLogger:
                     "artwork_id": str(item.get("artwork_id") or ""),
                     # the artwork decision, when the server made one (serving/artwork.py)
                     "propensity": float(item.get("propensity") or PROPENSITY),
-                    "policy": str(item.get("policy") or POLICY),
+                    "policy": str(item.get("policy") or MATERIALIZED_POLICY),
                     "policy_version": int(item.get("policy_version") or 0),
                     "variant": page.variant, "device": page.device, "country": page.country,
                     "context_json": page.context_json if "policy" in item else "",

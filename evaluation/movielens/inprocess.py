@@ -36,6 +36,7 @@ import orjson
 from evaluation.movielens.data import Rating, to_events, view_impressions
 from evaluation.movielens.protocol import InteractionLike, Page
 from features.keys import ALL_COUNTRIES
+from features.rows import RowKind
 from features.store import InMemoryStore
 from homestream.settings import Settings
 from streams.learner import Learner
@@ -192,7 +193,7 @@ def _ranking_page(page: dict, rows: int = 10, columns: int = 5) -> list[list[str
     >>> _ranking_page({"rows": [{"kind": "top_picks", "items": items}]}, rows=2, columns=3)
     [['t0', 't1', 't2'], ['t3', 't4', 't5']]
     """
-    picks = next((r for r in page.get("rows", []) if r.get("kind") == "top_picks"), None)
+    picks = next((r for r in page.get("rows", []) if r.get("kind") == RowKind.TOP_PICKS), None)
     if picks is None:
         return None
     ids = [str(i["title_id"]) for i in picks["items"]][: rows * columns]

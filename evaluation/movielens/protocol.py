@@ -54,6 +54,7 @@ from evaluation.metrics import (
     ndcg_at_k,
     recall_at_m_by_n,
 )
+from features.rows import RowKind
 
 #: Rows considered in the Recall@M-by-N sweep.
 M_MAX = 10
@@ -64,7 +65,7 @@ EXTRA_BLOCK = (3, 4)
 #: Cutoff of the primary-row NDCG.
 NDCG_K = 10
 #: Row kinds that are functional rather than recommendations.
-FUNCTIONAL_ROWS = frozenset({"continue_watching"})
+FUNCTIONAL_ROWS = frozenset({RowKind.CONTINUE_WATCHING.value})
 DAY_S = 86_400
 
 
@@ -122,7 +123,7 @@ class Page(list):
         if self.kinds is None:
             return [t for row in self for t in row]
         for row, kind in zip(self, self.kinds, strict=True):
-            if kind == "top_picks":
+            if kind == RowKind.TOP_PICKS:
                 return list(row)
         rows = self.recommendation_rows()
         return list(rows[0]) if rows else []

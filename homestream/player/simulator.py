@@ -38,6 +38,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from features.rows import RowKind, row_id, row_kind_of
 from topics.models import (
     MATURITY_LEVELS,
     Artwork,
@@ -376,29 +377,31 @@ class PlayerSimulator:
         rng = self._rng
         taken: set[str] = set()
         n_rows = rng.randint(*_ROWS)
-        specs = ["top-picks", f"trending-{profile.country}", "new-releases"]
+        specs = [row_id(RowKind.TOP_PICKS), row_id(RowKind.TRENDING, profile.country),
+                 row_id(RowKind.NEW_RELEASES)]
         fav = sorted(profile.genre_weights, key=lambda g: -profile.genre_weights[g])
-        specs += [f"genre-{_slug(g)}" for g in fav]
+        specs += [row_id(RowKind.GENRE, _slug(g)) for g in fav]
         rows = []
-        for row_id in specs:
+        for spec in specs:
             if len(rows) == n_rows:
                 break
             k = rng.randint(*_ROW_COLUMNS)
-            if row_id == "top-picks":
+            kind = row_kind_of(spec)
+            if kind == RowKind.TOP_PICKS:
                 picked = self._pick(titles, [self._weight(profile, t) for t in titles], k, taken)
-            elif row_id.startswith("trending-"):
+            elif kind == RowKind.TRENDING:
                 picked = self._pick(titles, [self._popularity[t.title_id] for t in titles], k,
                                     taken)
-            elif row_id == "new-releases":
+            elif kind == RowKind.NEW_RELEASES:
                 newest = sorted(titles, key=lambda t: t.release_date, reverse=True)
                 picked = [t for t in newest if t.title_id not in taken][:k]
                 taken.update(t.title_id for t in picked)
             else:
-                genre = fav[specs.index(row_id) - 3]
+                genre = fav[specs.index(spec) - 3]
                 pool = [t for t in titles if genre in t.genres]
                 picked = self._pick(pool, [self._popularity[t.title_id] for t in pool], k, taken)
             if picked:
-                rows.append((row_id, picked))
+                rows.append((spec, picked))
         return rows
 
     def _page_visit(self, s: _Session, titles: list[Title], session_id: str,
@@ -407,7 +410,7 @@ class PlayerSimulator:
         request_id = _uuid(rng)
         s.t += gap_ms
         shown: list[tuple[int, int, str, Title]] = []
-        for r, (row_id, row) in enumerate(self._rows(p, titles)):
+        for r, (shown_row_id, row) in enumerate(self._rows(p, titles)):
             if r > 0:
                 s.emit(Scroll, rng.uniform(800, 4000), request_id=request_id, row=r,
                        device=p.device)
@@ -417,10 +420,10 @@ class PlayerSimulator:
                            column=c, device=p.device)
                 art = rng.choice(title.artwork)
                 s.emit(Impression, rng.uniform(2, 40), request_id=request_id,
-                       title_id=title.title_id, row_id=row_id, row=r, column=c,
+                       title_id=title.title_id, row_id=shown_row_id, row=r, column=c,
                        artwork_id=art.artwork_id, propensity=1.0 / len(title.artwork),
                        policy="uniform", variant="control", device=p.device, country=p.country)
-                shown.append((r, c, row_id, title))
+                shown.append((r, c, shown_row_id, title))
         n_clicks = rng.choices((0, 1, 2), weights=(25, 55, 20))[0]
         weights = [(0.2 + 2.0 * p.affinity(t.genres)) / (1 + 0.3 * c + 0.2 * r)
                    for r, c, _, t in shown]
