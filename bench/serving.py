@@ -1,5 +1,9 @@
 """The serving benchmark: the home-page server next to the floor its store allows.
 
+The module is a little over ~500 lines because the passes share one stack, one worker and
+one client harness; the floor server is :mod:`bench.floor`, the statistics
+:mod:`bench.stats`.
+
 The floor is a bare aiohttp server whose one handler GETs a member's page key from Redis and
 returns the bytes. Both servers are loaded by the same client, ``wrk`` (C, ``--latency``;
 installed with apt-get when missing), with a Lua script rotating over the same profile ids:

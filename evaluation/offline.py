@@ -1,5 +1,9 @@
 """Off-policy estimators for logged bandit data: replay, IPS, SNIPS, direct method, DR.
 
+The module is longer than ~500 lines (a checkout tool, not product code) because each
+estimator's docstring carries its assumptions and a worked example; the code per estimator
+is short.
+
 Pure functions, no I/O. A *round* is one logged decision: the context ``x`` the logging
 policy saw, the action ``a`` it chose with probability ``p(a|x)`` (the propensity), and
 the reward ``r`` observed for that action (e.g. a quality play after an artwork
@@ -401,13 +405,8 @@ equal); propensities range from 0.1 to 0.9. Use ips/snips/doubly_robust, or pass
 require_uniform=False to accept the bias
     """
     b = _as_logs(logs)
-    p = b.propensities
-    if require_uniform and not np.allclose(p, p[0], rtol=1e-9, atol=0.0):
-        raise ValueError(
-            "replay is unbiased only under uniform random logging (all propensities "
-            f"equal); propensities range from {p.min():.6g} to {p.max():.6g}. Use "
-            "ips/snips/doubly_robust, or pass require_uniform=False to accept the bias"
-        )
+    if require_uniform:
+        _check_uniform(b.propensities)
     chosen = _target_actions(b, target_action)
     matched = np.fromiter(
         (bool(t == a) for t, a in zip(chosen, b.actions, strict=True)), dtype=bool, count=len(b)
@@ -415,7 +414,24 @@ require_uniform=False to accept the bias
     m = int(matched.sum())
     if m < 2:
         raise ValueError(f"replay needs at least two matched rounds, got {m}")
-    r = b.rewards[matched]
+    value, lo, hi, se = _replay_interval(b.rewards[matched], interval, confidence)
+    return Estimate(value, lo, hi, len(b), float(m), se, "replay", confidence)
+
+
+def _check_uniform(p: np.ndarray) -> None:
+    """Raise unless every propensity is the same (uniform random logging)."""
+    if not np.allclose(p, p[0], rtol=1e-9, atol=0.0):
+        raise ValueError(
+            "replay is unbiased only under uniform random logging (all propensities "
+            f"equal); propensities range from {p.min():.6g} to {p.max():.6g}. Use "
+            "ips/snips/doubly_robust, or pass require_uniform=False to accept the bias"
+        )
+
+
+def _replay_interval(r: np.ndarray, interval: str,
+                     confidence: float) -> tuple[float, float, float, float]:
+    """``(mean, low, high, standard error)`` of the matched rewards ``r`` (see :func:`replay`)."""
+    m = len(r)
     value = float(r.mean())
     if interval == "wilson":
         if not np.all((r == 0.0) | (r == 1.0)):
@@ -427,7 +443,7 @@ require_uniform=False to accept the bias
         lo, hi = _interval(value, se, confidence)
     else:
         raise ValueError(f"interval must be 'normal' or 'wilson', got {interval!r}")
-    return Estimate(value, lo, hi, len(b), float(m), se, "replay", confidence)
+    return value, lo, hi, se
 
 
 def ips(logs: Logs, target_probs: TargetProbs, *, confidence: float = 0.95) -> Estimate:

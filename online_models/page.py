@@ -1,5 +1,9 @@
 """Home-page assembly: candidate rows, row utility, greedy diverse selection, de-duplication.
 
+The module is longer than ~500 lines because the steps above are one algorithm over one
+candidate-row type, read in order; the shapes it returns (:class:`Page`, :class:`PageRow`,
+:class:`PageItem`) are defined here once, row ids in :mod:`features.rows`.
+
 Pure. For one member it (1) scores every allowed title's *relevance* in [0, 1] by blending
 the online Top Picks model, content match and popularity (the model's weight grows with
 the member's history, so new members get popular and content-matched titles); (2) builds

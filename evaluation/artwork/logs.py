@@ -1,5 +1,8 @@
 """Logged artwork rounds from the pipeline's own topics, and offline evaluation on them.
 
+The module is longer than ~500 lines (a checkout tool, not product code) because the join's
+rules and the evaluations on its rounds are read and checked together.
+
 The server logs every served item as an :class:`~topics.models.Impression` carrying the
 artwork it chose, the propensity of that choice, the policy (name and version) and the context
 the policy saw (``context_json``). Players' plays go to the player-events topic. This module

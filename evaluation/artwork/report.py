@@ -1,5 +1,8 @@
 """``docs/artwork.md`` and ``docs/artwork_take_fraction.png`` from an :class:`ArtworkResults`.
 
+The module is longer than ~500 lines (a checkout tool, not product code) because it is
+mostly the prose of the report, one function per section.
+
 :func:`render_markdown` is pure (results in, text out), so it is tested on made-up results;
 :func:`plot_take_fraction` draws the PNG with matplotlib (the ``eval`` extra), imported only
 when called.

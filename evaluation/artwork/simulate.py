@@ -1,5 +1,8 @@
 """Artwork personalization on the real pipeline with a simulated population.
 
+The module is longer than ~500 lines (a checkout tool, not product code) because the
+simulated population, the stack it drives and the run's bookkeeping are one experiment.
+
 The members' taste in images depends on their taste in genres: a member whose favourite genre
 is Comedy starts a title (and watches it past the quality threshold) more often after a
 comedic image, a Romance fan after a romantic one (:class:`PreferenceModel`; by default

@@ -1,5 +1,9 @@
 """Synthetic catalog, profiles and player sessions for demos, tests, backlogs and benches.
 
+The module is longer than ~500 lines because the catalog, the members and their sessions are
+drawn from the same seeded generators in a fixed order that the demo, the benches, the
+evaluations and the tests rely on; splitting it would spread that order over several files.
+
 Everything here is pure and seeded (one private ``random.Random`` per call or simulator), so
 the same seed gives the same titles, profiles and events. The only I/O is in
 :func:`run_simulation` (drives a :class:`~player.producer.PlayerProducer`) and
