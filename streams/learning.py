@@ -22,7 +22,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 #: ``src`` of an item that comes from no message (a settled artwork zero): always learned.
@@ -131,10 +131,6 @@ class LearningRecord:
                 getattr(current, kind).extend(getattr(group, kind))
         out.append(current)
         return out
-
-    def as_dict(self) -> dict[str, Any]:
-        """For logs and tests."""
-        return asdict(self)
 
 
 class RecordBuilder:
