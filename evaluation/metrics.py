@@ -24,11 +24,14 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from evaluation.stats import z_value
+
+if TYPE_CHECKING:
+    from online_models.page import Page
 
 PageTitles = Sequence[str] | Sequence[Sequence[str]]
 """A page's title ids: flat, or a grid of rows (each row a sequence of title ids)."""
@@ -133,7 +136,7 @@ def recall_at_m_by_n(page_rows: Sequence[Sequence[str]], relevant: Collection[st
     return len(rel & shown) / len(rel)
 
 
-def page_title_grid(page: Mapping[str, Any]) -> list[list[str]]:
+def page_title_grid(page: Page | Mapping[str, Any]) -> list[list[str]]:
     """Extract the title-id grid from a page dict.
 
     Parameters

@@ -20,6 +20,7 @@ import orjson
 from features.catalog import Catalog
 from online_models.bandits.base import Arm, ArtworkPolicy, Choice, Context
 from online_models.bandits.sticky import Assignment, StickyAssignment
+from online_models.page import PageRow
 from topics.models import Artwork
 
 
@@ -93,7 +94,7 @@ class ArtworkChooser:
         return art
 
     def choose(self, policy: ArtworkPolicy, catalog: Catalog,
-               rows: Sequence[dict[str, Any]], context: Context,
+               rows: Sequence[PageRow], context: Context,
                previous: Mapping[str, Any], now_ms: int) -> dict[str, dict[str, Any]]:
         """Set ``artwork_id``, ``artwork_url``, ``propensity``, ``policy`` and
         ``policy_version`` on every item whose title has artwork candidates; return the new

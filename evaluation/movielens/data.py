@@ -73,8 +73,12 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from topics.models import MATERIALIZED_POLICY, Artwork, Event, Feedback, Impression, Play, Title
+
+if TYPE_CHECKING:
+    from online_models.page import Page
 
 #: The PyPI wheel that ships MovieLens-100K.
 WHEEL_REQUIREMENT = "recbole==1.2.1"
@@ -318,7 +322,7 @@ def to_events(r: Rating, *, device: str = "web", country: str = "ZZ") -> list[Ev
 VIEW_ROWS, VIEW_COLUMNS = 10, 5
 
 
-def view_impressions(page: dict, member: str, now_ts: int, *, rows: int = VIEW_ROWS,
+def view_impressions(page: Page, member: str, now_ts: int, *, rows: int = VIEW_ROWS,
                      columns: int = VIEW_COLUMNS) -> list[Impression]:
     """The impressions a page view logs, as the server logs a served page: one per title in
     the first ``rows`` x ``columns`` of ``page`` (a materialized page dict), at the view's

@@ -39,6 +39,7 @@ from features.keys import ALL_COUNTRIES
 from features.rows import RowKind
 from features.store import InMemoryStore
 from homestream.settings import Settings
+from online_models.page import Page as PageDoc
 from streams.learner import Learner
 from streams.learning import SCHEMA, LearningRecord
 from streams.processor import EventProcessor, MemoryDeadLetters, RawMessage
@@ -185,7 +186,7 @@ class _LearnerSink:
         self.learner.learn(self.offset, self.codec.encode(SCHEMA, record.to_avro()))
 
 
-def _ranking_page(page: dict, rows: int = 10, columns: int = 5) -> list[list[str]] | None:
+def _ranking_page(page: PageDoc, rows: int = 10, columns: int = 5) -> list[list[str]] | None:
     """The Top Picks row of ``page`` cut into ``rows`` rows of ``columns`` title ids (``None``
     when the page has no Top Picks row, e.g. a default page).
 
