@@ -1,5 +1,10 @@
 """Per-profile sequential features as pure state transitions: ``apply_event(state, event)``.
 
+The module is longer than ~500 lines because every transition of one member's state (plays,
+feedback, impressions, artwork decisions, rows shown, sessions) sits next to the state it
+changes and they share private helpers; the named entries and their stored format are in
+:mod:`features.state_format`, row ids in :mod:`features.rows`.
+
 State is plain data (JSON round-trippable) so any store can keep it. Every transition is
 idempotent by event id (a bounded window of applied ids travels with the state) and uses
 event time only: a late heartbeat never rewinds a newer playhead.
@@ -35,6 +40,16 @@ from features.feedback import (
     is_finished,
 )
 from features.rows import row_kind_of
+from features.state_format import (
+    LEGACY_FORMAT,
+    STATE_FORMAT,
+    PendingArtwork,
+    Playhead,
+    as_arrays,
+    check_format,
+    entries_of,
+    legacy_pending,
+)
 from topics.models import (
     MATERIALIZED_POLICY,
     Click,
@@ -124,8 +139,8 @@ class ProfileState:
     device: str = "unknown"
     #: ``[title_id, ts_ms]``, most recent first, unique titles.
     recent: list[list[Any]] = field(default_factory=list)
-    #: title_id -> ``[position_s, duration_s, ts_ms]`` of the newest playhead.
-    progress: dict[str, list[float]] = field(default_factory=dict)
+    #: title_id -> the newest playhead.
+    progress: dict[str, Playhead] = field(default_factory=dict)
     #: title_id -> ts_ms when the title was finished.
     finished: dict[str, int] = field(default_factory=dict)
     #: title_id -> engagement level (see :mod:`features.feedback`).
@@ -155,31 +170,40 @@ class ProfileState:
     rewatches: dict[str, int] = field(default_factory=dict)
     #: titles whose repeated impressions without a play already produced a weak negative.
     ignored: list[str] = field(default_factory=list)
-    #: title_id -> ``[ts_ms, artwork_id, propensity, policy, policy_version, context_json]``
-    #: of the artwork decision waiting for its reward window to close; a seventh element
-    #: ``1.0`` marks a quality play already seen (``delayed_positives``: paid at the close).
-    pending_art: dict[str, list[Any]] = field(default_factory=dict)
+    #: title_id -> the artwork decision waiting for its reward window to close (``won``: a
+    #: quality play already seen, ``delayed_positives`` pays it at the close).
+    pending_art: dict[str, PendingArtwork] = field(default_factory=dict)
     #: title_id -> ``[row_kind, ts_ms]`` of its latest impression not yet played.
     shown_rows: dict[str, list[Any]] = field(default_factory=dict)
 
     # -- serialization --------------------------------------------------------------------
     def to_json(self) -> bytes:
-        return orjson.dumps(self.__dict__)
+        """The stored JSON (format :data:`~features.state_format.STATE_FORMAT`)."""
+        data = dict(self.__dict__)
+        data["format"] = STATE_FORMAT
+        return orjson.dumps(data, default=as_arrays)
 
     @classmethod
     def from_json(cls, data: bytes | str) -> ProfileState:
-        return cls(**orjson.loads(data))
+        """A state from its stored JSON, in the current format or any older one."""
+        raw = orjson.loads(data)
+        version = check_format(raw.pop("format", LEGACY_FORMAT))
+        raw["progress"] = entries_of(raw.get("progress", {}), Playhead)
+        pending = raw.get("pending_art", {})
+        raw["pending_art"] = (entries_of(pending, PendingArtwork) if version == STATE_FORMAT
+                              else {t: legacy_pending(p) for t, p in pending.items()})
+        return cls(**raw)
 
     # -- derived features -----------------------------------------------------------------
     def continue_watching(self) -> list[str]:
         """Titles started and not finished, most recently played first."""
-        items = [(p[2], t) for t, p in self.progress.items() if t not in self.finished]
+        items = [(p.ts_ms, t) for t, p in self.progress.items() if t not in self.finished]
         return [t for _, t in sorted(items, reverse=True)]
 
     def resume_position(self, title_id: str) -> float | None:
         """Where to resume ``title_id``, in seconds, if it is in progress."""
         p = self.progress.get(title_id)
-        return None if p is None or title_id in self.finished else p[0]
+        return None if p is None or title_id in self.finished else p.position_s
 
     def genre_affinity(self, now_ms: int, half_life_s: float) -> dict[str, float]:
         """Genre scores decayed to ``now_ms``."""
@@ -216,7 +240,7 @@ class ProfileState:
     def oldest_pending_art_ms(self) -> int | None:
         """Event time of the oldest artwork decision still waiting for its reward, if any
         (its window closes ``reward_window_s`` later: the member's settling deadline)."""
-        return min((int(p[0]) for p in self.pending_art.values()), default=None)
+        return min((int(p.ts_ms) for p in self.pending_art.values()), default=None)
 
     def session_features(self, now_ms: int | None = None) -> dict[str, Any]:
         """The current session: events, duration (event time), genre counts, scroll depth.
@@ -472,47 +496,46 @@ def _no_cast(_: str) -> list[str]:
 
 def _settle(state: ProfileState, title_id: str, fx: Effects) -> None:
     """Pay a pending decision: 1 if a quality play was recorded for it, else 0."""
-    ts, art, prop, policy, version, ctx, *won = state.pending_art.pop(title_id)
-    reward = 1.0 if won and won[0] else 0.0
-    fx.art_rewards.append(ArtworkReward(title_id, art, reward, prop, policy, version, ctx, ts))
+    p = state.pending_art.pop(title_id)
+    fx.art_rewards.append(ArtworkReward(title_id, p.artwork_id, 1.0 if p.won else 0.0,
+                                        p.propensity, p.policy, p.policy_version,
+                                        p.context_json, p.ts_ms))
 
 
 def _settle_expired(state: ProfileState, now_ts: int, params: FeatureParams,
                     fx: Effects) -> None:
     """Decisions whose reward window closed (in event time) are paid: 0 without a quality
     play, 1 with one held back (``delayed_positives``)."""
-    horizon = now_ts - params.reward_window_s * 1000.0
-    for tid in [t for t, p in state.pending_art.items() if p[0] < horizon]:
+    horizon = now_ts - params.reward_window_s * 1000.0  # features.artwork_reward.window_closed
+    for tid in [t for t, p in state.pending_art.items() if p.ts_ms < horizon]:
         _settle(state, tid, fx)
 
 
-def record_quality_play(pending: list[Any], ts_ms: int, params: FeatureParams) -> bool:
-    """Record a quality play at ``ts_ms`` for the ``pending`` decision; returns whether to
-    pay the decision now.
+def record_quality_play(pending: PendingArtwork, ts_ms: int,
+                        params: FeatureParams) -> tuple[PendingArtwork, bool]:
+    """Record a quality play at ``ts_ms`` for the ``pending`` decision; returns the decision
+    as it now stands and whether to pay it now.
 
-    A play inside the reward window marks the decision as won (a seventh element ``1.0``;
-    idempotent). It is paid at once, unless ``params.delayed_positives`` holds the reward
-    back until the window closes, when zeros are paid too. A play outside the window
-    changes nothing.
+    A play inside the reward window marks the decision as won (idempotent). It is paid at
+    once, unless ``params.delayed_positives`` holds the reward back until the window closes,
+    when zeros are paid too. A play outside the window changes nothing.
 
     >>> params = FeatureParams(reward_window_s=60.0, delayed_positives=True)
-    >>> p = [1_000, "t1-a", 0.5, "uniform", 0, ""]
-    >>> record_quality_play(p, 2_000, params), p[6:]
-    (False, [1.0])
-    >>> record_quality_play(p, 3_000, params), p[6:]
-    (False, [1.0])
-    >>> p = [1_000, "t1-a", 0.5, "uniform", 0, ""]
-    >>> record_quality_play(p, 2_000, FeatureParams()), p[6:]
-    (True, [1.0])
-    >>> p = [1_000, "t1-a", 0.5, "uniform", 0, ""]
-    >>> record_quality_play(p, 999, params), p[6:]
-    (False, [])
+    >>> p = PendingArtwork(1_000, "t1-a", 0.5, "uniform", 0, "")
+    >>> p, pay = record_quality_play(p, 2_000, params); pay, p.won
+    (False, True)
+    >>> p, pay = record_quality_play(p, 3_000, params); pay, p.won
+    (False, True)
+    >>> p = PendingArtwork(1_000, "t1-a", 0.5, "uniform", 0, "")
+    >>> p, pay = record_quality_play(p, 2_000, FeatureParams()); pay, p.won
+    (True, True)
+    >>> p = PendingArtwork(1_000, "t1-a", 0.5, "uniform", 0, "")
+    >>> p, pay = record_quality_play(p, 999, params); pay, p.won
+    (False, False)
     """
-    if not pending[0] <= ts_ms <= pending[0] + params.reward_window_s * 1000.0:
-        return False
-    if len(pending) < 7:
-        pending.append(1.0)
-    return not params.delayed_positives
+    if not pending.ts_ms <= ts_ms <= pending.ts_ms + params.reward_window_s * 1000.0:
+        return pending, False
+    return pending._replace(won=True), not params.delayed_positives
 
 
 def settle_expired_art(state: ProfileState, watermark_ms: int,
@@ -551,13 +574,14 @@ def _pend_artwork(state: ProfileState, ev: Impression, fx: Effects) -> None:
     settles the previous decision (no reward unless a quality play was held back for it)."""
     prev = state.pending_art.get(ev.title_id)
     if prev is not None:
-        if prev[1] == ev.artwork_id:
+        if prev.artwork_id == ev.artwork_id:
             return
         _settle(state, ev.title_id, fx)
-    state.pending_art[ev.title_id] = [ev.event_ts_ms, ev.artwork_id, ev.propensity, ev.policy,
-                                      ev.policy_version, ev.context_json]
+    state.pending_art[ev.title_id] = PendingArtwork(ev.event_ts_ms, ev.artwork_id,
+                                                    ev.propensity, ev.policy,
+                                                    ev.policy_version, ev.context_json)
     if len(state.pending_art) > MAX_PENDING_ART:
-        oldest = min(state.pending_art, key=lambda t: state.pending_art[t][0])
+        oldest = min(state.pending_art, key=lambda t: state.pending_art[t].ts_ms)
         _settle(state, oldest, fx)
 
 
@@ -572,15 +596,17 @@ def _apply_play(state: ProfileState, ev: Play, genres_of: GenresOf, cast_of: Gen
         hour = str((ts // 3_600_000) % 24)
         state.play_hours[hour] = state.play_hours.get(hour, 0) + 1
     prev = state.progress.get(tid)
-    if prev is None or ts >= prev[2]:
-        state.progress[tid] = [ev.position_s, ev.duration_s, ts]
+    if prev is None or ts >= prev.ts_ms:
+        state.progress[tid] = Playhead(ev.position_s, ev.duration_s, ts)
     fraction = ev.fraction
     pending = state.pending_art.get(tid)
-    if (pending is not None and fraction >= params.quality_fraction
-            and record_quality_play(pending, ts, params)):
-        # a quality play after the impression: the art worked (paid now; with delayed
-        # positives it stays marked and is paid when the window closes, like a zero)
-        _settle(state, tid, fx)
+    if pending is not None and fraction >= params.quality_fraction:
+        pending, pay_now = record_quality_play(pending, ts, params)
+        state.pending_art[tid] = pending
+        if pay_now:
+            # a quality play after the impression: the art worked (paid now; with delayed
+            # positives it stays marked and is paid when the window closes, like a zero)
+            _settle(state, tid, fx)
     if is_finished(fraction):
         state.finished[tid] = max(ts, state.finished.get(tid, 0))
     elif ev.action == "start" and ts > state.finished.get(tid, ts):

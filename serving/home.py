@@ -27,8 +27,9 @@ from features import keys
 from features.keys import ALL_COUNTRIES
 from features.profile import ProfileMeta
 from features.rows import RowKind, row_kind_of
+from features.state_format import playhead_of
 from features.store import PipelineStore, RedisStore
-from online_models.page import title_item
+from online_models.page import Page, PageRow, title_item
 from online_models.rules import Rules
 from serving.artwork import request_context
 from serving.catalog_cache import CatalogSnapshot
@@ -88,8 +89,8 @@ def item_allowed(rules: Rules, item: Any, meta: ProfileMeta, country: str | None
         return False
 
 
-def guard_rows(rows: list[dict[str, Any]], rules: Rules, meta: ProfileMeta,
-               country: str | None) -> list[dict[str, Any]]:
+def guard_rows(rows: list[PageRow], rules: Rules, meta: ProfileMeta,
+               country: str | None) -> list[PageRow]:
     """Serve-time guardrails: drop items ``rules`` do not allow for ``meta`` in ``country``
     (no country: availability is not checked) and rows left without items. Input is not
     mutated."""
@@ -135,7 +136,11 @@ class InProgress(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ServeView:
-    """The part of a member's stored state the server reads: playheads and finished titles."""
+    """The part of a member's stored state the server reads: playheads and finished titles.
+
+    Playheads are kept as stored and named on read
+    (:func:`~features.state_format.playhead_of`), only for the titles of a Continue Watching
+    row."""
 
     progress: Mapping[str, Any] = field(default_factory=dict)
     finished: Mapping[str, Any] = field(default_factory=dict)
@@ -148,7 +153,7 @@ class ServeView:
     def resume_position(self, title_id: str) -> float | None:
         """Where to resume ``title_id``, in seconds, if it is in progress."""
         p = self.progress.get(title_id)
-        return None if p is None or title_id in self.finished else p[0]
+        return None if p is None or title_id in self.finished else playhead_of(p).position_s
 
 
 def home_country(meta: ProfileMeta) -> str | None:
@@ -157,15 +162,14 @@ def home_country(meta: ProfileMeta) -> str | None:
     return c if isinstance(c, str) and COUNTRY_RE.fullmatch(c) else None
 
 
-def is_continue_watching(row: dict[str, Any]) -> bool:
+def is_continue_watching(row: PageRow) -> bool:
     """Whether ``row`` is a Continue Watching row (by kind or by row id)."""
     row_id = row.get("row_id")
     return row.get("kind") == RowKind.CONTINUE_WATCHING or (
         isinstance(row_id, str) and row_kind_of(row_id) == RowKind.CONTINUE_WATCHING)
 
 
-def drop_finished(rows: list[dict[str, Any]],
-                  state: InProgress | None) -> list[dict[str, Any]]:
+def drop_finished(rows: list[PageRow], state: InProgress | None) -> list[PageRow]:
     """Serve-time Continue Watching check: keep only the titles ``state`` still has in
     progress (not finished, a playhead stored), with their newest resume position. A page
     materialized before the play that finished a title is otherwise stale. Without a stored
@@ -212,14 +216,16 @@ def latest_page(snap: CatalogSnapshot, rules: Rules, meta: ProfileMeta, country:
 
 
 
-def parse_page(raw: bytes) -> dict[str, Any]:
+def parse_page(raw: bytes) -> Page:
+    """A stored page (materialized by the worker), checked to be an object with rows."""
     page = orjson.loads(raw)
     if not isinstance(page, dict) or not isinstance(page.get("rows"), list):
         raise ValueError("stored page is not an object with a rows list")
     return page
 
 
-def impression_country(requested: str | None, page: dict[str, Any]) -> str:
+def impression_country(requested: str | None, page: Page) -> str:
+    """The country impressions are logged with: the request's, else the page's, else ZZ."""
     if requested is not None:
         return requested
     c = page.get("country")

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from features.profile import ProfileState
+from features.state_format import Playhead
 from features.store import InMemoryStore, PipelineStore, RedisStore
 from tests.integration.helpers import make_titles
 
@@ -32,7 +33,7 @@ async def test_unknown_profiles_are_absent(store: PipelineStore) -> None:
 
 async def test_commit_then_load_round_trips_states(store: PipelineStore) -> None:
     a, b = ProfileState("a", n_events=3, country="US"), ProfileState("b", n_events=1)
-    a.progress["t1"] = [10.0, 100.0, 5]
+    a.progress["t1"] = Playhead(10.0, 100.0, 5)
     await store.commit_batch([a, b], [], {"events_applied": 4})
     got = await store.load_profiles(["a", "b", "c"])
     assert got == {"a": a, "b": b}

@@ -12,6 +12,7 @@ import orjson
 import pytest
 import urllib3
 
+from features.profile import ProfileState
 from homestream.player.producer import PlayerProducer
 from homestream.player.simulator import publish_catalog
 from homestream.settings import Settings
@@ -26,6 +27,12 @@ from tests.integration.helpers import (
 )
 from topics.models import Play
 from topics.registry import ensure_topics
+
+
+def stored_state(settings: Settings, profile_id: str) -> ProfileState | None:
+    """A member's state as the worker stored it, read through the store boundary."""
+    raw = profile_state(settings, profile_id)
+    return None if raw is None else ProfileState.from_json(orjson.dumps(raw))
 
 
 @pytest.fixture
@@ -268,12 +275,13 @@ def test_a_delayed_quality_play_is_paid_when_the_watermark_closes_its_window_onc
                        action="progress", position_s=600.0, duration_s=1200.0, country="US")
         producer.send(quality)
         producer.flush()
-        state = wait_until(lambda: (s := profile_state(settings, "una"))
-                           and s["progress"].get(won["title_id"], [0.0])[0] == 600.0 and s,
+        state = wait_until(lambda: (s := stored_state(settings, "una"))
+                           and (p := s.progress.get(won["title_id"])) is not None
+                           and p.position_s == 600.0 and s,
                            20, what="una's quality play applied")
         # marked as won, still pending, nothing learned: the window has not closed in event time
-        assert state["pending_art"][won["title_id"]][6] == 1.0
-        assert len(state["pending_art"]) == len(chosen)
+        assert state.pending_art[won["title_id"]].won is True
+        assert len(state.pending_art) == len(chosen)
         time.sleep(1.0)  # timer ticks and checkpoints: still nothing paid
         assert counters(settings).get("artwork_rewards", 0) == 0
         assert counters(settings).get("artwork_quality_plays", 0) == 0

@@ -186,7 +186,7 @@ def test_sticky_repeats_are_one_decision_and_materialized_pages_are_not_bandit_d
     s = ProfileState("p")
     apply_event(s, art_impression("i1", "h1", "h1-a2", TS), genres, P)
     apply_event(s, art_impression("i2", "h1", "h1-a2", TS + 10), genres, P)
-    assert s.pending_art["h1"][0] == TS
+    assert s.pending_art["h1"].ts_ms == TS
     fx = apply_event(s, art_impression("i3", "h1", "h1-a0", TS + 20), genres, P)
     assert [(r.artwork_id, r.reward) for r in fx.art_rewards] == [("h1-a2", 0.0)]
     apply_event(s, art_impression("i4", "c1", "c1-a0", TS, policy="materialized"), genres, P)
@@ -200,9 +200,9 @@ def test_delayed_positive_is_paid_when_the_window_closes_and_only_once() -> None
     s = ProfileState("p")
     apply_event(s, art_impression("i", "h1", "h1-a2", TS), genres, DELAYED)
     fx = apply_event(s, play("1", "h1", 40, ts=TS + 10_000), genres, DELAYED)  # quality
-    assert fx.art_rewards == [] and s.pending_art["h1"][6] == 1.0  # marked, not paid
+    assert fx.art_rewards == [] and s.pending_art["h1"].won is True  # marked, not paid
     again = apply_event(s, play("2", "h1", 90, ts=TS + 20_000), genres, DELAYED)
-    assert again.art_rewards == [] and len(s.pending_art["h1"]) == 7
+    assert again.art_rewards == [] and s.pending_art["h1"].won is True
     # the mark survives a restart (the state is stored as JSON)
     s = ProfileState.from_json(s.to_json())
     assert s.oldest_pending_art_ms() == TS  # still due, like an open zero
@@ -237,7 +237,7 @@ def test_delayed_positive_of_a_replaced_decision_is_paid_when_replaced() -> None
     apply_event(s, play("1", "h1", 40, ts=TS + 1_000), genres, DELAYED)
     fx = apply_event(s, art_impression("i2", "h1", "h1-a0", TS + 2_000), genres, DELAYED)
     assert [(r.artwork_id, r.reward) for r in fx.art_rewards] == [("h1-a2", 1.0)]
-    assert len(s.pending_art["h1"]) == 6  # the new decision starts unmarked
+    assert s.pending_art["h1"].won is False  # the new decision starts unmarked
 
 
 def test_a_member_event_past_the_window_pays_a_delayed_positive() -> None:

@@ -376,7 +376,7 @@ async def test_delayed_positives_are_learned_when_the_watermark_closes_the_windo
     assert (rep.art_rewards, rep.quality_plays) == (0, 0)  # held back, not learned yet
     assert learned == [] and store.art_due == {0: {"p1": TS}}
     assert await proc.process(batch) is not None  # redelivered: the mark is not doubled
-    assert len((await store.load_profiles(["p1"]))["p1"].pending_art["t1"]) == 7
+    assert (await store.load_profiles(["p1"]))["p1"].pending_art["t1"].won is True
     await proc.process([msg(codec.encode_event(play("x", "p2", "t3", 10, TS + 65_005)), "p2")])
     assert await proc.settle_due() == 1  # watermark TS + 60_005: t1's window closed
     assert learned == [("t1-art0", 1.0)] and store.art_due == {0: {"p1": TS + 10}}
