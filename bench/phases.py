@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.stats import CpuProbes, cpu_delta, cpu_snapshot, drain_rate
+from homestream.kafka_config import librdkafka_config
 from homestream.stack.process import Child, wait_for
 
 log = logging.getLogger("bench")
@@ -100,7 +101,7 @@ def raw_consume(settings: Any, topic: str, expect_messages: int,
 
     codec = default_codec()
     c = Consumer({
-        "bootstrap.servers": settings.bootstrap_servers,
+        **librdkafka_config(settings),
         "group.id": f"bench-raw-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",

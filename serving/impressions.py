@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from homestream.kafka_config import librdkafka_config
 from homestream.settings import Settings
 from topics.codec import BATCH_SCHEMA, AvroCodec, default_codec
 from topics.models import MATERIALIZED_POLICY, Impression
@@ -48,7 +49,7 @@ class ProducerLike(Protocol):
 def producer_config(settings: Settings) -> dict[str, Any]:
     """librdkafka settings of the impressions producer."""
     return {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **librdkafka_config(settings),
         "client.id": f"{settings.app_id}-serving",
         "enable.idempotence": True,
         "linger.ms": settings.producer_linger_ms,

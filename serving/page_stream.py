@@ -32,6 +32,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from homestream.kafka_config import librdkafka_config
 from homestream.settings import Settings
 from topics.codec import AvroCodec, DecodeError, default_codec
 from topics.registry import event_topics, topic_specs
@@ -256,7 +257,7 @@ class TopicFeed:
 
     # -- in the thread ---------------------------------------------------------------------
     def _consumer(self, group: str) -> Consumer:
-        return Consumer({"bootstrap.servers": self.settings.bootstrap_servers,
+        return Consumer({**librdkafka_config(self.settings),
                          "group.id": group, "enable.auto.commit": False,
                          "enable.partition.eof": False, "fetch.wait.max.ms": 100,
                          "auto.offset.reset": "latest", "socket.timeout.ms": 5000})

@@ -18,6 +18,7 @@ from typing import Any
 import faust
 
 from features.store import PipelineStore, RedisStore
+from homestream.kafka_config import faust_credentials
 from homestream.settings import Settings
 from streams.learning import SCHEMA, LearningRecord
 from streams.processor import DeadLetterSink, EventProcessor, PageUpdateSink, RawMessage
@@ -86,6 +87,7 @@ def faust_config(settings: Settings) -> dict[str, Any]:
     brokers = [f"kafka://{b.strip()}" for b in settings.bootstrap_servers.split(",")]
     return {
         "broker": brokers,
+        "broker_credentials": faust_credentials(settings),
         "store": "memory://",
         "key_serializer": "raw",
         "value_serializer": "raw",

@@ -33,6 +33,7 @@ import time
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from features.store import PipelineStore, RedisStore
+from homestream.kafka_config import aiokafka_config
 from homestream.settings import ConfigError, Settings, load_settings
 from streams.learning import SCHEMA, LearningRecord
 from streams.models import CHECKPOINT_NAMES, ModelSet
@@ -139,7 +140,7 @@ async def run(settings: Settings, stop: asyncio.Event,
     learner = Learner(settings, store)
     topic = topic_specs(settings)["model_updates"].name
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, group_id=f"{settings.app_id}-learner",
+        **aiokafka_config(settings), group_id=f"{settings.app_id}-learner",
         enable_auto_commit=False, auto_offset_reset="earliest",
         session_timeout_ms=int(settings.session_timeout_s * 1000),
         heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),

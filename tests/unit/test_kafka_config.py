@@ -221,3 +221,17 @@ def test_the_password_is_never_printed_but_reaches_child_processes(
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert load_settings() == s
+
+
+def test_the_worker_impressions_producer_and_page_stream_use_the_mapping(
+        pki: dict[str, str]) -> None:
+    from serving.impressions import producer_config
+    from streams.app import faust_config
+
+    s = sasl_ssl(pki)
+    creds = faust_config(s)["broker_credentials"]
+    assert isinstance(creds, faust.SASLCredentials) and creds.username == "svc-homestream"
+    assert faust_config(Settings())["broker_credentials"] is None
+    conf = producer_config(s)
+    assert librdkafka_security(s).items() <= conf.items()
+    build_confluent(conf)
