@@ -9,6 +9,7 @@ single_threaded()  # before numpy loads (homestream.blas says why)
 import logging
 import sys
 
+from homestream.logs import setup_logging
 from homestream.settings import ConfigError, load_settings
 from online_models.experiments import experiment_from_settings
 from online_models.rules import rules_from_settings
@@ -23,8 +24,7 @@ def main() -> int:
     except ConfigError as exc:
         print(f"serving: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_format)
     # one access-log line per request costs more than serving the page; opt in if wanted
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     from serving.app import run

@@ -62,6 +62,7 @@ from typing import Any
 from aiohttp import web
 
 from features.store import PipelineStore, RedisStore
+from homestream.logs import setup_logging
 from homestream.settings import Settings
 from online_models.experiments import experiment_from_settings
 from online_models.page import PageConfig
@@ -228,9 +229,7 @@ def serve_one(settings: Settings) -> None:
     """One server process: serve until SIGTERM/SIGINT, then stop accepting, let in-flight
     requests finish (``http_shutdown_s``), store pending writes and flush impressions."""
     if settings.http_workers > 1:  # a spawned child: set up its logging like the parent
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(process)d %(name)s: "
-                                   "%(message)s")
+        setup_logging(settings.log_format)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     web.run_app(create_app(settings), host=settings.http_host, port=settings.http_port,
                 reuse_port=settings.http_workers > 1 or None,

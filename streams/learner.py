@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from features.store import PipelineStore, RedisStore
 from homestream.kafka_config import aiokafka_config
+from homestream.logs import setup_logging
 from homestream.settings import ConfigError, Settings, load_settings
 from streams.learning import SCHEMA, LearningRecord
 from streams.models import CHECKPOINT_NAMES, ModelSet
@@ -179,12 +180,12 @@ async def _snapshot_and_commit(learner: Learner, consumer: AIOKafkaConsumer,
 
 def main() -> int:
     """``python -m streams.learner``: create missing topics, learn until SIGTERM/SIGINT."""
-    logging.basicConfig(level=logging.INFO)
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    setup_logging(settings.log_format)
     ensure_topics(settings)
     stop = asyncio.Event()
 

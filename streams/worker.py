@@ -11,11 +11,11 @@ from homestream.blas import single_threaded
 
 single_threaded()  # before numpy loads (homestream.blas says why)
 
-import logging
 import sys
 
 import faust
 
+from homestream.logs import setup_logging
 from homestream.settings import ConfigError, Settings, load_settings
 from online_models.experiments import experiment_from_settings
 from online_models.rules import rules_from_settings
@@ -25,14 +25,14 @@ from topics.registry import ensure_topics
 
 def run(settings: Settings, loglevel: str = "info") -> None:
     """Run one worker process with ``settings`` until it is stopped."""
+    setup_logging(settings.log_format)
     ensure_topics(settings)
     app = build_app(settings)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
     worker.execute_from_commandline()
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO)
     try:
         settings = load_settings()
         rules_from_settings(settings)  # fail at start-up on a bad rules file, naming it
