@@ -29,7 +29,7 @@ test-integration: $(STAMP)
 	$(BIN)/python -m pytest -m integration
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.run --workers 2,1 --learner-mode inline --render-window-ms 1000 \
+	$(BIN)/python -m bench.run --workers 2,1 --learner-mode topic --render-window-ms 1000 \
 		--load-share 0.5 --min-events-per-s 20000 --max-freshness-p99-ms 250 \
 		--min-serve-ratio 0.5 --max-serve-p99-ratio 2.0
 
