@@ -144,9 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "candidates": candidates,
               "offline_max_rounds": max_rounds or None,
               "notes": _notes(runs, summaries, best_ctx)}
-    command = "python -m evaluation artwork" + (f" {shlex.join(argv)}" if argv else
-                                                 (" " + shlex.join(sys.argv[1:])
-                                                  if sys.argv[1:] else ""))
+    given = list(sys.argv[1:] if argv is None else argv)  # [] from the front door: no flags
+    command = "python -m evaluation artwork" + (f" {shlex.join(given)}" if given else "")
     res = ArtworkResults(
         command=command.rstrip(), generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         quick=args.quick, config=config, runs=summaries, offline=offline,
