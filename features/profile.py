@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
+from features.artwork_reward import is_quality_play, window_closed
 from features.feedback import (
     AFFINITY_WEIGHT,
     ENGAGED_CLICK,
@@ -506,34 +507,39 @@ def _settle_expired(state: ProfileState, now_ts: int, params: FeatureParams,
                     fx: Effects) -> None:
     """Decisions whose reward window closed (in event time) are paid: 0 without a quality
     play, 1 with one held back (``delayed_positives``)."""
-    horizon = now_ts - params.reward_window_s * 1000.0  # features.artwork_reward.window_closed
-    for tid in [t for t, p in state.pending_art.items() if p.ts_ms < horizon]:
+    for tid in [t for t, p in state.pending_art.items()
+                if window_closed(p.ts_ms, now_ts, params.reward_window_s)]:
         _settle(state, tid, fx)
 
 
-def record_quality_play(pending: PendingArtwork, ts_ms: int,
+def record_quality_play(pending: PendingArtwork, ts_ms: int, fraction: float,
                         params: FeatureParams) -> tuple[PendingArtwork, bool]:
-    """Record a quality play at ``ts_ms`` for the ``pending`` decision; returns the decision
-    as it now stands and whether to pay it now.
+    """Record a play at ``ts_ms`` reaching ``fraction`` of the title for the ``pending``
+    decision; returns the decision as it now stands and whether to pay it now.
 
-    A play inside the reward window marks the decision as won (idempotent). It is paid at
-    once, unless ``params.delayed_positives`` holds the reward back until the window closes,
-    when zeros are paid too. A play outside the window changes nothing.
+    A quality play (:func:`features.artwork_reward.is_quality_play`: far enough, inside the
+    reward window) marks the decision as won (idempotent). It is paid at once, unless
+    ``params.delayed_positives`` holds the reward back until the window closes, when zeros
+    are paid too. Any other play changes nothing.
 
     >>> params = FeatureParams(reward_window_s=60.0, delayed_positives=True)
     >>> p = PendingArtwork(1_000, "t1-a", 0.5, "uniform", 0, "")
-    >>> p, pay = record_quality_play(p, 2_000, params); pay, p.won
+    >>> p, pay = record_quality_play(p, 2_000, 0.5, params); pay, p.won
     (False, True)
-    >>> p, pay = record_quality_play(p, 3_000, params); pay, p.won
+    >>> p, pay = record_quality_play(p, 3_000, 0.5, params); pay, p.won
     (False, True)
     >>> p = PendingArtwork(1_000, "t1-a", 0.5, "uniform", 0, "")
-    >>> p, pay = record_quality_play(p, 2_000, FeatureParams()); pay, p.won
+    >>> p, pay = record_quality_play(p, 2_000, 0.5, FeatureParams()); pay, p.won
     (True, True)
     >>> p = PendingArtwork(1_000, "t1-a", 0.5, "uniform", 0, "")
-    >>> p, pay = record_quality_play(p, 999, params); pay, p.won
+    >>> p, pay = record_quality_play(p, 999, 0.5, params); pay, p.won
+    (False, False)
+    >>> p, pay = record_quality_play(p, 2_000, 0.1, params); pay, p.won
     (False, False)
     """
-    if not pending.ts_ms <= ts_ms <= pending.ts_ms + params.reward_window_s * 1000.0:
+    if not is_quality_play(pending.ts_ms, ts_ms, fraction,
+                           reward_window_s=params.reward_window_s,
+                           quality_fraction=params.quality_fraction):
         return pending, False
     return pending._replace(won=True), not params.delayed_positives
 
@@ -600,8 +606,8 @@ def _apply_play(state: ProfileState, ev: Play, genres_of: GenresOf, cast_of: Gen
         state.progress[tid] = Playhead(ev.position_s, ev.duration_s, ts)
     fraction = ev.fraction
     pending = state.pending_art.get(tid)
-    if pending is not None and fraction >= params.quality_fraction:
-        pending, pay_now = record_quality_play(pending, ts, params)
+    if pending is not None:
+        pending, pay_now = record_quality_play(pending, ts, fraction, params)
         state.pending_art[tid] = pending
         if pay_now:
             # a quality play after the impression: the art worked (paid now; with delayed
