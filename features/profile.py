@@ -46,6 +46,7 @@ from features.state_format import (
     STATE_FORMAT,
     PendingArtwork,
     Playhead,
+    ShownRow,
     as_arrays,
     check_format,
     entries_of,
@@ -175,7 +176,7 @@ class ProfileState:
     #: quality play already seen, ``delayed_positives`` pays it at the close).
     pending_art: dict[str, PendingArtwork] = field(default_factory=dict)
     #: title_id -> ``[row_kind, ts_ms]`` of its latest impression not yet played.
-    shown_rows: dict[str, list[Any]] = field(default_factory=dict)
+    shown_rows: dict[str, ShownRow] = field(default_factory=dict)
 
     # -- serialization --------------------------------------------------------------------
     def to_json(self) -> bytes:
@@ -190,6 +191,7 @@ class ProfileState:
         raw = orjson.loads(data)
         version = check_format(raw.pop("format", LEGACY_FORMAT))
         raw["progress"] = entries_of(raw.get("progress", {}), Playhead)
+        raw["shown_rows"] = entries_of(raw.get("shown_rows", {}), ShownRow)
         pending = raw.get("pending_art", {})
         raw["pending_art"] = (entries_of(pending, PendingArtwork) if version == STATE_FORMAT
                               else {t: legacy_pending(p) for t, p in pending.items()})
@@ -466,10 +468,10 @@ def _note_shown_row(state: ProfileState, ev: Impression, fx: Effects) -> None:
     if ev.title_id in state.engaged:
         return  # a first play can no longer follow
     prev = state.shown_rows.get(ev.title_id)
-    if prev is None or ev.event_ts_ms >= prev[1]:
-        state.shown_rows[ev.title_id] = [kind, ev.event_ts_ms]
+    if prev is None or ev.event_ts_ms >= prev.ts_ms:
+        state.shown_rows[ev.title_id] = ShownRow(kind, ev.event_ts_ms)
     if len(state.shown_rows) > MAX_SHOWN_ROWS:
-        oldest = min(state.shown_rows, key=lambda t: state.shown_rows[t][1])
+        oldest = min(state.shown_rows, key=lambda t: state.shown_rows[t].ts_ms)
         del state.shown_rows[oldest]
 
 
@@ -477,8 +479,8 @@ def _credit_row(state: ProfileState, title_id: str, ts: int, params: FeaturePara
                 fx: Effects) -> None:
     """A first play of a title shown within the attribution window credits that row kind."""
     shown = state.shown_rows.pop(title_id, None)
-    if shown is not None and 0 <= ts - shown[1] <= params.row_attribution_window_s * 1000.0:
-        fx.row_takes.append(shown[0])
+    if shown is not None and 0 <= ts - shown.ts_ms <= params.row_attribution_window_s * 1000.0:
+        fx.row_takes.append(shown.kind)
 
 
 #: Impressions without a play after which a title counts as ignored (a weak negative).

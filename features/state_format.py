@@ -1,11 +1,12 @@
 """Named entries of a member's stored state, and the versioned JSON format they are kept in.
 
 :class:`~features.profile.ProfileState` keeps a playhead per title in progress
-(:class:`Playhead`) and an artwork decision per title waiting for its reward
-(:class:`PendingArtwork`). In memory they are named tuples; in the stored JSON they are
-arrays of their fields in the order the named tuples declare them (compact, and converted
-without a Python call per entry: a member can hold hundreds of pending decisions and the
-worker loads and stores its state every batch), under ``"format": STATE_FORMAT``.
+(:class:`Playhead`), an artwork decision per title waiting for its reward
+(:class:`PendingArtwork`) and the row kind each title was last shown in (:class:`ShownRow`).
+In memory they are named tuples; in the stored JSON they are arrays of their fields in the
+order the named tuples declare them (compact, and converted without a Python call per entry:
+a member can hold hundreds of pending decisions and the worker loads and stores its state
+every batch), under ``"format": STATE_FORMAT``.
 
 Format history:
 
@@ -13,6 +14,8 @@ Format history:
   ``[ts_ms, artwork_id, propensity, policy, policy_version, context_json]``, with a seventh
   element ``1.0`` only once a quality play was seen. Still read.
 * 2: playheads as in 1; pending decisions always carry the seventh field, ``won``, a boolean.
+
+Shown rows are ``[kind, ts_ms]`` in both formats.
 
 >>> playhead_of([700.0, 1000.0, 5])
 Playhead(position_s=700.0, duration_s=1000.0, ts_ms=5)
@@ -55,7 +58,14 @@ class PendingArtwork(NamedTuple):
     won: bool = False
 
 
-E = TypeVar("E", Playhead, PendingArtwork)
+class ShownRow(NamedTuple):
+    """The kind of row a title was last shown in, and when (a first play credits it)."""
+
+    kind: str
+    ts_ms: int
+
+
+E = TypeVar("E", Playhead, PendingArtwork, ShownRow)
 _new = tuple.__new__
 
 

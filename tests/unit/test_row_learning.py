@@ -75,7 +75,7 @@ def test_every_row_page_assembly_builds_maps_back_to_its_kind() -> None:
 def test_a_first_play_after_an_impression_credits_that_row_kind_once() -> None:
     s = ProfileState("p")
     fx = apply_event(s, impression("i1", "t1", "top-picks"), lambda t: [], P)
-    assert fx.row_exposures == ["top_picks"] and s.shown_rows["t1"][0] == "top_picks"
+    assert fx.row_exposures == ["top_picks"] and s.shown_rows["t1"].kind == "top_picks"
     fx = apply_event(s, play("p1", "t1", TS + 60_000, pos=60.0), lambda t: [], P)  # a click
     assert fx.row_takes == ["top_picks"]
     fx = apply_event(s, play("p2", "t1", TS + 120_000), lambda t: [], P)  # now a watch

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from features.profile import FeatureParams, ProfileState, apply_event, settle_expired_art
-from features.state_format import STATE_FORMAT, PendingArtwork, Playhead
+from features.state_format import STATE_FORMAT, PendingArtwork, Playhead, ShownRow
 from topics.models import Play
 
 #: A state written by the format-1 code (positional playheads and pending decisions; ``t2``'s
@@ -77,3 +77,12 @@ def test_the_server_reads_resume_positions_from_either_format() -> None:
     for raw in (old, ProfileState.from_json(old).to_json()):
         view = ServeView.from_json(raw)
         assert view.resume_position("t1") == 600.0 and view.resume_position("t9") is None
+
+
+def test_shown_rows_are_named_and_stored_as_arrays() -> None:
+    state = ProfileState("p1")
+    state.shown_rows["t1"] = ShownRow("top_picks", 5)
+    raw = orjson.loads(state.to_json())
+    assert raw["shown_rows"] == {"t1": ["top_picks", 5]}
+    back = ProfileState.from_json(state.to_json())
+    assert back.shown_rows["t1"].kind == "top_picks" and back.shown_rows["t1"].ts_ms == 5
