@@ -206,7 +206,7 @@ def server(args: Sequence[str], env: Mapping[str, str], port: int,
                     if resp.status == 200:
                         break
             except OSError:
-                pass
+                pass  # not listening yet: poll again
             if time.monotonic() > deadline:
                 raise BenchError(f"{' '.join(args)} not ready in 60s; log {name}")
             time.sleep(0.1)

@@ -67,7 +67,7 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     @stream.setter
     def stream(self, value: IO[str]) -> None:
-        pass
+        pass  # the handler always writes to the current sys.stderr; assignments are ignored
 
 
 def setup_logging(log_format: str = "text", level: int = logging.INFO,

@@ -83,7 +83,7 @@ class ArtworkChooser:
         try:
             return self._art[title_id]
         except KeyError:
-            pass
+            pass  # not built for this catalog yet: built below
         except TypeError:
             return None  # not a usable title id
         title = catalog.get(title_id)

@@ -42,16 +42,19 @@ def query_profile_id(request: web.Request) -> str | None:
     return None if value is None else check_profile_id(value)
 
 
-def query_limit(request: web.Request) -> int:
+def query_limit(request: web.Request, default: int = LIMIT_DEFAULT,
+                maximum: int = LIMIT_MAX) -> int:
+    """The ``limit`` query parameter: ``default`` when absent, else an integer from 1 to
+    ``maximum`` (a 400 naming the field otherwise)."""
     raw = request.query.get("limit")
     if raw is None:
-        return LIMIT_DEFAULT
+        return default
     try:
         limit = int(raw)
     except ValueError:
         limit = 0
-    if not 1 <= limit <= LIMIT_MAX:
-        raise InvalidInput("limit", f"must be an integer from 1 to {LIMIT_MAX}, "
+    if not 1 <= limit <= maximum:
+        raise InvalidInput("limit", f"must be an integer from 1 to {maximum}, "
                                     f"got {raw[:16]!r}")
     return limit
 

@@ -42,9 +42,9 @@ from aiohttp import web
 from features.keys import default_page_key, page_key
 from features.store import PipelineStore
 from homestream.settings import Settings
-from serving.http import MODELS, SETTINGS, STORE, InvalidInput, json_response
+from serving.http import MODELS, SETTINGS, STORE, json_response
 from serving.page_stream import PageUpdateHub, TopicFeed
-from serving.validation import check_profile_id
+from serving.validation import check_profile_id, query_limit
 
 WEB_DIR = Path(__file__).with_name("web")
 #: Seconds between two keep-alive comments on an idle page stream.
@@ -236,14 +236,7 @@ async def known_profiles(store: PipelineStore, prefix: str, limit: int,
 
 async def profiles(request: web.Request) -> web.Response:
     """``GET /ui/profiles?q=&limit=``: ``{"profiles": [...], "truncated": bool}``."""
-    raw = request.query.get("limit", str(PROFILES_DEFAULT))
-    try:
-        limit = int(raw)
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= PROFILES_MAX:
-        raise InvalidInput("limit", f"must be an integer from 1 to {PROFILES_MAX}, "
-                                    f"got {raw[:16]!r}")
+    limit = query_limit(request, PROFILES_DEFAULT, PROFILES_MAX)
     q = request.query.get("q", "")[:128]
     settings = request.app[SETTINGS]
     ids, truncated = await known_profiles(request.app[STORE], settings.key_prefix, limit, q)
@@ -286,8 +279,8 @@ async def page_stream(request: web.Request) -> web.StreamResponse:
             if update is None:  # the server is stopping
                 break
             await resp.write(sse_event("page", update))
-    except ConnectionResetError:  # the browser went away
-        pass
+    except ConnectionResetError:
+        pass  # the browser went away: nothing to send to
     finally:
         hub.unsubscribe(profile_id, queue)
     if resp.prepared:

@@ -86,7 +86,7 @@ async def test_sigterm_under_load_drains_and_loses_no_impressions(settings: Sett
                         if resp.status == 200:
                             break
                 except aiohttp.ClientError:
-                    pass
+                    pass  # not listening yet: poll again
                 await asyncio.sleep(0.1)
             else:
                 raise AssertionError(Path(log_name).read_text())
