@@ -131,8 +131,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probe-timeout-s", type=positive_float, default=10.0)
     p.add_argument("--concurrency", type=positive_int, default=32)
     p.add_argument("--serve-seconds", type=positive_float, default=10.0)
-    p.add_argument("--unknown-share", type=float, default=0.1,
-                   help="share of serving requests for profiles without a page")
     p.add_argument("--redis-gets", type=positive_int, default=2000)
     p.add_argument("--drain-timeout-s", type=positive_float, default=None,
                    help="give up on the backlog after this long (default: generous)")
@@ -143,8 +141,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     add_load_args(p, positive_int, positive_float, with_duration=False)
     args = p.parse_args(argv)
-    if not 0.0 <= args.unknown_share < 1.0:
-        p.error("--unknown-share must be within [0, 1)")
     if args.max_heartbeats < 0:
         p.error("--max-heartbeats must not be negative")
     return args

@@ -128,7 +128,7 @@ def test_parse_args_overrides_and_targets() -> None:
 
 @pytest.mark.parametrize("argv", [
     ["--events", "0"], ["--events", "many"], ["--load-eps", "-1"], ["--concurrency", "0"],
-    ["--unknown-share", "1.0"], ["--max-heartbeats", "-1"], ["--no-such-flag"],
+    ["--max-heartbeats", "-1"], ["--no-such-flag"],
 ])
 def test_parse_args_rejects(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
