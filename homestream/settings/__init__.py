@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     model_reload_interval_s: float = Field(0.5, gt=0, le=60.0, description="Seconds between "
                                            "a worker's checks for a new model snapshot")
     worker_web_port: int = Field(0, ge=0, le=65535, description="Faust web port; 0 = disabled")
+    worker_metrics_port: int = Field(0, ge=0, le=65535, description="Port of the worker's "
+                                     "Prometheus /metrics endpoint; 0 = disabled")
     worker_data_dir: str = Field(".homestream-data", description="Faust data directory")
 
     max_lateness_s: float = Field(6 * 3600.0, ge=0.0,
