@@ -93,7 +93,17 @@ class ProducerError(RuntimeError):
 
 class InvalidEvent(ValueError):
     """An event that does not validate; the text names the model and field, e.g.
-    ``Play.position_s: Input should be greater than or equal to 0``."""
+    ``Play.position_s: Input should be greater than or equal to 0``.
+
+    ``errors`` holds the same problems as ``(field, reason)`` pairs (``("position_s",
+    "Input should be greater than or equal to 0")``; the field is ``"type"`` or ``"event"``
+    for an event that names no known type or is not an object), for callers that report
+    them field by field (the HTTP ingestion route).
+    """
+
+    def __init__(self, message: str, errors: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = list(errors) if errors else [("event", message)]
 
 
 @dataclass
@@ -114,13 +124,14 @@ def _ids(ids: list[str], limit: int = MAX_IDS_IN_MESSAGE) -> str:
     return shown if len(ids) <= limit else f"{shown}, ... (+{len(ids) - limit} more)"
 
 
-def _describe(model: type[Event], exc: ValidationError) -> str:
-    parts = []
+def _describe(model: type[Event], exc: ValidationError) -> InvalidEvent:
+    parts, errors = [], []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
         parts.append(f"{model.__name__}.{loc}: {err['msg']}" if loc
                      else f"{model.__name__}: {err['msg']}")
-    return "; ".join(parts)
+        errors.append((loc or "event", str(err["msg"])))
+    return InvalidEvent("; ".join(parts), errors)
 
 
 def parse_event(data: Mapping[str, Any]) -> Event:
@@ -145,15 +156,39 @@ def parse_event(data: Mapping[str, Any]) -> Event:
     fields = dict(data)
     kind = fields.pop("type", None)
     if kind is None:
-        raise InvalidEvent(f"type: missing; expected one of {', '.join(EVENT_TYPES)}")
+        expected = f"expected one of {', '.join(EVENT_TYPES)}"
+        raise InvalidEvent(f"type: missing; {expected}", [("type", f"missing; {expected}")])
     model = EVENT_TYPES.get(str(kind).lower()) or EVENT_MODELS.get(str(kind))
     if model is None:
-        raise InvalidEvent(f"type: unknown event type {kind!r}; expected one of "
-                           f"{', '.join(EVENT_TYPES)}")
+        reason = f"unknown event type {kind!r}; expected one of {', '.join(EVENT_TYPES)}"
+        raise InvalidEvent(f"type: {reason}", [("type", reason)])
     try:
         return model.model_validate(fields)
     except ValidationError as exc:
-        raise InvalidEvent(_describe(model, exc)) from None
+        raise _describe(model, exc) from None
+
+
+def player_producer_config(settings: Settings, client_id: str = "homestream-player",
+                           ) -> dict[str, Any]:
+    """librdkafka settings of a player-events producer: the broker and its security,
+    idempotence with ``acks=all``, the linger and delivery timeout settings, lz4."""
+    return {
+        **librdkafka_config(settings),
+        "client.id": client_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": settings.producer_linger_ms,
+        "delivery.timeout.ms": settings.producer_delivery_timeout_ms,
+        "compression.type": "lz4",
+    }
+
+
+def encode_events(codec: AvroCodec, profile_id: str, events: list[Event]) -> bytes:
+    """One message value for one profile's events: the event itself when alone, else an
+    ``EventBatch``."""
+    if len(events) == 1:
+        return codec.encode_event(events[0])
+    return codec.encode_batch(profile_id, events)
 
 
 def _as_event(event: Event | Mapping[str, Any]) -> Event:
@@ -218,13 +253,7 @@ class PlayerProducer:
         self.codec = codec or default_codec()
         self.on_failure = on_failure
         self.config: dict[str, Any] = {
-            **librdkafka_config(settings),
-            "client.id": "homestream-player",
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": settings.producer_linger_ms,
-            "delivery.timeout.ms": settings.producer_delivery_timeout_ms,
-            "compression.type": "lz4",
+            **player_producer_config(settings),
             "logger": logging.getLogger(f"{__name__}.librdkafka"),
             "error_cb": self._on_error,
             **(extra_config or {}),
@@ -311,10 +340,7 @@ class PlayerProducer:
         return self._produce(profile_id, events)
 
     def _produce(self, profile_id: str, events: list[Event]) -> int:
-        if len(events) == 1:
-            value = self.codec.encode_event(events[0])
-        else:
-            value = self.codec.encode_batch(profile_id, events)
+        value = encode_events(self.codec, profile_id, events)
         ids = [e.event_id for e in events]
         token = next(self._tokens)
         self._in_flight[token] = ids
