@@ -104,7 +104,10 @@ class Settings(BaseSettings):
                                              "between the learner's model snapshots")
     model_reload_interval_s: float = Field(0.5, gt=0, le=60.0, description="Seconds between "
                                            "a worker's checks for a new model snapshot")
-    worker_web_port: int = Field(0, ge=0, le=65535, description="Faust web port; 0 = disabled")
+    worker_web_port: int = Field(0, ge=0, le=65535, description="Faust web port (the "
+                                 "worker's /health and /ready); 0 = disabled")
+    learner_web_port: int = Field(0, ge=0, le=65535, description="The learner's /health and "
+                                  "/ready port; 0 = disabled")
     worker_metrics_port: int = Field(0, ge=0, le=65535, description="Port of the worker's "
                                      "Prometheus /metrics endpoint; 0 = disabled")
     worker_data_dir: str = Field(".homestream-data", description="Faust data directory")
@@ -171,6 +174,10 @@ class Settings(BaseSettings):
                               "0: one per CPU")
     http_shutdown_s: float = Field(10.0, ge=0.0, le=600.0, description="On SIGTERM, how "
                                    "long in-flight requests may take before the server stops")
+    ingest_max_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576, description="Largest "
+                                  "POST /v1/events body in bytes (larger: 413)")
+    ingest_max_events: int = Field(1000, ge=1, le=100_000, description="Most events in one "
+                                   "POST /v1/events array (more: 413)")
 
     # --- producer client ------------------------------------------------------------------
     producer_linger_ms: float = Field(5.0, ge=0.0, le=10_000.0,
