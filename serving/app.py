@@ -28,6 +28,8 @@ Routes:
 - ``GET /v1/search?q=&profile_id=&country=&limit=20``: :mod:`online_models.search`;
   returns ``{"query", "mode", "profile_id", "country", "items"}``, each item with its
   ``reason``.
+- ``POST /v1/events``: a JSON array of player events, validated one by one and produced
+  keyed by profile; answered once the broker acknowledged (:mod:`serving.ingest`).
 - ``GET /healthz``: the process is alive.
 - ``GET /readyz``: 200 when the store answers a ping and the broker the impressions go to
   answers a metadata request with the impressions topic (checked in a worker thread, the
@@ -86,6 +88,8 @@ from serving.http import (
     json_response,
 )
 from serving.impressions import ImpressionLogger
+from serving.ingest import add_ingest
+from serving.metrics import metrics_endpoint, metrics_middleware, multiprocess_dir, sampling
 from serving.processes import serve_processes
 from serving.ready import BROKER_TIMEOUT_S, BROKER_TTL_S, BrokerCheck
 from serving.routes import rerank, search, similar
@@ -193,7 +197,7 @@ def create_app(settings: Settings, store: PipelineStore | None = None,
     from ``HOMESTREAM_RULES_FILE`` unless given (:class:`~settings.ConfigError` if invalid).
     ``/readyz`` waits ``broker_timeout_s`` for the broker and reuses its answer for
     ``broker_ttl_s``."""
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[metrics_middleware, error_middleware])
     app[SETTINGS] = settings
     app[PENDING] = set()
     app[BROKER_CHECK] = BrokerCheck(broker_timeout_s, broker_ttl_s)
@@ -212,13 +216,16 @@ def create_app(settings: Settings, store: PipelineStore | None = None,
     app.cleanup_ctx.append(functools.partial(
         _resources, own_store=store is None, own_impressions=impressions is None,
         own_models=models is None))
+    app.cleanup_ctx.append(sampling)
     app.router.add_get("/v1/homepage/{profile_id}", homepage)
     app.router.add_get("/v1/titles/{title_id}/similar", similar)
     app.router.add_post("/v1/rerank", rerank)
     app.router.add_get("/v1/search", search)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
     from serving.webapp import add_webapp  # it imports this module: bound here, not on top
+    add_ingest(app, settings)  # POST /v1/events
     add_webapp(app, settings)
     return app
 
@@ -240,5 +247,6 @@ def serve_one(settings: Settings) -> None:
 def run(settings: Settings) -> int:
     """Serve on ``settings.http_host:http_port`` with ``settings.http_workers`` processes
     until interrupted (prints the URL); the exit code (0: stopped cleanly)."""
-    return serve_processes(functools.partial(serve_one, settings), settings.http_workers,
-                           stop_timeout_s=settings.http_shutdown_s + 30.0)
+    with multiprocess_dir(settings.http_workers):  # the children's metrics, added up
+        return serve_processes(functools.partial(serve_one, settings), settings.http_workers,
+                               stop_timeout_s=settings.http_shutdown_s + 30.0)
