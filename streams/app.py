@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import statistics
+import time
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from features.store import PipelineStore, RedisStore
 from homestream.kafka_config import faust_credentials
 from homestream.settings import Settings
 from streams.learning import SCHEMA, LearningRecord
+from streams.metrics import CountedDeadLetters, WorkerMetrics
 from streams.processor import DeadLetterSink, EventProcessor, PageUpdateSink, RawMessage
 from streams.transport import HomestreamApp
 from topics.codec import default_codec
@@ -151,11 +153,14 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
     if settings.learner_mode == "topic":
         learning = FaustModelUpdates(app.topic(specs["model_updates"].name, key_type=bytes,
                                                value_type=bytes, internal=False))
-    processor = EventProcessor(settings, store, dead_letters or FaustDeadLetters(dlq_topic),
+    processor = EventProcessor(settings, store,
+                               CountedDeadLetters(dead_letters or FaustDeadLetters(dlq_topic)),
                                page_updates=page_updates, learning=learning)
     app.processor = processor  # type: ignore[attr-defined]  # for tests and tools
     freshness: list[float] = []
     event_topic_names = event_topics(settings)
+    metrics = WorkerMetrics({specs[role].name: role for role in ("player_events", "impressions")})
+    app.metrics = metrics  # type: ignore[attr-defined]  # for tests and tools
     events_topic = app.topic(*event_topic_names, key_type=bytes, value_type=bytes)
     catalog_topic = app.topic(specs["catalog"].name, key_type=bytes, value_type=bytes)
     profiles_topic = app.topic(specs["profiles"].name, key_type=bytes, value_type=bytes)
@@ -164,8 +169,10 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
     async def process_events(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.batch_max_events,
                                               within=settings.batch_within_s):
-            report = await _finish_even_if_cancelled(processor.process(_raw(batch)))
+            started, raw = time.perf_counter(), _raw(batch)
+            report = await _finish_even_if_cancelled(processor.process(raw))
             freshness.extend(report.freshness_ms)
+            metrics.observe_batch(report, raw, time.perf_counter() - started)
 
     @app.agent(catalog_topic, name="catalog")
     async def process_catalog(stream: faust.StreamT) -> None:
@@ -178,6 +185,10 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
             await _finish_even_if_cancelled(processor.process_profiles(_raw(batch)))
 
     _model_and_page_timers(app, settings, processor, event_topic_names)
+
+    @app.timer(5.0)
+    async def consumer_lag() -> None:
+        await metrics.update_lag(app)
 
     @app.timer(10.0)
     async def log_freshness() -> None:
@@ -203,12 +214,14 @@ def _model_and_page_timers(app: faust.App, settings: Settings, processor: EventP
         async def checkpoint_model() -> None:
             # snapshots the models between two batches (it waits for a batch being
             # committed), so a checkpoint never holds the learning of a batch a crash replays
-            await processor.checkpoint()
+            if await processor.checkpoint():
+                app.metrics.models_saved()
     else:
         @app.timer(settings.model_reload_interval_s)
         async def reload_models() -> None:
             # the learner's latest snapshot, when its version moved (pages use it from then)
-            await processor.reload_models()
+            if await processor.reload_models():
+                app.metrics.models_saved()
 
     @app.timer(settings.artwork_settle_interval_s)
     async def settle_artwork() -> None:

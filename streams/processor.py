@@ -110,6 +110,8 @@ class BatchReport:
     committed: bool = False
     #: Page-write time minus event time, per applied event, in ms.
     freshness_ms: list[float] = field(default_factory=list)
+    #: Decoded events by record name (``Play``, ``Scroll``...), for the metrics.
+    event_types: Counter[str] = field(default_factory=Counter)
 
 
 class EventProcessor:
@@ -363,6 +365,7 @@ class EventProcessor:
         report = BatchReport(messages=len(messages))
         events, letters = self.decode(messages)
         report.events, report.dead_letters = len(events), len(letters)
+        report.event_types = Counter(type(se.event).__name__ for se in events)
         if letters:
             await self.dead_letters.send(letters)
         if not events:

@@ -20,6 +20,7 @@ from homestream.settings import ConfigError, Settings, load_settings
 from online_models.experiments import experiment_from_settings
 from online_models.rules import rules_from_settings
 from streams.app import build_app
+from streams.metrics import serve as serve_metrics
 from topics.registry import ensure_topics
 
 
@@ -28,6 +29,8 @@ def run(settings: Settings, loglevel: str = "info") -> None:
     setup_logging(settings.log_format)
     ensure_topics(settings)
     app = build_app(settings)
+    if settings.worker_metrics_port:
+        serve_metrics(settings.worker_metrics_port)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
     worker.execute_from_commandline()
 
