@@ -327,15 +327,17 @@ def row_similarity(a: CandidateRow, b: CandidateRow, catalog: Catalog) -> float:
 
 def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
                 max_rows: int, row_length: int | None = None,
-                min_items: int = 1, required: Collection[str] = ()) -> list[CandidateRow]:
+                min_items: int = 1, required: Collection[str] = (),
+                visible: int | None = None) -> list[CandidateRow]:
     """Greedy selection: repeatedly take the row with the highest utility minus
     ``penalty`` x its largest similarity to rows taken so far.
 
     Kinds in ``required`` are kept: once the free rows are no more than the required kinds
     still missing (that have a candidate left), only rows of those kinds compete for them.
 
-    With ``row_length``, the titles each taken row will show (its first ``row_length`` not
-    shown above) are set aside, and the utility of every row with ``rels`` is recomputed
+    With ``row_length``, the titles each taken row will show in view (its first ``visible``
+    not in view above, default ``row_length``; see :func:`fill_rows`) are set aside, and
+    the utility of every row with ``rels`` is recomputed
     from the titles it still has to offer: a row whose best titles are already on the page
     is worth less; once ``SHORT_ROWS_KEPT`` rows holding two rows' worth of titles are
     taken, a recommendation row left with fewer than ``min_items`` titles is dropped (a
@@ -354,6 +356,7 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
     chosen: list[CandidateRow] = []
     max_sim = {id(c): 0.0 for c in left}
     used: set[str] = set()
+    depth = visible or row_length or 0
     while left and len(chosen) < max_rows:
         taken_kinds = {c.kind for c in chosen}
         missing = {c.kind for c in left if c.kind in required} - taken_kinds
@@ -364,9 +367,8 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
         chosen.append(best)
         left.remove(best)
         if row_length is not None:
-            shown = [t for t, _ in best.ranked if t not in used][:row_length]
-            used.update(shown)
-            if len(chosen) >= SHORT_ROWS_KEPT and len(used) >= 2 * row_length:
+            used.update([t for t, _ in best.ranked if t not in used][:depth])
+            if len(chosen) >= SHORT_ROWS_KEPT and len(used) >= 2 * depth:
                 left = [c for c in left if not too_short(c, used)]
             for c in left:
                 if c.rels is not None:
@@ -554,6 +556,42 @@ def _shared_rows(b: _Rows, catalog: Catalog, trending: Sequence[tuple[str, float
           b.by_rel(new))
 
 
+def fill_rows(chosen: Sequence[CandidateRow], catalog: Catalog, row_length: int,
+              visible: int) -> list[list[tuple[Title, float]]]:
+    """The titles of each selected row, in page order, no title twice on the page.
+
+    In view first: every row takes its first ``visible`` titles not taken above, top row
+    first, before any row takes more (up to ``row_length``, from the rest of its ranking);
+    so a row's leading titles are never spent on a row above's columns out of view, and
+    what a member sees without scrolling holds each row's best titles not shown above.
+
+    >>> import datetime as dt
+    >>> from topics.models import Artwork
+    >>> cat = Catalog([Title(title_id=t, name=t, genres=["Drama"], maturity_rating="PG",
+    ...     release_date=dt.date(2024, 1, 1), duration_s=60.0,
+    ...     artwork=[Artwork(artwork_id=t + "a", url="u")]) for t in "abcdef"])
+    >>> rows = [CandidateRow("r1", "top_picks", "", "", [(t, 1.0) for t in "abcde"]),
+    ...         CandidateRow("r2", "genre", "", "", [(t, 1.0) for t in "bcf"])]
+    >>> [[t.title_id for t, _ in r] for r in fill_rows(rows, cat, row_length=4, visible=2)]
+    [['a', 'b', 'd', 'e'], ['c', 'f']]
+    """
+    used: set[str] = set()
+    picked: list[list[tuple[Title, float]]] = [[] for _ in chosen]
+    cursor = [0] * len(chosen)
+    for depth in (visible, row_length):
+        for i, c in enumerate(chosen):
+            row, j = picked[i], cursor[i]
+            while len(row) < depth and j < len(c.ranked):
+                tid, score = c.ranked[j]
+                j += 1
+                title = None if tid in used else catalog.get(tid)
+                if title is not None:
+                    row.append((title, score))
+                    used.add(tid)
+            cursor[i] = j
+    return picked
+
+
 def assemble_page(state: ProfileState | None, catalog: Catalog,
                   trending: Sequence[tuple[str, float]], scorer: Scorer | None,
                   config: PageConfig, country: str, now_ms: int,
@@ -577,22 +615,14 @@ def assemble_page(state: ProfileState | None, catalog: Catalog,
     cands = candidate_rows(state, catalog, set(allowed_ids), rel, trending, cowatch, config,
                            country, now_ms)
     min_items = min(rules.min_row_items, config.row_length)
+    visible = min(rules.visible_columns, config.row_length)
     chosen = select_rows(cands, catalog, rules.diversity_penalty, rules.max_rows,
-                         config.row_length, min_items, rules.required_rows)
-    used: set[str] = set()
+                         config.row_length, min_items, rules.required_rows, visible)
     rows: list[PageRow] = []
-    for c in chosen:
-        items: list[PageItem] = []
-        for tid, score in c.ranked:
-            if tid in used:
-                continue
-            title = catalog.get(tid)
-            if title is None:
-                continue
-            items.append(_item(catalog, title, score, c.extra(tid) if c.extra else None))
-            used.add(tid)
-            if len(items) >= config.row_length:
-                break
+    for c, picked in zip(chosen, fill_rows(chosen, catalog, config.row_length, visible),
+                         strict=True):
+        items = [_item(catalog, title, score, c.extra(title.title_id) if c.extra else None)
+                 for title, score in picked]
         if items:
             rows.append({"row_id": c.row_id, "kind": c.kind, "title": c.title,
                          "explanation": c.explanation, "utility": c.utility,

@@ -81,6 +81,10 @@ class Rules(BaseModel):
     diversity_penalty: float = Field(0.2, ge=0.0)
     #: Most rows on a page.
     max_rows: int = Field(10, ge=1)
+    #: Titles of a row in view before the member scrolls it: every row's first
+    #: ``visible_columns`` titles are placed before any row's further titles (no title
+    #: twice on the page), and a row's utility is that of its titles in view.
+    visible_columns: int = Field(5, ge=1)
     #: Fewest titles a recommendation row may show once titles placed above are removed
     #: (capped at the row length); shorter rows are left out.
     min_row_items: int = Field(4, ge=1)

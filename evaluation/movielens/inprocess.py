@@ -40,6 +40,7 @@ from features.rows import RowKind
 from features.store import InMemoryStore
 from homestream.settings import Settings
 from online_models.page import Page as PageDoc
+from online_models.rules import Rules, rules_from_settings
 from streams.learner import Learner
 from streams.learning import SCHEMA, LearningRecord
 from streams.processor import EventProcessor, MemoryDeadLetters, RawMessage
@@ -67,6 +68,10 @@ class InProcessPipeline:
         ``settings.row_length`` to at least 50 so the row holds 10 rows' worth.
     workers
         Processors the members are split over, sharing one learner (module docstring).
+    rules
+        The page rules (default: ``HOMESTREAM_RULES_FILE``'s; with ``ranking_only``, those
+        with every title of a row in view, so the Top Picks row is its ranking's first
+        ``row_length`` titles whatever the rows below show).
     log_impressions
         Log each page view as impressions (:func:`~evaluation.movielens.data.view_impressions`),
         sent with the next chunk, as the server logs the pages it serves.
@@ -76,9 +81,12 @@ class InProcessPipeline:
                  events_of: Callable[[Rating], list[Event]] = to_events,
                  batch_events: int = 500, name: str = "pipeline-inprocess",
                  log_impressions: bool = True, ranking_only: bool = False,
-                 workers: int = 1) -> None:
+                 workers: int = 1, rules: Rules | None = None) -> None:
         self.name = name
         self.settings = settings or Settings()
+        if rules is None and ranking_only:
+            rules = rules_from_settings(self.settings).model_copy(
+                update={"visible_columns": self.settings.row_length})
         self.events_of = events_of
         self.batch_events = batch_events
         self.codec = default_codec()
@@ -89,11 +97,11 @@ class InProcessPipeline:
             self.learner = Learner(self.settings, self.store, self.codec)
             sink = _LearnerSink(self.learner, self.codec)
             self.processors = [EventProcessor(self.settings, self.store, self.dead_letters,
-                                              codec=self.codec, learning=sink)
+                                              codec=self.codec, learning=sink, rules=rules)
                                for _ in range(workers)]
         else:
             self.processors = [EventProcessor(self.settings, self.store, self.dead_letters,
-                                              codec=self.codec)]
+                                              codec=self.codec, rules=rules)]
         self.processor = self.processors[0]
         self.default_pages_served = 0
         self.log_impressions = log_impressions
