@@ -21,6 +21,7 @@ import faust
 from features.store import PipelineStore, RedisStore
 from homestream.kafka_config import faust_credentials
 from homestream.settings import Settings
+from streams.health import WorkerHealth, install_worker_health
 from streams.learning import SCHEMA, LearningRecord
 from streams.metrics import CountedDeadLetters, WorkerMetrics
 from streams.processor import DeadLetterSink, EventProcessor, PageUpdateSink, RawMessage
@@ -159,6 +160,10 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
     app.processor = processor  # type: ignore[attr-defined]  # for tests and tools
     freshness: list[float] = []
     event_topic_names = event_topics(settings)
+    health = WorkerHealth(lambda: app.consumer.assignment(), store, event_topic_names)
+    app.health = health  # type: ignore[attr-defined]  # /health and /ready
+    if settings.worker_web_port:
+        install_worker_health(app, health)
     metrics = WorkerMetrics({specs[role].name: role for role in ("player_events", "impressions")})
     app.metrics = metrics  # type: ignore[attr-defined]  # for tests and tools
     events_topic = app.topic(*event_topic_names, key_type=bytes, value_type=bytes)
@@ -172,6 +177,7 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
             started, raw = time.perf_counter(), _raw(batch)
             report = await _finish_even_if_cancelled(processor.process(raw))
             freshness.extend(report.freshness_ms)
+            health.batch_done()
             metrics.observe_batch(report, raw, time.perf_counter() - started)
 
     @app.agent(catalog_topic, name="catalog")

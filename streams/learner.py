@@ -36,6 +36,7 @@ from features.store import PipelineStore, RedisStore
 from homestream.kafka_config import aiokafka_config
 from homestream.logs import setup_logging
 from homestream.settings import ConfigError, Settings, load_settings
+from streams.health import LearnerHealth, serve_learner_health
 from streams.learning import SCHEMA, LearningRecord
 from streams.models import CHECKPOINT_NAMES, ModelSet
 from topics.codec import AvroCodec, DecodeError, default_codec
@@ -117,9 +118,11 @@ class Learner:
 class _Assignment(ConsumerRebalanceListener):
     """Snapshot on revoke; restore the snapshot and seek past what it covers on assign."""
 
-    def __init__(self, learner: Learner, consumer: AIOKafkaConsumer) -> None:
+    def __init__(self, learner: Learner, consumer: AIOKafkaConsumer,
+                 health: LearnerHealth | None = None) -> None:
         self.learner = learner
         self.consumer = consumer
+        self.health = health
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         if revoked:
@@ -129,6 +132,8 @@ class _Assignment(ConsumerRebalanceListener):
                 log.warning("no snapshot on revoke: %s", exc)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        if self.health is not None:
+            self.health.assigned(assigned)
         for tp in assigned:
             self.consumer.seek(tp, await self.learner.restore())
             log.info("learner holds %s", tp)
@@ -139,6 +144,7 @@ async def run(settings: Settings, stop: asyncio.Event,
     """Learn until ``stop`` is set (then write a last snapshot)."""
     store = store or RedisStore.from_url(settings.redis_url, settings.key_prefix)
     learner = Learner(settings, store)
+    health = LearnerHealth(store)
     topic = topic_specs(settings)["model_updates"].name
     consumer = AIOKafkaConsumer(
         **aiokafka_config(settings), group_id=f"{settings.app_id}-learner",
@@ -147,8 +153,10 @@ async def run(settings: Settings, stop: asyncio.Event,
         heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000),
         rebalance_timeout_ms=int(settings.rebalance_timeout_s * 1000),
         fetch_max_wait_ms=int(settings.fetch_max_wait_ms))
-    consumer.subscribe([topic], listener=_Assignment(learner, consumer))
+    consumer.subscribe([topic], listener=_Assignment(learner, consumer, health))
     await consumer.start()
+    web = (await serve_learner_health(health, "0.0.0.0", settings.learner_web_port)
+           if settings.learner_web_port else None)
     interval = settings.model_snapshot_interval_s
     last = time.monotonic()
     try:
@@ -159,23 +167,28 @@ async def run(settings: Settings, stop: asyncio.Event,
                     learner.learn(m.offset, m.value)
             if time.monotonic() - last >= interval:
                 last = time.monotonic()
-                await _snapshot_and_commit(learner, consumer, topic)
+                if await _snapshot_and_commit(learner, consumer, topic):
+                    health.snapshot_done()
         await _snapshot_and_commit(learner, consumer, topic)
     finally:
+        if web is not None:
+            await web.cleanup()
         await consumer.stop()
         await store.close()
 
 
 async def _snapshot_and_commit(learner: Learner, consumer: AIOKafkaConsumer,
-                               topic: str) -> None:
+                               topic: str) -> bool:
     """Snapshot, then commit the model-updates offset the snapshot covers (for lag
-    monitoring: a restart resumes from the snapshot's offset, whatever is committed)."""
+    monitoring: a restart resumes from the snapshot's offset, whatever is committed); False
+    when there was nothing new to snapshot."""
     if not await learner.snapshot():
-        return
+        return False
     tp = TopicPartition(topic, 0)
     if tp in consumer.assignment():
         covered = learner.models.meta.covered_offset
         await consumer.commit({tp: covered + 1})
+    return True
 
 
 def main() -> int:
