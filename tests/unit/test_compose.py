@@ -104,3 +104,78 @@ def test_workers_learn_through_one_learner_service(
         for key, value in compose["services"][name]["environment"].items():
             monkeypatch.setenv(key, str(value))
         assert load_settings().learner_mode == "topic", name
+
+
+#: Services that run once and exit (others depend on them completing, not on their health).
+ONE_SHOT = {"topics", "catalog"}
+#: Readiness paths of the pipeline's own services and the setting that holds each one's port.
+READINESS = {"worker": ("/ready", "worker_web_port"), "learner": ("/ready", "learner_web_port"),
+             "server": ("/readyz", "http_port")}
+
+
+def test_every_long_running_service_has_a_healthcheck_and_one_shots_are_awaited(
+        compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        if name in ONE_SHOT:
+            assert "restart" not in service and "healthcheck" not in service, name
+            continue
+        check = service.get("healthcheck")
+        assert check and check["test"][0] in ("CMD", "CMD-SHELL"), f"{name}: no healthcheck"
+        assert check.get("interval") and check.get("retries"), name
+    for name, service in services.items():
+        for dep, cond in (service.get("depends_on") or {}).items():
+            want = ("service_completed_successfully" if dep in ONE_SHOT
+                    else "service_healthy")
+            assert cond == {"condition": want}, f"{name} -> {dep}"
+
+
+def test_the_pipelines_healthchecks_probe_the_readiness_their_settings_serve(
+        compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from homestream.probe import main as probe_main
+
+    assert callable(probe_main)
+    for name, (path, port_setting) in READINESS.items():
+        service = compose["services"][name]
+        cmd = service["healthcheck"]["test"]
+        assert cmd[:4] == ["CMD", "python", "-m", "homestream.probe"], name
+        importlib.import_module(cmd[3])
+        url = re.fullmatch(r"http://127\.0\.0\.1:(\d+)(/\w+)", cmd[4])
+        assert url, cmd
+        for key, value in service["environment"].items():
+            monkeypatch.setenv(key, str(value))
+        settings = load_settings()
+        assert (int(url.group(1)), url.group(2)) == (getattr(settings, port_setting), path), name
+        for key in service["environment"]:
+            monkeypatch.delenv(key)
+
+
+def test_the_probe_is_healthy_only_on_a_2xx_answer() -> None:
+    import http.server
+    import threading
+
+    from homestream.probe import main as probe_main
+    from homestream.stack.process import free_port
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            status = 200 if self.path == "/ready" else 503
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(b'{"failed": ["redis"]}' if status == 503 else b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        assert probe_main([f"{base}/ready"]) == 0
+        assert probe_main([f"{base}/not-ready"]) == 1
+        assert probe_main([f"http://127.0.0.1:{free_port()}/ready", "1"]) == 1
+        assert probe_main([]) == 2
+    finally:
+        server.shutdown()
