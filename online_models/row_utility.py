@@ -23,10 +23,13 @@ True
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping
+from typing import Any
 
-CHECKPOINT_FORMAT = 1
+from online_models.checkpoint import dumps, require, restore
+
+#: Version of the state layout :meth:`RowKindUtility.to_state` writes.
+STATE_VERSION = 1
 
 
 class RowKindUtility:
@@ -83,17 +86,29 @@ class RowKindUtility:
         return {k: (self._exposures.get(k, 0.0), self._takes.get(k, 0.0)) for k in sorted(kinds)}
 
     # -- checkpoints ----------------------------------------------------------------------
-    def to_bytes(self) -> bytes:
-        """A versioned checkpoint of the learned counts."""
-        return pickle.dumps({"format": CHECKPOINT_FORMAT, "model": self})
+    def to_state(self) -> dict[str, Any]:
+        """The counts by row kind and the settings, as JSON values."""
+        return {"prior_strength": self.prior_strength, "version": self.version,
+                "exposures": dict(self._exposures), "takes": dict(self._takes)}
 
-    @staticmethod
-    def from_bytes(data: bytes) -> RowKindUtility:
-        """Restore a checkpoint written by :meth:`to_bytes`."""
-        obj = pickle.loads(data)
-        if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError("not a RowKindUtility checkpoint of a known format")
-        model = obj["model"]
-        if not isinstance(model, RowKindUtility):
-            raise ValueError("checkpoint holds no RowKindUtility")
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> RowKindUtility:
+        """The model :meth:`to_state` described; :class:`CheckpointError` for a missing or
+        non-numeric count."""
+        name = cls.__name__
+        model = cls(require(state, name, "prior_strength", float))
+        model.version = require(state, name, "version", int)
+        for key in ("exposures", "takes"):
+            counts = require(state, name, key, dict)
+            setattr(model, f"_{key}", {k: require(counts, name, k, float) for k in counts})
         return model
+
+    def to_bytes(self) -> bytes:
+        """A checkpoint of the learned counts (:mod:`online_models.checkpoint`)."""
+        return dumps(type(self).__name__, STATE_VERSION, self.to_state())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RowKindUtility:
+        """Restore a checkpoint written by :meth:`to_bytes`; :class:`CheckpointError` (a
+        ``ValueError``) for anything else."""
+        return restore(data, cls.__name__, {STATE_VERSION}, cls.from_state)

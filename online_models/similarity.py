@@ -17,16 +17,23 @@ from their first day.
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from online_models.checkpoint import (
+    CheckpointError,
+    dumps,
+    require,
+    require_array,
+    require_strings,
+    restore,
+)
 from topics.models import Title
 
-#: Checkpoint format name and version written by :meth:`CoWatchSimilarity.to_bytes`.
-CHECKPOINT_FORMAT = "homestream.co-watch"
-CHECKPOINT_VERSION = 1
+#: Version of the state layout :meth:`CoWatchSimilarity.to_state` writes.
+STATE_VERSION = 1
 
 
 class CoWatchSimilarity:
@@ -53,7 +60,7 @@ class CoWatchSimilarity:
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state.pop("_arrays", None)  # derived; never checkpointed
+        state.pop("_arrays", None)  # derived; never copied
         state.pop("_arrays_for", None)
         return state
 
@@ -62,41 +69,77 @@ class CoWatchSimilarity:
         self._arrays, self._arrays_for = {}, (-1, None)
 
     # -- checkpoints ----------------------------------------------------------------------
-    def to_bytes(self) -> bytes:
-        """A versioned checkpoint of the counts: format name, version and the model (pickle;
-        only load checkpoints your own services wrote: unpickling runs code)."""
-        return pickle.dumps({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
-                             "model": self})
+    def to_state(self) -> dict[str, Any]:
+        """The counts as JSON values and arrays, in the models' own insertion order (which
+        breaks ties when neighbour lists are pruned): every title id once (``ids``), the
+        watch counts of the ``counted`` titles, and the co-watch counts as a sparse matrix
+        (row titles ``co_rows``, their neighbours ``co_cols[co_indptr[r]:co_indptr[r+1]]``
+        with counts ``co_counts``)."""
+        index: dict[str, int] = {}
+        for t in self._count:
+            index.setdefault(t, len(index))
+        for a, nbrs in self._co.items():
+            index.setdefault(a, len(index))
+            for b in nbrs:
+                index.setdefault(b, len(index))
+        sizes = [len(nbrs) for nbrs in self._co.values()]
+        return {
+            "window": self.window, "max_neighbors": self.max_neighbors,
+            "n_learned": self.n_learned, "ids": list(index),
+            "counted": np.fromiter((index[t] for t in self._count), np.int64, len(self._count)),
+            "counts": np.fromiter(self._count.values(), np.int64, len(self._count)),
+            "co_rows": np.fromiter((index[a] for a in self._co), np.int64, len(self._co)),
+            "co_indptr": np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]),
+            "co_cols": np.fromiter((index[b] for nbrs in self._co.values() for b in nbrs),
+                                   np.int64, sum(sizes)),
+            "co_counts": np.fromiter((c for nbrs in self._co.values() for c in nbrs.values()),
+                                     np.int64, sum(sizes)),
+        }
 
-    @staticmethod
-    def from_bytes(data: bytes) -> CoWatchSimilarity:
-        """Restore a checkpoint written by :meth:`to_bytes` (or a bare pickled model, the
-        unversioned form written before); ``ValueError`` naming what it found for any other
-        format or version.
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> CoWatchSimilarity:
+        """The model :meth:`to_state` described; :class:`CheckpointError` when a value is
+        missing or the arrays do not fit together."""
+        name = cls.__name__
+        model = cls(window=require(state, name, "window", int),
+                    max_neighbors=require(state, name, "max_neighbors", int))
+        model.n_learned = require(state, name, "n_learned", int)
+        ids = require_strings(state, name, "ids")
+        counted = require_array(state, name, "counted", (None,), "i")
+        counts = require_array(state, name, "counts", (len(counted),), "i")
+        rows = require_array(state, name, "co_rows", (None,), "i")
+        indptr = require_array(state, name, "co_indptr", (len(rows) + 1,), "i")
+        cols = require_array(state, name, "co_cols", (None,), "i")
+        co_counts = require_array(state, name, "co_counts", (len(cols),), "i")
+        for key, ix in (("counted", counted), ("co_rows", rows), ("co_cols", cols)):
+            if len(ix) and (ix.min() < 0 or ix.max() >= len(ids)):
+                raise CheckpointError(f"{name} checkpoint {key!r} points outside the ids")
+        if indptr[0] != 0 or indptr[-1] != len(cols) or (np.diff(indptr) < 0).any():
+            raise CheckpointError(f"{name} checkpoint co_indptr does not split co_cols")
+        model._count = dict(zip([ids[i] for i in counted.tolist()], counts.tolist(),
+                                strict=True))
+        bounds, col_ids, values = indptr.tolist(), [ids[i] for i in cols.tolist()], \
+            co_counts.tolist()
+        model._co = {ids[a]: dict(zip(col_ids[bounds[r]:bounds[r + 1]],
+                                      values[bounds[r]:bounds[r + 1]], strict=True))
+                     for r, a in enumerate(rows.tolist())}
+        return model
+
+    def to_bytes(self) -> bytes:
+        """A checkpoint of the counts (:mod:`online_models.checkpoint`).
 
         >>> cw = CoWatchSimilarity()
         >>> _ = cw.learn_one(["a"], "b")
         >>> CoWatchSimilarity.from_bytes(cw.to_bytes()).most_similar("a", 1)
         [('b', 1.0)]
         """
-        try:
-            obj = pickle.loads(data)
-        except Exception as exc:  # any unpickling failure: not a checkpoint of ours
-            raise ValueError(f"not a co-watch checkpoint ({type(exc).__name__}: {exc})") from exc
-        if isinstance(obj, CoWatchSimilarity):  # the unversioned form of earlier releases
-            return obj
-        if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
-            found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
-            raise ValueError(f"not a co-watch checkpoint: format {found!r}, expected "
-                             f"{CHECKPOINT_FORMAT!r}")
-        if obj.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(f"co-watch checkpoint version {obj.get('version')!r} is not "
-                             f"supported (this build reads version {CHECKPOINT_VERSION})")
-        model = obj.get("model")
-        if not isinstance(model, CoWatchSimilarity):
-            raise ValueError(f"co-watch checkpoint holds {type(model).__name__}, not "
-                             "CoWatchSimilarity")
-        return model
+        return dumps(type(self).__name__, STATE_VERSION, self.to_state())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> CoWatchSimilarity:
+        """Restore a checkpoint written by :meth:`to_bytes`; :class:`CheckpointError` (a
+        ``ValueError``) naming what it found for anything else."""
+        return restore(data, cls.__name__, {STATE_VERSION}, cls.from_state)
 
     def learn_one(self, history: Sequence[str], title_id: str) -> set[str]:
         """Count a watch of ``title_id`` after ``history`` (most recent first); return the

@@ -17,14 +17,29 @@ True
 
 from __future__ import annotations
 
-import pickle
 import random
 from collections.abc import Collection, Sequence
+from typing import Any
 
 import numpy as np
 from river import optim, reco
 
-CHECKPOINT_FORMAT = 1
+from online_models.checkpoint import (
+    CheckpointError,
+    dumps,
+    random_state,
+    require,
+    require_array,
+    require_strings,
+    restore,
+    set_random_state,
+)
+
+#: Version of the state layout :meth:`TopPicksModel.to_state` writes.
+STATE_VERSION = 1
+#: River's optimizers inside ``BiasedMF`` whose step counts a checkpoint carries.
+_OPTIMIZERS = ("bias_optimizer", "latent_optimizer", "u_bias_optimizer", "i_bias_optimizer",
+               "u_latent_optimizer", "i_latent_optimizer")
 
 
 class TopPicksModel:
@@ -122,21 +137,75 @@ class TopPicksModel:
         return state
 
     # -- checkpoints ----------------------------------------------------------------------
-    def to_bytes(self) -> bytes:
-        """A versioned checkpoint of the learned state."""
-        return pickle.dumps({"format": CHECKPOINT_FORMAT, "model": self})
+    def to_state(self) -> dict[str, Any]:
+        """The settings and learned state as JSON values and arrays: biases and factors of
+        profiles and titles (ids with one row each), the global mean, the optimizers' step
+        counts and the random generators (negative sampling, factor initialization)."""
+        mf = self._mf
+        init_rng = mf.latent_initializer._rng.get_state(legacy=True)
+        state: dict[str, Any] = {
+            "n_factors": self.n_factors, "learning_rate": self.learning_rate, "l2": self.l2,
+            "n_negatives": self.n_negatives, "seed": self.seed, "n_learned": self.n_learned,
+            "version": self.version, "rng": random_state(self._rng),
+            "mf_rng": random_state(mf._rng),
+            "global_mean": [float(mf.global_mean.n), float(mf.global_mean._mean)],
+            "steps": {name: getattr(mf, name).n_iterations for name in _OPTIMIZERS},
+            "init_rng_keys": np.asarray(init_rng[1], dtype="<u4"),
+            "init_rng": [int(init_rng[2]), int(init_rng[3]), float(init_rng[4])],
+        }
+        for side in ("u", "i"):
+            biases, latents = getattr(mf, f"{side}_biases"), getattr(mf, f"{side}_latents")
+            state[f"{side}_bias_ids"] = list(biases)
+            state[f"{side}_biases"] = np.fromiter(biases.values(), float, len(biases))
+            state[f"{side}_latent_ids"] = list(latents)
+            state[f"{side}_latents"] = (np.stack(list(latents.values())) if latents
+                                        else np.zeros((0, self.n_factors)))
+        return state
 
-    @staticmethod
-    def from_bytes(data: bytes) -> TopPicksModel:
-        """Restore a checkpoint written by :meth:`to_bytes`."""
-        obj = pickle.loads(data)
-        if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError("not a TopPicksModel checkpoint of a known format")
-        model = obj["model"]
-        if not isinstance(model, TopPicksModel):
-            raise ValueError("checkpoint holds no TopPicksModel")
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> TopPicksModel:
+        """The model :meth:`to_state` described; :class:`CheckpointError` when a value is
+        missing, of the wrong type or of a shape that does not fit the others."""
+        name = cls.__name__
+        k = require(state, name, "n_factors", int)
+        if k < 1:
+            raise CheckpointError(f"{name} checkpoint n_factors is {k}")
+        model = cls(n_factors=k, learning_rate=require(state, name, "learning_rate", float),
+                    l2=require(state, name, "l2", float),
+                    n_negatives=require(state, name, "n_negatives", int),
+                    seed=require(state, name, "seed", int))
+        model.n_learned = require(state, name, "n_learned", int)
+        model.version = require(state, name, "version", int)
+        set_random_state(model._rng, state.get("rng"), name)
+        mf = model._mf
+        set_random_state(mf._rng, state.get("mf_rng"), name)
+        n, mean = require(state, name, "global_mean", list)
+        mf.global_mean.n, mf.global_mean._mean = float(n), float(mean)
+        steps = require(state, name, "steps", dict)
+        for opt in _OPTIMIZERS:
+            getattr(mf, opt).n_iterations = require(steps, name, opt, int)
+        keys = require_array(state, name, "init_rng_keys", (624,), "u")
+        pos, has_gauss, gauss = require(state, name, "init_rng", list)
+        mf.latent_initializer._rng.set_state(("MT19937", keys, int(pos), int(has_gauss),
+                                              float(gauss)))
+        for side in ("u", "i"):
+            ids = require_strings(state, name, f"{side}_bias_ids")
+            values = require_array(state, name, f"{side}_biases", (len(ids),))
+            getattr(mf, f"{side}_biases").update(zip(ids, values.tolist(), strict=True))
+            ids = require_strings(state, name, f"{side}_latent_ids")
+            rows = require_array(state, name, f"{side}_latents", (len(ids), k))
+            getattr(mf, f"{side}_latents").update(zip(ids, rows, strict=True))
         return model
 
+    def to_bytes(self) -> bytes:
+        """A checkpoint of the learned state (:mod:`online_models.checkpoint`)."""
+        return dumps(type(self).__name__, STATE_VERSION, self.to_state())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TopPicksModel:
+        """Restore a checkpoint written by :meth:`to_bytes`; :class:`CheckpointError` (a
+        ``ValueError``) for anything else."""
+        return restore(data, cls.__name__, {STATE_VERSION}, cls.from_state)
 
 def sample_negatives(rng: random.Random, title_id: str, catalog_ids: Sequence[str],
                      exclude: Collection[str], n: int) -> list[str]:

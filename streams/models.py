@@ -11,20 +11,23 @@ a batch replayed after a worker crash is never learned twice. Pure: no I/O.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import orjson
 
 from homestream.settings import Settings
 from online_models.bandits import ArtworkPolicy, make_policy
 from online_models.bandits.base import Arm
+from online_models.checkpoint import CheckpointError
 from online_models.row_utility import RowKindUtility
 from online_models.similarity import CoWatchSimilarity
 from online_models.top_picks import TopPicksModel
 from streams.learning import NO_SOURCE, LearningRecord
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MODEL_CHECKPOINT = "top-picks"
 COWATCH_CHECKPOINT = "co-watch"
@@ -51,10 +54,16 @@ class LearnerMeta:
 
     @staticmethod
     def from_bytes(data: bytes) -> LearnerMeta:
-        d = orjson.loads(data)
-        meta = LearnerMeta(int(d["version"]), {k: int(v) for k, v in d["hwm"].items()},
-                           int(d["covered_offset"]))
-        meta.counters.update({k: int(v) for k, v in d.get("counters", {}).items()})
+        """The bookkeeping :meth:`to_bytes` wrote; :class:`CheckpointError` for anything
+        that is not that JSON object."""
+        try:
+            d = orjson.loads(data)
+            meta = LearnerMeta(int(d["version"]), {str(k): int(v) for k, v in d["hwm"].items()},
+                               int(d["covered_offset"]))
+            meta.counters.update({k: int(v) for k, v in d.get("counters", {}).items()})
+        except (orjson.JSONDecodeError, TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise CheckpointError(f"learner bookkeeping is not its JSON object: "
+                                  f"{type(exc).__name__}: {exc}") from exc
         return meta
 
 
@@ -150,41 +159,48 @@ class ModelSet:
                 LEARNER_CHECKPOINT: self.meta.to_bytes()}
 
     def restore(self, blobs: Mapping[str, bytes | None]) -> None:
-        """Replace the models by those of a snapshot (the blobs it has; a blob that cannot
-        be read is logged and that model starts fresh)."""
-        data = blobs.get(MODEL_CHECKPOINT)
-        if data is not None:
-            self.model = TopPicksModel.from_bytes(data)
+        """Replace the models by those of a snapshot (the blobs it has). A blob that is not
+        a checkpoint this build reads (:mod:`online_models.checkpoint`: corrupt, of another
+        model or version, or a pickle of the format before) is logged and that model starts
+        fresh; nothing in a blob is ever executed."""
+        model = _decode(blobs, MODEL_CHECKPOINT, TopPicksModel.from_bytes)
+        if model is not None:
+            self.model = model
             log.info("restored model checkpoint v%d (%d labels learned)",
                      self.model.version, self.model.n_learned)
-        data = blobs.get(ARTWORK_CHECKPOINT)
-        if data is not None:
-            policy = ArtworkPolicy.from_bytes(data)
+        policy = _decode(blobs, ARTWORK_CHECKPOINT, ArtworkPolicy.from_bytes)
+        if policy is not None:
             if policy.name == self.artwork_policy.name:
                 self.artwork_policy = policy
             else:
                 log.warning("artwork checkpoint is %s, configured policy is %s: starting fresh",
                             policy.name, self.artwork_policy.name)
-        data = blobs.get(COWATCH_CHECKPOINT)
-        if data is not None:
-            try:
-                self.cowatch = CoWatchSimilarity.from_bytes(data)
-            except ValueError as exc:
-                log.warning("co-watch checkpoint %r not restored: %s; starting with an empty "
-                            "co-watch model (the next checkpoint replaces it)",
-                            COWATCH_CHECKPOINT, exc)
-        data = blobs.get(ROW_UTILITY_CHECKPOINT)
-        if data is not None:
-            self.row_utility = RowKindUtility.from_bytes(data)
+        self.cowatch = _decode(blobs, COWATCH_CHECKPOINT, CoWatchSimilarity.from_bytes
+                               ) or self.cowatch
+        row_utility = _decode(blobs, ROW_UTILITY_CHECKPOINT, RowKindUtility.from_bytes)
+        if row_utility is not None:
+            self.row_utility = row_utility
             self.row_utility.prior_strength = self.settings.row_prior_strength
-        data = blobs.get(LEARNER_CHECKPOINT)
-        if data is not None:
-            self.meta = LearnerMeta.from_bytes(data)
+        self.meta = _decode(blobs, LEARNER_CHECKPOINT, LearnerMeta.from_bytes) or self.meta
         self.unsaved = 0
-
 
 CHECKPOINT_NAMES = (MODEL_CHECKPOINT, COWATCH_CHECKPOINT, ARTWORK_CHECKPOINT,
                     ROW_UTILITY_CHECKPOINT, LEARNER_CHECKPOINT)
+
+
+def _decode(blobs: Mapping[str, bytes | None], name: str, read: Callable[[bytes], T]
+            ) -> T | None:
+    """The model in checkpoint ``name``, or None when there is none or it is refused (then
+    logged: the model starts fresh and the next checkpoint replaces the blob)."""
+    data = blobs.get(name)
+    if data is None:
+        return None
+    try:
+        return read(data)
+    except CheckpointError as exc:
+        log.warning("checkpoint %r refused, that model starts fresh (the next checkpoint "
+                    "replaces it): %s", name, exc)
+        return None
 
 
 def _context(context_json: str) -> dict:

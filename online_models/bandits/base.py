@@ -31,15 +31,24 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import inspect
 import math
-import pickle
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from river import base as river_base
+
+from online_models.checkpoint import (
+    CheckpointError,
+    dumps,
+    random_state,
+    require,
+    restore_any,
+    set_random_state,
+)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -57,8 +66,9 @@ __all__ = [
 #: Member features: numeric affinities / counts, or categorical strings.
 Context = dict[str, float | str]
 
-#: Tag of the pickled checkpoints written by :meth:`ArtworkPolicy.to_bytes`.
-CHECKPOINT_FORMAT = "homestream.artwork-policy/1"
+#: Version of the state layout :meth:`ArtworkPolicy.to_state` writes (the checkpoint format
+#: itself is :mod:`online_models.checkpoint`).
+CHECKPOINT_FORMAT = 1
 
 #: Relative tolerance under which two scores count as a tie (ties split the greedy mass).
 TIE_TOLERANCE = 1e-9
@@ -281,21 +291,66 @@ class ArtworkPolicy(river_base.Base, abc.ABC):
         self._version += 1
 
     # -- checkpoints ----------------------------------------------------------------------
-    def to_bytes(self) -> bytes:
-        """A checkpoint of settings, learned state and RNG state (pickle with a format tag).
+    def to_state(self) -> dict[str, Any]:
+        """Settings, learned state and RNG state as JSON values and arrays: the registry
+        name, the constructor's scalar settings, the seed, the version, the RNG, and what
+        :meth:`_learned_state` adds."""
+        params = {}
+        for p in inspect.signature(type(self).__init__).parameters:
+            value = getattr(self, p, params)  # params: a marker for "no such attribute"
+            if p not in ("self", "seed") and (value is None or isinstance(
+                    value, (int, float, str, bool))):
+                params[p] = value
+        return {"name": self.name, "params": params, "seed": self.seed,
+                "version": self._version, "rng": random_state(self._rng),
+                **self._learned_state()}
 
-        Only load checkpoints your own services wrote: unpickling runs code."""
-        return pickle.dumps({"format": CHECKPOINT_FORMAT, "name": self.name, "policy": self})
+    def _learned_state(self) -> dict[str, Any]:
+        """What a policy learned, for :meth:`to_state` (nothing, unless overridden)."""
+        return {}
+
+    def _restore_learned(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`_learned_state` wrote (nothing, unless overridden)."""
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> ArtworkPolicy:
+        """The policy :meth:`to_state` described, built by its registered class with the
+        saved settings; :class:`CheckpointError` for an unknown name or a bad value."""
+        from online_models.bandits import POLICIES  # the registry imports every policy
+
+        name = require(state, cls.__name__, "name", str)
+        policy_cls = POLICIES.get(name)
+        if policy_cls is None or not issubclass(policy_cls, cls):
+            raise CheckpointError(f"artwork checkpoint holds policy {name!r}, not a "
+                                  f"{cls.__name__} ({', '.join(sorted(POLICIES))})")
+        seed = state.get("seed")
+        if seed is not None and not isinstance(seed, int):
+            raise CheckpointError(f"artwork checkpoint seed is {type(seed).__name__}")
+        policy = policy_cls(seed=seed, **require(state, name, "params", dict))
+        policy._version = require(state, name, "version", int)
+        set_random_state(policy._rng, state.get("rng"), name)
+        policy._restore_learned(state)
+        return policy
+
+    def to_bytes(self) -> bytes:
+        """A checkpoint of settings, learned state and RNG state
+        (:mod:`online_models.checkpoint`: data, never code)."""
+        return dumps(type(self).__name__, CHECKPOINT_FORMAT, self.to_state())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ArtworkPolicy:
         """Restore a checkpoint written by :meth:`to_bytes`; the restored policy continues
         exactly where the saved one was (same propensities, same next draws). Called on a
-        subclass, the checkpoint must hold that subclass."""
-        obj = pickle.loads(data)
-        if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError("not an artwork-policy checkpoint of a known format")
-        policy = obj.get("policy")
-        if not isinstance(policy, cls):
-            raise ValueError(f"checkpoint holds {type(policy).__name__}, not {cls.__name__}")
-        return policy
+        subclass, the checkpoint must hold that subclass; :class:`CheckpointError` (a
+        ``ValueError``) for anything else."""
+        from online_models.bandits import POLICIES
+
+        allowed = {c.__name__: c for c in POLICIES.values() if issubclass(c, cls)}
+
+        def build(ck: Any) -> ArtworkPolicy:
+            policy = allowed[ck.model].from_state(ck.state)
+            if type(policy).__name__ != ck.model:
+                raise CheckpointError(f"checkpoint of {ck.model} names policy {policy.name}")
+            return policy
+
+        return restore_any(data, allowed, {CHECKPOINT_FORMAT}, build)

@@ -51,6 +51,7 @@ With the default decay, exploration shrinks as rewards come in, down to ``epsilo
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -135,3 +136,12 @@ class ContextualEpsilonGreedy(ArtworkPolicy):
 
     def _learn_one(self, context: Context, arm: Arm, reward: float) -> None:
         self._model.learn_one(self.featurizer(context, arm), arm.artwork_id, reward)
+
+    def _learned_state(self) -> dict[str, Any]:
+        return {"featurizer": self.featurizer.to_state(),
+                **{f"model.{k}": v for k, v in self._model.to_state().items()}}
+
+    def _restore_learned(self, state: dict[str, Any]) -> None:
+        self.featurizer = Featurizer.from_state(state.get("featurizer"))
+        self._model = HybridRidge.from_state(
+            {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})

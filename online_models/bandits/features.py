@@ -45,8 +45,10 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from online_models.bandits.base import Arm
+from online_models.checkpoint import CheckpointError
 
 __all__ = ["Featurizer", "stable_hash"]
 
@@ -87,6 +89,25 @@ class Featurizer:
     n_dims: int = 2**18
     categorical: frozenset[str] = frozenset({"hour", "weekday", "day_of_week"})
     arm_id_feature: bool = True
+
+    def to_state(self) -> dict[str, Any]:
+        """The settings as JSON values (for policy checkpoints)."""
+        return {"n_dims": self.n_dims, "categorical": sorted(self.categorical),
+                "arm_id_feature": self.arm_id_feature}
+
+    @classmethod
+    def from_state(cls, state: Any) -> Featurizer:
+        """The featurizer :meth:`to_state` described; :class:`CheckpointError` otherwise."""
+        if not isinstance(state, dict):
+            raise CheckpointError("featurizer state is not an object")
+        n_dims, categorical = state.get("n_dims"), state.get("categorical")
+        arm_id = state.get("arm_id_feature")
+        if (not isinstance(n_dims, int) or n_dims < 1 or not isinstance(arm_id, bool)
+                or not isinstance(categorical, list)
+                or not all(isinstance(c, str) for c in categorical)):
+            raise CheckpointError(f"featurizer state {state!r} is not n_dims, categorical, "
+                                  "arm_id_feature")
+        return cls(n_dims=n_dims, categorical=frozenset(categorical), arm_id_feature=arm_id)
 
     def context_terms(self, context: Mapping[str, object]) -> list[tuple[str, float]]:
         """The context as (name, value) terms, sorted by name, zero values dropped."""

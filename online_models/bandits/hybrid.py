@@ -41,8 +41,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+
+from online_models.checkpoint import CheckpointError, require, require_array, require_strings
 
 __all__ = ["HybridRidge"]
 
@@ -187,3 +190,61 @@ class HybridRidge:
         mean = wk @ beta + intercept_mean
         cov = wk @ sub @ wk.T + (wu @ wu.T) / self.l2 + np.diag(intercept_var)
         return mean, (cov + cov.T) / 2.0
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        """The learned state as JSON values and arrays: the hashed buckets in row order, the
+        ``n x n`` inverse precision ``A0^-1`` and right-hand side ``b0``, and per artwork (in
+        the order first shown) its precision, reward sum and sparse feature sum (buckets
+        ``arm_keys[arm_indptr[j]:arm_indptr[j+1]]`` with ``arm_values``)."""
+        n = len(self._rows)
+        stats = list(self._arms.values())
+        sizes = [len(s.feature_sum) for s in stats]
+        return {
+            "l2": self.l2, "intercept_l2": self.intercept_l2,
+            "buckets": np.fromiter(self._rows, np.int64, n),
+            "cov": self._cov[:n, :n].copy(), "b0": self._b0[:n].copy(),
+            "arm_ids": list(self._arms),
+            "arm_precision": np.fromiter((s.precision for s in stats), float, len(stats)),
+            "arm_reward_sum": np.fromiter((s.reward_sum for s in stats), float, len(stats)),
+            "arm_indptr": np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]),
+            "arm_keys": np.fromiter((k for s in stats for k in s.feature_sum), np.int64,
+                                    sum(sizes)),
+            "arm_values": np.fromiter((v for s in stats for v in s.feature_sum.values()),
+                                      float, sum(sizes)),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> HybridRidge:
+        """The model :meth:`to_state` described; :class:`CheckpointError` when an array is
+        missing or does not fit the others."""
+        name = cls.__name__
+        intercept_l2 = state.get("intercept_l2")
+        model = cls(l2=require(state, name, "l2", float),
+                    intercept_l2=None if intercept_l2 is None
+                    else require(state, name, "intercept_l2", float))
+        buckets = require_array(state, name, "buckets", (None,), "i")
+        n = len(buckets)
+        model._cov = require_array(state, name, "cov", (n, n)).copy()
+        model._b0 = require_array(state, name, "b0", (n,)).copy()
+        model._rows = {int(k): i for i, k in enumerate(buckets.tolist())}
+        if len(model._rows) != n:
+            raise CheckpointError(f"{name} checkpoint repeats a bucket")
+        ids = require_strings(state, name, "arm_ids")
+        m = len(ids)
+        precision = require_array(state, name, "arm_precision", (m,)).tolist()
+        rewards = require_array(state, name, "arm_reward_sum", (m,)).tolist()
+        indptr = require_array(state, name, "arm_indptr", (m + 1,), "i")
+        keys = require_array(state, name, "arm_keys", (None,), "i")
+        values = require_array(state, name, "arm_values", (len(keys),))
+        if indptr[0] != 0 or indptr[-1] != len(keys) or (np.diff(indptr) < 0).any():
+            raise CheckpointError(f"{name} checkpoint arm_indptr does not split arm_keys")
+        if not set(keys.tolist()) <= set(model._rows):
+            raise CheckpointError(f"{name} checkpoint arm_keys name a bucket without a row")
+        bounds, key_list, value_list = indptr.tolist(), keys.tolist(), values.tolist()
+        model._arms = {
+            artwork_id: _ArmStats(precision[j], dict(zip(key_list[bounds[j]:bounds[j + 1]],
+                                                         value_list[bounds[j]:bounds[j + 1]],
+                                                         strict=True)), rewards[j])
+            for j, artwork_id in enumerate(ids)}
+        return model

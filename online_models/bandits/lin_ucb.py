@@ -29,6 +29,8 @@ estimates divide by the propensity. So a uniform choice is mixed in with probabi
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from online_models.bandits.base import (
@@ -100,3 +102,12 @@ class LinUCB(ArtworkPolicy):
 
     def _learn_one(self, context: Context, arm: Arm, reward: float) -> None:
         self._model.learn_one(self.featurizer(context, arm), arm.artwork_id, reward)
+
+    def _learned_state(self) -> dict[str, Any]:
+        return {"featurizer": self.featurizer.to_state(),
+                **{f"model.{k}": v for k, v in self._model.to_state().items()}}
+
+    def _restore_learned(self, state: dict[str, Any]) -> None:
+        self.featurizer = Featurizer.from_state(state.get("featurizer"))
+        self._model = HybridRidge.from_state(
+            {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})

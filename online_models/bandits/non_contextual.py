@@ -31,6 +31,8 @@ True
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from river import bandit, proba
 
@@ -42,6 +44,14 @@ from online_models.bandits.base import (
     binarize,
     mix_with_uniform,
     monte_carlo_rng,
+)
+from online_models.checkpoint import (
+    CheckpointError,
+    random_state,
+    require,
+    require_array,
+    require_strings,
+    set_random_state,
 )
 
 __all__ = ["NonContextualThompson"]
@@ -94,3 +104,34 @@ class NonContextualThompson(ArtworkPolicy):
 
     def _learn_one(self, context: Context, arm: Arm, reward: float) -> None:
         self._bandit.update(arm.artwork_id, binarize(reward, self._rng))
+
+    def _learned_state(self) -> dict[str, Any]:
+        """River's Thompson state: per artwork its Beta posterior (alpha, beta) and seed and
+        its update count, the update total and the generator that seeds new artworks'
+        Betas (each Beta's own generator is not kept: its draws are never used here)."""
+        b = self._bandit
+        ids = list(b._rewards)
+        return {"arm_ids": ids,
+                "arm_posterior": np.array([[r.alpha, r.beta] for r in b._rewards.values()],
+                                          dtype=float).reshape(len(ids), 2),
+                "arm_seeds": [r.seed for r in b._rewards.values()],
+                "arm_counts": np.array([b._counts.get(a, 0) for a in ids], dtype=np.int64),
+                "n_updates": b._n, "bandit_rng": random_state(b._rng)}
+
+    def _restore_learned(self, state: dict[str, Any]) -> None:
+        name = self.name
+        ids = require_strings(state, name, "arm_ids")
+        posterior = require_array(state, name, "arm_posterior", (len(ids), 2))
+        counts = require_array(state, name, "arm_counts", (len(ids),), "i")
+        seeds = require(state, name, "arm_seeds", list)
+        if len(seeds) != len(ids) or not all(s is None or isinstance(s, int) for s in seeds):
+            raise CheckpointError(f"{name} checkpoint arm_seeds do not fit arm_ids")
+        b = self._bandit
+        for a, (alpha, beta), seed, n in zip(ids, posterior.tolist(), seeds, counts.tolist(),
+                                             strict=True):
+            r = proba.Beta(self.prior_alpha, self.prior_beta, seed=seed)
+            r.alpha, r.beta = alpha, beta
+            b._rewards[a] = r
+            b._counts[a] = n
+        b._n = require(state, name, "n_updates", int)
+        set_random_state(b._rng, state.get("bandit_rng"), name)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import pickle
 from typing import Any
 
 import orjson
@@ -566,42 +564,3 @@ async def test_a_batch_failing_before_its_commit_is_not_learned_twice() -> None:
     assert proc.cowatch.most_similar("t1", 5) == clean.cowatch.most_similar("t1", 5)
 
 
-async def test_co_watch_neighbours_survive_a_new_processor(proc: EventProcessor) -> None:
-    for i, p in enumerate(["a", "b", "c", "d"]):
-        await proc.process(watches(p, ["t1", "t4", f"t{5 + i}"], TS + 10 * i))
-    assert await proc.checkpoint()
-    data = proc.store.checkpoints[COWATCH_CHECKPOINT]  # type: ignore[attr-defined]
-    head = pickle.loads(data)
-    assert (head["format"], head["version"]) == ("homestream.co-watch", 1)
-    fresh = EventProcessor(proc.settings, proc.store, MemoryDeadLetters())
-    await fresh.start()
-    assert fresh.cowatch.n_learned == proc.cowatch.n_learned == 12
-    for t in [f"t{i}" for i in range(12)]:
-        assert fresh.cowatch.most_similar(t, 10) == proc.cowatch.most_similar(t, 10), t
-    assert fresh.cowatch.most_similar("t1", 1)[0][0] == "t4"
-
-
-@pytest.mark.parametrize(("data", "says"), [
-    (pickle.dumps({"format": "homestream.co-watch", "version": 99, "model": None}),
-     "version 99 is not supported"),
-    (pickle.dumps({"format": 1, "model": CoWatchSimilarity()}), "format 1"),
-    (b"\x00not a pickle", "not a co-watch checkpoint"),
-], ids=["unknown-version", "other-format", "not-a-pickle"])
-async def test_a_co_watch_checkpoint_of_an_unknown_format_is_ignored_with_a_warning(
-        data: bytes, says: str, caplog: pytest.LogCaptureFixture) -> None:
-    proc = await make_processor()
-    proc.store.checkpoints[COWATCH_CHECKPOINT] = data  # type: ignore[attr-defined]
-    with caplog.at_level(logging.WARNING, logger="streams.processor"):
-        await proc.start()
-    assert proc.cowatch.n_learned == 0
-    assert any("co-watch checkpoint" in r.getMessage() and says in r.getMessage()
-               for r in caplog.records), [r.getMessage() for r in caplog.records]
-
-
-async def test_an_unversioned_co_watch_checkpoint_of_earlier_releases_is_restored() -> None:
-    proc = await make_processor()
-    old = CoWatchSimilarity()
-    old.learn_one(["t1"], "t2")
-    proc.store.checkpoints[COWATCH_CHECKPOINT] = pickle.dumps(old)  # type: ignore[attr-defined]
-    await proc.start()
-    assert proc.cowatch.most_similar("t1", 1) == [("t2", 1.0)]
