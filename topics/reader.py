@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
@@ -29,7 +30,8 @@ class TopicReadTimeout(TimeoutError):
 
 def read_topics(bootstrap_servers: str, topics: Sequence[str], *, timeout_s: float = 60.0,
                 min_messages: int = 0, missing_ok: bool = False,
-                group_prefix: str = "homestream-reader") -> Iterator[Message]:
+                group_prefix: str = "homestream-reader",
+                config: Mapping[str, Any] | None = None) -> Iterator[Message]:
     """Yield every message of ``topics`` from offset 0 up to the end of each partition.
 
     Parameters
@@ -45,6 +47,9 @@ def read_topics(bootstrap_servers: str, topics: Sequence[str], *, timeout_s: flo
         Keep reading after the ends were reached until this many messages came.
     group_prefix
         Prefix of the throwaway ``group.id`` (nothing is committed).
+    config
+        More librdkafka settings, e.g. the broker's security
+        (:func:`homestream.kafka_config.librdkafka_security`).
     """
     consumer = Consumer({
         "bootstrap.servers": bootstrap_servers,
@@ -52,6 +57,7 @@ def read_topics(bootstrap_servers: str, topics: Sequence[str], *, timeout_s: flo
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": True,
+        **(config or {}),
     })
     try:
         parts = []

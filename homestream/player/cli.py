@@ -229,6 +229,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     """Print the dead-letter topic from the beginning to its end, one JSON object per line."""
+    from homestream.kafka_config import librdkafka_security
     from topics.codec import DecodeError, default_codec
     from topics.reader import TopicReadTimeout, read_topics
     from topics.registry import topic_specs
@@ -238,7 +239,8 @@ def cmd_dead_letters(args: argparse.Namespace, settings: Settings) -> int:
     shown = undecodable = 0
     try:
         for msg in read_topics(settings.bootstrap_servers, [topic], timeout_s=args.timeout,
-                               group_prefix="homestream-dead-letters"):
+                               group_prefix="homestream-dead-letters",
+                               config=librdkafka_security(settings)):
             try:
                 letter = codec.decode_dead_letter(msg.value())
             except (DecodeError, ValueError) as exc:
