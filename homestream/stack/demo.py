@@ -3,8 +3,10 @@
 Starts Tansu and Redis (free ports, or ``DEMO_BROKER_PORT`` / ``DEMO_REDIS_PORT``; the HTTP
 server on ``HOMESTREAM_HTTP_PORT`` or a free port), creates the topics, publishes a synthetic
 catalog, starts a worker and the home-page server, runs the player simulator in real time,
-and prints a member's home page before and after they watch two titles. It then keeps the
-pipeline running, printing counters every 5 s, until Ctrl-C (SIGINT) or SIGTERM, or, with
+and prints a member's home page before and after they watch two titles, then ``curl`` lines
+to try on the running pipeline (the home page, similar titles, search, ``POST /v1/events``,
+the server's and the worker's readiness, on the ports chosen). It then keeps the pipeline
+running, printing counters every 5 s, until Ctrl-C (SIGINT) or SIGTERM, or, with
 ``DEMO_SECONDS=N`` (or ``--seconds N``), until N seconds after the "after" page was printed
 (the start-up before it, ~15 s on a 2-core machine plus up to 30 s waiting for a Trending
 row on the default page, is not counted).
@@ -20,12 +22,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Sequence
@@ -75,6 +79,28 @@ def fetch_page(base: str, profile_id: str, country: str = "US") -> dict:
         return orjson.loads(r.read())
 
 
+def curl_lines(base: str, worker_base: str | None, title: Title, query: str,
+               now_ms: int, profile_id: str = MEMBER) -> list[str]:
+    """Copy-paste ``curl`` commands for the running demo: the member's home page, titles
+    similar to one they watched, a search, a play posted to ``POST /v1/events`` (event time
+    ``now_ms``) and, when the worker serves them, its readiness."""
+    event = [{"type": "play", "event_id": f"curl-{uuid.uuid4().hex[:12]}",
+              "profile_id": profile_id, "event_ts_ms": now_ms, "title_id": title.title_id,
+              "action": "progress", "position_s": round(title.duration_s * 0.8, 1),
+              "duration_s": title.duration_s, "country": "US", "device": "tv"}]
+    member = f"profile_id={profile_id}&country=US"
+    gets = [f"{base}/v1/homepage/{profile_id}?country=US&device=tv",
+            f"{base}/v1/titles/{title.title_id}/similar?{member}&limit=5",
+            f"{base}/v1/search?q={urllib.parse.quote(query)}&{member}&limit=5"]
+    lines = [f"curl -s {shlex.quote(url)}" for url in gets]
+    lines.append(f"curl -s -X POST {shlex.quote(f'{base}/v1/events')} -H "
+                 f"'Content-Type: application/json' -d {shlex.quote(orjson.dumps(event).decode())}")
+    lines.append(f"curl -s {shlex.quote(f'{base}/readyz')}")
+    if worker_base is not None:
+        lines.append(f"curl -s {shlex.quote(f'{worker_base}/ready')}")
+    return lines
+
+
 def _start(module: str, settings: Settings, log_dir: Path) -> Child:
     return Child.module(module, settings.to_env(), log_path=log_dir / f"{module}.log")
 
@@ -90,7 +116,7 @@ def _wait(what: str, predicate, timeout_s: float, *, required: bool = True) -> b
     return True
 
 
-def _member_plays(settings: Settings, titles: Sequence[Title]) -> list[str]:
+def _member_plays(settings: Settings, titles: Sequence[Title]) -> list[Title]:
     """The member watches two titles of one genre: more than half of each, event time now."""
     genre = "Horror"
     picks = [t for t in titles if genre in t.genres and not t.availability][:2]
@@ -103,7 +129,7 @@ def _member_plays(settings: Settings, titles: Sequence[Title]) -> list[str]:
                                    event_ts_ms=now + i, title_id=t.title_id, action=action,
                                    position_s=frac * t.duration_s, duration_s=t.duration_s,
                                    country="US", device="tv"))
-    return [t.name for t in picks]
+    return picks
 
 
 class BackgroundSimulation:
@@ -208,6 +234,7 @@ def _run(args: argparse.Namespace, exits: contextlib.ExitStack, guard: Interrupt
     os.environ.update(stack.env())
     os.environ.setdefault("HOMESTREAM_HTTP_PORT", str(free_port()))
     os.environ.setdefault("HOMESTREAM_WORKER_DATA_DIR", str(log_dir / "worker-data"))
+    os.environ.setdefault("HOMESTREAM_WORKER_WEB_PORT", str(free_port()))  # /health, /ready
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -258,12 +285,18 @@ def _run(args: argparse.Namespace, exits: contextlib.ExitStack, guard: Interrupt
     time.sleep(1.0)
     watched = _member_plays(settings, titles)
     sent = time.monotonic()
-    print(f"\n{MEMBER} watches {', '.join(watched)} (more than half of each)")
+    print(f"\n{MEMBER} watches {', '.join(t.name for t in watched)} (more than half of each)")
     _wait("the member's page to change",
           lambda: fetch_page(base, MEMBER)["source"] == "personal", 10)
     print(f"== {MEMBER} after the plays (page changed after "
           f"{(time.monotonic() - sent) * 1000:.0f} ms) ==")
     print(render(fetch_page(base, MEMBER)), flush=True)
+    worker_base = (f"http://127.0.0.1:{settings.worker_web_port}"
+                   if settings.worker_web_port else None)
+    lines = curl_lines(base, worker_base, watched[0], "horror", int(time.time() * 1000))
+    print("\ntry it while the demo runs (home page, similar titles, search, post a play, "
+          "server and worker readiness):\n" + "\n".join(f"  {line}" for line in lines) + "\n",
+          flush=True)
 
     # DEMO_SECONDS / --seconds counts from here, once the "after" page is printed
     return _keep_running(args.seconds, worker, server, simulation, r, settings, log_dir)

@@ -8,14 +8,18 @@ these tests do not use the shared ``infra`` fixture.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +127,49 @@ def assert_pages_shown(demo: Demo) -> None:
     assert out.index("before any play") < out.index(AFTER_PAGE) < out.index(PERSONAL_PAGE)
 
 
+def curl(line: str) -> tuple[int, dict]:
+    """Run one printed ``curl -s [-X M] [-H h] [-d body] URL`` line (with urllib, so the test
+    needs no curl binary): ``(status, JSON body)``."""
+    args = shlex.split(line)
+    assert args[:2] == ["curl", "-s"], line
+    method, headers, data, url = "GET", {}, None, None
+    it = iter(args[2:])
+    for arg in it:
+        if arg == "-X":
+            method = next(it)
+        elif arg == "-H":
+            name, _, value = next(it).partition(":")
+            headers[name.strip()] = value.strip()
+        elif arg == "-d":
+            data = next(it).encode()
+        else:
+            url = arg
+    assert url is not None, line
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def assert_curl_lines_work(demo: Demo) -> None:
+    """The ``try it`` block's lines, run while the demo runs, all answer 200, and the posted
+    play is accepted."""
+    wait = time.monotonic() + 10
+    while "curl -s -X POST" not in demo.output and time.monotonic() < wait:
+        time.sleep(0.1)
+    lines = [line.strip() for _, line in demo.lines if line.strip().startswith("curl ")]
+    assert len(lines) == 6, demo.output
+    answers = [curl(line) for line in lines]
+    assert [status for status, _ in answers] == [200] * 6, answers
+    home, similar, search, posted, server_ready, worker_ready = (a for _, a in answers)
+    assert home["profile_id"] == "demo-member" and home["rows"]
+    assert similar["items"] and search["items"]
+    assert len(posted["accepted"]) == 1 and posted["rejected"] == []
+    assert server_ready["status"] == worker_ready["status"] == "ready"
+
+
 def assert_all_stopped(demo: Demo, simulated: bool = True) -> None:
     """Simulator flushed, every child process gone and every port closed."""
     out = demo.output
@@ -154,6 +201,7 @@ def test_sigint_after_the_pages_stops_everything_cleanly(tmp_path: Path) -> None
         if not demo.after_page.wait(START_TIMEOUT_S):
             pytest.fail(f"no 'after' page within {START_TIMEOUT_S}s:\n{demo.output}")
         assert demo.proc.poll() is None  # without DEMO_SECONDS it keeps running
+        assert_curl_lines_work(demo)
         demo.proc.send_signal(signal.SIGINT)  # the demo only, as `kill -INT <pid>` does
         sent = time.monotonic()
         rc = demo.proc.wait(STOP_TIMEOUT_S)
