@@ -90,6 +90,7 @@ from serving.http import (
 from serving.impressions import ImpressionLogger
 from serving.ingest import add_ingest
 from serving.metrics import metrics_endpoint, metrics_middleware, multiprocess_dir, sampling
+from serving.openapi import add_openapi
 from serving.processes import serve_processes
 from serving.ready import BROKER_TIMEOUT_S, BROKER_TTL_S, BrokerCheck
 from serving.routes import rerank, search, similar
@@ -227,6 +228,7 @@ def create_app(settings: Settings, store: PipelineStore | None = None,
     from serving.webapp import add_webapp  # it imports this module: bound here, not on top
     add_ingest(app, settings)  # POST /v1/events
     add_webapp(app, settings)
+    add_openapi(app)  # /openapi.json and /docs: every route above, documented
     return app
 
 

@@ -47,6 +47,8 @@ from serving.page_stream import PageUpdateHub, TopicFeed
 from serving.validation import check_profile_id, query_limit
 
 WEB_DIR = Path(__file__).with_name("web")
+#: The app's files served under ``/static/`` (the directory's files, listed once).
+STATIC_FILES = frozenset(p.name for p in WEB_DIR.iterdir() if p.is_file())
 #: Seconds between two keep-alive comments on an idle page stream.
 HEARTBEAT_S = 15.0
 #: Longest a new page stream waits for the topic feed before saying "ready" anyway.
@@ -102,12 +104,21 @@ def add_webapp(app: web.Application, settings: Settings,
     app.on_cleanup.append(stop_feed)
     app.router.add_get("/", _file_handler("index.html"))
     app.router.add_get("/ops", _file_handler("ops.html"))
-    app.router.add_static("/static/", WEB_DIR, append_version=False)
+    app.router.add_get("/static/{filename}", static_file)
     app.router.add_get("/art/{title_id}/{artwork_id}.svg", placeholder_art)
     app.router.add_get("/ui/config", ui_config)
     app.router.add_get("/ui/profiles", profiles)
     app.router.add_get("/ui/stream/{profile_id}", page_stream)
     app.router.add_get("/ui/ops", ops)
+
+
+async def static_file(request: web.Request) -> web.FileResponse:
+    """``GET /static/{filename}``: one of the app's files; any other name is a 404 in the
+    one error shape (a static directory route would answer an empty body)."""
+    name = request.match_info["filename"]
+    if name not in STATIC_FILES:
+        raise web.HTTPNotFound()
+    return web.FileResponse(WEB_DIR / name, headers={"Cache-Control": "no-cache"})
 
 
 def _file_handler(name: str) -> Callable[[web.Request], Any]:
