@@ -67,6 +67,21 @@ class Settings(BaseSettings):
     kafka_ssl_key_file: str = Field("", description="PEM private key of the client "
                                     "certificate")
 
+    # --- schema registry ------------------------------------------------------------------
+    schema_registry_url: str = Field("", description="A Confluent-compatible schema "
+                                     "registry (http:// or https://). Set: messages are "
+                                     "written in the registry's framing (byte 0, schema id) "
+                                     "and both framings are read; empty: Avro single-object "
+                                     "encoding")
+    schema_registry_compatibility: Literal[
+        "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL",
+        "FULL_TRANSITIVE", "NONE"] = Field("FULL_TRANSITIVE", description="Compatibility "
+                                           "level set on every subject at start-up")
+    schema_registry_timeout_s: float = Field(5.0, gt=0.0, le=120.0, description="Timeout "
+                                             "of one request to the schema registry")
+    schema_registry_basic_auth: SecretStr = Field(SecretStr(""), description="USER:PASSWORD "
+                                                  "for the schema registry (never printed)")
+
     # --- redis ----------------------------------------------------------------------------
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis server URL")
     redis_max_connections: int = Field(64, ge=1, le=10_000, description="Redis connections "
@@ -218,6 +233,14 @@ class Settings(BaseSettings):
         if not v.strip():
             raise ValueError("must not be empty")
         return v.strip()
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _registry_scheme(cls, v: str) -> str:
+        v = v.strip()
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https:// (or be empty: no registry)")
+        return v
 
     @field_validator("redis_url")
     @classmethod
