@@ -131,7 +131,9 @@ def owned_partitions(app: faust.App, topics: Sequence[str]) -> set[int] | None:
 
 def _raw(events: Sequence[faust.EventT]) -> list[RawMessage]:
     return [RawMessage(e.message.topic, e.message.partition, e.message.offset,
-                       e.message.key, e.message.value) for e in events]
+                       e.message.key, e.message.value,
+                       int(e.message.timestamp * 1000) if e.message.timestamp else None)
+            for e in events]
 
 
 def build_app(settings: Settings, store: PipelineStore | None = None,

@@ -26,6 +26,8 @@ class RawMessage:
     offset: int
     key: bytes | None
     value: bytes | None
+    #: The message's timestamp (broker or producer time, ms since epoch); ``None``: unknown.
+    timestamp_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -65,13 +67,17 @@ class MessageDecoder:
         Wall clock in seconds (stamps when a letter was written).
     max_lateness_s
         The allowed lateness, for the reason of a late event's letter.
+    max_future_skew_s
+        How far an event's time may be ahead of its message's timestamp (of the wall clock
+        when the message has none); an event further ahead is a dead letter.
     """
 
     def __init__(self, codec: AvroCodec, clock: Callable[[], float],
-                 max_lateness_s: float) -> None:
+                 max_lateness_s: float, max_future_skew_s: float = 300.0) -> None:
         self.codec = codec
         self.clock = clock
         self.max_lateness_s = max_lateness_s
+        self.max_future_skew_s = max_future_skew_s
 
     def letter(self, m: RawMessage, reason: str, error_type: str,
                 event_id: str | None = None, value: bytes | None = None) -> DeadLetter:
@@ -116,8 +122,30 @@ class MessageDecoder:
                            f"{key!r}", "KeyMismatch", event_id=ev.event_id,
                         value=None if single else self.codec.encode(name, record)))
                     continue
+                future = self.future_reason(ev.event_ts_ms, m)
+                if future is not None:
+                    letters.append(self.letter(
+                        m, future if single else future + "; value is this event re-encoded "
+                        f"alone (message of {len(raw)} events)", "FutureEvent",
+                        event_id=ev.event_id,
+                        value=None if single else self.codec.encode(name, record)))
+                    continue
                 events.append(SourcedEvent(ev, m, len(raw)))
         return events, letters
+
+    def future_reason(self, event_ts_ms: int, m: RawMessage) -> str | None:
+        """Why an event stamped ``event_ts_ms`` is too far in the future for its message
+        (``None`` when it is not): its time against the message's timestamp, or against the
+        wall clock when the message has none."""
+        if m.timestamp_ms is not None and m.timestamp_ms > 0:
+            ref_ms, ref = m.timestamp_ms, "its message's broker timestamp"
+        else:
+            ref_ms, ref = int(self.clock() * 1000), "the worker's clock"
+        ahead_s = (event_ts_ms - ref_ms) / 1000.0
+        if ahead_s <= self.max_future_skew_s:
+            return None
+        return (f"event time is {ahead_s:.0f}s ahead of {ref}; max future skew is "
+                f"{self.max_future_skew_s:.0f}s (HOMESTREAM_MAX_FUTURE_SKEW_S)")
 
     def late_letter(self, se: SourcedEvent, newest_ms: int) -> DeadLetter:
         """The dead letter of an event later than the allowed lateness: the topic, partition,

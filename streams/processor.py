@@ -46,6 +46,7 @@ from online_models.row_utility import RowKindUtility
 from online_models.rules import Rules, rules_from_settings
 from online_models.similarity import CoWatchSimilarity
 from online_models.top_picks import TopPicksModel, sample_negatives
+from streams.clock import StreamClock
 from streams.decode import (  # noqa: F401  (re-exported: callers import them from here)
     DeadLetterSink,
     MemoryDeadLetters,
@@ -86,6 +87,8 @@ class BatchWork:
     trending: list[TrendingIncrement] = field(default_factory=list)
     art_due: list[ArtworkDue] = field(default_factory=list)
     late_letters: list[DeadLetter] = field(default_factory=list)
+    #: Play starts ``(country, title_id, event_ts_ms)``, counted once the batch is applied.
+    plays: list[tuple[str, str, int]] = field(default_factory=list)
     #: Event times of the applied events that changed a page, by profile.
     applied_ts: dict[str, list[int]] = field(default_factory=dict)
 
@@ -140,7 +143,8 @@ class EventProcessor:
         self.page_updates = page_updates
         self.codec = codec or default_codec()
         self.clock = clock
-        self.decoder = MessageDecoder(self.codec, clock, settings.max_lateness_s)
+        self.decoder = MessageDecoder(self.codec, clock, settings.max_lateness_s,
+                                      settings.max_future_skew_s)
         self.catalog = Catalog()
         self.catalog_version = -1
         self.params = FeatureParams(
@@ -173,9 +177,10 @@ class EventProcessor:
         self._start_lock = asyncio.Lock()
         #: Orders checkpoint writes (the timer's and the one at shutdown).
         self._checkpoint_lock = asyncio.Lock()
-        #: Newest event time applied by this worker (any event type): the stream's "now" for
-        #: page assembly and decay epochs, and the base of the settling watermark.
-        self._max_event_ms = 0
+        #: The stream's "now" for page assembly, decay epochs and the settling watermark,
+        #: which no single member or partition can move (streams.clock).
+        self.stream_clock = StreamClock(settings.clock_quorum,
+                                        int(settings.max_future_skew_s * 1000))
         #: Serializes batches, the settling timer (both load, change and store states) and
         #: the checkpoints' snapshots (taken between batches, never inside one).
         self._state_lock = asyncio.Lock()
@@ -398,6 +403,7 @@ class EventProcessor:
         for pid, evs in by_profile.items():
             self._apply_profile(pid, evs, states.get(pid) or ProfileState(pid),
                                 partition_of, work, report)
+        self._collect_trending(work.plays, work.trending)
         similar_changed = await self._learn(work.builder.build())
         if work.late_letters:
             await self.dead_letters.send(work.late_letters)
@@ -440,14 +446,14 @@ class EventProcessor:
                 continue
             mutated = True
             report.applied += 1
-            self._max_event_ms = max(self._max_event_ms, ev.event_ts_ms)
             if fx.page_changed:
                 render = True
                 work.applied_ts.setdefault(pid, []).append(ev.event_ts_ms)
             self._collect_learning(se, state, history, fx, work.builder, report)
-            self._collect_trending(fx, work.trending)
+            work.plays.extend(fx.plays)
         if mutated:
             work.changed.append(state)
+            self.stream_clock.observe(partition_of.get(pid, -1), pid, state.last_event_ts_ms)
             due_after = state.oldest_pending_art_ms()
             if due_after != due_before:
                 work.art_due.append((partition_of.get(pid, -1), pid, due_after))
@@ -485,10 +491,14 @@ class EventProcessor:
             for kind in dict.fromkeys([*exposures, *takes]):
                 b.row(*src, kind, exposures[kind], takes[kind])
 
-    def _collect_trending(self, fx: Effects, trending: list[TrendingIncrement]) -> None:
-        """Forward-decayed trending and popularity increments of the event's play starts."""
+    def _collect_trending(self, plays: Sequence[tuple[str, str, int]],
+                          trending: list[TrendingIncrement]) -> None:
+        """Forward-decayed trending and popularity increments of the batch's play starts; a
+        play ahead of the stream clock counts as played at the clock (no more weight)."""
         hl, hl_pop = self.settings.trending_half_life_s, self.settings.popularity_half_life_s
-        for country, tid, ts in fx.plays:
+        now = self._now_ms()
+        for country, tid, event_ts in plays:
+            ts = min(event_ts, now)
             epoch, w = decayed_weight(ts, hl)
             epoch_p, w_p = decayed_weight(ts, hl_pop)
             for c in dict.fromkeys((ALL_COUNTRIES, country)):
@@ -525,16 +535,20 @@ class EventProcessor:
         report.committed = True
 
     def watermark_ms(self) -> int | None:
-        """The worker's event-time watermark: the newest event time it applied minus
+        """The worker's event-time watermark: the stream clock minus
         ``artwork_settle_lateness_s`` (``None`` before its first event). Events older than
         the watermark may still arrive; a reward window that closed before it is settled."""
-        if self._max_event_ms <= 0:
+        now = self.stream_clock.now_ms(int(self.clock() * 1000))
+        if now is None:
             return None
-        return self._max_event_ms - int(self.settings.artwork_settle_lateness_s * 1000)
+        return now - int(self.settings.artwork_settle_lateness_s * 1000)
 
     async def settle_due(self, partitions: Collection[int] | None = None) -> int:
         """Settle the artwork decisions whose reward window closed before the watermark, for
-        the profiles of ``partitions`` (see :meth:`ArtworkSettler.settle_due`)."""
+        the profiles of ``partitions`` (see :meth:`ArtworkSettler.settle_due`); the stream
+        clock forgets the partitions not among them."""
+        if partitions is not None:
+            self.stream_clock.retain(partitions)
         return await self.settler.settle_due(partitions)
 
     def _late_letter(self, se: SourcedEvent, newest_ms: int) -> DeadLetter:
@@ -558,7 +572,8 @@ class EventProcessor:
     def _now_ms(self) -> int:
         """The stream's event time (the wall clock before the first event): pages are
         assembled as of it (decays, new releases) and decay epochs follow it."""
-        return self._max_event_ms or int(self.clock() * 1000)
+        wall_ms = int(self.clock() * 1000)
+        return self.stream_clock.now_ms(wall_ms) or wall_ms
 
     def _trending_epoch(self, half_life_s: float | None = None) -> int:
         return self.renderer.trending_epoch(self._now_ms(), half_life_s)

@@ -130,6 +130,13 @@ class Settings(BaseSettings):
     max_lateness_s: float = Field(6 * 3600.0, ge=0.0,
                                   description="Events older than this behind a profile's "
                                               "newest event go to the dead letters")
+    max_future_skew_s: float = Field(300.0, ge=0.0, description="Events whose time is more "
+                                     "than this ahead of their message's broker timestamp (or "
+                                     "the worker's clock) go to the dead letters; the stream "
+                                     "clock never runs this far ahead of the wall clock")
+    clock_quorum: int = Field(3, ge=1, le=1000, description="Members of a partition, and "
+                              "partitions, that must reach a time before the stream clock "
+                              "does (1: the newest event time seen moves it)")
     publish_page_updates: bool = Field(True, description="Publish changed pages downstream")
     render_window_ms: float = Field(0.0, ge=0.0, le=60_000.0, description="A member's page "
                                     "is rendered at most once per this window: the first "

@@ -32,3 +32,50 @@ def test_the_readme_rules_example_is_valid() -> None:
     example = json.loads(README[start: README.index("```", start)])
     rules = Rules.model_validate(example)
     assert rules.relevance_weights["model"] == 0.5 and rules.history_decay == 0.9
+
+
+def _headings(text: str) -> list[tuple[int, str]]:
+    """``(level, title)`` of every ``##`` and ``###`` heading outside code blocks."""
+    out, in_code = [], False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and line.startswith(("## ", "### ")):
+            out.append((line.index(" "), line.split(" ", 1)[1].strip()))
+    return out
+
+
+def _anchor(title: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    import re
+
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+
+
+def test_the_contents_list_every_section_with_a_working_link() -> None:
+    start = README.index("## Contents\n")
+    contents = README[start: README.index("\n## ", start + 1)]
+    for level, title in _headings(README):
+        if title == "Contents":
+            continue
+        entry = f"{'  ' * (level - 2)}- [{title.replace('`', '')}](#{_anchor(title)})"
+        assert entry in contents, f"the README's contents lack {entry!r}"
+
+
+def test_every_link_in_the_readme_and_docs_leads_somewhere() -> None:
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    anchors = {_anchor(title) for _, title in _headings(README)}
+    for target in re.findall(r"\]\(#([^)]+)\)", README):
+        assert target in anchors, f"README links to a missing section #{target}"
+    for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", path.read_text()):
+            assert (path.parent / target).exists(), f"{path.name} links to missing {target}"
+
+
+def test_the_readme_speaks_to_readers_not_to_its_authors() -> None:
+    import re
+
+    for phrase in (r"\bthis session\b", r"\bsession \d", r"\bhelper\b", r"shared/notes"):
+        assert not re.search(phrase, README, re.I), phrase

@@ -33,8 +33,9 @@ def play(eid: str, profile: str, title: str, pos: float, ts: int = TS) -> Play:
                 action="progress", position_s=pos, duration_s=1200.0, country="US")
 
 
-def msg(value: bytes | None, key: str = "p1", offset: int = 0) -> RawMessage:
-    return RawMessage("events", 0, offset, key.encode(), value)
+def msg(value: bytes | None, key: str = "p1", offset: int = 0,
+        timestamp_ms: int | None = None) -> RawMessage:
+    return RawMessage("events", 0, offset, key.encode(), value, timestamp_ms)
 
 
 async def make_processor(clock_s: float | None = None, **settings: Any) -> EventProcessor:
@@ -185,9 +186,10 @@ async def test_events_later_than_the_allowed_lateness_go_to_dead_letters(
     newest = play("new", "p1", "t1", 100, TS + 10 * hours)
     late_ok = play("ok", "p1", "t2", 100, TS + 5 * hours)  # 5 h behind: within 6 h
     too_late = play("old", "p1", "t3", 100, TS)  # 10 h behind
-    await proc.process([msg(codec.encode_event(newest))])
-    rep = await proc.process([msg(codec.encode_event(late_ok)),
-                              msg(codec.encode_event(too_late))])
+    sent = TS + 10 * hours  # the messages' broker timestamp
+    await proc.process([msg(codec.encode_event(newest), timestamp_ms=sent)])
+    rep = await proc.process([msg(codec.encode_event(late_ok), timestamp_ms=sent),
+                              msg(codec.encode_event(too_late), timestamp_ms=sent)])
     assert (rep.applied, rep.late) == (1, 1)
     letter = proc.dead_letters.letters[-1]  # type: ignore[attr-defined]
     assert letter.error_type == "LateEvent" and letter.event_id == "old"
@@ -309,7 +311,8 @@ def impression(eid: str, profile: str, title: str, ts: int, art: str = "") -> Im
 
 async def test_expired_windows_settle_on_the_event_time_watermark_once() -> None:
     proc = await make_processor(TS / 1000 + 365 * 86400.0, artwork_reward_window_s=60.0,
-                                artwork_settle_lateness_s=5.0, partitions=4)  # a year later
+                                artwork_settle_lateness_s=5.0, partitions=4,  # a year later
+                                clock_quorum=1)  # one member's events move the clock
     settings, store = proc.settings, proc.store
     await proc.process([RawMessage("imp", 2, 0, b"p1",
                                    codec.encode_event(impression("i1", "p1", "t1", TS)))])
@@ -343,7 +346,7 @@ async def test_expired_windows_settle_on_the_event_time_watermark_once() -> None
 async def test_a_quality_play_before_the_watermark_takes_the_decision_out_of_the_index(
         ) -> None:
     proc = await make_processor(artwork_reward_window_s=60.0, artwork_settle_lateness_s=0.0,
-                                artwork_delayed_positives=False)
+                                artwork_delayed_positives=False, clock_quorum=1)
     store = proc.store
     await proc.process([msg(codec.encode_batch("p1", [impression("i1", "p1", "t1", TS),
                                                       impression("i2", "p1", "t2", TS + 10)]))])
@@ -360,7 +363,7 @@ async def test_a_quality_play_before_the_watermark_takes_the_decision_out_of_the
 async def test_delayed_positives_are_learned_when_the_watermark_closes_the_window_once(
         ) -> None:
     proc = await make_processor(artwork_reward_window_s=60.0, artwork_settle_lateness_s=5.0,
-                                artwork_delayed_positives=True)
+                                artwork_delayed_positives=True, clock_quorum=1)
     settings, store = proc.settings, proc.store
     learned: list[tuple[str, float]] = []
     learn = proc.artwork_policy.learn_one
@@ -420,7 +423,7 @@ async def test_a_due_backlog_settles_in_chunks_that_let_event_batches_in() -> No
     from streams.settle import SETTLE_CHUNK
 
     proc = await make_processor(TS / 1000, artwork_reward_window_s=60.0,
-                                artwork_settle_lateness_s=0.0, partitions=1)
+                                artwork_settle_lateness_s=0.0, partitions=1, clock_quorum=1)
     store = proc.store
     n = 4 * SETTLE_CHUNK + 3
     await proc.process([RawMessage("imp", 0, i, f"m{i}".encode(), codec.encode_event(
@@ -446,12 +449,14 @@ async def test_a_due_backlog_settles_in_chunks_that_let_event_batches_in() -> No
 async def test_a_late_event_is_dead_lettered_with_the_message_it_came_in(
         proc: EventProcessor) -> None:
     hours = 3600 * 1000
-    await proc.process([msg(codec.encode_event(play("new", "p1", "t1", 100, TS + 10 * hours)))])
+    sent = TS + 10 * hours + 1  # the messages' broker timestamp
+    await proc.process([msg(codec.encode_event(play("new", "p1", "t1", 100, TS + 10 * hours)),
+                            timestamp_ms=sent)])
     alone = codec.encode_event(play("old1", "p1", "t2", 100, TS))
     batch = codec.encode_batch("p1", [play("old2", "p1", "t3", 100, TS + 1),
                                       play("fresh", "p1", "t4", 100, TS + 10 * hours + 1)])
-    rep = await proc.process([RawMessage("homestream.player-events", 3, 41, b"p1", alone),
-                              RawMessage("homestream.player-events", 3, 42, b"p1", batch)])
+    rep = await proc.process([RawMessage("homestream.player-events", 3, 41, b"p1", alone, sent),
+                              RawMessage("homestream.player-events", 3, 42, b"p1", batch, sent)])
     assert (rep.applied, rep.late) == (1, 2)
     single, from_batch = proc.dead_letters.letters  # type: ignore[attr-defined]
     assert [(d.source_topic, d.partition, d.offset, d.key, d.event_id, d.error_type)
@@ -470,7 +475,7 @@ async def test_a_redelivered_duplicate_older_than_the_lateness_is_a_duplicate_no
     old = msg(codec.encode_event(play("old", "p1", "t2", 100, TS)), offset=1)
     await proc.process([old])
     await proc.process([msg(codec.encode_event(play("new", "p1", "t1", 100, TS + 10 * hours)),
-                            offset=2)])
+                            offset=2, timestamp_ms=TS + 10 * hours)])
     rep = await proc.process([old])  # redelivered, now 10 h behind the newest event
     assert (rep.duplicates, rep.late, rep.applied) == (1, 0, 0)
     assert proc.dead_letters.letters == []  # type: ignore[attr-defined]

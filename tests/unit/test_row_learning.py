@@ -129,7 +129,8 @@ async def test_the_worker_learns_row_weights_and_moves_a_row_without_takes_down(
     store = InMemoryStore()
     await store.put_titles(make_titles(30))
     settings = Settings(row_length=5, row_prior_strength=2.0)
-    proc = EventProcessor(settings, store, MemoryDeadLetters(), clock=lambda: TS / 1000)
+    # the wall clock an hour on: the 20 minutes of events are not in its future
+    proc = EventProcessor(settings, store, MemoryDeadLetters(), clock=lambda: TS / 1000 + 3600)
     codec = default_codec()
     offset = 0
 
@@ -262,7 +263,8 @@ async def test_plays_feed_short_trending_and_long_popularity_lists() -> None:
     store = InMemoryStore()
     await store.put_titles(make_titles(12))
     settings = Settings(row_length=5, trending_half_life_s=3600.0,
-                        popularity_half_life_s=30 * 86400.0)
+                        popularity_half_life_s=30 * 86400.0,
+                        clock_quorum=1)  # the one recent member's play moves the clock
     proc = EventProcessor(settings, store, MemoryDeadLetters(), clock=lambda: TS / 1000)
     codec = default_codec()
     old = TS - 2 * 86400_000  # two days earlier: forgotten by trending, not by popularity
