@@ -41,6 +41,7 @@ from streams.learning import SCHEMA, LearningRecord
 from streams.models import CHECKPOINT_NAMES, ModelSet
 from topics.codec import AvroCodec, DecodeError, default_codec
 from topics.registry import ensure_topics, topic_specs
+from topics.registry_framing import prepare
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ async def run(settings: Settings, stop: asyncio.Event,
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=100, max_records=2000)
+            await prepare(learner.codec, [m.value for msgs in batches.values() for m in msgs])
             for msgs in batches.values():
                 for m in msgs:
                     learner.learn(m.offset, m.value)

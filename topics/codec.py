@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -326,6 +327,14 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 @lru_cache(maxsize=1)
 def default_codec() -> AvroCodec:
-    """A process-wide codec over the packaged schemas (built on first use, not at import)."""
+    """A process-wide codec over the packaged schemas (built on first use, not at import):
+    with ``HOMESTREAM_SCHEMA_REGISTRY_URL`` set, the schema registry's framing
+    (:func:`topics.registry_framing.codec_for` of the environment's settings), else the
+    single-object encoding."""
+    if os.environ.get("HOMESTREAM_SCHEMA_REGISTRY_URL", "").strip():
+        from homestream.settings import load_settings
+        from topics.registry_framing import codec_for
+
+        return codec_for(load_settings())
     return AvroCodec()
 

@@ -267,6 +267,13 @@ class RegistryCodec(AvroCodec):
         return name, record
 
 
+async def prepare(codec: AvroCodec, values: Iterable[bytes | None]) -> None:
+    """Before decoding ``values`` on an event loop: fetch the registry schema ids they name
+    that ``codec`` does not know yet, in a thread (nothing for the single-object codec)."""
+    if isinstance(codec, RegistryCodec):
+        await codec.prepare(values)
+
+
 _CODECS: dict[tuple[str, str], RegistryCodec] = {}
 
 
