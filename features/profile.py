@@ -177,6 +177,9 @@ class ProfileState:
     pending_art: dict[str, PendingArtwork] = field(default_factory=dict)
     #: title_id -> ``[row_kind, ts_ms]`` of its latest impression not yet played.
     shown_rows: dict[str, ShownRow] = field(default_factory=dict)
+    #: row kind -> ``[impressions, first plays credited]``: the member's own evidence of
+    #: which kinds of rows they play from (:mod:`online_models.row_affinity`).
+    row_counts: dict[str, list[int]] = field(default_factory=dict)
 
     # -- serialization --------------------------------------------------------------------
     def to_json(self) -> bytes:
@@ -465,6 +468,7 @@ def _note_shown_row(state: ProfileState, ev: Impression, fx: Effects) -> None:
     """Count the impression for its row kind and remember where the title was shown."""
     kind = row_kind_of(ev.row_id)
     fx.row_exposures.append(kind)
+    state.row_counts.setdefault(kind, [0, 0])[0] += 1
     if ev.title_id in state.engaged:
         return  # a first play can no longer follow
     prev = state.shown_rows.get(ev.title_id)
@@ -481,6 +485,7 @@ def _credit_row(state: ProfileState, title_id: str, ts: int, params: FeaturePara
     shown = state.shown_rows.pop(title_id, None)
     if shown is not None and 0 <= ts - shown.ts_ms <= params.row_attribution_window_s * 1000.0:
         fx.row_takes.append(shown.kind)
+        state.row_counts.setdefault(shown.kind, [0, 0])[1] += 1
 
 
 #: Impressions without a play after which a title counts as ignored (a weak negative).

@@ -42,6 +42,7 @@ from features.catalog import Catalog, CatalogArrays
 from features.profile import ProfileState
 from features.rows import RowKind, genre_row_id, row_id
 from online_models.content import content_scores_indexed
+from online_models.row_affinity import member_row_weights
 from online_models.rules import ProfileMeta, Rules
 from online_models.similarity import CoWatchSimilarity
 from topics.models import Title
@@ -119,7 +120,6 @@ class PageConfig:
     """Shape of a materialized page."""
 
     row_length: int = 20
-    genre_rows: int = 3
     affinity_half_life_s: float = 14 * 24 * 3600.0
     rules: Rules = field(default_factory=Rules)
     #: Row-kind weights to use instead of ``rules.row_weights`` (learned ones).
@@ -461,6 +461,8 @@ def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed_ids: se
     """Every row the member could be shown, each ranked and scored for utility."""
     rules = config.rules
     w = config.row_weights if config.row_weights is not None else rules.row_weights
+    if state is not None and state.row_counts:
+        w = member_row_weights(w, state.row_counts, rules.member_row_strength)
     engaged = (set(state.engaged) | set(state.finished)) if state else set()
     b = _Rows(rel, allowed_ids, engaged, max(3 * config.row_length, 30), w)
     if state is not None:
@@ -503,7 +505,7 @@ def _personal_rows(b: _Rows, state: ProfileState, catalog: Catalog,
                   b.by_rel_near(_more_like(catalog, seed, cowatch, n, allowed_ids, engaged)))
     affinity = state.genre_affinity(now_ms, config.affinity_half_life_s)
     genres = [g for g, s in sorted(affinity.items(), key=lambda kv: (-kv[1], kv[0]))
-              if s > 0][: config.genre_rows]
+              if s > 0][: rules.genre_rows]
     top = max((affinity[g] for g in genres), default=1.0) or 1.0
     for g in genres:
         ranked = b.by_rel(catalog.by_genre(g))
@@ -525,7 +527,7 @@ def _popular_rows(b: _Rows, catalog: Catalog, trending: Sequence[tuple[str, floa
             pop_genre[g] = pop_genre.get(g, 0.0) + s
     have = {r.row_id for r in b.rows}
     for g in sorted(catalog.genres(), key=lambda g: (-pop_genre.get(g, 0.0), g))[
-            : config.genre_rows]:
+            : config.rules.genre_rows]:
         if genre_row_id(g) not in have:
             b.add(genre_row_id(g), RowKind.GENRE, f"Popular {g}", f"Popular {g} titles",
                   b.by_rel(catalog.by_genre(g)))
@@ -554,6 +556,21 @@ def _shared_rows(b: _Rows, catalog: Catalog, trending: Sequence[tuple[str, float
         new = [t for t in catalog.newest(n) if t in allowed_ids and t not in engaged]
     b.add(row_id(RowKind.NEW_RELEASES), RowKind.NEW_RELEASES, "New Releases", "Recently added",
           b.by_rel(new))
+
+
+def discount_ignored(rel: np.ndarray, idx: np.ndarray, arr: CatalogArrays, state: ProfileState,
+                     discount: float) -> None:
+    """Multiply in place the relevance of each title shown ``n`` times and never played by
+    ``discount ** n`` (``rel[j]`` is the title at ``arr`` position ``idx[j]``, sorted)."""
+    shown = state.impressions_without_play()
+    if not shown:
+        return
+    pos = np.fromiter((arr.pos.get(t, -1) for t in shown), int, len(shown))
+    times = np.fromiter(shown.values(), float, len(shown))
+    at = np.searchsorted(idx, pos)
+    hit = (pos >= 0) & (at < len(idx))
+    hit[hit] &= idx[at[hit]] == pos[hit]
+    rel[at[hit]] *= discount ** times[hit]
 
 
 def fill_rows(chosen: Sequence[CandidateRow], catalog: Catalog, row_length: int,
@@ -610,6 +627,8 @@ def assemble_page(state: ProfileState | None, catalog: Catalog,
     top = src[0][1] if src and src[0][1] > 0 else 1.0
     popularity = {t: s / top for t, s in src}
     rel_arr = relevance_indexed(state, arr, idx, popularity, scorer, now_ms, config, cowatch)
+    if state is not None and rules.impression_discount < 1.0:
+        discount_ignored(rel_arr, idx, arr, state, rules.impression_discount)
     allowed_ids = [arr.ids[i] for i in idx]
     rel = dict(zip(allowed_ids, rel_arr.tolist(), strict=True))
     cands = candidate_rows(state, catalog, set(allowed_ids), rel, trending, cowatch, config,

@@ -85,6 +85,12 @@ class Rules(BaseModel):
     #: ``visible_columns`` titles are placed before any row's further titles (no title
     #: twice on the page), and a row's utility is that of its titles in view.
     visible_columns: int = Field(5, ge=1)
+    #: Pseudo-impressions that shrink a member's own row-kind take rates toward their
+    #: overall rate (:mod:`online_models.row_affinity`; 0: the population's weights only).
+    member_row_strength: float = Field(50.0, ge=0.0)
+    #: Relevance multiplier per time a title was shown to the member and not played
+    #: (1: no discount).
+    impression_discount: float = Field(1.0, gt=0.0, le=1.0)
     #: Fewest titles a recommendation row may show once titles placed above are removed
     #: (capped at the row length); shorter rows are left out.
     min_row_items: int = Field(4, ge=1)
@@ -93,6 +99,9 @@ class Rules(BaseModel):
     #: rows would otherwise leave out a low-utility kind such as Trending).
     required_rows: list[str] = Field(default_factory=lambda: [
         "continue_watching", "top_picks", "trending", "genre"])
+    #: How many genre rows ("Because You Like <genre>", the member's strongest genres) are
+    #: candidates; the selection keeps those worth their place.
+    genre_rows: int = Field(3, ge=0)
     #: How many "Because You Watched" rows at most.
     because_you_watched_rows: int = Field(3, ge=0)
     #: Days a title counts as a new release.

@@ -208,6 +208,14 @@ class PageMetrics:
     #: and relevant titles found in their first 5 columns.
     kind_rows: dict[str, int] = field(default_factory=dict)
     kind_hits: dict[str, int] = field(default_factory=dict)
+    #: Each kind's marginal gain summed over its rows: the share of the page view's relevant
+    #: titles the row's first 5 columns add to the rows above it (a title in view twice
+    #: counts once, in its first row).
+    kind_gain: dict[str, float] = field(default_factory=dict)
+    #: Recall@M-by-5 over the page views of the second half of the timeline only (chunks
+    #: starting after ``holdout_fraction`` of the interactions), and how many there are.
+    recall_late: dict[int, Stat] = field(default_factory=dict)
+    late_page_views: int = 0
     #: Seconds spent asking for pages and in ``learn``.
     page_seconds: float = 0.0
     learn_seconds: float = 0.0
@@ -238,6 +246,7 @@ def evaluate(
     min_history: int = 5,
     warmup_fraction: float = 0.1,
     min_rating: float | None = None,
+    holdout_fraction: float = 0.5,
     progress: ProgressFn | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> PageMetrics:
@@ -258,9 +267,14 @@ def evaluate(
         first ``warmup_fraction`` of all interactions, are not scored (but are learned).
     min_rating
         Only interactions rated at least this count as relevant (``None``: all).
+    holdout_fraction
+        Page views of chunks starting after this share of all interactions are also
+        summarized apart (``recall_late``): the part of the timeline parameters chosen on
+        the earlier part are reported on.
     """
     total = sum(len(c) for c in chunks)
     warm_from = math.ceil(warmup_fraction * total)
+    late_from = math.ceil(holdout_fraction * total)
     seen: dict[str, set[str]] = defaultdict(set)
     scores = _Scores()
     result = PageMetrics(getattr(recommender, "name", type(recommender).__name__))
@@ -284,7 +298,7 @@ def evaluate(
             for user, grid in pages.items():
                 page = grid if isinstance(grid, Page) else Page(grid)
                 scores.add(user, page, relevant[user], genres_of,
-                           max(1, catalog_size - len(seen[user])))
+                           max(1, catalog_size - len(seen[user])), late=done >= late_from)
         t0 = clock()
         recommender.learn(chunk)
         result.learn_seconds += clock() - t0
@@ -327,23 +341,34 @@ class _Scores:
     blocks: list[list[list[str]]] = field(default_factory=list)
     kind_rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     kind_hits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    kind_gain: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    recalls_late: dict[int, list[float]] = field(
+        default_factory=lambda: {m: [] for m in range(1, M_MAX + 1)})
     members: set[str] = field(default_factory=set)
 
     def add(self, user: str, page: Page, rel: set[str],
-            genres_of: Callable[[str], Collection[str]], unseen: int) -> None:
-        """Score one page view of ``user`` against their relevant titles ``rel``."""
+            genres_of: Callable[[str], Collection[str]], unseen: int,
+            late: bool = False) -> None:
+        """Score one page view of ``user`` against their relevant titles ``rel`` (``late``:
+        a page view of the second half of the timeline)."""
         reco = page.recommendation_rows()
         for m in range(1, M_MAX + 1):
             self.recalls[m].append(recall_at_m_by_n(page, rel, m, N_COLS))
             self.recalls_reco[m].append(recall_at_m_by_n(reco, rel, m, N_COLS) if reco else 0.0)
+            if late:
+                self.recalls_late[m].append(self.recalls[m][-1])
         self.r34.append(recall_at_m_by_n(page, rel, *EXTRA_BLOCK))
         self.ndcgs.append(ndcg_at_k(page.primary_row(), rel, NDCG_K))
         block = [list(row[:N_COLS]) for row in page[:M_MAX]]
         self.blocks.append(block)
         if page.kinds is not None:
+            found: set[str] = set()
             for row, kind in zip(block, page.kinds, strict=False):
+                hits = rel.intersection(row)
                 self.kind_rows[kind] += 1
-                self.kind_hits[kind] += len(rel.intersection(row))
+                self.kind_hits[kind] += len(hits)
+                self.kind_gain[kind] += len(hits - found) / len(rel) if rel else 0.0
+                found |= hits
         self.divs.append(intra_page_diversity(block, genres_of))
         self.rand.append(min(1.0, 5 * N_COLS / unseen))
         self.n_rel.append(len(rel))
@@ -363,3 +388,7 @@ class _Scores:
         result.random_recall_5x5 = sum(self.rand) / len(self.rand) if self.rand else math.nan
         result.mean_relevant = sum(self.n_rel) / len(self.n_rel) if self.n_rel else math.nan
         result.kind_rows, result.kind_hits = dict(self.kind_rows), dict(self.kind_hits)
+        result.kind_gain = dict(self.kind_gain)
+        result.late_page_views = len(self.recalls_late[1])
+        result.recall_late = ({m: _stat(v) for m, v in self.recalls_late.items()}
+                              if result.late_page_views else {})

@@ -27,6 +27,7 @@ def report_from_json(data: dict) -> Report:
         m = PageMetrics(**{k: v for k, v in d.items() if k in PageMetrics.__dataclass_fields__})
         m.recall = {int(k): stat(v) for k, v in d["recall"].items()}
         m.recall_reco_rows = {int(k): stat(v) for k, v in d["recall_reco_rows"].items()}
+        m.recall_late = {int(k): stat(v) for k, v in d.get("recall_late", {}).items()}
         m.recall_3x4, m.ndcg10, m.diversity = (stat(d["recall_3x4"]), stat(d["ndcg10"]),
                                                stat(d["diversity"]))
         return m
@@ -142,7 +143,7 @@ def _run_section(run: ChunkRun) -> list[str]:
     for r in run.results:
         lines.append(
             f"| {r.name} | {_f(r.recall[1][0])} | {_f(r.recall[3][0])} | {_ci(r.recall[5])} "
-            f"| {_f(r.recall[10][0])} | {_f(r.recall_3x4[0])} | {_f(r.recall_reco_rows[5][0])} "
+            f"| {_ci(r.recall[10])} | {_f(r.recall_3x4[0])} | {_f(r.recall_reco_rows[5][0])} "
             f"| {_ci(r.ndcg10)} | {_f(r.coverage)} | {_f(r.diversity[0])} "
             f"| {run.seconds.get(r.name, math.nan):.0f} |")
     lines += ["", "Recall@M-by-5 for every M (mean over page views):", "",
@@ -160,23 +161,51 @@ def _run_section(run: ChunkRun) -> list[str]:
         lines += [f"| {p.name}, recommendation rows | "
                   + " | ".join(_f(p.recall_reco_rows[m][0]) for m in range(1, M_MAX + 1))
                   + " |" for p in pipes]
-        if pipe.kind_rows:
-            total_hits = sum(pipe.kind_hits.values()) or 1
-            lines += ["", f"Where `{pipe.name}`'s hits come from (first 10 rows x 5 columns "
-                      "of every page view):", "",
-                      "| row kind | rows shown | per page view | relevant titles found "
-                      "| share of all found | found per row shown |", "|---|---|---|---|---|---|"]
-            for kind, n in sorted(pipe.kind_rows.items(), key=lambda kv: -kv[1]):
-                h = pipe.kind_hits.get(kind, 0)
-                lines.append(f"| {kind} | {n} | {n / max(1, pipe.page_views):.2f} | {h} "
-                             f"| {h / total_hits:.1%} | {h / n:.3f} |")
+        lines += _kind_table(pipe)
         lines += ["", "Recall@5-by-5, the pipeline against each method (95% intervals):", ""]
         for target in run.results:
             if target.name.startswith("pipeline"):
                 lines += [f"- {s}" for s in compare(target, run.results)]
+    lines += _late_table(run)
     if run.plot:
         lines += ["", f"![Recall@M-by-5, {run.description}]({run.plot})"]
     return [*lines, ""]
+
+
+def _kind_table(pipe: PageMetrics) -> list[str]:
+    """Where the pipeline's hits come from, and each row kind's marginal gain."""
+    if not pipe.kind_rows:
+        return []
+    total_hits = sum(pipe.kind_hits.values()) or 1
+    views = max(1, pipe.page_views)
+    lines = ["", f"Where `{pipe.name}`'s hits come from, by row kind (first 10 rows x 5 "
+             "columns of every page view). *Marginal gain*: the share of the page view's "
+             "relevant titles a row adds to the rows above it, per row shown and summed per "
+             "page view (the kinds' sums add up to R@10x5):", "",
+             "| row kind | rows shown | per page view | relevant titles found "
+             "| share of all found | found per row shown | marginal gain per row "
+             "| marginal gain per page view |", "|---|---|---|---|---|---|---|---|"]
+    for kind, n in sorted(pipe.kind_rows.items(), key=lambda kv: -kv[1]):
+        h = pipe.kind_hits.get(kind, 0)
+        gain = pipe.kind_gain.get(kind, 0.0)
+        lines.append(f"| {kind} | {n} | {n / views:.2f} | {h} | {h / total_hits:.1%} "
+                     f"| {h / n:.3f} | {gain / n:.4f} | {gain / views:.4f} |")
+    return lines
+
+
+def _late_table(run: ChunkRun) -> list[str]:
+    """Recall on the second half of the timeline, where parameters chosen on the first
+    half are reported."""
+    late = [r for r in run.results if r.recall_late]
+    if not late:
+        return []
+    lines = ["", "The second half of the timeline only (page views of chunks starting after "
+             "half of the ratings; the page parameters were chosen on the first half, "
+             "see the notes):", "", "| method | page views | R@5x5 | R@10x5 |",
+             "|---|---|---|---|"]
+    lines += [f"| {r.name} | {r.late_page_views} | {_ci(r.recall_late[5])} "
+              f"| {_ci(r.recall_late[10])} |" for r in late]
+    return lines
 
 
 def render_markdown(report: Report, protocol_text: str, mapping_text: str) -> str:
