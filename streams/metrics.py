@@ -13,13 +13,14 @@ never runs on the event loop.
 
 from __future__ import annotations
 
-import bisect
 import logging
+import operator
 import time
 from collections import Counter as Tally
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from homestream.metrics import exposed_names
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from topics.models import DeadLetter
 
 log = logging.getLogger(__name__)
+_TOPIC_PARTITION = operator.attrgetter("topic", "partition")
+_OFFSET = operator.attrgetter("offset")
+_TOPIC = operator.attrgetter("topic")
 
 #: Micro-batch durations: a few ms (a small batch) to seconds (a stalled store).
 BATCH_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -72,7 +76,7 @@ CHECKPOINT_AGE = Gauge("homestream_worker_model_checkpoint_age_seconds",
                        "from start-up before the first")
 
 
-def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+def observe_many(histogram: Histogram, values: Sequence[float] | np.ndarray) -> None:
     """Observe ``values`` in ``histogram`` with one increment per bucket touched (the same
     result as one ``observe`` per value, without its per-value locking).
 
@@ -82,13 +86,15 @@ def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
     >>> [s.value for s in h.collect()[0].samples if s.name == "x_seconds_bucket"]
     [2.0, 3.0, 4.0]
     """
-    if not values:
+    if not len(values):
         return
+    data = np.asarray(values, dtype=np.float64)
     bounds = histogram._upper_bounds  # the last bound is +Inf
-    per_bucket = Tally(bisect.bisect_left(bounds, v) for v in values)
-    for i, n in per_bucket.items():
-        histogram._buckets[i].inc(n)
-    histogram._sum.inc(float(sum(values)))
+    per_bucket = np.bincount(np.searchsorted(bounds, data, side="left"),
+                             minlength=len(bounds))
+    for i in np.flatnonzero(per_bucket):
+        histogram._buckets[i].inc(int(per_bucket[i]))
+    histogram._sum.inc(float(data.sum()))
 
 
 class WorkerMetrics:
@@ -99,7 +105,7 @@ class WorkerMetrics:
 
     def __init__(self, roles: dict[str, str]) -> None:
         self.roles = roles
-        #: Next offset to process, per (topic, partition) seen in a batch.
+        #: Offset of the last message processed, per (topic, partition) seen in a batch.
         self.positions: dict[tuple[str, int], int] = {}
         self._lag_labels: set[tuple[str, str]] = set()
         self._checkpoint_at = time.time()
@@ -109,14 +115,11 @@ class WorkerMetrics:
                       seconds: float) -> None:
         """Count one processed micro-batch (``messages`` as handed to the processor)."""
         BATCH_DURATION.observe(seconds)
-        by_topic: Tally[str] = Tally()
-        positions = self.positions
-        for m in messages:
-            by_topic[m.topic] += 1
-            tp = (m.topic, m.partition)
-            if m.offset >= positions.get(tp, -1):
-                positions[tp] = m.offset + 1
-        for topic, n in by_topic.items():
+        # a partition's messages come in offset order: its last one is the newest (C-level
+        # passes over the messages: ~0.1 us per message)
+        self.positions.update(zip(map(_TOPIC_PARTITION, messages), map(_OFFSET, messages),
+                                  strict=True))
+        for topic, n in Tally(map(_TOPIC, messages)).items():
             MESSAGES.labels(topic=self.roles.get(topic, "other")).inc(n)
         for name, n in report.event_types.items():
             EVENTS.labels(type=name.lower()).inc(n)
@@ -128,7 +131,7 @@ class WorkerMetrics:
         LEARNING.labels(kind="ranking_label").inc(report.labels)
         LEARNING.labels(kind="artwork_reward").inc(report.art_rewards)
         LEARNING.labels(kind="artwork_quality_play").inc(report.quality_plays)
-        observe_many(FRESHNESS, [ms / 1000.0 for ms in report.freshness_ms])
+        observe_many(FRESHNESS, np.asarray(report.freshness_ms) / 1000.0)
 
     def models_saved(self) -> None:
         """The models were checkpointed, or a new learner snapshot was loaded."""
@@ -145,9 +148,8 @@ class WorkerMetrics:
         seen: set[tuple[str, str]] = set()
         for tp in assigned:
             highwater = app.consumer.highwater(tp)
-            position = self.positions.get((tp.topic, tp.partition))
-            if position is None:
-                position = await app.consumer.position(tp)
+            last = self.positions.get((tp.topic, tp.partition))
+            position = last + 1 if last is not None else await app.consumer.position(tp)
             if highwater is None or position is None:
                 continue
             labels = (self.roles[tp.topic], str(tp.partition))

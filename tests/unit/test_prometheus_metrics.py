@@ -66,8 +66,8 @@ def test_a_batch_counts_messages_by_topic_role_events_by_type_and_its_outcomes()
     metrics.observe_batch(report, messages, 0.02)
     moved = {k: value(*k[:1], **dict(k[1:])) - v for k, v in before.items()}
     assert list(moved.values()) == [3, 3, 2, 3, 1, 1, 2, 4, 3, 2, 1]
-    assert metrics.positions == {("x.player-events", 0): 13, ("x.player-events", 1): 6,
-                                 ("x.impressions", 0): 8}
+    assert metrics.positions == {("x.player-events", 0): 12, ("x.player-events", 1): 5,
+                                 ("x.impressions", 0): 7}
 
 
 class FakeConsumer:
@@ -88,7 +88,7 @@ async def test_lag_is_the_highwater_minus_the_next_offset_and_unassigned_partiti
     metrics = wm.WorkerMetrics({"ev": "player_events"})
     tp0, tp1 = TP("ev", 0), TP("ev", 1)
     other = TP("catalog", 0)  # not an event topic: no lag reported
-    metrics.positions[("ev", 0)] = 90
+    metrics.positions[("ev", 0)] = 89  # the last offset processed: next is 90
     app = SimpleNamespace(consumer=FakeConsumer({tp0: 100, tp1: 50, other: 9}, {tp1: 45}))
     await metrics.update_lag(app)
     assert value("homestream_worker_consumer_lag_messages", topic="player_events",
