@@ -79,3 +79,41 @@ def test_the_readme_speaks_to_readers_not_to_its_authors() -> None:
 
     for phrase in (r"\bthis session\b", r"\bsession \d", r"\bhelper\b", r"shared/notes"):
         assert not re.search(phrase, README, re.I), phrase
+
+
+def _shell_commands(text: str) -> list[str]:
+    """Command lines of the README's ``sh`` blocks (comments and env assignments stripped)."""
+    import re
+
+    out, block = [], None
+    for line in text.splitlines():
+        if line.startswith("```"):
+            block = line[3:].strip() if block is None else None
+            continue
+        if block != "sh":
+            continue
+        command = re.sub(r"^(\s*\w+=\S+\s+)+", "", line.split("#", 1)[0]).strip(" &\\")
+        for part in command.split(" | "):
+            if part.startswith(("homestream ", "python -m ")):
+                out.append(part.strip())
+    return out
+
+
+def test_every_command_the_readme_shows_exists() -> None:
+    """The README's ``homestream ...`` lines parse with the CLI and its ``python -m ...``
+    modules exist, so a reader's copy-paste does not meet a renamed command."""
+    import importlib.util
+    import shlex
+
+    from homestream.player.cli import build_parser
+
+    commands = _shell_commands(README)
+    assert "homestream catalog load examples/catalog.jsonl" in commands
+    parser = build_parser()
+    for command in commands:
+        words = shlex.split(command)
+        if words[0] == "homestream":
+            args = parser.parse_args(words[1:])
+            assert callable(args.handler), command
+        else:
+            assert importlib.util.find_spec(words[2]) is not None, command
