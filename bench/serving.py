@@ -44,6 +44,7 @@ import os
 import random
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -296,6 +297,8 @@ class ServeContext:
     titles: list[Any]             # the catalog (topics.models.Title)
     #: Starts a worker consuming simulated traffic at half its throughput (mixed pass).
     mixed_load: Callable[[], contextlib.AbstractContextManager[Any]] | None = None
+    #: Where py-spy samples of each real-server pass go (``--profile-server``).
+    profile_dir: Path | None = None
 
 
 def route_requests(ctx: ServeContext, seed: int) -> dict[str, list[tuple[str, str | None]]]:
@@ -315,6 +318,26 @@ def route_requests(ctx: ServeContext, seed: int) -> dict[str, list[tuple[str, st
         "search": [(f"/v1/search?q={rng.choice(words).lower()}&profile_id={p}&country=US",
                     None) for p in pids[:n]],
     }
+
+
+@contextlib.contextmanager
+def sampled(pid: int, profile_dir: Path | None, name: str, load: Load) -> Iterator[None]:
+    """With ``profile_dir``, sample the server's stacks with py-spy through the block into
+    ``<profile_dir>/<name>.txt`` (collapsed stacks: ``py-spy`` must be installed)."""
+    if profile_dir is None:
+        yield
+        return
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    profile_dir.mkdir(parents=True, exist_ok=True)
+    out = profile_dir / f"{name}.txt"
+    proc = subprocess.Popen([spy, "record", "-p", str(pid), "-r", "250", "--format", "raw",
+                             "-o", str(out), "-d", str(int(load.warm_s + load.measure_s) + 2)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
+        proc.wait(30)
 
 
 def clear_assignments(ctx: ServeContext) -> None:
@@ -358,7 +381,8 @@ def measure_serving(ctx: ServeContext, load: Load, workers: int, seed: int = 7) 
              against: dict[str, Any] | None = None) -> dict[str, Any]:
         port = free_port()
         extra = {} if sticky else {"HOMESTREAM_ARTWORK_STICKY_S": "0"}
-        with server(["-m", "serving"], _env(ctx, port, n, **extra), port, "/readyz") as proc:
+        with server(["-m", "serving"], _env(ctx, port, n, **extra), port, "/readyz") as proc, \
+                sampled(proc.pid, ctx.profile_dir, name, load):
             res = run_wrk(f"http://127.0.0.1:{port}", reqs[route], load, proc.pid)
         result.update(pass_keys(name, res, against))
         log.info("  %s (%d process(es)): %s req/s, p50 %s ms, p99 %s ms, %d errors, "
@@ -421,6 +445,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=7)
     add_load_args(p, positive_int, positive_float)
     p.add_argument("--no-mixed", action="store_true", help="skip the mixed pass")
+    p.add_argument("--profile-server", type=Path, default=None, metavar="DIR",
+                   help="sample each real-server pass with py-spy into DIR/<pass>.txt")
     return p.parse_args(argv)
 
 
@@ -480,7 +506,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ctx = ServeContext(env, r, settings.key_prefix,
                                page_profile_ids(r, settings.key_prefix), titles,
                                None if args.no_mixed else
-                               (lambda: mixed_load(settings, env, load_sim, eps / 2)))
+                               (lambda: mixed_load(settings, env, load_sim, eps / 2)),
+                               args.profile_server)
             result = measure_serving(ctx, serve_load(args), args.http_workers, args.seed)
             result["serve_mixed_load_eps"] = round(eps / 2)
             r.close()

@@ -71,7 +71,7 @@ from online_models.page import PageConfig
 from online_models.rules import Rules, rules_from_settings
 from serving.artwork import ArtworkChooser
 from serving.catalog_cache import ServingModels
-from serving.home import PENDING, drop_finished, guard_rows, homepage, load_meta
+from serving.home import HOME, HomeState, drop_finished, guard_rows, homepage, load_meta
 from serving.http import (
     ARTWORK,
     BROKER_CHECK,
@@ -179,8 +179,7 @@ async def _resources(app: web.Application, own_store: bool, own_impressions: boo
         yield
     finally:
         try:
-            if app[PENDING]:  # artwork assignments still being written
-                await asyncio.gather(*app[PENDING], return_exceptions=True)
+            await app[HOME].aclose()  # artwork assignments still queued
             await app[MODELS].aclose()
             await app[IMPRESSIONS].aclose()
         finally:
@@ -200,7 +199,7 @@ def create_app(settings: Settings, store: PipelineStore | None = None,
     ``broker_ttl_s``."""
     app = web.Application(middlewares=[metrics_middleware, error_middleware])
     app[SETTINGS] = settings
-    app[PENDING] = set()
+    app[HOME] = HomeState(settings.serve_plan_cache)
     app[BROKER_CHECK] = BrokerCheck(broker_timeout_s, broker_ttl_s)
     app[RULES] = rules if rules is not None else rules_from_settings(settings)
     app[ARTWORK] = ArtworkChooser(settings.artwork_sticky_s, settings.artwork_rows)

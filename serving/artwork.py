@@ -54,7 +54,9 @@ def _previous(raw: Any) -> Assignment | None:
         return None  # an unreadable stored assignment: choose again
 
 
-class _TitleArt(NamedTuple):
+class TitleArt(NamedTuple):
+    """A title's artwork candidates: the policy's arms and the images by artwork id."""
+
     arms: list[Arm]
     images: dict[str, Artwork]
 
@@ -75,9 +77,11 @@ class ArtworkChooser:
         #: keep their default image and are logged as such (policy ``materialized``).
         self.max_rows = max_rows
         self._catalog: Catalog | None = None
-        self._art: dict[str, _TitleArt | None] = {}
+        self._art: dict[str, TitleArt | None] = {}
 
-    def _title_art(self, catalog: Catalog, title_id: Any) -> _TitleArt | None:
+    def title_art(self, catalog: Catalog, title_id: Any) -> TitleArt | None:
+        """The candidates of ``title_id`` in ``catalog`` (built once per catalog snapshot);
+        ``None`` for a title without artwork or an unknown one."""
         if catalog is not self._catalog:
             self._catalog, self._art = catalog, {}
         try:
@@ -87,7 +91,7 @@ class ArtworkChooser:
         except TypeError:
             return None  # not a usable title id
         title = catalog.get(title_id)
-        art = None if title is None or not title.artwork else _TitleArt(
+        art = None if title is None or not title.artwork else TitleArt(
             [Arm(a.artwork_id, tuple(a.tags)) for a in title.artwork],
             {a.artwork_id: a for a in title.artwork})
         self._art[title_id] = art
@@ -99,11 +103,11 @@ class ArtworkChooser:
         """Set ``artwork_id``, ``artwork_url``, ``propensity``, ``policy`` and
         ``policy_version`` on every item whose title has artwork candidates; return the new
         assignments (title id -> JSON object) to store for the member."""
-        kept: list[tuple[dict[str, Any], _TitleArt, Choice]] = []
-        todo: list[tuple[dict[str, Any], _TitleArt]] = []
+        kept: list[tuple[dict[str, Any], TitleArt, Choice]] = []
+        todo: list[tuple[dict[str, Any], TitleArt]] = []
         for row in rows[: self.max_rows]:
             for item in row.get("items", ()):
-                art = self._title_art(catalog, item.get("title_id"))
+                art = self.title_art(catalog, item.get("title_id"))
                 if art is None:
                     continue
                 prev = _previous(previous.get(item["title_id"]))

@@ -15,6 +15,7 @@ import asyncio
 import functools
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,7 +32,7 @@ from features.state_format import playhead_of
 from features.store import PipelineStore, RedisStore
 from online_models.page import Page, PageRow, title_item
 from online_models.rules import Rules
-from serving.artwork import request_context
+from serving.assignments import AssignmentWriter
 from serving.catalog_cache import CatalogSnapshot
 from serving.http import (
     ARTWORK,
@@ -41,9 +42,9 @@ from serving.http import (
     PAGE_CONFIG,
     RULES,
     STORE,
-    json_response,
     now_ms,
 )
+from serving.page_plan import PagePlan
 from serving.validation import COUNTRY_RE, check_country, check_device, check_profile_id
 from topics.models import MATURITY_LEVELS, Title
 
@@ -54,12 +55,10 @@ LATEST_ROW = {"row_id": "latest", "kind": "latest", "title": "Latest",
               "explanation": "The newest titles"}
 #: Used when a profile's stored settings do not parse: the strictest guardrails.
 FAIL_CLOSED_META = ProfileMeta(kids=True, max_rating="G")
-#: Background writes (artwork assignments) of the app, awaited at shutdown.
-PENDING = web.AppKey("pending_writes", set)
 
-#: One round trip: KEYS = page, settings, state, assignments, default pages by preference.
-#: Returns ``{page or false, 0 (personal) or 1-based default index, settings, state,
-#: assignments as a flat field/value list}``.
+#: One round trip: KEYS = page, settings, state, assignments, default pages by preference;
+#: ARGV[1] = '1' to read the state too. Returns ``{page or false, 0 (personal) or 1-based
+#: default index, settings, state (or false), assignments as a flat field/value list}``.
 READ_HOME_LUA = """
 local page = redis.call('GET', KEYS[1])
 local source = 0
@@ -69,8 +68,10 @@ if not page then
     if page then source = i - 4 break end
   end
 end
+local state = false
+if ARGV[1] == '1' then state = redis.call('GET', KEYS[3]) or false end
 return {page or false, source, redis.call('GET', KEYS[2]) or false,
-        redis.call('GET', KEYS[3]) or false, redis.call('HGETALL', KEYS[4])}
+        state, redis.call('HGETALL', KEYS[4])}
 """
 
 
@@ -242,8 +243,30 @@ class HomeReads:
     page: bytes | None
     source: str | None                 # "personal", "default-<country>", None: no page
     meta: ProfileMeta
-    state: InProgress | None
-    assignments: dict[str, Any]        # title id -> stored assignment (JSON bytes or dict)
+    parsed_state: InProgress | None    # the in-memory store's; Redis's is parsed on use
+    stored_assignments: dict[str, Any] | None  # the in-memory store's; Redis's: ``flat``
+    meta_raw: bytes | None = None
+    state_raw: bytes | None = None     # the stored state, when it was read
+    state_read: bool = True
+    #: The assignments as Redis returned them: title id, JSON, title id, JSON, ...
+    flat: list[bytes] | None = None
+
+    @property
+    def assignments(self) -> dict[str, Any]:
+        """Title id -> stored assignment (JSON bytes or dict)."""
+        if self.stored_assignments is None:
+            flat = self.flat or []
+            self.stored_assignments = dict(zip([t.decode() for t in flat[::2]], flat[1::2],
+                                               strict=True))
+        return self.stored_assignments
+
+    @property
+    def state(self) -> InProgress | None:
+        """The member's state as read (parsed on first use), ``None`` when absent or not
+        read."""
+        if self.parsed_state is None and self.state_raw:
+            self.parsed_state = ServeView.from_json(self.state_raw)
+        return self.parsed_state
 
 
 _SCRIPTS: dict[int, tuple[RedisStore, Any]] = {}
@@ -257,21 +280,26 @@ def _script(store: RedisStore) -> Any:
     return entry[1]
 
 
-async def read_home(store: PipelineStore, profile_id: str, country: str | None) -> HomeReads:
+async def read_home(store: PipelineStore, profile_id: str, country: str | None,
+                    with_state: bool = True) -> HomeReads:
     """The page (or the first default page that exists: ``country``'s, then all
-    countries'), settings, state and assignments of ``profile_id``: one round trip to
-    Redis; a second one only when no country was asked for, no personal page exists and
-    the profile's home country has a default page of its own."""
+    countries'), settings, state (unless ``with_state`` is false) and assignments of
+    ``profile_id``: one round trip to Redis; a second one only when no country was asked
+    for, no personal page exists and the profile's home country has a default page of its
+    own. The state is parsed by :func:`state_view` when needed."""
     defaults = [c for c in dict.fromkeys((country, ALL_COUNTRIES)) if c is not None]
+    meta_raw: bytes | None = None
+    state_raw: bytes | None = None
     if isinstance(store, RedisStore):
         p = store.prefix
         page, idx, meta_raw, state_raw, flat = await _script(store)(keys=[
             keys.page_key(p, profile_id), keys.profile_meta_key(p, profile_id),
             keys.profile_key(p, profile_id), keys.artwork_key(p, profile_id),
-            *(keys.default_page_key(p, c) for c in defaults)])
-        meta = parse_meta(meta_raw)
-        state: InProgress | None = ServeView.from_json(state_raw) if state_raw else None
-        assignments = {t.decode(): v for t, v in zip(flat[::2], flat[1::2], strict=True)}
+            *(keys.default_page_key(p, c) for c in defaults)], args=["1" if with_state else "0"])
+        meta = parse_meta(meta_raw or None)
+        meta_raw, state_raw = meta_raw or None, state_raw or None
+        state: InProgress | None = None
+        assignments: dict[str, Any] | None = None
     else:  # the in-memory store of tests and tools: the same answers, several calls
         page, metas, states, assignments = await asyncio.gather(
             store.get_page(profile_id), store.load_profile_meta([profile_id]),
@@ -292,36 +320,77 @@ async def read_home(store: PipelineStore, profile_id: str, country: str | None) 
         own = await store.get_default_page(home)
         if own is not None:
             page, source = own, f"default-{home}"
-    return HomeReads(page, source, meta, state, assignments)
+    if not isinstance(store, RedisStore):
+        return HomeReads(page, source, meta, state, assignments)
+    return HomeReads(page, source, meta, state, None, meta_raw, state_raw, with_state, flat)
 
 
-def _save_in_background(app: web.Application, profile_id: str,
-                        assignments: dict[str, dict[str, Any]]) -> None:
-    """Store new artwork assignments after the response; shutdown waits for the writes."""
-    pending: set[asyncio.Task[None]] = app[PENDING]
-    task = asyncio.get_running_loop().create_task(
-        app[STORE].save_artwork(profile_id, assignments))
-    pending.add(task)
-
-    def done(t: asyncio.Task[None]) -> None:
-        pending.discard(t)
-        if not t.cancelled() and t.exception() is not None:
-            log.warning("artwork assignments of %s not stored: %r", profile_id, t.exception())
-
-    task.add_done_callback(done)
+async def state_view(store: PipelineStore, profile_id: str, reads: HomeReads) -> InProgress | None:
+    """The member's state as the Continue Watching check reads it (read now if the first
+    round trip left it out)."""
+    if not reads.state_read and isinstance(store, RedisStore):
+        reads.state_raw = await store.client.get(keys.profile_key(store.prefix, profile_id))
+        reads.state_read = True
+    return reads.state
 
 
-# -- the handler ----------------------------------------------------------------------------
-async def homepage(request: web.Request) -> web.Response:
-    """``GET /v1/homepage/{profile_id}``: the page to show, logged as impressions."""
-    profile_id = check_profile_id(request.match_info["profile_id"])
-    country = check_country(request.query.get("country"))
-    device = check_device(request.query.get("device"))
+# -- compiled pages -------------------------------------------------------------------------
+class HomeState:
+    """What a server process keeps for the home page: the compiled plans of the pages it
+    served lately (least recently served dropped beyond ``max_plans``) and the writer of
+    artwork assignments."""
 
-    app = request.app
+    def __init__(self, max_plans: int) -> None:
+        self.max_plans = max_plans
+        self.plans: OrderedDict[str, PagePlan] = OrderedDict()
+        self.compiled = 0
+        self.writer: AssignmentWriter | None = None
+
+    def get(self, profile_id: str) -> PagePlan | None:
+        plan = self.plans.get(profile_id)
+        if plan is not None:
+            self.plans.move_to_end(profile_id)
+        return plan
+
+    def put(self, profile_id: str, plan: PagePlan) -> None:
+        if self.max_plans <= 0:
+            return
+        self.plans[profile_id] = plan
+        self.plans.move_to_end(profile_id)
+        while len(self.plans) > self.max_plans:
+            self.plans.popitem(last=False)
+
+    def writer_for(self, store: PipelineStore) -> AssignmentWriter:
+        if self.writer is None:
+            self.writer = AssignmentWriter(store)
+        return self.writer
+
+    async def aclose(self) -> None:
+        """Store the assignments still queued."""
+        if self.writer is not None:
+            await self.writer.aclose()
+
+
+HOME = web.AppKey("home", HomeState)
+
+
+def plan_key(reads: HomeReads, country: str | None, catalog_version: int,
+             continue_watching: bool) -> tuple[Any, ...]:
+    """What a compiled page depends on: the stored page, its source, the settings, the
+    requested country, the catalog, and the state when the page has a Continue Watching
+    row."""
+    return (reads.page, reads.source, reads.meta_raw, country, catalog_version,
+            reads.state_raw if continue_watching else None)
+
+
+async def build_page(app: web.Application, profile_id: str, country: str | None,
+                     reads: HomeReads, snap: CatalogSnapshot
+                     ) -> tuple[dict[str, Any], str, str | None, bool, CatalogSnapshot]:
+    """The page to serve before its artwork is decided: the stored page, else the default
+    page, else Latest, else empty; Continue Watching checked, guardrails applied, the
+    serve-time fields set. Returns the page, its source, the country it is served in,
+    whether it has a Continue Watching row, and the catalog snapshot."""
     rules, models = app[RULES], app[MODELS]
-    reads, snap = await asyncio.gather(read_home(app[STORE], profile_id, country),
-                                       models.ensure())
     meta = reads.meta
     country = country or home_country(meta)
     if reads.page is not None:
@@ -334,7 +403,9 @@ async def homepage(request: web.Request) -> web.Response:
                              app[PAGE_CONFIG].row_length, now_ms())
         page, source = (latest, "latest") if latest else (empty_page(profile_id, country),
                                                           "empty")
-    page["rows"] = guard_rows(drop_finished(page["rows"], reads.state), rules, meta, country)
+    cw = any(isinstance(r, dict) and is_continue_watching(r) for r in page["rows"])
+    state = await state_view(app[STORE], profile_id, reads) if cw else None
+    page["rows"] = guard_rows(drop_finished(page["rows"], state), rules, meta, country)
     if page["rows"] and not len(snap.catalog):
         # pages exist but no catalog was loaded yet (the server started first): load it now
         # rather than serving a page without artwork decisions
@@ -342,22 +413,65 @@ async def homepage(request: web.Request) -> web.Response:
         snap = models.snapshot
     page["kids"] = meta.kids
     page["max_rating"] = rules.max_rating_for(meta)
-    page["variant"] = variant = app[EXPERIMENT].variant_of(profile_id)
-    request_id = uuid.uuid4().hex
+    page["variant"] = app[EXPERIMENT].variant_of(profile_id)
+    return page, source, country, cw, snap
+
+
+async def compile_home(app: web.Application, profile_id: str, country: str | None,
+                       reads: HomeReads, snap: CatalogSnapshot) -> PagePlan:
+    """Build and compile the page of ``profile_id`` (:class:`~serving.page_plan.PagePlan`)."""
+    page, source, served_country, cw, snap = await build_page(app, profile_id, country,
+                                                               reads, snap)
+    chooser = app[ARTWORK]
+    return PagePlan.compile(
+        profile_id=profile_id, source=source,
+        key=plan_key(reads, country, snap.version, cw), page=page,
+        first_rows=chooser.max_rows,
+        title_art=functools.partial(chooser.title_art, snap.catalog),
+        country=served_country or page.get("country"),
+        impression_country=impression_country(served_country, page),
+        variant=page["variant"], codec=app[IMPRESSIONS].codec, has_continue_watching=cw)
+
+
+# -- the handler ----------------------------------------------------------------------------
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+async def homepage(request: web.Request) -> web.Response:
+    """``GET /v1/homepage/{profile_id}``: the page to show, logged as impressions."""
+    profile_id = check_profile_id(request.match_info["profile_id"])
+    country = check_country(request.query.get("country"))
+    device = check_device(request.query.get("device")) or "unknown"
+
+    app = request.app
+    home, models, store = app[HOME], app[MODELS], app[STORE]
+    snap = models.snapshot if models.loaded else await models.ensure()
+    plan = home.get(profile_id)
+    reads = await read_home(store, profile_id, country,
+                            with_state=plan is None or plan.has_continue_watching)
+    if plan is None or plan.key != plan_key(reads, country, snap.version,
+                                            plan.has_continue_watching):
+        plan = await compile_home(app, profile_id, country, reads, snap)
+        home.compiled += 1
+        if reads.page is not None and isinstance(store, RedisStore):
+            home.put(profile_id, plan)
+    return serve_plan(app, plan, reads, device)
+
+
+def serve_plan(app: web.Application, plan: PagePlan, reads: HomeReads,
+               device: str) -> web.Response:
+    """Decide the first screen's artwork, answer, log the impressions as one message and
+    queue the new assignments (both after the response is built, neither blocking it)."""
     served_at_ms = now_ms()
-    page_context = page.pop("context", None)
-    context = request_context(page_context if isinstance(page_context, dict) else {},
-                              country or page.get("country"), device, served_at_ms)
-    new = app[ARTWORK].choose(models.artwork_policy, snap.catalog, page["rows"], context,
-                              reads.assignments, served_at_ms)
-    if new:
-        _save_in_background(app, profile_id, new)
-    page["request_id"] = request_id
-    page["served_at_ms"] = served_at_ms
-    page["source"] = source
-    if page["rows"]:
-        app[IMPRESSIONS].log_page(
-            profile_id, request_id, served_at_ms, page["rows"],
-            device=device or "unknown", country=impression_country(country, page),
-            context_json=orjson.dumps(context).decode(), variant=variant)
-    return json_response(page, headers={"Cache-Control": "no-store"})
+    request_id = uuid.uuid4().hex
+    decisions = plan.decisions(app[MODELS].artwork_policy, device, served_at_ms)
+    served = plan.serve(decisions, reads, app[ARTWORK].sticky, request_id, served_at_ms)
+    if served.assignments:
+        app[HOME].writer_for(app[STORE]).add(plan.profile_id, served.assignments)
+    logger = app[IMPRESSIONS]
+    for suffix, reason in plan.invalid:
+        logger.count_failed(request_id, [request_id + suffix], reason)
+    if served.impressions is not None:
+        logger.log_encoded(plan.profile_id, request_id, served.impressions,
+                           plan.impression_ids)
+    return web.Response(body=served.body, content_type="application/json", headers=NO_STORE)

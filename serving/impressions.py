@@ -77,10 +77,48 @@ class ServedPage:
         return sum(len(r.get("items") or ()) for r in self.rows)
 
 
+class EventIds(Sequence[str]):
+    """The event ids of a page's impressions, ``{request_id}{suffix}``, built only when
+    read (a failure to log them): a served page carries just its suffixes.
+
+    >>> list(EventIds("r1", ["-0-0", "-0-1"]))
+    ['r1-0-0', 'r1-0-1']
+    """
+
+    __slots__ = ("request_id", "suffixes")
+
+    def __init__(self, request_id: str, suffixes: Sequence[str]) -> None:
+        self.request_id = request_id
+        self.suffixes = suffixes
+
+    def __len__(self) -> int:
+        return len(self.suffixes)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [self.request_id + s for s in self.suffixes[i]]
+        return self.request_id + self.suffixes[i]
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPage:
+    """A served page whose impressions are already one encoded ``EventBatch`` (see
+    :mod:`serving.page_plan`)."""
+
+    profile_id: str
+    request_id: str
+    value: bytes
+    event_ids: EventIds
+
+    @property
+    def item_count(self) -> int:
+        return len(self.event_ids)
+
+
 @dataclass(slots=True)
 class _InFlight:
     request_id: str
-    event_ids: list[str]
+    event_ids: Sequence[str]
 
 
 class ImpressionLogger:
@@ -117,7 +155,7 @@ class ImpressionLogger:
         self.delivered = 0
         self.failed = 0
         self.pages = 0
-        self._queue: asyncio.Queue[ServedPage] = asyncio.Queue()
+        self._queue: asyncio.Queue[ServedPage | EncodedPage] = asyncio.Queue()
         self._inflight: dict[int, _InFlight] = {}
         self._inflight_count = 0
         self._seq = itertools.count()
@@ -210,6 +248,33 @@ class ImpressionLogger:
             ServedPage(profile_id, request_id, served_at_ms, rows, device, country,
                        context_json, variant))
 
+    def log_encoded(self, profile_id: str, request_id: str, value: bytes,
+                    suffixes: Sequence[str]) -> None:
+        """Produce one page's impressions, already encoded (``value``); never blocks: a
+        full producer queue hands the page to the background task, which retries."""
+        if self._closed:
+            raise RuntimeError("ImpressionLogger is closed")
+        self.pages += 1
+        page = EncodedPage(profile_id, request_id, value, EventIds(request_id, suffixes))
+        if not self._queue.empty() or not self._produce_now(page):
+            self._queue.put_nowait(page)
+
+    def _produce_now(self, page: EncodedPage) -> bool:
+        """Hand ``page`` to the producer; False when its local queue is full."""
+        seq = next(self._seq)
+        self._inflight[seq] = _InFlight(page.request_id, page.event_ids)
+        self._inflight_count += len(page.event_ids)
+        try:
+            self.producer.produce(self.topic, value=page.value, key=page.profile_id.encode(),
+                                  on_delivery=functools.partial(self._on_delivery, seq))
+        except BufferError:
+            self._forget(seq)
+            return False
+        except Exception as exc:  # KafkaException (e.g. message too large): accounted
+            self._forget(seq)
+            self._count_failed(page.request_id, page.event_ids, f"{type(exc).__name__}: {exc}")
+        return True
+
     def stats(self) -> dict[str, int]:
         """Counters for ``/readyz``: impressions delivered, failed and in flight."""
         return {
@@ -278,8 +343,18 @@ class ImpressionLogger:
             finally:
                 self._queue.task_done()
 
-    async def _emit(self, page: ServedPage) -> None:
+    async def _emit(self, page: ServedPage | EncodedPage) -> None:
         """Build, encode and produce one page; retry while the local queue is full."""
+        if isinstance(page, EncodedPage):
+            while not self._produce_now(page):
+                self.producer.poll(0)
+                try:
+                    await asyncio.sleep(self.retry_interval_s)
+                except asyncio.CancelledError:  # shutdown timed out while the queue was full
+                    self._count_failed(page.request_id, page.event_ids,
+                                       "producer queue full at shutdown")
+                    raise
+            return
         events: list[dict[str, Any]] = []
         try:
             events = self.build_events(page)
@@ -336,6 +411,11 @@ class ImpressionLogger:
             self._inflight_count -= len(rec.event_ids)
         return rec
 
+    def count_failed(self, request_id: str, event_ids: Sequence[str], reason: str) -> None:
+        """Count impressions that cannot be logged (e.g. an item without a title id) as
+        failed, logging their event ids and the reason."""
+        self._count_failed(request_id, event_ids, reason)
+
     def _count_failed(self, request_id: str, event_ids: Sequence[str], reason: str) -> None:
         self.failed += len(event_ids)
         log.error("%d impressions of request %s not delivered to %s: %s; event ids: %s",
@@ -346,7 +426,7 @@ class ImpressionLogger:
 
         The page being produced, if any, is accounted by :meth:`_emit` when it is cancelled.
         """
-        pages: list[ServedPage] = []
+        pages: list[ServedPage | EncodedPage] = []
         while not self._queue.empty():
             pages.append(self._queue.get_nowait())
             self._queue.task_done()

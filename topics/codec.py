@@ -174,6 +174,18 @@ class AvroCodec:
         """The parsed schema for ``name`` (for documentation and tools)."""
         return self._schemas[name]
 
+    def header(self, name: str) -> bytes:
+        """The bytes every message of schema ``name`` starts with (the single-object header
+        of its current version), for messages assembled from prebuilt pieces."""
+        return self._headers[name]
+
+    def batch_branch(self, name: str) -> int:
+        """The index of schema ``name`` in the event union of :data:`BATCH_SCHEMA` (what
+        precedes each such event's fields inside a batch)."""
+        items = self._schemas[BATCH_SCHEMA]["fields"][1]["type"]["items"]
+        names = [i if isinstance(i, str) else i.get("name") for i in items]
+        return names.index(name)
+
     def fingerprint_hex(self, name: str) -> str:
         """The current version's fingerprint as written in messages, in hex."""
         return self._headers[name][2:].hex()

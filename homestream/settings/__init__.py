@@ -150,6 +150,8 @@ class Settings(BaseSettings):
                                     description="How long a member keeps a title's artwork")
     artwork_rows: int = Field(3, ge=0, le=100, description="Rows of a page whose artwork "
                               "the bandit chooses (the first screen)")
+    serve_plan_cache: int = Field(4096, ge=0, description="Compiled home pages kept per "
+                                  "server process (0: compile every request)")
     artwork_reward_window_s: float = Field(3600.0, gt=0.0, description="A play this long "
                                            "after an impression can reward its artwork")
     artwork_quality_fraction: float = Field(0.3, gt=0.0, le=1.0, description="Share of the "

@@ -1,0 +1,350 @@
+"""A served page compiled once per process, then spliced for each request.
+
+Between two renders by the worker, every request for a member's page differs only in the
+request id, the time, the device and the artwork drawn for the titles of the first screen.
+A :class:`PagePlan` holds the rest, built once: the page after the guardrails, its JSON
+response cut where the first-screen artwork fields go, and its impressions as Avro bytes cut
+where the per-request fields go. :class:`Decisions` holds what the artwork policy says about
+those titles for one context (device, hour) and one policy version: each title's
+propensities (computed in one :meth:`~online_models.bandits.base.ArtworkPolicy.propensities_many`
+step, exactly today's numbers) and the pieces to write for each candidate. A request then
+draws one artwork per title, joins the pieces and logs one prebuilt ``EventBatch``: no JSON
+parsing, no per-item encoding. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from online_models.bandits.base import ArtworkPolicy, Choice, Context
+from online_models.bandits.sticky import Assignment, StickyAssignment
+from online_models.page import PageRow
+from serving.artwork import TitleArt, request_context
+from topics.avro_bytes import array_block_header, double_bytes, long_bytes, string_bytes
+from topics.codec import BATCH_SCHEMA, AvroCodec
+from topics.models import MATERIALIZED_POLICY, Artwork, Impression
+
+#: The item fields the server writes for a title whose artwork it decides.
+ART_KEYS = ("artwork_id", "artwork_url", "propensity", "policy", "policy_version")
+_MARK = "__homestream_artwork_slot__"
+_MARK_BYTES = b',"' + _MARK.encode() + b'":0'
+#: Impressions of an item without a server decision carry this propensity.
+MATERIALIZED_PROPENSITY = 1.0
+#: Parts of one impression in the Avro template (see :meth:`PagePlan._avro_template`).
+_PARTS = 7
+REQUEST_ID_LEN = 32
+
+
+@dataclass(frozen=True, slots=True)
+class ArmPieces:
+    """What is written when one candidate is shown: its JSON item fields, its Avro
+    impression fields, and the stored assignment around the decision time."""
+
+    artwork_id: str
+    json: bytes
+    avro: bytes
+    assignment_head: bytes
+    assignment_tail: bytes
+
+    @classmethod
+    def of(cls, image: Artwork, choice: Choice) -> ArmPieces:
+        fields = {"artwork_id": image.artwork_id, "artwork_url": image.url,
+                  "propensity": choice.propensity, "policy": choice.policy,
+                  "policy_version": choice.policy_version}
+        avro = (string_bytes(choice.artwork_id) + double_bytes(choice.propensity)
+                + string_bytes(choice.policy) + long_bytes(choice.policy_version))
+        tail = orjson.dumps({"propensity": choice.propensity, "policy": choice.policy,
+                             "policy_version": choice.policy_version})
+        return cls(choice.artwork_id, b"," + orjson.dumps(fields)[1:-1], avro,
+                   b'{"artwork_id":' + orjson.dumps(choice.artwork_id) + b',"chosen_at_ms":',
+                   b"," + tail[1:])
+
+
+@dataclass(slots=True)
+class Slot:
+    """A first-screen title whose artwork is decided per request."""
+
+    title_id: str
+    art: TitleArt
+    #: Row and column on the page.
+    position: tuple[int, int]
+    #: Index of the item among the logged impressions (its place in the Avro template);
+    #: -1 when the item cannot be logged.
+    impression: int = -1
+
+
+@dataclass(slots=True)
+class Decisions:
+    """The policy's view of a plan's first screen in one context and policy version."""
+
+    policy: ArtworkPolicy
+    policy_version: int
+    context: Context
+    #: Per slot: cumulative propensities (inverse-CDF draws) and the pieces of each arm.
+    cumulative: list[list[float]]
+    pieces: list[list[ArmPieces]]
+    #: The Avro template with this context's tails and the fixed artwork fields in place.
+    parts: list[bytes]
+
+
+@dataclass(slots=True)
+class Served:
+    """One request's output: the response body, the impressions message (``None`` when
+    nothing is logged) and the new artwork assignments (title id -> stored JSON)."""
+
+    body: bytes
+    impressions: bytes | None
+    impression_count: int
+    assignments: dict[str, bytes]
+
+
+class StoredAssignments(Protocol):
+    """A member's stored artwork assignments as the request read them."""
+
+    #: Redis's reply as is (title id, JSON, ...), compared as bytes; ``None`` elsewhere.
+    flat: list[bytes] | None
+
+    @property
+    def assignments(self) -> Mapping[str, Any]: ...
+
+
+def interleave(outer: Sequence[bytes], inner: Sequence[bytes]) -> bytes:
+    """``outer[0] + inner[0] + outer[1] + ... + outer[-1]`` (``len(outer) == len(inner) + 1``).
+
+    >>> interleave([b"<", b"|", b">"], [b"a", b"b"])
+    b'<a|b>'
+    """
+    parts: list[bytes] = [b""] * (2 * len(outer) - 1)
+    parts[::2] = outer
+    parts[1::2] = inner
+    return b"".join(parts)
+
+
+def previous_assignment(raw: Any) -> Assignment | None:
+    """A stored assignment (JSON bytes or a dict), ``None`` when absent or unreadable."""
+    if isinstance(raw, bytes | str):
+        try:
+            raw = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+    if not isinstance(raw, dict):
+        return None
+    try:
+        return Assignment(**raw)
+    except TypeError:
+        return None  # an unreadable stored assignment: choose again
+
+
+@dataclass(slots=True)
+class PagePlan:
+    """A page as served to one profile, compiled for splicing (see the module doc).
+
+    Build it with :meth:`compile`; :meth:`decisions` gives the policy's view for a context,
+    :meth:`serve` one request's bytes.
+    """
+
+    profile_id: str
+    source: str
+    #: Everything the plan was compiled from, compared on each request (bytes compare).
+    key: tuple[Any, ...]
+    slots: list[Slot]
+    page_context: dict[str, Any]
+    country: str | None
+    impression_country: str
+    variant: str
+    json_segments: list[bytes]
+    tail_source: bytes
+    avro_head: bytes
+    avro_parts: list[bytes]
+    #: Parts index of each impression whose tail carries the policy's context.
+    context_tails: list[int]
+    impression_ids: list[str]
+    #: Items that cannot be logged (no title or row id): event-id suffix and reason.
+    invalid: list[tuple[str, str]]
+    has_continue_watching: bool
+    _decisions: dict[tuple[Any, ...], Decisions] = field(default_factory=dict)
+    _kept: dict[bytes, tuple[float, ArmPieces]] = field(default_factory=dict)
+    #: The last fully kept answer: decisions, stored bytes, expiry, JSON prefix, Avro arts.
+    _memo: tuple[Decisions, list[bytes], float, bytes, list[bytes]] | None = None
+
+    @classmethod
+    def compile(cls, *, profile_id: str, source: str, key: tuple[Any, ...], page: dict[str, Any],
+                first_rows: int, title_art: Callable[[Any], TitleArt | None],
+                country: str | None, impression_country: str, variant: str,
+                codec: AvroCodec, has_continue_watching: bool = False) -> PagePlan:
+        """Compile ``page`` (guardrails applied, serve-time fields set, ``context`` popped:
+        it is given as ``page_context``). Items of the first ``first_rows`` rows with
+        artwork candidates become slots; ``page`` is changed in place."""
+        page_context = page.pop("context", None)
+        slots: list[Slot] = []
+        for r, row in enumerate(page["rows"][:first_rows]):
+            for c, item in enumerate(row.get("items") or ()):
+                art = title_art(item.get("title_id"))
+                if art is not None:
+                    slots.append(Slot(item["title_id"], art, (r, c)))
+                    for k in ART_KEYS:
+                        item.pop(k, None)
+                    item[_MARK] = 0
+        head = orjson.dumps(page)
+        segments = head[:-1].split(_MARK_BYTES)
+        if len(segments) != len(slots) + 1:
+            raise ValueError("a page field contains the artwork slot marker")
+        plan = cls(profile_id, source, key, slots,
+                   page_context if isinstance(page_context, dict) else {}, country,
+                   impression_country, variant, segments,
+                   b',"source":' + orjson.dumps(source) + b"}", b"", [], [], [], [],
+                   has_continue_watching)
+        plan._avro_template(page["rows"], codec)
+        return plan
+
+    def _avro_template(self, rows: Sequence[PageRow], codec: AvroCodec) -> None:
+        """Impressions as parts, ``_PARTS`` per item: branch and event-id length, request
+        id, the rest of the event id and the profile, time and request id, title/row/position,
+        artwork fields, tail (variant, device, country, context). The request's parts are
+        filled per request, the tails and fixed artwork fields per :class:`Decisions`."""
+        branch = long_bytes(codec.batch_branch(Impression.schema_name))
+        profile = string_bytes(self.profile_id)
+        slot_at = {s.position: s for s in self.slots}
+        parts: list[bytes] = []
+        index = 0
+        for r, row in enumerate(rows):
+            row_id = row.get("row_id")
+            for c, item in enumerate(row.get("items") or ()):
+                title_id = item.get("title_id")
+                suffix = f"-{r}-{c}"
+                if not (isinstance(title_id, str) and title_id and isinstance(row_id, str)
+                        and row_id):
+                    self.invalid.append((suffix, f"invalid impression at row {r} column {c}: "
+                                         f"title_id={title_id!r} row_id={row_id!r}"))
+                    continue
+                slot = slot_at.get((r, c))
+                if slot is not None:
+                    slot.impression = index
+                if slot is not None or "policy" in item:
+                    self.context_tails.append(len(parts) + 6)
+                fixed = b"" if slot is not None else (
+                    string_bytes(str(item.get("artwork_id") or ""))
+                    + double_bytes(float(item.get("propensity") or MATERIALIZED_PROPENSITY))
+                    + string_bytes(str(item.get("policy") or MATERIALIZED_POLICY))
+                    + long_bytes(int(item.get("policy_version") or 0)))
+                parts += [branch + long_bytes(REQUEST_ID_LEN + len(suffix)), b"",
+                          suffix.encode() + profile, b"",
+                          string_bytes(title_id) + string_bytes(row_id) + long_bytes(r)
+                          + long_bytes(c), fixed, b""]
+                self.impression_ids.append(suffix)
+                index += 1
+        self.avro_parts = parts
+        self.avro_head = (codec.header(BATCH_SCHEMA) + profile
+                          + array_block_header(index))
+
+    # -- per context ---------------------------------------------------------------------------
+    def decisions(self, policy: ArtworkPolicy, device: str, now_ms: int) -> Decisions:
+        """The policy's propensities and pieces for this plan's slots, in the context of a
+        request from ``device`` at ``now_ms`` (cached per device, hour and policy version:
+        they are the same numbers)."""
+        key = (device, int(now_ms // 3_600_000) % 24)
+        found = self._decisions.get(key)
+        if found is not None and found.policy is policy and (
+                found.policy_version == policy.version):
+            return found
+        context = request_context(self.page_context, self.country, device, now_ms)
+        probs = policy.propensities_many(context, [s.art.arms for s in self.slots])
+        cumulative, pieces = [], []
+        for slot, p in zip(self.slots, probs, strict=True):
+            cumulative.append(list(itertools.accumulate(p.values())))
+            pieces.append([ArmPieces.of(slot.art.images[a], Choice(
+                a, q, policy.name, policy.version)) for a, q in p.items()])
+        tail = (string_bytes(self.variant) + string_bytes(device)
+                + string_bytes(self.impression_country))
+        parts = self.avro_parts.copy()
+        parts[6::_PARTS] = [tail + b"\x00"] * (len(parts) // _PARTS)
+        with_context = tail + string_bytes(orjson.dumps(context).decode())
+        for i in self.context_tails:
+            parts[i] = with_context
+        if len(self._decisions) > 64:
+            self._decisions.clear()
+        found = self._decisions[key] = Decisions(policy, policy.version, context, cumulative,
+                                                 pieces, parts)
+        return found
+
+    def kept_pieces(self, slot: Slot, raw: Any, sticky: StickyAssignment,
+                    now_ms: int) -> tuple[float, ArmPieces] | None:
+        """The pieces of a stored assignment still within its period (parsed once per
+        stored value) and when the period ends; ``None`` when the title must be decided
+        again."""
+        if raw is None:
+            return None
+        memo_key = raw if isinstance(raw, bytes) else orjson.dumps(raw)
+        memo = self._kept.get(memo_key)
+        if memo is None:
+            prev = previous_assignment(raw)
+            if not sticky.keep(prev, now_ms, slot.art.images.keys()):
+                return None
+            assert prev is not None
+            memo = (prev.chosen_at_ms + sticky.period_s * 1000.0,
+                    ArmPieces.of(slot.art.images[prev.artwork_id], prev.to_choice()))
+            if len(self._kept) > 4 * len(self.slots) + 16:
+                self._kept.clear()
+            self._kept[memo_key] = memo
+        return memo if now_ms < memo[0] else None
+
+    # -- per request ---------------------------------------------------------------------------
+    def choose(self, decisions: Decisions, previous: Mapping[str, Any],
+               sticky: StickyAssignment, served_at_ms: int
+               ) -> tuple[list[ArmPieces], dict[str, bytes], float]:
+        """Every slot's artwork: the member's while its period lasts, else a draw. Returns
+        the pieces, the new assignments and when the first kept one expires."""
+        chosen: list[ArmPieces] = []
+        new: dict[str, bytes] = {}
+        at = str(served_at_ms).encode()
+        draw = decisions.policy.draw_index
+        expiry = float("inf")
+        keep = sticky.period_s > 0 and bool(previous)
+        for i, slot in enumerate(self.slots):
+            kept = self.kept_pieces(slot, previous.get(slot.title_id), sticky,
+                                    served_at_ms) if keep else None
+            if kept is None:
+                pieces = decisions.pieces[i][draw(decisions.cumulative[i])]
+                new[slot.title_id] = pieces.assignment_head + at + pieces.assignment_tail
+            else:
+                expiry = min(expiry, kept[0])
+                pieces = kept[1]
+            chosen.append(pieces)
+        return chosen, new, expiry
+
+    def serve(self, decisions: Decisions, reads: StoredAssignments, sticky: StickyAssignment,
+              request_id: str, served_at_ms: int) -> Served:
+        """Draw the artwork of every slot (or keep the member's), join the response and the
+        impressions; the new assignments to store. A member whose stored assignments are
+        the same bytes as last time, all still within their period, gets the same pieces
+        without looking at them again."""
+        memo = self._memo
+        flat = reads.flat
+        if (memo is not None and flat is not None and memo[0] is decisions
+                and served_at_ms < memo[2] and memo[1] == flat):
+            prefix, arts, new = memo[3], memo[4], {}
+        else:
+            chosen, new, expiry = self.choose(decisions, reads.assignments, sticky,
+                                              served_at_ms)
+            prefix = interleave(self.json_segments, [p.json for p in chosen])
+            arts = [p.avro for p in chosen]
+            self._memo = None if new or flat is None else (decisions, flat, expiry, prefix,
+                                                           arts)
+        rid = request_id.encode()
+        body = b"".join((prefix, b',"request_id":"', rid, b'","served_at_ms":',
+                         str(served_at_ms).encode(), self.tail_source))
+        n = len(self.impression_ids)
+        if not n:
+            return Served(body, None, 0, new)
+        parts = decisions.parts.copy()
+        parts[1::_PARTS] = [rid] * n
+        parts[3::_PARTS] = [long_bytes(served_at_ms) + string_bytes(request_id)] * n
+        for slot, art in zip(self.slots, arts, strict=True):
+            if slot.impression >= 0:
+                parts[slot.impression * _PARTS + 5] = art
+        return Served(body, b"".join((self.avro_head, *parts, b"\x00")), n, new)

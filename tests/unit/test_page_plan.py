@@ -1,0 +1,194 @@
+"""Compiled pages (serving.page_plan): the spliced response and impressions are exactly what
+deciding and encoding item by item gives, and the Avro pieces are fastavro's bytes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import io
+import random
+from typing import Any
+
+import fastavro
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from features.catalog import Catalog
+from online_models.bandits import Arm, make_policy
+from online_models.bandits.sticky import StickyAssignment
+from serving.artwork import ArtworkChooser, request_context
+from serving.impressions import ImpressionLogger, ServedPage
+from serving.page_plan import PagePlan
+from topics.avro_bytes import double_bytes, long_bytes, string_bytes
+from topics.codec import BATCH_SCHEMA, default_codec
+from topics.models import Artwork, Impression, Title
+
+CODEC = default_codec()
+TAGS = ["comedy", "cast", "scenic", "romance"]
+
+
+def _titles() -> list[Title]:
+    rng = random.Random(3)
+    return [Title(title_id=f"x{i}", name=f"X{i}", genres=["Comedy"], maturity_rating="PG",
+                  release_date=dt.date(2024, 1, 1), duration_s=100.0,
+                  artwork=[Artwork(artwork_id=f"x{i}-a{k}", url=f"https://img/{i}/{k}",
+                                   tags=[rng.choice(TAGS)]) for k in range(1 + i % 3)])
+            for i in range(40)]
+
+
+TITLES = _titles()
+
+
+def _page() -> dict[str, Any]:
+    rows = [{"row_id": f"r{r}", "kind": "top_picks", "title": f"Row {r}", "explanation": "",
+             "items": [{"title_id": t.title_id, "name": t.name, "score": 0.5,
+                        "artwork_id": t.artwork[0].artwork_id, "artwork_url": "stored"}
+                       for t in TITLES[r * 8:(r + 1) * 8]]}
+            for r in range(5)]
+    rows[4]["items"][0]["policy"] = "materialized-by-test"  # a later row carrying a policy
+    return {"profile_id": "p1", "personalized": True, "country": "US", "generated_at_ms": 1,
+            "as_of_event_ts_ms": 1, "context": {"genre:Comedy": 0.7, "genre:Drama": -0.2},
+            "rows": rows, "kids": False, "max_rating": "R", "variant": "control"}
+
+
+def _trained(name: str) -> Any:
+    policy = make_policy(name, seed=9)
+    for i in range(150):
+        t = TITLES[i % len(TITLES)]
+        policy.learn_one({"genre:Comedy": 0.5, "country": "US"},
+                         Arm(t.artwork[-1].artwork_id, tuple(t.artwork[-1].tags)),
+                         float(i % 3 == 0))
+    return policy
+
+
+class _Reads:
+    def __init__(self, assignments: dict[str, Any], flat: list[bytes] | None = None) -> None:
+        self.assignments = assignments
+        self.flat = flat
+
+
+def _item_by_item(policy: Any, previous: dict[str, Any], now_ms: int,
+                  request_id: str) -> tuple[dict[str, Any], bytes]:
+    """What the server did before pages were compiled: decide, then encode every item."""
+    page = _page()
+    context = request_context(page.pop("context"), "US", "tv", now_ms)
+    ArtworkChooser(sticky_s=60, max_rows=3).choose(policy, Catalog(TITLES), page["rows"],
+                                                   context, previous, now_ms)
+    page.update(request_id=request_id, served_at_ms=now_ms, source="personal")
+    logger = ImpressionLogger("imp", producer=None, codec=CODEC)  # type: ignore[arg-type]
+    events = logger.build_events(ServedPage("p1", request_id, now_ms, page["rows"], "tv", "US",
+                                            orjson.dumps(context).decode(), "control"))
+    value = CODEC.encode(BATCH_SCHEMA, {"profile_id": "p1", "events": [
+        (Impression.schema_name, e) for e in events]})
+    return page, value
+
+
+def _compiled(policy: Any, previous: dict[str, Any], now_ms: int, request_id: str,
+              flat: list[bytes] | None = None) -> tuple[PagePlan, Any]:
+    plan = PagePlan.compile(
+        profile_id="p1", source="personal", key=(), page=_page(), first_rows=3,
+        title_art=functools.partial(ArtworkChooser(60).title_art, Catalog(TITLES)),
+        country="US", impression_country="US", variant="control", codec=CODEC)
+    decisions = plan.decisions(policy, "tv", now_ms)
+    return plan, plan.serve(decisions, _Reads(previous, flat), StickyAssignment(60),
+                            request_id, now_ms)
+
+
+PREVIOUS = {
+    "x1": {"artwork_id": "x1-a1", "chosen_at_ms": 9_000, "propensity": 0.5, "policy": "old",
+           "policy_version": 2},                                              # kept
+    "x2": orjson.dumps({"artwork_id": "x2-a1", "chosen_at_ms": -100_000,
+                        "propensity": 0.4}),                                  # expired
+    "x4": {"artwork_id": "gone", "chosen_at_ms": 9_000, "propensity": 0.5},   # withdrawn
+}
+
+
+@pytest.mark.parametrize("name", ["lin_ucb", "thompson", "epsilon_greedy", "non_contextual",
+                                  "uniform"])
+def test_a_compiled_page_answers_and_logs_what_item_by_item_serving_did(name: str) -> None:
+    trained = _trained(name)
+    old_policy, new_policy = (type(trained).from_bytes(trained.to_bytes()) for _ in range(2))
+    # Thompson's Monte Carlo propensities depend on which titles are decided together:
+    # compare it on a first visit, where both paths decide the whole first screen
+    previous = {} if name == "thompson" else PREVIOUS
+    now, rid = 10_000, "0123456789abcdef0123456789abcdef"
+    expected_page, expected_value = _item_by_item(old_policy, previous, now, rid)
+    plan, served = _compiled(new_policy, previous, now, rid)
+    assert orjson.loads(served.body) == expected_page
+    assert served.impressions == expected_value
+    assert served.impression_count == 40
+    decided = {t for r in expected_page["rows"][:3] for t in
+               (i["title_id"] for i in r["items"])} - ({"x1"} if previous else set())
+    assert set(served.assignments) == decided
+    for title_id, raw in served.assignments.items():
+        stored = orjson.loads(raw)
+        item = next(i for r in expected_page["rows"] for i in r["items"]
+                    if i["title_id"] == title_id)
+        assert stored == {"artwork_id": item["artwork_id"], "chosen_at_ms": now,
+                          "propensity": item["propensity"], "policy": item["policy"],
+                          "policy_version": item["policy_version"]}
+    assert len(plan.slots) == 24
+
+
+def test_stored_assignments_are_kept_while_their_period_lasts_then_drawn_again() -> None:
+    policy = _trained("lin_ucb")
+    first_plan, first = _compiled(policy, {}, 10_000, "a" * 32)
+    stored = {t: v for t, v in first.assignments.items()}
+    flat = [b for t, v in stored.items() for b in (t.encode(), v)]
+    plan = first_plan
+    decisions = plan.decisions(policy, "tv", 20_000)
+    sticky = StickyAssignment(60)
+    again = plan.serve(decisions, _Reads(stored, flat), sticky, "b" * 32, 20_000)
+    assert again.assignments == {}
+    shown = lambda s: [(i["title_id"], i["artwork_id"], i["propensity"])  # noqa: E731
+                       for r in orjson.loads(s.body)["rows"][:3] for i in r["items"]]
+    assert shown(again) == shown(first)
+    # the same stored bytes again: the remembered answer, with this request's id and time
+    third = plan.serve(decisions, _Reads({}, flat), sticky, "c" * 32, 30_000)
+    assert shown(third) == shown(first) and orjson.loads(third.body)["request_id"] == "c" * 32
+    assert third.impressions is not None and b"c" * 32 in third.impressions
+    # past the period (10 s + 60 s) every title is decided again and stored anew
+    late = plan.serve(decisions, _Reads(stored, flat), sticky, "d" * 32, 71_000)
+    assert set(late.assignments) == set(stored)
+
+
+def test_decisions_follow_the_policy_version_and_the_hour() -> None:
+    policy = _trained("lin_ucb")
+    plan, _ = _compiled(policy, {}, 10_000, "a" * 32)
+    d1 = plan.decisions(policy, "tv", 10_000)
+    assert plan.decisions(policy, "tv", 20_000) is d1
+    assert plan.decisions(policy, "tv", 10_000 + 3_600_000) is not d1
+    assert plan.decisions(policy, "phone", 10_000) is not d1
+    policy.learn_one({"country": "US"}, Arm("x0-a0", ("comedy",)), 1.0)
+    assert plan.decisions(policy, "tv", 10_000) is not d1
+
+
+def test_items_without_a_title_id_are_reported_not_logged() -> None:
+    page = _page()
+    page["rows"][4]["items"].append({"name": "no id"})
+    plan = PagePlan.compile(
+        profile_id="p1", source="personal", key=(), page=page, first_rows=3,
+        title_art=functools.partial(ArtworkChooser(60).title_art, Catalog(TITLES)),
+        country="US", impression_country="US", variant="control", codec=CODEC)
+    assert plan.invalid == [("-4-8", "invalid impression at row 4 column 8: "
+                                     "title_id=None row_id='r4'")]
+    served = plan.serve(plan.decisions(make_policy("uniform", 1), "tv", 5), _Reads({}),
+                        StickyAssignment(0), "e" * 32, 5)
+    name, batch = CODEC.decode(served.impressions or b"")
+    assert name == BATCH_SCHEMA and len(batch["events"]) == 40
+
+
+def _fastavro(schema: Any, value: Any) -> bytes:
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(schema), value)
+    return buf.getvalue()
+
+
+@given(st.integers(min_value=-(2**63), max_value=2**63 - 1), st.text(),
+       st.floats(allow_nan=False))
+def test_avro_pieces_are_fastavros_bytes(n: int, s: str, x: float) -> None:
+    assert long_bytes(n) == _fastavro("long", n)
+    assert string_bytes(s) == _fastavro("string", s)
+    assert double_bytes(x) == _fastavro("double", x)
