@@ -5,7 +5,7 @@ event loop.
 A background task (:meth:`ServingModels.start`) refreshes every ``refresh_interval_s``;
 the first request that needs them loads them lazily (:meth:`ServingModels.ensure`), so
 the app serves pages before the catalog is loaded. Rebuilding the catalog indexes and
-unpickling a checkpoint run in the default thread executor; the result is swapped in as one
+decoding a checkpoint run in the default thread executor; the result is swapped in as one
 immutable :class:`CatalogSnapshot`, so a request sees one consistent catalog throughout.
 """
 

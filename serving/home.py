@@ -44,6 +44,7 @@ from serving.http import (
     STORE,
     now_ms,
 )
+from serving.metrics import record_page
 from serving.page_plan import PagePlan
 from serving.validation import COUNTRY_RE, check_country, check_device, check_profile_id
 from topics.models import MATURITY_LEVELS, Title
@@ -464,8 +465,10 @@ def serve_plan(app: web.Application, plan: PagePlan, reads: HomeReads,
     queue the new assignments (both after the response is built, neither blocking it)."""
     served_at_ms = now_ms()
     request_id = uuid.uuid4().hex
-    decisions = plan.decisions(app[MODELS].artwork_policy, device, served_at_ms)
+    policy = app[MODELS].artwork_policy
+    decisions = plan.decisions(policy, device, served_at_ms)
     served = plan.serve(decisions, reads, app[ARTWORK].sticky, request_id, served_at_ms)
+    record_page(plan.source, policy.name, len(served.assignments))
     if served.assignments:
         app[HOME].writer_for(app[STORE]).add(plan.profile_id, served.assignments)
     logger = app[IMPRESSIONS]
