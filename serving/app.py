@@ -70,6 +70,7 @@ from online_models.experiments import experiment_from_settings
 from online_models.page import PageConfig
 from online_models.rules import Rules, rules_from_settings
 from serving.artwork import ArtworkChooser
+from serving.auth import auth_middleware
 from serving.catalog_cache import ServingModels
 from serving.home import HOME, HomeState, drop_finished, guard_rows, homepage, load_meta
 from serving.http import (
@@ -197,7 +198,8 @@ def create_app(settings: Settings, store: PipelineStore | None = None,
     from ``HOMESTREAM_RULES_FILE`` unless given (:class:`~settings.ConfigError` if invalid).
     ``/readyz`` waits ``broker_timeout_s`` for the broker and reuses its answer for
     ``broker_ttl_s``."""
-    app = web.Application(middlewares=[metrics_middleware, error_middleware])
+    app = web.Application(middlewares=[metrics_middleware, error_middleware,
+                                       auth_middleware(settings)])
     app[SETTINGS] = settings
     app[HOME] = HomeState(settings.serve_plan_cache)
     app[BROKER_CHECK] = BrokerCheck(broker_timeout_s, broker_ttl_s)

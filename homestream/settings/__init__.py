@@ -30,6 +30,10 @@ class ConfigError(RuntimeError):
     """Raised at start-up when a setting is missing or invalid; names the variable."""
 
 
+#: Roles of API keys: ``read`` may call every /v1 route but the admin ones; ``admin`` all.
+API_ROLES = ("read", "admin")
+
+
 class Settings(BaseSettings):
     """Every knob of the pipeline, with production-safe defaults for a local run."""
 
@@ -206,6 +210,16 @@ class Settings(BaseSettings):
     # --- producer client ------------------------------------------------------------------
     producer_linger_ms: float = Field(5.0, ge=0.0, le=10_000.0,
                                       description="Producer batching delay")
+    api_keys: str = Field("", description="API keys, stored hashed: comma-separated "
+                          "role:sha256hex entries, role read or admin (e.g. "
+                          "read:<sha256 of the key>,admin:<...>); empty: the API is open")
+    api_rate_per_s: float = Field(50.0, ge=0.0, description="Requests per second one API key "
+                                  "may make to one server process (0: no limit)")
+    api_rate_burst: int = Field(100, ge=1, description="Requests one API key may make at once "
+                                "above its rate before 429")
+    erased_ttl_s: float = Field(7 * 24 * 3600.0, gt=0.0, description="How long the worker "
+                                "drops events of an erased profile still in flight (at least "
+                                "the event topics' retention)")
     producer_delivery_timeout_ms: int = Field(30_000, ge=1000,
                                               description="Producer delivery timeout")
 
@@ -240,6 +254,26 @@ class Settings(BaseSettings):
     @classmethod
     def _not_blank(cls, v: str) -> str:
         if not v.strip():
+    @field_validator("api_keys")
+    @classmethod
+    def _hashed_keys(cls, v: str) -> str:
+        entries = [e.strip() for e in v.split(",") if e.strip()]
+        for e in entries:
+            role, _, digest = e.partition(":")
+            if role not in API_ROLES:
+                raise ValueError(f"entry {e[:12]!r}...: role must be one of "
+                                 f"{', '.join(API_ROLES)} (role:sha256hex)")
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest.lower()):
+                raise ValueError(f"{role} entry: the key's SHA-256 as 64 hex digits, not the "
+                                 "key itself (printf %s KEY | sha256sum)")
+        return ",".join(entries)
+
+    @property
+    def api_key_hashes(self) -> tuple[tuple[str, str], ...]:
+        """:attr:`api_keys` as ``(role, sha256 hex)`` pairs (empty: the API is open)."""
+        return tuple((r, d.lower()) for r, _, d in
+                     (e.partition(":") for e in self.api_keys.split(",") if e))
+
             raise ValueError("must not be empty")
         return v.strip()
 

@@ -13,10 +13,19 @@ export function el(tag, props = {}, children = []) {
   return node;
 }
 
-// GET a JSON document; an error response throws with the server's message.
-export async function fetchJson(url) {
+// GET a JSON document; an error response throws with the server's message. When the
+// server wants an API key (401), ask for it once and keep it in the homestream_key cookie,
+// which every later request and the page's event stream send along.
+export async function fetchJson(url, askedForKey = false) {
   const resp = await fetch(url, { headers: { Accept: "application/json" } });
   const body = await resp.json().catch(() => ({}));
+  if (resp.status === 401 && !askedForKey) {
+    const key = window.prompt(`${body.error || "API key needed"}: enter the API key`);
+    if (key) {
+      document.cookie = `homestream_key=${encodeURIComponent(key)}; path=/; SameSite=Strict`;
+      return fetchJson(url, true);
+    }
+  }
   if (!resp.ok) throw new Error(`${resp.status}: ${body.error || resp.statusText}`);
   return body;
 }
