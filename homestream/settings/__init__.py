@@ -206,10 +206,6 @@ class Settings(BaseSettings):
                                   "POST /v1/events body in bytes (larger: 413)")
     ingest_max_events: int = Field(1000, ge=1, le=100_000, description="Most events in one "
                                    "POST /v1/events array (more: 413)")
-
-    # --- producer client ------------------------------------------------------------------
-    producer_linger_ms: float = Field(5.0, ge=0.0, le=10_000.0,
-                                      description="Producer batching delay")
     api_keys: str = Field("", description="API keys, stored hashed: comma-separated "
                           "role:sha256hex entries, role read or admin (e.g. "
                           "read:<sha256 of the key>,admin:<...>); empty: the API is open")
@@ -220,6 +216,10 @@ class Settings(BaseSettings):
     erased_ttl_s: float = Field(7 * 24 * 3600.0, gt=0.0, description="How long the worker "
                                 "drops events of an erased profile still in flight (at least "
                                 "the event topics' retention)")
+
+    # --- producer client ------------------------------------------------------------------
+    producer_linger_ms: float = Field(5.0, ge=0.0, le=10_000.0,
+                                      description="Producer batching delay")
     producer_delivery_timeout_ms: int = Field(30_000, ge=1000,
                                               description="Producer delivery timeout")
 
@@ -250,10 +250,6 @@ class Settings(BaseSettings):
         """:attr:`artwork_learn_from` as a set (empty: learn from every decision)."""
         return frozenset(n for n in self.artwork_learn_from.split(",") if n)
 
-    @field_validator("bootstrap_servers", "redis_url", "app_id")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
     @field_validator("api_keys")
     @classmethod
     def _hashed_keys(cls, v: str) -> str:
@@ -274,6 +270,10 @@ class Settings(BaseSettings):
         return tuple((r, d.lower()) for r, _, d in
                      (e.partition(":") for e in self.api_keys.split(",") if e))
 
+    @field_validator("bootstrap_servers", "redis_url", "app_id")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
             raise ValueError("must not be empty")
         return v.strip()
 
