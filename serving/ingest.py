@@ -18,8 +18,8 @@ future on the event loop (``loop.call_soon_threadsafe``), so the loop never bloc
 Answers:
 
 - 200 ``{"accepted": [ids], "rejected": [{"index", "event_id", "field", "reason",
-  "error"}]}``: every valid event was acknowledged by the broker (``rejected`` lists the
-  invalid ones, which were not sent);
+  "error"}]}``: every valid event was acknowledged by the broker (``accepted`` in request
+  order; ``rejected`` lists the invalid ones, which were not sent);
 - 400 (same body, with ``error`` and ``field``): the body is not a JSON array of events,
   or no event in it is valid;
 - 413: the body is larger than ``HOMESTREAM_INGEST_MAX_BYTES`` or holds more than
@@ -307,14 +307,17 @@ async def post_events(request: web.Request) -> web.Response:
     if not valid:
         return error_response(400, f"body: none of the {len(items)} event(s) is valid",
                               field="body", accepted=[], rejected=rejected_json)
-    accepted, failed = await ingest.deliver(valid)
+    _, failed = await ingest.deliver(valid)
+    # in request order (the messages went out grouped by profile)
+    accepted = [e.event_id for e in valid if e.event_id not in failed]
     if failed:
         reasons = sorted(set(failed.values()))
         log.warning("ingestion: %d event(s) not acknowledged: %s", len(failed), reasons[0])
         body = IngestUnavailable(
             error=f"the broker did not acknowledge {len(failed)} event(s): "
                   f"{'; '.join(reasons[:3])}",
-            accepted=accepted, not_accepted=list(failed), rejected=rejected)
+            accepted=accepted, not_accepted=[e.event_id for e in valid if e.event_id in failed],
+            rejected=rejected)
         return json_response(body.model_dump(), status=503, headers={"Retry-After": "1"})
     return json_response({"accepted": accepted, "rejected": rejected_json})
 
