@@ -339,7 +339,8 @@ class ArtworkPolicy(river_base.Base, abc.ABC):
         seed = state.get("seed")
         if seed is not None and not isinstance(seed, int):
             raise CheckpointError(f"artwork checkpoint seed is {type(seed).__name__}")
-        policy = policy_cls(seed=seed, **require(state, name, "params", dict))
+        policy = policy_cls(seed=seed, **_checked_params(
+            policy_cls, require(state, name, "params", dict)))
         policy._version = require(state, name, "version", int)
         set_random_state(policy._rng, state.get("rng"), name)
         policy._restore_learned(state)
@@ -367,3 +368,27 @@ class ArtworkPolicy(river_base.Base, abc.ABC):
             return policy
 
         return restore_any(data, allowed, {CHECKPOINT_FORMAT}, build)
+
+
+def _checked_params(cls: type[ArtworkPolicy], params: dict[str, Any]) -> dict[str, Any]:
+    """Saved constructor settings that ``cls`` takes, each of its default's kind (a finite
+    number, None only where the setting is optional, a string or a flag); else
+    :class:`CheckpointError`."""
+    signature = inspect.signature(cls.__init__).parameters
+    for key, value in params.items():
+        p = signature.get(key)
+        if p is None or key in ("self", "seed"):
+            raise CheckpointError(f"artwork checkpoint sets {key!r}, which {cls.__name__} "
+                                  "does not take")
+        default = p.default
+        if isinstance(default, bool) or isinstance(value, bool):
+            ok = isinstance(value, bool) and isinstance(default, bool)
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:  # numbers, or None where the setting is optional
+            ok = (value is None and (default is None or "None" in str(p.annotation))) or (
+                isinstance(value, (int, float)) and math.isfinite(value))
+        if not ok:
+            raise CheckpointError(f"artwork checkpoint {key!r} is {value!r}, not a "
+                                  f"{type(default).__name__} like its default")
+    return params

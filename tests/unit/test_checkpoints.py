@@ -367,3 +367,15 @@ def test_no_installed_module_imports_pickle_or_another_code_loader() -> None:
 def test_the_code_loader_check_finds_an_import(tmp_path: Path) -> None:
     sample = ROOT / "tests" / "unit" / "test_checkpoints.py"  # this file imports pickle
     assert any("imports pickle" in hit for hit in _code_loading(sample))
+
+
+@pytest.mark.parametrize(("params", "says"), [
+    ({"alpha": "wide"}, "'alpha' is 'wide', not a float"),
+    ({"alpha": None}, "'alpha' is None"),
+    ({"shell": "rm -rf /"}, "sets 'shell', which LinUCB does not take"),
+])
+def test_policy_settings_of_the_wrong_kind_are_refused(params: dict, says: str) -> None:
+    state = loads(make_policy("lin_ucb", seed=1).to_bytes(), "LinUCB", {1}).state
+    state["params"] = {**state["params"], **params}
+    with pytest.raises(CheckpointError, match=says):
+        ArtworkPolicy.from_bytes(dumps("LinUCB", 1, state))
