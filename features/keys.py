@@ -12,6 +12,8 @@ Pure functions of a prefix and ids, so the worker, the server, tests and tools a
 
 from __future__ import annotations
 
+import hashlib
+
 #: Country code used for the all-countries trending list and default page.
 ALL_COUNTRIES = "ALL"
 
@@ -106,3 +108,25 @@ def model_covered_key(prefix: str) -> str:
     """The model-updates offset the latest snapshot covers (a learner that lost its
     partition cannot overwrite a newer snapshot with an older one)."""
     return f"{prefix}model:covered"
+
+
+def member_keys(prefix: str, profile_id: str) -> list[str]:
+    """Every key that belongs to one member alone (what erasing the member deletes; the
+    member is also a value in the due sets, :func:`artwork_due_key`).
+
+    >>> member_keys("hs:", "p1")
+    ['hs:page:p1', 'hs:profile:p1', 'hs:profile-meta:p1', 'hs:artwork:p1']
+    """
+    return [page_key(prefix, profile_id), profile_key(prefix, profile_id),
+            profile_meta_key(prefix, profile_id), artwork_key(prefix, profile_id)]
+
+
+def erased_key(prefix: str, profile_id: str) -> str:
+    """Marker (with a TTL) of an erased member, named by the SHA-256 of the profile id so it
+    does not name them: the worker drops events of marked members still in flight.
+
+    >>> erased_key("hs:", "p1")[:20]
+    'hs:erased:f64551fcd6'
+    """
+    digest = hashlib.sha256(profile_id.encode("utf-8")).hexdigest()
+    return f"{prefix}erased:{digest}"

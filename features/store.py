@@ -156,6 +156,17 @@ class PipelineStore(abc.ABC):
     async def counters(self) -> dict[str, int]:
         ...
 
+    async def erase_profiles(self, profile_ids: Sequence[str], partitions: int,
+                             ttl_s: float) -> int:
+        """Remove the members from every per-member key and due set (partitions ``-1`` to
+        ``partitions - 1``) and mark them erased for ``ttl_s`` (by a digest of the id), in one
+        transaction; returns the keys deleted. Learned models are not in these keys."""
+        raise NotImplementedError
+
+    async def erased(self, profile_ids: Sequence[str]) -> set[str]:
+        """Which of the members are marked erased."""
+        raise NotImplementedError
+
     async def ping(self) -> bool:
         """True when the backing store answers (readiness probes); raises if unreachable."""
         return True
@@ -182,6 +193,8 @@ class InMemoryStore(PipelineStore):
         self.art_due: dict[int, dict[str, int]] = {}
         self.model_version = 0
         self.snapshot_covered = -1
+        #: Members marked erased (no TTL in memory).
+        self.erased_ids: set[str] = set()
 
     async def load_profile_meta(self, profile_ids):
         return {p: orjson.loads(self.metas[p]) for p in profile_ids if p in self.metas}
@@ -277,6 +290,19 @@ class InMemoryStore(PipelineStore):
 
     async def counters(self) -> dict[str, int]:
         return dict(self._counters)
+
+    async def erase_profiles(self, profile_ids, partitions, ttl_s) -> int:
+        n = 0
+        for pid in profile_ids:
+            for d in (self.pages, self.profiles, self.metas, self.artwork):
+                n += d.pop(pid, None) is not None
+            for due in self.art_due.values():
+                due.pop(pid, None)
+            self.erased_ids.add(pid)
+        return n
+
+    async def erased(self, profile_ids) -> set[str]:
+        return {p for p in profile_ids if p in self.erased_ids}
 
     async def ping(self) -> bool:
         return True
@@ -467,6 +493,24 @@ class RedisStore(PipelineStore):
     async def counters(self) -> dict[str, int]:
         raw = await self.client.hgetall(keys.stats_key(self.prefix))
         return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def erase_profiles(self, profile_ids, partitions, ttl_s) -> int:
+        if not profile_ids:
+            return 0
+        async with self.client.pipeline(transaction=True) as pipe:
+            for pid in profile_ids:
+                pipe.set(keys.erased_key(self.prefix, pid), b"1", px=int(ttl_s * 1000))
+            pipe.delete(*(k for pid in profile_ids for k in keys.member_keys(self.prefix, pid)))
+            for part in range(-1, partitions):
+                pipe.zrem(keys.artwork_due_key(self.prefix, part), *profile_ids)
+            replies = await pipe.execute()
+        return int(replies[len(profile_ids)])
+
+    async def erased(self, profile_ids) -> set[str]:
+        if not profile_ids:
+            return set()
+        raw = await self.client.mget([keys.erased_key(self.prefix, p) for p in profile_ids])
+        return {p for p, v in zip(profile_ids, raw, strict=True) if v is not None}
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())

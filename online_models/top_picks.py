@@ -101,6 +101,19 @@ class TopPicksModel:
         for callers that sample the negatives themselves and learn the triples."""
         return self._rng
 
+    def forget_profile(self, profile_id: str) -> bool:
+        """Remove everything learned about one member (their bias and factors), for an
+        erasure; whether there was anything. Titles keep what the member taught them."""
+        mf = self._mf
+        had = profile_id in mf.u_biases or profile_id in mf.u_latents
+        mf.u_biases.pop(profile_id, None)
+        mf.u_latents.pop(profile_id, None)
+        return had
+
+    def knows_profile(self, profile_id: str) -> bool:
+        """Whether the model holds parameters of the member."""
+        return profile_id in self._mf.u_biases or profile_id in self._mf.u_latents
+
     # -- scoring --------------------------------------------------------------------------
     def predict_one(self, profile_id: str, title_id: str) -> float:
         """River's own prediction for one pair (for tests and tools)."""

@@ -72,6 +72,7 @@ from online_models.rules import Rules, rules_from_settings
 from serving.artwork import ArtworkChooser
 from serving.auth import auth_middleware
 from serving.catalog_cache import ServingModels
+from serving.erasure import add_erasure
 from serving.home import HOME, HomeState, drop_finished, guard_rows, homepage, load_meta
 from serving.http import (
     ARTWORK,
@@ -228,6 +229,7 @@ def create_app(settings: Settings, store: PipelineStore | None = None,
     app.router.add_get("/metrics", metrics_endpoint)
     from serving.webapp import add_webapp  # it imports this module: bound here, not on top
     add_ingest(app, settings)  # POST /v1/events
+    add_erasure(app)  # DELETE /v1/profiles/{profile_id}
     add_webapp(app, settings)
     add_openapi(app)  # /openapi.json and /docs: every route above, documented
     return app

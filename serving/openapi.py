@@ -120,6 +120,19 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
          503: Response("The broker did not acknowledge some events (`not_accepted`); "
                        "sending them again is safe", "IngestUnavailable")},
         body="events", description=EVENTS_BODY_NOTE),
+    ("DELETE", "/v1/profiles/{profile_id}"): Operation(
+        "Erase a member (admin key)",
+        {202: Response("Erased from Redis; the worker forgets the member's model parameters "
+                       "within seconds of the tombstone", {
+                           "type": "object", "properties": {
+                               "profile_id": {"type": "string"}, "erased": {"type": "boolean"},
+                               "keys_deleted": {"type": "integer"},
+                               "tombstone": {"type": "boolean"}}}),
+         400: BAD, 401: Response("No API key, or an unknown one"),
+         403: Response("The key is not an admin key"),
+         429: Response("The key's rate limit is exceeded (see `Retry-After`)"),
+         503: Response("Redis cannot be reached, or the tombstone was not delivered (retry)")},
+        (param("profile_id", "path", PROFILE, "The member to erase"),)),
     ("GET", "/healthz"): Operation("Liveness", {200: Response("The process answers",
                                                               "Health")}, tags=("ops",)),
     ("GET", "/readyz"): Operation(

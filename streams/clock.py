@@ -83,6 +83,12 @@ class StreamClock:
         for p in [p for p in self._members if p not in partitions]:
             del self._members[p]
 
+    def forget(self, profile_ids: Collection[str]) -> None:
+        """Forget members (erased); the clock itself keeps its time."""
+        for members in self._members.values():
+            for pid in profile_ids:
+                members.pop(pid, None)
+
     def watermark_ms(self, partition: int) -> int | None:
         """The partition's watermark (``None`` before its first event)."""
         members = self._members.get(partition)

@@ -54,6 +54,7 @@ from streams.decode import (  # noqa: F401  (re-exported: callers import them fr
     RawMessage,
     SourcedEvent,
 )
+from streams.erasure import drop_erased, erase_members
 from streams.learning import LearningRecord, LearningSink, RecordBuilder
 from streams.models import (  # noqa: F401  (checkpoint names re-exported for callers)
     ARTWORK_CHECKPOINT,
@@ -106,6 +107,8 @@ class BatchReport:
     pages: int = 0
     labels: int = 0
     late: int = 0
+    #: Events of erased members, dropped unapplied.
+    erased: int = 0
     published: int = 0
     art_rewards: int = 0
     quality_plays: int = 0
@@ -342,6 +345,10 @@ class EventProcessor:
                 kids=p.kids, max_rating=p.max_maturity_rating, country=p.country).model_dump()
         if letters:
             await self.dead_letters.send(letters)
+        erased = await self.store.erased([p for p, meta in metas.items() if not meta])
+        if erased:  # the tombstone of an erasure (homestream.erase), not a settings reset
+            await erase_members(self, sorted(erased))
+            metas = {p: meta for p, meta in metas.items() if p not in erased}
         if metas:
             await self.start()
             await self.store.put_profile_meta(metas)
@@ -382,6 +389,7 @@ class EventProcessor:
         by_profile: dict[str, list[SourcedEvent]] = {}
         for se in events:
             by_profile.setdefault(se.event.profile_id, []).append(se)
+        report.erased = await drop_erased(self, by_profile)
         # events of a keyed message belong to the key's profile (others are dead letters)
         partition_of = {m.key.decode("utf-8", "replace"): m.partition
                         for m in messages if m.key}
@@ -530,7 +538,7 @@ class EventProcessor:
             "duplicates": report.duplicates, "late_dropped": report.late,
             "artwork_rewards": report.art_rewards, "artwork_quality_plays": report.quality_plays,
             "dead_letters": report.dead_letters + report.late,
-            "learning_items": learned,
+            "learning_items": learned, "erased_dropped": report.erased, **self._page_counters(),
         }, work.art_due)
         report.committed = True
 

@@ -125,6 +125,12 @@ class PageRenderer:
         #: (country, trending epoch, popularity epoch) -> (read at, trending, popular).
         self._lists: dict[tuple[str, int, int], tuple[float, list, list]] = {}
 
+    def forget(self, profile_ids: Sequence[str]) -> None:
+        """Forget erased members: their held state, render times and last rows' digest."""
+        for pid in profile_ids:
+            for remembered in (self._held, self._rendered_at, self._queued_at, self._digests):
+                remembered.pop(pid, None)
+
     @staticmethod
     def country_of(state: ProfileState) -> str:
         """The country whose lists a member's page uses (unknown: all countries')."""

@@ -16,6 +16,7 @@ Examples::
     homestream simulate --profiles 50 --sessions 200
     homestream simulate --profiles 20 --duration 60 --rate 50 --realtime
     homestream dead-letters --max 20
+    homestream erase member-ava
     homestream schemas check
 """
 
@@ -199,6 +200,17 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
     records = [Record(0, key, None) for key in dict.fromkeys(args.ids)]
     n = publish_records(settings, args.kind, records, timeout_s=args.timeout)
     print(f"deleted {n} {args.kind} record(s)")
+    return 0
+
+
+def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
+    """Erase members from every store (``homestream.erase``)."""
+    from homestream.erase import erase_command
+
+    ids = list(dict.fromkeys(args.ids))
+    deleted = erase_command(settings, ids, timeout_s=args.timeout)
+    print(f"erased {len(ids)} profile(s): {deleted} Redis key(s) deleted, tombstone(s) "
+          "published; the worker forgets their model parameters within seconds")
     return 0
 
 
@@ -415,6 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("--timeout", type=positive_float, default=10.0,
                       help="give up reading to the end of the topic after S seconds")
     dead.set_defaults(handler=cmd_dead_letters)
+
+    erase = sub.add_parser("erase", help="erase members from every store (right to be "
+                                         "forgotten)")
+    erase.add_argument("ids", nargs="+", metavar="PROFILE_ID")
+    erase.add_argument("--timeout", type=positive_float, default=30.0,
+                       help="wait up to S seconds for the broker to take the tombstones")
+    erase.set_defaults(handler=cmd_erase)
 
     schemas = sub.add_parser("schemas", help="schema tools")
     schemas.add_subparsers(dest="schemas_command", required=True, metavar="ACTION").add_parser(
