@@ -64,17 +64,15 @@ def settings() -> Settings:
                     producer_delivery_timeout_ms=1000)
 
 
-async def _client(settings: Settings, producer: ThreadedProducer) -> TestClient:
-    app = web.Application(middlewares=[error_middleware])
-    add_ingest(app, settings, EventIngest(settings, client=producer))
-    return TestClient(TestServer(app))
-
-
 @pytest.fixture
 async def served(settings: Settings) -> AsyncIterator[tuple[TestClient, ThreadedProducer]]:
     producer = ThreadedProducer(fail_keys=frozenset({b"down"}))
-    async with await _client(settings, producer) as client:
+    ingest = EventIngest(settings, client=producer)
+    app = web.Application(middlewares=[error_middleware])
+    add_ingest(app, settings, ingest)
+    async with TestClient(TestServer(app)) as client:
         yield client, producer
+    await ingest.aclose()  # given to the app, so closed by its owner
 
 
 def test_rejections_carry_the_producer_clients_message_and_its_field() -> None:
