@@ -128,7 +128,7 @@ class PageRenderer:
     def forget(self, profile_ids: Sequence[str]) -> None:
         """Forget erased members: their held state, render times and last rows' digest."""
         for pid in profile_ids:
-            for remembered in (self._held, self._rendered_at, self._queued_at, self._digests):
+            for remembered in (self._held, self._rendered_at, self._digests):
                 remembered.pop(pid, None)
 
     @staticmethod
