@@ -35,6 +35,9 @@ Routes:
   answers a metadata request with the impressions topic (checked in a worker thread, the
   answer reused for a few seconds: :mod:`serving.ready`); else 503 naming the failed
   dependencies in ``failed`` with the reasons. Carries the impression-logging counters.
+- ``GET /metrics``: Prometheus metrics of every server process (:mod:`serving.metrics`).
+- ``GET /openapi.json`` and ``GET /docs``: the API document of every route and a page
+  listing its operations (:mod:`serving.openapi`).
 
 Items of every route have ``title_id, name, artwork_id, artwork_url, score,
 maturity_rating, genres, availability``. A profile without stored settings gets the
