@@ -1,8 +1,9 @@
-"""Registry framing on the real broker: a worker started with HOMESTREAM_SCHEMA_REGISTRY_URL
-applies the events of a player on the previous schema version (confluent_kafka's
-AvroSerializer), a player on the current one (the registry codec) and a player still on the
-single-object encoding, and downstream consumers read its page updates with confluent_kafka's
-AvroDeserializer. The registry is tests.schema_registry (no registry server runs here)."""
+"""Registry framing on the real broker: with HOMESTREAM_SCHEMA_REGISTRY_URL a worker applies
+the events of a player on the previous schema version (confluent_kafka's AvroSerializer), a
+player on the current one (the registry codec) and a player still on the single-object
+encoding; its learner learns the model updates it writes in the registry framing, and
+downstream consumers read its page updates with confluent_kafka's AvroDeserializer. The
+registry is tests.schema_registry (no registry server runs here)."""
 
 from __future__ import annotations
 
@@ -19,15 +20,19 @@ from confluent_kafka.schema_registry import (
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from features import keys
 from homestream.kafka_config import librdkafka_config
 from homestream.player.producer import PlayerProducer
 from homestream.player.simulator import publish_catalog
 from homestream.settings import Settings
+from homestream.stack.process import Child
+from streams.models import LEARNER_CHECKPOINT, LearnerMeta
 from tests.integration.helpers import (
     WorkerProcess,
     make_titles,
     profile_state,
     read_topic,
+    redis_client,
     wait_for_catalog,
     wait_until,
 )
@@ -36,6 +41,12 @@ from topics.codec import AvroCodec
 from topics.models import Play
 from topics.registry import ensure_topics, topic_specs
 from topics.registry_framing import RegistryCodec, codec_for, registry_schema
+
+
+def learner_meta(settings: Settings) -> LearnerMeta | None:
+    raw = redis_client(settings).get(keys.checkpoint_key(settings.key_prefix,
+                                                         LEARNER_CHECKPOINT))
+    return None if raw is None else LearnerMeta.from_bytes(raw)
 
 
 @pytest.fixture
@@ -52,7 +63,9 @@ def play(profile: str, title: str, ts: int) -> Play:
 
 def test_players_on_both_versions_and_both_framings_reach_the_member(
         settings: Settings, registry: SchemaRegistryServer) -> None:
-    settings = settings.model_copy(update={"schema_registry_url": registry.url})
+    # the worker sends its learning to a learner: model updates in the registry framing too
+    settings = settings.model_copy(update={"schema_registry_url": registry.url,
+                                           "learner_mode": "topic"})
     ensure_topics(settings)
     specs = topic_specs(settings)
     events_topic = specs["player_events"].name
@@ -72,6 +85,7 @@ def test_players_on_both_versions_and_both_framings_reach_the_member(
 
     publish_catalog(settings, make_titles(12))  # single-object: read during a migration too
     worker = WorkerProcess(settings)
+    learner = Child.module("streams.learner", settings.to_env(), name="learner")
     try:
         wait_for_catalog(settings, 12, timeout_s=60)
         producer = Producer(librdkafka_config(settings))
@@ -84,9 +98,15 @@ def test_players_on_both_versions_and_both_framings_reach_the_member(
         state = wait_until(lambda: (s := profile_state(settings, "dana"))
                            and len(s["engaged"]) == 3 and s, 40, what="dana's three plays")
         assert set(state["engaged"]) == {"t1", "t2", "t3"}
+        meta = wait_until(lambda: (m := learner_meta(settings)) and m.counters["labels"] and m,
+                          40, what="the learner's snapshot of the worker's learning")
+        assert meta.version >= 1
     finally:
         worker.stop()
+        learner.stop()
 
+    for topic in ("page_updates", "model_updates"):  # what the worker wrote: registry framing
+        assert all(m.value()[0] == 0 for m in read_topic(settings, specs[topic].name, 1))
     updates = read_topic(settings, specs["page_updates"].name, expect=1)
     assert updates, "no page update published"
     read = AvroDeserializer(client)
