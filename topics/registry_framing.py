@@ -152,6 +152,7 @@ class RegistryCodec(AvroCodec):
                 self._known[schema_fingerprint(v.schema)] = (
                     name, None if v.schema is reader else v.schema)
         self._failed: dict[int, float] = {}
+        self._refused: dict[int, str] = {}
         self._fetching: set[int] = set()
         self._lock = threading.Lock()
         self.ids = self._register(compatibility)
@@ -205,11 +206,14 @@ class RegistryCodec(AvroCodec):
         """Ask the registry for ``ids`` not known yet (blocking: call it off the event loop);
         an id it cannot give is logged and asked for again after :data:`RETRY_S`."""
         for schema_id in ids:
-            if schema_id in self._by_id or time.monotonic() < self._failed.get(schema_id, 0):
+            if (schema_id in self._by_id or schema_id in self._refused
+                    or time.monotonic() < self._failed.get(schema_id, 0)):
                 continue
             try:
                 self._learn(schema_id, self.client.get_schema(schema_id).schema_str)
-            except Exception as exc:  # registry down, unknown id, foreign schema: retry later
+            except DecodeError as exc:  # another application's schema: never ours
+                self._refused[schema_id] = str(exc)
+            except Exception as exc:  # registry down, unknown id: ask again later
                 self._failed[schema_id] = time.monotonic() + RETRY_S
                 log.warning("schema id %d not fetched from the registry: %s: %s", schema_id,
                             type(exc).__name__, exc)
@@ -217,7 +221,8 @@ class RegistryCodec(AvroCodec):
     def unknown_ids(self, values: Iterable[bytes | None]) -> set[int]:
         """The registry ids in framed ``values`` that this codec does not know yet."""
         return {i for v in values if v and len(v) >= HEADER_LEN and v[0] == 0
-                and (i := int.from_bytes(v[1:HEADER_LEN], "big")) not in self._by_id}
+                and (i := int.from_bytes(v[1:HEADER_LEN], "big")) not in self._by_id
+                and i not in self._refused}
 
     async def prepare(self, values: Iterable[bytes | None]) -> None:
         """Fetch the unknown schema ids of ``values`` in a thread, so :meth:`decode` of these
@@ -252,6 +257,8 @@ class RegistryCodec(AvroCodec):
         schema_id = int.from_bytes(data[1:HEADER_LEN], "big")
         known = self._by_id.get(schema_id)
         if known is None:
+            if schema_id in self._refused:
+                raise DecodeError(self._refused[schema_id])
             self._fetch_in_background(schema_id)
             raise DecodeError(f"schema id {schema_id} is not known yet (it is being fetched "
                               f"from the schema registry; the message is kept with its bytes)")

@@ -166,8 +166,12 @@ def test_a_foreign_or_unknown_schema_id_is_a_decode_error(
         conf={"auto.register.schemas": True})
     data = other({"x": 1}, ctx("elsewhere"))
     codec.fetch(codec.unknown_ids([data]))
-    with pytest.raises(DecodeError, match="not known yet"):
+    with pytest.raises(DecodeError, match=r"is 'other\.Thing', not a homestream schema"):
         codec.decode(data)
+    assert not codec.unknown_ids([data])  # not asked for again
+    unregistered = b"\x00" + (999).to_bytes(4, "big") + b"\x02"
+    with pytest.raises(DecodeError, match="schema id 999 is not known yet"):
+        codec.decode(unregistered)
     with pytest.raises(DecodeError, match="has no schema id"):
         codec.decode(b"\x00\x00")
 
