@@ -82,22 +82,36 @@ def test_worker_is_ready_once_assigned_and_not_ready_while_redis_is_down(
         worker.stop()
 
 
-def test_learner_is_ready_once_it_joined_its_group_and_not_without_redis(
+def test_learners_are_ready_active_or_standby_and_not_without_redis(
         own_redis_settings: tuple[Settings, object]) -> None:
     settings, redis = own_redis_settings
-    port = free_port()
+    port, standby_port = free_port(), free_port()
     settings = settings.model_copy(update={"learner_web_port": port,
                                            "learner_mode": "topic"})
     ensure_topics(settings)
     http = urllib3.PoolManager()
     learner = ModuleProcess("streams.learner", settings.to_env(), log_prefix="learner-")
+    standby = None
     try:
         ready = wait_until(lambda: ready_with(http, f"http://127.0.0.1:{port}/ready", 200), 60,
                            what="the learner's /ready to answer 200")
         assert ready["role"] == "active" and ready["redis"] == "ok"
+        # a second replica joins the group without the one partition: a ready hot standby
+        standby = ModuleProcess("streams.learner", settings.model_copy(
+            update={"learner_web_port": standby_port}).to_env(), log_prefix="standby-")
+        url = f"http://127.0.0.1:{standby_port}/ready"
+
+        def roles() -> set[str]:
+            answers = [ready_with(http, u, 200) for u in (url, f"http://127.0.0.1:{port}/ready")]
+            return {a["role"] for a in answers if a is not None}
+
+        wait_until(lambda: roles() == {"active", "standby"}, 60,
+                   what="one active and one standby learner, both ready")
         redis.stop()
         down = wait_until(lambda: ready_with(http, f"http://127.0.0.1:{port}/ready", 503), 10,
                           what="the learner's /ready to answer 503 without Redis")
         assert down["failed"] == ["redis"]
     finally:
-        learner.stop()
+        for child in (standby, learner):
+            if child is not None:
+                child.stop()
