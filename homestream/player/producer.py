@@ -49,9 +49,10 @@ from pydantic import ValidationError
 
 from homestream.kafka_config import librdkafka_config
 from homestream.settings import Settings
-from topics.codec import AvroCodec, default_codec
+from topics.codec import AvroCodec
 from topics.models import EVENT_MODELS, Click, Event, Feedback, Impression, Play, Scroll, Search
 from topics.registry import topic_specs
+from topics.registry_framing import codec_for
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,8 @@ class PlayerProducer:
     max_batch_events
         A profile's buffered events are sent as soon as this many are waiting.
     codec
-        Avro codec; default :func:`topics.codec.default_codec`.
+        Avro codec; default :func:`topics.registry_framing.codec_for` of ``settings`` (the
+        schema registry's framing when ``schema_registry_url`` is set).
     on_failure
         Called (from the thread that polls) with each :class:`DeliveryFailure`.
     extra_config
@@ -250,7 +252,7 @@ class PlayerProducer:
         self.topic = topic or topic_specs(settings)["player_events"].name
         self.max_batch_events = max_batch_events
         self.max_batch_age_s = max_batch_age_s
-        self.codec = codec or default_codec()
+        self.codec = codec or codec_for(settings)
         self.on_failure = on_failure
         self.config: dict[str, Any] = {
             **player_producer_config(settings),

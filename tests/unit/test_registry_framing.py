@@ -189,3 +189,21 @@ def test_codec_for_builds_one_registry_codec_per_registry(
     codec = codec_for(settings)
     assert isinstance(codec, RegistryCodec) and codec_for(settings) is codec
     assert registry.state.config[f"{EVENTS}-homestream.Play"] == "BACKWARD"
+
+
+def test_the_player_client_frames_for_the_registry_its_settings_name(
+        registry: SchemaRegistryServer) -> None:
+    from homestream.player.producer import PlayerProducer
+
+    settings = Settings(topic_prefix="hs.", schema_registry_url=registry.url)
+    producer = PlayerProducer(settings)
+    try:
+        assert isinstance(producer.codec, RegistryCodec)
+        assert producer.codec.encode_event(PLAY)[0] == 0
+    finally:
+        producer.close(timeout_s=1.0)
+    plain = PlayerProducer(Settings())
+    try:
+        assert not isinstance(plain.codec, RegistryCodec)
+    finally:
+        plain.close(timeout_s=1.0)
