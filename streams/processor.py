@@ -538,7 +538,7 @@ class EventProcessor:
             "duplicates": report.duplicates, "late_dropped": report.late,
             "artwork_rewards": report.art_rewards, "artwork_quality_plays": report.quality_plays,
             "dead_letters": report.dead_letters + report.late,
-            "learning_items": learned, "erased_dropped": report.erased, **self._page_counters(),
+            "learning_items": learned, "erased_dropped": report.erased,
         }, work.art_due)
         report.committed = True
 
