@@ -23,11 +23,20 @@ from pydantic.json_schema import models_json_schema
 
 from homestream.player.producer import EVENT_TYPES
 from serving import api_models as m
+from serving.auth import KEY_COOKIE, needs_admin, needs_key
 from serving.ingest import IngestResponse, IngestUnavailable
 from serving.validation import LIMIT_DEFAULT
 from serving.webapp import PROFILES_DEFAULT, PROFILES_MAX
 
 REF = "#/components/schemas/{model}"
+#: How a key is sent (needed only when ``HOMESTREAM_API_KEYS`` is set: :mod:`serving.auth`).
+SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer",
+               "description": "An API key of HOMESTREAM_API_KEYS (read or admin role)"},
+    "cookie": {"type": "apiKey", "in": "cookie", "name": KEY_COOKIE,
+               "description": "The same key, for the web app (an EventSource cannot send "
+                              "headers)"},
+}
 JSON, TEXT, HTML = "application/json", "text/plain", "text/html"
 MODELS: tuple[type[BaseModel], ...] = (
     m.ErrorBody, m.ServedPage, m.SimilarTitles, m.RerankRequest, m.Reranked, m.SearchResults,
@@ -76,6 +85,9 @@ LIMIT_Q = param("limit", "query", {"type": "integer", "minimum": 1,
 BAD = Response("A request field is malformed; `error` starts with its name, `field` names it")
 NOT_FOUND = Response("Not found")
 UNAVAILABLE = Response("The store (Redis) cannot be reached")
+UNAUTHORIZED = Response("No API key, or an unknown one (only when keys are configured)")
+FORBIDDEN = Response("The key is not an admin key")
+RATE_LIMITED = Response("The key's rate limit is exceeded (see `Retry-After`)")
 TEXT_BODY = {"type": "string"}
 EVENTS_BODY_NOTE = ("A JSON array of events, each an object with `type` and its model's "
                     "fields; each event is validated on its own.")
@@ -208,16 +220,30 @@ def _schema(schema: str | dict[str, Any]) -> dict[str, Any]:
     return {"$ref": REF.format(model=schema)} if isinstance(schema, str) else schema
 
 
+def auth_responses(method: str, path: str) -> dict[int, Response]:
+    """The answers :mod:`serving.auth` may give on the route when keys are configured."""
+    if not needs_key(path):
+        return {}
+    found = {401: UNAUTHORIZED, 429: RATE_LIMITED}
+    if needs_admin(method, path):
+        found[403] = FORBIDDEN
+    return found
+
+
 def operation_object(method: str, path: str, op: Operation) -> dict[str, Any]:
-    """The OpenAPI operation object of ``op``."""
+    """The OpenAPI operation object of ``op`` (with the key it needs, if any, and the
+    access-control answers)."""
+    responses = {**auth_responses(method, path), **op.responses}
     out: dict[str, Any] = {
         "operationId": f"{method.lower()}_{path.strip('/').replace('/', '_') or 'index'}"
                        .replace("{", "").replace("}", "").replace(".", "_"),
         "summary": op.summary, "tags": list(op.tags),
         "responses": {str(code): {"description": r.description,
                                   "content": {r.media: {"schema": _schema(r.schema)}}}
-                      for code, r in sorted(op.responses.items())},
+                      for code, r in sorted(responses.items())},
     }
+    if needs_key(path):
+        out["security"] = [{"bearer": []}, {"cookie": []}]
     if op.description:
         out["description"] = op.description
     if op.params:
@@ -254,7 +280,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
                                 "titles, re-ranking, search, event ingestion and the web app. "
                                 "Every error is a JSON object with `error`."},
         "paths": paths,
-        "components": {"schemas": component_schemas()},
+        "components": {"schemas": component_schemas(), "securitySchemes": SECURITY_SCHEMES},
     }
 
 

@@ -92,3 +92,19 @@ def test_the_docs_page_lists_every_operation_and_schema(
     for name in document["components"]["schemas"]:
         assert f"<summary>{name}</summary>" in page
     assert "<script" not in page and "http" not in page.split("/openapi.json")[0]
+
+
+def test_routes_behind_keys_carry_the_security_and_access_control_answers(
+        document: dict[str, typing.Any]) -> None:
+    from serving.auth import needs_admin, needs_key
+
+    assert set(document["components"]["securitySchemes"]) == {"bearer", "cookie"}
+    for path, ops in document["paths"].items():
+        for method, op in ops.items():
+            if needs_key(path):
+                assert op["security"] and {"401", "429"} <= set(op["responses"]), path
+                assert ("403" in op["responses"]) == needs_admin(method.upper(), path), path
+            else:
+                assert "security" not in op and "401" not in op["responses"], path
+    assert "security" in document["paths"]["/v1/homepage/{profile_id}"]["get"]
+    assert "security" not in document["paths"]["/metrics"]["get"]
