@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -75,25 +76,21 @@ class CoWatchSimilarity:
         watch counts of the ``counted`` titles, and the co-watch counts as a sparse matrix
         (row titles ``co_rows``, their neighbours ``co_cols[co_indptr[r]:co_indptr[r+1]]``
         with counts ``co_counts``)."""
-        index: dict[str, int] = {}
-        for t in self._count:
-            index.setdefault(t, len(index))
-        for a, nbrs in self._co.items():
-            index.setdefault(a, len(index))
-            for b in nbrs:
-                index.setdefault(b, len(index))
-        sizes = [len(nbrs) for nbrs in self._co.values()]
+        co = self._co
+        ids = list(dict.fromkeys(chain(self._count, co, chain.from_iterable(co.values()))))
+        at = {t: i for i, t in enumerate(ids)}.__getitem__
+        sizes = np.fromiter(map(len, co.values()), np.int64, len(co))
+        total = int(sizes.sum())
         return {
             "window": self.window, "max_neighbors": self.max_neighbors,
-            "n_learned": self.n_learned, "ids": list(index),
-            "counted": np.fromiter((index[t] for t in self._count), np.int64, len(self._count)),
+            "n_learned": self.n_learned, "ids": ids,
+            "counted": np.fromiter(map(at, self._count), np.int32, len(self._count)),
             "counts": np.fromiter(self._count.values(), np.int64, len(self._count)),
-            "co_rows": np.fromiter((index[a] for a in self._co), np.int64, len(self._co)),
-            "co_indptr": np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]),
-            "co_cols": np.fromiter((index[b] for nbrs in self._co.values() for b in nbrs),
-                                   np.int64, sum(sizes)),
-            "co_counts": np.fromiter((c for nbrs in self._co.values() for c in nbrs.values()),
-                                     np.int64, sum(sizes)),
+            "co_rows": np.fromiter(map(at, co), np.int32, len(co)),
+            "co_indptr": np.concatenate([[0], np.cumsum(sizes)]),
+            "co_cols": np.fromiter(map(at, chain.from_iterable(co.values())), np.int32, total),
+            "co_counts": np.fromiter(chain.from_iterable(n.values() for n in co.values()),
+                                     np.int64, total),
         }
 
     @classmethod
