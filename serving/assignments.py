@@ -11,14 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 
 import orjson
+from redis.exceptions import NoScriptError
 
 from features import keys
 from features.store import PipelineStore, RedisStore
+from serving.page_plan import fields
 
 log = logging.getLogger(__name__)
+
+
+#: KEYS[1] = the member's assignments hash, ARGV[1] = title id, JSON, ... as length-prefixed
+#: fields (serving.page_plan.fields): one argument to pack however many titles were decided.
+HSET_FIELDS_LUA = """
+local s, args, i = ARGV[1], {}, 1
+while i <= #s do
+  local c = string.find(s, ':', i, true)
+  local n = tonumber(string.sub(s, i, c - 1))
+  args[#args + 1] = string.sub(s, c + 1, c + n)
+  i = c + n + 1
+end
+for j = 1, #args, 200 do
+  redis.call('HSET', KEYS[1], unpack(args, j, math.min(j + 199, #args)))
+end
+return #args / 2
+"""
 
 
 class AssignmentWriter:
@@ -28,12 +46,16 @@ class AssignmentWriter:
         self.store = store
         self.written = 0
         self.failed = 0
-        self._pending: dict[str, dict[str, bytes]] = {}
+        self._pending: dict[str, bytes] = {}
+        self._count = 0
         self._task: asyncio.Task[None] | None = None
+        self._sha: str | None = None
 
-    def add(self, profile_id: str, assignments: Mapping[str, bytes]) -> None:
-        """Queue ``assignments`` of ``profile_id`` (newer values replace queued ones)."""
-        self._pending.setdefault(profile_id, {}).update(assignments)
+    def add(self, profile_id: str, assignments: bytes, count: int) -> None:
+        """Queue ``count`` assignments of ``profile_id`` (length-prefixed title, value
+        fields; later values of a title replace earlier ones)."""
+        self._pending[profile_id] = self._pending.get(profile_id, b"") + assignments
+        self._count += count
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(),
                                                                 name="artwork-assignments")
@@ -47,32 +69,48 @@ class AssignmentWriter:
         try:
             await asyncio.sleep(0)  # let the requests of this loop iteration add theirs
             while self._pending:
-                batch, self._pending = self._pending, {}
-                await self._write(batch)
+                batch, count, self._pending, self._count = self._pending, self._count, {}, 0
+                await self._write(batch, count)
         finally:
             self._task = None
 
-    async def _write(self, batch: dict[str, dict[str, bytes]]) -> None:
+    async def _write(self, batch: dict[str, bytes], count: int) -> None:
         try:
             if isinstance(self.store, RedisStore):
-                pipe = self.store.client.pipeline(transaction=False)
-                for profile_id, values in batch.items():
-                    pipe.hset(keys.artwork_key(self.store.prefix, profile_id), mapping=values)
-                await pipe.execute()
+                await self._write_redis(self.store, batch)
             else:  # the in-memory store of tests and tools
-                for profile_id, values in batch.items():
-                    await self.store.save_artwork(
-                        profile_id, {t: orjson.loads(v) for t, v in values.items()})
-            self.written += sum(len(v) for v in batch.values())
+                for profile_id, blob in batch.items():
+                    f = fields(blob)
+                    await self.store.save_artwork(profile_id, {
+                        t.decode(): orjson.loads(v) for t, v in zip(f[::2], f[1::2],
+                                                                     strict=True)})
+            self.written += count
         except Exception as exc:  # a store error: counted and logged with the members
-            self.failed += sum(len(v) for v in batch.values())
+            self.failed += count
             log.warning("artwork assignments of %d member(s) not stored (%s: %s): %s",
                         len(batch), type(exc).__name__, exc, ",".join(sorted(batch)[:20]))
+
+    async def _write_redis(self, store: RedisStore, batch: dict[str, bytes]) -> None:
+        """One pipelined round trip: the fields script per member (loaded again if Redis
+        lost its scripts)."""
+        for attempt in (1, 2):
+            if self._sha is None:
+                self._sha = await store.client.script_load(HSET_FIELDS_LUA)
+            pipe = store.client.pipeline(transaction=False)
+            for profile_id, blob in batch.items():
+                pipe.evalsha(self._sha, 1, keys.artwork_key(store.prefix, profile_id), blob)
+            try:
+                await pipe.execute()
+                return
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                self._sha = None
 
     async def aclose(self) -> None:
         """Write what is queued (shutdown)."""
         while self._task is not None:
             await asyncio.shield(self._task)
         if self._pending:
-            batch, self._pending = self._pending, {}
-            await self._write(batch)
+            batch, count, self._pending, self._count = self._pending, self._count, {}, 0
+            await self._write(batch, count)

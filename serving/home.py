@@ -468,9 +468,10 @@ def serve_plan(app: web.Application, plan: PagePlan, reads: HomeReads,
     policy = app[MODELS].artwork_policy
     decisions = plan.decisions(policy, device, served_at_ms)
     served = plan.serve(decisions, reads, app[ARTWORK].sticky, request_id, served_at_ms)
-    record_page(plan.source, policy.name, len(served.assignments))
+    record_page(plan.source, policy.name, served.decided)
     if served.assignments:
-        app[HOME].writer_for(app[STORE]).add(plan.profile_id, served.assignments)
+        app[HOME].writer_for(app[STORE]).add(plan.profile_id, served.assignments,
+                                             served.decided)
     logger = app[IMPRESSIONS]
     for suffix, reason in plan.invalid:
         logger.count_failed(request_id, [request_id + suffix], reason)

@@ -14,7 +14,10 @@ parsing, no per-item encoding. Pure: no I/O.
 
 from __future__ import annotations
 
+import bisect
 import itertools
+import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -51,6 +54,12 @@ class ArmPieces:
     assignment_head: bytes
     assignment_tail: bytes
 
+    def assignment_field(self, at: bytes) -> bytes:
+        """The stored assignment chosen at ``at`` (ms, ASCII digits), as a length-prefixed
+        field (:func:`fields`)."""
+        value = self.assignment_head + at + self.assignment_tail
+        return b"%d:%s" % (len(value), value)
+
     @classmethod
     def of(cls, image: Artwork, choice: Choice) -> ArmPieces:
         fields = {"artwork_id": image.artwork_id, "artwork_url": image.url,
@@ -73,6 +82,8 @@ class Slot:
     art: TitleArt
     #: Row and column on the page.
     position: tuple[int, int]
+    #: The title id as a length-prefixed field (:func:`fields`).
+    field: bytes = b""
     #: Index of the item among the logged impressions (its place in the Avro template);
     #: -1 when the item cannot be logged.
     impression: int = -1
@@ -95,12 +106,31 @@ class Decisions:
 @dataclass(slots=True)
 class Served:
     """One request's output: the response body, the impressions message (``None`` when
-    nothing is logged) and the new artwork assignments (title id -> stored JSON)."""
+    nothing is logged) and the new artwork assignments (title id, stored JSON, ... as
+    length-prefixed fields, :func:`fields`; empty when none)."""
 
     body: bytes
     impressions: bytes | None
     impression_count: int
-    assignments: dict[str, bytes]
+    assignments: bytes
+    #: Titles whose artwork was drawn for this request (not kept).
+    decided: int = 0
+
+
+def fields(blob: bytes) -> list[bytes]:
+    """Split length-prefixed fields (``b"<length>:<bytes>"`` one after another), the form in
+    which new assignments travel to Redis in one argument.
+
+    >>> fields(b"2:t13:abc")
+    [b't1', b'abc']
+    """
+    out, i = [], 0
+    while i < len(blob):
+        colon = blob.index(b":", i)
+        end = colon + 1 + int(blob[i:colon])
+        out.append(blob[colon + 1:end])
+        i = end
+    return out
 
 
 class StoredAssignments(Protocol):
@@ -186,7 +216,8 @@ class PagePlan:
             for c, item in enumerate(row.get("items") or ()):
                 art = title_art(item.get("title_id"))
                 if art is not None:
-                    slots.append(Slot(item["title_id"], art, (r, c)))
+                    tid = item["title_id"].encode()
+                    slots.append(Slot(item["title_id"], art, (r, c), b"%d:%s" % (len(tid), tid)))
                     for k in ART_KEYS:
                         item.pop(k, None)
                     item[_MARK] = 0
@@ -256,7 +287,9 @@ class PagePlan:
         probs = policy.propensities_many(context, [s.art.arms for s in self.slots])
         cumulative, pieces = [], []
         for slot, p in zip(self.slots, probs, strict=True):
-            cumulative.append(list(itertools.accumulate(p.values())))
+            cum = list(itertools.accumulate(p.values()))
+            cum[-1] = math.inf  # what draw() does when rounding leaves the sum below 1
+            cumulative.append(cum)
             pieces.append([ArmPieces.of(slot.art.images[a], Choice(
                 a, q, policy.name, policy.version)) for a, q in p.items()])
         tail = (string_bytes(self.variant) + string_bytes(device)
@@ -296,26 +329,34 @@ class PagePlan:
     # -- per request ---------------------------------------------------------------------------
     def choose(self, decisions: Decisions, previous: Mapping[str, Any],
                sticky: StickyAssignment, served_at_ms: int
-               ) -> tuple[list[ArmPieces], dict[str, bytes], float]:
-        """Every slot's artwork: the member's while its period lasts, else a draw. Returns
-        the pieces, the new assignments and when the first kept one expires."""
-        chosen: list[ArmPieces] = []
-        new: dict[str, bytes] = {}
+               ) -> tuple[list[ArmPieces], bytes, int, float]:
+        """Every slot's artwork: the member's while its period lasts, else a draw (one
+        uniform from the policy's RNG per drawn title, in page order, as
+        :meth:`~online_models.bandits.base.ArtworkPolicy.draw` uses them). Returns the
+        pieces, the new assignments (:class:`Served`) and when the first kept one expires."""
         at = str(served_at_ms).encode()
-        draw = decisions.policy.draw_index
-        expiry = float("inf")
-        keep = sticky.period_s > 0 and bool(previous)
-        for i, slot in enumerate(self.slots):
-            kept = self.kept_pieces(slot, previous.get(slot.title_id), sticky,
-                                    served_at_ms) if keep else None
-            if kept is None:
-                pieces = decisions.pieces[i][draw(decisions.cumulative[i])]
-                new[slot.title_id] = pieces.assignment_head + at + pieces.assignment_tail
+        if not (sticky.period_s > 0 and previous):  # a first visit: every title is drawn
+            ks = map(bisect.bisect_right, decisions.cumulative,
+                     decisions.policy.uniforms(len(self.slots)))
+            chosen = list(map(operator.getitem, decisions.pieces, ks))
+            return chosen, b"".join([b for slot, p in zip(self.slots, chosen, strict=True)
+                                     for b in (slot.field, p.assignment_field(at))]), \
+                len(chosen), math.inf
+        kept = [self.kept_pieces(slot, previous.get(slot.title_id), sticky, served_at_ms)
+                for slot in self.slots]
+        todo = [i for i, k in enumerate(kept) if k is None]
+        drawn = dict(zip(todo, map(bisect.bisect_right, [decisions.cumulative[i] for i in todo],
+                                   decisions.policy.uniforms(len(todo))), strict=True))
+        chosen, new, expiry = [], [], math.inf
+        for i, (slot, k) in enumerate(zip(self.slots, kept, strict=True)):
+            if k is None:
+                pieces = decisions.pieces[i][drawn[i]]
+                new += (slot.field, pieces.assignment_field(at))
             else:
-                expiry = min(expiry, kept[0])
-                pieces = kept[1]
+                expiry = min(expiry, k[0])
+                pieces = k[1]
             chosen.append(pieces)
-        return chosen, new, expiry
+        return chosen, b"".join(new), len(todo), expiry
 
     def serve(self, decisions: Decisions, reads: StoredAssignments, sticky: StickyAssignment,
               request_id: str, served_at_ms: int) -> Served:
@@ -327,10 +368,10 @@ class PagePlan:
         flat = reads.flat
         if (memo is not None and flat is not None and memo[0] is decisions
                 and served_at_ms < memo[2] and memo[1] == flat):
-            prefix, arts, new = memo[3], memo[4], {}
+            prefix, arts, new, decided = memo[3], memo[4], b"", 0
         else:
-            chosen, new, expiry = self.choose(decisions, reads.assignments, sticky,
-                                              served_at_ms)
+            chosen, new, decided, expiry = self.choose(decisions, reads.assignments, sticky,
+                                                       served_at_ms)
             prefix = interleave(self.json_segments, [p.json for p in chosen])
             arts = [p.avro for p in chosen]
             self._memo = None if new or flat is None else (decisions, flat, expiry, prefix,
@@ -340,11 +381,11 @@ class PagePlan:
                          str(served_at_ms).encode(), self.tail_source))
         n = len(self.impression_ids)
         if not n:
-            return Served(body, None, 0, new)
+            return Served(body, None, 0, new, decided)
         parts = decisions.parts.copy()
         parts[1::_PARTS] = [rid] * n
         parts[3::_PARTS] = [long_bytes(served_at_ms) + string_bytes(request_id)] * n
         for slot, art in zip(self.slots, arts, strict=True):
             if slot.impression >= 0:
                 parts[slot.impression * _PARTS + 5] = art
-        return Served(body, b"".join((self.avro_head, *parts, b"\x00")), n, new)
+        return Served(body, b"".join((self.avro_head, *parts, b"\x00")), n, new, decided)

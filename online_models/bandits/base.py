@@ -273,17 +273,18 @@ class ArtworkPolicy(river_base.Base, abc.ABC):
             raise ValueError("no propensities to draw from")
         return Choice(last, propensities[last], self.name, self._version)
 
-    def draw_index(self, cumulative: Sequence[float]) -> int:
-        """:meth:`draw` over cumulative propensities prepared once: the index of the drawn
-        arm, with the same RNG and the same inverse CDF.
+    def uniforms(self, n: int) -> list[float]:
+        """``n`` draws in [0, 1) from the policy's RNG, the ones :meth:`draw` would use, for
+        callers that invert cumulative propensities they prepared once (many titles at a
+        time: ``bisect.bisect_right(cumulative, u)`` is the drawn index).
 
         >>> from online_models.bandits import make_policy
-        >>> policy = make_policy("uniform", seed=3)
-        >>> draws = [policy.draw_index([0.25, 0.5, 0.75, 1.0]) for _ in range(400)]
-        >>> sorted(set(draws)), abs(draws.count(0) - 100) < 40
-        ([0, 1, 2, 3], True)
+        >>> a, b = make_policy("uniform", seed=3), make_policy("uniform", seed=3)
+        >>> a.uniforms(2) == [b._rng.random(), b._rng.random()]
+        True
         """
-        return min(bisect.bisect_right(cumulative, self._rng.random()), len(cumulative) - 1)
+        rand = self._rng.random
+        return [rand() for _ in range(n)]
 
     def select(self, context: Context, arms: Sequence[Arm]) -> Choice:
         """Choose the artwork to show: a draw from :meth:`propensities` with the seeded RNG;

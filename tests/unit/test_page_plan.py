@@ -20,7 +20,7 @@ from online_models.bandits import Arm, make_policy
 from online_models.bandits.sticky import StickyAssignment
 from serving.artwork import ArtworkChooser, request_context
 from serving.impressions import ImpressionLogger, ServedPage
-from serving.page_plan import PagePlan
+from serving.page_plan import PagePlan, fields
 from topics.avro_bytes import double_bytes, long_bytes, string_bytes
 from topics.codec import BATCH_SCHEMA, default_codec
 from topics.models import Artwork, Impression, Title
@@ -67,6 +67,11 @@ class _Reads:
     def __init__(self, assignments: dict[str, Any], flat: list[bytes] | None = None) -> None:
         self.assignments = assignments
         self.flat = flat
+
+
+def _assignments(blob: bytes) -> dict[str, bytes]:
+    f = fields(blob)
+    return {t.decode(): v for t, v in zip(f[::2], f[1::2], strict=True)}
 
 
 def _item_by_item(policy: Any, previous: dict[str, Any], now_ms: int,
@@ -121,8 +126,9 @@ def test_a_compiled_page_answers_and_logs_what_item_by_item_serving_did(name: st
     assert served.impression_count == 40
     decided = {t for r in expected_page["rows"][:3] for t in
                (i["title_id"] for i in r["items"])} - ({"x1"} if previous else set())
-    assert set(served.assignments) == decided
-    for title_id, raw in served.assignments.items():
+    new = _assignments(served.assignments)
+    assert set(new) == decided and served.decided == len(decided)
+    for title_id, raw in new.items():
         stored = orjson.loads(raw)
         item = next(i for r in expected_page["rows"] for i in r["items"]
                     if i["title_id"] == title_id)
@@ -135,13 +141,13 @@ def test_a_compiled_page_answers_and_logs_what_item_by_item_serving_did(name: st
 def test_stored_assignments_are_kept_while_their_period_lasts_then_drawn_again() -> None:
     policy = _trained("lin_ucb")
     first_plan, first = _compiled(policy, {}, 10_000, "a" * 32)
-    stored = {t: v for t, v in first.assignments.items()}
+    stored = _assignments(first.assignments)
     flat = [b for t, v in stored.items() for b in (t.encode(), v)]
     plan = first_plan
     decisions = plan.decisions(policy, "tv", 20_000)
     sticky = StickyAssignment(60)
     again = plan.serve(decisions, _Reads(stored, flat), sticky, "b" * 32, 20_000)
-    assert again.assignments == {}
+    assert again.assignments == b"" and again.decided == 0
     shown = lambda s: [(i["title_id"], i["artwork_id"], i["propensity"])  # noqa: E731
                        for r in orjson.loads(s.body)["rows"][:3] for i in r["items"]]
     assert shown(again) == shown(first)
@@ -151,7 +157,7 @@ def test_stored_assignments_are_kept_while_their_period_lasts_then_drawn_again()
     assert third.impressions is not None and b"c" * 32 in third.impressions
     # past the period (10 s + 60 s) every title is decided again and stored anew
     late = plan.serve(decisions, _Reads(stored, flat), sticky, "d" * 32, 71_000)
-    assert set(late.assignments) == set(stored)
+    assert set(_assignments(late.assignments)) == set(stored)
 
 
 def test_decisions_follow_the_policy_version_and_the_hour() -> None:
