@@ -30,7 +30,6 @@ Choice(artwork_id='a1', propensity=0.75, policy='first', policy_version=0)
 from __future__ import annotations
 
 import abc
-import bisect
 import hashlib
 import inspect
 import math
