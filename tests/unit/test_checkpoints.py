@@ -379,3 +379,16 @@ def test_policy_settings_of_the_wrong_kind_are_refused(params: dict, says: str) 
     state["params"] = {**state["params"], **params}
     with pytest.raises(CheckpointError, match=says):
         ArtworkPolicy.from_bytes(dumps("LinUCB", 1, state))
+
+
+def test_the_checkpoint_benchmark_prints_every_model_and_fails_a_missed_target(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.checkpoints import main
+
+    small = ["--profiles", "50", "--titles", "20", "--watches", "200", "--rewards", "50"]
+    assert main([*small, "--max-ratio", "1e9"]) == 0
+    rows = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["model"] for r in rows] == ["top-picks", "co-watch", "artwork-policy"]
+    assert all(r["bytes"] > 0 and r["pickle_bytes"] > 0 for r in rows)
+    assert main([*small, "--max-ratio", "0"]) == 1
+    assert "slower than 0.0x pickle" in capsys.readouterr().err
