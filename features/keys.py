@@ -121,12 +121,23 @@ def member_keys(prefix: str, profile_id: str) -> list[str]:
             profile_meta_key(prefix, profile_id), artwork_key(prefix, profile_id)]
 
 
+def profile_digest(profile_id: str) -> str:
+    """The SHA-256 hex digest of a profile id: how erasure records name a member without
+    naming them."""
+    return hashlib.sha256(profile_id.encode("utf-8")).hexdigest()
+
+
 def erased_key(prefix: str, profile_id: str) -> str:
-    """Marker (with a TTL) of an erased member, named by the SHA-256 of the profile id so it
-    does not name them: the worker drops events of marked members still in flight.
+    """Marker (with a TTL) of an erased member, named by :func:`profile_digest`: the worker
+    drops events of marked members still in flight.
 
     >>> erased_key("hs:", "p1")[:20]
     'hs:erased:f64551fcd6'
     """
-    digest = hashlib.sha256(profile_id.encode("utf-8")).hexdigest()
-    return f"{prefix}erased:{digest}"
+    return f"{prefix}erased:{profile_digest(profile_id)}"
+
+
+def erasures_key(prefix: str) -> str:
+    """Sorted set of the digests of erased members by erasure time (ms), kept as long as the
+    markers: the learner forgets the members whose digests appear."""
+    return f"{prefix}erasures"

@@ -9,6 +9,7 @@ counters in one atomic transaction) and :meth:`PipelineStore.write_pages` (each 
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Mapping, Sequence
 
 import orjson
@@ -167,6 +168,10 @@ class PipelineStore(abc.ABC):
         """Which of the members are marked erased."""
         raise NotImplementedError
 
+    async def erasures_since(self, since_ms: int) -> list[tuple[str, int]]:
+        """``(profile digest, erased at ms)`` of the erasures at or after ``since_ms``."""
+        raise NotImplementedError
+
     async def ping(self) -> bool:
         """True when the backing store answers (readiness probes); raises if unreachable."""
         return True
@@ -195,6 +200,8 @@ class InMemoryStore(PipelineStore):
         self.snapshot_covered = -1
         #: Members marked erased (no TTL in memory).
         self.erased_ids: set[str] = set()
+        #: Digest of each erased member -> erasure time (ms).
+        self.erasures: dict[str, int] = {}
 
     async def load_profile_meta(self, profile_ids):
         return {p: orjson.loads(self.metas[p]) for p in profile_ids if p in self.metas}
@@ -299,10 +306,14 @@ class InMemoryStore(PipelineStore):
             for due in self.art_due.values():
                 due.pop(pid, None)
             self.erased_ids.add(pid)
+            self.erasures[keys.profile_digest(pid)] = int(time.time() * 1000)
         return n
 
     async def erased(self, profile_ids) -> set[str]:
         return {p for p in profile_ids if p in self.erased_ids}
+
+    async def erasures_since(self, since_ms):
+        return [(d, ms) for d, ms in self.erasures.items() if ms >= since_ms]
 
     async def ping(self) -> bool:
         return True
@@ -497,14 +508,23 @@ class RedisStore(PipelineStore):
     async def erase_profiles(self, profile_ids, partitions, ttl_s) -> int:
         if not profile_ids:
             return 0
+        now_ms = int(time.time() * 1000)
+        log_key = keys.erasures_key(self.prefix)
         async with self.client.pipeline(transaction=True) as pipe:
             for pid in profile_ids:
                 pipe.set(keys.erased_key(self.prefix, pid), b"1", px=int(ttl_s * 1000))
             pipe.delete(*(k for pid in profile_ids for k in keys.member_keys(self.prefix, pid)))
             for part in range(-1, partitions):
                 pipe.zrem(keys.artwork_due_key(self.prefix, part), *profile_ids)
+            pipe.zadd(log_key, {keys.profile_digest(p): now_ms for p in profile_ids})
+            pipe.zremrangebyscore(log_key, "-inf", now_ms - int(ttl_s * 1000))
             replies = await pipe.execute()
         return int(replies[len(profile_ids)])
+
+    async def erasures_since(self, since_ms):
+        raw = await self.client.zrangebyscore(keys.erasures_key(self.prefix), since_ms, "+inf",
+                                              withscores=True)
+        return [(d.decode(), int(ms)) for d, ms in raw]
 
     async def erased(self, profile_ids) -> set[str]:
         if not profile_ids:

@@ -110,6 +110,10 @@ class TopPicksModel:
         mf.u_latents.pop(profile_id, None)
         return had
 
+    def profile_ids(self) -> set[str]:
+        """Every member the model holds parameters of."""
+        return set(self._mf.u_biases) | set(self._mf.u_latents)
+
     def knows_profile(self, profile_id: str) -> bool:
         """Whether the model holds parameters of the member."""
         return profile_id in self._mf.u_biases or profile_id in self._mf.u_latents

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 async def erase_members(proc: EventProcessor, profile_ids: Sequence[str]) -> int:
     """Erase the members from the worker's store keys, models and memory; returns the keys
     deleted. With learning in a learner process (``HOMESTREAM_LEARNER_MODE=topic``) the
-    learner's models are not reached from here."""
+    learner forgets them by the erasure log (:meth:`streams.learner.Learner.forget_erased`)
+    and the workers' copies follow its next snapshot."""
     if not profile_ids:
         return 0
     await proc.start()

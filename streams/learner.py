@@ -32,6 +32,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
+from features import keys
 from features.store import PipelineStore, RedisStore
 from homestream.kafka_config import aiokafka_config
 from homestream.logs import setup_logging
@@ -65,6 +66,9 @@ class Learner:
         self.bad_messages = 0
         #: One snapshot at a time (the timer's and the one on a partition revoke).
         self._snapshot_lock = asyncio.Lock()
+        #: Erasures already applied (profile digest -> erased at ms), and the time of the
+        #: newest: the erasure log is read from there on.
+        self._erasures_done: dict[str, int] = {}
 
     async def restore(self) -> int:
         """Load the latest snapshot; returns the model-updates offset to resume from."""
@@ -98,7 +102,27 @@ class Learner:
         """Write a snapshot when something was learned since the last; raises
         :class:`SnapshotFenced` when a newer snapshot exists."""
         async with self._snapshot_lock:
+            await self.forget_erased()
             return await self._snapshot()
+
+    async def forget_erased(self) -> int:
+        """Forget the Top Picks parameters of members erased since the last look (their
+        digests in the erasure log, ``homestream.erase``); the next snapshot (the next one
+        with new learning) stores the models without them. Returns the members forgotten."""
+        since = max(self._erasures_done.values(), default=0)
+        new = {d: ms for d, ms in await self.store.erasures_since(since)
+               if d not in self._erasures_done}
+        if not new:
+            return 0
+        self._erasures_done.update(new)
+        for d in [d for d, ms in self._erasures_done.items() if ms < since - 60_000]:
+            del self._erasures_done[d]  # older than anything read again
+        model = self.models.model
+        gone = [p for p in model.profile_ids() if keys.profile_digest(p) in new]
+        for p in gone:
+            model.forget_profile(p)
+        log.info("learner forgot %d erased member(s) of %d erasure(s)", len(gone), len(new))
+        return len(gone)
 
     async def _snapshot(self) -> bool:
         meta = self.models.meta

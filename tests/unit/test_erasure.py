@@ -94,3 +94,28 @@ def test_the_clock_forgets_members_but_keeps_its_time() -> None:
     assert c.now_ms(TS) == TS
     c.forget(["a"])
     assert c.watermark_ms(0) is None and c.now_ms(TS) == TS
+
+
+async def test_the_learner_forgets_erased_members_in_its_next_snapshot() -> None:
+    from streams.learner import Learner
+    from streams.learning import SCHEMA, RecordBuilder
+
+    store = InMemoryStore()
+    learner = Learner(Settings(), store)
+
+    def learn(offset: int, *profiles: str) -> None:
+        b = RecordBuilder()
+        for p in profiles:
+            b.label("events", 0, offset, p, "t1", 1.0)
+        learner.learn(offset, codec.encode(SCHEMA, b.build().to_avro()))
+
+    learn(0, GONE, STAYS)
+    assert await learner.snapshot()
+    assert GONE.encode() in store.checkpoints[MODEL_CHECKPOINT]
+    await store.erase_profiles([GONE], 6, 60.0)
+    learn(1, STAYS)
+    assert await learner.snapshot()
+    assert not learner.models.model.knows_profile(GONE)
+    assert learner.models.model.knows_profile(STAYS)
+    assert GONE.encode() not in store.checkpoints[MODEL_CHECKPOINT]
+    assert await learner.forget_erased() == 0  # read once, not again
