@@ -187,3 +187,27 @@ async def test_a_snapshot_is_written_whole_and_never_over_a_newer_one(
     assert await store.snapshot_version() == 1
     assert await store.save_snapshot({"top-picks": b"B"}, 2, 11, {})
     assert (await store.snapshot_version(), await store.load_checkpoint("top-picks")) == (2, b"B")
+
+
+async def test_erasing_removes_every_per_member_entry_and_marks_the_member(
+        store: PipelineStore) -> None:
+    from features.keys import profile_digest
+
+    for pid in ("gone", "kept"):
+        await store.commit_batch([ProfileState(pid, n_events=1)], [], {},
+                                 [(2, pid, 1_000), (-1, pid, 2_000)])
+        await store.write_pages({pid: b"{}"}, {})
+        await store.put_profile_meta({pid: {"kids": True}})
+        await store.save_artwork(pid, {"t1": {"artwork_id": "a"}})
+    assert await store.erased(["gone", "kept"]) == set()
+    deleted = await store.erase_profiles(["gone"], 4, 60.0)
+    assert deleted == 4  # page, state, settings, artwork
+    assert await store.erased(["gone", "kept"]) == {"gone"}
+    assert await store.load_profiles(["gone", "kept"]) == {"kept": ProfileState("kept",
+                                                                                 n_events=1)}
+    assert await store.get_page("gone") is None and await store.get_page("kept") == b"{}"
+    assert await store.load_profile_meta(["gone"]) == {}
+    assert await store.load_artwork("gone") == {}
+    assert await store.due_artwork([-1, 2], 10_000, 10) == [(-1, "kept"), (2, "kept")]
+    [(digest, _)] = await store.erasures_since(0)
+    assert digest == profile_digest("gone")
