@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.stats import CpuProbes, cpu_delta, cpu_snapshot, drain_rate
+from bench.stats import CpuProbes, cpu_delta, cpu_snapshot, drain_rate, rate
 from homestream.kafka_config import librdkafka_config
 from homestream.stack.process import Child, wait_for
 
@@ -132,46 +132,63 @@ def raw_consume(settings: Any, topic: str, expect_messages: int,
 
 @dataclass
 class DrainResult:
-    """What the measured worker did with the backlog."""
+    """What the measured workers did with the backlog."""
 
+    #: Events over the time from the first applied batch to the last queued page written.
     events_per_s: float | None
     measured_s: float
     until_first_applied_s: float
     total_s: float
     counters: dict[str, int]
     cpu_s: dict[str, float | None]
+    #: Events over the time from the first to the last applied batch (pages still queued
+    #: by the render window then are not counted: the rate before the pages caught up).
+    applied_per_s: float | None = None
+    #: Seconds from the last applied batch until no page was queued any more.
+    pages_after_s: float = 0.0
 
 
 def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: int,
                   timeout_s: float, cpu_of: CpuProbes) -> DrainResult:
-    """Poll the workers' counters until they applied ``expect_events`` events."""
+    """Poll the workers' counters until they applied ``expect_events`` events and wrote
+    every page the render window queued (``pages_queued`` back at 0)."""
     t_start = time.monotonic()
     cpu0 = cpu_snapshot(cpu_of)
     samples: list[tuple[float, int]] = []
     last_log = t_start
+    t_applied: float | None = None
     while True:
         now = time.monotonic()
-        applied = counters(r, prefix).get("events_applied", 0)
+        got = counters(r, prefix)
+        applied = got.get("events_applied", 0)
         samples.append((now, applied))
         if applied >= expect_events:
-            break
+            t_applied = t_applied or now
+            if got.get("pages_queued", 0) <= 0:
+                break
         for w in workers:
             w.check_alive()
         if now - t_start > timeout_s:
             logs = ", ".join(str(w.log_path) for w in workers)
-            raise BenchError(f"workers applied {applied} of {expect_events} backlog events in "
+            raise BenchError(f"workers applied {applied} of {expect_events} backlog events "
+                             f"({got.get('pages_queued', 0)} pages queued) in "
                              f"{timeout_s:.0f}s; logs: {logs}")
         if now - last_log >= 5:
-            log.info("  worker applied %d / %d events", applied, expect_events)
+            log.info("  worker applied %d / %d events, %d pages queued", applied,
+                     expect_events, got.get("pages_queued", 0))
             last_log = now
         time.sleep(0.02)
     cpu = cpu_delta(cpu0, cpu_snapshot(cpu_of))
-    eps, measured = drain_rate(samples)
+    applied_eps, _ = drain_rate(samples)
     first = next(t for t, n in samples if n > 0)
+    t_done = samples[-1][0]
+    paged_s = t_done - first
+    n_first = next(n for _, n in samples if n > 0)
     return DrainResult(
-        events_per_s=eps, measured_s=measured, until_first_applied_s=first - t_start,
-        total_s=samples[-1][0] - t_start, counters=counters(r, prefix),
-        cpu_s=cpu,
+        events_per_s=rate(samples[-1][1] - n_first, paged_s), measured_s=paged_s,
+        until_first_applied_s=first - t_start, total_s=t_done - t_start,
+        counters=counters(r, prefix), cpu_s=cpu, applied_per_s=applied_eps,
+        pages_after_s=t_done - (t_applied or t_done),
     )
 
 

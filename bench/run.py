@@ -8,9 +8,11 @@ synthetic catalog and lets a worker store it in Redis, then measures:
    profile per message, as player SDKs batch).
 2. ``raw_consume_per_s``: a plain confluent-kafka consumer (assigned partitions, no group
    join) reads and decodes the whole backlog: the ceiling for a Python consumer here.
-3. ``events_per_s``: one worker drains the backlog; the rate is taken between the first and
-   the last change of the workers' ``events_applied`` counter, so start-up and the group
-   join are excluded. With ``--workers 2,1`` the same backlog is drained once per worker
+3. ``events_per_s``: one worker drains the backlog; the rate is taken from the first change
+   of the workers' ``events_applied`` counter until every event is applied and every page
+   the render window queued is written (``pages_queued`` back at 0), so start-up and the
+   group join are excluded and the pages are not (``applied_per_s``: until the last event
+   only). With ``--workers 2,1`` the same backlog is drained once per worker
    count, each run with fresh state (pipeline keys but the catalog deleted) and a fresh
    consumer group: ``scaling`` lists per run the events/s, events/s per worker, the ratio
    to ``raw_consume_per_s``, each process's CPU seconds and events per worker CPU second
@@ -241,13 +243,16 @@ def _record_drain(result: dict[str, Any], drain: DrainResult, n: int, n_events: 
                       {k: v for k, v in cpu.items() if k != "host_all"}, n_events)
     row.update(drain_measured_s=_r(drain.measured_s, 2),
                until_first_batch_s=_r(drain.until_first_applied_s, 2),
-               drain_total_s=_r(drain.total_s, 2))
+               drain_total_s=_r(drain.total_s, 2),
+               applied_per_s=_r(drain.applied_per_s), pages_after_s=_r(drain.pages_after_s, 2),
+               pages_written=drain.counters.get("pages_written"))
     result["scaling"].append(row)
     log.info("  %d worker(s): %s events/s (%s per worker, %s of raw), %s events per worker "
-             "CPU second; first batch after %.1fs, all after %.1fs; CPU s %s", n,
+             "CPU second; first batch after %.1fs, all after %.1fs (applied at %s events/s, "
+             "queued pages written %.1fs after the last); %s pages; CPU s %s", n,
              row["events_per_s"], row["events_per_s_per_worker"], row["ratio_to_raw"],
              row["events_per_worker_cpu_s"], drain.until_first_applied_s, drain.total_s,
-             row["cpu_s"])
+             row["applied_per_s"], drain.pages_after_s, row["pages_written"], row["cpu_s"])
     if drain.counters.get("events_applied") != n_events:
         log.warning("  events_applied %s != backlog events %d",
                     drain.counters.get("events_applied"), n_events)

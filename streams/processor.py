@@ -187,6 +187,11 @@ class EventProcessor:
         #: Serializes batches, the settling timer (both load, change and store states) and
         #: the checkpoints' snapshots (taken between batches, never inside one).
         self._state_lock = asyncio.Lock()
+        #: Pages written, and queued pages (render window), not yet in the stored counters.
+        self._pages_unreported = 0
+        self._queued_reported = 0
+        #: Event batches started so far (the page timer yields to them).
+        self._batches_started = 0
 
     # -- lifecycle and models ---------------------------------------------------------------
     @property
@@ -369,6 +374,7 @@ class EventProcessor:
 
     async def process(self, messages: Sequence[RawMessage]) -> BatchReport:
         """Run one micro-batch end to end; returns when pages and dead letters are written."""
+        self._batches_started += 1
         async with self._state_lock:
             return await self._process(messages)
 
@@ -423,10 +429,12 @@ class EventProcessor:
             await self.store.write_similar({t: self.cowatch.most_similar(t, k)
                                             for t in similar_changed})
         if work.to_render:
-            report.pages, report.published = await self._render(work.to_render)
+            # members with no state before this batch have no page yet: theirs renders now
+            first = [s.profile_id for s in work.to_render if s.profile_id not in states]
+            report.pages, report.published = await self._render(work.to_render, first)
             now_ms = self.clock() * 1000.0
-            for ts_list in work.applied_ts.values():
-                report.freshness_ms.extend(now_ms - ts for ts in ts_list)
+            for pid in self.renderer.rendered:  # held pages are written later, by the timer
+                report.freshness_ms.extend(now_ms - ts for ts in work.applied_ts.get(pid, ()))
         return report
 
     def _apply_profile(self, pid: str, evs: list[SourcedEvent], state: ProfileState,
@@ -538,7 +546,7 @@ class EventProcessor:
             "duplicates": report.duplicates, "late_dropped": report.late,
             "artwork_rewards": report.art_rewards, "artwork_quality_plays": report.quality_plays,
             "dead_letters": report.dead_letters + report.late,
-            "learning_items": learned, "erased_dropped": report.erased,
+            "learning_items": learned, "erased_dropped": report.erased, **self._page_counters(),
         }, work.art_due)
         report.committed = True
 
@@ -568,9 +576,24 @@ class EventProcessor:
         return RenderInputs(self.catalog, self.model, self.cowatch, self.row_utility,
                             self._now_ms())
 
-    async def _render(self, states: Sequence[ProfileState]) -> tuple[int, int]:
-        """Materialize pages; returns (pages written, pages published downstream)."""
-        return await self.renderer.render(states, self._render_inputs())
+    async def _render(self, states: Sequence[ProfileState], first: Collection[str] = ()
+                      ) -> tuple[int, int]:
+        """Materialize pages (with a render window: those of ``first`` now, the others
+        queued); returns (pages written, pages published downstream)."""
+        written, published = await self.renderer.render(states, self._render_inputs(),
+                                                        set(first))
+        self._pages_unreported += written
+        return written, published
+
+    def _page_counters(self) -> dict[str, int]:
+        """The stored counters' increments for pages: ``pages_written`` since the last
+        report and the change of ``pages_queued`` (pages the render window queued: 0 when
+        every member's page reflects their applied events)."""
+        queued = self.renderer.held
+        out = {"pages_written": self._pages_unreported,
+               "pages_queued": queued - self._queued_reported}
+        self._pages_unreported, self._queued_reported = 0, queued
+        return out
 
     def page_config_for(self, variant: str | None) -> PageConfig:
         """The variant's page configuration (``None``: the default page's) with the
@@ -591,11 +614,19 @@ class EventProcessor:
         return await self.renderer.popularity(countries, self._now_ms())
 
     async def flush_pages(self) -> int:
-        """Render the pages held by the render window whose window ended (a timer tick)."""
+        """Render the pages the render window queued whose window ended, the longest queued
+        first, within the tick's render budget once an event batch wants the worker (a
+        timer tick)."""
         if self.renderer.window_s <= 0 or not self.renderer.held:
             return 0
         await self.start()
-        return await self.renderer.flush_due(self._render_inputs())
+        batches = self._batches_started
+        written = await self.renderer.flush_due(  # the whole tick while no batch came
+            self._render_inputs(), self.renderer.flush_budget_s,
+            busy=lambda: self._batches_started != batches, between=self._state_lock)
+        self._pages_unreported += written
+        await self.store.commit_batch([], [], self._page_counters())
+        return written
 
     async def refresh_default_pages(self) -> int:
         """Rebuild the non-personalized page of every country seen so far."""

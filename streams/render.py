@@ -6,23 +6,31 @@ them), writes them to the store in one ``MSET`` and publishes the pages whose ro
 (a digest per member remembers what was published last).
 
 With ``HOMESTREAM_RENDER_WINDOW_MS`` above 0 a member's page is rendered at most once per
-window however many of their events arrive: a change after a quiet window renders at once
-(leading edge), later ones within the window are held (only the newest state) and rendered
-when it ends (trailing edge: by the next batch or by :meth:`PageRenderer.flush_due`, a timer
-tick). A change thus reaches the page within the window plus the timer's interval. The
-trending and popularity lists pages are ranked with are then also reused for up to a window
-(they move slowly: hours of half-life) instead of being read from Redis for every batch.
+window however many of their events arrive: a change after a quiet window renders at once,
+in the batch that applied it (leading edge); later ones within the window are held (only
+the newest state) and rendered by :meth:`PageRenderer.flush_due`, a timer tick, once the
+window ended (trailing edge). The timer renders held pages oldest first and stops when it
+has used its share of the tick (``HOMESTREAM_RENDER_BUDGET_SHARE``), so page work never
+holds event batches up: when members change faster than the budget renders their pages,
+their held pages wait longer (the queue grows) while events, and every member's first
+change after a quiet window, are still handled at once. A held change thus reaches the page
+within the window plus the timer's interval when the budget keeps up, and within the
+window plus (held members x page cost / budget share) when it does not. The trending and
+popularity lists pages are ranked with are then also reused for up to a window (they move
+slowly: hours of half-life) instead of being read from Redis for every batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Protocol
 
 import orjson
@@ -43,6 +51,9 @@ from online_models.top_picks import TopPicksModel
 DIGEST_CACHE = 200_000
 #: Pages assembled between two yields to the event loop (a page takes ~1 ms).
 RENDER_SLICE = 50
+#: Queued pages the timer renders per hold of the locks (an event batch waits at most
+#: this long for it: ~10-20 ms).
+FLUSH_SLICE = 10
 
 #: Trending and popularity lists by country: ``{country: [(title_id, score), ...]}``.
 Popularity = dict[str, list[tuple[str, float]]]
@@ -118,8 +129,16 @@ class PageRenderer:
         self._monotonic = monotonic
         #: When each member's page was last rendered (members rendered within the window).
         self._rendered_at: dict[str, float] = {}
-        #: Newest state of members whose change waits for the end of their window.
+        #: Newest state of members whose change waits for the end of their window, in the
+        #: order they were first held (the timer renders the longest held first).
         self._held: dict[str, ProfileState] = {}
+        #: Members whose page the last :meth:`render` call wrote.
+        self.rendered: list[str] = []
+        #: When each queued member's change was first queued (render-window clock).
+        self._queued_at: dict[str, float] = {}
+        #: Seconds queued changes waited before their page was written (for the worker's
+        #: log; the reader clears it).
+        self.queue_waits: list[float] = []
         #: Serializes page writes, so a member's older page never overwrites a newer one.
         self._write_lock = asyncio.Lock()
         #: (country, trending epoch, popularity epoch) -> (read at, trending, popular).
@@ -128,7 +147,7 @@ class PageRenderer:
     def forget(self, profile_ids: Sequence[str]) -> None:
         """Forget erased members: their held state, render times and last rows' digest."""
         for pid in profile_ids:
-            for remembered in (self._held, self._rendered_at, self._digests):
+            for remembered in (self._held, self._rendered_at, self._queued_at, self._digests):
                 remembered.pop(pid, None)
 
     @staticmethod
@@ -136,53 +155,98 @@ class PageRenderer:
         """The country whose lists a member's page uses (unknown: all countries')."""
         return state.country if state.country not in ("", "ZZ") else ALL_COUNTRIES
 
-    async def render(self, states: Sequence[ProfileState], inp: RenderInputs
-                     ) -> tuple[int, int]:
-        """Materialize the members' pages, those whose render window allows it now and
-        those held whose window ended; returns (pages written, pages published)."""
+    async def render(self, states: Sequence[ProfileState], inp: RenderInputs,
+                     first: Collection[str] = ()) -> tuple[int, int]:
+        """Materialize pages now: with a render window, only those of ``first`` (members
+        with no page yet, e.g. their first event), the rest being queued for
+        :meth:`flush_due`; without one, every member's. Returns (pages written, pages
+        published); :attr:`rendered` names the members whose page this call wrote."""
         if self.window_s > 0:
-            states = self._due(states)
+            states = self._queue(states, first)
+        self.rendered = [s.profile_id for s in states]
         if not states:
             return 0, 0
         async with self._write_lock:
             return await self._render_now(states, inp)
 
-    async def flush_due(self, inp: RenderInputs) -> int:
-        """Render the held pages whose window ended (a timer tick); returns pages written.
-        Also forgets render times older than the window."""
-        states = self._due([])
+    async def flush_due(self, inp: RenderInputs, budget_s: float | None = None,
+                        busy: Callable[[], bool] = lambda: True,
+                        between: asyncio.Lock | None = None) -> int:
+        """Render the queued pages whose member's window ended, the longest queued first,
+        ``FLUSH_SLICE`` per hold of the write lock, until none is due or, while ``busy()``
+        (event batches want the worker), ``budget_s`` seconds (wall clock; ``None``: no
+        limit) are spent, at least one slice a call; the rest wait for the next call.
+        ``between``: a lock held for each slice too (the worker's batch lock: a slice runs
+        between two event batches, never inside one). Returns pages written. Also forgets
+        render times older than the window."""
         cutoff = self._monotonic() - self.window_s
         for pid in [p for p, t in self._rendered_at.items()
                     if t <= cutoff and p not in self._held]:
             del self._rendered_at[pid]
-        if not states:
-            return 0
-        async with self._write_lock:
-            written, _ = await self._render_now(states, inp)
+        started = time.perf_counter()
+        written = 0
+        while True:
+            async with between or contextlib.nullcontext(), self._write_lock:
+                states = self._take_due(FLUSH_SLICE)
+                if not states:
+                    break
+                n, _ = await self._render_now(states, inp)
+            written += n
+            if budget_s is not None and time.perf_counter() - started >= budget_s \
+                    and busy():
+                break
+            await asyncio.sleep(0)  # event batches and the consumer's keepalive go first
         return written
+
+    @property
+    def flush_interval_s(self) -> float:
+        """Seconds between two :meth:`flush_due` ticks: a quarter window (at least 10 ms)."""
+        return max(self.window_s / 4, 0.01)
+
+    @property
+    def flush_budget_s(self) -> float:
+        """Seconds of rendering one :meth:`flush_due` tick may spend (its share of the
+        interval, ``HOMESTREAM_RENDER_BUDGET_SHARE``)."""
+        return self.settings.render_budget_share * self.flush_interval_s
 
     @property
     def held(self) -> int:
         """Members whose page waits for the end of their render window."""
         return len(self._held)
 
-    def _due(self, states: Sequence[ProfileState]) -> list[ProfileState]:
-        """Of ``states`` (newer than any held state of the same member) and the held ones,
-        those to render now; the rest are held (newest state per member)."""
+    def _queue(self, states: Sequence[ProfileState], first: Collection[str]
+               ) -> list[ProfileState]:
+        """Of ``states`` (each newer than any queued state of its member), those of
+        ``first`` (render now); the others are queued: the newest state per member, a
+        member keeping its place in the queue while its change waits."""
         now = self._monotonic()
-        out: dict[str, ProfileState] = {}
+        out: list[ProfileState] = []
         for s in states:
-            last = self._rendered_at.get(s.profile_id)
-            if last is None or now - last >= self.window_s:
-                out[s.profile_id] = s
-                self._held.pop(s.profile_id, None)
+            pid = s.profile_id
+            if pid in first:
+                out.append(s)
+                self._held.pop(pid, None)
+                self._queued_at.pop(pid, None)
+                self._rendered_at[pid] = now
             else:
-                self._held[s.profile_id] = s
-        for pid in [p for p in self._held if now - self._rendered_at[p] >= self.window_s]:
-            out[pid] = self._held.pop(pid)
-        for pid in out:
+                self._held[pid] = s
+                self._queued_at.setdefault(pid, now)
+        return out
+
+    def _take_due(self, limit: int) -> list[ProfileState]:
+        """Up to ``limit`` queued states whose member's window ended (or who was not
+        rendered within one), the longest queued first (taken out of the queue and marked
+        rendered now)."""
+        now = self._monotonic()
+        rendered_at = self._rendered_at
+        due = list(islice((p for p in self._held
+                           if p not in rendered_at or now - rendered_at[p] >= self.window_s),
+                          limit))
+        for pid in due:
             self._rendered_at[pid] = now
-        return list(out.values())
+            self.queue_waits.append(now - self._queued_at.pop(pid, now))
+        del self.queue_waits[:-10_000]  # bounded when nobody reads it
+        return [self._held.pop(pid) for pid in due]
 
     async def _render_now(self, states: Sequence[ProfileState], inp: RenderInputs
                           ) -> tuple[int, int]:

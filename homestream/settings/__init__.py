@@ -146,6 +146,10 @@ class Settings(BaseSettings):
                                     "is rendered at most once per this window: the first "
                                     "change renders at once, later ones within the window "
                                     "at its end (0 = every batch renders)")
+    render_budget_share: float = Field(0.3, gt=0.0, le=1.0, description="Share of the "
+                                       "worker's time the timer may spend rendering pages the "
+                                       "render window held (the longest held first; the rest "
+                                       "wait for the next tick)")
 
     # --- artwork ----------------------------------------------------------------------------
     artwork_policy: str = Field("lin_ucb", description="Artwork bandit: uniform, "

@@ -7,7 +7,7 @@ import orjson
 from features.store import InMemoryStore
 from homestream.settings import Settings
 from streams.processor import EventProcessor, MemoryDeadLetters, RawMessage
-from streams.render import PageRenderer
+from streams.render import FLUSH_SLICE, PageRenderer
 from tests.integration.helpers import make_titles
 from topics.codec import default_codec
 from topics.models import Play
@@ -63,15 +63,62 @@ async def test_changes_within_the_window_are_held_then_rendered_once_it_ends() -
     assert await proc.flush_pages() == 0
 
 
-async def test_a_batch_after_the_window_renders_held_members_with_its_own() -> None:
+async def test_a_member_with_a_page_is_queued_for_the_timer_not_rendered_by_batches() -> None:
+    proc, store, clock = await windowed(500)
+    await proc.process([play_msg("1", "p1", 100, TS, 0)])  # first event: rendered at once
+    clock.t += 0.6  # the window passed
+    rep = await proc.process([play_msg("2", "p1", 200, TS + 1, 1),
+                              play_msg("3", "p2", 100, TS + 2, 2)])
+    assert rep.pages == 1 and rep.applied == 2  # p2's first page; p1 waits for the timer
+    assert rep.freshness_ms == [248.0]  # only the page written (p2's) reports freshness
+    assert as_of(store, "p1") == TS and proc.renderer.held == 1
+    assert await proc.flush_pages() == 1 and as_of(store, "p1") == TS + 1
+
+
+async def test_the_timer_renders_the_longest_queued_first_within_its_budget() -> None:
+    proc, store, clock = await windowed(500)
+    n = FLUSH_SLICE + 5
+    pids = [f"p{i:02d}" for i in range(n)]
+    await proc.process([play_msg(f"a{i}", p, 100, TS, i) for i, p in enumerate(pids)])
+    clock.t += 0.6
+    # changes queued in reverse order, the last member's twice (it keeps its place)
+    queued = pids[::-1]
+    await proc.process([play_msg(f"b{i}", p, 200, TS + 1, n + i) for i, p in enumerate(queued)])
+    await proc.process([play_msg("c", queued[0], 300, TS + 2, 3 * n)])
+    inp = proc._render_inputs()
+    assert await proc.renderer.flush_due(inp, budget_s=0.0) == FLUSH_SLICE  # one slice
+    assert [as_of(store, p) for p in queued] == [TS + 2] + [TS + 1] * (FLUSH_SLICE - 1) + \
+        [TS] * 5
+    assert proc.renderer.held == 5
+    assert await proc.renderer.flush_due(inp, budget_s=0.0) == 5
+    assert proc.renderer.held == 0 and len(proc.renderer.queue_waits) == n
+
+
+async def test_the_timer_renders_the_whole_queue_while_no_batch_wants_the_worker() -> None:
+    proc, store, clock = await windowed(500)
+    n = 2 * FLUSH_SLICE + 3
+    pids = [f"p{i:02d}" for i in range(n)]
+    await proc.process([play_msg(f"a{i}", p, 100, TS, i) for i, p in enumerate(pids)])
+    clock.t += 0.1
+    await proc.process([play_msg(f"b{i}", p, 200, TS + 1, n + i) for i, p in enumerate(pids)])
+    clock.t += 0.5
+    inp = proc._render_inputs()
+    assert await proc.renderer.flush_due(inp, budget_s=0.0, busy=lambda: False) == n
+    assert proc.renderer.held == 0 and {as_of(store, p) for p in pids} == {TS + 1}
+
+
+async def test_queued_and_written_pages_are_counted_in_the_store() -> None:
     proc, store, clock = await windowed(500)
     await proc.process([play_msg("1", "p1", 100, TS, 0)])
     clock.t += 0.1
-    await proc.process([play_msg("2", "p1", 200, TS + 1, 1)])
+    await proc.process([play_msg("2", "p1", 200, TS + 1, 1)])  # queued
+    await proc.process([play_msg("3", "p2", 100, TS + 2, 2)])  # reports the queue
+    counters = await store.counters()
+    assert counters["pages_queued"] == 1 and counters["pages_written"] == 1
     clock.t += 0.5
-    rep = await proc.process([play_msg("3", "p2", 100, TS + 2, 2)])
-    assert rep.pages == 2  # p2's first change and p1's held one
-    assert as_of(store, "p1") == TS + 1 and as_of(store, "p2") == TS + 2
+    assert await proc.flush_pages() == 1
+    counters = await store.counters()
+    assert counters["pages_queued"] == 0 and counters["pages_written"] == 3
 
 
 async def test_no_window_renders_every_batch() -> None:
