@@ -295,9 +295,16 @@ def codec_for(settings: Settings) -> AvroCodec:
     key = (settings.schema_registry_url, settings.topic_prefix)
     codec = _CODECS.get(key)
     if codec is None:
-        codec = _CODECS[key] = RegistryCodec(
-            registry_client(settings), subjects_by_schema(settings),
-            settings.schema_registry_compatibility)
+        try:
+            codec = RegistryCodec(registry_client(settings), subjects_by_schema(settings),
+                                  settings.schema_registry_compatibility)
+        except RuntimeError:  # the registry answered and refused a schema: says which
+            raise
+        except Exception as exc:  # not reachable, not a registry, timed out
+            raise RuntimeError(f"HOMESTREAM_SCHEMA_REGISTRY_URL={settings.schema_registry_url}"
+                               f": the schema registry did not answer as one "
+                               f"({type(exc).__name__}: {exc})") from exc
+        _CODECS[key] = codec
         log.info("schema registry %s: messages framed with registry ids %s",
                  settings.schema_registry_url, codec.ids)
     return codec

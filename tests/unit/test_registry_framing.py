@@ -207,3 +207,16 @@ def test_the_player_client_frames_for_the_registry_its_settings_name(
         assert not isinstance(plain.codec, RegistryCodec)
     finally:
         plain.close(timeout_s=1.0)
+
+
+def test_a_registry_that_does_not_answer_stops_start_up_naming_the_setting() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = Settings(schema_registry_url=f"http://127.0.0.1:{port}",
+                        schema_registry_timeout_s=2.0)
+    with pytest.raises(RuntimeError, match=rf"HOMESTREAM_SCHEMA_REGISTRY_URL=http://127.0.0.1:"
+                                           rf"{port}: the schema registry did not answer"):
+        codec_for(settings)
