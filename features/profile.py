@@ -40,7 +40,7 @@ from features.feedback import (
     explicit_label,
     is_finished,
 )
-from features.rows import row_kind_of
+from features.rows import RowKind, row_kind_of
 from features.state_format import (
     LEGACY_FORMAT,
     STATE_FORMAT,
@@ -469,8 +469,8 @@ def _note_shown_row(state: ProfileState, ev: Impression, fx: Effects) -> None:
     kind = row_kind_of(ev.row_id)
     fx.row_exposures.append(kind)
     state.row_counts.setdefault(kind, [0, 0])[0] += 1
-    if ev.title_id in state.engaged:
-        return  # a first play can no longer follow
+    if ev.title_id in state.engaged and kind != RowKind.CONTINUE_WATCHING:
+        return  # a first play can no longer follow (a resume from Continue Watching can)
     prev = state.shown_rows.get(ev.title_id)
     if prev is None or ev.event_ts_ms >= prev.ts_ms:
         state.shown_rows[ev.title_id] = ShownRow(kind, ev.event_ts_ms)
@@ -481,7 +481,8 @@ def _note_shown_row(state: ProfileState, ev: Impression, fx: Effects) -> None:
 
 def _credit_row(state: ProfileState, title_id: str, ts: int, params: FeatureParams,
                 fx: Effects) -> None:
-    """A first play of a title shown within the attribution window credits that row kind."""
+    """A first play of a title shown within the attribution window credits that row kind
+    (and a resumed play, the Continue Watching row it was shown in)."""
     shown = state.shown_rows.pop(title_id, None)
     if shown is not None and 0 <= ts - shown.ts_ms <= params.row_attribution_window_s * 1000.0:
         fx.row_takes.append(shown.kind)
@@ -628,6 +629,9 @@ def _apply_play(state: ProfileState, ev: Play, genres_of: GenresOf, cast_of: Gen
         state.rewatches[tid] = state.rewatches.get(tid, 0) + 1
         fx.labels.append((tid, LABEL_TARGET["rewatch"]))
     before = state.engaged.get(tid, ENGAGED_NONE)
+    if before != ENGAGED_NONE and ev.action == "start" and (
+            (shown := state.shown_rows.get(tid)) and shown.kind == RowKind.CONTINUE_WATCHING):
+        _credit_row(state, tid, ts, params, fx)  # resumed from Continue Watching
     level, label = derive_play_level(before, fraction)
     if label is not None:
         if before == ENGAGED_NONE:

@@ -9,9 +9,13 @@ the online Top Picks model, content match and popularity (the model's weight gro
 the member's history, so new members get popular and content-matched titles); (2) builds
 candidate rows (Continue Watching, Top Picks, Because You Watched X, Because You Like
 <genre>, Top 10, Trending, New Releases, More Like X); (3) gives each row a utility = the
-row kind's prior weight x the mean relevance of its leading titles; (4) picks rows greedily
-by utility minus ``diversity_penalty`` x the row's largest similarity to rows already
-picked; (5) fills the picked rows in that order so no title appears twice on the page.
+row kind's weight (learned from the population's plays, adjusted by the member's own,
+:mod:`online_models.row_affinity`) x the mean relevance of its leading titles; (4) picks
+rows greedily by their marginal gain: the utility of the titles each row would show in view
+that are not in view above, minus ``diversity_penalty`` x the row's largest similarity to
+rows already picked (the required kinds keep a place unless the member never plays from
+them); (5) fills the picked rows in view first (:func:`fill_rows`), so no title appears
+twice on the page and each row's best titles not shown above are where members look.
 Guardrails (:class:`~online_models.rules.Rules`) filter every candidate.
 
 >>> import datetime as dt
@@ -42,6 +46,7 @@ from features.catalog import Catalog, CatalogArrays
 from features.profile import ProfileState
 from features.rows import RowKind, genre_row_id, row_id
 from online_models.content import content_scores_indexed
+from online_models.page_view import discount_ignored, fill_rows, required_kinds
 from online_models.row_affinity import member_row_weights
 from online_models.rules import ProfileMeta, Rules
 from online_models.similarity import CoWatchSimilarity
@@ -421,6 +426,7 @@ class _Rows:
                  depth: int, weights: Mapping[str, float]) -> None:
         self.rel, self.allowed, self.engaged = rel, allowed_ids, engaged
         self.depth, self.weights = depth, weights
+        self.similarity_weight = 0.5
         self.rows: list[CandidateRow] = []
 
     def by_rel(self, ids: Iterable[str]) -> list[tuple[str, float]]:
@@ -433,8 +439,10 @@ class _Rows:
         return [(t, -neg) for neg, t in keyed[: self.depth]]
 
     def by_rel_near(self, near: list[tuple[str, float]]) -> list[tuple[str, float]]:
-        """A seed's neighbours ranked for the member: relevance x (0.5 + 0.5 x similarity)."""
-        ranked = [(t, self.rel.get(t, 0.0) * (0.5 + 0.5 * min(1.0, s))) for t, s in near]
+        """A seed's neighbours ranked for the member: relevance x (1 - a + a x similarity),
+        ``a`` the rules' ``neighbour_similarity``."""
+        a = self.similarity_weight
+        ranked = [(t, self.rel.get(t, 0.0) * (1.0 - a + a * min(1.0, s))) for t, s in near]
         ranked.sort(key=lambda kv: (-kv[1], kv[0]))
         return ranked
 
@@ -465,6 +473,7 @@ def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed_ids: se
         w = member_row_weights(w, state.row_counts, rules.member_row_strength)
     engaged = (set(state.engaged) | set(state.finished)) if state else set()
     b = _Rows(rel, allowed_ids, engaged, max(3 * config.row_length, 30), w)
+    b.similarity_weight = rules.neighbour_similarity
     if state is not None:
         _personal_rows(b, state, catalog, cowatch, config, now_ms)
     if state is None or not (state.engaged or state.explicit):
@@ -558,57 +567,6 @@ def _shared_rows(b: _Rows, catalog: Catalog, trending: Sequence[tuple[str, float
           b.by_rel(new))
 
 
-def discount_ignored(rel: np.ndarray, idx: np.ndarray, arr: CatalogArrays, state: ProfileState,
-                     discount: float) -> None:
-    """Multiply in place the relevance of each title shown ``n`` times and never played by
-    ``discount ** n`` (``rel[j]`` is the title at ``arr`` position ``idx[j]``, sorted)."""
-    shown = state.impressions_without_play()
-    if not shown:
-        return
-    pos = np.fromiter((arr.pos.get(t, -1) for t in shown), int, len(shown))
-    times = np.fromiter(shown.values(), float, len(shown))
-    at = np.searchsorted(idx, pos)
-    hit = (pos >= 0) & (at < len(idx))
-    hit[hit] &= idx[at[hit]] == pos[hit]
-    rel[at[hit]] *= discount ** times[hit]
-
-
-def fill_rows(chosen: Sequence[CandidateRow], catalog: Catalog, row_length: int,
-              visible: int) -> list[list[tuple[Title, float]]]:
-    """The titles of each selected row, in page order, no title twice on the page.
-
-    In view first: every row takes its first ``visible`` titles not taken above, top row
-    first, before any row takes more (up to ``row_length``, from the rest of its ranking);
-    so a row's leading titles are never spent on a row above's columns out of view, and
-    what a member sees without scrolling holds each row's best titles not shown above.
-
-    >>> import datetime as dt
-    >>> from topics.models import Artwork
-    >>> cat = Catalog([Title(title_id=t, name=t, genres=["Drama"], maturity_rating="PG",
-    ...     release_date=dt.date(2024, 1, 1), duration_s=60.0,
-    ...     artwork=[Artwork(artwork_id=t + "a", url="u")]) for t in "abcdef"])
-    >>> rows = [CandidateRow("r1", "top_picks", "", "", [(t, 1.0) for t in "abcde"]),
-    ...         CandidateRow("r2", "genre", "", "", [(t, 1.0) for t in "bcf"])]
-    >>> [[t.title_id for t, _ in r] for r in fill_rows(rows, cat, row_length=4, visible=2)]
-    [['a', 'b', 'd', 'e'], ['c', 'f']]
-    """
-    used: set[str] = set()
-    picked: list[list[tuple[Title, float]]] = [[] for _ in chosen]
-    cursor = [0] * len(chosen)
-    for depth in (visible, row_length):
-        for i, c in enumerate(chosen):
-            row, j = picked[i], cursor[i]
-            while len(row) < depth and j < len(c.ranked):
-                tid, score = c.ranked[j]
-                j += 1
-                title = None if tid in used else catalog.get(tid)
-                if title is not None:
-                    row.append((title, score))
-                    used.add(tid)
-            cursor[i] = j
-    return picked
-
-
 def assemble_page(state: ProfileState | None, catalog: Catalog,
                   trending: Sequence[tuple[str, float]], scorer: Scorer | None,
                   config: PageConfig, country: str, now_ms: int,
@@ -636,7 +594,7 @@ def assemble_page(state: ProfileState | None, catalog: Catalog,
     min_items = min(rules.min_row_items, config.row_length)
     visible = min(rules.visible_columns, config.row_length)
     chosen = select_rows(cands, catalog, rules.diversity_penalty, rules.max_rows,
-                         config.row_length, min_items, rules.required_rows, visible)
+                         config.row_length, min_items, required_kinds(rules, state), visible)
     rows: list[PageRow] = []
     for c, picked in zip(chosen, fill_rows(chosen, catalog, config.row_length, visible),
                          strict=True):

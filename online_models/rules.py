@@ -87,7 +87,7 @@ class Rules(BaseModel):
     visible_columns: int = Field(5, ge=1)
     #: Pseudo-impressions that shrink a member's own row-kind take rates toward their
     #: overall rate (:mod:`online_models.row_affinity`; 0: the population's weights only).
-    member_row_strength: float = Field(50.0, ge=0.0)
+    member_row_strength: float = Field(10.0, ge=0.0)
     #: Relevance multiplier per time a title was shown to the member and not played
     #: (1: no discount).
     impression_discount: float = Field(1.0, gt=0.0, le=1.0)
@@ -101,9 +101,17 @@ class Rules(BaseModel):
         "continue_watching", "top_picks", "trending", "genre"])
     #: How many genre rows ("Because You Like <genre>", the member's strongest genres) are
     #: candidates; the selection keeps those worth their place.
-    genre_rows: int = Field(3, ge=0)
+    genre_rows: int = Field(5, ge=0)
+    #: How much a seed's similarity orders the titles of its row (Because You Watched X,
+    #: More Like X): relevance x (1 - a + a x similarity); 0: by relevance alone, among
+    #: the seed's neighbours.
+    neighbour_similarity: float = Field(0.5, ge=0.0, le=1.0)
+    #: A required kind shown to a member this many times (impressions) without one play
+    #: from it is no longer reserved a place on their pages: it still competes on utility
+    #: (the required rules' cost is bounded per member); 0: always reserved.
+    required_rows_patience: int = Field(15, ge=0)
     #: How many "Because You Watched" rows at most.
-    because_you_watched_rows: int = Field(3, ge=0)
+    because_you_watched_rows: int = Field(5, ge=0)
     #: Days a title counts as a new release.
     new_release_days: int = Field(60, ge=1)
 

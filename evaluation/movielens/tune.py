@@ -35,19 +35,21 @@ from online_models.rules import Rules
 #: ``(name, what it tests, rule changes)``; the first is the defaults (the choice).
 VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
     ("defaults", "the chosen parameters", {}),
-    ("row by row", "each row filled to its length before the next (the former page)",
-     {"visible_columns": 20}),
+    ("former page", "rows filled one after the other to their length, 3 genre and 3 "
+     "Because You Watched candidates, no member affinities, required rows always kept",
+     {"visible_columns": 20, "genre_rows": 3, "because_you_watched_rows": 3,
+      "member_row_strength": 0.0, "required_rows_patience": 0}),
     ("no member affinities", "population row-kind weights only", {"member_row_strength": 0.0}),
-    ("member affinities x5", "per-member row-kind evidence weighs 5 times more",
-     {"member_row_strength": 10.0}),
+    ("stronger member affinities", "a member's own row-kind evidence counts sooner",
+     {"member_row_strength": 3.0}),
     ("impression discount 0.8", "relevance x 0.8 per impression without a play",
      {"impression_discount": 0.8}),
-    ("impression discount 0.5", "relevance x 0.5 per impression without a play",
-     {"impression_discount": 0.5}),
     ("3 genre, 3 BYW candidates", "fewer candidate rows to choose from",
      {"genre_rows": 3, "because_you_watched_rows": 3}),
-    ("no diversity penalty", "what the diversity rule costs", {"diversity_penalty": 0.0}),
+    ("required rows always kept", "what bounding the required rows per member gains",
+     {"required_rows_patience": 0}),
     ("no required rows", "what the required rows cost", {"required_rows": []}),
+    ("no diversity penalty", "what the diversity rule costs", {"diversity_penalty": 0.0}),
 ]
 
 

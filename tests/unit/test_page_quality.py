@@ -147,3 +147,43 @@ def test_marginal_gain_counts_a_title_once_and_the_late_half_apart() -> None:
     assert sum(res.kind_gain.values()) / res.page_views == res.recall[10][0]
     # only the chunk starting after 75% of the interactions is in the late half
     assert res.late_page_views == 1 and res.recall_late[10][0] == 0.5
+
+
+def test_a_resume_from_continue_watching_credits_that_row() -> None:
+    cat = small_catalog()
+    s = ProfileState("p")
+    p = FeatureParams()
+
+    def start(eid: str, ts: int, pos: float) -> list[str]:
+        return apply_event(s, Play(event_id=eid, profile_id="p", event_ts_ms=ts, title_id="t3",
+                                   action="start", position_s=pos, duration_s=600.0,
+                                   country="US"), cat.genres_of, p).row_takes
+
+    start("s1", TS, 0.0)
+    apply_event(s, Play(event_id="h", profile_id="p", event_ts_ms=TS + 1, title_id="t3",
+                        action="progress", position_s=200, duration_s=600.0, country="US"),
+                cat.genres_of, p)
+    assert start("s2", TS + 2, 200.0) == []  # not shown in Continue Watching: no credit
+    apply_event(s, Impression(event_id="i", profile_id="p", event_ts_ms=TS + 10,
+                              request_id="r", title_id="t3", row_id="continue-watching",
+                              row=0, column=0, artwork_id="a", propensity=1.0,
+                              policy="materialized"), cat.genres_of, p)
+    assert start("s3", TS + 20, 200.0) == ["continue_watching"]
+    assert s.row_counts["continue_watching"] == [1, 1]
+    assert start("s4", TS + 30, 250.0) == []  # one credit per impression
+
+
+def test_a_required_kind_never_played_from_stops_being_reserved() -> None:
+    cat = small_catalog()
+    rules = Rules(max_rows=4, required_rows_patience=30)
+    s = rich_member(cat)
+    s.row_counts = {"trending": [29, 0]}
+    assert "trending" in [r["kind"] for r in page_for(s, cat, rules)["rows"]]
+    s.row_counts = {"trending": [30, 0]}
+    without = [r["kind"] for r in page_for(s, cat, rules)["rows"]]
+    assert "trending" not in without and len(without) == 4
+    s.row_counts = {"trending": [300, 1]}  # one play from it: still reserved
+    assert "trending" in [r["kind"] for r in page_for(s, cat, rules)["rows"]]
+    never = Rules(max_rows=4, required_rows_patience=0)
+    s.row_counts = {"trending": [3000, 0]}
+    assert "trending" in [r["kind"] for r in page_for(s, cat, never)["rows"]]
