@@ -58,7 +58,8 @@ LATEST_ROW = {"row_id": "latest", "kind": "latest", "title": "Latest",
 FAIL_CLOSED_META = ProfileMeta(kids=True, max_rating="G")
 
 #: One round trip: KEYS = page, settings, state, assignments, default pages by preference;
-#: ARGV[1] = '1' to read the state too. Returns ``{page or false, 0 (personal) or 1-based
+#: ARGV[1] = '1' to read the state too, ARGV[2] = '0' to leave the assignments out (nothing
+#: is kept when the sticky period is 0). Returns ``{page or false, 0 (personal) or 1-based
 #: default index, settings, state (or false), assignments as a flat field/value list}``.
 READ_HOME_LUA = """
 local page = redis.call('GET', KEYS[1])
@@ -71,8 +72,9 @@ if not page then
 end
 local state = false
 if ARGV[1] == '1' then state = redis.call('GET', KEYS[3]) or false end
-return {page or false, source, redis.call('GET', KEYS[2]) or false,
-        state, redis.call('HGETALL', KEYS[4])}
+local assignments = {}
+if ARGV[2] ~= '0' then assignments = redis.call('HGETALL', KEYS[4]) end
+return {page or false, source, redis.call('GET', KEYS[2]) or false, state, assignments}
 """
 
 
@@ -282,12 +284,13 @@ def _script(store: RedisStore) -> Any:
 
 
 async def read_home(store: PipelineStore, profile_id: str, country: str | None,
-                    with_state: bool = True) -> HomeReads:
+                    with_state: bool = True, with_assignments: bool = True) -> HomeReads:
     """The page (or the first default page that exists: ``country``'s, then all
-    countries'), settings, state (unless ``with_state`` is false) and assignments of
-    ``profile_id``: one round trip to Redis; a second one only when no country was asked
-    for, no personal page exists and the profile's home country has a default page of its
-    own. The state is parsed by :func:`state_view` when needed."""
+    countries'), settings, state (unless ``with_state`` is false) and assignments (unless
+    ``with_assignments`` is false) of ``profile_id``: one round trip to Redis; a second one
+    only when no country was asked for, no personal page exists and the profile's home
+    country has a default page of its own. The state is parsed by :func:`state_view` when
+    needed."""
     defaults = [c for c in dict.fromkeys((country, ALL_COUNTRIES)) if c is not None]
     meta_raw: bytes | None = None
     state_raw: bytes | None = None
@@ -296,7 +299,8 @@ async def read_home(store: PipelineStore, profile_id: str, country: str | None,
         page, idx, meta_raw, state_raw, flat = await _script(store)(keys=[
             keys.page_key(p, profile_id), keys.profile_meta_key(p, profile_id),
             keys.profile_key(p, profile_id), keys.artwork_key(p, profile_id),
-            *(keys.default_page_key(p, c) for c in defaults)], args=["1" if with_state else "0"])
+            *(keys.default_page_key(p, c) for c in defaults)],
+            args=["1" if with_state else "0", "1" if with_assignments else "0"])
         meta = parse_meta(meta_raw or None)
         meta_raw, state_raw = meta_raw or None, state_raw or None
         state: InProgress | None = None
@@ -449,7 +453,8 @@ async def homepage(request: web.Request) -> web.Response:
     snap = models.snapshot if models.loaded else await models.ensure()
     plan = home.get(profile_id)
     reads = await read_home(store, profile_id, country,
-                            with_state=plan is None or plan.has_continue_watching)
+                            with_state=plan is None or plan.has_continue_watching,
+                            with_assignments=app[ARTWORK].sticky.period_s > 0)
     if plan is None or plan.key != plan_key(reads, country, snap.version,
                                             plan.has_continue_watching):
         plan = await compile_home(app, profile_id, country, reads, snap)

@@ -41,6 +41,9 @@ MATERIALIZED_PROPENSITY = 1.0
 #: Parts of one impression in the Avro template (see :meth:`PagePlan._avro_template`).
 _PARTS = 7
 REQUEST_ID_LEN = 32
+#: Digits of a decision time in ms (until the year 2286), for which assignments are joined
+#: from prepared pieces.
+TIME_DIGITS = 13
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,9 @@ class Decisions:
     pieces: list[list[ArmPieces]]
     #: The Avro template with this context's tails and the fixed artwork fields in place.
     parts: list[bytes]
+    #: Per slot and arm: the title's field and the assignment up to its decision time, for
+    #: a time of :data:`TIME_DIGITS` digits (:meth:`PagePlan.choose`).
+    assignment_heads: list[list[bytes]]
 
 
 @dataclass(slots=True)
@@ -299,10 +305,14 @@ class PagePlan:
         with_context = tail + string_bytes(orjson.dumps(context).decode())
         for i in self.context_tails:
             parts[i] = with_context
+        heads = [[slot.field + b"%d:" % (len(p.assignment_head) + TIME_DIGITS
+                                         + len(p.assignment_tail)) + p.assignment_head
+                  for p in arm_pieces] for slot, arm_pieces in zip(self.slots, pieces,
+                                                                   strict=True)]
         if len(self._decisions) > 64:
             self._decisions.clear()
         found = self._decisions[key] = Decisions(policy, policy.version, context, cumulative,
-                                                 pieces, parts)
+                                                 pieces, parts, heads)
         return found
 
     def kept_pieces(self, slot: Slot, raw: Any, sticky: StickyAssignment,
@@ -336,12 +346,17 @@ class PagePlan:
         pieces, the new assignments (:class:`Served`) and when the first kept one expires."""
         at = str(served_at_ms).encode()
         if not (sticky.period_s > 0 and previous):  # a first visit: every title is drawn
-            ks = map(bisect.bisect_right, decisions.cumulative,
-                     decisions.policy.uniforms(len(self.slots)))
+            ks = list(map(bisect.bisect_right, decisions.cumulative,
+                          decisions.policy.uniforms(len(self.slots))))
             chosen = list(map(operator.getitem, decisions.pieces, ks))
-            return chosen, b"".join([b for slot, p in zip(self.slots, chosen, strict=True)
-                                     for b in (slot.field, p.assignment_field(at))]), \
-                len(chosen), math.inf
+            if len(at) == TIME_DIGITS:
+                heads = map(operator.getitem, decisions.assignment_heads, ks)
+                new = b"".join(itertools.chain.from_iterable(zip(
+                    heads, itertools.repeat(at), [p.assignment_tail for p in chosen])))
+            else:
+                new = b"".join([b for slot, p in zip(self.slots, chosen, strict=True)
+                                for b in (slot.field, p.assignment_field(at))])
+            return chosen, new, len(chosen), math.inf
         kept = [self.kept_pieces(slot, previous.get(slot.title_id), sticky, served_at_ms)
                 for slot in self.slots]
         todo = [i for i, k in enumerate(kept) if k is None]

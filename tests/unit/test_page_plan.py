@@ -110,15 +110,22 @@ PREVIOUS = {
 }
 
 
-@pytest.mark.parametrize("name", ["lin_ucb", "thompson", "epsilon_greedy", "non_contextual",
-                                  "uniform"])
-def test_a_compiled_page_answers_and_logs_what_item_by_item_serving_did(name: str) -> None:
+NOW = 1_796_370_000_123  # a decision time of today's 13 digits (prepared assignment pieces)
+
+
+@pytest.mark.parametrize(("name", "now"), [
+    ("lin_ucb", NOW), ("thompson", NOW), ("epsilon_greedy", NOW), ("non_contextual", NOW),
+    ("uniform", NOW), ("lin_ucb", 10_000)])
+def test_a_compiled_page_answers_and_logs_what_item_by_item_serving_did(name: str,
+                                                                        now: int) -> None:
     trained = _trained(name)
     old_policy, new_policy = (type(trained).from_bytes(trained.to_bytes()) for _ in range(2))
     # Thompson's Monte Carlo propensities depend on which titles are decided together:
     # compare it on a first visit, where both paths decide the whole first screen
-    previous = {} if name == "thompson" else PREVIOUS
-    now, rid = 10_000, "0123456789abcdef0123456789abcdef"
+    previous = {} if name == "thompson" else {
+        t: v if isinstance(v, bytes) else {**v, "chosen_at_ms": now - 1_000}
+        for t, v in PREVIOUS.items()}
+    rid = "0123456789abcdef0123456789abcdef"
     expected_page, expected_value = _item_by_item(old_policy, previous, now, rid)
     plan, served = _compiled(new_policy, previous, now, rid)
     assert orjson.loads(served.body) == expected_page
