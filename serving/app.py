@@ -208,7 +208,8 @@ def create_app(settings: Settings, store: PipelineStore | None = None,
     app[HOME] = HomeState(settings.serve_plan_cache)
     app[BROKER_CHECK] = BrokerCheck(broker_timeout_s, broker_ttl_s)
     app[RULES] = rules if rules is not None else rules_from_settings(settings)
-    app[ARTWORK] = ArtworkChooser(settings.artwork_sticky_s, settings.artwork_rows)
+    app[ARTWORK] = ArtworkChooser(settings.artwork_sticky_s, settings.artwork_rows,
+                                  settings.artwork_decisions_max_age_s)
     app[EXPERIMENT] = experiment_from_settings(settings)
     app[PAGE_CONFIG] = PageConfig(row_length=settings.row_length,
                                   affinity_half_life_s=settings.affinity_half_life_s,

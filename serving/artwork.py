@@ -71,8 +71,12 @@ class ArtworkChooser:
     title are built once per catalog snapshot.
     """
 
-    def __init__(self, sticky_s: float, max_rows: int = 3) -> None:
+    def __init__(self, sticky_s: float, max_rows: int = 3,
+                 decisions_max_age_s: float = 0.0) -> None:
         self.sticky = StickyAssignment(period_s=sticky_s)
+        #: How long a compiled page keeps deciding with the policy version it was prepared
+        #: for after a newer one is loaded (:meth:`serving.page_plan.PagePlan.decisions`).
+        self.decisions_max_age_ms = decisions_max_age_s * 1000.0
         #: Rows whose artwork the policy decides (the first screen); titles further down
         #: keep their default image and are logged as such (policy ``materialized``).
         self.max_rows = max_rows

@@ -471,7 +471,8 @@ def serve_plan(app: web.Application, plan: PagePlan, reads: HomeReads,
     served_at_ms = now_ms()
     request_id = uuid.uuid4().hex
     policy = app[MODELS].artwork_policy
-    decisions = plan.decisions(policy, device, served_at_ms)
+    decisions = plan.decisions(policy, device, served_at_ms,
+                               app[ARTWORK].decisions_max_age_ms)
     served = plan.serve(decisions, reads, app[ARTWORK].sticky, request_id, served_at_ms)
     record_page(plan.source, policy.name, served.decided)
     if served.assignments:

@@ -107,6 +107,8 @@ class Decisions:
     #: Per slot and arm: the title's field and the assignment up to its decision time, for
     #: a time of :data:`TIME_DIGITS` digits (:meth:`PagePlan.choose`).
     assignment_heads: list[list[bytes]]
+    #: When they were made (ms).
+    made_at_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -280,14 +282,18 @@ class PagePlan:
                           + array_block_header(index))
 
     # -- per context ---------------------------------------------------------------------------
-    def decisions(self, policy: ArtworkPolicy, device: str, now_ms: int) -> Decisions:
+    def decisions(self, policy: ArtworkPolicy, device: str, now_ms: int,
+                  max_age_ms: float = 0.0) -> Decisions:
         """The policy's propensities and pieces for this plan's slots, in the context of a
-        request from ``device`` at ``now_ms`` (cached per device, hour and policy version:
-        they are the same numbers)."""
+        request from ``device`` at ``now_ms``: cached per device and hour, and reused while
+        the policy is the same version, or for ``max_age_ms`` after they were made with an
+        older one (what is drawn from them is logged with that version and its
+        propensities, so the log stays exact)."""
         key = (device, int(now_ms // 3_600_000) % 24)
         found = self._decisions.get(key)
-        if found is not None and found.policy is policy and (
-                found.policy_version == policy.version):
+        if found is not None and (
+                (found.policy is policy and found.policy_version == policy.version)
+                or now_ms - found.made_at_ms < max_age_ms):
             return found
         context = request_context(self.page_context, self.country, device, now_ms)
         probs = policy.propensities_many(context, [s.art.arms for s in self.slots])
@@ -312,7 +318,7 @@ class PagePlan:
         if len(self._decisions) > 64:
             self._decisions.clear()
         found = self._decisions[key] = Decisions(policy, policy.version, context, cumulative,
-                                                 pieces, parts, heads)
+                                                 pieces, parts, heads, now_ms)
         return found
 
     def kept_pieces(self, slot: Slot, raw: Any, sticky: StickyAssignment,

@@ -160,6 +160,10 @@ class Settings(BaseSettings):
                               "the bandit chooses (the first screen)")
     serve_plan_cache: int = Field(4096, ge=0, description="Compiled home pages kept per "
                                   "server process (0: compile every request)")
+    artwork_decisions_max_age_s: float = Field(
+        30.0, ge=0.0, description="How long a served page keeps drawing artwork from the "
+        "propensities of the policy version it computed them with after a newer version "
+        "is loaded (logged with that version; 0: recompute at every new version)")
     artwork_reward_window_s: float = Field(3600.0, gt=0.0, description="A play this long "
                                            "after an impression can reward its artwork")
     artwork_quality_fraction: float = Field(0.3, gt=0.0, le=1.0, description="Share of the "

@@ -174,8 +174,15 @@ def test_decisions_follow_the_policy_version_and_the_hour() -> None:
     assert plan.decisions(policy, "tv", 20_000) is d1
     assert plan.decisions(policy, "tv", 10_000 + 3_600_000) is not d1
     assert plan.decisions(policy, "phone", 10_000) is not d1
+    d2 = plan.decisions(policy, "tv", 10_000)
     policy.learn_one({"country": "US"}, Arm("x0-a0", ("comedy",)), 1.0)
-    assert plan.decisions(policy, "tv", 10_000) is not d1
+    # a newer version: recomputed at once, or after max_age_ms with the older one
+    assert plan.decisions(policy, "tv", 10_000) is not d2
+    d3 = plan.decisions(policy, "tv", 10_000)
+    policy.learn_one({"country": "US"}, Arm("x0-a0", ("comedy",)), 0.0)
+    assert plan.decisions(policy, "tv", 30_000, max_age_ms=60_000) is d3
+    assert d3.policy_version == policy.version - 1
+    assert plan.decisions(policy, "tv", 70_001, max_age_ms=60_000) is not d3
 
 
 def test_items_without_a_title_id_are_reported_not_logged() -> None:
