@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration bench eval eval-artwork lint fmt clean
+.PHONY: install demo test test-unit test-integration bench soak eval eval-artwork lint fmt clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,11 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run --workers 2,1 --learner-mode topic --render-window-ms 1000 \
 		--load-share 0.5 --min-events-per-s 20000 --max-freshness-p99-ms 250 \
 		--min-serve-ratio 0.5 --max-serve-p99-ratio 2.0
+
+# the local stack under half the measured worker throughput and serving load for
+# SOAK_SECONDS (600): memory at the end of warm-up and at the end, errors (not in make test)
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak
 
 eval-artwork: $(STAMP)
 	$(BIN)/python -m evaluation artwork

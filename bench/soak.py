@@ -1,0 +1,293 @@
+"""``make soak``: the local stack under steady load for ``SOAK_SECONDS`` (default 600).
+
+Starts Tansu, Redis, one worker (``python -m streams.worker``) and one server process
+(``python -m serving``), measures the worker's throughput on a backlog, then sends live
+simulated traffic (event time = wall clock) at half that rate while a client asks for home
+pages. It samples the resident memory of the worker, the server and Redis, Redis' key count
+and used memory, after the warm-up (a fifth of the run, at least 60 s) and at the end, and
+counts errors (HTTP answers other than 200, dead letters, processes that died). It prints
+one JSON report and exits 1 when a process' RSS grew by 10% or more after the warm-up,
+Redis' used memory did, or there was an error.
+
+Not part of ``make test``: it takes the run's length and the whole machine.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("bench.soak")
+
+#: Growth of a process' RSS (or Redis' used memory) after the warm-up that fails the soak.
+MAX_GROWTH = 0.10
+#: Members: few enough that their bounded per-member data (dedupe ids, recent titles,
+#: artwork assignments) fills up during the warm-up, so growth after it is not by members.
+PROFILES = 300
+TITLES = 200
+BACKLOG_EVENTS = 20_000
+PAGE_REQUESTS_PER_S = 20.0
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process and its descendants, in KiB (0 when it is gone)."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def _tree(pid: int) -> Iterator[int]:
+    yield pid
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return
+    for t in tasks:
+        try:
+            children = Path(f"/proc/{pid}/task/{t}/children").read_text().split()
+        except OSError:
+            continue
+        for c in children:
+            yield from _tree(int(c))
+
+
+class PageClient(threading.Thread):
+    """Asks the server for random members' home pages at a steady rate; counts answers."""
+
+    def __init__(self, base_url: str, profiles: list[str], rate_per_s: float) -> None:
+        super().__init__(daemon=True)
+        self.base_url, self.profiles, self.interval = base_url, profiles, 1.0 / rate_per_s
+        self.stop = threading.Event()
+        self.ok = 0
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        rng = random.Random(7)
+        while not self.stop.wait(self.interval):
+            pid = rng.choice(self.profiles)
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/v1/homepage/{pid}",
+                                            timeout=10) as r:
+                    r.read()
+                    self.ok += r.status == 200
+            except Exception as exc:  # every failure is reported, none is fatal here
+                self.errors.append(f"{type(exc).__name__}: {exc}"[:200])
+
+
+def sample(r: Any, procs: dict[str, Any]) -> dict[str, Any]:
+    """RSS of the processes (KiB), Redis' keys and memory."""
+    info = r.info("memory")
+    out = {f"{name}_rss_kib": rss_kib(p.pid) for name, p in procs.items()}
+    out.update(redis_used_memory=int(info["used_memory"]), redis_keys=int(r.dbsize()))
+    return out
+
+
+def growth(start: dict[str, Any], end: dict[str, Any]) -> dict[str, float]:
+    """Relative growth of each memory figure from ``start`` to ``end``."""
+    return {k: round((end[k] - start[k]) / start[k], 4) for k in start
+            if (k.endswith("_rss_kib") or k == "redis_used_memory") and start[k]}
+
+
+def _wait_for(pred: Any, timeout_s: float, what: str, watch: list[Any]) -> None:
+    from homestream.stack.process import wait_for
+
+    wait_for(pred, timeout_s, what, watch=watch, interval_s=0.2)
+
+
+def measure_throughput(settings: Any, r: Any, env: dict[str, str]) -> float:
+    """Events per second a worker applies from a backlog of one event per message, as live
+    players send them (event times in the past): produced while no worker runs, then timed
+    from the first event applied to the last."""
+    from homestream.player.producer import PlayerProducer
+    from homestream.player.simulator import events_stream
+    from homestream.stack.process import Child
+
+    start_ms = int(time.time() * 1000) - 24 * 3600 * 1000  # the backlog is all in the past
+    with PlayerProducer(settings, max_batch_events=1) as producer:
+        for ev in events_stream(BACKLOG_EVENTS, start_ms, seed=11, n_titles=TITLES,
+                                n_profiles=PROFILES):
+            producer.send(ev)
+    n0 = _applied(r, settings)
+    worker = Child.module("streams.worker", env)
+    try:
+        _wait_for(lambda: _applied(r, settings) > n0, 120, "the first backlog event", [worker])
+        t0, n1 = time.monotonic(), _applied(r, settings)
+        _wait_for(lambda: _applied(r, settings) >= n0 + BACKLOG_EVENTS, 600,
+                  "the backlog applied", [worker])
+        return (_applied(r, settings) - n1) / (time.monotonic() - t0)
+    finally:
+        worker.stop()
+
+
+def _applied(r: Any, settings: Any) -> int:
+    from features.keys import stats_key
+
+    return int(r.hget(stats_key(settings.key_prefix), "events_applied") or 0)
+
+
+def _counter(r: Any, settings: Any, name: str) -> int:
+    from features.keys import stats_key
+
+    return int(r.hget(stats_key(settings.key_prefix), name) or 0)
+
+
+def run(seconds: float) -> dict[str, Any]:
+    """The soak; returns its report (``passed`` says whether it met the targets)."""
+    import redis
+
+    from homestream.player.producer import PlayerProducer
+    from homestream.player.simulator import (
+        PlayerSimulator,
+        publish_catalog,
+        run_simulation,
+        synthetic_catalog,
+        synthetic_profiles,
+    )
+    from homestream.settings import load_settings
+    from homestream.stack.local import free_port, local_stack
+    from homestream.stack.process import Child
+    from topics.registry import ensure_topics
+
+    warmup_s = max(60.0, seconds / 5)
+    with local_stack() as stack:
+        env = {**stack.env(), "HOMESTREAM_HTTP_PORT": str(free_port()),
+               "HOMESTREAM_HTTP_WORKERS": "1", "HOMESTREAM_PARTITIONS": "4",
+               "HOMESTREAM_WORKER_DATA_DIR": f"/tmp/homestream-soak-{os.getpid()}"}
+        os.environ.update(env)
+        settings = load_settings()
+        r = redis.Redis.from_url(settings.redis_url)
+        ensure_topics(settings)
+        catalog = synthetic_catalog(TITLES, 11)
+        publish_catalog(settings, catalog)
+        eps = measure_throughput(settings, r, env)
+        worker = Child.module("streams.worker", env)
+        server = Child.module("serving", env)
+        procs = {"worker": worker, "server": server, "redis": stack.redis.proc}
+        try:
+            return _soak(settings, r, worker, server, procs, seconds, warmup_s, catalog, eps,
+                         PlayerProducer, PlayerSimulator, run_simulation, synthetic_profiles)
+        finally:
+            server.stop()
+            worker.stop()
+
+
+def _soak(settings: Any, r: Any, worker: Any, server: Any, procs: dict[str, Any],
+          seconds: float, warmup_s: float, catalog: Any, eps: float, producer_cls: Any,
+          sim_cls: Any,
+          run_simulation: Any, synthetic_profiles: Any) -> dict[str, Any]:
+    """The measured part: throughput, then live load with samples after warm-up and at the
+    end."""
+    from features.keys import catalog_key
+
+    base = f"http://127.0.0.1:{settings.http_port}"
+    _wait_for(lambda: r.hlen(catalog_key(settings.key_prefix)) >= TITLES, 120,
+              "the catalog in Redis", [worker])
+    _wait_for(lambda: _healthy(base), 60, "the server", [server])
+    load_eps = eps / 2
+    log.info("worker applied the backlog at %.0f events/s; soak at %.0f events/s for %.0f s",
+             eps, load_eps, seconds)
+    profiles = synthetic_profiles(PROFILES, 12)
+    stop = threading.Event()
+    sim = sim_cls(catalog, profiles, 12)
+    producer = producer_cls(settings)
+    sent: list[Any] = []
+    sender = threading.Thread(target=lambda: sent.append(run_simulation(
+        producer, sim, profiles, rate_eps=load_eps, realtime=True, stop=stop)), daemon=True)
+    client = PageClient(base, [p.profile_id for p in profiles], PAGE_REQUESTS_PER_S)
+    dead0 = _counter(r, settings, "dead_letters")
+    applied0 = _applied(r, settings)
+    t0 = time.monotonic()
+    sender.start()
+    client.start()
+    errors: list[str] = []
+    try:
+        time.sleep(warmup_s)
+        start = sample(r, procs)
+        log.info("after warm-up: %s", start)
+        while time.monotonic() - t0 < seconds:
+            time.sleep(min(30.0, max(0.0, seconds - (time.monotonic() - t0))))
+            for name, p in (("worker", worker), ("server", server)):
+                if not p.alive():
+                    errors.append(f"{name} exited ({p.returncode}); log {p.log_path}")
+            log.info("%.0f s: %s, pages ok %d", time.monotonic() - t0, sample(r, procs),
+                     client.ok)
+            if errors:
+                break
+        end = sample(r, procs)
+    finally:
+        stop.set()
+        client.stop.set()
+        sender.join(60)
+        client.join(15)
+        producer.close()
+    n_sent = sent[0].events if sent else 0
+    if not _settles(r, settings, 60.0):
+        errors.append("the worker fell behind: still applying events 60 s after the load "
+                      "stopped")
+    applied = _applied(r, settings) - applied0  # the players' events and the impressions
+    if applied < n_sent:
+        errors.append(f"{n_sent - applied} of {n_sent} events sent were not applied")
+    dead = _counter(r, settings, "dead_letters") - dead0
+    errors += client.errors[:20]
+    if dead:
+        errors.append(f"{dead} dead letters")
+    grown = growth(start, end)
+    report = {
+        "seconds": seconds, "warmup_s": warmup_s, "backlog_events_per_s": round(eps),
+        "load_events_per_s": round(load_eps), "events_sent": n_sent,
+        "events_applied": applied,
+        "pages_ok": client.ok, "page_errors": len(client.errors), "start": start, "end": end,
+        "growth": grown, "max_growth": MAX_GROWTH, "errors": errors,
+    }
+    report["passed"] = not errors and all(g < MAX_GROWTH for g in grown.values())
+    return report
+
+
+def _settles(r: Any, settings: Any, timeout_s: float) -> bool:
+    """Whether the worker's applied count stops moving (3 s unchanged) within
+    ``timeout_s``: it kept up with the load."""
+    deadline = time.monotonic() + timeout_s
+    last, since = _applied(r, settings), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = _applied(r, settings)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= 3.0:
+            return True
+    return False
+
+
+def _healthy(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/healthz", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    seconds = float(os.environ.get("SOAK_SECONDS", "600"))
+    report = run(seconds)
+    print(json.dumps(report, indent=2), flush=True)
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
