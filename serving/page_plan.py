@@ -41,6 +41,11 @@ MATERIALIZED_PROPENSITY = 1.0
 #: Parts of one impression in the Avro template (see :meth:`PagePlan._avro_template`).
 _PARTS = 7
 REQUEST_ID_LEN = 32
+#: Placeholders of the request id and of the time in a prepared impressions message: byte
+#: runs no Avro field of the message can hold (UTF-8 has no 0xFF or 0xFE byte, and no
+#: number's encoding has 32 bytes in a row).
+REQUEST_ID_MARK = b"\xff" * REQUEST_ID_LEN
+TIME_MARK = b"\xfe" * 6  # a time in ms of 6 varint bytes: 2004 to 2039
 #: Digits of a decision time in ms (until the year 2286), for which assignments are joined
 #: from prepared pieces.
 TIME_DIGITS = 13
@@ -107,6 +112,9 @@ class Decisions:
     #: Per slot and arm: the title's field and the assignment up to its decision time, for
     #: a time of :data:`TIME_DIGITS` digits (:meth:`PagePlan.choose`).
     assignment_heads: list[list[bytes]]
+    #: The whole impressions message cut at the logged slots' artwork fields, the request's
+    #: id and time as placeholders (:data:`REQUEST_ID_MARK`, :data:`TIME_MARK`).
+    avro_segments: list[bytes]
     #: When they were made (ms).
     made_at_ms: int = 0
 
@@ -204,6 +212,8 @@ class PagePlan:
     impression_ids: list[str]
     #: Items that cannot be logged (no title or row id): event-id suffix and reason.
     invalid: list[tuple[str, str]]
+    #: Whether every slot is logged (else the artwork of the unlogged ones is left out).
+    all_slots_logged: bool
     has_continue_watching: bool
     _decisions: dict[tuple[Any, ...], Decisions] = field(default_factory=dict)
     _kept: dict[bytes, tuple[float, ArmPieces]] = field(default_factory=dict)
@@ -236,7 +246,7 @@ class PagePlan:
         plan = cls(profile_id, source, key, slots,
                    page_context if isinstance(page_context, dict) else {}, country,
                    impression_country, variant, segments,
-                   b',"source":' + orjson.dumps(source) + b"}", b"", [], [], [], [],
+                   b',"source":' + orjson.dumps(source) + b"}", b"", [], [], [], [], True,
                    has_continue_watching)
         plan._avro_template(page["rows"], codec)
         return plan
@@ -278,8 +288,24 @@ class PagePlan:
                 self.impression_ids.append(suffix)
                 index += 1
         self.avro_parts = parts
+        self.all_slots_logged = all(s.impression >= 0 for s in self.slots)
         self.avro_head = (codec.header(BATCH_SCHEMA) + profile
                           + array_block_header(index))
+
+    def _avro_segments(self, parts: list[bytes]) -> list[bytes]:
+        """The message of ``parts`` (one context's template) with the request's fields as
+        placeholders, cut where each logged slot's artwork fields go."""
+        marked = parts.copy()
+        n = len(marked) // _PARTS
+        marked[1::_PARTS] = [REQUEST_ID_MARK] * n
+        marked[3::_PARTS] = [TIME_MARK + b"\x40" + REQUEST_ID_MARK] * n
+        cuts = [s.impression * _PARTS + 5 for s in self.slots if s.impression >= 0]
+        bounds = [0, *cuts]
+        # a slot's own part is empty in the template: each segment may start on it
+        segments = [b"".join(marked[a:b]) for a, b in zip(bounds[:-1], cuts, strict=True)]
+        segments.append(b"".join(marked[bounds[-1]:]) + b"\x00")
+        segments[0] = self.avro_head + segments[0]
+        return segments
 
     # -- per context ---------------------------------------------------------------------------
     def decisions(self, policy: ArtworkPolicy, device: str, now_ms: int,
@@ -311,6 +337,7 @@ class PagePlan:
         with_context = tail + string_bytes(orjson.dumps(context).decode())
         for i in self.context_tails:
             parts[i] = with_context
+        segments = self._avro_segments(parts)
         heads = [[slot.field + b"%d:" % (len(p.assignment_head) + TIME_DIGITS
                                          + len(p.assignment_tail)) + p.assignment_head
                   for p in arm_pieces] for slot, arm_pieces in zip(self.slots, pieces,
@@ -318,7 +345,7 @@ class PagePlan:
         if len(self._decisions) > 64:
             self._decisions.clear()
         found = self._decisions[key] = Decisions(policy, policy.version, context, cumulative,
-                                                 pieces, parts, heads, now_ms)
+                                                 pieces, parts, heads, segments, now_ms)
         return found
 
     def kept_pieces(self, slot: Slot, raw: Any, sticky: StickyAssignment,
@@ -403,9 +430,17 @@ class PagePlan:
         n = len(self.impression_ids)
         if not n:
             return Served(body, None, 0, new, decided)
+        ts = long_bytes(served_at_ms)
+        if len(ts) == len(TIME_MARK) and len(rid) == REQUEST_ID_LEN:
+            logged = arts if self.all_slots_logged else [
+                a for slot, a in zip(self.slots, arts, strict=True) if slot.impression >= 0]
+            message = interleave(decisions.avro_segments, logged).replace(
+                TIME_MARK + b"\x40" + REQUEST_ID_MARK, ts + b"\x40" + rid).replace(
+                REQUEST_ID_MARK, rid)
+            return Served(body, message, n, new, decided)
         parts = decisions.parts.copy()
         parts[1::_PARTS] = [rid] * n
-        parts[3::_PARTS] = [long_bytes(served_at_ms) + string_bytes(request_id)] * n
+        parts[3::_PARTS] = [ts + string_bytes(request_id)] * n
         for slot, art in zip(self.slots, arts, strict=True):
             if slot.impression >= 0:
                 parts[slot.impression * _PARTS + 5] = art
