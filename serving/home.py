@@ -365,6 +365,10 @@ class HomeState:
         while len(self.plans) > self.max_plans:
             self.plans.popitem(last=False)
 
+    def forget(self, profile_id: str) -> None:
+        """Drop the compiled page of ``profile_id`` (an erased member's, for one)."""
+        self.plans.pop(profile_id, None)
+
     def writer_for(self, store: PipelineStore) -> AssignmentWriter:
         if self.writer is None:
             self.writer = AssignmentWriter(store)
@@ -461,6 +465,8 @@ async def homepage(request: web.Request) -> web.Response:
         home.compiled += 1
         if reads.page is not None and isinstance(store, RedisStore):
             home.put(profile_id, plan)
+        else:  # no stored page any more (erased, expired): keep nothing of theirs
+            home.forget(profile_id)
     return serve_plan(app, plan, reads, device)
 
 
