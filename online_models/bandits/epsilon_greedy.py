@@ -119,8 +119,8 @@ class ContextualEpsilonGreedy(ArtworkPolicy):
 
     def scores(self, context: Context, arms: list[Arm]) -> np.ndarray:
         """Posterior mean of each arm's expected reward."""
-        mean, _ = self._model.posterior(self.featurizer.many(context, arms),
-                                        [a.artwork_id for a in arms])
+        mean, _ = self._model.posterior_marginals(self.featurizer.many(context, arms),
+                                                  [a.artwork_id for a in arms])
         return mean
 
     def _propensities(self, context: Context, arms: list[Arm]) -> list[float]:

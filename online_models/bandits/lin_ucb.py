@@ -85,9 +85,9 @@ class LinUCB(ArtworkPolicy):
 
     def upper_bounds(self, context: Context, arms: list[Arm]) -> np.ndarray:
         """``mean + alpha * std`` of each candidate's expected reward."""
-        mean, cov = self._model.posterior(self.featurizer.many(context, arms),
-                                          [a.artwork_id for a in arms])
-        return mean + self.alpha * np.sqrt(np.clip(np.diag(cov), 0.0, None))
+        mean, var = self._model.posterior_marginals(self.featurizer.many(context, arms),
+                                                    [a.artwork_id for a in arms])
+        return mean + self.alpha * np.sqrt(np.clip(var, 0.0, None))
 
     def _propensities(self, context: Context, arms: list[Arm]) -> list[float]:
         return greedy_with_exploration(self.upper_bounds(context, arms).tolist(),

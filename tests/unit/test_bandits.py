@@ -351,6 +351,14 @@ def test_hybrid_ridge_equals_a_joint_ridge_regression() -> None:
     unseen_mean, unseen_cov = model.posterior([{99: 2.0}], ["new"])
     assert unseen_mean[0] == 0.0
     assert unseen_cov[0, 0] == pytest.approx(4.0 / l2 + 1.0 / intercept_l2)
+    # the marginals (what LinUCB and epsilon-greedy ask for) are the joint's diagonal,
+    # also with buckets never learned and candidates mixing both
+    zs += [{99: 2.0, 0: 1.0}, {98: -1.0, 97: 0.5}]
+    cands += ["c", "newer"]
+    mean, pcov = model.posterior(zs, cands)
+    m_mean, m_var = model.posterior_marginals(zs, cands)
+    np.testing.assert_allclose(m_mean, mean, atol=1e-12)
+    np.testing.assert_allclose(m_var, np.diag(pcov), atol=1e-12)
 
 
 # -- the simulation -----------------------------------------------------------------------
