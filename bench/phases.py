@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.stats import CpuProbes, cpu_delta, cpu_snapshot, drain_rate, rate
@@ -203,21 +203,63 @@ class FreshnessResult:
     load_messages: int
     load_elapsed_s: float
     cpu_s: dict[str, float | None]
+    #: Probes of members who had a page already (no target: what the render window's
+    #: queue costs a member in a session).
+    returning_ms: list[float] = field(default_factory=list)
+    returning_sent: int = 0
+    returning_failures: int = 0
+
+
+class _Probes:
+    """Open freshness probes: a page key, the probe's event time and deadline, polled in
+    one ``MGET``; answered ones go to ``latencies[kind]``, late ones to ``failures``."""
+
+    def __init__(self, r: Any, prefix: str, timeout_s: float, worker: Child) -> None:
+        self.r, self.prefix, self.timeout_s, self.worker = r, prefix, timeout_s, worker
+        self.pending: dict[str, tuple[str, int, float]] = {}
+        self.latencies: dict[str, list[float]] = {"new": [], "returning": []}
+        self.sent = {"new": 0, "returning": 0}
+        self.failures = {"new": 0, "returning": 0}
+
+    def opened(self, kind: str, profile_id: str, ts_ms: int) -> None:
+        from features.keys import page_key
+
+        key = page_key(self.prefix, profile_id)
+        self.pending[key] = (kind, ts_ms, time.monotonic() + self.timeout_s)
+        self.sent[kind] += 1
+
+    def poll(self) -> None:
+        import orjson
+
+        keys = list(self.pending)
+        raws = self.r.mget(keys)
+        seen_ms = time.time() * 1000
+        for key, raw in zip(keys, raws, strict=True):
+            kind, ts, deadline = self.pending[key]
+            if raw is not None and (orjson.loads(raw).get("as_of_event_ts_ms") or 0) >= ts:
+                self.latencies[kind].append(seen_ms - ts)
+                del self.pending[key]
+            elif time.monotonic() > deadline:
+                self.failures[kind] += 1
+                del self.pending[key]
+                log.warning("  %s probe %s not in its page after %.0fs", kind, key,
+                            self.timeout_s)
+                self.worker.check_alive()
 
 
 def probe_freshness(settings: Any, sim: Any, title: Any, r: Any, worker: Child, *,
                     load_eps: float, load_seconds: float, interval_s: float,
-                    timeout_s: float, cpu_of: CpuProbes) -> FreshnessResult:
+                    timeout_s: float, cpu_of: CpuProbes,
+                    returning: Sequence[str] = ()) -> FreshnessResult:
     """Run the simulated load in a thread and probe page freshness meanwhile.
 
     A probe is one Play (``start``) of a new profile, stamped with the wall clock, sent and
     flushed at once. Probes go out every ``interval_s`` whether or not earlier ones are
     answered; every ~5 ms the pages of the probes still open are read with one ``MGET``.
     Probing stops a second before the load does, so every probe is answered under load.
+    With ``returning`` (members who have a page), each probe has a twin for the next of
+    them, reported apart (``returning_ms``).
     """
-    import orjson
-
-    from features.keys import page_key
     from homestream.player.producer import PlayerProducer
     from homestream.player.simulator import run_simulation
     from topics.models import Play
@@ -240,38 +282,29 @@ def probe_freshness(settings: Any, sim: Any, title: Any, r: Any, worker: Child, 
     time.sleep(warmup)  # let the load reach its rate first
     stop_probing = t_load + max(load_seconds - 1.0, warmup + interval_s)
     run_id = uuid.uuid4().hex[:6]
-    latencies: list[float] = []
-    pending: dict[str, tuple[int, float]] = {}  # page key -> (event ts ms, deadline)
-    sent = failures = 0
+    open_probes = _Probes(r, settings.key_prefix, timeout_s, worker)
+    n = 0
     next_at = time.monotonic()
     with PlayerProducer(settings, max_batch_events=1) as probes:
-        while pending or (thread.is_alive() and time.monotonic() < stop_probing):
+        while open_probes.pending or (thread.is_alive() and time.monotonic() < stop_probing):
             now = time.monotonic()
             if now >= next_at and thread.is_alive() and now < stop_probing:
-                pid = f"bench-probe-{run_id}-{sent:05d}"
+                sent = [("new", f"bench-probe-{run_id}-{n:05d}")]
+                if returning:
+                    sent.append(("returning", returning[n % len(returning)]))
                 ts = int(time.time() * 1000)
-                probes.send(Play(event_id=uuid.uuid4().hex, profile_id=pid, event_ts_ms=ts,
-                                 title_id=title.title_id, action="start", position_s=0.0,
-                                 duration_s=title.duration_s, device="tv", country="US"))
+                for _, pid in sent:
+                    probes.send(Play(event_id=uuid.uuid4().hex, profile_id=pid,
+                                     event_ts_ms=ts, title_id=title.title_id, action="start",
+                                     position_s=0.0, duration_s=title.duration_s, device="tv",
+                                     country="US"))
                 probes.flush(10)
-                pending[page_key(settings.key_prefix, pid)] = (ts, now + timeout_s)
-                sent += 1
+                for kind, pid in sent:
+                    open_probes.opened(kind, pid, ts)
+                n += 1
                 next_at = max(next_at + interval_s, now)
-            if pending:
-                keys = list(pending)
-                raws = r.mget(keys)
-                seen_ms = time.time() * 1000
-                for key, raw in zip(keys, raws, strict=True):
-                    ts, deadline = pending[key]
-                    if raw is not None and \
-                            (orjson.loads(raw).get("as_of_event_ts_ms") or 0) >= ts:
-                        latencies.append(seen_ms - ts)
-                        del pending[key]
-                    elif time.monotonic() > deadline:
-                        failures += 1
-                        del pending[key]
-                        log.warning("  probe %s not in its page after %.0fs", key, timeout_s)
-                        worker.check_alive()
+            if open_probes.pending:
+                open_probes.poll()
             time.sleep(0.005)
     thread.join()
     cpu = cpu_delta(cpu0, cpu_snapshot(cpu_of))
@@ -279,8 +312,10 @@ def probe_freshness(settings: Any, sim: Any, title: Any, r: Any, worker: Child, 
         raise BenchError(f"load simulation failed: {outcome['error']!r}")
     sim_result = outcome["sim"]
     return FreshnessResult(
-        latencies, sent, failures, sim_result.events, sim_result.messages,
-        sim_result.elapsed_s, cpu,
+        open_probes.latencies["new"], open_probes.sent["new"], open_probes.failures["new"],
+        sim_result.events, sim_result.messages, sim_result.elapsed_s, cpu,
+        open_probes.latencies["returning"], open_probes.sent["returning"],
+        open_probes.failures["returning"],
     )
 
 

@@ -285,8 +285,10 @@ def _freshness_phase(args: argparse.Namespace, result: dict[str, Any], settings:
     fresh = probe_freshness(settings, load_sim, probe_title, r, workers[0],
                             load_eps=load_eps, load_seconds=args.load_seconds,
                             interval_s=args.probe_interval_ms / 1000,
-                            timeout_s=args.probe_timeout_s, cpu_of=cpu_of)
+                            timeout_s=args.probe_timeout_s, cpu_of=cpu_of,
+                            returning=page_profile_ids(r, settings.key_prefix)[:200])
     p50, p99 = percentiles(fresh.latencies_ms)
+    r50, r99 = percentiles(fresh.returning_ms)
     result.update(
         freshness_p50_ms=_r(p50), freshness_p99_ms=_r(p99),
         freshness_max_ms=_r(max(fresh.latencies_ms, default=None)),
@@ -296,11 +298,17 @@ def _freshness_phase(args: argparse.Namespace, result: dict[str, Any], settings:
         load_events=fresh.load_events, load_messages=fresh.load_messages,
         freshness_cpu_s=with_outside(fresh.cpu_s),
         freshness_phase_s=_r(fresh.load_elapsed_s, 2),
+        freshness_returning_p50_ms=_r(r50), freshness_returning_p99_ms=_r(r99),
+        freshness_returning_probes=fresh.returning_sent,
+        freshness_returning_failures=fresh.returning_failures,
     )
     log.info("  %d probes: p50 %s ms, p99 %s ms, %d timed out; load %s events/s; CPU s %s",
              result["freshness_probes"], result["freshness_p50_ms"],
              result["freshness_p99_ms"], fresh.failures, result["load_eps"],
              result["freshness_cpu_s"])
+    log.info("  %d probes of members with a page: p50 %s ms, p99 %s ms, %d timed out",
+             fresh.returning_sent, result["freshness_returning_p50_ms"],
+             result["freshness_returning_p99_ms"], fresh.returning_failures)
 
 
 # -- main ---------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import faust
+from faust.exceptions import NotReady
 
 from features.store import PipelineStore, RedisStore
 from homestream.kafka_config import faust_credentials
@@ -205,9 +206,16 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
             log.info("event->page freshness over %d events: p50 %.0f ms, p99 %.0f ms",
                      len(freshness), q[49], q[98])
             freshness.clear()
+        waits = processor.renderer.queue_waits
+        if waits:
+            q = statistics.quantiles(waits, n=100) if len(waits) > 1 else waits * 99
+            log.info("queued pages: %d written, waited p50 %.1f s, p99 %.1f s; %d queued now",
+                     len(waits), q[49], q[98], processor.renderer.held)
+            waits.clear()
 
     @app.on_before_shutdown.connect
     async def _final_checkpoint(app: faust.App, **kwargs: Any) -> None:
+        await processor.flush_pages(final=True)  # the queued pages, while the producer runs
         await processor.checkpoint()
 
     return app
@@ -242,10 +250,22 @@ def _model_and_page_timers(app: faust.App, settings: Settings, processor: EventP
                 log.debug("settled %d expired artwork decisions with reward 0", n)
 
     if settings.render_window_ms > 0:
-        @app.timer(max(settings.render_window_ms / 4000.0, 0.01))
+        @app.timer(processor.renderer.flush_interval_s)
         async def held_pages() -> None:
-            # pages the render window held back, once their member's window ended
-            await processor.flush_pages()
+            # pages the render window queued, once their member's window ended
+            try:
+                await processor.flush_pages()
+            except NotReady:  # stopping: the producer is gone (the final flush ran before)
+                log.info("queued pages not published: the worker is stopping")
+
+        @app.on_partitions_revoked.connect
+        async def _drop_revoked_pages(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
+            # their new owner renders them; a late page from here could overwrite its newer one
+            parts = {tp.partition for tp in revoked if tp.topic in event_topic_names}
+            dropped = processor.renderer.drop_partitions(parts)
+            if dropped:
+                log.info("dropped %d queued pages of revoked partitions %s", dropped,
+                         sorted(parts))
 
     @app.timer(2.0)
     async def default_pages() -> None:

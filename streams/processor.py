@@ -23,7 +23,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from features.catalog import Catalog
@@ -431,7 +431,8 @@ class EventProcessor:
         if work.to_render:
             # members with no state before this batch have no page yet: theirs renders now
             first = [s.profile_id for s in work.to_render if s.profile_id not in states]
-            report.pages, report.published = await self._render(work.to_render, first)
+            report.pages, report.published = await self._render(work.to_render, first,
+                                                                partition_of)
             now_ms = self.clock() * 1000.0
             for pid in self.renderer.rendered:  # held pages are written later, by the timer
                 report.freshness_ms.extend(now_ms - ts for ts in work.applied_ts.get(pid, ()))
@@ -523,10 +524,11 @@ class EventProcessor:
 
     def _artwork_tags(self, r: ArtworkReward) -> tuple[str, ...]:
         """The tags of the decision's artwork in the catalog (none when it is gone)."""
-        title = self.catalog.get(r.title_id)
-        if title is None:
-            return ()
-        return next((tuple(a.tags) for a in title.artwork if a.artwork_id == r.artwork_id), ())
+        catalog = self.catalog
+        tags = catalog.derived(("artwork-tags",), lambda: {
+            (t.title_id, a.artwork_id): tuple(a.tags) for t in catalog.titles()
+            for a in t.artwork})
+        return tags.get((r.title_id, r.artwork_id), ())
 
     async def _learn(self, record: LearningRecord) -> set[str]:
         """Learn the record in place (returns the titles whose co-watch lists changed), or
@@ -576,12 +578,12 @@ class EventProcessor:
         return RenderInputs(self.catalog, self.model, self.cowatch, self.row_utility,
                             self._now_ms())
 
-    async def _render(self, states: Sequence[ProfileState], first: Collection[str] = ()
-                      ) -> tuple[int, int]:
+    async def _render(self, states: Sequence[ProfileState], first: Collection[str] = (),
+                      partition_of: Mapping[str, int] | None = None) -> tuple[int, int]:
         """Materialize pages (with a render window: those of ``first`` now, the others
-        queued); returns (pages written, pages published downstream)."""
+        queued, by event-topic partition); returns (pages written, pages published)."""
         written, published = await self.renderer.render(states, self._render_inputs(),
-                                                        set(first))
+                                                        set(first), partition_of)
         self._pages_unreported += written
         return written, published
 
@@ -613,17 +615,18 @@ class EventProcessor:
         """``(trending, popular)`` by country (see :meth:`PageRenderer.popularity`)."""
         return await self.renderer.popularity(countries, self._now_ms())
 
-    async def flush_pages(self) -> int:
+    async def flush_pages(self, final: bool = False) -> int:
         """Render the pages the render window queued whose window ended, the longest queued
         first, within the tick's render budget once an event batch wants the worker (a
-        timer tick)."""
+        timer tick); ``final``: every queued page, without a budget (the worker stops)."""
         if self.renderer.window_s <= 0 or not self.renderer.held:
             return 0
         await self.start()
         batches = self._batches_started
         written = await self.renderer.flush_due(  # the whole tick while no batch came
-            self._render_inputs(), self.renderer.flush_budget_s,
-            busy=lambda: self._batches_started != batches, between=self._state_lock)
+            self._render_inputs(), None if final else self.renderer.flush_budget_s,
+            busy=lambda: self._batches_started != batches, between=self._state_lock,
+            due_only=not final)
         self._pages_unreported += written
         await self.store.commit_batch([], [], self._page_counters())
         return written

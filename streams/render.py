@@ -28,7 +28,7 @@ import dataclasses
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Protocol
@@ -136,6 +136,8 @@ class PageRenderer:
         self.rendered: list[str] = []
         #: When each queued member's change was first queued (render-window clock).
         self._queued_at: dict[str, float] = {}
+        #: The event-topic partition of each queued member (:meth:`drop_partitions`).
+        self._queued_partition: dict[str, int] = {}
         #: Seconds queued changes waited before their page was written (for the worker's
         #: log; the reader clears it).
         self.queue_waits: list[float] = []
@@ -147,7 +149,8 @@ class PageRenderer:
     def forget(self, profile_ids: Sequence[str]) -> None:
         """Forget erased members: their held state, render times and last rows' digest."""
         for pid in profile_ids:
-            for remembered in (self._held, self._rendered_at, self._queued_at, self._digests):
+            for remembered in (self._held, self._rendered_at, self._queued_at,
+                               self._queued_partition, self._digests):
                 remembered.pop(pid, None)
 
     @staticmethod
@@ -156,13 +159,15 @@ class PageRenderer:
         return state.country if state.country not in ("", "ZZ") else ALL_COUNTRIES
 
     async def render(self, states: Sequence[ProfileState], inp: RenderInputs,
-                     first: Collection[str] = ()) -> tuple[int, int]:
+                     first: Collection[str] = (), partitions: Mapping[str, int] | None = None
+                     ) -> tuple[int, int]:
         """Materialize pages now: with a render window, only those of ``first`` (members
         with no page yet, e.g. their first event), the rest being queued for
-        :meth:`flush_due`; without one, every member's. Returns (pages written, pages
-        published); :attr:`rendered` names the members whose page this call wrote."""
+        :meth:`flush_due` (with their event-topic partition from ``partitions``); without
+        one, every member's. Returns (pages written, pages published); :attr:`rendered`
+        names the members whose page this call wrote."""
         if self.window_s > 0:
-            states = self._queue(states, first)
+            states = self._queue(states, first, partitions or {})
         self.rendered = [s.profile_id for s in states]
         if not states:
             return 0, 0
@@ -171,14 +176,15 @@ class PageRenderer:
 
     async def flush_due(self, inp: RenderInputs, budget_s: float | None = None,
                         busy: Callable[[], bool] = lambda: True,
-                        between: asyncio.Lock | None = None) -> int:
+                        between: asyncio.Lock | None = None, due_only: bool = True) -> int:
         """Render the queued pages whose member's window ended, the longest queued first,
         ``FLUSH_SLICE`` per hold of the write lock, until none is due or, while ``busy()``
         (event batches want the worker), ``budget_s`` seconds (wall clock; ``None``: no
         limit) are spent, at least one slice a call; the rest wait for the next call.
         ``between``: a lock held for each slice too (the worker's batch lock: a slice runs
-        between two event batches, never inside one). Returns pages written. Also forgets
-        render times older than the window."""
+        between two event batches, never inside one). ``due_only=False``: queued pages
+        whose window has not ended too (the worker stops). Returns pages written. Also
+        forgets render times older than the window."""
         cutoff = self._monotonic() - self.window_s
         for pid in [p for p, t in self._rendered_at.items()
                     if t <= cutoff and p not in self._held]:
@@ -187,7 +193,7 @@ class PageRenderer:
         written = 0
         while True:
             async with between or contextlib.nullcontext(), self._write_lock:
-                states = self._take_due(FLUSH_SLICE)
+                states = self._take_due(FLUSH_SLICE, due_only)
                 if not states:
                     break
                 n, _ = await self._render_now(states, inp)
@@ -214,8 +220,16 @@ class PageRenderer:
         """Members whose page waits for the end of their render window."""
         return len(self._held)
 
-    def _queue(self, states: Sequence[ProfileState], first: Collection[str]
-               ) -> list[ProfileState]:
+    def drop_partitions(self, partitions: Collection[int]) -> int:
+        """Forget the queued changes of members of ``partitions`` (revoked from this worker:
+        their new owner renders them from the stored state, and a late page written here
+        could overwrite its newer one). Returns how many were dropped."""
+        doomed = [p for p, part in self._queued_partition.items() if part in partitions]
+        self.forget(doomed)
+        return len(doomed)
+
+    def _queue(self, states: Sequence[ProfileState], first: Collection[str],
+               partitions: Mapping[str, int]) -> list[ProfileState]:
         """Of ``states`` (each newer than any queued state of its member), those of
         ``first`` (render now); the others are queued: the newest state per member, a
         member keeping its place in the queue while its change waits."""
@@ -227,23 +241,25 @@ class PageRenderer:
                 out.append(s)
                 self._held.pop(pid, None)
                 self._queued_at.pop(pid, None)
+                self._queued_partition.pop(pid, None)
                 self._rendered_at[pid] = now
             else:
                 self._held[pid] = s
                 self._queued_at.setdefault(pid, now)
+                self._queued_partition[pid] = partitions.get(pid, -1)
         return out
 
-    def _take_due(self, limit: int) -> list[ProfileState]:
+    def _take_due(self, limit: int, due_only: bool = True) -> list[ProfileState]:
         """Up to ``limit`` queued states whose member's window ended (or who was not
         rendered within one), the longest queued first (taken out of the queue and marked
         rendered now)."""
         now = self._monotonic()
         rendered_at = self._rendered_at
-        due = list(islice((p for p in self._held
-                           if p not in rendered_at or now - rendered_at[p] >= self.window_s),
-                          limit))
+        due = list(islice((p for p in self._held if not due_only or p not in rendered_at
+                           or now - rendered_at[p] >= self.window_s), limit))
         for pid in due:
             self._rendered_at[pid] = now
+            self._queued_partition.pop(pid, None)
             self.queue_waits.append(now - self._queued_at.pop(pid, now))
         del self.queue_waits[:-10_000]  # bounded when nobody reads it
         return [self._held.pop(pid) for pid in due]

@@ -147,3 +147,18 @@ async def test_popularity_lists_are_reused_within_the_window_only() -> None:
     clock.t += 0.5
     await proc.process([play_msg("3", "p3", 100, TS + 2, 2)])
     assert len(reads) == 4  # the window passed: read again
+
+
+async def test_revoked_partitions_lose_their_queued_pages_and_a_final_flush_writes_all() -> None:
+    proc, store, clock = await windowed(500)
+    msgs = [play_msg("a1", "p1", 100, TS, 0), play_msg("a2", "p2", 100, TS, 1)]
+    await proc.process(msgs)
+    clock.t += 0.1
+    again = [play_msg("b1", "p1", 200, TS + 1, 2), play_msg("b2", "p2", 200, TS + 1, 3)]
+    again[1] = RawMessage("events", 3, 3, b"p2", again[1].value)  # p2 lives on partition 3
+    await proc.process(again)
+    assert proc.renderer.held == 2
+    assert proc.renderer.drop_partitions({3}) == 1 and proc.renderer.held == 1
+    assert await proc.flush_pages() == 0  # p1's window has not ended
+    assert await proc.flush_pages(final=True) == 1  # the worker stops: written anyway
+    assert as_of(store, "p1") == TS + 1 and as_of(store, "p2") == TS
