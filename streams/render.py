@@ -289,18 +289,19 @@ class PageRenderer:
             page["variant"] = variant
             page["generated_at_ms"] = int(self.clock() * 1000)
             page["context"] = s.artwork_context(inp.now_ms, self.settings.affinity_half_life_s)
-            pages[s.profile_id] = orjson.dumps(page)
-            if self._rows_changed(s.profile_id, page):
+            rows = orjson.dumps(page["rows"])  # serialized once: digest and page bytes
+            pages[s.profile_id] = orjson.dumps({**page, "rows": orjson.Fragment(rows)})
+            if self._rows_changed(s.profile_id, rows):
                 changed.append(page)
         await self.store.write_pages(pages, {})
         if self.page_updates is not None and changed:
             await self.page_updates.send(changed)
         return len(pages), len(changed) if self.page_updates is not None else 0
 
-    def _rows_changed(self, profile_id: str, page: Page) -> bool:
-        """Whether the page's rows differ from the member's last published ones (and
-        remember them; the least recently changed members are forgotten first)."""
-        digest = hashlib.blake2b(orjson.dumps(page["rows"]), digest_size=16).digest()
+    def _rows_changed(self, profile_id: str, rows: bytes) -> bool:
+        """Whether the page's rows (as JSON) differ from the member's last published ones
+        (and remember them; the least recently changed members are forgotten first)."""
+        digest = hashlib.blake2b(rows, digest_size=16).digest()
         if self._digests.get(profile_id) == digest:
             return False
         self._digests[profile_id] = digest
