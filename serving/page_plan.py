@@ -70,6 +70,18 @@ class ArmPieces:
 
     @classmethod
     def of(cls, image: Artwork, choice: Choice) -> ArmPieces:
+        """The pieces of showing ``image`` by ``choice`` (made once per distinct pair: a
+        policy's propensities take few values)."""
+        key = (image.artwork_id, image.url, choice)
+        found = _PIECES.get(key)
+        if found is None:
+            if len(_PIECES) >= _PIECES_MAX:
+                _PIECES.clear()
+            found = _PIECES[key] = cls._make(image, choice)
+        return found
+
+    @classmethod
+    def _make(cls, image: Artwork, choice: Choice) -> ArmPieces:
         fields = {"artwork_id": image.artwork_id, "artwork_url": image.url,
                   "propensity": choice.propensity, "policy": choice.policy,
                   "policy_version": choice.policy_version}
@@ -80,6 +92,10 @@ class ArmPieces:
         return cls(choice.artwork_id, b"," + orjson.dumps(fields)[1:-1], avro,
                    b'{"artwork_id":' + orjson.dumps(choice.artwork_id) + b',"chosen_at_ms":',
                    b"," + tail[1:])
+
+
+_PIECES: dict[tuple[str, str, Choice], ArmPieces] = {}
+_PIECES_MAX = 100_000
 
 
 @dataclass(slots=True)

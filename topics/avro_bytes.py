@@ -14,6 +14,7 @@ b'\\x04ab'
 
 from __future__ import annotations
 
+import functools
 import struct
 
 __all__ = ["array_block_header", "double_bytes", "long_bytes", "string_bytes"]
@@ -21,8 +22,7 @@ __all__ = ["array_block_header", "double_bytes", "long_bytes", "string_bytes"]
 _DOUBLE = struct.Struct("<d")
 
 
-def long_bytes(value: int) -> bytes:
-    """An Avro ``int`` or ``long``: zig-zag, then a little-endian base-128 varint."""
+def _varint(value: int) -> bytes:
     n = (value << 1) ^ (value >> 63)
     out = bytearray()
     while n & ~0x7F:
@@ -32,8 +32,18 @@ def long_bytes(value: int) -> bytes:
     return bytes(out)
 
 
+_SMALL = [_varint(i) for i in range(4096)]
+
+
+def long_bytes(value: int) -> bytes:
+    """An Avro ``int`` or ``long``: zig-zag, then a little-endian base-128 varint."""
+    return _SMALL[value] if 0 <= value < 4096 else _varint(value)
+
+
+@functools.lru_cache(maxsize=1 << 16)
 def string_bytes(value: str) -> bytes:
-    """An Avro ``string``: its UTF-8 length as a long, then the bytes."""
+    """An Avro ``string``: its UTF-8 length as a long, then the bytes (the recent ones
+    kept: title, row and artwork ids recur on every page)."""
     data = value.encode()
     return long_bytes(len(data)) + data
 
