@@ -143,13 +143,14 @@ class Settings(BaseSettings):
                               "does (1: the newest event time seen moves it)")
     publish_page_updates: bool = Field(True, description="Publish changed pages downstream")
     render_window_ms: float = Field(0.0, ge=0.0, le=60_000.0, description="A member's page "
-                                    "is rendered at most once per this window: the first "
-                                    "change renders at once, later ones within the window "
-                                    "at its end (0 = every batch renders)")
-    render_budget_share: float = Field(0.3, gt=0.0, le=1.0, description="Share of the "
-                                       "worker's time the timer may spend rendering pages the "
-                                       "render window held (the longest held first; the rest "
-                                       "wait for the next tick)")
+                                    "is rendered at most once per this window: a member's "
+                                    "first page in the batch of their event, every other "
+                                    "change queued for the page timer (0 = every batch "
+                                    "renders)")
+    render_budget_share: float = Field(0.3, gt=0.0, le=1.0, description="Share of each "
+                                       "page-timer tick spent on queued pages while event "
+                                       "batches wait (the whole tick when none does; the "
+                                       "longest queued first, the rest at the next tick)")
 
     # --- artwork ----------------------------------------------------------------------------
     artwork_policy: str = Field("lin_ucb", description="Artwork bandit: uniform, "
