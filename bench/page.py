@@ -13,18 +13,24 @@ which every page needs: the floor measured in the same run).
 It prints one JSON line (milliseconds per page: mean, p50, p99; the floor's mean; their
 ratio) and exits 1 when the ratio exceeds ``--max-ratio``: the rows, their selection and
 their filling may cost at most that many times the relevance scoring they start from.
-Ratios, not absolute times, compare across runs on a shared machine.
+Ratios, not absolute times, compare across runs on a shared machine. ``--against FILE``
+also times another version of ``online_models/page.py`` (say, a checkout of an older commit's)
+on the same pages, interleaved page by page, and reports its mean and the ratio of the two
+means (``against_ratio``: below 1, this version is faster).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import statistics
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -52,7 +58,20 @@ def _replay(ratings: int, row_length: int) -> tuple[InProcessPipeline, list[str]
     return rec, members, max(event_time_ms(r.timestamp) for r in log)
 
 
-def measure(ratings: int, members: int, repeats: int, row_length: int = 20) -> dict[str, Any]:
+def _load_page_module(path: Path) -> ModuleType:
+    """Another version of ``online_models/page.py``, imported from ``path`` under its own
+    module name (it uses the installed versions of every other module)."""
+    spec = importlib.util.spec_from_file_location("bench_page_against", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--against {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while defined
+    spec.loader.exec_module(module)
+    return module
+
+
+def measure(ratings: int, members: int, repeats: int, row_length: int = 20,
+            against: Path | None = None) -> dict[str, Any]:
     """Milliseconds per page and per relevance step (see the module docstring)."""
     rec, ids, now_ms = _replay(ratings, row_length)
     rec.close()
@@ -69,9 +88,20 @@ def measure(ratings: int, members: int, repeats: int, row_length: int = 20) -> d
     popularity = {t: s / top for t, s in pop_src}
     page_ms: list[float] = []
     floor_ms: list[float] = []
+    other_ms: list[float] = []
+    other = _load_page_module(against) if against is not None else None
+    other_config = other.PageConfig(
+        row_length=config.row_length, affinity_half_life_s=config.affinity_half_life_s,
+        rules=config.rules, row_weights=config.row_weights) if other is not None else None
     for _ in range(repeats):
         for s in states:
             c = PageRenderer.country_of(s)
+            if other is not None:
+                t0 = time.perf_counter()
+                other.assemble_page(s, inp.catalog, trending.get(c, []), inp.model.score_many,
+                                    other_config, c, inp.now_ms, None, inp.cowatch,
+                                    popular=pop_src)
+                other_ms.append(1000 * (time.perf_counter() - t0))
             t0 = time.perf_counter()
             assemble_page(s, inp.catalog, trending.get(c, []), inp.model.score_many, config, c,
                           inp.now_ms, None, inp.cowatch, popular=pop_src)
@@ -83,11 +113,17 @@ def measure(ratings: int, members: int, repeats: int, row_length: int = 20) -> d
             floor_ms.append(1000 * (t2 - t1))
     page_ms.sort()
     mean_page, mean_floor = statistics.fmean(page_ms), statistics.fmean(floor_ms)
-    return {"ratings": ratings, "pages": len(page_ms), "page_ms_mean": round(mean_page, 3),
-            "page_ms_p50": round(page_ms[len(page_ms) // 2], 3),
-            "page_ms_p99": round(page_ms[int(0.99 * (len(page_ms) - 1))], 3),
-            "relevance_ms_mean": round(mean_floor, 3),
-            "ratio_to_relevance": round(mean_page / mean_floor, 2)}
+    out = {"ratings": ratings, "pages": len(page_ms), "page_ms_mean": round(mean_page, 3),
+           "page_ms_p50": round(page_ms[len(page_ms) // 2], 3),
+           "page_ms_p99": round(page_ms[int(0.99 * (len(page_ms) - 1))], 3),
+           "relevance_ms_mean": round(mean_floor, 3),
+           "ratio_to_relevance": round(mean_page / mean_floor, 2)}
+    if other_ms:
+        other_ms.sort()
+        out["against_ms_mean"] = round(statistics.fmean(other_ms), 3)
+        out["against_ms_p50"] = round(other_ms[len(other_ms) // 2], 3)
+        out["against_ratio"] = round(mean_page / statistics.fmean(other_ms), 2)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,8 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--max-ratio", type=float, default=6.0,
                    help="most a page may cost, in relevance steps (default 6)")
+    p.add_argument("--against", type=Path, default=None, metavar="PAGE_PY",
+                   help="also time this other online_models/page.py on the same pages")
     args = p.parse_args(argv)
-    result = measure(args.ratings, args.members, args.repeats)
+    result = measure(args.ratings, args.members, args.repeats, against=args.against)
     result["max_ratio"] = args.max_ratio
     print(json.dumps(result))
     return 0 if result["ratio_to_relevance"] <= args.max_ratio else 1

@@ -150,6 +150,7 @@ class CandidateRow:
 
     _head: set[str] | None = None
     _genres: dict[str, float] | None = None
+    _square: float | None = None
 
     def head(self) -> set[str]:
         if self._head is None:
@@ -160,6 +161,12 @@ class CandidateRow:
         if self._genres is None:
             self._genres = _genre_vector(self.head(), catalog)
         return self._genres
+
+    def genre_square(self, catalog: Catalog) -> float:
+        """The squared norm of :meth:`genre_mix`."""
+        if self._square is None:
+            self._square = sum(v * v for v in self.genre_mix(catalog).values())
+        return self._square
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
@@ -323,10 +330,14 @@ def row_similarity(a: CandidateRow, b: CandidateRow, catalog: Catalog) -> float:
     """Similarity of two rows in [0, 1]: half title overlap (Jaccard of their leading
     titles), half genre mix (cosine of genre counts)."""
     ha, hb = a.head(), b.head()
-    jac = len(ha & hb) / len(ha | hb) if ha | hb else 0.0
+    inter = len(ha & hb)
+    union = len(ha) + len(hb) - inter
+    jac = inter / union if union else 0.0
     va, vb = a.genre_mix(catalog), b.genre_mix(catalog)
-    dot = sum(v * vb.get(g, 0.0) for g, v in va.items())
-    norm = math.sqrt(sum(v * v for v in va.values()) * sum(v * v for v in vb.values()))
+    if len(vb) < len(va):
+        va, vb = vb, va  # the dot product over the shorter mix (the same sum)
+    dot = sum(v * vb.get(g, 0.0) for g, v in va.items() if g in vb)
+    norm = math.sqrt(a.genre_square(catalog) * b.genre_square(catalog))
     return 0.5 * jac + 0.5 * (dot / norm if norm else 0.0)
 
 
@@ -354,7 +365,9 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
     def too_short(c: CandidateRow, used: set[str]) -> bool:
         if c.kind in FUNCTIONAL_KINDS:
             return not c.ranked
-        return sum(1 for t, _ in c.ranked if t not in used) < min_items
+        # fewer than min_items titles not used (stops counting once there are enough)
+        return next(islice((1 for t, _ in c.ranked if t not in used), min_items - 1, None),
+                    None) is None
 
     left = [c for c in cands if c.ranked]  # the first row may be short (a tiny catalog)
     order = {id(c): i for i, c in enumerate(cands)}  # ties go to the earlier candidate
@@ -428,15 +441,36 @@ class _Rows:
         self.depth, self.weights = depth, weights
         self.similarity_weight = 0.5
         self.rows: list[CandidateRow] = []
+        self._order: list[tuple[float, str]] | None = None
 
-    def by_rel(self, ids: Iterable[str]) -> list[tuple[str, float]]:
-        """The allowed titles of ``ids`` not engaged yet, by relevance (ties by id)."""
+    def _sorted(self, ids: Iterable[str]) -> list[tuple[float, str]]:
         rel, allowed, engaged = self.rel, self.allowed, self.engaged
         # (-relevance, id) tuples sort natively: the order of key=(-rel, id), without a
         # Python call per title
         keyed = [(-rel[t], t) for t in ids if t in allowed and t not in engaged]
         keyed.sort()
-        return [(t, -neg) for neg, t in keyed[: self.depth]]
+        return keyed
+
+    def by_rel(self, ids: Iterable[str]) -> list[tuple[str, float]]:
+        """The allowed titles of ``ids`` not engaged yet, by relevance (ties by id).
+
+        The page's titles are sorted once; a large subset (a genre) is read off that
+        order until the row is deep enough, a small one is sorted on its own."""
+        if self._order is None:
+            self._order = self._sorted(self.allowed)
+        order, depth = self._order, self.depth
+        if ids is self.allowed:
+            return [(t, -neg) for neg, t in order[:depth]]
+        subset = ids if isinstance(ids, set | frozenset) else set(ids)
+        if 8 * len(subset) < len(order):
+            return [(t, -neg) for neg, t in self._sorted(subset)[:depth]]
+        out: list[tuple[str, float]] = []
+        for neg, t in order:
+            if t in subset:
+                out.append((t, -neg))
+                if len(out) >= depth:
+                    break
+        return out
 
     def by_rel_near(self, near: list[tuple[str, float]]) -> list[tuple[str, float]]:
         """A seed's neighbours ranked for the member: relevance x (1 - a + a x similarity),
