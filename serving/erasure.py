@@ -10,6 +10,7 @@ from aiohttp import web
 
 from homestream.erase import erase_profiles
 from homestream.player.producer import ProducerError
+from serving.home import HOME
 from serving.http import SETTINGS, STORE, error_response, json_response
 from serving.validation import check_profile_id
 
@@ -23,6 +24,7 @@ async def delete_profile(request: web.Request) -> web.Response:
     except ProducerError as exc:
         return error_response(503, f"erased from Redis, but the tombstone was not delivered "
                                    f"(retry the request): {exc}")
+    app[HOME].forget(profile_id)  # this process' compiled page of theirs (others: on read)
     return json_response({"profile_id": profile_id, "erased": True, "keys_deleted": deleted,
                           "tombstone": True}, status=202)
 

@@ -172,7 +172,8 @@ def test_an_impression_without_a_play_earns_zero_once_the_watermark_passes_its_w
 
     settings = settings.model_copy(update={
         "artwork_reward_window_s": 2.0, "artwork_settle_lateness_s": 0.5,
-        "artwork_settle_interval_s": 0.2, "model_checkpoint_interval_s": 0.5})
+        "artwork_settle_interval_s": 0.2, "model_checkpoint_interval_s": 0.5,
+        "clock_quorum": 1})  # one other member's event moves the stream clock
     http = urllib3.PoolManager()
     workers: list[WorkerProcess] = []
     with running_pipeline(settings, workers) as base, PlayerProducer(settings) as producer:
@@ -250,7 +251,8 @@ def test_a_delayed_quality_play_is_paid_when_the_watermark_closes_its_window_onc
     settings = settings.model_copy(update={
         "artwork_reward_window_s": 2.0, "artwork_settle_lateness_s": 0.5,
         "artwork_settle_interval_s": 0.2, "model_checkpoint_interval_s": 0.5,
-        "artwork_delayed_positives": True})
+        "artwork_delayed_positives": True,
+        "clock_quorum": 1})  # one other member's event moves the stream clock
     http = urllib3.PoolManager()
     workers: list[WorkerProcess] = []
     key = f"{settings.key_prefix}model:artwork-policy"

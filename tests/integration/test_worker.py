@@ -35,8 +35,10 @@ def play(profile: str, title: str, ts: int, position: float, action: str = "prog
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """Short rows, so a 30-title catalog fills several rows."""
-    return settings.model_copy(update={"row_length": 5})
+    """Short rows, so a 30-title catalog fills several rows; the newest event moves the
+    stream clock (a quorum of 1: these tests have two or three members), so trending weighs
+    each play by its own event time."""
+    return settings.model_copy(update={"row_length": 5, "clock_quorum": 1})
 
 
 @pytest.fixture
