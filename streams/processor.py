@@ -75,6 +75,7 @@ from streams.render import (
 from streams.settle import ArtworkSettler
 from topics.codec import AvroCodec, DecodeError, default_codec
 from topics.models import DeadLetter, Impression, Title
+from topics.registry_framing import prepare
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,7 @@ class EventProcessor:
     async def reload_models(self) -> bool:
         """Swap in the learner's latest snapshot when its version moved (a timer tick of a
         worker whose learning goes to the learner); the small version key is all that is
-        read when nothing changed. Unpickling runs in a thread, off the event loop."""
+        read when nothing changed. Decoding the checkpoints runs in a thread, off the event loop."""
         if self.learns_inline or not self._started:
             return False
         version = await self.store.snapshot_version()
@@ -381,6 +382,7 @@ class EventProcessor:
     async def _process(self, messages: Sequence[RawMessage]) -> BatchReport:
         await self.start()
         report = BatchReport(messages=len(messages))
+        await prepare(self.codec, (m.value for m in messages))  # registry ids, off the loop
         events, letters = self.decode(messages)
         report.events, report.dead_letters = len(events), len(letters)
         report.event_types = Counter(type(se.event).__name__ for se in events)

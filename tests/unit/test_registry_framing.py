@@ -220,3 +220,19 @@ def test_a_registry_that_does_not_answer_stops_start_up_naming_the_setting() -> 
     with pytest.raises(RuntimeError, match=rf"HOMESTREAM_SCHEMA_REGISTRY_URL=http://127.0.0.1:"
                                            rf"{port}: the schema registry did not answer"):
         codec_for(settings)
+
+
+async def test_the_worker_fetches_a_new_schema_id_before_decoding_its_batch(
+        registry: SchemaRegistryServer) -> None:
+    from features.store import InMemoryStore
+    from streams.decode import MemoryDeadLetters, RawMessage
+    from streams.processor import EventProcessor
+
+    codec = await asyncio.to_thread(make_codec, registry)
+    old = {k: v for k, v in PLAY.model_dump().items() if k != "app_version"}
+    data = library_serializer(registry, play_schema(1))(old, ctx())  # registered after start
+    assert codec.unknown_ids([data])
+    proc = EventProcessor(Settings(), InMemoryStore(), MemoryDeadLetters(), codec=codec,
+                          clock=lambda: PLAY.event_ts_ms / 1000)
+    report = await proc.process([RawMessage(EVENTS, 0, 0, b"p1", data)])
+    assert (report.events, report.dead_letters) == (1, 0)
