@@ -191,8 +191,10 @@ class EventProcessor:
         #: Pages written, and queued pages (render window), not yet in the stored counters.
         self._pages_unreported = 0
         self._queued_reported = 0
-        #: Event batches started so far (the page timer yields to them).
+        #: Event batches started so far, and whether the last one was full (the consumer is
+        #: behind): the page timer keeps to its budget while full batches come.
         self._batches_started = 0
+        self._behind = False
 
     # -- lifecycle and models ---------------------------------------------------------------
     @property
@@ -376,6 +378,7 @@ class EventProcessor:
     async def process(self, messages: Sequence[RawMessage]) -> BatchReport:
         """Run one micro-batch end to end; returns when pages and dead letters are written."""
         self._batches_started += 1
+        self._behind = len(messages) >= self.settings.batch_max_events
         async with self._state_lock:
             return await self._process(messages)
 
@@ -619,15 +622,17 @@ class EventProcessor:
 
     async def flush_pages(self, final: bool = False) -> int:
         """Render the pages the render window queued whose window ended, the longest queued
-        first, within the tick's render budget once an event batch wants the worker (a
-        timer tick); ``final``: every queued page, without a budget (the worker stops)."""
+        first (a timer tick): within the tick's render budget while the consumer is behind
+        (a full batch came during the tick), else until none is due, one slice between two
+        batches; ``final``: every queued page, without a budget (the worker stops)."""
         if self.renderer.window_s <= 0 or not self.renderer.held:
             return 0
         await self.start()
         batches = self._batches_started
-        written = await self.renderer.flush_due(  # the whole tick while no batch came
+        written = await self.renderer.flush_due(
             self._render_inputs(), None if final else self.renderer.flush_budget_s,
-            busy=lambda: self._batches_started != batches, between=self._state_lock,
+            busy=lambda: self._batches_started != batches and self._behind,
+            between=self._state_lock,
             due_only=not final)
         self._pages_unreported += written
         await self.store.commit_batch([], [], self._page_counters())

@@ -6,18 +6,18 @@ them), writes them to the store in one ``MSET`` and publishes the pages whose ro
 (a digest per member remembers what was published last).
 
 With ``HOMESTREAM_RENDER_WINDOW_MS`` above 0 a member's page is rendered at most once per
-window however many of their events arrive: a change after a quiet window renders at once,
-in the batch that applied it (leading edge); later ones within the window are held (only
-the newest state) and rendered by :meth:`PageRenderer.flush_due`, a timer tick, once the
-window ended (trailing edge). The timer renders held pages oldest first and stops when it
-has used its share of the tick (``HOMESTREAM_RENDER_BUDGET_SHARE``), so page work never
-holds event batches up: when members change faster than the budget renders their pages,
-their held pages wait longer (the queue grows) while events, and every member's first
-change after a quiet window, are still handled at once. A held change thus reaches the page
-within the window plus the timer's interval when the budget keeps up, and within the
-window plus (held members x page cost / budget share) when it does not. The trending and
-popularity lists pages are ranked with are then also reused for up to a window (they move
-slowly: hours of half-life) instead of being read from Redis for every batch.
+window however many of their events arrive: a member's first page (no state before the
+batch) renders in the batch that applied the event; every other change is queued (the
+member's newest state, keeping its place while queued) and rendered by
+:meth:`PageRenderer.flush_due`, a timer tick, once the member's window ended, the longest
+queued first, a slice of pages between two event batches. While the consumer is behind the
+timer keeps to its share of the tick (``HOMESTREAM_RENDER_BUDGET_SHARE``), so page work
+never starves the events: when members change faster than the budget renders their pages,
+the queue grows while events and first pages are still handled at once. A queued change
+thus reaches the page within the window plus the timer's interval when the budget keeps up,
+and within the window plus (queued members x page cost / budget share) when it does not.
+The trending and popularity lists pages are ranked with are reused for up to a window
+(they move slowly: hours of half-life) instead of being read from Redis for every batch.
 """
 
 from __future__ import annotations

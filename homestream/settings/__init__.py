@@ -148,9 +148,9 @@ class Settings(BaseSettings):
                                     "change queued for the page timer (0 = every batch "
                                     "renders)")
     render_budget_share: float = Field(0.3, gt=0.0, le=1.0, description="Share of each "
-                                       "page-timer tick spent on queued pages while event "
-                                       "batches wait (the whole tick when none does; the "
-                                       "longest queued first, the rest at the next tick)")
+                                       "page-timer tick spent on queued pages while the "
+                                       "consumer is behind (full batches; otherwise every due "
+                                       "page; the longest queued first)")
 
     # --- artwork ----------------------------------------------------------------------------
     artwork_policy: str = Field("lin_ucb", description="Artwork bandit: uniform, "
