@@ -186,7 +186,7 @@ def test_an_impression_without_a_play_earns_zero_once_the_watermark_passes_its_w
                    what="zoe's personal page")
         served = get_page(http, base, "zoe")
         chosen = list({i["title_id"]: i for r in served["rows"] for i in r["items"]
-                       if i["policy"] == settings.artwork_policy}.values())
+                       if i.get("policy") == settings.artwork_policy}.values())
         assert chosen, "the bandit chose no artwork"
         # the impressions reach the worker: one decision per title waits in zoe's state
         state = wait_until(lambda: (s := profile_state(settings, "zoe"))
@@ -265,7 +265,7 @@ def test_a_delayed_quality_play_is_paid_when_the_watermark_closes_its_window_onc
                    what="una's personal page")
         served = get_page(http, base, "una")
         chosen = list({i["title_id"]: i for r in served["rows"] for i in r["items"]
-                       if i["policy"] == settings.artwork_policy}.values())
+                       if i.get("policy") == settings.artwork_policy}.values())
         assert chosen, "the bandit chose no artwork"
         wait_until(lambda: (s := profile_state(settings, "una"))
                    and len(s["pending_art"]) == len(chosen), 20,
