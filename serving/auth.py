@@ -7,6 +7,7 @@ With ``HOMESTREAM_API_KEYS`` set, every ``/v1`` route and the web app's data rou
 as their SHA-256 digests and compared with :func:`hmac.compare_digest` against every
 configured digest, so neither the keys nor the timing of a comparison give them away.
 Health, readiness, metrics, the API description and the web app's static files stay open.
+A key with the ``events`` role (a player app's) may only send events (``POST /v1/events``).
 Without keys the API is open, as the local demo wants, and the server logs a warning.
 
 Each key gets a token bucket per server process: ``HOMESTREAM_API_RATE_PER_S`` requests per
@@ -29,7 +30,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from homestream.settings import Settings
+from homestream.settings import API_ROLES, Settings
 from serving.http import error_response
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ OPEN_PATHS = frozenset({"/", "/ops", "/healthz", "/readyz", "/metrics", "/openap
 OPEN_PREFIXES = ("/static/", "/art/")
 #: (method, path prefix) of the routes only admin keys may call.
 ADMIN_ROUTES = (("DELETE", "/v1/profiles/"),)
+#: (method, path) of the only routes ``events`` keys may call.
+EVENTS_ROUTES = (("POST", "/v1/events"),)
 
 
 def key_digest(key: str) -> str:
@@ -93,7 +96,8 @@ class KeyRing:
         digest = key_digest(key).encode()
         role = None
         for r, d in self.hashes:
-            if hmac.compare_digest(digest, d.encode()) and (role is None or r == "admin"):
+            if hmac.compare_digest(digest, d.encode()) and (
+                    role is None or API_ROLES.index(r) > API_ROLES.index(role)):
                 role = r
         return role
 
@@ -116,6 +120,13 @@ def needs_key(path: str) -> bool:
 def needs_admin(method: str, path: str) -> bool:
     """Whether the route is an admin route."""
     return any(method == m and path.startswith(p) for m, p in ADMIN_ROUTES)
+
+
+def role_needed(method: str, path: str) -> str:
+    """The weakest role that may call the route."""
+    if needs_admin(method, path):
+        return "admin"
+    return "events" if (method, path) in EVENTS_ROUTES else "read"
 
 
 def presented_key(request: web.Request) -> str | None:
@@ -153,9 +164,11 @@ def auth_middleware(settings: Settings) -> Callable[[web.Request, Handler],
         role = ring.role_of(key)
         if role is None:
             return _unauthorized("unknown API key")
-        if role != "admin" and needs_admin(request.method, request.path):
-            return error_response(403, f"{request.method} {request.path} needs an admin key; "
-                                       f"this key's role is {role}")
+        needed = role_needed(request.method, request.path)
+        if API_ROLES.index(role) < API_ROLES.index(needed):
+            roles = " or ".join(API_ROLES[API_ROLES.index(needed):])
+            return error_response(403, f"{request.method} {request.path} needs {needed} "
+                                       f"access ({roles} key); this key's role is {role}")
         bucket = ring.bucket(key)
         if bucket is not None and not bucket.take():
             wait = bucket.retry_after()

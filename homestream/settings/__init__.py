@@ -30,8 +30,9 @@ class ConfigError(RuntimeError):
     """Raised at start-up when a setting is missing or invalid; names the variable."""
 
 
-#: Roles of API keys: ``read`` may call every /v1 route but the admin ones; ``admin`` all.
-API_ROLES = ("read", "admin")
+#: Roles of API keys, weakest first: ``events`` may only send player events (POST /v1/events),
+#: ``read`` every /v1 route but the admin ones, ``admin`` all.
+API_ROLES = ("events", "read", "admin")
 
 
 class Settings(BaseSettings):
@@ -216,7 +217,7 @@ class Settings(BaseSettings):
     ingest_max_events: int = Field(1000, ge=1, le=100_000, description="Most events in one "
                                    "POST /v1/events array (more: 413)")
     api_keys: str = Field("", description="API keys, stored hashed: comma-separated "
-                          "role:sha256hex entries, role read or admin (e.g. "
+                          "role:sha256hex entries, role events, read or admin (e.g. "
                           "read:<sha256 of the key>,admin:<...>); empty: the API is open")
     api_rate_per_s: float = Field(50.0, ge=0.0, description="Requests per second one API key "
                                   "may make to one server process (0: no limit)")

@@ -16,7 +16,7 @@ from serving.app import create_app
 from serving.auth import key_digest
 from topics.registry import ensure_topics
 
-READ, ADMIN = "reader-secret-1", "admin-secret-2"
+READ, ADMIN, PLAYER = "reader-secret-1", "admin-secret-2", "player-secret-3"
 
 
 async def _serve(settings: Settings) -> AsyncIterator[str]:
@@ -34,9 +34,11 @@ async def _serve(settings: Settings) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def keyed(settings: Settings) -> AsyncIterator[str]:
-    """A server that wants keys: a read and an admin one, 3 requests at once, 1 a second."""
+    """A server that wants keys: a read, an admin and a player (events) one; 3 requests at
+    once, 1 a second per key."""
     s = settings.model_copy(update={
-        "api_keys": f"read:{key_digest(READ)},admin:{key_digest(ADMIN)}",
+        "api_keys": f"read:{key_digest(READ)},admin:{key_digest(ADMIN)},"
+                    f"events:{key_digest(PLAYER)}",
         "api_rate_per_s": 1.0, "api_rate_burst": 3})
     async for url in _serve(s):
         yield url
@@ -66,10 +68,20 @@ async def test_admin_routes_need_an_admin_key(keyed: str) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.delete(f"{keyed}/v1/profiles/p1", headers=bearer(READ)) as r:
             assert r.status == 403
-            assert (await r.json())["error"] == ("DELETE /v1/profiles/p1 needs an admin key; "
-                                                 "this key's role is read")
+            assert (await r.json())["error"] == ("DELETE /v1/profiles/p1 needs admin access "
+                                                 "(admin key); this key's role is read")
         async with http.get(f"{keyed}/v1/homepage/p1", headers=bearer(ADMIN)) as r:
             assert r.status == 200  # an admin key reads too
+
+
+async def test_a_player_key_may_only_send_events(keyed: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{keyed}/v1/homepage/p1", headers=bearer(PLAYER)) as r:
+            assert r.status == 403
+            assert (await r.json())["error"] == ("GET /v1/homepage/p1 needs read access (read "
+                                                 "or admin key); this key's role is events")
+        async with http.post(f"{keyed}/v1/events", headers=bearer(PLAYER), json=[]) as r:
+            assert r.status not in (401, 403)  # past access control (an empty array: 400)
 
 
 async def test_health_metrics_and_the_web_app_stay_open_and_the_app_uses_a_cookie(

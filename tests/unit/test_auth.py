@@ -24,6 +24,14 @@ def test_keys_are_known_by_their_digest_only() -> None:
     assert READ not in repr(r.hashes) and ADMIN not in repr(r.hashes)
 
 
+def test_each_route_needs_the_weakest_role_that_may_call_it() -> None:
+    from serving.auth import role_needed
+
+    assert role_needed("POST", "/v1/events") == "events"
+    assert role_needed("GET", "/v1/homepage/p1") == "read"
+    assert role_needed("DELETE", "/v1/profiles/p1") == "admin"
+
+
 def test_a_key_listed_twice_takes_its_strongest_role() -> None:
     s = Settings(api_keys=f"read:{key_digest(ADMIN)},admin:{key_digest(ADMIN)}")
     assert KeyRing(s.api_key_hashes, 0.0, 1).role_of(ADMIN) == "admin"
@@ -34,8 +42,9 @@ def test_the_setting_refuses_plain_keys_and_unknown_roles_naming_the_problem() -
                                           r"itself") as err:
         load_settings(api_keys="read:my-plain-key")
     assert "my-plain-key" not in str(err.value)  # a pasted key is not echoed
-    with pytest.raises(ValidationError, match="role must be one of read, admin"):
+    with pytest.raises(ValidationError, match="role must be one of events, read, admin"):
         Settings(api_keys=f"owner:{key_digest('x')}")
+    assert Settings(api_keys=f"events:{key_digest('x')}").api_key_hashes[0][0] == "events"
     assert Settings().api_key_hashes == ()
 
 
