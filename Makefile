@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration bench soak eval eval-artwork lint fmt clean
+.PHONY: install demo test test-unit test-integration bench soak eval eval-tuning eval-artwork lint fmt clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,6 +43,10 @@ eval-artwork: $(STAMP)
 
 eval: $(STAMP)
 	$(BIN)/python -m evaluation movielens --out docs/evaluation.md
+
+# the page parameters tried on the first half of MovieLens (docs/evaluation-tuning.md)
+eval-tuning: $(STAMP)
+	$(BIN)/python -m evaluation.movielens.tune --out docs/evaluation-tuning.md
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
