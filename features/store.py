@@ -336,14 +336,19 @@ class RedisStore(PipelineStore):
 
     @classmethod
     def from_url(cls, url: str, prefix: str, *, max_connections: int = 64,
-                 pool_timeout_s: float = 5.0) -> RedisStore:
+                 pool_timeout_s: float = 5.0,
+                 socket_timeout_s: float | None = None) -> RedisStore:
         """A store on a pool of at most ``max_connections``; a caller finding them all busy
         waits up to ``pool_timeout_s`` for one (a burst of requests queues rather than
-        failing with "too many connections")."""
+        failing with "too many connections"); ``socket_timeout_s`` bounds each connect and
+        reply (a hung Redis raises ``TimeoutError`` instead of holding the caller)."""
         import redis.asyncio as aioredis
 
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=pool_timeout_s)
+            url, max_connections=max_connections,
+            timeout=pool_timeout_s if socket_timeout_s is None else min(pool_timeout_s,
+                                                                        socket_timeout_s),
+            socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s)
         return cls(aioredis.Redis(connection_pool=pool, decode_responses=False), prefix)
 
     async def load_profiles(self, profile_ids):

@@ -170,7 +170,8 @@ async def _resources(app: web.Application, own_store: bool, own_impressions: boo
     settings = app[SETTINGS]
     if own_store:
         app[STORE] = RedisStore.from_url(settings.redis_url, settings.key_prefix,
-                                        max_connections=settings.redis_max_connections)
+                                        max_connections=settings.redis_max_connections,
+                                        socket_timeout_s=settings.serve_redis_timeout_s)
     if own_impressions:
         app[IMPRESSIONS] = ImpressionLogger.from_settings(settings)
     if own_models:

@@ -18,6 +18,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import orjson
@@ -42,6 +43,7 @@ from serving.http import (
     PAGE_CONFIG,
     RULES,
     STORE,
+    STORE_UNAVAILABLE,
     now_ms,
 )
 from serving.metrics import record_page
@@ -383,6 +385,10 @@ class HomeState:
 HOME = web.AppKey("home", HomeState)
 
 
+#: Where :func:`plan_key` holds the requested country.
+PLAN_KEY_COUNTRY = 3
+
+
 def plan_key(reads: HomeReads, country: str | None, catalog_version: int,
              continue_watching: bool) -> tuple[Any, ...]:
     """What a compiled page depends on: the stored page, its source, the settings, the
@@ -456,9 +462,18 @@ async def homepage(request: web.Request) -> web.Response:
     home, models, store = app[HOME], app[MODELS], app[STORE]
     snap = models.snapshot if models.loaded else await models.ensure()
     plan = home.get(profile_id)
-    reads = await read_home(store, profile_id, country,
-                            with_state=plan is None or plan.has_continue_watching,
-                            with_assignments=app[ARTWORK].sticky.period_s > 0)
+    try:
+        reads = await read_home(store, profile_id, country,
+                                with_state=plan is None or plan.has_continue_watching,
+                                with_assignments=app[ARTWORK].sticky.period_s > 0)
+    except STORE_UNAVAILABLE as exc:
+        if plan is None or plan.key[PLAN_KEY_COUNTRY] != country:
+            raise  # nothing of theirs held here: 503 with Retry-After
+        log.warning("store unavailable (%s: %s): serving %s the page compiled earlier",
+                    type(exc).__name__, exc, profile_id)
+        response = serve_plan(app, plan, StaleReads(), device, store_down=True)
+        response.headers["X-Homestream-Stale"] = "store unavailable"
+        return response
     if plan is None or plan.key != plan_key(reads, country, snap.version,
                                             plan.has_continue_watching):
         plan = await compile_home(app, profile_id, country, reads, snap)
@@ -470,8 +485,16 @@ async def homepage(request: web.Request) -> web.Response:
     return serve_plan(app, plan, reads, device)
 
 
-def serve_plan(app: web.Application, plan: PagePlan, reads: HomeReads,
-               device: str) -> web.Response:
+class StaleReads:
+    """What a request knows of the member's assignments while the store does not answer:
+    nothing (their artwork is drawn again, not stored)."""
+
+    flat: list[bytes] | None = None
+    assignments: Mapping[str, Any] = MappingProxyType({})
+
+
+def serve_plan(app: web.Application, plan: PagePlan, reads: HomeReads | StaleReads,
+               device: str, store_down: bool = False) -> web.Response:
     """Decide the first screen's artwork, answer, log the impressions as one message and
     queue the new assignments (both after the response is built, neither blocking it)."""
     served_at_ms = now_ms()
@@ -481,7 +504,7 @@ def serve_plan(app: web.Application, plan: PagePlan, reads: HomeReads,
                                app[ARTWORK].decisions_max_age_ms)
     served = plan.serve(decisions, reads, app[ARTWORK].sticky, request_id, served_at_ms)
     record_page(plan.source, policy.name, served.decided)
-    if served.assignments:
+    if served.assignments and not store_down:
         app[HOME].writer_for(app[STORE]).add(plan.profile_id, served.assignments,
                                              served.decided)
     logger = app[IMPRESSIONS]

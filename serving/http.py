@@ -88,8 +88,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return resp
     except STORE_UNAVAILABLE as exc:
         log.warning("store unavailable for %s %s: %r", request.method, request.path, exc)
-        return error_response(503, f"store unavailable: {type(exc).__name__}: {exc}",
+        resp = error_response(503, f"store unavailable: {type(exc).__name__}: {exc}",
                               type=type(exc).__name__)
+        resp.headers["Retry-After"] = "1"
+        return resp
     except Exception as exc:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return error_response(500, f"internal error: {type(exc).__name__}",

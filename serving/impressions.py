@@ -2,11 +2,14 @@
 
 One page request becomes one Kafka message: an Avro ``EventBatch`` (keyed by profile id) of
 :class:`~topics.models.Impression` events, one per item served, with its row and column on
-the page as returned. The request handler only enqueues the page (O(1)); a background task
-builds, encodes and produces it after the response has gone out, so logging adds no
-latency. Nothing is dropped silently: a full producer queue is retried until it has room,
-and every impression ends up counted as delivered or failed (failures logged with their
-event ids).
+the page as returned. The home page hands over the message already encoded
+(:meth:`ImpressionLogger.log_encoded`, from :mod:`serving.page_plan`) and it is produced at
+once, without waiting for the broker; rows handed over as they are (:meth:`log_page`) are
+built and encoded by a background task. While the broker is away, messages wait in the
+producer's buffer (``HOMESTREAM_IMPRESSIONS_BUFFER_KB``) and then in a queue of at most
+``max_waiting_pages`` pages retried by the background task; beyond that a page is dropped,
+counted (``impressions_dropped``) and logged, so memory stays bounded. Every other
+impression ends up counted as delivered or failed (failures logged with their event ids).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,6 +32,8 @@ from topics.registry import topic_specs
 
 log = logging.getLogger(__name__)
 
+#: The least time between two log lines about dropped impressions.
+DROP_LOG_INTERVAL_S = 5.0
 #: Probability the policy had of showing that artwork (deterministic choice).
 PROPENSITY = 1.0
 VARIANT = "control"
@@ -55,6 +61,8 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         # a page's impressions repeat its ids and context: lz4 makes them a fraction of the
         # bytes for the broker, as the players' producers do
         "compression.type": "lz4",
+        # what waits for an absent broker: bounded (beyond, pages are dropped and counted)
+        "queue.buffering.max.kbytes": settings.impressions_buffer_kb,
         "linger.ms": settings.producer_linger_ms,
         "delivery.timeout.ms": settings.producer_delivery_timeout_ms,
     }
@@ -141,6 +149,8 @@ class ImpressionLogger:
         Wait before retrying a ``produce`` that found the local queue full.
     flush_timeout_s
         How long :meth:`aclose` waits for outstanding messages.
+    max_waiting_pages
+        Pages that may wait for room in the producer's buffer; more are dropped.
 
     Call :meth:`start` inside the running loop before :meth:`log_page`, and :meth:`aclose`
     at shutdown.
@@ -148,7 +158,7 @@ class ImpressionLogger:
 
     def __init__(self, topic: str, producer: ProducerLike, codec: AvroCodec | None = None,
                  *, poll_interval_s: float = 0.05, retry_interval_s: float = 0.05,
-                 flush_timeout_s: float = 10.0) -> None:
+                 flush_timeout_s: float = 10.0, max_waiting_pages: int = 1000) -> None:
         self.topic = topic
         self.producer = producer
         self.codec = codec or default_codec()
@@ -157,7 +167,10 @@ class ImpressionLogger:
         self.flush_timeout_s = flush_timeout_s
         self.delivered = 0
         self.failed = 0
+        self.dropped = 0
         self.pages = 0
+        self.max_waiting_pages = max_waiting_pages
+        self._drop_logged_at = -DROP_LOG_INTERVAL_S
         self._queue: asyncio.Queue[ServedPage | EncodedPage] = asyncio.Queue()
         self._inflight: dict[int, _InFlight] = {}
         self._inflight_count = 0
@@ -247,7 +260,7 @@ class ImpressionLogger:
         if self._closed:
             raise RuntimeError("ImpressionLogger is closed")
         self.pages += 1
-        self._queue.put_nowait(
+        self._wait_or_drop(
             ServedPage(profile_id, request_id, served_at_ms, rows, device, country,
                        context_json, variant))
 
@@ -260,7 +273,22 @@ class ImpressionLogger:
         self.pages += 1
         page = EncodedPage(profile_id, request_id, value, EventIds(request_id, suffixes))
         if not self._queue.empty() or not self._produce_now(page):
+            self._wait_or_drop(page)
+
+    def _wait_or_drop(self, page: ServedPage | EncodedPage) -> None:
+        """Queue ``page`` for the retrying task, or drop it (counted, logged at most every
+        few seconds) when ``max_waiting_pages`` already wait: the broker has been away long
+        enough to fill the producer's buffer, and memory stays bounded."""
+        if self._queue.qsize() < self.max_waiting_pages:
             self._queue.put_nowait(page)
+            return
+        self.dropped += page.item_count
+        now = time.monotonic()
+        if now - self._drop_logged_at >= DROP_LOG_INTERVAL_S:
+            self._drop_logged_at = now
+            log.error("impressions buffer full (the broker is not taking them): dropped the "
+                      "%d impressions of request %s; %d dropped so far", page.item_count,
+                      page.request_id, self.dropped)
 
     def _produce_now(self, page: EncodedPage) -> bool:
         """Hand ``page`` to the producer; False when its local queue is full."""
@@ -284,6 +312,7 @@ class ImpressionLogger:
             "impressions_delivered": self.delivered,
             "impressions_failed": self.failed,
             "impressions_in_flight": self._inflight_count,
+            "impressions_dropped": self.dropped,
             "pages_queued": self._queue.qsize(),
         }
 

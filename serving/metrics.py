@@ -69,6 +69,9 @@ IMPRESSIONS_DELIVERED = Counter("homestream_serving_impressions_delivered",
                                 "Impression events the broker acknowledged")
 IMPRESSIONS_FAILED = Counter("homestream_serving_impressions_failed",
                              "Impression events that could not be delivered")
+IMPRESSIONS_DROPPED = Counter("homestream_serving_impressions_dropped",
+                              "Impression events dropped because the buffer for an absent "
+                              "broker was full")
 
 
 def record_page(source: str, policy: str, artwork_decisions: int) -> None:
@@ -113,6 +116,7 @@ class ImpressionSampler:
         self.logger = logger
         self._delivered = 0
         self._failed = 0
+        self._dropped = 0
 
     def sample(self) -> None:
         stats = self.logger.stats()
@@ -123,7 +127,10 @@ class ImpressionSampler:
             IMPRESSIONS_DELIVERED.inc(delivered - self._delivered)
         if failed > self._failed:
             IMPRESSIONS_FAILED.inc(failed - self._failed)
-        self._delivered, self._failed = delivered, failed
+        dropped = stats.get("impressions_dropped", 0)
+        if dropped > self._dropped:
+            IMPRESSIONS_DROPPED.inc(dropped - self._dropped)
+        self._delivered, self._failed, self._dropped = delivered, failed, dropped
 
     async def run(self, interval_s: float = SAMPLE_INTERVAL_S) -> None:
         """Sample every ``interval_s`` until cancelled (every process keeps its values
@@ -190,5 +197,5 @@ def metric_names() -> set[str]:
     """The sample names of every server metric (:func:`homestream.metrics.exposed_names`)."""
     collectors: list[Any] = [REQUEST_DURATION, PAGES_SERVED, ARTWORK_DECISIONS,
                              IMPRESSION_QUEUE, IMPRESSIONS_IN_FLIGHT, IMPRESSIONS_DELIVERED,
-                             IMPRESSIONS_FAILED]
+                             IMPRESSIONS_FAILED, IMPRESSIONS_DROPPED]
     return exposed_names(collectors)

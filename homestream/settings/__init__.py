@@ -162,6 +162,9 @@ class Settings(BaseSettings):
                               "the bandit chooses (the first screen)")
     serve_plan_cache: int = Field(4096, ge=0, description="Compiled home pages kept per "
                                   "server process (0: compile every request)")
+    serve_redis_timeout_s: float = Field(1.0, gt=0.0, le=60.0, description="How long the "
+                                         "server waits for Redis in a request before it "
+                                         "answers from its compiled pages or with 503")
     artwork_decisions_max_age_s: float = Field(
         30.0, ge=0.0, description="How long a served page keeps drawing artwork from the "
         "propensities of the policy version it computed them with after a newer version "
@@ -230,6 +233,9 @@ class Settings(BaseSettings):
     # --- producer client ------------------------------------------------------------------
     producer_linger_ms: float = Field(5.0, ge=0.0, le=10_000.0,
                                       description="Producer batching delay")
+    impressions_buffer_kb: int = Field(131_072, ge=1024, description="Impressions the "
+                                       "server holds while the broker does not take them, in "
+                                       "KB (beyond: dropped, counted and logged)")
     producer_delivery_timeout_ms: int = Field(30_000, ge=1000,
                                               description="Producer delivery timeout")
 
