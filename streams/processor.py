@@ -78,6 +78,9 @@ from topics.models import DeadLetter, Impression, Title
 from topics.registry_framing import prepare
 
 log = logging.getLogger(__name__)
+#: A batch whose newest message is older than this means the consumer is behind: the page
+#: timer then keeps to its budget so the events catch up (the freshness target, 250 ms).
+BEHIND_S = 0.25
 
 @dataclass
 class BatchWork:
@@ -191,8 +194,8 @@ class EventProcessor:
         #: Pages written, and queued pages (render window), not yet in the stored counters.
         self._pages_unreported = 0
         self._queued_reported = 0
-        #: Event batches started so far, and whether the last one was full (the consumer is
-        #: behind): the page timer keeps to its budget while full batches come.
+        #: Event batches started so far, and whether the last one showed the consumer
+        #: behind (:meth:`_is_behind`): the page timer keeps to its budget while it is.
         self._batches_started = 0
         self._behind = False
 
@@ -378,9 +381,18 @@ class EventProcessor:
     async def process(self, messages: Sequence[RawMessage]) -> BatchReport:
         """Run one micro-batch end to end; returns when pages and dead letters are written."""
         self._batches_started += 1
-        self._behind = len(messages) >= self.settings.batch_max_events
+        self._behind = self._is_behind(messages)
         async with self._state_lock:
             return await self._process(messages)
+
+    def _is_behind(self, messages: Sequence[RawMessage]) -> bool:
+        """Whether the consumer is behind: a full batch, or its newest message was written
+        more than ``BEHIND_S`` ago (broker or producer time; the page timer then keeps to
+        its budget)."""
+        if len(messages) >= self.settings.batch_max_events:
+            return True
+        newest = max((m.timestamp_ms or 0 for m in messages), default=0)
+        return newest > 0 and self.clock() * 1000 - newest > BEHIND_S * 1000
 
     async def _process(self, messages: Sequence[RawMessage]) -> BatchReport:
         await self.start()
@@ -623,8 +635,8 @@ class EventProcessor:
     async def flush_pages(self, final: bool = False) -> int:
         """Render the pages the render window queued whose window ended, the longest queued
         first (a timer tick): within the tick's render budget while the consumer is behind
-        (a full batch came during the tick), else until none is due, one slice between two
-        batches; ``final``: every queued page, without a budget (the worker stops)."""
+        (:meth:`_is_behind`), else until none is due, one slice between two batches;
+        ``final``: every queued page, without a budget (the worker stops)."""
         if self.renderer.window_s <= 0 or not self.renderer.held:
             return 0
         await self.start()

@@ -162,3 +162,13 @@ async def test_revoked_partitions_lose_their_queued_pages_and_a_final_flush_writ
     assert await proc.flush_pages() == 0  # p1's window has not ended
     assert await proc.flush_pages(final=True) == 1  # the worker stops: written anyway
     assert as_of(store, "p1") == TS + 1 and as_of(store, "p2") == TS
+
+
+def test_the_consumer_is_behind_on_a_full_batch_or_old_messages() -> None:
+    proc = EventProcessor(Settings(batch_max_events=3), InMemoryStore(), MemoryDeadLetters(),
+                          clock=lambda: TS / 1000)
+    fresh = [RawMessage("events", 0, i, b"p", b"", TS - 100) for i in range(2)]
+    assert not proc._is_behind(fresh)
+    assert proc._is_behind(fresh + fresh[:1])  # full
+    assert proc._is_behind([RawMessage("events", 0, 0, b"p", b"", TS - 1000)])
+    assert not proc._is_behind([RawMessage("events", 0, 0, b"p", b"")])  # no timestamp
