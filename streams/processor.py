@@ -65,6 +65,7 @@ from streams.models import (  # noqa: F401  (checkpoint names re-exported for ca
     ROW_UTILITY_CHECKPOINT,
     ModelSet,
 )
+from streams.outage import Backoff, OutageStats, retry_transient
 from streams.render import (
     MemoryPageUpdates,  # noqa: F401  (re-exported: callers import the sinks from here)
     PageRenderer,
@@ -198,6 +199,10 @@ class EventProcessor:
         #: behind (:meth:`_is_behind`): the page timer keeps to its budget while it is.
         self._batches_started = 0
         self._behind = False
+        #: A batch that fails because Redis is unreachable is retried whole (streams.outage).
+        self.outage_backoff = Backoff(settings.outage_retry_initial_s,
+                                      settings.outage_retry_max_s)
+        self.outage_stats = OutageStats()
 
     # -- lifecycle and models ---------------------------------------------------------------
     @property
@@ -298,6 +303,12 @@ class EventProcessor:
     async def refresh_catalog(self, force: bool = False) -> bool:
         """Reload the catalog from the store when its version moved."""
         version = await self.store.catalog_version()
+        if version < self.catalog_version and self._catalog_ids:
+            # the version only grows: the store lost the catalog (Redis restarted empty)
+            log.warning("the store's catalog is gone (version %d < %d): writing back the %d "
+                        "titles held here", version, self.catalog_version, len(self._catalog_ids))
+            self.catalog_version = await self.store.put_titles(self.catalog.titles())
+            return False
         if not force and version == self.catalog_version:
             return False
         version, titles = await self.store.load_catalog()
@@ -311,7 +322,12 @@ class EventProcessor:
 
     # -- catalog topic --------------------------------------------------------------------
     async def process_catalog(self, messages: Sequence[RawMessage]) -> int:
-        """Store catalog records (tombstones delete); bad records go to the dead letters."""
+        """Store catalog records (tombstones delete); bad records go to the dead letters.
+        Retried whole while Redis is unreachable (storing titles again changes nothing)."""
+        return await retry_transient(lambda: self._process_catalog(messages), "catalog batch",
+                                     self.outage_backoff, self.outage_stats)
+
+    async def _process_catalog(self, messages: Sequence[RawMessage]) -> int:
         upserts: dict[str, Title] = {}
         deletes: list[str] = []
         letters = []
@@ -339,7 +355,12 @@ class EventProcessor:
 
     # -- profiles topic -------------------------------------------------------------------
     async def process_profiles(self, messages: Sequence[RawMessage]) -> int:
-        """Store profile settings and re-render the pages of the profiles that changed."""
+        """Store profile settings and re-render the pages of the profiles that changed;
+        retried whole while Redis is unreachable (storing settings again changes nothing)."""
+        return await retry_transient(lambda: self._process_profiles(messages),
+                                     "profiles batch", self.outage_backoff, self.outage_stats)
+
+    async def _process_profiles(self, messages: Sequence[RawMessage]) -> int:
         metas: dict[str, dict] = {}
         letters = []
         for m in messages:
@@ -382,8 +403,9 @@ class EventProcessor:
         """Run one micro-batch end to end; returns when pages and dead letters are written."""
         self._batches_started += 1
         self._behind = self._is_behind(messages)
-        async with self._state_lock:
-            return await self._process(messages)
+        async with self._state_lock:  # an outage holds it: the timers wait too
+            return await retry_transient(lambda: self._process(messages), "event batch",
+                                         self.outage_backoff, self.outage_stats)
 
     def _is_behind(self, messages: Sequence[RawMessage]) -> bool:
         """Whether the consumer is behind: a full batch, or its newest message was written

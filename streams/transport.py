@@ -18,6 +18,8 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from streams.outage import skip_transient
+
 
 class TunedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Creates the worker's aiokafka consumer with the app's fetch wait."""
@@ -40,9 +42,15 @@ class TunedTransport(faust_aiokafka.Transport):
 
 
 class HomestreamApp(faust.App):
-    """``faust.App`` with :class:`TunedTransport` and a configurable fetch wait."""
+    """``faust.App`` with :class:`TunedTransport` and a configurable fetch wait, whose timers
+    skip a tick while Redis is unreachable (a timer raising would stop the whole worker)."""
 
     fetch_max_wait_ms: int | None = None
+
+    def timer(self, interval: Any, *args: Any, **kwargs: Any) -> Any:
+        """``faust.App.timer`` whose body rides out a Redis outage (:mod:`streams.outage`)."""
+        inner = super().timer(interval, *args, **kwargs)
+        return lambda fun: inner(skip_transient(fun))
 
     def _new_transport(self) -> TunedTransport:
         return TunedTransport(self.conf.broker_consumer, self)

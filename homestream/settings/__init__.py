@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(64, ge=1, le=10_000, description="Redis connections "
                                        "per process at most; callers wait for a free one")
     key_prefix: str = Field("hs:", description="Prefix of every Redis key")
+    outage_retry_initial_s: float = Field(0.1, gt=0.0, le=60.0, description="A worker "
+                                          "batch that finds Redis unreachable is retried "
+                                          "after this, then twice as long each time")
+    outage_retry_max_s: float = Field(5.0, gt=0.0, le=300.0, description="Longest wait "
+                                      "between two retries of a batch while Redis is "
+                                      "unreachable (retries go on until it answers)")
 
     # --- logging --------------------------------------------------------------------------
     log_format: Literal["text", "json"] = Field("text", description="Log lines as plain "
@@ -307,6 +313,15 @@ class Settings(BaseSettings):
         if not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return v
+
+    @model_validator(mode="after")
+    def _outage_backoff_ordered(self) -> Settings:
+        """The first retry's wait is at most the longest one."""
+        if self.outage_retry_initial_s > self.outage_retry_max_s:
+            raise ValueError(f"{ENV_PREFIX}OUTAGE_RETRY_INITIAL_S ({self.outage_retry_initial_s})"
+                             f" must not exceed {ENV_PREFIX}OUTAGE_RETRY_MAX_S "
+                             f"({self.outage_retry_max_s})")
+        return self
 
     @model_validator(mode="after")
     def _kafka_security_consistent(self) -> Settings:

@@ -1,0 +1,232 @@
+"""The worker through Redis and broker outages, on a real broker and a Redis of the test's own.
+
+- Redis stopped (SIGTERM, its append-only file kept) for 10 s and started again on the same
+  port while events keep coming, then hung (SIGSTOP) for a few seconds and resumed: the worker
+  pauses, retries with backoff, resumes and applies every event exactly once.
+- Redis restarted with an empty dataset: the worker writes its catalog back, the default pages
+  come back at once and a member's page with their next event.
+- The broker hung (SIGSTOP) for 10 s and resumed (Tansu keeps its topics in memory only: a
+  stopped Tansu loses them, so a pause is the outage that can be tested without data loss):
+  the worker reconnects by itself and applies every event once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from features import keys
+from homestream.player.producer import PlayerProducer
+from homestream.player.simulator import publish_catalog
+from homestream.settings import Settings
+from homestream.stack.local import redis_binary, start_tansu
+from homestream.stack.process import Child, free_port, wait_for_port
+from tests.integration.helpers import (
+    WorkerProcess,
+    counters,
+    make_titles,
+    page,
+    profile_state,
+    redis_client,
+    wait_for_catalog,
+    wait_until,
+)
+from topics.models import Play
+from topics.registry import ensure_topics
+
+PROFILES = [f"o{i}" for i in range(30)]
+
+
+class OwnRedis:
+    """A redis-server the test may stop, hang and start again on the same port and folder
+    (``persist``: an append-only file, fsynced on every write, so a restart keeps the data)."""
+
+    def __init__(self, persist: bool) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="homestream-outage-redis-"))
+        self.persist = persist
+        self.child: Child | None = None
+        self.start()
+
+    def start(self) -> None:
+        aof = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else [
+            "--appendonly", "no"]
+        self.child = Child([redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                            "--save", "", *aof, "--dir", str(self.dir)], name="redis",
+                           log_path=self.dir / f"redis-{time.time_ns()}.log", cwd=self.dir)
+        wait_for_port(self.port, 15.0, self.child)
+
+    def stop(self) -> None:
+        if self.child is not None:
+            self.resume()
+            self.child.stop(10.0)
+
+    def hang(self) -> None:
+        os.kill(self.child.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.child is not None and self.child.alive():
+            os.kill(self.child.pid, signal.SIGCONT)
+
+
+@pytest.fixture
+def persistent_redis(settings: Settings) -> Iterator[tuple[Settings, OwnRedis]]:
+    redis = OwnRedis(persist=True)
+    try:
+        yield settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis.port}/0",
+                                          "clock_quorum": 1}), redis
+    finally:
+        redis.stop()
+
+
+def plays(n: int, base_ms: int) -> tuple[list[Play], dict[str, int]]:
+    """``n`` progress events spread over :data:`PROFILES`, and how many each profile got."""
+    sent = dict.fromkeys(PROFILES, 0)
+    out = []
+    for i in range(n):
+        p = PROFILES[i % len(PROFILES)]
+        sent[p] += 1
+        out.append(Play(event_id=uuid.uuid4().hex, profile_id=p, event_ts_ms=base_ms + i,
+                        title_id=f"t{i % 30}", action="progress", position_s=float(i % 1200),
+                        duration_s=1200.0, country="US", device="tv"))
+    return out, sent
+
+
+def feed(settings: Settings, events: list[Play], pause_s: float) -> threading.Thread:
+    """Produce ``events`` in chunks of 50 from a thread (started), pausing between chunks."""
+
+    def run() -> None:
+        with PlayerProducer(settings, max_batch_events=5) as producer:
+            for j in range(0, len(events), 50):
+                producer.send_many(events[j:j + 50])
+                producer.flush()
+                time.sleep(pause_s)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def assert_applied_once(settings: Settings, total: int, sent: dict[str, int],
+                        timeout_s: float) -> None:
+    """Every event applied, none twice: the counter and each member's event count."""
+    wait_until(lambda: counters(settings).get("events_applied", 0) >= total, timeout_s,
+               interval_s=0.2, what=f"all {total} events applied")
+    time.sleep(1.5)  # anything applied twice would show up now
+    assert counters(settings)["events_applied"] == total
+    for p in PROFILES:
+        assert profile_state(settings, p)["n_events"] == sent[p], p
+
+
+def start_worker(settings: Settings, n_titles: int = 30) -> WorkerProcess:
+    ensure_topics(settings)
+    publish_catalog(settings, make_titles(n_titles))
+    worker = WorkerProcess(settings)
+    try:
+        wait_for_catalog(settings, n_titles, timeout_s=60)
+    except BaseException:
+        worker.stop()
+        raise
+    return worker
+
+
+def test_worker_rides_out_a_redis_restart_and_a_hang_applying_every_event_once(
+        persistent_redis: tuple[Settings, OwnRedis]) -> None:
+    settings, redis = persistent_redis
+    worker = start_worker(settings)
+    try:
+        first, sent = plays(1500, int(time.time() * 1000))
+        feeder = feed(settings, first, 0.03)
+        wait_until(lambda: counters(settings).get("events_applied", 0) >= 200, 30,
+                   what="200 events applied before Redis stops")
+        redis.stop()  # mid-stream: the feeder is still producing
+        time.sleep(10.0)
+        assert worker.alive(), worker.tail()
+        redis.start()
+        feeder.join()
+        assert_applied_once(settings, 1500, sent, 60)
+
+        second, sent2 = plays(600, int(time.time() * 1000))
+        feeder = feed(settings, second, 0.03)
+        wait_until(lambda: counters(settings).get("events_applied", 0) >= 1600, 30,
+                   what="events applied before Redis hangs")
+        redis.hang()
+        time.sleep(4.0)
+        redis.resume()
+        feeder.join()
+        assert_applied_once(settings, 2100, {p: sent[p] + sent2[p] for p in PROFILES}, 60)
+        assert worker.alive(), worker.tail()
+    finally:
+        worker.stop()
+
+
+def test_redis_restarted_empty_the_worker_rebuilds_catalog_and_pages(
+        settings: Settings) -> None:
+    redis = OwnRedis(persist=False)
+    settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis.port}/0",
+                                           "clock_quorum": 1})
+    worker = start_worker(settings)
+    r = redis_client(settings)
+    try:
+        now = int(time.time() * 1000)
+        with PlayerProducer(settings) as producer:
+            producer.send(Play(event_id=uuid.uuid4().hex, profile_id="ann", event_ts_ms=now,
+                               title_id="t3", action="start", position_s=0.0,
+                               duration_s=1200.0, country="US", device="tv"))
+        wait_until(lambda: page(settings, "ann"), 20, what="ann's page")
+        default_key = keys.default_page_key(settings.key_prefix, "US")
+        wait_until(lambda: r.exists(default_key), 20, what="the default page")
+        redis.stop()
+        time.sleep(3.0)
+        redis.start()  # an empty dataset
+        assert r.dbsize() <= 2  # nothing of before (the worker may have written already)
+        catalog = keys.catalog_key(settings.key_prefix)
+        wait_until(lambda: r.hlen(catalog) == 30, 20,
+                   what="the worker to write its catalog back")
+        wait_until(lambda: r.exists(default_key), 20, what="the default page back")
+        assert page(settings, "ann") is None  # lost until ann's next event
+        with PlayerProducer(settings) as producer:
+            producer.send(Play(event_id=uuid.uuid4().hex, profile_id="ann",
+                               event_ts_ms=now + 1000, title_id="t4", action="start",
+                               position_s=0.0, duration_s=1200.0, country="US", device="tv"))
+        got = wait_until(lambda: page(settings, "ann"), 20, what="ann's page back")
+        rows = {row["row_id"]: [i["title_id"] for i in row["items"]] for row in got["rows"]}
+        assert rows["continue-watching"] == ["t4"]  # her history before the restart is lost
+        assert profile_state(settings, "ann")["n_events"] == 1
+        assert worker.alive(), worker.tail()
+    finally:
+        worker.stop()
+        redis.stop()
+
+
+def test_worker_reconnects_after_the_broker_hangs_and_applies_every_event_once(
+        settings: Settings) -> None:
+    broker = start_tansu()
+    settings = settings.model_copy(update={
+        "bootstrap_servers": f"127.0.0.1:{broker.port}", "clock_quorum": 1})
+    try:
+        worker = start_worker(settings)
+        try:
+            events, sent = plays(1500, int(time.time() * 1000))
+            feed(settings, events[:600], 0.02).join()
+            wait_until(lambda: counters(settings).get("events_applied", 0) >= 100, 30,
+                       what="events applied before the broker hangs")
+            os.kill(broker.proc.pid, signal.SIGSTOP)
+            time.sleep(10.0)
+            os.kill(broker.proc.pid, signal.SIGCONT)
+            feed(settings, events[600:], 0.0).join()
+            assert_applied_once(settings, 1500, sent, 60)
+            assert worker.alive(), worker.tail()
+        finally:
+            worker.stop()
+    finally:
+        os.kill(broker.proc.pid, signal.SIGCONT)
+        broker.stop()
