@@ -26,6 +26,7 @@ from streams.health import WorkerHealth, install_worker_health
 from streams.learning import SCHEMA, LearningRecord
 from streams.metrics import CountedDeadLetters, WorkerMetrics
 from streams.processor import DeadLetterSink, EventProcessor, PageUpdateSink, RawMessage
+from streams.rebuild import install_rebuilder
 from streams.transport import HomestreamApp
 from topics.codec import default_codec
 from topics.models import DeadLetter
@@ -194,6 +195,7 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
             await _finish_even_if_cancelled(processor.process_profiles(_raw(batch)))
 
     _model_and_page_timers(app, settings, processor, event_topic_names)
+    app.rebuilder = install_rebuilder(app, settings, processor)  # type: ignore[attr-defined]
 
     @app.timer(5.0)
     async def consumer_lag() -> None:

@@ -203,6 +203,9 @@ class EventProcessor:
         self.outage_backoff = Backoff(settings.outage_retry_initial_s,
                                       settings.outage_retry_max_s)
         self.outage_stats = OutageStats()
+        #: The store lost its dataset (its catalog version went back): streams.rebuild puts
+        #: the catalog and the profiles' settings back from their topics.
+        self.store_reset = False
 
     # -- lifecycle and models ---------------------------------------------------------------
     @property
@@ -308,6 +311,7 @@ class EventProcessor:
             log.warning("the store's catalog is gone (version %d < %d): writing back the %d "
                         "titles held here", version, self.catalog_version, len(self._catalog_ids))
             self.catalog_version = await self.store.put_titles(self.catalog.titles())
+            self.store_reset = True
             return False
         if not force and version == self.catalog_version:
             return False

@@ -3,8 +3,9 @@
 - Redis stopped (SIGTERM, its append-only file kept) for 10 s and started again on the same
   port while events keep coming, then hung (SIGSTOP) for a few seconds and resumed: the worker
   pauses, retries with backoff, resumes and applies every event exactly once.
-- Redis restarted with an empty dataset: the worker writes its catalog back, the default pages
-  come back at once and a member's page with their next event.
+- Redis restarted with an empty dataset: the worker writes its catalog back and reads the
+  members' settings back from the profiles topic (a kids profile stays one), the default
+  pages come back at once and a member's page with their next event.
 - The broker hung (SIGSTOP) for 10 s and resumed (Tansu keeps its topics in memory only: a
   stopped Tansu loses them, so a pause is the outage that can be tested without data loss):
   the worker reconnects by itself and applies every event once.
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 
 from features import keys
 from homestream.player.producer import PlayerProducer
@@ -39,8 +41,9 @@ from tests.integration.helpers import (
     wait_for_catalog,
     wait_until,
 )
-from topics.models import Play
-from topics.registry import ensure_topics
+from topics.codec import default_codec
+from topics.models import Play, Profile
+from topics.registry import ensure_topics, topic_specs
 
 PROFILES = [f"o{i}" for i in range(30)]
 
@@ -100,6 +103,11 @@ def plays(n: int, base_ms: int) -> tuple[list[Play], dict[str, int]]:
     return out, sent
 
 
+def play_start(profile: str, title: str, ts: int) -> Play:
+    return Play(event_id=uuid.uuid4().hex, profile_id=profile, event_ts_ms=ts, title_id=title,
+                action="start", position_s=0.0, duration_s=1200.0, country="US", device="tv")
+
+
 def feed(settings: Settings, events: list[Play], pause_s: float) -> threading.Thread:
     """Produce ``events`` in chunks of 50 from a thread (started), pausing between chunks."""
 
@@ -153,6 +161,9 @@ def test_worker_rides_out_a_redis_restart_and_a_hang_applying_every_event_once(
         redis.start()
         feeder.join()
         assert_applied_once(settings, 1500, sent, 60)
+        log = worker.log_path.read_text(errors="replace")
+        assert "event batch: store unreachable" in log  # a batch was cut short and retried
+        assert "store reachable again" in log
 
         second, sent2 = plays(600, int(time.time() * 1000))
         feeder = feed(settings, second, 0.03)
@@ -168,38 +179,45 @@ def test_worker_rides_out_a_redis_restart_and_a_hang_applying_every_event_once(
         worker.stop()
 
 
-def test_redis_restarted_empty_the_worker_rebuilds_catalog_and_pages(
+def test_redis_restarted_empty_the_worker_rebuilds_catalog_settings_and_pages(
         settings: Settings) -> None:
     redis = OwnRedis(persist=False)
     settings = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{redis.port}/0",
                                            "clock_quorum": 1})
-    worker = start_worker(settings)
+    try:
+        worker = start_worker(settings)
+    except BaseException:
+        redis.stop()
+        raise
     r = redis_client(settings)
     try:
+        raw = Producer({"bootstrap.servers": settings.bootstrap_servers})
+        raw.produce(topic_specs(settings)["profiles"].name, key=b"ann",
+                    value=default_codec().encode_model(Profile(profile_id="ann", kids=True)))
+        raw.flush(10)
+        meta_key = keys.profile_meta_key(settings.key_prefix, "ann")
+        wait_until(lambda: r.exists(meta_key), 20, what="ann's settings in Redis")
         now = int(time.time() * 1000)
         with PlayerProducer(settings) as producer:
-            producer.send(Play(event_id=uuid.uuid4().hex, profile_id="ann", event_ts_ms=now,
-                               title_id="t3", action="start", position_s=0.0,
-                               duration_s=1200.0, country="US", device="tv"))
+            producer.send(play_start("ann", "t3", now))
         wait_until(lambda: page(settings, "ann"), 20, what="ann's page")
         default_key = keys.default_page_key(settings.key_prefix, "US")
         wait_until(lambda: r.exists(default_key), 20, what="the default page")
         redis.stop()
         time.sleep(3.0)
         redis.start()  # an empty dataset
-        assert r.dbsize() <= 2  # nothing of before (the worker may have written already)
         catalog = keys.catalog_key(settings.key_prefix)
-        wait_until(lambda: r.hlen(catalog) == 30, 20,
-                   what="the worker to write its catalog back")
+        wait_until(lambda: r.hlen(catalog) == 30, 20, what="the catalog written back")
+        wait_until(lambda: r.exists(meta_key), 20,
+                   what="ann's settings read back from the profiles topic")
         wait_until(lambda: r.exists(default_key), 20, what="the default page back")
         assert page(settings, "ann") is None  # lost until ann's next event
         with PlayerProducer(settings) as producer:
-            producer.send(Play(event_id=uuid.uuid4().hex, profile_id="ann",
-                               event_ts_ms=now + 1000, title_id="t4", action="start",
-                               position_s=0.0, duration_s=1200.0, country="US", device="tv"))
+            producer.send(play_start("ann", "t6", now + 1000))
         got = wait_until(lambda: page(settings, "ann"), 20, what="ann's page back")
+        assert got["kids"]  # still a kids profile: her settings were rebuilt
         rows = {row["row_id"]: [i["title_id"] for i in row["items"]] for row in got["rows"]}
-        assert rows["continue-watching"] == ["t4"]  # her history before the restart is lost
+        assert rows["continue-watching"] == ["t6"]  # her history before the restart is lost
         assert profile_state(settings, "ann")["n_events"] == 1
         assert worker.alive(), worker.tail()
     finally:
@@ -216,13 +234,13 @@ def test_worker_reconnects_after_the_broker_hangs_and_applies_every_event_once(
         worker = start_worker(settings)
         try:
             events, sent = plays(1500, int(time.time() * 1000))
-            feed(settings, events[:600], 0.02).join()
+            feeder = feed(settings, events, 0.05)  # keeps producing through the hang
             wait_until(lambda: counters(settings).get("events_applied", 0) >= 100, 30,
                        what="events applied before the broker hangs")
             os.kill(broker.proc.pid, signal.SIGSTOP)
             time.sleep(10.0)
             os.kill(broker.proc.pid, signal.SIGCONT)
-            feed(settings, events[600:], 0.0).join()
+            feeder.join()
             assert_applied_once(settings, 1500, sent, 60)
             assert worker.alive(), worker.tail()
         finally:
