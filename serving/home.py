@@ -1,40 +1,42 @@
-"""The home-page path: one store read, the fallback chain, guardrails, artwork, impressions.
+"""The home-page path: the fallback chain, guardrails, compiled pages, artwork, impressions.
 
-``GET /v1/homepage/{profile_id}`` reads everything it needs in one Redis round trip (a Lua
-script: the member's page or else the first default page that exists, the settings, the
-member's state for the Continue Watching check and the artwork assignments), serves the
-profile's page, else the default page of the country, else of all countries, else a
-"Latest" row from the catalog, else an empty page; applies the guardrails; decides the
-artwork of the first screen in one vectorized policy step; stores new assignments and logs
-the page as one message after the response has gone out.
+``GET /v1/homepage/{profile_id}`` reads everything it needs in one Redis round trip
+(:mod:`serving.home_read`), serves the profile's page, else the default page of the country,
+else of all countries, else a "Latest" row from the catalog, else an empty page, with the
+guardrails applied; each server process compiles a page once (:mod:`serving.page_plan`) and
+per request only decides the first screen's artwork, answers, logs the page as one message
+and queues the new assignments (:mod:`serving.assignments`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import ValidationError
 
-from features import keys
 from features.keys import ALL_COUNTRIES
 from features.profile import ProfileMeta
 from features.rows import RowKind, row_kind_of
-from features.state_format import playhead_of
 from features.store import PipelineStore, RedisStore
 from online_models.page import Page, PageRow, title_item
 from online_models.rules import Rules
 from serving.assignments import AssignmentWriter
 from serving.catalog_cache import CatalogSnapshot
+from serving.home_read import (
+    HomeReads,
+    InProgress,
+    home_country,
+    parse_meta,
+    read_home,
+    state_view,
+)
 from serving.http import (
     ARTWORK,
     EXPERIMENT,
@@ -49,35 +51,13 @@ from serving.http import (
 from serving.metrics import record_page
 from serving.page_plan import PagePlan
 from serving.validation import COUNTRY_RE, check_country, check_device, check_profile_id
-from topics.models import MATURITY_LEVELS, Title
+from topics.models import Title
 
 log = logging.getLogger("serving.app")
 
 #: The serve-time fallback row built from the catalog when no page is materialized.
 LATEST_ROW = {"row_id": "latest", "kind": "latest", "title": "Latest",
               "explanation": "The newest titles"}
-#: Used when a profile's stored settings do not parse: the strictest guardrails.
-FAIL_CLOSED_META = ProfileMeta(kids=True, max_rating="G")
-
-#: One round trip: KEYS = page, settings, state, assignments, default pages by preference;
-#: ARGV[1] = '1' to read the state too, ARGV[2] = '0' to leave the assignments out (nothing
-#: is kept when the sticky period is 0). Returns ``{page or false, 0 (personal) or 1-based
-#: default index, settings, state (or false), assignments as a flat field/value list}``.
-READ_HOME_LUA = """
-local page = redis.call('GET', KEYS[1])
-local source = 0
-if not page then
-  for i = 5, #KEYS do
-    page = redis.call('GET', KEYS[i])
-    if page then source = i - 4 break end
-  end
-end
-local state = false
-if ARGV[1] == '1' then state = redis.call('GET', KEYS[3]) or false end
-local assignments = {}
-if ARGV[2] ~= '0' then assignments = redis.call('HGETALL', KEYS[4]) end
-return {page or false, source, redis.call('GET', KEYS[2]) or false, state, assignments}
-"""
 
 
 def empty_page(profile_id: str, country: str | None) -> dict[str, Any]:
@@ -109,22 +89,6 @@ def guard_rows(rows: list[PageRow], rules: Rules, meta: ProfileMeta,
 
 
 
-@functools.lru_cache(maxsize=8192)
-def parse_meta(raw: bytes | None) -> ProfileMeta:
-    """A profile's settings from their stored JSON (parsed once per distinct value);
-    defaults when absent; the strictest guardrails when they do not parse."""
-    if raw is None:
-        return ProfileMeta()
-    try:
-        meta = ProfileMeta.model_validate(orjson.loads(raw))
-        if meta.max_rating is not None and meta.max_rating not in MATURITY_LEVELS:
-            raise ValueError(f"unknown max_rating {meta.max_rating!r}")
-        return meta
-    except (ValidationError, ValueError) as exc:
-        log.warning("a profile has invalid settings, serving kids guardrails: %s", exc)
-        return FAIL_CLOSED_META
-
-
 async def load_meta(store: PipelineStore, profile_id: str | None) -> ProfileMeta:
     """The profile's settings; defaults for no or an unknown profile; strictest when the
     stored settings do not parse."""
@@ -132,40 +96,6 @@ async def load_meta(store: PipelineStore, profile_id: str | None) -> ProfileMeta
         return ProfileMeta()
     raw = (await store.load_profile_meta([profile_id])).get(profile_id)
     return parse_meta(None if raw is None else orjson.dumps(raw, option=orjson.OPT_SORT_KEYS))
-
-
-class InProgress(Protocol):
-    """What the Continue Watching check needs of a member's state."""
-
-    def resume_position(self, title_id: str) -> float | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ServeView:
-    """The part of a member's stored state the server reads: playheads and finished titles.
-
-    Playheads are kept as stored and named on read
-    (:func:`~features.state_format.playhead_of`), only for the titles of a Continue Watching
-    row."""
-
-    progress: Mapping[str, Any] = field(default_factory=dict)
-    finished: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> ServeView:
-        data = orjson.loads(raw)
-        return cls(data.get("progress") or {}, data.get("finished") or {})
-
-    def resume_position(self, title_id: str) -> float | None:
-        """Where to resume ``title_id``, in seconds, if it is in progress."""
-        p = self.progress.get(title_id)
-        return None if p is None or title_id in self.finished else playhead_of(p).position_s
-
-
-def home_country(meta: ProfileMeta) -> str | None:
-    """The profile's stored home country, if it is a well-formed code."""
-    c = meta.country
-    return c if isinstance(c, str) and COUNTRY_RE.fullmatch(c) else None
 
 
 def is_continue_watching(row: PageRow) -> bool:
@@ -238,107 +168,6 @@ def impression_country(requested: str | None, page: Page) -> str:
     return c if isinstance(c, str) and COUNTRY_RE.fullmatch(c) else "ZZ"
 
 
-
-
-# -- the one read ---------------------------------------------------------------------------
-@dataclass(slots=True)
-class HomeReads:
-    """What one home-page request read from the store."""
-
-    page: bytes | None
-    source: str | None                 # "personal", "default-<country>", None: no page
-    meta: ProfileMeta
-    parsed_state: InProgress | None    # the in-memory store's; Redis's is parsed on use
-    stored_assignments: dict[str, Any] | None  # the in-memory store's; Redis's: ``flat``
-    meta_raw: bytes | None = None
-    state_raw: bytes | None = None     # the stored state, when it was read
-    state_read: bool = True
-    #: The assignments as Redis returned them: title id, JSON, title id, JSON, ...
-    flat: list[bytes] | None = None
-
-    @property
-    def assignments(self) -> dict[str, Any]:
-        """Title id -> stored assignment (JSON bytes or dict)."""
-        if self.stored_assignments is None:
-            flat = self.flat or []
-            self.stored_assignments = dict(zip([t.decode() for t in flat[::2]], flat[1::2],
-                                               strict=True))
-        return self.stored_assignments
-
-    @property
-    def state(self) -> InProgress | None:
-        """The member's state as read (parsed on first use), ``None`` when absent or not
-        read."""
-        if self.parsed_state is None and self.state_raw:
-            self.parsed_state = ServeView.from_json(self.state_raw)
-        return self.parsed_state
-
-
-_SCRIPTS: dict[int, tuple[RedisStore, Any]] = {}
-
-
-def _script(store: RedisStore) -> Any:
-    """The registered read script of ``store`` (EVALSHA, loaded again when Redis lost it)."""
-    entry = _SCRIPTS.get(id(store))
-    if entry is None or entry[0] is not store:
-        entry = _SCRIPTS[id(store)] = (store, store.client.register_script(READ_HOME_LUA))
-    return entry[1]
-
-
-async def read_home(store: PipelineStore, profile_id: str, country: str | None,
-                    with_state: bool = True, with_assignments: bool = True) -> HomeReads:
-    """The page (or the first default page that exists: ``country``'s, then all
-    countries'), settings, state (unless ``with_state`` is false) and assignments (unless
-    ``with_assignments`` is false) of ``profile_id``: one round trip to Redis; a second one
-    only when no country was asked for, no personal page exists and the profile's home
-    country has a default page of its own. The state is parsed by :func:`state_view` when
-    needed."""
-    defaults = [c for c in dict.fromkeys((country, ALL_COUNTRIES)) if c is not None]
-    meta_raw: bytes | None = None
-    state_raw: bytes | None = None
-    if isinstance(store, RedisStore):
-        p = store.prefix
-        page, idx, meta_raw, state_raw, flat = await _script(store)(keys=[
-            keys.page_key(p, profile_id), keys.profile_meta_key(p, profile_id),
-            keys.profile_key(p, profile_id), keys.artwork_key(p, profile_id),
-            *(keys.default_page_key(p, c) for c in defaults)],
-            args=["1" if with_state else "0", "1" if with_assignments else "0"])
-        meta = parse_meta(meta_raw or None)
-        meta_raw, state_raw = meta_raw or None, state_raw or None
-        state: InProgress | None = None
-        assignments: dict[str, Any] | None = None
-    else:  # the in-memory store of tests and tools: the same answers, several calls
-        page, metas, states, assignments = await asyncio.gather(
-            store.get_page(profile_id), store.load_profile_meta([profile_id]),
-            store.load_profiles([profile_id]), store.load_artwork(profile_id))
-        raw_meta = metas.get(profile_id)
-        meta = parse_meta(None if raw_meta is None else orjson.dumps(raw_meta))
-        state = states.get(profile_id)
-        idx = 0
-        for i, c in enumerate(defaults if page is None else ()):
-            page = await store.get_default_page(c)
-            if page is not None:
-                idx = i + 1
-                break
-    source = None if page is None else (
-        "personal" if idx == 0 else f"default-{defaults[idx - 1]}")
-    home = home_country(meta) if country is None else None
-    if home is not None and source != "personal" and home != ALL_COUNTRIES:
-        own = await store.get_default_page(home)
-        if own is not None:
-            page, source = own, f"default-{home}"
-    if not isinstance(store, RedisStore):
-        return HomeReads(page, source, meta, state, assignments)
-    return HomeReads(page, source, meta, state, None, meta_raw, state_raw, with_state, flat)
-
-
-async def state_view(store: PipelineStore, profile_id: str, reads: HomeReads) -> InProgress | None:
-    """The member's state as the Continue Watching check reads it (read now if the first
-    round trip left it out)."""
-    if not reads.state_read and isinstance(store, RedisStore):
-        reads.state_raw = await store.client.get(keys.profile_key(store.prefix, profile_id))
-        reads.state_read = True
-    return reads.state
 
 
 # -- compiled pages -------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from online_models.page import PageConfig, relevance, title_item
 from online_models.rules import Rules
 from online_models.similarity import CoWatchSimilarity, similar_titles
 from serving.catalog_cache import CatalogSnapshot
-from serving.home import home_country, load_meta
+from serving.home import load_meta
+from serving.home_read import home_country
 from serving.http import (
     MODELS,
     PAGE_CONFIG,

@@ -15,7 +15,7 @@ from bench.serving import Load, run_wrk
 from features import keys
 from features.store import RedisStore
 from homestream.settings import Settings
-from serving.home import read_home
+from serving.home_read import read_home
 
 
 def _page(name: str) -> bytes:

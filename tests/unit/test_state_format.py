@@ -71,7 +71,7 @@ def test_a_state_of_an_unknown_format_is_refused_naming_it() -> None:
 
 
 def test_the_server_reads_resume_positions_from_either_format() -> None:
-    from serving.home import ServeView
+    from serving.home_read import ServeView
 
     old = V1_STATE.read_bytes()
     for raw in (old, ProfileState.from_json(old).to_json()):
