@@ -166,6 +166,12 @@ async def test_a_batch_cut_short_by_an_outage_is_retried_and_applied_once(
     # a redelivery of the same batch (the consumer's offset was not committed) changes nothing
     await proc.process(batch(30))
     assert (await store.counters())["events_applied"] == 30
+    # the models learned the batch once (when the failed commit had not run) or, when it had
+    # run, not from the retry: they went back to the last checkpoint (none here)
+    clean = await processor_on(InMemoryStore())
+    await clean.process(batch(30))
+    learned = proc.model.n_learned + proc.cowatch.n_learned
+    assert learned == (0 if applied else clean.model.n_learned + clean.cowatch.n_learned)
 
 
 async def test_a_catalog_lost_by_the_store_is_written_back() -> None:
@@ -177,4 +183,40 @@ async def test_a_catalog_lost_by_the_store_is_written_back() -> None:
     await proc.refresh_default_pages()
     assert sorted(store.catalog) == sorted(t.title_id for t in make_titles(12))
     assert store.version == 1 and proc.catalog_version == 1
+    assert proc.store_reset  # streams.rebuild reads the topics back
     assert store.default_pages  # and pages are assembled from it again
+
+
+async def test_the_rebuilder_reads_the_topics_back_only_when_the_store_lost_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams import rebuild
+
+    titles = make_titles(3)
+    reads: list[str] = []
+
+    def read(settings: Settings, topic: str) -> list[RawMessage]:
+        reads.append(topic)
+        if "catalog" in topic:
+            return [RawMessage(topic, 0, i, t.title_id.encode(), codec.encode_model(t), None)
+                    for i, t in enumerate(titles)]
+        return []
+
+    monkeypatch.setattr(rebuild, "read_compacted", read)
+    store = InMemoryStore()
+    proc = await processor_on(store)
+    await proc.start()
+    rebuilder = rebuild.StoreRebuilder(proc.settings, proc)
+    assert await rebuilder.check() == 0 and reads == []  # the store holds a catalog
+    store.catalog.clear()
+    store.version = 0
+    await proc.refresh_catalog()  # a batch finds the catalog gone
+    assert await rebuilder.check() == 3
+    assert sorted(reads) == sorted(rebuilder.topics) and rebuilder.rebuilds == 1
+    assert not proc.store_reset
+    assert await rebuilder.check() == 0 and len(reads) == 2  # once per loss
+
+    fresh = await processor_on(InMemoryStore())
+    fresh.store.catalog.clear()
+    fresh.store.version = 0  # a worker starting on a store that lost its dataset
+    assert await rebuild.StoreRebuilder(fresh.settings, fresh).check() == 3
+    assert sorted(fresh.store.catalog) == ["t0", "t1", "t2"]

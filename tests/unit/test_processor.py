@@ -497,7 +497,8 @@ class GatedCommitStore(InMemoryStore):
     async def commit_batch(self, states, trending, counters, art_due=()) -> None:  # type: ignore[no-untyped-def]
         if self.fail_next:
             self.fail_next = False
-            raise ConnectionError("redis went away")
+            # not an outage (streams.outage retries those): the batch fails
+            raise RuntimeError("commit refused")
         if self.gate:
             self.commit_entered.set()
             await self.release.wait()
@@ -557,7 +558,7 @@ async def test_a_batch_failing_before_its_commit_is_not_learned_twice() -> None:
     await proc.process(first)
     assert await proc.checkpoint()
     store.fail_next = True
-    with pytest.raises(ConnectionError):
+    with pytest.raises(RuntimeError, match="commit refused"):
         await proc.process(second)  # learned, then the commit failed
     assert not await proc.checkpoint(force=True)  # that learning is never saved
     rep = await proc.process(second)  # redelivered: the models restart from the checkpoint
