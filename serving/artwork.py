@@ -40,7 +40,8 @@ def request_context(page_context: Mapping[str, Any], country: str | None, device
     return ctx
 
 
-def _previous(raw: Any) -> Assignment | None:
+def previous_assignment(raw: Any) -> Assignment | None:
+    """A stored assignment (JSON bytes or a dict), ``None`` when absent or unreadable."""
     if isinstance(raw, bytes | str):
         try:
             raw = orjson.loads(raw)
@@ -114,7 +115,7 @@ class ArtworkChooser:
                 art = self.title_art(catalog, item.get("title_id"))
                 if art is None:
                     continue
-                prev = _previous(previous.get(item["title_id"]))
+                prev = previous_assignment(previous.get(item["title_id"]))
                 if self.sticky.keep(prev, now_ms, art.images.keys()):
                     assert prev is not None
                     kept.append((item, art, prev.to_choice()))

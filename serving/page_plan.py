@@ -25,9 +25,9 @@ from typing import Any, Protocol
 import orjson
 
 from online_models.bandits.base import ArtworkPolicy, Choice, Context
-from online_models.bandits.sticky import Assignment, StickyAssignment
+from online_models.bandits.sticky import StickyAssignment
 from online_models.page import PageRow
-from serving.artwork import TitleArt, request_context
+from serving.artwork import TitleArt, previous_assignment, request_context
 from topics.avro_bytes import array_block_header, double_bytes, long_bytes, string_bytes
 from topics.codec import BATCH_SCHEMA, AvroCodec
 from topics.models import MATERIALIZED_POLICY, Artwork, Impression
@@ -185,21 +185,6 @@ def interleave(outer: Sequence[bytes], inner: Sequence[bytes]) -> bytes:
     parts[::2] = outer
     parts[1::2] = inner
     return b"".join(parts)
-
-
-def previous_assignment(raw: Any) -> Assignment | None:
-    """A stored assignment (JSON bytes or a dict), ``None`` when absent or unreadable."""
-    if isinstance(raw, bytes | str):
-        try:
-            raw = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return None
-    if not isinstance(raw, dict):
-        return None
-    try:
-        return Assignment(**raw)
-    except TypeError:
-        return None  # an unreadable stored assignment: choose again
 
 
 @dataclass(slots=True)
