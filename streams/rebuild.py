@@ -6,8 +6,10 @@ Redis restarted with an empty dataset would never see them again: no catalog, an
 profile served as an adult one. A timer here notices the loss (the store's catalog version,
 which only grows, went back: :attr:`EventProcessor.store_reset`; or a worker starts on a
 store without a catalog) and reads both topics from the beginning in a thread, applying them
-as the agents do (idempotent: storing a title or a setting again changes nothing). Members'
-states, pages, trending and counters are not on any topic: those come back with new events.
+as the agents do (idempotent: storing a title or a setting again changes nothing), and saves
+the models it holds at once (a worker learning inline; the learner saves its own with its next
+snapshot). Members' states, pages, trending and counters are not on any topic: those come back
+with new events.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class StoreRebuilder:
         """Rebuild when :meth:`needed`; returns the records applied (0: nothing to do)."""
         if not await self.needed():
             return 0
+        lost = self.processor.store_reset  # a live loss: the models in memory are the latest
         self.processor.store_reset = False  # a reset during the read flags it again
         try:
             catalog, profiles = await asyncio.gather(
@@ -71,6 +74,8 @@ class StoreRebuilder:
         except BaseException:
             self.processor.store_reset = True  # the next tick tries again
             raise
+        if lost and await self.processor.checkpoint(force=True):
+            log.warning("models checkpointed again into the emptied store")
         if not catalog and not profiles:
             return 0
         self.rebuilds += 1

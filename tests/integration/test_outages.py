@@ -4,8 +4,8 @@
   port while events keep coming, then hung (SIGSTOP) for a few seconds and resumed: the worker
   pauses, retries with backoff, resumes and applies every event exactly once.
 - Redis restarted with an empty dataset: the worker writes its catalog back and reads the
-  members' settings back from the profiles topic (a kids profile stays one), the default
-  pages come back at once and a member's page with their next event.
+  members' settings back from the profiles topic (a kids profile stays one), checkpoints its
+  models again, the default pages come back at once and a member's page with their next event.
 - The broker hung (SIGSTOP) for 10 s and resumed (Tansu keeps its topics in memory only: a
   stopped Tansu loses them, so a pause is the outage that can be tested without data loss):
   the worker reconnects by itself and applies every event once.
@@ -31,6 +31,7 @@ from homestream.player.simulator import publish_catalog
 from homestream.settings import Settings
 from homestream.stack.local import redis_binary, start_tansu
 from homestream.stack.process import Child, free_port, wait_for_port
+from streams.models import MODEL_CHECKPOINT
 from tests.integration.helpers import (
     WorkerProcess,
     counters,
@@ -211,6 +212,8 @@ def test_redis_restarted_empty_the_worker_rebuilds_catalog_settings_and_pages(
         wait_until(lambda: r.exists(meta_key), 20,
                    what="ann's settings read back from the profiles topic")
         wait_until(lambda: r.exists(default_key), 20, what="the default page back")
+        model = keys.checkpoint_key(settings.key_prefix, MODEL_CHECKPOINT)
+        wait_until(lambda: r.exists(model), 20, what="the models checkpointed again")
         assert page(settings, "ann") is None  # lost until ann's next event
         with PlayerProducer(settings) as producer:
             producer.send(play_start("ann", "t6", now + 1000))
