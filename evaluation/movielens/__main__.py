@@ -126,6 +126,11 @@ NOTES = [
     "length (20), so the Top Picks row spent its ranks 6-20 out of view and every row below "
     "started after them; now rows are filled in view first and chosen by what their titles "
     "in view add to the rows above (`online_models/page.py`, `online_models/page_view.py`).",
+    "NDCG@10 of the primary row fell with rows filled in view first (0.191 before with "
+    "chunks of 100): the Top Picks row's columns 6-10, out of view, now hold what is left "
+    "of its ranking after every row below took its first 5 titles, rather than the "
+    "ranking's next titles (many of which the rows below now show in view). Scrolling the "
+    "Top Picks row finds less; the page's first screen finds more.",
     "Continue Watching: titles rated 3 or less stay in progress. Its prior row weight (1.0) "
     "puts it first, but the worker learns row-kind weights from the page views logged as "
     "impressions (a member's first play of a title, or a resumed play from Continue "
