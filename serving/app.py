@@ -173,7 +173,9 @@ async def _resources(app: web.Application, own_store: bool, own_impressions: boo
                                         max_connections=settings.redis_max_connections,
                                         socket_timeout_s=settings.serve_redis_timeout_s)
     if own_impressions:
-        app[IMPRESSIONS] = ImpressionLogger.from_settings(settings)
+        # off the loop: with a schema registry, the codec registers its schemas over HTTP
+        app[IMPRESSIONS] = await asyncio.get_running_loop().run_in_executor(
+            None, ImpressionLogger.from_settings, settings)
     if own_models:
         app[MODELS] = ServingModels(app[STORE],
                                     popularity_half_life_s=settings.popularity_half_life_s,

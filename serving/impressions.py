@@ -181,11 +181,15 @@ class ImpressionLogger:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ImpressionLogger:
-        """A logger with a real idempotent ``confluent_kafka.Producer``."""
+        """A logger with a real idempotent ``confluent_kafka.Producer`` and the codec of
+        ``settings`` (registry framing when a schema registry is set; blocking: the codec
+        registers its schemas there)."""
         from confluent_kafka import Producer
 
+        from topics.registry_framing import codec_for
+
         return cls(topic_specs(settings)["impressions"].name,
-                   Producer(producer_config(settings)))
+                   Producer(producer_config(settings)), codec_for(settings))
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
