@@ -187,3 +187,21 @@ def test_a_required_kind_never_played_from_stops_being_reserved() -> None:
     never = Rules(max_rows=4, required_rows_patience=0)
     s.row_counts = {"trending": [3000, 0]}
     assert "trending" in [r["kind"] for r in page_for(s, cat, never)["rows"]]
+
+
+def test_the_page_benchmark_loads_another_page_module_that_builds_the_same_page() -> None:
+    from pathlib import Path
+
+    import online_models.page as installed
+    from bench.page import _load_page_module
+
+    other = _load_page_module(Path(installed.__file__))
+    assert other is not installed
+    cat = small_catalog()
+    s = rich_member(cat)
+    rules = Rules()
+    a = installed.assemble_page(s, cat, trending_list(cat), TopPicksModel().score_many,
+                                installed.PageConfig(row_length=6, rules=rules), "US", TS)
+    b = other.assemble_page(s, cat, trending_list(cat), TopPicksModel().score_many,
+                            other.PageConfig(row_length=6, rules=rules), "US", TS)
+    assert a == b and a["rows"]
