@@ -83,7 +83,14 @@ async def retry_transient(op: Callable[[], Awaitable[T]], what: str, backoff: Ba
                           clock: Callable[[], float] = time.monotonic) -> T:
     """Run ``op`` until it returns, retrying (forever, with ``backoff``) while it fails with an
     outage error (:func:`is_transient`); any other error propagates at once. ``what`` names
-    the work in the log lines: one warning when the outage starts, one line when it ends."""
+    the work in the log lines: one warning when the outage starts, one line when it ends.
+
+    There is deliberately no giving up, not even when the worker stops: Faust acknowledges a
+    ``take_events`` batch whenever the agent's loop body exits, by an error or a cancellation
+    too, and the shutdown commits acknowledged offsets, so a batch given up would be lost.
+    A worker stopped during an outage holds its batch until Redis answers or it is killed;
+    killed, its batch is read again by the next worker (and applied once, by event id).
+    """
     attempt, started = 0, None
     while True:
         try:
@@ -131,7 +138,7 @@ def skip_transient(fun: Callable[..., Awaitable[Any]], stats: OutageStats | None
                 raise
             if stats is not None:
                 stats.skipped_ticks += 1
-            log.warning("%s skipped: store unreachable (%s: %s); the next tick retries",
+            log.warning("%s skipped: store unreachable (%s: %s)",
                         getattr(fun, "__name__", fun), type(exc).__name__, exc)
             return None
 

@@ -171,10 +171,11 @@ def test_worker_rides_out_a_redis_restart_and_a_hang_applying_every_event_once(
         wait_until(lambda: counters(settings).get("events_applied", 0) >= 1600, 30,
                    what="events applied before Redis hangs")
         redis.hang()
-        time.sleep(4.0)
+        time.sleep(3.0)
         redis.resume()
         feeder.join()
-        assert_applied_once(settings, 2100, {p: sent[p] + sent2[p] for p in PROFILES}, 60)
+        total = {p: sent[p] + sent2[p] for p in PROFILES}
+        assert_applied_once(settings, 2100, total, 60)
         assert worker.alive(), worker.tail()
     finally:
         worker.stop()
