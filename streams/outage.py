@@ -23,17 +23,27 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Errors that mean "the store is not reachable now", not "this input is bad": Redis refused,
-#: reset or timed out a connection, or is still loading its dataset after a restart.
+#: Errors that mean "the store cannot take writes now", not "this input is bad": Redis refused,
+#: reset or timed out a connection, is still loading its dataset after a restart, is a replica
+#: during a failover (READONLY, MASTERDOWN), or is full (OOM: the worker waits until memory is
+#: freed rather than lose the batch). A transaction failing with any of them ran nothing.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    RedisConnectionError, RedisTimeoutError, BusyLoadingError, ConnectionError, TimeoutError)
+    RedisConnectionError, RedisTimeoutError, BusyLoadingError, ReadOnlyError, MasterDownError,
+    OutOfMemoryError, TryAgainError, ClusterDownError, ConnectionError, TimeoutError)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -7,7 +7,7 @@ import inspect
 from typing import Any
 
 import pytest
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import BusyLoadingError, OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -56,13 +56,15 @@ def test_backoff_doubles_up_to_its_cap_and_refuses_nonsense() -> None:
 
 def test_outage_errors_are_told_from_bad_input() -> None:
     for exc in (RedisConnectionError("refused"), RedisTimeoutError("slow"),
-                BusyLoadingError("loading"), ConnectionRefusedError(111, "refused"),
-                TimeoutError()):
+                BusyLoadingError("loading"), ReadOnlyError("READONLY replica"),
+                OutOfMemoryError("OOM command not allowed"),
+                ConnectionRefusedError(111, "refused"), TimeoutError()):
         assert is_transient(exc), exc
     wrapped = RuntimeError("batch failed")
     wrapped.__cause__ = RedisConnectionError("reset")
     assert is_transient(wrapped)
-    for exc in (ValueError("bad event"), KeyError("x"), RuntimeError("bug")):
+    for exc in (ValueError("bad event"), KeyError("x"), RuntimeError("bug"),
+                ResponseError("WRONGTYPE Operation against a key holding the wrong kind")):
         assert not is_transient(exc), exc
 
 
