@@ -172,9 +172,10 @@ class Settings(BaseSettings):
                                          "server waits for Redis in a request before it "
                                          "answers from its compiled pages or with 503")
     artwork_decisions_max_age_s: float = Field(
-        30.0, ge=0.0, description="How long a served page keeps drawing artwork from the "
+        0.0, ge=0.0, description="How long a served page may keep drawing artwork from the "
         "propensities of the policy version it computed them with after a newer version "
-        "is loaded (logged with that version; 0: recompute at every new version)")
+        "is loaded (logged with that version; 0: recompute at every new version, as the "
+        "policy learns fastest)")
     artwork_reward_window_s: float = Field(3600.0, gt=0.0, description="A play this long "
                                            "after an impression can reward its artwork")
     artwork_quality_fraction: float = Field(0.3, gt=0.0, le=1.0, description="Share of the "
