@@ -152,30 +152,32 @@ def test_worker_rides_out_a_redis_restart_and_a_hang_applying_every_event_once(
     settings, redis = persistent_redis
     worker = start_worker(settings)
     try:
-        first, sent = plays(1500, int(time.time() * 1000))
-        feeder = feed(settings, first, 0.03)
+        first, sent = plays(1600, int(time.time() * 1000))
+        feeder = feed(settings, first[:1500], 0.03)
         wait_until(lambda: counters(settings).get("events_applied", 0) >= 200, 30,
                    what="200 events applied before Redis stops")
         redis.stop()  # mid-stream: the feeder is still producing
-        time.sleep(10.0)
+        stopped = time.monotonic()
+        feeder.join()
+        feed(settings, first[1500:], 0.0).join()  # and some more while Redis is down
+        time.sleep(max(0.0, 10.0 - (time.monotonic() - stopped)))
         assert worker.alive(), worker.tail()
         redis.start()
-        feeder.join()
-        assert_applied_once(settings, 1500, sent, 60)
+        assert_applied_once(settings, 1600, sent, 60)
         log = worker.log_path.read_text(errors="replace")
         assert "event batch: store unreachable" in log  # a batch was cut short and retried
         assert "store reachable again" in log
 
         second, sent2 = plays(600, int(time.time() * 1000))
         feeder = feed(settings, second, 0.03)
-        wait_until(lambda: counters(settings).get("events_applied", 0) >= 1600, 30,
+        wait_until(lambda: counters(settings).get("events_applied", 0) >= 1700, 30,
                    what="events applied before Redis hangs")
         redis.hang()
         time.sleep(3.0)
         redis.resume()
         feeder.join()
         total = {p: sent[p] + sent2[p] for p in PROFILES}
-        assert_applied_once(settings, 2100, total, 60)
+        assert_applied_once(settings, 2200, total, 60)
         assert worker.alive(), worker.tail()
     finally:
         worker.stop()
