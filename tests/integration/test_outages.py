@@ -2,7 +2,8 @@
 
 - Redis stopped (SIGTERM, its append-only file kept) for 10 s and started again on the same
   port while events keep coming, then hung (SIGSTOP) for a few seconds and resumed: the worker
-  pauses, retries with backoff, resumes and applies every event exactly once.
+  pauses, retries with backoff, resumes and applies every event exactly once; stopped while
+  Redis is down, it holds its batch until killed, and the next worker applies it once.
 - Redis restarted with an empty dataset: the worker writes its catalog back and reads the
   members' settings back from the profiles topic (a kids profile stays one), checkpoints its
   models again, the default pages come back at once and a member's page with their next event.
@@ -179,6 +180,18 @@ def test_worker_rides_out_a_redis_restart_and_a_hang_applying_every_event_once(
         total = {p: sent[p] + sent2[p] for p in PROFILES}
         assert_applied_once(settings, 2200, total, 60)
         assert worker.alive(), worker.tail()
+
+        # stopped while Redis is down, the worker holds its batch (Faust would acknowledge a
+        # batch given up) until it is killed; the next worker applies the batch once
+        redis.stop()
+        last, sent3 = plays(30, int(time.time() * 1000))
+        feed(settings, last, 0.0).join()
+        wait_until(lambda: worker.log_path.read_text(errors="replace").count(
+            "event batch: store unreachable") >= 2, 20, what="a batch waiting out the outage")
+        worker.stop(timeout_s=3.0)  # SIGTERM, then SIGKILL
+        redis.start()
+        worker = WorkerProcess(settings)
+        assert_applied_once(settings, 2230, {p: total[p] + sent3[p] for p in PROFILES}, 60)
     finally:
         worker.stop()
 
