@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
+from redis import Redis
+from redis.exceptions import BusyLoadingError
 
 from features import keys
 from homestream.player.producer import PlayerProducer
@@ -68,6 +70,13 @@ class OwnRedis:
                             "--save", "", *aof, "--dir", str(self.dir)], name="redis",
                            log_path=self.dir / f"redis-{time.time_ns()}.log", cwd=self.dir)
         wait_for_port(self.port, 15.0, self.child)
+        wait_until(self._loaded, 15.0, what="Redis to load its append-only file")
+
+    def _loaded(self) -> bool:
+        try:
+            return bool(Redis(port=self.port).ping())
+        except BusyLoadingError:
+            return False
 
     def stop(self) -> None:
         if self.child is not None:
