@@ -76,7 +76,15 @@ from serving.artwork import ArtworkChooser
 from serving.auth import auth_middleware
 from serving.catalog_cache import ServingModels
 from serving.erasure import add_erasure
-from serving.home import HOME, HomeState, drop_finished, guard_rows, homepage, load_meta
+from serving.home import (
+    HOME,
+    HomeState,
+    drop_finished,
+    guard_rows,
+    homepage,
+    load_meta,
+    settle_heap,
+)
 from serving.http import (
     ARTWORK,
     BROKER_CHECK,
@@ -250,7 +258,9 @@ def serve_one(settings: Settings) -> None:
     if settings.http_workers > 1:  # a spawned child: set up its logging like the parent
         setup_logging(settings.log_format)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    web.run_app(create_app(settings), host=settings.http_host, port=settings.http_port,
+    app = create_app(settings)
+    settle_heap()  # what start-up imported and built lives as long as the process
+    web.run_app(app, host=settings.http_host, port=settings.http_port,
                 reuse_port=settings.http_workers > 1 or None,
                 shutdown_timeout=settings.http_shutdown_s,
                 print=functools.partial(print, flush=True))
