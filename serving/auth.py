@@ -53,6 +53,10 @@ def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+#: Rounding allowed when counting whole tokens (elapsed times are differences of large clocks).
+_ROUNDING = 1e-9
+
+
 class TokenBucket:
     """``rate_per_s`` tokens a second, at most ``burst`` saved; one per request."""
 
@@ -63,14 +67,15 @@ class TokenBucket:
         self.at = time.monotonic()
 
     def _refill(self, now: float) -> None:
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        # a clock read before this bucket's last one adds nothing (never takes tokens away)
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.at) * self.rate)
         self.at = now
 
     def take(self, now: float | None = None) -> bool:
-        """Spend a token if there is one."""
+        """Spend a token if there is one (within float rounding of a whole one)."""
         self._refill(time.monotonic() if now is None else now)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= 1.0 - _ROUNDING:
+            self.tokens = max(0.0, self.tokens - 1.0)
             return True
         return False
 
