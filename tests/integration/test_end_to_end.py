@@ -190,7 +190,7 @@ def test_an_impression_without_a_play_earns_zero_once_the_watermark_passes_its_w
         assert chosen, "the bandit chose no artwork"
         # the impressions reach the worker: one decision per title waits in zoe's state
         state = wait_until(lambda: (s := profile_state(settings, "zoe"))
-                           and len(s["pending_art"]) == len(chosen) and s, 20,
+                           and len(s["pending_art"]) == len(chosen) and s, 60,
                            what="zoe's artwork decisions pending in the worker")
         assert set(state["pending_art"]) == {i["title_id"] for i in chosen}
         # the wall clock passes the window and the lateness; event time does not: no zeros
@@ -268,7 +268,7 @@ def test_a_delayed_quality_play_is_paid_when_the_watermark_closes_its_window_onc
                        if i.get("policy") == settings.artwork_policy}.values())
         assert chosen, "the bandit chose no artwork"
         wait_until(lambda: (s := profile_state(settings, "una"))
-                   and len(s["pending_art"]) == len(chosen), 20,
+                   and len(s["pending_art"]) == len(chosen), 60,
                    what="una's artwork decisions pending in the worker")
         # una plays the first title she was shown past the quality threshold, in the window
         won = chosen[0]
