@@ -25,6 +25,7 @@ from tests.integration.helpers import (
     wait_for_catalog,
     wait_until,
 )
+from tests.integration.helpers import page as stored_page
 from topics.models import Play
 from topics.registry import ensure_topics
 
@@ -182,7 +183,9 @@ def test_an_impression_without_a_play_earns_zero_once_the_watermark_passes_its_w
                            title_id="t3", action="start", position_s=0.0,
                            duration_s=1200.0, country="US"))
         producer.flush()
-        wait_until(lambda: get_page(http, base, "zoe")["source"] == "personal", 30,
+        # wait for the stored page, not a served one: every page served logs impressions,
+        # and a default page served meanwhile would add its own pending decisions
+        wait_until(lambda: stored_page(settings, "zoe") is not None, 30,
                    what="zoe's personal page")
         served = get_page(http, base, "zoe")
         chosen = list({i["title_id"]: i for r in served["rows"] for i in r["items"]
@@ -261,7 +264,9 @@ def test_a_delayed_quality_play_is_paid_when_the_watermark_closes_its_window_onc
                            event_ts_ms=int(time.time() * 1000), title_id="t3", action="start",
                            position_s=0.0, duration_s=1200.0, country="US"))
         producer.flush()
-        wait_until(lambda: get_page(http, base, "una")["source"] == "personal", 30,
+        # wait for the stored page, not a served one: every page served logs impressions,
+        # and a default page served meanwhile would add its own pending decisions
+        wait_until(lambda: stored_page(settings, "una") is not None, 30,
                    what="una's personal page")
         served = get_page(http, base, "una")
         chosen = list({i["title_id"]: i for r in served["rows"] for i in r["items"]
