@@ -51,24 +51,23 @@ With the default decay, exploration shrinks as rewards come in, down to ``epsilo
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
 from online_models.bandits.base import (
     Arm,
-    ArtworkPolicy,
     Context,
     greedy_with_exploration,
     split_groups,
 )
 from online_models.bandits.features import Featurizer
 from online_models.bandits.hybrid import HybridRidge
+from online_models.bandits.ridge_policy import RidgePolicy
 
 __all__ = ["ContextualEpsilonGreedy"]
 
 
-class ContextualEpsilonGreedy(ArtworkPolicy):
+class ContextualEpsilonGreedy(RidgePolicy):
     """Epsilon-greedy on the posterior mean of a hybrid ridge model of the reward.
 
     Parameters
@@ -133,15 +132,3 @@ class ContextualEpsilonGreedy(ArtworkPolicy):
         eps = self.current_epsilon()
         means = self.scores(context, [a for arms in groups for a in arms])
         return [greedy_with_exploration(m.tolist(), eps) for m in split_groups(means, groups)]
-
-    def _learn_one(self, context: Context, arm: Arm, reward: float) -> None:
-        self._model.learn_one(self.featurizer(context, arm), arm.artwork_id, reward)
-
-    def _learned_state(self) -> dict[str, Any]:
-        return {"featurizer": self.featurizer.to_state(),
-                **{f"model.{k}": v for k, v in self._model.to_state().items()}}
-
-    def _restore_learned(self, state: dict[str, Any]) -> None:
-        self.featurizer = Featurizer.from_state(state.get("featurizer"))
-        self._model = HybridRidge.from_state(
-            {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})

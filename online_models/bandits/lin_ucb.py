@@ -29,24 +29,22 @@ estimates divide by the propensity. So a uniform choice is mixed in with probabi
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from online_models.bandits.base import (
     Arm,
-    ArtworkPolicy,
     Context,
     greedy_with_exploration,
     split_groups,
 )
 from online_models.bandits.features import Featurizer
 from online_models.bandits.hybrid import HybridRidge
+from online_models.bandits.ridge_policy import RidgePolicy
 
 __all__ = ["LinUCB"]
 
 
-class LinUCB(ArtworkPolicy):
+class LinUCB(RidgePolicy):
     """Hybrid LinUCB (shared crosses + per-artwork intercept) with a uniform floor.
 
     Parameters
@@ -99,15 +97,3 @@ class LinUCB(ArtworkPolicy):
         bounds = self.upper_bounds(context, [a for arms in groups for a in arms])
         return [greedy_with_exploration(b.tolist(), self.exploration_floor)
                 for b in split_groups(bounds, groups)]
-
-    def _learn_one(self, context: Context, arm: Arm, reward: float) -> None:
-        self._model.learn_one(self.featurizer(context, arm), arm.artwork_id, reward)
-
-    def _learned_state(self) -> dict[str, Any]:
-        return {"featurizer": self.featurizer.to_state(),
-                **{f"model.{k}": v for k, v in self._model.to_state().items()}}
-
-    def _restore_learned(self, state: dict[str, Any]) -> None:
-        self.featurizer = Featurizer.from_state(state.get("featurizer"))
-        self._model = HybridRidge.from_state(
-            {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})

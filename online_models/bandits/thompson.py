@@ -30,13 +30,10 @@ within about ``sqrt(p (1 - p) / n_samples)``, of the ideal Thompson probability.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from online_models.bandits.base import (
     Arm,
-    ArtworkPolicy,
     Context,
     argmax_shares,
     context_key,
@@ -45,6 +42,7 @@ from online_models.bandits.base import (
 )
 from online_models.bandits.features import Featurizer
 from online_models.bandits.hybrid import HybridRidge
+from online_models.bandits.ridge_policy import RidgePolicy
 
 __all__ = ["LinearThompson"]
 
@@ -62,7 +60,7 @@ def _cholesky(cov: np.ndarray) -> np.ndarray:
     return vectors * np.sqrt(np.clip(values, 0.0, None))
 
 
-class LinearThompson(ArtworkPolicy):
+class LinearThompson(RidgePolicy):
     """Thompson sampling on a Gaussian posterior over shared crosses + artwork intercepts.
 
     Parameters
@@ -133,15 +131,3 @@ class LinearThompson(ArtworkPolicy):
                                             self.exploration_floor))
             start = stop
         return out
-
-    def _learn_one(self, context: Context, arm: Arm, reward: float) -> None:
-        self._model.learn_one(self.featurizer(context, arm), arm.artwork_id, reward)
-
-    def _learned_state(self) -> dict[str, Any]:
-        return {"featurizer": self.featurizer.to_state(),
-                **{f"model.{k}": v for k, v in self._model.to_state().items()}}
-
-    def _restore_learned(self, state: dict[str, Any]) -> None:
-        self.featurizer = Featurizer.from_state(state.get("featurizer"))
-        self._model = HybridRidge.from_state(
-            {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
