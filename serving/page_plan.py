@@ -45,7 +45,7 @@ REQUEST_ID_LEN = 32
 #: runs no Avro field of the message can hold (UTF-8 has no 0xFF or 0xFE byte, and no
 #: number's encoding has 32 bytes in a row).
 REQUEST_ID_MARK = b"\xff" * REQUEST_ID_LEN
-TIME_MARK = b"\xfe" * 6  # a time in ms of 6 varint bytes: 2004 to 2039
+TIME_MARK = b"\xfe" * 6
 #: Digits of a decision time in ms (until the year 2286), for which assignments are joined
 #: from prepared pieces.
 TIME_DIGITS = 13
@@ -123,8 +123,6 @@ class Decisions:
     #: Per slot: cumulative propensities (inverse-CDF draws) and the pieces of each arm.
     cumulative: list[list[float]]
     pieces: list[list[ArmPieces]]
-    #: The Avro template with this context's tails and the fixed artwork fields in place.
-    parts: list[bytes]
     #: Per slot and arm: the title's field and the assignment up to its decision time, for
     #: a time of :data:`TIME_DIGITS` digits (:meth:`PagePlan.choose`).
     assignment_heads: list[list[bytes]]
@@ -346,7 +344,7 @@ class PagePlan:
         if len(self._decisions) > 64:
             self._decisions.clear()
         found = self._decisions[key] = Decisions(policy, policy.version, context, cumulative,
-                                                 pieces, parts, heads, segments, now_ms)
+                                                 pieces, heads, segments, now_ms)
         return found
 
     def kept_pieces(self, slot: Slot, raw: Any, sticky: StickyAssignment,
@@ -431,18 +429,12 @@ class PagePlan:
         n = len(self.impression_ids)
         if not n:
             return Served(body, None, 0, new, decided)
-        ts = long_bytes(served_at_ms)
-        if len(ts) == len(TIME_MARK) and len(rid) == REQUEST_ID_LEN:
-            logged = arts if self.all_slots_logged else [
-                a for slot, a in zip(self.slots, arts, strict=True) if slot.impression >= 0]
-            message = interleave(decisions.avro_segments, logged).replace(
-                TIME_MARK + b"\x40" + REQUEST_ID_MARK, ts + b"\x40" + rid).replace(
-                REQUEST_ID_MARK, rid)
-            return Served(body, message, n, new, decided)
-        parts = decisions.parts.copy()
-        parts[1::_PARTS] = [rid] * n
-        parts[3::_PARTS] = [ts + string_bytes(request_id)] * n
-        for slot, art in zip(self.slots, arts, strict=True):
-            if slot.impression >= 0:
-                parts[slot.impression * _PARTS + 5] = art
-        return Served(body, b"".join((self.avro_head, *parts, b"\x00")), n, new, decided)
+        if len(rid) != REQUEST_ID_LEN:  # the template's event-id lengths count on it
+            raise ValueError(f"request id of {len(rid)} bytes, not {REQUEST_ID_LEN}")
+        logged = arts if self.all_slots_logged else [
+            a for slot, a in zip(self.slots, arts, strict=True) if slot.impression >= 0]
+        # the time's varint may be shorter or longer than its mark: replace keeps the rest
+        message = interleave(decisions.avro_segments, logged).replace(
+            TIME_MARK + b"\x40" + REQUEST_ID_MARK,
+            long_bytes(served_at_ms) + b"\x40" + rid).replace(REQUEST_ID_MARK, rid)
+        return Served(body, message, n, new, decided)
