@@ -157,20 +157,20 @@ class PipelineStore(abc.ABC):
     async def counters(self) -> dict[str, int]:
         ...
 
+    @abc.abstractmethod
     async def erase_profiles(self, profile_ids: Sequence[str], partitions: int,
                              ttl_s: float) -> int:
         """Remove the members from every per-member key and due set (partitions ``-1`` to
         ``partitions - 1``) and mark them erased for ``ttl_s`` (by a digest of the id), in one
         transaction; returns the keys deleted. Learned models are not in these keys."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def erased(self, profile_ids: Sequence[str]) -> set[str]:
         """Which of the members are marked erased."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def erasures_since(self, since_ms: int) -> list[tuple[str, int]]:
         """``(profile digest, erased at ms)`` of the erasures at or after ``since_ms``."""
-        raise NotImplementedError
 
     async def ping(self) -> bool:
         """True when the backing store answers (readiness probes); raises if unreachable."""

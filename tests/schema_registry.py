@@ -75,8 +75,8 @@ class RegistryState:
 
 def _handler(state: RegistryState) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:  # quiet
-            pass
+        def log_message(self, *args: Any) -> None:
+            pass  # quiet: the test's output is pytest's, not one line per request
 
         def _send(self, status: int, body: Any) -> None:
             data = json.dumps(body).encode()

@@ -167,7 +167,7 @@ def test_the_probe_is_healthy_only_on_a_2xx_answer() -> None:
             self.wfile.write(b'{"failed": ["redis"]}' if status == 503 else b"{}")
 
         def log_message(self, *args: Any) -> None:
-            pass
+            pass  # quiet: no line per probe request in the test's output
 
     server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

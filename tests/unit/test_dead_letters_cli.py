@@ -25,7 +25,7 @@ class RefusingConsumer:
         return Metadata()
 
     def close(self) -> None:
-        pass
+        pass  # nothing to release: the fake holds no connection
 
 
 def test_dead_letters_connects_with_the_sasl_settings(monkeypatch: pytest.MonkeyPatch,
