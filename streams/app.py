@@ -197,6 +197,21 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
     _model_and_page_timers(app, settings, processor, event_topic_names)
     app.rebuilder = install_rebuilder(app, settings, processor)  # type: ignore[attr-defined]
 
+    _observation_timers(app, processor, metrics, freshness)
+
+    @app.on_before_shutdown.connect
+    async def _final_checkpoint(app: faust.App, **kwargs: Any) -> None:
+        await processor.flush_pages(final=True)  # the queued pages, while the producer runs
+        await processor.checkpoint()
+
+    return app
+
+
+def _observation_timers(app: faust.App, processor: EventProcessor, metrics: WorkerMetrics,
+                        freshness: list[float]) -> None:
+    """Timers that only observe: consumer lag for the metrics every 5 s, and every 10 s a
+    log line of the event-to-page freshness and the render queue's waits since the last."""
+
     @app.timer(5.0)
     async def consumer_lag() -> None:
         await metrics.update_lag(app)
@@ -214,13 +229,6 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
             log.info("queued pages: %d written, waited p50 %.1f s, p99 %.1f s; %d queued now",
                      len(waits), q[49], q[98], processor.renderer.held)
             waits.clear()
-
-    @app.on_before_shutdown.connect
-    async def _final_checkpoint(app: faust.App, **kwargs: Any) -> None:
-        await processor.flush_pages(final=True)  # the queued pages, while the producer runs
-        await processor.checkpoint()
-
-    return app
 
 
 def _model_and_page_timers(app: faust.App, settings: Settings, processor: EventProcessor,
