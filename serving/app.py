@@ -216,7 +216,9 @@ def create_app(settings: Settings, store: PipelineStore | None = None,
     app = web.Application(middlewares=[metrics_middleware, error_middleware,
                                        auth_middleware(settings)])
     app[SETTINGS] = settings
-    app[HOME] = HomeState(settings.serve_plan_cache)
+    app[HOME] = HomeState(settings.serve_plan_cache,
+                          redis_timeout_s=settings.serve_redis_timeout_s,
+                          multiplex=settings.serve_redis_multiplex)
     app[BROKER_CHECK] = BrokerCheck(broker_timeout_s, broker_ttl_s)
     app[RULES] = rules if rules is not None else rules_from_settings(settings)
     app[ARTWORK] = ArtworkChooser(settings.artwork_sticky_s, settings.artwork_rows,

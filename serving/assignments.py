@@ -18,6 +18,7 @@ from redis.exceptions import NoScriptError
 from features import keys
 from features.store import PipelineStore, RedisStore
 from serving.page_plan import fields
+from serving.redis_mux import RedisMux
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,10 @@ return #args / 2
 class AssignmentWriter:
     """Batches the assignment writes of many requests (see the module doc)."""
 
-    def __init__(self, store: PipelineStore) -> None:
+    def __init__(self, store: PipelineStore, mux: RedisMux | None = None) -> None:
         self.store = store
+        #: The server's shared connection: every member's script sent in one write.
+        self.mux = mux
         self.written = 0
         self.failed = 0
         self._pending: dict[str, bytes] = {}
@@ -76,7 +79,12 @@ class AssignmentWriter:
 
     async def _write(self, batch: dict[str, bytes], count: int) -> None:
         try:
-            if isinstance(self.store, RedisStore):
+            if self.mux is not None and isinstance(self.store, RedisStore):
+                p = self.store.prefix
+                await asyncio.gather(*(self.mux.evalsha(
+                    HSET_FIELDS_LUA, [keys.artwork_key(p, pid)], [blob])
+                    for pid, blob in batch.items()))
+            elif isinstance(self.store, RedisStore):
                 await self._write_redis(self.store, batch)
             else:  # the in-memory store of tests and tools
                 for profile_id, blob in batch.items():

@@ -51,6 +51,7 @@ from serving.http import (
 )
 from serving.metrics import record_page
 from serving.page_plan import PagePlan
+from serving.redis_mux import RedisMux
 from serving.validation import COUNTRY_RE, check_country, check_device, check_profile_id
 from topics.models import Title
 
@@ -190,15 +191,21 @@ def settle_heap() -> None:
 
 class HomeState:
     """What a server process keeps for the home page: the compiled plans of the pages it
-    served lately (least recently served dropped beyond ``max_plans``) and the writer of
-    artwork assignments."""
+    served lately (least recently served dropped beyond ``max_plans``), the writer of
+    artwork assignments and, with ``multiplex``, the one connection its Redis reads and
+    writes share (:mod:`serving.redis_mux`)."""
 
-    def __init__(self, max_plans: int) -> None:
+    def __init__(self, max_plans: int, *, redis_timeout_s: float = 1.0,
+                 multiplex: bool = True) -> None:
         self.max_plans = max_plans
+        self.redis_timeout_s = redis_timeout_s
+        self.multiplex = multiplex
         self.plans: OrderedDict[str, PagePlan] = OrderedDict()
         self.compiled = 0
         self.writer: AssignmentWriter | None = None
         self._since_freeze = 0
+        self._mux: RedisMux | None = None
+        self._mux_store: PipelineStore | None = None
 
     def get(self, profile_id: str) -> PagePlan | None:
         plan = self.plans.get(profile_id)
@@ -222,15 +229,27 @@ class HomeState:
         """Drop the compiled page of ``profile_id`` (an erased member's, for one)."""
         self.plans.pop(profile_id, None)
 
+    def mux_for(self, store: PipelineStore) -> RedisMux | None:
+        """The shared connection to ``store``'s Redis (``None``: redis-py's pool is used)."""
+        if self._mux_store is not store:
+            self._mux_store = store
+            self._mux = RedisMux.for_store(store, self.redis_timeout_s) if (
+                self.multiplex and isinstance(store, RedisStore)) else None
+        return self._mux
+
     def writer_for(self, store: PipelineStore) -> AssignmentWriter:
         if self.writer is None:
-            self.writer = AssignmentWriter(store)
+            self.writer = AssignmentWriter(store, self.mux_for(store))
         return self.writer
 
     async def aclose(self) -> None:
-        """Store the assignments still queued."""
-        if self.writer is not None:
-            await self.writer.aclose()
+        """Store the assignments still queued; close the shared connection."""
+        try:
+            if self.writer is not None:
+                await self.writer.aclose()
+        finally:
+            if self._mux is not None:
+                await self._mux.aclose()
 
 
 HOME = web.AppKey("home", HomeState)
@@ -316,7 +335,8 @@ async def homepage(request: web.Request) -> web.Response:
     try:
         reads = await read_home(store, profile_id, country,
                                 with_state=plan is None or plan.has_continue_watching,
-                                with_assignments=app[ARTWORK].sticky.period_s > 0)
+                                with_assignments=app[ARTWORK].sticky.period_s > 0,
+                                mux=home.mux_for(store))
     except STORE_UNAVAILABLE as exc:
         if plan is None or plan.key[PLAN_KEY_COUNTRY] != country:
             raise  # nothing of theirs held here: 503 with Retry-After

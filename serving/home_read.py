@@ -24,6 +24,7 @@ from features.keys import ALL_COUNTRIES
 from features.profile import ProfileMeta
 from features.state_format import playhead_of
 from features.store import PipelineStore, RedisStore
+from serving.redis_mux import RedisMux
 from serving.validation import COUNTRY_RE
 from topics.models import MATURITY_LEVELS
 
@@ -149,23 +150,29 @@ def _script(store: RedisStore) -> Any:
 
 
 async def read_home(store: PipelineStore, profile_id: str, country: str | None,
-                    with_state: bool = True, with_assignments: bool = True) -> HomeReads:
+                    with_state: bool = True, with_assignments: bool = True,
+                    mux: RedisMux | None = None) -> HomeReads:
     """The page (or the first default page that exists: ``country``'s, then all
     countries'), settings, state (unless ``with_state`` is false) and assignments (unless
     ``with_assignments`` is false) of ``profile_id``: one round trip to Redis; a second one
     only when no country was asked for, no personal page exists and the profile's home
     country has a default page of its own. The state is parsed by :func:`state_view` when
-    needed."""
+    needed. With ``mux`` the script goes over that shared connection."""
     defaults = [c for c in dict.fromkeys((country, ALL_COUNTRIES)) if c is not None]
     meta_raw: bytes | None = None
     state_raw: bytes | None = None
     if isinstance(store, RedisStore):
         p = store.prefix
-        page, idx, meta_raw, state_raw, flat = await _script(store)(keys=[
-            keys.page_key(p, profile_id), keys.profile_meta_key(p, profile_id),
-            keys.profile_key(p, profile_id), keys.artwork_key(p, profile_id),
-            *(keys.default_page_key(p, c) for c in defaults)],
-            args=["1" if with_state else "0", "1" if with_assignments else "0"])
+        script_keys = [keys.page_key(p, profile_id), keys.profile_meta_key(p, profile_id),
+                       keys.profile_key(p, profile_id), keys.artwork_key(p, profile_id),
+                       *(keys.default_page_key(p, c) for c in defaults)]
+        script_args = ["1" if with_state else "0", "1" if with_assignments else "0"]
+        if mux is not None:
+            page, idx, meta_raw, state_raw, flat = await mux.evalsha(READ_HOME_LUA,
+                                                                     script_keys, script_args)
+        else:
+            page, idx, meta_raw, state_raw, flat = await _script(store)(keys=script_keys,
+                                                                         args=script_args)
         meta = parse_meta(meta_raw or None)
         meta_raw, state_raw = meta_raw or None, state_raw or None
         state: InProgress | None = None

@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     serve_redis_timeout_s: float = Field(1.0, gt=0.0, le=60.0, description="How long the "
                                          "server waits for Redis in a request before it "
                                          "answers from its compiled pages or with 503")
+    serve_redis_multiplex: bool = Field(True, description="Send the home page's reads and "
+                                        "artwork writes over one pipelined connection per "
+                                        "server process (false: redis-py's pool)")
     artwork_decisions_max_age_s: float = Field(
         0.0, ge=0.0, description="How long a served page may keep drawing artwork from the "
         "propensities of the policy version it computed them with after a newer version "
