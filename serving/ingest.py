@@ -1,10 +1,11 @@
 """HTTP event ingestion for players that cannot run a Kafka client: ``POST /v1/events``.
 
 TV and phone players send a JSON array of events, each an object with a ``"type"`` (``play,
-impression, scroll, click, feedback, search``) and the fields of its model, exactly what the
-producer client takes (:func:`homestream.player.producer.parse_event`: the same models, the
-same messages). Each event is validated on its own: the valid ones are produced, the invalid
-ones are reported with their index, event id, field and reason, and do not stop the others.
+impression, scroll, click, feedback, search, session_start``) and the fields of its model,
+exactly what the producer client takes (:func:`homestream.player.producer.parse_event`: the
+same models, the same messages). Each event is validated on its own: the valid ones are
+produced, the invalid ones are reported with their index, event id, field and reason, and
+do not stop the others.
 
 The valid events are grouped by profile, in request order, and sent as one message per
 profile (an ``EventBatch``, or the event alone; :func:`~homestream.player.producer.
@@ -47,6 +48,7 @@ from pydantic import BaseModel
 from homestream.player.producer import (
     InvalidEvent,
     encode_events,
+    message_groups,
     parse_event,
     player_producer_config,
 )
@@ -117,12 +119,13 @@ def validate_events(items: list[Any]) -> tuple[list[Event], list[RejectedEvent]]
 def messages_by_profile(events: list[Event],
                         max_events: int = MAX_EVENTS_PER_MESSAGE) -> list[tuple[str, list[Event]]]:
     """The events grouped by profile (request order kept within a profile), in chunks of at
-    most ``max_events``: one ``(profile_id, events)`` per message."""
+    most ``max_events``: one ``(profile_id, events)`` per message (a session start alone,
+    :func:`~homestream.player.producer.message_groups`)."""
     by_profile: dict[str, list[Event]] = {}
     for event in events:
         by_profile.setdefault(event.profile_id, []).append(event)
-    return [(pid, evs[i:i + max_events]) for pid, evs in by_profile.items()
-            for i in range(0, len(evs), max_events)]
+    return [(pid, group[i:i + max_events]) for pid, evs in by_profile.items()
+            for group in message_groups(evs) for i in range(0, len(group), max_events)]
 
 
 class EventIngest:

@@ -48,7 +48,7 @@ from fastavro.schema import (
 )
 from pydantic import BaseModel, ValidationError
 
-from topics.models import EVENT_MODELS, DeadLetter, Event, Profile, Title
+from topics.models import EVENT_MODELS, STANDALONE_EVENTS, DeadLetter, Event, Profile, Title
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 RELEASES_FILE = "releases.json"
@@ -56,7 +56,7 @@ MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
 # Order matters: named types must be parsed before the schemas that reference them.
 SCHEMA_ORDER = (
-    "Play", "Impression", "Scroll", "Click", "Feedback", "Search",
+    "Play", "Impression", "Scroll", "Click", "Feedback", "Search", "SessionStart",
     "EventBatch", "Title", "DeadLetter", "Profile", "PageUpdate", "ModelUpdate",
 )
 BATCH_SCHEMA = "homestream.EventBatch"
@@ -113,6 +113,8 @@ def load_history(schema_dir: Path = SCHEMA_DIR) -> dict[str, list[SchemaVersion]
             raise ValueError(f"release {release['release']} names unknown schemas {unknown}")
         named: dict[str, Any] = {}
         for stem in SCHEMA_ORDER:
+            if stem not in files:  # first released later (SessionStart, release 3)
+                continue
             rel_path = f"{stem}/v{files[stem]}.avsc"
             parsed = parse_schema(json.loads((schema_dir / rel_path).read_text()),
                                   named_schemas=named)
@@ -217,6 +219,9 @@ class AvroCodec:
     def encode_batch(self, profile_id: str, events: Sequence[Event]) -> bytes:
         """Encode several events of ``profile_id`` as one :data:`BATCH_SCHEMA` message."""
         for e in events:
+            if type(e) in STANDALONE_EVENTS:
+                raise ValueError(f"event {e.event_id} is a {type(e).__name__}, which is sent "
+                                 "as a message of its own, never in a batch")
             if e.profile_id != profile_id:
                 raise ValueError(
                     f"event {e.event_id} has profile_id {e.profile_id!r}, batch is for "

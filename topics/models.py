@@ -133,12 +133,26 @@ class Search(Event):
     device: str = "unknown"
 
 
-PlayerEvent = Play | Impression | Scroll | Click | Feedback | Search
+class SessionStart(Event):
+    """The player opened the app: the member is about to look at the home page, so the
+    worker renders it now with the models and trends of the moment (a page written after
+    the member's previous visit may be days old). Sent as a message of its own, never
+    inside an ``EventBatch`` (whose union of events it is not part of)."""
+
+    schema_name: ClassVar[str] = "homestream.SessionStart"
+    device: str = "unknown"
+    country: Country = "ZZ"
+    app_version: str = Field("", max_length=64)
+
+
+PlayerEvent = Play | Impression | Scroll | Click | Feedback | Search | SessionStart
 
 #: Schema full name -> model, for every player event type.
 EVENT_MODELS: dict[str, type[Event]] = {
-    m.schema_name: m for m in (Play, Impression, Scroll, Click, Feedback, Search)
+    m.schema_name: m for m in (Play, Impression, Scroll, Click, Feedback, Search, SessionStart)
 }
+#: Event models sent only as a message of their own (not in ``EventBatch``'s union).
+STANDALONE_EVENTS: frozenset[type[Event]] = frozenset({SessionStart})
 
 
 class Artwork(_Model):

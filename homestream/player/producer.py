@@ -50,7 +50,18 @@ from pydantic import ValidationError
 from homestream.kafka_config import librdkafka_config
 from homestream.settings import Settings
 from topics.codec import AvroCodec
-from topics.models import EVENT_MODELS, Click, Event, Feedback, Impression, Play, Scroll, Search
+from topics.models import (
+    EVENT_MODELS,
+    STANDALONE_EVENTS,
+    Click,
+    Event,
+    Feedback,
+    Impression,
+    Play,
+    Scroll,
+    Search,
+    SessionStart,
+)
 from topics.registry import topic_specs
 from topics.registry_framing import codec_for
 
@@ -64,6 +75,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     "click": Click,
     "feedback": Feedback,
     "search": Search,
+    "session_start": SessionStart,
 }
 _MODEL_CLASSES = frozenset(EVENT_MODELS.values())
 #: How many event ids a :class:`ProducerError` message lists before summarising.
@@ -138,8 +150,9 @@ def _describe(model: type[Event], exc: ValidationError) -> InvalidEvent:
 def parse_event(data: Mapping[str, Any]) -> Event:
     """Validate a plain event dict into its model; :class:`InvalidEvent` names the bad field.
 
-    ``data["type"]`` is one of ``play, impression, scroll, click, feedback, search`` (or the
-    schema name, e.g. ``homestream.Play``); the other keys are the model's fields.
+    ``data["type"]`` is one of ``play, impression, scroll, click, feedback, search,
+    session_start`` (or the schema name, e.g. ``homestream.Play``); the other keys are the
+    model's fields.
 
     >>> parse_event({"type": "scroll", "event_id": "e1", "profile_id": "p1",
     ...              "event_ts_ms": 1_700_000_000_000, "row": 3}).row
@@ -182,6 +195,33 @@ def player_producer_config(settings: Settings, client_id: str = "homestream-play
         "delivery.timeout.ms": settings.producer_delivery_timeout_ms,
         "compression.type": "lz4",
     }
+
+
+def message_groups(events: list[Event]) -> list[list[Event]]:
+    """One profile's events as the messages they go out in, order kept: runs of events
+    that batch together, and each stand-alone event (``SessionStart``) alone.
+
+    >>> ts = 1_700_000_000_000
+    >>> evs = [Scroll(event_id="a", profile_id="p", event_ts_ms=ts, row=1),
+    ...        SessionStart(event_id="s", profile_id="p", event_ts_ms=ts + 1),
+    ...        Scroll(event_id="b", profile_id="p", event_ts_ms=ts + 2, row=0),
+    ...        Scroll(event_id="c", profile_id="p", event_ts_ms=ts + 3, row=2)]
+    >>> [[e.event_id for e in g] for g in message_groups(evs)]
+    [['a'], ['s'], ['b', 'c']]
+    """
+    groups: list[list[Event]] = []
+    run: list[Event] = []
+    for ev in events:
+        if type(ev) in STANDALONE_EVENTS:
+            if run:
+                groups.append(run)
+                run = []
+            groups.append([ev])
+        else:
+            run.append(ev)
+    if run:
+        groups.append(run)
+    return groups
 
 
 def encode_events(codec: AvroCodec, profile_id: str, events: list[Event]) -> bytes:
@@ -283,12 +323,20 @@ class PlayerProducer:
     def send(self, event: Event | Mapping[str, Any]) -> None:
         """Validate ``event`` and buffer it for its profile (see :func:`parse_event` for dicts).
 
+        A ``SessionStart`` is not buffered: the profile's buffered events go out, then the
+        session start as a message of its own (the worker renders the page on it, and the
+        member is about to look at it).
+
         Raises :class:`InvalidEvent` (nothing is buffered) when it does not validate.
         """
         ev = _as_event(event)
         with self._lock:
             if self._closed:
                 raise RuntimeError("PlayerProducer is closed")
+            if type(ev) in STANDALONE_EVENTS:
+                self._send_profile(ev.profile_id)
+                self._produce(ev.profile_id, [ev])
+                return
             buf = self._buffers.get(ev.profile_id)
             if buf is None:
                 buf = self._buffers[ev.profile_id] = []
