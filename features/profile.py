@@ -61,6 +61,7 @@ from topics.models import (
     Play,
     Scroll,
     Search,
+    SessionStart,
 )
 
 GenresOf = Callable[[str], Sequence[str]]
@@ -457,6 +458,8 @@ def apply_event(state: ProfileState, event: Event, genres_of: GenresOf,
             state.session["max_row"] = max(state.session.get("max_row", 0), event.row)
     elif isinstance(event, Search):
         pass  # counted in n_events and the session; query features come with search
+    elif isinstance(event, SessionStart):
+        fx.page_changed = True  # the member opened the app: their page is rendered now
     return fx
 
 

@@ -75,7 +75,7 @@ from streams.render import (
 )
 from streams.settle import ArtworkSettler
 from topics.codec import AvroCodec, DecodeError, default_codec
-from topics.models import DeadLetter, Impression, Title
+from topics.models import DeadLetter, Impression, SessionStart, Title
 from topics.registry_framing import prepare
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,9 @@ class BatchWork:
     plays: list[tuple[str, str, int]] = field(default_factory=list)
     #: Event times of the applied events that changed a page, by profile.
     applied_ts: dict[str, list[int]] = field(default_factory=dict)
+    #: Members who opened the app (a ``SessionStart``): their page renders in this batch,
+    #: even with a render window.
+    render_now: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -472,8 +475,10 @@ class EventProcessor:
             await self.store.write_similar({t: self.cowatch.most_similar(t, k)
                                             for t in similar_changed})
         if work.to_render:
-            # members with no state before this batch have no page yet: theirs renders now
-            first = [s.profile_id for s in work.to_render if s.profile_id not in states]
+            # members with no state before this batch have no page yet, and members opening
+            # the app are about to look at theirs: those render now
+            first = [s.profile_id for s in work.to_render
+                     if s.profile_id not in states or s.profile_id in work.render_now]
             report.pages, report.published = await self._render(work.to_render, first,
                                                                 partition_of)
             now_ms = self.clock() * 1000.0
@@ -500,6 +505,8 @@ class EventProcessor:
             history = state.watched_recently(self.cowatch.window)
             fx = apply_event(state, ev, self.catalog.genres_of, self.params,
                              self.catalog.cast_of)
+            if isinstance(ev, SessionStart):
+                work.render_now.add(pid)
             if fx.duplicate:
                 report.duplicates += 1
                 render = render or not isinstance(ev, Impression)
