@@ -75,7 +75,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from topics.models import MATERIALIZED_POLICY, Artwork, Event, Feedback, Impression, Play, Title
+from topics.models import (
+    MATERIALIZED_POLICY,
+    Artwork,
+    Event,
+    Feedback,
+    Impression,
+    Play,
+    SessionStart,
+    Title,
+)
 
 if TYPE_CHECKING:
     from online_models.page import Page
@@ -320,6 +329,19 @@ def to_events(r: Rating, *, device: str = "web", country: str = "ZZ") -> list[Ev
 
 #: Rows and columns of a page view logged as impressions (the block the protocol scores).
 VIEW_ROWS, VIEW_COLUMNS = 10, 5
+
+
+def session_start(member: str, now_ts: int, *, device: str = "web") -> SessionStart:
+    """The session start of a visit at ``now_ts`` (seconds, the data set's clock): the
+    player opening the app, 2 ms before the view's impressions (:func:`view_impressions`)
+    and the visit's first play. It carries nothing about the visit's plays; its id is
+    ``visit-<member>-<now_ts>``, so re-sending the same visit is deduplicated.
+
+    >>> session_start("7", 880_000_000).event_id
+    'visit-7-880000000'
+    """
+    return SessionStart(event_id=f"visit-{member}-{now_ts}", profile_id=member,
+                        event_ts_ms=event_time_ms(now_ts) - 2, device=device)
 
 
 def view_impressions(page: Page, member: str, now_ts: int, *, rows: int = VIEW_ROWS,
