@@ -18,6 +18,12 @@ into rows of 5, as the baselines' pages are, instead of the home page: the diffe
 between the two is what the page's diverse rows cost under Recall@M-by-N, and the ranking
 alone compares the pipeline's models with the baselines' on equal terms.
 
+With ``session_starts=True`` (the default) each scored member's visit starts with a
+:class:`~topics.models.SessionStart` (:func:`~evaluation.movielens.data.session_start`),
+processed before the page is read, as the player sends one when the app opens: the page
+read is the one the worker renders then, with the models and trends of the moment. With
+``False`` the page read is the one written after the member's previous events.
+
 With ``workers=N`` (N > 1) the members are split over N processors by partition (CRC32 of
 the member id, as the producer's partitioner), each sending its learning to one shared
 :class:`~streams.learner.Learner` that snapshots after every micro-batch round; the
@@ -33,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from evaluation.movielens.data import Rating, to_events, view_impressions
+from evaluation.movielens.data import Rating, session_start, to_events, view_impressions
 from evaluation.movielens.protocol import InteractionLike, Page
 from features.keys import ALL_COUNTRIES
 from features.rows import RowKind
@@ -75,14 +81,18 @@ class InProcessPipeline:
     log_impressions
         Log each page view as impressions (:func:`~evaluation.movielens.data.view_impressions`),
         sent with the next chunk, as the server logs the pages it serves.
+    session_starts
+        Start each scored member's visit with a session start (module docstring).
     """
 
     def __init__(self, titles: Sequence[Title], settings: Settings | None = None, *,
                  events_of: Callable[[Rating], list[Event]] = to_events,
                  batch_events: int = 500, name: str = "pipeline-inprocess",
                  log_impressions: bool = True, ranking_only: bool = False,
-                 workers: int = 1, rules: Rules | None = None) -> None:
+                 workers: int = 1, rules: Rules | None = None,
+                 session_starts: bool = True) -> None:
         self.name = name
+        self.session_starts = session_starts
         self.settings = settings or Settings()
         if rules is None and ranking_only:
             rules = rules_from_settings(self.settings).model_copy(
@@ -151,6 +161,23 @@ class InProcessPipeline:
             self._share_learning()
         for proc in self.processors:
             self._run(proc.refresh_default_pages())
+
+    def prepare(self, members: Sequence[str], now_ts: int) -> None:
+        """With ``session_starts``: the visit of each member starts (the app opens) before
+        the page is read; the worker renders their pages from what it learned so far."""
+        if not self.session_starts:
+            return
+        by_worker: dict[int, list[RawMessage]] = {}
+        for member in members:
+            w = self._worker_of(member)
+            by_worker.setdefault(w, []).append(self._message(
+                member, self.codec.encode_event(session_start(member, now_ts)), w))
+        self.sent += len(members)
+        for w, msgs in sorted(by_worker.items()):
+            report = self._run(self.processors[w].process(msgs))
+            if report.dead_letters or report.late:
+                raise RuntimeError(f"session starts dead-lettered: "
+                                   f"{self.dead_letters.letters[:3]}")
 
     def _share_learning(self) -> None:
         """With a learner: snapshot its models and have every processor reload them."""

@@ -6,9 +6,11 @@ penalty, the required rows) are chosen here, on the first half of the MovieLens 
 (ratings 1-50,000 in timestamp order), never on the half the report's late numbers come
 from. Each variant is the worker's code in process (:class:`~evaluation.movielens.inprocess.
 InProcessPipeline`, no broker or Redis) under the page protocol with chunks of 100 ratings
-(the first 10% of the half as warm-up); the defaults are the chosen variant. The table also
-measures what the rules cost: the same page without the diversity penalty or without the
-required rows.
+(the first 10% of the half as warm-up), each visit starting with a session start (the page
+is the one rendered when the app opens); the defaults are the chosen variant. The table also
+measures what the rules cost (the same page without the diversity penalty or without the
+required rows) and what the session start gains (the page written after the member's
+previous events instead).
 
 Writes ``docs/evaluation-tuning.md`` (``--out``); ``--limit N`` tunes on the first N ratings
 instead (a quick look). Python's string hashing is fixed (``PYTHONHASHSEED=0`` is set for
@@ -28,13 +30,18 @@ from typing import Any
 
 from evaluation.movielens.data import fetch_ml100k, load_ml100k, to_catalog
 from evaluation.movielens.inprocess import InProcessPipeline
-from evaluation.movielens.protocol import PageMetrics, chunks_of, evaluate
+from evaluation.movielens.protocol import PageMetrics, chunks_by_day, chunks_of, evaluate
 from homestream.settings import Settings
 from online_models.rules import Rules
+
+#: Keys of a variant's changes that set the replay, not the rules.
+REPLAY_OPTIONS = ("session_starts",)
 
 #: ``(name, what it tests, rule changes)``; the first is the defaults (the choice).
 VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
     ("defaults", "the chosen parameters", {}),
+    ("no session starts", "the page written after the member's previous events, not "
+     "re-rendered when the app opens", {"session_starts": False}),
     ("former page", "rows filled one after the other to their length, 3 genre and 3 "
      "Because You Watched candidates, no member affinities, required rows always kept",
      {"visible_columns": 20, "genre_rows": 3, "because_you_watched_rows": 3,
@@ -44,6 +51,8 @@ VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
      {"member_row_strength": 3.0}),
     ("impression discount 0.8", "relevance x 0.8 per impression without a play",
      {"impression_discount": 0.8}),
+    ("impression discount 0.95", "relevance x 0.95 per impression without a play",
+     {"impression_discount": 0.95}),
     ("3 genre, 3 BYW candidates", "fewer candidate rows to choose from",
      {"genre_rows": 3, "because_you_watched_rows": 3}),
     ("required rows always kept", "what bounding the required rows per member gains",
@@ -53,14 +62,19 @@ VARIANTS: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
-def run_variant(titles: list, ratings: list, genres: dict, changes: dict[str, Any]
-                ) -> tuple[PageMetrics, float]:
-    """The page protocol on ``ratings`` with the default rules changed by ``changes``."""
-    rules = Rules().model_copy(update=changes)
-    rec = InProcessPipeline(titles, Settings(partitions=1, row_length=20), rules=rules)
+def run_variant(titles: list, ratings: list, genres: dict, changes: dict[str, Any],
+                chunk: str = "100") -> tuple[PageMetrics, float]:
+    """The page protocol on ``ratings`` with the default rules changed by ``changes`` (and
+    the replay by its :data:`REPLAY_OPTIONS`)."""
+    replay = {k: v for k, v in changes.items() if k in REPLAY_OPTIONS}
+    rules = Rules().model_copy(update={k: v for k, v in changes.items()
+                                       if k not in REPLAY_OPTIONS})
+    rec = InProcessPipeline(titles, Settings(partitions=1, row_length=20), rules=rules,
+                            **replay)
     t0 = time.monotonic()
     try:
-        res = evaluate(rec, chunks_of(ratings, 100), catalog_size=len(titles),
+        chunks = chunks_by_day(ratings) if chunk == "day" else chunks_of(ratings, int(chunk))
+        res = evaluate(rec, chunks, catalog_size=len(titles),
                        genres_of=genres.__getitem__, min_history=5, warmup_fraction=0.1)
     finally:
         rec.close()
@@ -68,10 +82,12 @@ def run_variant(titles: list, ratings: list, genres: dict, changes: dict[str, An
 
 
 def render(rows: Sequence[tuple[str, str, dict, PageMetrics, float]], command: str,
-           n_ratings: int) -> str:
+           n_ratings: int, chunk: str = "100") -> str:
     """The tuning report (markdown)."""
     def ci(s: tuple[float, float, float]) -> str:
         return f"{s[0]:.4f} ({s[1]:.3f}-{s[2]:.3f})"
+
+    chunking = "one simulated UTC day" if chunk == "day" else f"{chunk} ratings"
 
     out = [
         "# Page parameters, chosen on the first half of the timeline", "",
@@ -79,8 +95,9 @@ def render(rows: Sequence[tuple[str, str, dict, PageMetrics, float]], command: s
         "edit by hand: rerun the command.", "",
         f"MovieLens-100K, the first {n_ratings:,} ratings in timestamp order (the first half "
         "of the timeline; docs/evaluation.md reports the second half apart), the page "
-        "protocol with chunks of 100 ratings, the worker's code in process "
-        "(`evaluation/movielens/inprocess.py`). The first row is the defaults "
+        f"protocol with chunks of {chunking}, the worker's code in process "
+        "(`evaluation/movielens/inprocess.py`), each visit starting with a session start "
+        "(the page the member sees is rendered when the app opens). The first row is the defaults "
         "(`online_models/rules.py`), chosen from these variants; each other row changes "
         "the rules as listed.", "",
         "| variant | what it tests | rules changed | page views | R@5x5 | R@10x5 "
@@ -102,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="tune on the first N ratings (default: the first half)")
     p.add_argument("--out", type=Path, default=Path("docs/evaluation-tuning.md"))
     p.add_argument("--only", default="", help="comma-separated variant names to run")
+    p.add_argument("--chunk", default="100", help="chunks: a number of ratings or day")
     args = p.parse_args(argv)
     if os.environ.get("PYTHONHASHSEED") != "0":  # ties must break alike in every variant
         os.environ["PYTHONHASHSEED"] = "0"
@@ -116,14 +134,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, what, changes in VARIANTS:
         if only and name not in only:
             continue
-        res, secs = run_variant(titles, ratings[:n], genres, changes)
+        res, secs = run_variant(titles, ratings[:n], genres, changes, args.chunk)
         print(f"{name:<28} R@5x5 {res.recall[5][0]:.4f} R@10x5 {res.recall[10][0]:.4f} "
               f"cov {res.coverage:.3f} ({secs:.0f}s)", file=sys.stderr)
         rows.append((name, what, changes, res, secs))
     command = "python -m evaluation.movielens.tune" + (
         " " + " ".join(argv if argv is not None else sys.argv[1:]) if (
             argv if argv is not None else sys.argv[1:]) else "")
-    args.out.write_text(render(rows, command, n))
+    args.out.write_text(render(rows, command, n, args.chunk))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
