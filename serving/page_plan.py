@@ -41,11 +41,6 @@ MATERIALIZED_PROPENSITY = 1.0
 #: Parts of one impression in the Avro template (see :meth:`PagePlan._avro_template`).
 _PARTS = 7
 REQUEST_ID_LEN = 32
-#: Placeholders of the request id and of the time in a prepared impressions message: byte
-#: runs no Avro field of the message can hold (UTF-8 has no 0xFF or 0xFE byte, and no
-#: number's encoding has 32 bytes in a row).
-REQUEST_ID_MARK = b"\xff" * REQUEST_ID_LEN
-TIME_MARK = b"\xfe" * 6
 #: Digits of a decision time in ms (until the year 2286), for which assignments are joined
 #: from prepared pieces.
 TIME_DIGITS = 13
@@ -72,12 +67,20 @@ class ArmPieces:
     def of(cls, image: Artwork, choice: Choice) -> ArmPieces:
         """The pieces of showing ``image`` by ``choice`` (made once per distinct pair: a
         policy's propensities take few values)."""
-        key = (image.artwork_id, image.url, choice)
+        return cls.drawn(image, choice.artwork_id, choice.propensity, choice.policy,
+                         choice.policy_version)
+
+    @classmethod
+    def drawn(cls, image: Artwork, artwork_id: str, propensity: float, policy: str,
+              policy_version: int) -> ArmPieces:
+        """:meth:`of` a choice given by its fields (no :class:`Choice` built on a hit)."""
+        key = (image.artwork_id, image.url, artwork_id, propensity, policy, policy_version)
         found = _PIECES.get(key)
         if found is None:
             if len(_PIECES) >= _PIECES_MAX:
                 _PIECES.clear()
-            found = _PIECES[key] = cls._make(image, choice)
+            found = _PIECES[key] = cls._make(image, Choice(artwork_id, propensity, policy,
+                                                           policy_version))
         return found
 
     @classmethod
@@ -94,7 +97,7 @@ class ArmPieces:
                    b"," + tail[1:])
 
 
-_PIECES: dict[tuple[str, str, Choice], ArmPieces] = {}
+_PIECES: dict[tuple[str, str, str, float, str, int], ArmPieces] = {}
 _PIECES_MAX = 100_000
 
 
@@ -126,9 +129,12 @@ class Decisions:
     #: Per slot and arm: the title's field and the assignment up to its decision time, for
     #: a time of :data:`TIME_DIGITS` digits (:meth:`PagePlan.choose`).
     assignment_heads: list[list[bytes]]
-    #: The whole impressions message cut at the logged slots' artwork fields, the request's
-    #: id and time as placeholders (:data:`REQUEST_ID_MARK`, :data:`TIME_MARK`).
-    avro_segments: list[bytes]
+    #: The whole impressions message as fixed parts with a hole between each two (the odd
+    #: indexes, empty here), and what fills the holes from a request's values
+    #: ``[request id, time + request id, artwork fields of each logged slot...]``
+    #: (:meth:`PagePlan._avro_layout`).
+    avro_parts: list[bytes]
+    avro_holes: Callable[[Sequence[bytes]], Sequence[bytes]]
     #: When they were made (ms).
     made_at_ms: int = 0
 
@@ -291,20 +297,33 @@ class PagePlan:
         self.avro_head = (codec.header(BATCH_SCHEMA) + profile
                           + array_block_header(index))
 
-    def _avro_segments(self, parts: list[bytes]) -> list[bytes]:
-        """The message of ``parts`` (one context's template) with the request's fields as
-        placeholders, cut where each logged slot's artwork fields go."""
-        marked = parts.copy()
-        n = len(marked) // _PARTS
-        marked[1::_PARTS] = [REQUEST_ID_MARK] * n
-        marked[3::_PARTS] = [TIME_MARK + b"\x40" + REQUEST_ID_MARK] * n
-        cuts = [s.impression * _PARTS + 5 for s in self.slots if s.impression >= 0]
-        bounds = [0, *cuts]
-        # a slot's own part is empty in the template: each segment may start on it
-        segments = [b"".join(marked[a:b]) for a, b in zip(bounds[:-1], cuts, strict=True)]
-        segments.append(b"".join(marked[bounds[-1]:]) + b"\x00")
-        segments[0] = self.avro_head + segments[0]
-        return segments
+    def _avro_layout(self, parts: list[bytes]
+                     ) -> tuple[list[bytes], Callable[[Sequence[bytes]], Sequence[bytes]]]:
+        """The message of ``parts`` (one context's template) as fixed parts with holes for
+        the request's fields (:attr:`Decisions.avro_parts`): a request fills the holes with
+        one C-level lookup and one join."""
+        logged = {s.impression: j for j, s in enumerate(
+            s for s in self.slots if s.impression >= 0)}
+        fixed = [self.avro_head]   # fixed[i] comes before hole i
+        kinds: list[int] = []      # hole i is filled with values[kinds[i]]
+        for i in range(len(parts) // _PARTS):
+            at = i * _PARTS
+            fixed[-1] += parts[at]                     # branch, event-id length
+            kinds += (0, 1)                            # request id | time, request id
+            fixed += (parts[at + 2], parts[at + 4])    # event-id suffix, profile | title...
+            j = logged.get(i)
+            if j is None:
+                fixed[-1] += parts[at + 5]             # the item's own artwork fields
+            else:
+                kinds.append(2 + j)                    # the request's artwork fields
+                fixed.append(b"")
+            fixed[-1] += parts[at + 6]                 # variant, device, country, context
+        fixed[-1] += b"\x00"                           # end of the events array
+        layout = [b""] * (2 * len(fixed) - 1)
+        layout[::2] = fixed
+        if len(kinds) > 1:
+            return layout, operator.itemgetter(*kinds)
+        return layout, lambda values: [values[k] for k in kinds]
 
     # -- per context ---------------------------------------------------------------------------
     def decisions(self, policy: ArtworkPolicy, device: str, now_ms: int,
@@ -322,13 +341,15 @@ class PagePlan:
             return found
         context = request_context(self.page_context, self.country, device, now_ms)
         probs = policy.propensities_many(context, [s.art.arms for s in self.slots])
+        name, version = policy.name, policy.version
         cumulative, pieces = [], []
         for slot, p in zip(self.slots, probs, strict=True):
             cum = list(itertools.accumulate(p.values()))
             cum[-1] = math.inf  # what draw() does when rounding leaves the sum below 1
             cumulative.append(cum)
-            pieces.append([ArmPieces.of(slot.art.images[a], Choice(
-                a, q, policy.name, policy.version)) for a, q in p.items()])
+            images = slot.art.images
+            pieces.append([ArmPieces.drawn(images[a], a, q, name, version)
+                           for a, q in p.items()])
         tail = (string_bytes(self.variant) + string_bytes(device)
                 + string_bytes(self.impression_country))
         parts = self.avro_parts.copy()
@@ -336,7 +357,7 @@ class PagePlan:
         with_context = tail + string_bytes(orjson.dumps(context).decode())
         for i in self.context_tails:
             parts[i] = with_context
-        segments = self._avro_segments(parts)
+        avro_parts, avro_holes = self._avro_layout(parts)
         heads = [[slot.field + b"%d:" % (len(p.assignment_head) + TIME_DIGITS
                                          + len(p.assignment_tail)) + p.assignment_head
                   for p in arm_pieces] for slot, arm_pieces in zip(self.slots, pieces,
@@ -344,7 +365,7 @@ class PagePlan:
         if len(self._decisions) > 64:
             self._decisions.clear()
         found = self._decisions[key] = Decisions(policy, policy.version, context, cumulative,
-                                                 pieces, heads, segments, now_ms)
+                                                 pieces, heads, avro_parts, avro_holes, now_ms)
         return found
 
     def kept_pieces(self, slot: Slot, raw: Any, sticky: StickyAssignment,
@@ -433,8 +454,7 @@ class PagePlan:
             raise ValueError(f"request id of {len(rid)} bytes, not {REQUEST_ID_LEN}")
         logged = arts if self.all_slots_logged else [
             a for slot, a in zip(self.slots, arts, strict=True) if slot.impression >= 0]
-        # the time's varint may be shorter or longer than its mark: replace keeps the rest
-        message = interleave(decisions.avro_segments, logged).replace(
-            TIME_MARK + b"\x40" + REQUEST_ID_MARK,
-            long_bytes(served_at_ms) + b"\x40" + rid).replace(REQUEST_ID_MARK, rid)
-        return Served(body, message, n, new, decided)
+        parts = decisions.avro_parts.copy()
+        parts[1::2] = decisions.avro_holes([rid, long_bytes(served_at_ms) + b"\x40" + rid,
+                                            *logged])
+        return Served(body, b"".join(parts), n, new, decided)

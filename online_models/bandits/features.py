@@ -162,7 +162,9 @@ class Featurizer:
         return self.hashed(self.names(context, arm))
 
     def many(self, context: Mapping[str, object], arms: Sequence[Arm]) -> list[dict[int, float]]:
-        """Hashed features of every arm, featurizing the context once."""
+        """Hashed features of every arm, featurizing the context once. Without the artwork
+        id feature, arms with the same tags share one dict (read-only: models recognize the
+        shared dicts and featurize them once)."""
         terms = self.context_terms(context)
         if self.arm_id_feature:
             return [self.hashed(self.names_from_terms(terms, arm)) for arm in arms]
@@ -173,5 +175,5 @@ class Featurizer:
             z = by_tags.get(arm.tags)
             if z is None:
                 z = by_tags[arm.tags] = self.hashed(self.names_from_terms(terms, arm))
-            out.append(dict(z))
+            out.append(z)
         return out

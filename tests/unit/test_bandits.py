@@ -361,6 +361,28 @@ def test_hybrid_ridge_equals_a_joint_ridge_regression() -> None:
     np.testing.assert_allclose(m_var, np.diag(pcov), atol=1e-12)
 
 
+@given(st.integers(0, 10_000))
+@settings(max_examples=40, deadline=None)
+def test_marginals_with_shared_feature_dicts_and_arms_learning_between_calls(seed: int) -> None:
+    """The marginals' shortcuts (one featurization per shared dict, each image's terms kept
+    until it learns again) give the joint posterior's diagonal, before and after learning."""
+    rng = random.Random(seed)
+    model = HybridRidge(l2=rng.uniform(0.3, 3.0), intercept_l2=rng.uniform(0.5, 5.0))
+    arms = [f"a{i}" for i in range(6)]
+    shared = [{k: rng.gauss(0, 1) for k in rng.sample(range(12), rng.randint(1, 4))}
+              for _ in range(3)]
+    for _round in range(3):
+        for _ in range(rng.randint(0, 25)):
+            model.learn_one(rng.choice([*shared, {rng.randrange(15): 1.0}]), rng.choice(arms),
+                            rng.random())
+        zs = [rng.choice(shared) for _ in range(10)]   # the same dict objects repeated
+        cands = [rng.choice([*arms, "cold"]) for _ in range(10)]
+        mean, cov = model.posterior(zs, cands)
+        m_mean, m_var = model.posterior_marginals(zs, cands)
+        np.testing.assert_allclose(m_mean, mean, atol=1e-9)
+        np.testing.assert_allclose(m_var, np.diag(cov), atol=1e-9)
+
+
 # -- the simulation -----------------------------------------------------------------------
 def _simulate(name: str, n_titles: int = 60, per_title: int = 30, seed: int = 7) -> float:
     """Average reward over ``n_titles`` new titles shown ``per_title`` times each.
