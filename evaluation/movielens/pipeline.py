@@ -10,17 +10,18 @@ chunk's ratings sent as player events (:func:`~evaluation.movielens.data.to_even
 (``events_applied + duplicates + dead_letters``, the ``stats`` hash) account for every event
 sent so far *and* every member of the chunk has a page whose ``as_of_event_ts_ms`` reached
 their last event of the chunk (the worker bumps the counters just before it writes pages).
-``page(member)`` reads the member's materialized page from Redis (``features.keys.page_key``)
-as the page they would be served now; a member without one gets the default page
-(``default_page_key(prefix, "ALL")``), as the server does. By default no page is re-rendered
-for the evaluation: a member's page is the one the worker wrote after their previous events,
-as in production.
+``prepare(members, now_ts)`` starts each scored member's visit as the player does when the
+app opens: a :class:`~topics.models.SessionStart` (:func:`~evaluation.movielens.data.
+session_start`, stamped just before the visit's page view and plays, which are not sent
+yet), then waits until the worker rendered those members' pages from it (their
+``generated_at_ms`` is after the session starts were sent). ``page(member)`` reads the member's
+materialized page from Redis (``features.keys.page_key``) as the page they would be served
+now; a member without one gets the default page (``default_page_key(prefix, "ALL")``), as
+the server does.
 
-With ``refresh_pages=True`` (a diagnostic: how much do stale pages cost?) ``prepare`` first
-re-sends each scored member's last event. The worker counts it as a duplicate and changes no
-state, but re-renders the member's page (the crash-recovery path of
-:meth:`streams.processor.EventProcessor.process`) with the current model, co-watch
-similarities and trending counts; ``prepare`` waits until those pages were regenerated.
+With ``session_starts=False`` (a diagnostic: how much do stale pages cost?) no session start
+is sent: a member's page is the one the worker wrote after their previous events, however
+long ago, as it was before players sent session starts.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Any
 import orjson
 import redis
 
-from evaluation.movielens.data import Rating, to_events, view_impressions
+from evaluation.movielens.data import Rating, session_start, to_events, view_impressions
 from evaluation.movielens.protocol import InteractionLike, Page
 from features import keys
 from features.keys import ALL_COUNTRIES
@@ -91,8 +92,8 @@ class PipelineRecommender:
         Rating to player events (default :func:`~evaluation.movielens.data.to_events`).
     timeout_s
         Longest wait for the worker to catch up with one chunk.
-    refresh_pages
-        Re-render the pages of the members about to be scored (see the module docstring).
+    session_starts
+        Start each scored member's visit with a session start (see the module docstring).
     log_impressions
         Log each page view as impressions
         (:func:`~evaluation.movielens.data.view_impressions`), sent before the next chunk's
@@ -103,16 +104,16 @@ class PipelineRecommender:
 
     def __init__(self, settings: Settings, titles: Sequence[Title], *,
                  events_of: Callable[[Rating], list[Event]] = to_events,
-                 timeout_s: float = 120.0, refresh_pages: bool = False,
+                 timeout_s: float = 120.0, session_starts: bool = True,
                  log_impressions: bool = True) -> None:
-        self.refresh_pages = refresh_pages
+        self.session_starts = session_starts
         self.log_impressions = log_impressions
         self.impressions_sent = 0
         self._pending: list[Event] = []
-        if refresh_pages:
-            self.name = "pipeline-refreshed"
-        self.resent = 0
-        self._last_event: dict[str, Event] = {}
+        if not session_starts:
+            self.name = "pipeline-stale"
+        #: Session starts sent (one per scored page view).
+        self.session_starts_sent = 0
         self.settings = settings
         self.titles = list(titles)
         self.events_of = events_of
@@ -191,10 +192,7 @@ class PipelineRecommender:
             for ev in events:
                 self._producer.send(ev)
             n += len(events)
-            last = max(events, key=lambda e: e.event_ts_ms)
-            if last.event_ts_ms >= last_ms.get(r.user, 0):
-                last_ms[r.user] = last.event_ts_ms
-                self._last_event[r.user] = last
+            last_ms[r.user] = max(last_ms.get(r.user, 0), *(e.event_ts_ms for e in events))
         self._producer.flush()
         self.sent += n
         t1 = time.perf_counter()
@@ -214,28 +212,27 @@ class PipelineRecommender:
         self.wait_seconds += time.perf_counter() - t1
 
     def prepare(self, members: Sequence[str], now_ts: int) -> None:
-        """With ``refresh_pages``: have the worker re-render these members' pages now."""
-        if not self.refresh_pages or self._producer is None:
-            return
-        events = [self._last_event[m] for m in members if m in self._last_event]
-        if not events:
+        """With ``session_starts``: each member's visit starts (the app opens) and the worker
+        renders their pages with what it learned so far; returns once it wrote them."""
+        if not self.session_starts or self._producer is None or not members:
             return
         t0 = time.perf_counter()
         since_ms = int(time.time() * 1000)
+        events = [session_start(m, now_ts) for m in members]
         for ev in events:
             self._producer.send(ev)
         self._producer.flush()
         self.sent += len(events)
-        self.resent += len(events)
+        self.session_starts_sent += len(events)
         self._wait(lambda: self.accounted() >= self.sent, self.timeout_s,
                    f"the worker to account for {self.sent} events")
         page_keys = [keys.page_key(self.settings.key_prefix, e.profile_id) for e in events]
 
-        def regenerated() -> bool:
+        def rendered() -> bool:  # written (worker's wall clock) since the session starts
             return all(raw is not None and orjson.loads(raw).get("generated_at_ms", 0)
                        >= since_ms for raw in self._redis.mget(page_keys))
 
-        self._wait(regenerated, self.timeout_s, f"{len(events)} refreshed pages")
+        self._wait(rendered, self.timeout_s, f"{len(events)} pages rendered at session start")
         self.wait_seconds += time.perf_counter() - t0
 
     # -- helpers --------------------------------------------------------------------------
@@ -255,7 +252,7 @@ class PipelineRecommender:
 
 
 @contextmanager
-def local_pipeline(titles: Sequence[Title], *, refresh_pages: bool = False,
+def local_pipeline(titles: Sequence[Title], *, session_starts: bool = True,
                    **overrides: Any) -> Iterator[PipelineRecommender]:
     """A :class:`PipelineRecommender` on a throwaway local broker and Redis; ``overrides``
     go to :func:`pipeline_settings`."""
@@ -263,7 +260,7 @@ def local_pipeline(titles: Sequence[Title], *, refresh_pages: bool = False,
 
     with local_stack() as stack:
         settings = pipeline_settings(stack.bootstrap_servers, stack.redis_url, **overrides)
-        with PipelineRecommender(settings, titles, refresh_pages=refresh_pages) as rec:
+        with PipelineRecommender(settings, titles, session_starts=session_starts) as rec:
             yield rec
 
 

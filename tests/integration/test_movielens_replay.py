@@ -37,12 +37,15 @@ def test_replay_scores_the_pipeline_above_random_pages(settings: Settings, movie
         counters = rec.counters()
         sent = rec.sent
         impressions = rec.impressions_sent
+        starts = rec.session_starts_sent
     elapsed = time.monotonic() - t0
 
-    # every rating is 3 events; every page view was logged as impressions (10 x 5 at most)
+    # every rating is 3 events; every page view started with a session start and was logged
+    # as impressions (10 x 5 at most)
     assert 0 < impressions <= 50 * res.page_views
-    assert sent == 3 * len(ratings) + impressions
-    assert counters.get("events_applied") == sent
+    assert starts == res.page_views
+    assert sent == 3 * len(ratings) + impressions + starts
+    assert counters.get("events_applied", 0) + counters.get("duplicates", 0) == sent
     assert counters.get("dead_letters", 0) == 0
     assert res.page_views >= 30 and res.members >= 10
     assert res.chunks == len(chunks)
