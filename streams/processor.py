@@ -66,6 +66,7 @@ from streams.models import (  # noqa: F401  (checkpoint names re-exported for ca
     ModelSet,
 )
 from streams.outage import Backoff, OutageStats, retry_transient
+from streams.poison import isolate_batch
 from streams.render import (
     MemoryPageUpdates,  # noqa: F401  (re-exported: callers import the sinks from here)
     PageRenderer,
@@ -120,6 +121,8 @@ class BatchReport:
     published: int = 0
     art_rewards: int = 0
     quality_plays: int = 0
+    #: The batch's learning was handed to the models (or the learner).
+    learned: bool = False
     #: The states were committed (the models' learning of this batch is then kept).
     committed: bool = False
     #: Page-write time minus event time, per applied event, in ms.
@@ -411,8 +414,11 @@ class EventProcessor:
         self._batches_started += 1
         self._behind = self._is_behind(messages)
         async with self._state_lock:  # an outage holds it: the timers wait too
-            return await retry_transient(lambda: self._process(messages), "event batch",
-                                         self.outage_backoff, self.outage_stats)
+            try:
+                return await retry_transient(lambda: self._process(messages), "event batch",
+                                             self.outage_backoff, self.outage_stats)
+            except Exception as exc:  # not an outage: find the poisoned events, keep the rest
+                return await isolate_batch(self, messages, exc)
 
     def _is_behind(self, messages: Sequence[RawMessage]) -> bool:
         """Whether the consumer is behind: a full batch, or its newest message was written
@@ -436,8 +442,14 @@ class EventProcessor:
             if letters:
                 await self.store.commit_batch([], [], {"dead_letters": len(letters)})
             return report
-        await self.refresh_catalog()
+        return await self.process_decoded(messages, events, report)
 
+    async def process_decoded(self, messages: Sequence[RawMessage],
+                              events: list[SourcedEvent], report: BatchReport) -> BatchReport:
+        """Apply decoded ``events`` (of ``messages``) and commit them, filling ``report``; a
+        failure after the models learned and before the commit drops that learning."""
+        await self.start()
+        await self.refresh_catalog()
         by_profile: dict[str, list[SourcedEvent]] = {}
         for se in events:
             by_profile.setdefault(se.event.profile_id, []).append(se)
@@ -449,7 +461,7 @@ class EventProcessor:
         try:
             return await self._apply_and_commit(report, by_profile, states, partition_of)
         except BaseException as exc:
-            if not report.committed:
+            if report.learned and not report.committed:
                 self._discard_uncommitted_learning(exc)
             raise
 
@@ -464,6 +476,7 @@ class EventProcessor:
             self._apply_profile(pid, evs, states.get(pid) or ProfileState(pid),
                                 partition_of, work, report)
         self._collect_trending(work.plays, work.trending)
+        report.learned = True  # from here on a failure before the commit drops the learning
         similar_changed = await self._learn(work.builder.build())
         if work.late_letters:
             await self.dead_letters.send(work.late_letters)

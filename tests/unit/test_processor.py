@@ -559,7 +559,7 @@ async def test_a_batch_failing_before_its_commit_is_not_learned_twice() -> None:
     assert await proc.checkpoint()
     store.fail_next = True
     with pytest.raises(RuntimeError, match="commit refused"):
-        await proc.process(second)  # learned, then the commit failed
+        await proc._process(second)  # learned, then the commit failed
     assert not await proc.checkpoint(force=True)  # that learning is never saved
     rep = await proc.process(second)  # redelivered: the models restart from the checkpoint
     assert rep.applied == 2
@@ -568,5 +568,24 @@ async def test_a_batch_failing_before_its_commit_is_not_learned_twice() -> None:
         clean.model.score_many("p2", ["t1", "t3", "t7"]))
     assert proc.cowatch.n_learned == clean.cowatch.n_learned == 4
     assert proc.cowatch.most_similar("t1", 5) == clean.cowatch.most_similar("t1", 5)
+
+
+async def test_a_batch_whose_commit_fails_once_is_applied_again_event_by_event() -> None:
+    first, second = watches("p1", ["t1", "t2"]), watches("p2", ["t1", "t3"], TS + 10)
+    clean = await gated_processor()  # the reference: both batches, no failure
+    await clean.process(first)
+    await clean.process(second)
+    proc = await gated_processor()
+    store = proc.store
+    assert isinstance(store, GatedCommitStore)
+    await proc.process(first)
+    assert await proc.checkpoint()
+    store.fail_next = True  # not an outage: the batch raises, then each event applies alone
+    rep = await proc.process(second)
+    assert (rep.applied, rep.dead_letters, rep.duplicates) == (2, 0, 0)
+    assert proc.dead_letters.letters == []  # type: ignore[attr-defined]
+    assert proc.model.n_learned == clean.model.n_learned  # learned once, not twice
+    assert proc.cowatch.n_learned == clean.cowatch.n_learned == 4
+    assert (await store.counters())["events_applied"] == 4
 
 
