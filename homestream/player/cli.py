@@ -229,7 +229,8 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
                                 artwork_base_url=settings.artwork_base_url)
     profiles = synthetic_profiles(args.profiles, args.seed)
     sim = PlayerSimulator(catalog, profiles, args.seed, heartbeat_s=args.heartbeat,
-                          max_heartbeats=args.max_heartbeats)
+                          max_heartbeats=args.max_heartbeats,
+                          session_starts=args.session_starts)
     with PlayerProducer(settings) as producer:
         result = run_simulation(producer, sim, profiles, sessions=args.sessions,
                                 duration_s=args.duration, rate_eps=args.rate,
@@ -410,6 +411,8 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--duration", type=positive_float, help="seconds to run")
     sim.add_argument("--rate", type=positive_float, default=None, help="events per second")
     sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--session-starts", action="store_true",
+                     help="open each session with a session_start event (the app opening)")
     sim.add_argument("--realtime", action="store_true",
                      help="stamp events with the wall clock as they are sent")
     sim.add_argument("--titles", type=positive_int, default=DEFAULT_TITLES,

@@ -53,6 +53,7 @@ from topics.models import (
     Play,
     Scroll,
     Search,
+    SessionStart,
     Title,
 )
 
@@ -315,11 +316,14 @@ class PlayerSimulator:
         keeps long plays short in event count.
     search_p
         Probability that a session starts with a search.
+    session_starts
+        Open each session with a ``SessionStart`` (the app opening), as players do; off by
+        default so the benches' event streams stay as they were.
     """
 
     def __init__(self, catalog: Sequence[Title], profiles: Sequence[SimProfile] = (),
                  seed: int = 0, *, heartbeat_s: float = 60.0, max_heartbeats: int | None = None,
-                 search_p: float = 0.2) -> None:
+                 search_p: float = 0.2, session_starts: bool = False) -> None:
         if not catalog:
             raise ValueError("the catalog is empty")
         if heartbeat_s <= 0:
@@ -330,6 +334,7 @@ class PlayerSimulator:
         self.heartbeat_s = heartbeat_s
         self.max_heartbeats = max_heartbeats
         self.search_p = search_p
+        self.session_starts = session_starts
         self._rng = random.Random(seed)
         # Zipf-like popularity over a seeded permutation: a few titles get most plays.
         order = list(range(len(self.catalog)))
@@ -356,6 +361,8 @@ class PlayerSimulator:
             return []
         rng = self._rng
         s = _Session(rng, profile, start_ms)
+        if self.session_starts:
+            s.emit(SessionStart, 0, device=profile.device, country=profile.country)
         session_id = _uuid(rng)
         if rng.random() < self.search_p:
             self._search(s, titles, session_id)

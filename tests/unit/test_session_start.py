@@ -146,3 +146,23 @@ def test_the_evaluation_session_start_precedes_the_page_view_and_the_visit_plays
     assert ev.event_ts_ms < min(i.event_ts_ms for i in shown) < plays[0].event_ts_ms
     assert ev.event_id == session_start("7", now_ts).event_id  # a re-sent visit dedupes
     assert ev.event_id != session_start("7", now_ts + 1).event_id
+
+
+# -- the simulated player ------------------------------------------------------------------
+def test_simulated_sessions_open_with_a_session_start_only_when_asked() -> None:
+    from homestream.player.simulator import (
+        PlayerSimulator,
+        synthetic_catalog,
+        synthetic_profiles,
+    )
+
+    catalog, profiles = synthetic_catalog(40, 3), synthetic_profiles(4, seed=5)
+    plain = PlayerSimulator(catalog, profiles, seed=9).session(profiles[0], TS)
+    assert not any(isinstance(e, SessionStart) for e in plain)
+    opened = PlayerSimulator(catalog, profiles, seed=9, session_starts=True).session(
+        profiles[0], TS)
+    first = opened[0]
+    assert isinstance(first, SessionStart) and first.event_ts_ms == TS
+    assert first.device == profiles[0].device and first.country == profiles[0].country
+    assert len(opened) > 1 and all(e.event_ts_ms > TS for e in opened[1:])
+    assert plain == PlayerSimulator(catalog, profiles, seed=9).session(profiles[0], TS)
