@@ -322,16 +322,19 @@ def route_requests(ctx: ServeContext, seed: int) -> dict[str, list[tuple[str, st
 
 @contextlib.contextmanager
 def sampled(pid: int, profile_dir: Path | None, name: str, load: Load) -> Iterator[None]:
-    """With ``profile_dir``, sample the server's stacks with py-spy through the block into
-    ``<profile_dir>/<name>.txt`` (collapsed stacks: ``py-spy`` must be installed)."""
+    """With ``profile_dir``, sample the server's stacks with py-spy through the measured
+    part of the block (after ``load.warm_s``: compiling the members' pages belongs to the warm
+    pass) into ``<profile_dir>/<name>.txt`` (collapsed stacks: ``py-spy`` must be
+    installed)."""
     if profile_dir is None:
         yield
         return
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     profile_dir.mkdir(parents=True, exist_ok=True)
     out = profile_dir / f"{name}.txt"
-    proc = subprocess.Popen([spy, "record", "-p", str(pid), "-r", "250", "--format", "raw",
-                             "-o", str(out), "-d", str(int(load.warm_s + load.measure_s) + 2)],
+    record = [spy, "record", "-p", str(pid), "-r", "250", "--format", "raw", "-o", str(out),
+              "-d", str(int(load.measure_s) + 2)]
+    proc = subprocess.Popen(["sh", "-c", f'sleep {load.warm_s} && exec "$0" "$@"', *record],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield

@@ -81,9 +81,10 @@ class AssignmentWriter:
         try:
             if self.mux is not None and isinstance(self.store, RedisStore):
                 p = self.store.prefix
-                await asyncio.gather(*(self.mux.evalsha(
-                    HSET_FIELDS_LUA, [keys.artwork_key(p, pid)], [blob])
-                    for pid, blob in batch.items()))
+                for reply in await self.mux.evalsha_many(HSET_FIELDS_LUA, [
+                        ([keys.artwork_key(p, pid)], [blob]) for pid, blob in batch.items()]):
+                    if isinstance(reply, Exception):
+                        raise reply
             elif isinstance(self.store, RedisStore):
                 await self._write_redis(self.store, batch)
             else:  # the in-memory store of tests and tools

@@ -69,6 +69,28 @@ def test_a_script_flushed_from_redis_is_loaded_again(server) -> None:
     asyncio.run(main())
 
 
+def test_many_script_calls_in_one_write_each_with_its_reply(server) -> None:
+    sync = redis.Redis(port=server.port)
+    sync.mset({f"m{i}": str(i).encode() for i in range(50)})
+    sync.hset("h", "f", "v")
+
+    async def main() -> None:
+        mux = RedisMux(port=server.port)
+        try:
+            calls = [([f"m{i}"], [f"arg{i}"]) for i in range(50)]
+            assert await mux.evalsha_many(ECHO_LUA, calls) == [
+                [f"m{i}".encode(), f"arg{i}".encode(), str(i).encode()] for i in range(50)]
+            sync.script_flush()  # every call finds the script missing: loaded, sent again
+            again = await mux.evalsha_many(ECHO_LUA, [*calls[:3], (["h"], ["x"])])
+            assert again[:3] == [[f"m{i}".encode(), f"arg{i}".encode(), str(i).encode()]
+                                 for i in range(3)]
+            assert isinstance(again[3], rexc.ResponseError)  # GET of a hash: its own error
+        finally:
+            await mux.aclose()
+
+    asyncio.run(main())
+
+
 def test_stopped_hung_and_restarted_redis(server) -> None:
     async def main() -> None:
         mux = RedisMux(port=server.port, timeout_s=0.4)
