@@ -40,16 +40,23 @@ return #args / 2
 """
 
 
+#: Members whose assignments one round trip writes (:meth:`AssignmentWriter._write_mux`).
+WRITE_CHUNK = 32
+
+
 class AssignmentWriter:
     """Batches the assignment writes of many requests (see the module doc)."""
 
     def __init__(self, store: PipelineStore, mux: RedisMux | None = None) -> None:
         self.store = store
-        #: The server's shared connection: every member's script sent in one write.
+        #: A connection of the writer's own (reads never wait behind a write's scripts, and
+        #: a slow write times out nobody's read).
         self.mux = mux
         self.written = 0
         self.failed = 0
-        self._pending: dict[str, bytes] = {}
+        #: Per member, the blobs of the requests since the last write (joined when written:
+        #: later fields of a title replace earlier ones).
+        self._pending: dict[str, list[bytes]] = {}
         self._count = 0
         self._task: asyncio.Task[None] | None = None
         self._sha: str | None = None
@@ -57,7 +64,11 @@ class AssignmentWriter:
     def add(self, profile_id: str, assignments: bytes, count: int) -> None:
         """Queue ``count`` assignments of ``profile_id`` (length-prefixed title, value
         fields; later values of a title replace earlier ones)."""
-        self._pending[profile_id] = self._pending.get(profile_id, b"") + assignments
+        queued = self._pending.get(profile_id)
+        if queued is None:
+            self._pending[profile_id] = [assignments]
+        else:
+            queued.append(assignments)
         self._count += count
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(),
@@ -77,14 +88,12 @@ class AssignmentWriter:
         finally:
             self._task = None
 
-    async def _write(self, batch: dict[str, bytes], count: int) -> None:
+    async def _write(self, queued: dict[str, list[bytes]], count: int) -> None:
+        batch = {pid: blobs[0] if len(blobs) == 1 else b"".join(blobs)
+                 for pid, blobs in queued.items()}
         try:
             if self.mux is not None and isinstance(self.store, RedisStore):
-                p = self.store.prefix
-                for reply in await self.mux.evalsha_many(HSET_FIELDS_LUA, [
-                        ([keys.artwork_key(p, pid)], [blob]) for pid, blob in batch.items()]):
-                    if isinstance(reply, Exception):
-                        raise reply
+                await self._write_mux(self.mux, self.store.prefix, batch)
             elif isinstance(self.store, RedisStore):
                 await self._write_redis(self.store, batch)
             else:  # the in-memory store of tests and tools
@@ -98,6 +107,17 @@ class AssignmentWriter:
             self.failed += count
             log.warning("artwork assignments of %d member(s) not stored (%s: %s): %s",
                         len(batch), type(exc).__name__, exc, ",".join(sorted(batch)[:20]))
+
+    @staticmethod
+    async def _write_mux(mux: RedisMux, prefix: str, batch: dict[str, bytes]) -> None:
+        """The fields script per member over ``mux``, :data:`WRITE_CHUNK` members a round
+        trip: Redis runs a client's pipelined commands back to back, so a burst written at
+        once would hold every other client's reads for its whole length."""
+        calls = [([keys.artwork_key(prefix, pid)], [blob]) for pid, blob in batch.items()]
+        for i in range(0, len(calls), WRITE_CHUNK):
+            for reply in await mux.evalsha_many(HSET_FIELDS_LUA, calls[i:i + WRITE_CHUNK]):
+                if isinstance(reply, Exception):
+                    raise reply
 
     async def _write_redis(self, store: RedisStore, batch: dict[str, bytes]) -> None:
         """One pipelined round trip: the fields script per member (loaded again if Redis

@@ -192,8 +192,8 @@ def settle_heap() -> None:
 class HomeState:
     """What a server process keeps for the home page: the compiled plans of the pages it
     served lately (least recently served dropped beyond ``max_plans``), the writer of
-    artwork assignments and, with ``multiplex``, the one connection its Redis reads and
-    writes share (:mod:`serving.redis_mux`)."""
+    artwork assignments and, with ``multiplex``, the one connection every request's read
+    shares (:mod:`serving.redis_mux`; the writer has another)."""
 
     def __init__(self, max_plans: int, *, redis_timeout_s: float = 1.0,
                  multiplex: bool = True) -> None:
@@ -239,7 +239,8 @@ class HomeState:
 
     def writer_for(self, store: PipelineStore) -> AssignmentWriter:
         if self.writer is None:
-            self.writer = AssignmentWriter(store, self.mux_for(store))
+            self.writer = AssignmentWriter(store, RedisMux.for_store(store, self.redis_timeout_s)
+                                           if self.mux_for(store) is not None else None)
         return self.writer
 
     async def aclose(self) -> None:
@@ -248,8 +249,9 @@ class HomeState:
             if self.writer is not None:
                 await self.writer.aclose()
         finally:
-            if self._mux is not None:
-                await self._mux.aclose()
+            for mux in (self._mux, self.writer.mux if self.writer is not None else None):
+                if mux is not None:
+                    await mux.aclose()
 
 
 HOME = web.AppKey("home", HomeState)
