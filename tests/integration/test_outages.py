@@ -7,6 +7,11 @@
 - Redis restarted with an empty dataset: the worker writes its catalog back and reads the
   members' settings back from the profiles topic (a kids profile stays one), checkpoints its
   models again, the default pages come back at once and a member's page with their next event.
+- The learner (``HOMESTREAM_LEARNER_MODE=topic``) through Redis stopped for 10 s while workers
+  send it their learning: it keeps learning, retries its snapshot with backoff and writes it
+  when Redis is back; stopped during an outage, it exits without its last snapshot and the
+  next learner, started while Redis is still down, waits for it to restore. Every model
+  update is learned exactly once (the learner's item counts against the workers' count).
 - The broker hung (SIGSTOP) for 10 s and resumed (Tansu keeps its topics in memory only: a
   stopped Tansu loses them, so a pause is the outage that can be tested without data loss):
   the worker reconnects by itself and applies every event once.
@@ -34,7 +39,7 @@ from homestream.player.simulator import publish_catalog
 from homestream.settings import Settings
 from homestream.stack.local import redis_binary, start_tansu
 from homestream.stack.process import Child, free_port, wait_for_port
-from streams.models import MODEL_CHECKPOINT
+from streams.models import LEARNER_CHECKPOINT, MODEL_CHECKPOINT, LearnerMeta
 from tests.integration.helpers import (
     WorkerProcess,
     counters,
@@ -203,6 +208,74 @@ def test_worker_rides_out_a_redis_restart_and_a_hang_applying_every_event_once(
         assert_applied_once(settings, 2230, {p: total[p] + sent3[p] for p in PROFILES}, 60)
     finally:
         worker.stop()
+
+
+def items_learned(settings: Settings) -> int:
+    """Model-update items the learner's last snapshot holds (0 before its first)."""
+    raw = redis_client(settings).get(keys.checkpoint_key(settings.key_prefix,
+                                                         LEARNER_CHECKPOINT))
+    meta = LearnerMeta() if raw is None else LearnerMeta.from_bytes(raw)
+    return sum(meta.counters[k] for k in ("labels", "watches", "artwork", "rows"))
+
+
+def test_the_learner_rides_out_redis_stopped_learning_every_update_once(
+        persistent_redis: tuple[Settings, OwnRedis]) -> None:
+    settings, redis = persistent_redis
+    settings = settings.model_copy(update={"learner_mode": "topic",
+                                           "model_snapshot_interval_s": 0.3,
+                                           "model_reload_interval_s": 0.2})
+    ensure_topics(settings)
+    learner = Child.module("streams.learner", settings.to_env(), name="learner")
+    worker = start_worker(settings)
+    try:
+        first, _ = plays(1200, int(time.time() * 1000))
+        feeder = feed(settings, first, 0.05)
+        wait_until(lambda: items_learned(settings) >= 100, 60, what="100 items learned")
+        redis.stop()  # mid-stream: the learner holds learning the snapshot cannot store
+        stopped = time.monotonic()
+        feeder.join()
+        time.sleep(max(0.0, 10.0 - (time.monotonic() - stopped)))
+        assert learner.alive(), learner.tail()
+        redis.start()
+        wait_until(lambda: counters(settings).get("events_applied", 0) >= 1200, 60,
+                   interval_s=0.2, what="all 1200 events applied")
+        sent = counters(settings)["learning_items"]
+        wait_until(lambda: items_learned(settings) >= sent, 60, interval_s=0.2,
+                   what=f"{sent} items learned")
+        assert "learner snapshot: store unreachable" in learner.log_path.read_text(
+            errors="replace")
+        wait_until(lambda: "learner snapshot: store reachable again" in learner.log_path
+                   .read_text(errors="replace"), 10, what="the learner's recovery logged")
+
+        # stopped during an outage, the learner leaves without its last snapshot; the next
+        # one, started while Redis is still down, waits for Redis to restore from it
+        base = int(time.time() * 1000)  # each member watches ten titles new to them
+        second = [Play(event_id=uuid.uuid4().hex, profile_id=PROFILES[i % 30],
+                       event_ts_ms=base + i, title_id=f"t{(i % 30 + 1 + i // 30) % 30}",
+                       action="progress", position_s=1000.0, duration_s=1200.0,
+                       country="US", device="tv") for i in range(300)]
+        feed(settings, second[:200], 0.0).join()
+        wait_until(lambda: items_learned(settings) > sent, 30, what="new items learned")
+        redis.stop()
+        feed(settings, second[200:], 0.0).join()
+        learner.stop()
+        assert "without its last snapshot" in learner.log_path.read_text(errors="replace")
+        learner = Child.module("streams.learner", settings.to_env(), name="learner")
+        wait_until(lambda: "learner restore: store unreachable" in learner.log_path.read_text(
+            errors="replace"), 30, what="the new learner waiting for Redis to restore")
+        assert learner.alive(), learner.tail()
+        redis.start()
+        wait_until(lambda: counters(settings).get("events_applied", 0) >= 1500, 60,
+                   interval_s=0.2, what="all 1500 events applied")
+        total = counters(settings)["learning_items"]
+        wait_until(lambda: items_learned(settings) >= total, 60, interval_s=0.2,
+                   what=f"{total} items learned")
+        time.sleep(2.0)  # anything learned twice would show up now
+        assert items_learned(settings) == total == counters(settings)["learning_items"]
+        assert learner.alive() and worker.alive(), learner.tail() + worker.tail()
+    finally:
+        worker.stop()
+        learner.stop()
 
 
 def test_redis_restarted_empty_the_worker_rebuilds_catalog_settings_and_pages(
