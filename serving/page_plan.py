@@ -41,9 +41,6 @@ MATERIALIZED_PROPENSITY = 1.0
 #: Parts of one impression in the Avro template (see :meth:`PagePlan._avro_template`).
 _PARTS = 7
 REQUEST_ID_LEN = 32
-#: Digits of a decision time in ms (until the year 2286), for which assignments are joined
-#: from prepared pieces.
-TIME_DIGITS = 13
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +54,9 @@ class ArmPieces:
     assignment_head: bytes
     assignment_tail: bytes
 
-    def assignment_field(self, at: bytes) -> bytes:
-        """The stored assignment chosen at ``at`` (ms, ASCII digits), as a length-prefixed
-        field (:func:`fields`)."""
-        value = self.assignment_head + at + self.assignment_tail
-        return b"%d:%s" % (len(value), value)
+    def assignment(self, at: bytes) -> bytes:
+        """The stored assignment chosen at ``at`` (ms, ASCII digits)."""
+        return self.assignment_head + at + self.assignment_tail
 
     @classmethod
     def of(cls, image: Artwork, choice: Choice) -> ArmPieces:
@@ -109,8 +104,8 @@ class Slot:
     art: TitleArt
     #: Row and column on the page.
     position: tuple[int, int]
-    #: The title id as a length-prefixed field (:func:`fields`).
-    field: bytes = b""
+    #: The title id as the field of the member's assignments hash.
+    key: bytes = b""
     #: Index of the item among the logged impressions (its place in the Avro template);
     #: -1 when the item cannot be logged.
     impression: int = -1
@@ -126,9 +121,6 @@ class Decisions:
     #: Per slot: cumulative propensities (inverse-CDF draws) and the pieces of each arm.
     cumulative: list[list[float]]
     pieces: list[list[ArmPieces]]
-    #: Per slot and arm: the title's field and the assignment up to its decision time, for
-    #: a time of :data:`TIME_DIGITS` digits (:meth:`PagePlan.choose`).
-    assignment_heads: list[list[bytes]]
     #: The whole impressions message as fixed parts with a hole between each two (the odd
     #: indexes, empty here), and what fills the holes from a request's values
     #: ``[request id, time + request id, artwork fields of each logged slot...]``
@@ -142,31 +134,15 @@ class Decisions:
 @dataclass(slots=True)
 class Served:
     """One request's output: the response body, the impressions message (``None`` when
-    nothing is logged) and the new artwork assignments (title id, stored JSON, ... as
-    length-prefixed fields, :func:`fields`; empty when none)."""
+    nothing is logged) and the new artwork assignments (title id, stored JSON, title id, ...:
+    the arguments of one ``HSET``; empty when none)."""
 
     body: bytes
     impressions: bytes | None
     impression_count: int
-    assignments: bytes
+    assignments: list[bytes]
     #: Titles whose artwork was drawn for this request (not kept).
     decided: int = 0
-
-
-def fields(blob: bytes) -> list[bytes]:
-    """Split length-prefixed fields (``b"<length>:<bytes>"`` one after another), the form in
-    which new assignments travel to Redis in one argument.
-
-    >>> fields(b"2:t13:abc")
-    [b't1', b'abc']
-    """
-    out, i = [], 0
-    while i < len(blob):
-        colon = blob.index(b":", i)
-        end = colon + 1 + int(blob[i:colon])
-        out.append(blob[colon + 1:end])
-        i = end
-    return out
 
 
 class StoredAssignments(Protocol):
@@ -220,6 +196,8 @@ class PagePlan:
     #: Whether every slot is logged (else the artwork of the unlogged ones is left out).
     all_slots_logged: bool
     has_continue_watching: bool
+    #: The slots' title ids as the assignment hash's fields.
+    slot_keys: list[bytes] = field(default_factory=list)
     _decisions: dict[tuple[Any, ...], Decisions] = field(default_factory=dict)
     _kept: dict[bytes, tuple[float, ArmPieces]] = field(default_factory=dict)
     #: The last fully kept answer: decisions, stored bytes, expiry, JSON prefix, Avro arts.
@@ -239,8 +217,7 @@ class PagePlan:
             for c, item in enumerate(row.get("items") or ()):
                 art = title_art(item.get("title_id"))
                 if art is not None:
-                    tid = item["title_id"].encode()
-                    slots.append(Slot(item["title_id"], art, (r, c), b"%d:%s" % (len(tid), tid)))
+                    slots.append(Slot(item["title_id"], art, (r, c), item["title_id"].encode()))
                     for k in ART_KEYS:
                         item.pop(k, None)
                     item[_MARK] = 0
@@ -253,6 +230,7 @@ class PagePlan:
                    impression_country, variant, segments,
                    b',"source":' + orjson.dumps(source) + b"}", b"", [], [], [], [], True,
                    has_continue_watching)
+        plan.slot_keys = [s.key for s in slots]
         plan._avro_template(page["rows"], codec)
         return plan
 
@@ -358,14 +336,10 @@ class PagePlan:
         for i in self.context_tails:
             parts[i] = with_context
         avro_parts, avro_holes = self._avro_layout(parts)
-        heads = [[slot.field + b"%d:" % (len(p.assignment_head) + TIME_DIGITS
-                                         + len(p.assignment_tail)) + p.assignment_head
-                  for p in arm_pieces] for slot, arm_pieces in zip(self.slots, pieces,
-                                                                   strict=True)]
         if len(self._decisions) > 64:
             self._decisions.clear()
         found = self._decisions[key] = Decisions(policy, policy.version, context, cumulative,
-                                                 pieces, heads, avro_parts, avro_holes, now_ms)
+                                                 pieces, avro_parts, avro_holes, now_ms)
         return found
 
     def kept_pieces(self, slot: Slot, raw: Any, sticky: StickyAssignment,
@@ -392,7 +366,7 @@ class PagePlan:
     # -- per request ---------------------------------------------------------------------------
     def choose(self, decisions: Decisions, previous: Mapping[str, Any],
                sticky: StickyAssignment, served_at_ms: int
-               ) -> tuple[list[ArmPieces], bytes, int, float]:
+               ) -> tuple[list[ArmPieces], list[bytes], int, float]:
         """Every slot's artwork: the member's while its period lasts, else a draw (one
         uniform from the policy's RNG per drawn title, in page order, as
         :meth:`~online_models.bandits.base.ArtworkPolicy.draw` uses them). Returns the
@@ -402,13 +376,9 @@ class PagePlan:
             ks = list(map(bisect.bisect_right, decisions.cumulative,
                           decisions.policy.uniforms(len(self.slots))))
             chosen = list(map(operator.getitem, decisions.pieces, ks))
-            if len(at) == TIME_DIGITS:
-                heads = map(operator.getitem, decisions.assignment_heads, ks)
-                new = b"".join(itertools.chain.from_iterable(zip(
-                    heads, itertools.repeat(at), [p.assignment_tail for p in chosen])))
-            else:
-                new = b"".join([b for slot, p in zip(self.slots, chosen, strict=True)
-                                for b in (slot.field, p.assignment_field(at))])
+            new: list[bytes] = [b""] * (2 * len(chosen))
+            new[::2] = self.slot_keys
+            new[1::2] = [p.assignment_head + at + p.assignment_tail for p in chosen]
             return chosen, new, len(chosen), math.inf
         kept = [self.kept_pieces(slot, previous.get(slot.title_id), sticky, served_at_ms)
                 for slot in self.slots]
@@ -419,12 +389,12 @@ class PagePlan:
         for i, (slot, k) in enumerate(zip(self.slots, kept, strict=True)):
             if k is None:
                 pieces = decisions.pieces[i][drawn[i]]
-                new += (slot.field, pieces.assignment_field(at))
+                new += (slot.key, pieces.assignment(at))
             else:
                 expiry = min(expiry, k[0])
                 pieces = k[1]
             chosen.append(pieces)
-        return chosen, b"".join(new), len(todo), expiry
+        return chosen, new, len(todo), expiry
 
     def serve(self, decisions: Decisions, reads: StoredAssignments, sticky: StickyAssignment,
               request_id: str, served_at_ms: int) -> Served:
@@ -436,7 +406,7 @@ class PagePlan:
         flat = reads.flat
         if (memo is not None and flat is not None and memo[0] is decisions
                 and served_at_ms < memo[2] and memo[1] == flat):
-            prefix, arts, new, decided = memo[3], memo[4], b"", 0
+            prefix, arts, new, decided = memo[3], memo[4], [], 0
         else:
             chosen, new, decided, expiry = self.choose(decisions, reads.assignments, sticky,
                                                        served_at_ms)

@@ -142,30 +142,13 @@ class RedisMux:
             self._watchdog = loop.call_later(self.timeout_s / 4, self._check_timeouts)
         return await fut
 
-    async def evalsha_many(self, script: str, calls: list[tuple[list[str], list[Any]]]
-                           ) -> list[Any]:
-        """Run ``script`` once per (keys, args) of ``calls``, all sent in one write, and
-        return the replies or the exceptions in order (no task per call); the calls that
-        found the script missing are sent once more after loading it."""
-        replies = await self._evalsha_all(script, calls)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, rexc.NoScriptError)]
-        if missing:
-            self._scripts.pop(script, None)
-            again = await self._evalsha_all(script, [calls[i] for i in missing])
-            for i, r in zip(missing, again, strict=True):
-                replies[i] = r
-        return replies
-
-    async def _evalsha_all(self, script: str, calls: list[tuple[list[str], list[Any]]]
-                           ) -> list[Any]:
-        sha = self._scripts.get(script)
-        if sha is None:
-            sha = self._scripts[script] = await self.execute(b"SCRIPT", b"LOAD", script)
+    async def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write and return their replies, or the exception of
+        each failed one, in order (no task per command)."""
         proto = self._proto or await self._connect()
         loop = asyncio.get_running_loop()
         now = loop.time()
-        futs = [proto.send(hiredis.pack_command((b"EVALSHA", sha, len(k), *k, *a)), now)
-                for k, a in calls]
+        futs = [proto.send(hiredis.pack_command(c), now) for c in commands]
         if self._watchdog is None and futs:
             self._watchdog = loop.call_later(self.timeout_s / 4, self._check_timeouts)
         return list(await asyncio.gather(*futs, return_exceptions=True))

@@ -20,7 +20,7 @@ from online_models.bandits import Arm, make_policy
 from online_models.bandits.sticky import StickyAssignment
 from serving.artwork import ArtworkChooser, request_context
 from serving.impressions import ImpressionLogger, ServedPage
-from serving.page_plan import PagePlan, fields
+from serving.page_plan import PagePlan
 from topics.avro_bytes import double_bytes, long_bytes, string_bytes
 from topics.codec import BATCH_SCHEMA, default_codec
 from topics.models import Artwork, Impression, Title
@@ -69,9 +69,9 @@ class _Reads:
         self.flat = flat
 
 
-def _assignments(blob: bytes) -> dict[str, bytes]:
-    f = fields(blob)
-    return {t.decode(): v for t, v in zip(f[::2], f[1::2], strict=True)}
+def _assignments(args: list[bytes]) -> dict[str, bytes]:
+    """The ``HSET`` arguments of new assignments as title id -> stored JSON (later wins)."""
+    return {t.decode(): v for t, v in zip(args[::2], args[1::2], strict=True)}
 
 
 def _item_by_item(policy: Any, previous: dict[str, Any], now_ms: int,
@@ -154,7 +154,7 @@ def test_stored_assignments_are_kept_while_their_period_lasts_then_drawn_again()
     decisions = plan.decisions(policy, "tv", 20_000)
     sticky = StickyAssignment(60)
     again = plan.serve(decisions, _Reads(stored, flat), sticky, "b" * 32, 20_000)
-    assert again.assignments == b"" and again.decided == 0
+    assert again.assignments == [] and again.decided == 0
     shown = lambda s: [(i["title_id"], i["artwork_id"], i["propensity"])  # noqa: E731
                        for r in orjson.loads(s.body)["rows"][:3] for i in r["items"]]
     assert shown(again) == shown(first)
