@@ -94,6 +94,9 @@ class FeatureParams:
     #: Settle a decision with a quality play when its reward window closes (with the zeros)
     #: instead of at the play, so both outcomes reach the policy with the same delay.
     delayed_positives: bool = False
+    #: Most titles each per-title history map of a member keeps (playheads, finished,
+    #: engagement, impressions, explicit feedback, re-watches); the oldest go first.
+    member_titles_max: int = 500
 
 
 @dataclass
@@ -417,7 +420,8 @@ def apply_event(state: ProfileState, event: Event, genres_of: GenresOf,
     state.last_event_ts_ms = max(state.last_event_ts_ms, ts)
     device = getattr(event, "device", None)
     if device and device != "unknown" and not isinstance(event, Impression):
-        state.devices[device] = state.devices.get(device, 0) + 1
+        state.devices[device] = state.devices.pop(device, 0) + 1  # newest last
+        _bound(state.devices, MAX_DEVICES)
     title_id = getattr(event, "title_id", None)
     genres = genres_of(title_id) if title_id and not isinstance(event, Impression) else []
     if state.pending_art:
@@ -435,6 +439,7 @@ def apply_event(state: ProfileState, event: Event, genres_of: GenresOf,
         else:
             y = explicit_label(event.kind, event.stars)
         state.explicit[event.title_id] = y
+        _bound(state.explicit, params.member_titles_max)
         fx.labels.append((event.title_id, y))
         _bump_affinity(state, genres, 2.0 * y - 1.0, ts, hl)
         _bump_cast(state, cast_of(event.title_id), 2.0 * y - 1.0, ts, hl)
@@ -443,7 +448,9 @@ def apply_event(state: ProfileState, event: Event, genres_of: GenresOf,
         if event.policy != MATERIALIZED_POLICY:
             _pend_artwork(state, event, fx)
         _note_shown_row(state, event, fx)
-        n = state.impressions[event.title_id] = state.impressions.get(event.title_id, 0) + 1
+        # re-inserted: the least recently shown title is the first to go beyond the bound
+        n = state.impressions[event.title_id] = state.impressions.pop(event.title_id, 0) + 1
+        _bound(state.impressions, params.member_titles_max)
         if (n >= IGNORED_AFTER_IMPRESSIONS and event.title_id not in state.engaged
                 and event.title_id not in state.explicit and event.title_id not in state.ignored):
             # shown again and again, never played (nor rated): weak negative evidence, once
@@ -602,6 +609,23 @@ def _pend_artwork(state: ProfileState, ev: Impression, fx: Effects) -> None:
         _settle(state, oldest, fx)
 
 
+#: Most devices counted per profile (device names come from the player apps).
+MAX_DEVICES = 16
+
+
+def _bound(entries: dict[str, Any], limit: int) -> None:
+    """Drop the oldest entries of ``entries`` (insertion order) beyond ``limit``."""
+    while len(entries) > limit:
+        del entries[next(iter(entries))]
+
+
+def _bound_history(state: ProfileState, limit: int) -> None:
+    """Keep the per-title maps a play writes to at most ``limit`` titles each."""
+    for entries in (state.progress, state.finished, state.engaged, state.rewatches):
+        if len(entries) > limit:
+            _bound(entries, limit)
+
+
 def _apply_play(state: ProfileState, ev: Play, genres_of: GenresOf, cast_of: GenresOf,
                 params: FeatureParams, fx: Effects, newest: bool) -> None:
     ts = ev.event_ts_ms
@@ -614,6 +638,7 @@ def _apply_play(state: ProfileState, ev: Play, genres_of: GenresOf, cast_of: Gen
         state.play_hours[hour] = state.play_hours.get(hour, 0) + 1
     prev = state.progress.get(tid)
     if prev is None or ts >= prev.ts_ms:
+        state.progress.pop(tid, None)  # re-inserted: the least recently played go first
         state.progress[tid] = Playhead(ev.position_s, ev.duration_s, ts)
     fraction = ev.fraction
     pending = state.pending_art.get(tid)
@@ -655,4 +680,5 @@ def _apply_play(state: ProfileState, ev: Play, genres_of: GenresOf, cast_of: Gen
         _bump_affinity(state, genres_of(tid), -AFFINITY_WEIGHT["click"], ts, hl)
         _bump_cast(state, cast_of(tid), -AFFINITY_WEIGHT["click"], ts, hl)
     _touch_recent(state, tid, ts, params.recent_titles)
+    _bound_history(state, params.member_titles_max)
     fx.page_changed = True

@@ -168,6 +168,7 @@ class EventProcessor:
             quality_fraction=settings.artwork_quality_fraction,
             row_attribution_window_s=settings.row_attribution_window_s,
             delayed_positives=settings.artwork_delayed_positives,
+            member_titles_max=settings.member_titles_max,
         )
         #: Where a batch's learning goes (``None``: into :attr:`models`, in place).
         self.learning = learning

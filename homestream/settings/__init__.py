@@ -111,6 +111,10 @@ class Settings(BaseSettings):
                                   description="Longest wait to fill a micro-batch")
     dedupe_window: int = Field(512, ge=16, le=100_000, description="Event ids kept per profile")
     recent_titles: int = Field(50, ge=1, le=1000, description="Recent titles kept per profile")
+    member_titles_max: int = Field(500, ge=10, le=100_000, description="Most titles each "
+                                   "per-title history map of a member's state keeps "
+                                   "(playheads, finished, engagement, impressions, feedback, "
+                                   "re-watches); the oldest are dropped")
     affinity_half_life_s: float = Field(14 * 24 * 3600.0, gt=0,
                                         description="Half-life of genre affinity")
     trending_half_life_s: float = Field(6 * 3600.0, gt=0,
