@@ -3,11 +3,13 @@
 Starts Tansu, Redis, one worker (``python -m streams.worker``) and one server process
 (``python -m serving``), measures the worker's throughput on a backlog, then sends live
 simulated traffic (event time = wall clock) at half that rate while a client asks for home
-pages. It samples the resident memory of the worker, the server and Redis, Redis' key count
-and used memory, after the warm-up (a fifth of the run, at least 60 s) and at the end, and
-counts errors (HTTP answers other than 200, dead letters, processes that died). It prints
-one JSON report and exits 1 when a process' RSS grew by 10% or more after the warm-up,
-Redis' used memory did, or there was an error.
+pages. It samples the resident memory of the worker, the server and Redis, Redis' key count,
+used memory and bytes by kind of key, after the warm-up and at the end, and counts errors
+(HTTP answers other than 200, dead letters, processes that died). The warm-up lasts until the
+members' bounded data is full: at least a fifth of the run (60 s at least), then until Redis'
+used memory grows by less than 2% a minute, at most 40% of the run. It prints one JSON
+report and exits 1 when a process' RSS grew by 10% or more after the warm-up, Redis' used
+memory did, or there was an error.
 
 Not part of ``make test``: it takes the run's length and the whole machine.
 """
@@ -36,6 +38,18 @@ PROFILES = 300
 TITLES = 200
 BACKLOG_EVENTS = 20_000
 PAGE_REQUESTS_PER_S = 20.0
+#: The artwork reward window of the soak (event time = wall clock): a minute instead of an
+#: hour, so the members' pending artwork decisions settle and reach their steady state within
+#: the warm-up, as in production they do after an hour (bounded by
+#: ``features.profile.MAX_PENDING_ART`` whatever the window).
+REWARD_WINDOW_S = 60.0
+#: The warm-up lasts at least a fifth of the run (60 s at least), then until Redis' used
+#: memory grew by less than ``WARM_GROWTH`` over the last ``WARM_WINDOW_S`` (the members'
+#: bounded data is full), at most ``WARM_MAX_SHARE`` of the run.
+WARM_GROWTH = 0.02
+WARM_WINDOW_S = 60.0
+WARM_MAX_SHARE = 0.4
+SAMPLE_S = 30.0
 
 
 def rss_kib(pid: int) -> int:
@@ -89,18 +103,95 @@ class PageClient(threading.Thread):
                 self.errors.append(f"{type(exc).__name__}: {exc}"[:200])
 
 
-def sample(r: Any, procs: dict[str, Any]) -> dict[str, Any]:
-    """RSS of the processes (KiB), Redis' keys and memory."""
+#: Redis' memory figures reported beside ``used_memory`` (what the dataset holds, what Redis
+#: itself holds: clients' buffers, the append-only file's buffer, cached scripts).
+REDIS_MEMORY_FIELDS = ("used_memory_dataset", "used_memory_overhead", "mem_clients_normal",
+                       "mem_aof_buffer", "used_memory_scripts", "number_of_cached_scripts")
+
+
+def sample(r: Any, procs: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """RSS of the processes (KiB), Redis' keys and memory, and the bytes of Redis' values by
+    kind of key (:func:`key_kind`)."""
     info = r.info("memory")
     out = {f"{name}_rss_kib": rss_kib(p.pid) for name, p in procs.items()}
     out.update(redis_used_memory=int(info["used_memory"]), redis_keys=int(r.dbsize()))
+    out["redis_memory"] = {k: int(info[k]) for k in REDIS_MEMORY_FIELDS if k in info}
+    out["redis_bytes_by_kind"] = bytes_by_kind(r, prefix)
     return out
+
+
+def key_kind(key: str, prefix: str) -> str:
+    """What a key holds, from its name: the part after the key prefix up to the first ``:``
+    (``profile``, ``page``, ``artwork``...), default pages apart (``page:__default__``).
+
+    >>> key_kind("hs:profile:m1", "hs:"), key_kind("hs:page:__default__:US", "hs:")
+    ('profile', 'page:__default__')
+    """
+    rest = key[len(prefix):] if prefix and key.startswith(prefix) else key
+    head, _, tail = rest.partition(":")
+    return f"{head}:__default__" if tail.startswith("__default__") else head
+
+
+def bytes_by_kind(r: Any, prefix: str) -> dict[str, dict[str, int]]:
+    """Keys and ``MEMORY USAGE`` bytes of every key in Redis, summed by :func:`key_kind`."""
+    out: dict[str, dict[str, int]] = {}
+    keys = [k.decode() if isinstance(k, bytes) else k for k in r.scan_iter(count=1000)]
+    pipe = r.pipeline(transaction=False)
+    for k in keys:
+        pipe.memory_usage(k, samples=0)
+    for k, n in zip(keys, pipe.execute(), strict=True):
+        entry = out.setdefault(key_kind(k, prefix), {"keys": 0, "bytes": 0})
+        entry["keys"] += 1
+        entry["bytes"] += int(n or 0)
+    return dict(sorted(out.items()))
 
 
 def growth(start: dict[str, Any], end: dict[str, Any]) -> dict[str, float]:
     """Relative growth of each memory figure from ``start`` to ``end``."""
     return {k: round((end[k] - start[k]) / start[k], 4) for k in start
             if (k.endswith("_rss_kib") or k == "redis_used_memory") and start[k]}
+
+
+def kind_growth(start: dict[str, Any], end: dict[str, Any]) -> dict[str, int]:
+    """Bytes each kind of key gained (or lost) in Redis from ``start`` to ``end``."""
+    a, b = start.get("redis_bytes_by_kind", {}), end.get("redis_bytes_by_kind", {})
+    return {k: b.get(k, {}).get("bytes", 0) - a.get(k, {}).get("bytes", 0)
+            for k in sorted({*a, *b})}
+
+
+def warmed_up(history: list[tuple[float, int]], window_s: float = WARM_WINDOW_S,
+              max_growth: float = WARM_GROWTH) -> bool:
+    """Whether Redis' used memory, sampled as ``(seconds, bytes)``, grew by less than
+    ``max_growth`` between the newest sample and the newest one at least ``window_s`` older.
+
+    >>> warmed_up([(0, 100), (30, 120), (60, 121)]), warmed_up([(0, 100), (30, 101), (60, 104)])
+    (False, False)
+    >>> warmed_up([(0, 100), (30, 120), (60, 121), (90, 122)])
+    True
+    """
+    if not history:
+        return False
+    now, newest = history[-1]
+    older = [b for t, b in history if t <= now - window_s]
+    return bool(older) and (newest - older[-1]) / older[-1] < max_growth
+
+
+def _warm_up(r: Any, procs: dict[str, Any], prefix: str, t0: float, min_s: float,
+             max_s: float) -> tuple[dict[str, Any], float, str]:
+    """Sample every ``SAMPLE_S`` until warmed up (:func:`warmed_up`, after ``min_s``) or
+    ``max_s``; returns the last sample, the warm-up's length and why it ended."""
+    history: list[tuple[float, int]] = []
+    while True:
+        elapsed = time.monotonic() - t0
+        now = sample(r, procs, prefix)
+        history.append((elapsed, now["redis_used_memory"]))
+        if elapsed >= min_s and warmed_up(history):
+            return now, elapsed, (f"Redis used memory grew less than {WARM_GROWTH:.0%} in "
+                                  f"{WARM_WINDOW_S:.0f} s")
+        if elapsed >= max_s:
+            return now, elapsed, f"longest warm-up ({WARM_MAX_SHARE:.0%} of the run)"
+        log.info("warming up, %.0f s: %s", elapsed, json.dumps(now))
+        time.sleep(max(0.0, min(SAMPLE_S, max_s - elapsed)))
 
 
 def _wait_for(pred: Any, timeout_s: float, what: str, watch: list[Any]) -> None:
@@ -167,7 +258,8 @@ def run(seconds: float) -> dict[str, Any]:
     with local_stack() as stack:
         env = {**stack.env(), "HOMESTREAM_HTTP_PORT": str(free_port()),
                "HOMESTREAM_HTTP_WORKERS": "1", "HOMESTREAM_PARTITIONS": "4",
-               "HOMESTREAM_WORKER_DATA_DIR": f"/tmp/homestream-soak-{os.getpid()}"}
+               "HOMESTREAM_WORKER_DATA_DIR": f"/tmp/homestream-soak-{os.getpid()}",
+               "HOMESTREAM_ARTWORK_REWARD_WINDOW_S": str(REWARD_WINDOW_S)}
         os.environ.update(env)
         settings = load_settings()
         r = redis.Redis.from_url(settings.redis_url)
@@ -216,19 +308,19 @@ def _soak(settings: Any, r: Any, worker: Any, server: Any, procs: dict[str, Any]
     client.start()
     errors: list[str] = []
     try:
-        time.sleep(warmup_s)
-        start = sample(r, procs)
-        log.info("after warm-up: %s", start)
+        start, warmup_s, warm_reason = _warm_up(r, procs, settings.key_prefix, t0, warmup_s,
+                                                max(warmup_s, seconds * WARM_MAX_SHARE))
+        log.info("after warm-up (%.0f s, %s): %s", warmup_s, warm_reason, json.dumps(start))
         while time.monotonic() - t0 < seconds:
-            time.sleep(min(30.0, max(0.0, seconds - (time.monotonic() - t0))))
+            time.sleep(min(SAMPLE_S, max(0.0, seconds - (time.monotonic() - t0))))
             for name, p in (("worker", worker), ("server", server)):
                 if not p.alive():
                     errors.append(f"{name} exited ({p.returncode}); log {p.log_path}")
-            log.info("%.0f s: %s, pages ok %d", time.monotonic() - t0, sample(r, procs),
-                     client.ok)
+            log.info("%.0f s: %s, pages ok %d", time.monotonic() - t0,
+                     json.dumps(sample(r, procs, settings.key_prefix)), client.ok)
             if errors:
                 break
-        end = sample(r, procs)
+        end = sample(r, procs, settings.key_prefix)
     finally:
         stop.set()
         client.stop.set()
@@ -248,11 +340,13 @@ def _soak(settings: Any, r: Any, worker: Any, server: Any, procs: dict[str, Any]
         errors.append(f"{dead} dead letters")
     grown = growth(start, end)
     report = {
-        "seconds": seconds, "warmup_s": warmup_s, "backlog_events_per_s": round(eps),
+        "seconds": seconds, "warmup_s": round(warmup_s), "warmup_ended": warm_reason,
+        "reward_window_s": REWARD_WINDOW_S, "backlog_events_per_s": round(eps),
         "load_events_per_s": round(load_eps), "events_sent": n_sent,
         "events_applied": applied,
         "pages_ok": client.ok, "page_errors": len(client.errors), "start": start, "end": end,
-        "growth": grown, "max_growth": MAX_GROWTH, "errors": errors,
+        "growth": grown, "redis_growth_by_kind": kind_growth(start, end),
+        "max_growth": MAX_GROWTH, "errors": errors,
     }
     report["passed"] = not errors and all(g < MAX_GROWTH for g in grown.values())
     return report
