@@ -33,6 +33,12 @@ def profile_key(prefix: str, profile_id: str) -> str:
     return f"{prefix}profile:{profile_id}"
 
 
+def progress_key(prefix: str, profile_id: str) -> str:
+    """The resume positions of a profile's titles in progress (JSON, written with the
+    state): what the server's Continue Watching check reads instead of the whole state."""
+    return f"{prefix}progress:{profile_id}"
+
+
 def profile_meta_key(prefix: str, profile_id: str) -> str:
     """A profile's account settings (JSON): kids, rating limit, country."""
     return f"{prefix}profile-meta:{profile_id}"
@@ -115,10 +121,11 @@ def member_keys(prefix: str, profile_id: str) -> list[str]:
     member is also a value in the due sets, :func:`artwork_due_key`).
 
     >>> member_keys("hs:", "p1")
-    ['hs:page:p1', 'hs:profile:p1', 'hs:profile-meta:p1', 'hs:artwork:p1']
+    ['hs:page:p1', 'hs:profile:p1', 'hs:progress:p1', 'hs:profile-meta:p1', 'hs:artwork:p1']
     """
     return [page_key(prefix, profile_id), profile_key(prefix, profile_id),
-            profile_meta_key(prefix, profile_id), artwork_key(prefix, profile_id)]
+            progress_key(prefix, profile_id), profile_meta_key(prefix, profile_id),
+            artwork_key(prefix, profile_id)]
 
 
 def profile_digest(profile_id: str) -> str:

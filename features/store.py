@@ -180,6 +180,19 @@ class PipelineStore(abc.ABC):
         """Release connections."""
 
 
+def progress_json(state: ProfileState) -> bytes:
+    """What :func:`~features.keys.progress_key` holds: the resume position of each title the
+    member has in progress (not finished), written with every state.
+
+    >>> s = ProfileState("p1")
+    >>> progress_json(s)
+    b'{"resume":{}}'
+    """
+    finished = state.finished
+    return orjson.dumps({"resume": {t: p.position_s for t, p in state.progress.items()
+                                    if t not in finished}})
+
+
 class InMemoryStore(PipelineStore):
     """Dict-backed store for unit tests and single-process tools."""
 
@@ -393,8 +406,9 @@ class RedisStore(PipelineStore):
             return
         async with self.client.pipeline(transaction=True) as pipe:
             if states:
-                pipe.mset({keys.profile_key(self.prefix, s.profile_id): s.to_json()
-                           for s in states})
+                pipe.mset({k: v for s in states for k, v in (
+                    (keys.profile_key(self.prefix, s.profile_id), s.to_json()),
+                    (keys.progress_key(self.prefix, s.profile_id), progress_json(s)))})
             for country, epoch, tid, inc in trending:
                 pipe.zincrby(keys.trending_key(self.prefix, country, epoch), inc, tid)
             skey = keys.stats_key(self.prefix)

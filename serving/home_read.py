@@ -1,10 +1,11 @@
-"""The home page's one read: the member's page (or a default page), settings, state and
-artwork assignments in one Redis round trip, and the parsing of what it returns.
+"""The home page's one read: the member's page (or a default page), settings, resume
+positions and artwork assignments in one Redis round trip, and the parsing of what it returns.
 
 A Lua script returns the member's page or else the first default page that exists, the
-settings, the state (only when asked: the Continue Watching check needs it) and the artwork
-assignments (not when nothing is kept); settings are parsed once per distinct stored value,
-the state only when used.
+settings, the resume positions of the titles in progress (only when asked: the Continue
+Watching check needs them; the worker writes them beside the state,
+:func:`~features.keys.progress_key`) and the artwork assignments (not when nothing is kept);
+settings are parsed once per distinct stored value, the positions only when used.
 """
 
 from __future__ import annotations
@@ -33,21 +34,25 @@ log = logging.getLogger("serving.app")
 #: Used when a profile's stored settings do not parse: the strictest guardrails.
 FAIL_CLOSED_META = ProfileMeta(kids=True, max_rating="G")
 
-#: One round trip: KEYS = page, settings, state, assignments, default pages by preference;
-#: ARGV[1] = '1' to read the state too, ARGV[2] = '0' to leave the assignments out (nothing
-#: is kept when the sticky period is 0). Returns ``{page or false, 0 (personal) or 1-based
-#: default index, settings, state (or false), assignments as a flat field/value list}``.
+#: One round trip: KEYS = page, settings, resume positions, assignments, state, default pages
+#: by preference; ARGV[1] = '1' to read the resume positions too (the whole state when a
+#: worker of an earlier version wrote none), ARGV[2] = '0' to leave the assignments out
+#: (nothing is kept when the sticky period is 0). Returns ``{page or false, 0 (personal) or
+#: 1-based default index, settings, positions or state (or false), assignments as a flat
+#: field/value list}``.
 READ_HOME_LUA = """
 local page = redis.call('GET', KEYS[1])
 local source = 0
 if not page then
-  for i = 5, #KEYS do
+  for i = 6, #KEYS do
     page = redis.call('GET', KEYS[i])
-    if page then source = i - 4 break end
+    if page then source = i - 5 break end
   end
 end
 local state = false
-if ARGV[1] == '1' then state = redis.call('GET', KEYS[3]) or false end
+if ARGV[1] == '1' then
+  state = redis.call('GET', KEYS[3]) or redis.call('GET', KEYS[5]) or false
+end
 local assignments = {}
 if ARGV[2] ~= '0' then assignments = redis.call('HGETALL', KEYS[4]) end
 return {page or false, source, redis.call('GET', KEYS[2]) or false, state, assignments}
@@ -78,24 +83,25 @@ class InProgress(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ServeView:
-    """The part of a member's stored state the server reads: playheads and finished titles.
+    """What the server knows of a member's titles in progress: their resume positions, read
+    from :func:`~features.keys.progress_key` (``{"resume": {title: seconds}}``, a few hundred
+    bytes) or, for a state an earlier worker wrote without it, from the whole state (playheads
+    named on read, :func:`~features.state_format.playhead_of`)."""
 
-    Playheads are kept as stored and named on read
-    (:func:`~features.state_format.playhead_of`), only for the titles of a Continue Watching
-    row."""
-
-    progress: Mapping[str, Any] = field(default_factory=dict)
-    finished: Mapping[str, Any] = field(default_factory=dict)
+    resume: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, raw: bytes) -> ServeView:
         data = orjson.loads(raw)
-        return cls(data.get("progress") or {}, data.get("finished") or {})
+        if "resume" in data:
+            return cls(data["resume"] or {})
+        finished = data.get("finished") or {}
+        return cls({t: playhead_of(p).position_s for t, p in (data.get("progress") or {}).items()
+                    if t not in finished})
 
     def resume_position(self, title_id: str) -> float | None:
         """Where to resume ``title_id``, in seconds, if it is in progress."""
-        p = self.progress.get(title_id)
-        return None if p is None or title_id in self.finished else playhead_of(p).position_s
+        return self.resume.get(title_id)
 
 
 def home_country(meta: ProfileMeta) -> str | None:
@@ -115,7 +121,8 @@ class HomeReads:
     parsed_state: InProgress | None    # the in-memory store's; Redis's is parsed on use
     stored_assignments: dict[str, Any] | None  # the in-memory store's; Redis's: ``flat``
     meta_raw: bytes | None = None
-    state_raw: bytes | None = None     # the stored state, when it was read
+    #: The stored resume positions (or, from an earlier worker, the state), when read.
+    state_raw: bytes | None = None
     state_read: bool = True
     #: The assignments as Redis returned them: title id, JSON, title id, JSON, ...
     flat: list[bytes] | None = None
@@ -164,7 +171,8 @@ async def read_home(store: PipelineStore, profile_id: str, country: str | None,
     if isinstance(store, RedisStore):
         p = store.prefix
         script_keys = [keys.page_key(p, profile_id), keys.profile_meta_key(p, profile_id),
-                       keys.profile_key(p, profile_id), keys.artwork_key(p, profile_id),
+                       keys.progress_key(p, profile_id), keys.artwork_key(p, profile_id),
+                       keys.profile_key(p, profile_id),
                        *(keys.default_page_key(p, c) for c in defaults)]
         script_args = ["1" if with_state else "0", "1" if with_assignments else "0"]
         if mux is not None:
@@ -206,6 +214,7 @@ async def state_view(store: PipelineStore, profile_id: str, reads: HomeReads) ->
     """The member's state as the Continue Watching check reads it (read now if the first
     round trip left it out)."""
     if not reads.state_read and isinstance(store, RedisStore):
-        reads.state_raw = await store.client.get(keys.profile_key(store.prefix, profile_id))
+        reads.state_raw = (await store.client.get(keys.progress_key(store.prefix, profile_id))
+                           or await store.client.get(keys.profile_key(store.prefix, profile_id)))
         reads.state_read = True
     return reads.state

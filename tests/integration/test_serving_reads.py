@@ -107,3 +107,35 @@ async def test_the_floor_server_under_wrk_returns_the_stored_pages(settings: Set
     assert 0 < res["p50_ms"] <= res["p99_ms"] <= res["max_ms"]
     assert 0 <= res["client_cpu_share"] <= 1
     assert missing["requests"] > 0 and missing["errors"] == missing["requests"]  # 404s
+
+
+async def test_resume_positions_come_from_the_small_key_the_worker_writes_with_the_state(
+        settings: Settings) -> None:
+    from features.profile import ProfileState
+    from features.state_format import Playhead
+    from serving.redis_mux import RedisMux
+
+    store = RedisStore.from_url(settings.redis_url, settings.key_prefix)
+    mux = RedisMux.for_store(store, 1.0)
+    p = settings.key_prefix
+    try:
+        state = ProfileState("m9")
+        state.progress["t1"] = Playhead(600.0, 3600.0, 5)
+        state.progress["t2"] = Playhead(10.0, 90.0, 6)
+        state.finished["t2"] = 7
+        state.recent = [("t1", 5)] * 200  # a long history the read no longer carries
+        await store.commit_batch([state], [], {})
+        positions = await store.client.get(keys.progress_key(p, "m9"))
+        assert orjson.loads(positions) == {"resume": {"t1": 600.0}}
+        assert len(positions) * 10 < len(state.to_json())
+        for via in (None, mux):
+            got = await read_home(store, "m9", "US", mux=via)
+            assert got.state_raw == positions
+            assert got.state is not None and got.state.resume_position("t1") == 600.0
+            assert got.state.resume_position("t2") is None
+        await store.erase_profiles(["m9"], partitions=1, ttl_s=60.0)
+        assert await store.client.exists(keys.progress_key(p, "m9")) == 0
+    finally:
+        if mux is not None:
+            await mux.aclose()
+        await store.close()
