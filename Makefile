@@ -38,15 +38,21 @@ bench: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m bench.soak
 
+DAY_VARIANTS = defaults,no session starts,impression discount 0.95,no required rows,\
+impression discount 0.8,no member affinities
+
 eval-artwork: $(STAMP)
 	$(BIN)/python -m evaluation artwork
 
 eval: $(STAMP)
 	$(BIN)/python -m evaluation movielens --out docs/evaluation.md
 
-# the page parameters tried on the first half of MovieLens (docs/evaluation-tuning.md)
+# the page parameters tried on the first half of MovieLens (docs/evaluation-tuning.md; with
+# day chunks, docs/evaluation-tuning-day.md)
 eval-tuning: $(STAMP)
 	$(BIN)/python -m evaluation.movielens.tune --out docs/evaluation-tuning.md
+	$(BIN)/python -m evaluation.movielens.tune --chunk day --out docs/evaluation-tuning-day.md \
+		--only "$(DAY_VARIANTS)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
