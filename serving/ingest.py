@@ -48,14 +48,13 @@ from pydantic import BaseModel
 from homestream.player.producer import (
     InvalidEvent,
     encode_events,
-    message_groups,
     parse_event,
     player_producer_config,
 )
 from homestream.settings import ENV_PREFIX, Settings
 from serving.http import InvalidInput, error_response, json_response
 from topics.codec import AvroCodec, default_codec
-from topics.models import Event
+from topics.models import Event, message_groups
 from topics.registry import topic_specs
 
 log = logging.getLogger(__name__)
@@ -120,7 +119,7 @@ def messages_by_profile(events: list[Event],
                         max_events: int = MAX_EVENTS_PER_MESSAGE) -> list[tuple[str, list[Event]]]:
     """The events grouped by profile (request order kept within a profile), in chunks of at
     most ``max_events``: one ``(profile_id, events)`` per message (a session start alone,
-    :func:`~homestream.player.producer.message_groups`)."""
+    :func:`topics.models.message_groups`)."""
     by_profile: dict[str, list[Event]] = {}
     for event in events:
         by_profile.setdefault(event.profile_id, []).append(event)

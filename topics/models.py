@@ -155,6 +155,33 @@ EVENT_MODELS: dict[str, type[Event]] = {
 STANDALONE_EVENTS: frozenset[type[Event]] = frozenset({SessionStart})
 
 
+def message_groups(events: list[Event]) -> list[list[Event]]:
+    """One profile's events as the messages they go out in, order kept: runs of events
+    that batch together, and each stand-alone event (``SessionStart``) alone.
+
+    >>> ts = 1_700_000_000_000
+    >>> evs = [Scroll(event_id="a", profile_id="p", event_ts_ms=ts, row=1),
+    ...        SessionStart(event_id="s", profile_id="p", event_ts_ms=ts + 1),
+    ...        Scroll(event_id="b", profile_id="p", event_ts_ms=ts + 2, row=0),
+    ...        Scroll(event_id="c", profile_id="p", event_ts_ms=ts + 3, row=2)]
+    >>> [[e.event_id for e in g] for g in message_groups(evs)]
+    [['a'], ['s'], ['b', 'c']]
+    """
+    groups: list[list[Event]] = []
+    run: list[Event] = []
+    for ev in events:
+        if type(ev) in STANDALONE_EVENTS:
+            if run:
+                groups.append(run)
+                run = []
+            groups.append([ev])
+        else:
+            run.append(ev)
+    if run:
+        groups.append(run)
+    return groups
+
+
 class Artwork(_Model):
     """One artwork candidate of a title; ``tags`` say what it highlights."""
 

@@ -197,33 +197,6 @@ def player_producer_config(settings: Settings, client_id: str = "homestream-play
     }
 
 
-def message_groups(events: list[Event]) -> list[list[Event]]:
-    """One profile's events as the messages they go out in, order kept: runs of events
-    that batch together, and each stand-alone event (``SessionStart``) alone.
-
-    >>> ts = 1_700_000_000_000
-    >>> evs = [Scroll(event_id="a", profile_id="p", event_ts_ms=ts, row=1),
-    ...        SessionStart(event_id="s", profile_id="p", event_ts_ms=ts + 1),
-    ...        Scroll(event_id="b", profile_id="p", event_ts_ms=ts + 2, row=0),
-    ...        Scroll(event_id="c", profile_id="p", event_ts_ms=ts + 3, row=2)]
-    >>> [[e.event_id for e in g] for g in message_groups(evs)]
-    [['a'], ['s'], ['b', 'c']]
-    """
-    groups: list[list[Event]] = []
-    run: list[Event] = []
-    for ev in events:
-        if type(ev) in STANDALONE_EVENTS:
-            if run:
-                groups.append(run)
-                run = []
-            groups.append([ev])
-        else:
-            run.append(ev)
-    if run:
-        groups.append(run)
-    return groups
-
-
 def encode_events(codec: AvroCodec, profile_id: str, events: list[Event]) -> bytes:
     """One message value for one profile's events: the event itself when alone, else an
     ``EventBatch``."""

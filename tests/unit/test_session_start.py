@@ -13,14 +13,14 @@ import pytest
 
 from evaluation.movielens.data import Rating, session_start, to_events, view_impressions
 from features.profile import FeatureParams, ProfileState, apply_event
-from homestream.player.producer import InvalidEvent, message_groups, parse_event
+from homestream.player.producer import InvalidEvent, parse_event
 from serving.ingest import messages_by_profile
 from streams.decode import MessageDecoder
 from streams.processor import RawMessage
 from tests.unit.test_producer_unit import make, scroll
 from tests.unit.test_render import as_of, play_msg, windowed
 from topics.codec import BATCH_SCHEMA, SCHEMA_DIR, AvroCodec, default_codec
-from topics.models import SessionStart
+from topics.models import SessionStart, message_groups
 
 TS = 1_700_000_000_000
 codec = default_codec()
