@@ -180,6 +180,15 @@ class PipelineStore(abc.ABC):
         """Release connections."""
 
 
+def parse_similar(raw: bytes) -> list[tuple]:
+    """A stored similar-titles list (:func:`~features.keys.similar_key`) as tuples.
+
+    >>> parse_similar(b'[["t2", 0.5]]')
+    [('t2', 0.5)]
+    """
+    return [tuple(x) for x in orjson.loads(raw)]
+
+
 def progress_json(state: ProfileState) -> bytes:
     """What :func:`~features.keys.progress_key` holds: the resume position of each title the
     member has in progress (not finished), written with every state.
@@ -399,7 +408,7 @@ class RedisStore(PipelineStore):
 
     async def get_similar(self, title_id):
         raw = await self.client.get(keys.similar_key(self.prefix, title_id))
-        return None if raw is None else [tuple(x) for x in orjson.loads(raw)]
+        return None if raw is None else parse_similar(raw)
 
     async def commit_batch(self, states, trending, counters, art_due=()) -> None:
         if not states and not trending and not counters and not art_due:

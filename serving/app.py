@@ -82,7 +82,6 @@ from serving.home import (
     drop_finished,
     guard_rows,
     homepage,
-    load_meta,
     settle_heap,
 )
 from serving.http import (
@@ -111,8 +110,7 @@ from serving.validation import check_country, check_profile_id
 
 __all__ = [
     "IMPRESSIONS", "MODELS", "STORE", "InvalidInput", "check_country", "check_profile_id",
-    "create_app", "drop_finished", "error_response", "guard_rows", "json_response",
-    "load_meta", "run",
+    "create_app", "drop_finished", "error_response", "guard_rows", "json_response", "run",
 ]
 
 log = logging.getLogger(__name__)

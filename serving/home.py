@@ -34,7 +34,6 @@ from serving.home_read import (
     HomeReads,
     InProgress,
     home_country,
-    parse_meta,
     read_home,
     state_view,
 )
@@ -89,15 +88,6 @@ def guard_rows(rows: list[PageRow], rules: Rules, meta: ProfileMeta,
             out.append({**row, "items": items})
     return out
 
-
-
-async def load_meta(store: PipelineStore, profile_id: str | None) -> ProfileMeta:
-    """The profile's settings; defaults for no or an unknown profile; strictest when the
-    stored settings do not parse."""
-    if profile_id is None:
-        return ProfileMeta()
-    raw = (await store.load_profile_meta([profile_id])).get(profile_id)
-    return parse_meta(None if raw is None else orjson.dumps(raw, option=orjson.OPT_SORT_KEYS))
 
 
 def is_continue_watching(row: PageRow) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,9 +22,9 @@ from pydantic import ValidationError
 
 from features import keys
 from features.keys import ALL_COUNTRIES
-from features.profile import ProfileMeta
+from features.profile import ProfileMeta, ProfileState
 from features.state_format import playhead_of
-from features.store import PipelineStore, RedisStore
+from features.store import PipelineStore, RedisStore, parse_similar
 from serving.redis_mux import RedisMux
 from serving.validation import COUNTRY_RE
 from topics.models import MATURITY_LEVELS
@@ -208,6 +208,41 @@ async def read_home(store: PipelineStore, profile_id: str, country: str | None,
     if not isinstance(store, RedisStore):
         return HomeReads(page, source, meta, state, assignments)
     return HomeReads(page, source, meta, state, None, meta_raw, state_raw, with_state, flat)
+
+
+async def read_values(store: RedisStore, mux: RedisMux | None,
+                      names: Sequence[str]) -> list[bytes | None]:
+    """The values of the keys ``names`` (``None`` where absent) in one ``MGET``, over
+    ``mux`` when given."""
+    if mux is not None:
+        return list(await mux.execute(b"MGET", *names))
+    return list(await store.client.mget(list(names)))
+
+
+async def member_reads(store: PipelineStore, mux: RedisMux | None, profile_id: str | None,
+                       with_state: bool = False, similar_of: str | None = None
+                       ) -> tuple[ProfileMeta, ProfileState | None, list[tuple] | None]:
+    """A member's settings, their state (with ``with_state``) and the stored similar titles
+    of ``similar_of``: one round trip to Redis (other stores: their own calls)."""
+    if not isinstance(store, RedisStore):
+        metas = await store.load_profile_meta([profile_id]) if profile_id is not None else {}
+        states = await store.load_profiles([profile_id]) if (
+            with_state and profile_id is not None) else {}
+        similar = await store.get_similar(similar_of) if similar_of is not None else None
+        meta_dict = metas.get(profile_id) if profile_id is not None else None
+        return (parse_meta(None if meta_dict is None else orjson.dumps(meta_dict)),
+                states.get(profile_id) if profile_id is not None else None, similar)
+    names = [] if profile_id is None else [keys.profile_meta_key(store.prefix, profile_id)]
+    if with_state and profile_id is not None:
+        names.append(keys.profile_key(store.prefix, profile_id))
+    if similar_of is not None:
+        names.append(keys.similar_key(store.prefix, similar_of))
+    values = await read_values(store, mux, names) if names else []
+    meta = parse_meta(values[0]) if profile_id is not None else ProfileMeta()
+    state_raw = values[1] if with_state and profile_id is not None else None
+    similar_raw = values[-1] if similar_of is not None else None
+    return (meta, ProfileState.from_json(state_raw) if state_raw else None,
+            None if similar_raw is None else parse_similar(similar_raw))
 
 
 async def state_view(store: PipelineStore, profile_id: str, reads: HomeReads) -> InProgress | None:

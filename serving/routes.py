@@ -10,14 +10,13 @@ from typing import Any
 from aiohttp import web
 
 from features.profile import ProfileMeta, ProfileState
-from features.store import PipelineStore
 from online_models import search as search_mod
 from online_models.page import PageConfig, relevance, title_item
 from online_models.rules import Rules
 from online_models.similarity import CoWatchSimilarity, similar_titles
 from serving.catalog_cache import CatalogSnapshot
-from serving.home import load_meta
-from serving.home_read import home_country
+from serving.home import HOME
+from serving.home_read import home_country, member_reads
 from serving.http import (
     MODELS,
     PAGE_CONFIG,
@@ -48,15 +47,6 @@ INLINE_SEARCH_TITLES = 2000
 #: Rerank weights ``(position in the request, relevance)`` by mode.
 RERANK_WEIGHTS: dict[str | None, tuple[float, float]] = {
     None: (0.0, 1.0), "explore": (0.3, 0.7), "fetch": (0.7, 0.3)}
-
-
-async def load_state(store: PipelineStore, profile_id: str | None) -> ProfileState | None:
-    """The profile's stored state (``None`` for no or an unknown profile)."""
-    if profile_id is None:
-        return None
-    return (await store.load_profiles([profile_id])).get(profile_id)
-
-
 
 
 def model_scorer(app: web.Application) -> Any:
@@ -100,18 +90,14 @@ async def member_inputs(app: web.Application, profile_id: str | None, country: s
                         at_ms: int) -> tuple[CatalogSnapshot, ProfileMeta, ProfileState | None,
                                              str | None, dict[str, float]]:
     """What rerank and search score with: ``(catalog, settings, state, country,
-    popularity)``, read concurrently. Without a requested country the profile's home
-    country applies, so popularity is read once the settings are known (usually from the
-    in-memory cache)."""
+    popularity)``; the settings and the state in one round trip. Without a requested country
+    the profile's home country applies, so popularity is read once the settings are known
+    (usually from the in-memory cache)."""
     store, models = app[STORE], app[MODELS]
-    if country is not None or profile_id is None:
-        snap, meta, state, popularity = await asyncio.gather(
-            models.ensure(), load_meta(store, profile_id), load_state(store, profile_id),
-            models.popularity(country, at_ms))
-        return snap, meta, state, country, popularity
-    snap, meta, state = await asyncio.gather(
-        models.ensure(), load_meta(store, profile_id), load_state(store, profile_id))
-    country = home_country(meta)
+    snap = models.snapshot if models.loaded else await models.ensure()
+    meta, state, _ = await member_reads(store, app[HOME].mux_for(store), profile_id,
+                                        with_state=True)
+    country = country or (home_country(meta) if profile_id is not None else None)
     return snap, meta, state, country, await models.popularity(country, at_ms)
 
 
@@ -128,10 +114,10 @@ async def similar(request: web.Request) -> web.Response:
     limit = query_limit(request)
 
     app = request.app
-    store, rules = app[STORE], app[RULES]
-    snap, meta, stored = await asyncio.gather(app[MODELS].ensure(),
-                                              load_meta(store, profile_id),
-                                              store.get_similar(title_id))
+    store, rules, models = app[STORE], app[RULES], app[MODELS]
+    snap = models.snapshot if models.loaded else await models.ensure()
+    meta, _, stored = await member_reads(store, app[HOME].mux_for(store), profile_id,
+                                         similar_of=title_id)
     country = country or home_country(meta)
     title = snap.catalog.get(title_id)
     if title is None:
