@@ -338,18 +338,27 @@ def _soak(settings: Any, r: Any, worker: Any, server: Any, procs: dict[str, Any]
     errors += client.errors[:20]
     if dead:
         errors.append(f"{dead} dead letters")
+    return report_of(start, end, errors, seconds=seconds, warmup_s=round(warmup_s),
+                     warmup_ended=warm_reason, reward_window_s=REWARD_WINDOW_S,
+                     backlog_events_per_s=round(eps), load_events_per_s=round(load_eps),
+                     events_sent=n_sent, events_applied=applied, pages_ok=client.ok,
+                     page_errors=len(client.errors))
+
+
+def report_of(start: dict[str, Any], end: dict[str, Any], errors: list[str],
+              **figures: Any) -> dict[str, Any]:
+    """The soak's report: ``figures``, the samples after the warm-up and at the end, their
+    growth, the errors, and whether it ``passed`` (no error, every growth under the limit).
+
+    >>> r = report_of({"worker_rss_kib": 100}, {"worker_rss_kib": 109}, [], seconds=60)
+    >>> r["passed"], report_of({"worker_rss_kib": 100}, {"worker_rss_kib": 110}, [])["passed"]
+    (True, False)
+    """
     grown = growth(start, end)
-    report = {
-        "seconds": seconds, "warmup_s": round(warmup_s), "warmup_ended": warm_reason,
-        "reward_window_s": REWARD_WINDOW_S, "backlog_events_per_s": round(eps),
-        "load_events_per_s": round(load_eps), "events_sent": n_sent,
-        "events_applied": applied,
-        "pages_ok": client.ok, "page_errors": len(client.errors), "start": start, "end": end,
-        "growth": grown, "redis_growth_by_kind": kind_growth(start, end),
-        "max_growth": MAX_GROWTH, "errors": errors,
-    }
-    report["passed"] = not errors and all(g < MAX_GROWTH for g in grown.values())
-    return report
+    return {**figures, "start": start, "end": end, "growth": grown,
+            "redis_growth_by_kind": kind_growth(start, end), "max_growth": MAX_GROWTH,
+            "errors": errors,
+            "passed": not errors and all(g < MAX_GROWTH for g in grown.values())}
 
 
 def _settles(r: Any, settings: Any, timeout_s: float) -> bool:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.soak import MAX_GROWTH, growth, rss_kib
+from bench.soak import MAX_GROWTH, bytes_by_kind, growth, kind_growth, rss_kib, warmed_up
 
 
 def test_growth_is_relative_and_covers_memory_figures_only() -> None:
@@ -30,3 +30,40 @@ def test_rss_counts_a_process_and_its_children() -> None:
         child.kill()
         child.wait()
     assert rss_kib(child.pid) == 0
+
+
+class _FakeRedis:
+    """``scan_iter`` and a pipeline of ``memory_usage`` over fixed key sizes."""
+
+    def __init__(self, sizes: dict[str, int]) -> None:
+        self.sizes, self.asked = sizes, []
+
+    def scan_iter(self, count: int = 0) -> list[bytes]:
+        return [k.encode() for k in self.sizes]
+
+    def pipeline(self, transaction: bool = True) -> _FakeRedis:
+        return self
+
+    def memory_usage(self, key: str, samples: int | None = None) -> None:
+        self.asked.append(key)
+
+    def execute(self) -> list[int]:
+        return [self.sizes[k] for k in self.asked]
+
+
+def test_redis_bytes_are_summed_by_kind_of_key_and_growth_by_kind() -> None:
+    r = _FakeRedis({"hs:profile:a": 100, "hs:profile:b": 50, "hs:page:a": 7,
+                    "hs:page:__default__:US": 3, "hs:stats": 1})
+    kinds = bytes_by_kind(r, "hs:")
+    assert kinds == {"page": {"keys": 1, "bytes": 7}, "page:__default__": {"keys": 1, "bytes": 3},
+                     "profile": {"keys": 2, "bytes": 150}, "stats": {"keys": 1, "bytes": 1}}
+    later = {**kinds, "profile": {"keys": 2, "bytes": 180}, "artwork": {"keys": 1, "bytes": 9}}
+    assert kind_growth({"redis_bytes_by_kind": kinds}, {"redis_bytes_by_kind": later}) == {
+        "artwork": 9, "page": 0, "page:__default__": 0, "profile": 30, "stats": 0}
+
+
+def test_the_warm_up_ends_when_redis_memory_is_flat_over_the_window() -> None:
+    assert not warmed_up([])
+    assert not warmed_up([(0, 100), (30, 100)])  # no sample a window old yet
+    assert warmed_up([(0, 100), (30, 100), (60, 101)])
+    assert not warmed_up([(0, 100), (30, 110), (60, 130), (90, 131)])  # 110 -> 131 in 60 s
