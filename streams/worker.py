@@ -11,6 +11,7 @@ from homestream.blas import single_threaded
 
 single_threaded()  # before numpy loads (homestream.blas says why)
 
+import gc
 import sys
 
 import faust
@@ -23,12 +24,30 @@ from streams.app import build_app
 from streams.metrics import serve as serve_metrics
 from topics.registry import ensure_topics
 
+#: The cyclic collector's thresholds in a worker (Python's default is 700, 10, 10). A worker
+#: allocates containers by the hundred thousand a second (events, states, pages) and keeps a
+#: large long-lived heap (members' states, models, the catalog): with the defaults the
+#: collector ran ~1,000 young and ~100 older collections per 60,000 events, walking that heap,
+#: and took 1.5 of the 5 CPU seconds (an in-process drain of the bench's backlog); with these,
+#: ~25 young collections and 0.1-0.3 s. Garbage in cycles is still collected, only less often.
+GC_THRESHOLDS = (20_000, 20, 100)
+
+
+def settle_heap() -> None:
+    """Collect once, move everything alive after start-up (modules, the app, the catalog's
+    classes) to the collector's permanent generation (``gc.freeze``) so no collection walks
+    it again, and raise the collector's thresholds to :data:`GC_THRESHOLDS`."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
 
 def run(settings: Settings, loglevel: str = "info") -> None:
     """Run one worker process with ``settings`` until it is stopped."""
     setup_logging(settings.log_format)
     ensure_topics(settings)
     app = build_app(settings)
+    settle_heap()
     if settings.worker_metrics_port:
         serve_metrics(settings.worker_metrics_port)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=False)
