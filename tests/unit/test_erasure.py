@@ -84,7 +84,8 @@ async def test_a_settings_tombstone_without_an_erasure_only_resets_the_settings(
 def test_every_per_member_key_kind_is_listed() -> None:
     listed = keys.member_keys("hs:", "p")
     assert listed == [keys.page_key("hs:", "p"), keys.profile_key("hs:", "p"),
-                      keys.profile_meta_key("hs:", "p"), keys.artwork_key("hs:", "p")]
+                      keys.progress_key("hs:", "p"), keys.profile_meta_key("hs:", "p"),
+                      keys.artwork_key("hs:", "p")]
     assert "p" not in keys.erased_key("hs:", "p").removeprefix("hs:")
 
 
