@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from features.artwork_reward import is_quality_play, window_closed
+from features.artwork_reward import is_quality_play
 from features.feedback import (
     AFFINITY_WEIGHT,
     ENGAGED_CLICK,
@@ -525,8 +525,9 @@ def _settle_expired(state: ProfileState, now_ts: int, params: FeatureParams,
                     fx: Effects) -> None:
     """Decisions whose reward window closed (in event time) are paid: 0 without a quality
     play, 1 with one held back (``delayed_positives``)."""
-    for tid in [t for t, p in state.pending_art.items()
-                if window_closed(p.ts_ms, now_ts, params.reward_window_s)]:
+    window_ms = params.reward_window_s * 1000.0
+    # window_closed() inlined: this runs for every event of a member with pending decisions
+    for tid in [t for t, p in state.pending_art.items() if now_ts - p.ts_ms > window_ms]:
         _settle(state, tid, fx)
 
 

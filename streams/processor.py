@@ -547,9 +547,8 @@ class EventProcessor:
         Top Picks labels with their sampled negatives, co-watch updates, artwork rewards,
         row-kind exposures and takes, tagged with the event's message (when the learning
         goes to the learner, which skips what it learned before)."""
-        m = se.message
-        topic = None if self.learns_inline else m.topic
-        src = (topic, m.partition, m.offset)
+        m, inline = se.message, self.learns_inline
+        src = (None if inline else m.topic, m.partition, m.offset)
         for r in fx.art_rewards:
             report.art_rewards += 1
             report.quality_plays += r.reward > 0
@@ -559,7 +558,7 @@ class EventProcessor:
         for tid in fx.watched:
             b.watch(*src, [h for h in history if h != tid], tid)
         pid, model = state.profile_id, self.models.model
-        rng = model.sampling_rng if self.learns_inline else self._rng
+        rng = model.sampling_rng if inline else self._rng
         for tid, y in fx.labels:
             b.label(*src, pid, tid, y)
             report.labels += 1
@@ -568,9 +567,13 @@ class EventProcessor:
                                             model.n_negatives):
                     b.label(*src, pid, neg, 0.0)
         if fx.row_exposures or fx.row_takes:
-            exposures, takes = Counter(fx.row_exposures), Counter(fx.row_takes)
-            for kind in dict.fromkeys([*exposures, *takes]):
-                b.row(*src, kind, exposures[kind], takes[kind])
+            counts: dict[str, list[int]] = {}  # kind -> [exposures, takes], first seen first
+            for kind in fx.row_exposures:
+                counts.setdefault(kind, [0, 0])[0] += 1
+            for kind in fx.row_takes:
+                counts.setdefault(kind, [0, 0])[1] += 1
+            for kind, (exposed, taken) in counts.items():
+                b.row(*src, kind, exposed, taken)
 
     def _collect_trending(self, plays: Sequence[tuple[str, str, int]],
                           trending: list[TrendingIncrement]) -> None:
