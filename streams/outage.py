@@ -29,6 +29,7 @@ from redis.exceptions import (
     MasterDownError,
     OutOfMemoryError,
     ReadOnlyError,
+    ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -46,12 +47,18 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OutOfMemoryError, TryAgainError, ClusterDownError, ConnectionError, TimeoutError)
 
 
+#: Error replies that mean "Redis cannot serve now" although redis-py has no class for them:
+#: a script running past its time limit (``BUSY``) blocks every other command until it ends.
+TRANSIENT_REPLIES = ("BUSY ",)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` (or the error that caused it) is an outage worth retrying."""
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
-        if isinstance(cur, TRANSIENT_ERRORS):
+        if isinstance(cur, TRANSIENT_ERRORS) or (
+                isinstance(cur, ResponseError) and str(cur).startswith(TRANSIENT_REPLIES)):
             return True
         seen.add(id(cur))
         cur = cur.__cause__

@@ -58,7 +58,9 @@ def test_outage_errors_are_told_from_bad_input() -> None:
     for exc in (RedisConnectionError("refused"), RedisTimeoutError("slow"),
                 BusyLoadingError("loading"), ReadOnlyError("READONLY replica"),
                 OutOfMemoryError("OOM command not allowed"),
-                ConnectionRefusedError(111, "refused"), TimeoutError()):
+                ConnectionRefusedError(111, "refused"), TimeoutError(),
+                ResponseError("BUSY Redis is busy running a script. You can only call "
+                              "SCRIPT KILL or SHUTDOWN NOSAVE.")):
         assert is_transient(exc), exc
     wrapped = RuntimeError("batch failed")
     wrapped.__cause__ = RedisConnectionError("reset")
