@@ -149,9 +149,10 @@ class DrainResult:
 
 
 def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: int,
-                  timeout_s: float, cpu_of: CpuProbes) -> DrainResult:
-    """Poll the workers' counters until they applied ``expect_events`` events and wrote
-    every page the render window queued (``pages_queued`` back at 0)."""
+                  timeout_s: float, cpu_of: CpuProbes, already: int = 0) -> DrainResult:
+    """Poll the workers' counters until they applied ``expect_events`` events more than
+    ``already`` (the ``events_applied`` counter before) and wrote every page the render
+    window queued (``pages_queued`` back at 0)."""
     t_start = time.monotonic()
     cpu0 = cpu_snapshot(cpu_of)
     samples: list[tuple[float, int]] = []
@@ -160,7 +161,7 @@ def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: 
     while True:
         now = time.monotonic()
         got = counters(r, prefix)
-        applied = got.get("events_applied", 0)
+        applied = got.get("events_applied", 0) - already
         samples.append((now, applied))
         if applied >= expect_events:
             t_applied = t_applied or now
@@ -190,6 +191,36 @@ def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: 
         counters=counters(r, prefix), cpu_s=cpu, applied_per_s=applied_eps,
         pages_after_s=t_done - (t_applied or t_done),
     )
+
+
+#: Events a message in the live-shaped backlog: players' messages in a session are small
+#: (the bench's live load sends ~1.5-2.5 events a message), unlike the backlog's 17.
+LIVE_BATCH_EVENTS = 2
+
+
+def live_capacity(settings: Any, sim: Any, r: Any, prefix: str, workers: Sequence[Child],
+                  n_events: int, timeout_s: float, cpu_of: CpuProbes
+                  ) -> tuple[DrainResult, int]:
+    """What the running ``workers`` sustain on traffic shaped like a live session's: members
+    who already have a state and a page, ``LIVE_BATCH_EVENTS`` events a message. The events
+    are simulated first, then produced as fast as the producer goes (it finishes long before
+    the workers) and drained like the backlog. Returns the drain and the messages sent."""
+    from homestream.player.producer import PlayerProducer
+
+    # simulated sessions take ~80 ms of event time an event: they end minutes ago, after
+    # the backlog's (which starts six hours ago) and never ahead of the clock
+    start_ms = int(time.time() * 1000) - n_events * 100 - 10 * 60 * 1000
+    events = list(sim.events_stream(n_events, start_ms))
+    already = counters(r, prefix).get("events_applied", 0)
+    with PlayerProducer(settings, max_batch_events=LIVE_BATCH_EVENTS) as producer:
+        for i, ev in enumerate(events, 1):
+            producer.send(ev)
+            if i % 5000 == 0:
+                producer.poll(0)
+        producer.flush()
+        messages = producer.produced
+    drain = drain_backlog(r, prefix, workers, len(events), timeout_s, cpu_of, already=already)
+    return drain, messages
 
 
 @dataclass

@@ -18,8 +18,12 @@ synthetic catalog and lets a worker store it in Redis, then measures:
    to ``raw_consume_per_s``, each process's CPU seconds and events per worker CPU second
    (robust to other load on the machine). ``events_per_s`` is the one-worker run's.
    ``--profile-worker FILE`` adds a first one-worker run under cProfile (``profiled_run``).
+   3b. ``live_*``: the last run's workers drain ``--live-events`` events shaped like live
+   traffic (the backlog's members, who have a page; ``LIVE_BATCH_EVENTS`` events a message
+   instead of the backlog's ~17): their live capacity.
 4. ``freshness_*``: under a steady simulated load (``--load-eps``, or ``--load-share`` of
-   the measured events/s) served by the last run's workers, probes send one Play for a
+   the live capacity, ``load_basis`` "live", or without it of the backlog's rate) served by
+   the last run's workers, probes send one Play for a
    fresh profile stamped with the wall clock and poll its page in Redis until the page
    reflects it; freshness = time seen - event time.
 5. ``serve_*``: the home-page server under ``--concurrency`` concurrent clients for
@@ -54,10 +58,12 @@ from typing import Any
 
 from bench.phases import (  # some re-exported (__all__): bench.serving uses them from here
     BACKLOG_BATCH_EVENTS,
+    LIVE_BATCH_EVENTS,
     BenchError,
     DrainResult,
     child,
     drain_backlog,
+    live_capacity,
     load_catalog,
     page_profile_ids,
     probe_freshness,
@@ -113,7 +119,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="steady load during the freshness probes, events/s")
     p.add_argument("--load-share", type=positive_float, default=None,
                    help="instead of --load-eps: this share of the measured events/s of "
-                        "the workers that serve the freshness phase (e.g. 0.5)")
+                        "the workers that serve the freshness phase (e.g. 0.5): of their "
+                        "live-shaped capacity (--live-events), else of the backlog's drain")
+    p.add_argument("--live-events", type=int, default=30_000,
+                   help="events of live-shaped traffic (members with a page, small "
+                        "messages) the freshness phase's workers drain first, measuring "
+                        "their live capacity (0: skip; --load-share then takes the "
+                        "backlog's rate)")
     p.add_argument("--workers", type=worker_counts, default=[1],
                    help="worker counts to drain the backlog with, e.g. 2,1 (runs in "
                         "descending order; the last run's workers serve the freshness "
@@ -145,6 +157,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.max_heartbeats < 0:
         p.error("--max-heartbeats must not be negative")
+    if args.live_events < 0:
+        p.error("--live-events must not be negative")
     return args
 
 
@@ -268,15 +282,55 @@ def _record_drain(result: dict[str, Any], drain: DrainResult, n: int, n_events: 
         )
 
 
+def _live_phase(args: argparse.Namespace, result: dict[str, Any], settings: Any, r: Any,
+                workers: Sequence[Child], cpu_of: CpuProbes, titles: Sequence[Any],
+                profiles: Sequence[Any]) -> None:
+    """Phase 3b: the live-shaped capacity of the last run's ``workers`` (``live_*``): the
+    backlog's members again, ``LIVE_BATCH_EVENTS`` events a message."""
+    from homestream.player.simulator import PlayerSimulator
+
+    n = len(workers)
+    _phase(f"3b. live-shaped capacity: {args.live_events} events, {LIVE_BATCH_EVENTS} a "
+           f"message, members with a page, {n} worker(s)")
+    sim = PlayerSimulator(titles, profiles, args.seed + 3, max_heartbeats=args.max_heartbeats)
+    timeout = args.drain_timeout_s or max(300.0, args.live_events / 100)
+    drain, messages = live_capacity(settings, sim, r, settings.key_prefix, workers,
+                                    args.live_events, timeout, cpu_of)
+    row = scaling_row(n, drain.events_per_s, result.get("raw_consume_per_s"),
+                      with_outside(drain.cpu_s), args.live_events)
+    result.update(
+        live_events=args.live_events, live_messages=messages,
+        live_events_per_message=_r(args.live_events / max(messages, 1), 2),
+        live_events_per_s=row["events_per_s"],
+        live_events_per_s_per_worker=row["events_per_s_per_worker"],
+        live_events_per_worker_cpu_s=row["events_per_worker_cpu_s"],
+        live_pages_after_s=_r(drain.pages_after_s, 2), live_cpu_s=row["cpu_s"])
+    log.info("  %s events/s (%s per worker, %s events per worker CPU second) in %d messages; "
+             "queued pages written %.1fs after the last event", row["events_per_s"],
+             row["events_per_s_per_worker"], row["events_per_worker_cpu_s"], messages,
+             drain.pages_after_s)
+
+
+def _load_eps(args: argparse.Namespace, result: dict[str, Any]) -> float:
+    """The freshness phase's load: ``--load-share`` of the live-shaped capacity when it was
+    measured, else of the last drain's rate, else ``--load-eps`` (``load_basis`` says which)."""
+    basis, measured = "fixed", None
+    if args.load_share is not None:
+        if result.get("live_events_per_s"):
+            basis, measured = "live", result["live_events_per_s"]
+        elif result["scaling"]:
+            basis, measured = "backlog", result["scaling"][-1]["events_per_s"] or 0.0
+    result["load_basis"] = basis
+    return args.load_eps if measured is None else max(1.0, args.load_share * measured)
+
+
 def _freshness_phase(args: argparse.Namespace, result: dict[str, Any], settings: Any, r: Any,
                      workers: Sequence[Child], cpu_of: CpuProbes, titles: Sequence[Any],
                      profiles: Sequence[Any]) -> None:
     """Phase 4: freshness probes under steady load, served by ``workers``."""
     from homestream.player.simulator import PlayerSimulator
 
-    load_eps = args.load_eps
-    if args.load_share is not None and result["scaling"]:
-        load_eps = max(1.0, args.load_share * (result["scaling"][-1]["events_per_s"] or 0.0))
+    load_eps = _load_eps(args, result)
     _phase(f"4. freshness: probes every {args.probe_interval_ms:.0f} ms under "
            f"{load_eps:.0f} events/s for {args.load_seconds:.0f}s, {len(workers)} worker(s)")
     probe_title = next((t for t in titles if not t.availability), titles[0])
@@ -380,6 +434,8 @@ def _run_phases(args: argparse.Namespace, result: dict[str, Any], data_dir: str)
         with contextlib.ExitStack() as running:
             workers, cpu_of = _drain_runs(args, result, running, stack, env, r,
                                           settings.key_prefix, n_events, data_dir)
+            if args.live_events:
+                _live_phase(args, result, settings, r, workers, cpu_of, titles, profiles)
             _freshness_phase(args, result, settings, r, workers, cpu_of, titles, profiles)
         # the workers stop here: impressions logged by the server would otherwise keep them
         # busy on the two cores while the server is measured

@@ -7,7 +7,9 @@ import random
 
 import pytest
 
+from bench.phases import drain_backlog
 from bench.run import (
+    _load_eps,
     check_failures,
     check_targets,
     cpu_delta,
@@ -128,7 +130,7 @@ def test_parse_args_overrides_and_targets() -> None:
 
 @pytest.mark.parametrize("argv", [
     ["--events", "0"], ["--events", "many"], ["--load-eps", "-1"], ["--concurrency", "0"],
-    ["--max-heartbeats", "-1"], ["--no-such-flag"],
+    ["--max-heartbeats", "-1"], ["--live-events", "-1"], ["--no-such-flag"],
 ])
 def test_parse_args_rejects(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
@@ -214,3 +216,45 @@ def test_row_kinds_counts_the_pages_the_processor_wrote() -> None:
     for kind in out["required_rows"]:  # missing = pages without that kind
         assert out["pages_missing_required"].get(kind, 0) == (
             out["pages"] - out["pages_with_kind"].get(kind, 0))
+
+
+# -- the freshness phase's load ----------------------------------------------------------------
+def test_half_load_is_taken_from_the_live_capacity_when_measured() -> None:
+    args = parse_args(["--load-share", "0.5"])
+    assert args.live_events == 30_000
+    result = {"scaling": [{"events_per_s": 10_000.0}], "live_events_per_s": 6_000.0}
+    assert _load_eps(args, result) == 3_000.0 and result["load_basis"] == "live"
+
+
+def test_half_load_falls_back_to_the_backlog_then_to_the_fixed_rate() -> None:
+    result: dict = {"scaling": [{"events_per_s": 10_000.0}]}
+    assert _load_eps(parse_args(["--load-share", "0.5", "--live-events", "0"]), result) == 5e3
+    assert result["load_basis"] == "backlog"
+    result = {"scaling": [{"events_per_s": 10_000.0}], "live_events_per_s": 6_000.0}
+    assert _load_eps(parse_args(["--load-eps", "700"]), result) == 700.0
+    assert result["load_basis"] == "fixed"
+
+
+class _Counters:
+    """The stats hash of a worker applying 1,000 events a poll on top of ``start``."""
+
+    def __init__(self, start: int) -> None:
+        self.applied = start
+
+    def hgetall(self, key: str) -> dict[bytes, bytes]:
+        self.applied += 1000
+        return {b"events_applied": str(self.applied).encode(), b"pages_queued": b"0"}
+
+
+class _Alive:
+    def check_alive(self) -> None:
+        pass
+
+
+def test_a_drain_counts_only_the_events_after_the_counter_it_started_from() -> None:
+    r = _Counters(start=100_000)
+    drain = drain_backlog(r, "hs", [_Alive()], 5_000, 60.0, {}, already=100_000)
+    # five polls (1,000 ... 5,000 events of this drain), then the final counters; counted
+    # from zero it would have stopped at the first poll (101,000 >= 5,000)
+    assert r.applied == 106_000
+    assert drain.measured_s > 0 and drain.events_per_s is not None
