@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import orjson
 
@@ -27,8 +28,13 @@ WRITE_CHUNK = 32
 class AssignmentWriter:
     """Batches the assignment writes of many requests (see the module doc)."""
 
-    def __init__(self, store: PipelineStore, mux: RedisMux | None = None) -> None:
+    def __init__(self, store: PipelineStore, mux: RedisMux | None = None,
+                 ttl_s: float = 0.0) -> None:
         self.store = store
+        #: A member's assignments expire this long after their last write (0: never): all
+        #: of them are past their sticky period by then, and a member who does not come back
+        #: leaves nothing behind.
+        self.ttl_s = ttl_s
         #: A connection of the writer's own (reads never wait behind a burst of writes, and
         #: a slow write times out nobody's read).
         self.mux = mux
@@ -72,9 +78,8 @@ class AssignmentWriter:
                 await self._write_mux(self.mux, self.store.prefix, batch)
             elif isinstance(self.store, RedisStore):
                 pipe = self.store.client.pipeline(transaction=False)
-                for profile_id, args in batch.items():
-                    pipe.execute_command("HSET", keys.artwork_key(self.store.prefix, profile_id),
-                                         *args)
+                for command in self._commands(self.store.prefix, batch):
+                    pipe.execute_command(*command)
                 await pipe.execute()
             else:  # the in-memory store of tests and tools
                 for profile_id, args in batch.items():
@@ -87,15 +92,26 @@ class AssignmentWriter:
             log.warning("artwork assignments of %d member(s) not stored (%s: %s): %s",
                         len(batch), type(exc).__name__, exc, ",".join(sorted(batch)[:20]))
 
-    @staticmethod
-    async def _write_mux(mux: RedisMux, prefix: str, batch: dict[str, list[bytes]]) -> None:
-        """One ``HSET`` per member over ``mux``, :data:`WRITE_CHUNK` members a round trip:
+    def _commands(self, prefix: str, batch: dict[str, list[bytes]]) -> list[tuple[Any, ...]]:
+        """One ``HSET`` per member (and its ``EXPIRE`` with a TTL)."""
+        ttl = int(self.ttl_s)
+        out: list[tuple[Any, ...]] = []
+        for pid, args in batch.items():
+            key = keys.artwork_key(prefix, pid)
+            out.append((b"HSET", key, *args))
+            if ttl > 0:
+                out.append((b"EXPIRE", key, ttl))
+        return out
+
+    async def _write_mux(self, mux: RedisMux, prefix: str, batch: dict[str, list[bytes]]
+                         ) -> None:
+        """The members' commands over ``mux``, :data:`WRITE_CHUNK` members a round trip:
         Redis runs a client's pipelined commands back to back, so a burst written at once
         would hold every other client's reads for its whole length."""
-        commands = [(b"HSET", keys.artwork_key(prefix, pid), *args)
-                    for pid, args in batch.items()]
-        for i in range(0, len(commands), WRITE_CHUNK):
-            for reply in await mux.execute_many(commands[i:i + WRITE_CHUNK]):
+        commands = self._commands(prefix, batch)
+        step = WRITE_CHUNK * (2 if int(self.ttl_s) > 0 else 1)
+        for i in range(0, len(commands), step):
+            for reply in await mux.execute_many(commands[i:i + step]):
                 if isinstance(reply, Exception):
                     raise reply
 

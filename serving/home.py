@@ -227,10 +227,12 @@ class HomeState:
                 self.multiplex and isinstance(store, RedisStore)) else None
         return self._mux
 
-    def writer_for(self, store: PipelineStore) -> AssignmentWriter:
+    def writer_for(self, store: PipelineStore, ttl_s: float = 0.0) -> AssignmentWriter:
+        """The writer of artwork assignments (``ttl_s``: their sticky period), made once."""
         if self.writer is None:
             self.writer = AssignmentWriter(store, RedisMux.for_store(store, self.redis_timeout_s)
-                                           if self.mux_for(store) is not None else None)
+                                           if self.mux_for(store) is not None else None,
+                                           ttl_s=ttl_s)
         return self.writer
 
     async def aclose(self) -> None:
@@ -365,11 +367,11 @@ def serve_plan(app: web.Application, plan: PagePlan, reads: HomeReads | StaleRea
     policy = app[MODELS].artwork_policy
     decisions = plan.decisions(policy, device, served_at_ms,
                                app[ARTWORK].decisions_max_age_ms)
-    served = plan.serve(decisions, reads, app[ARTWORK].sticky, request_id, served_at_ms)
+    served = plan.serve(decisions, policy, reads, app[ARTWORK].sticky, request_id, served_at_ms)
     record_page(plan.source, policy.name, served.decided)
     if served.assignments and not store_down:
-        app[HOME].writer_for(app[STORE]).add(plan.profile_id, served.assignments,
-                                             served.decided)
+        app[HOME].writer_for(app[STORE], app[ARTWORK].sticky.period_s).add(
+            plan.profile_id, served.assignments, served.decided)
     logger = app[IMPRESSIONS]
     for suffix, reason in plan.invalid:
         logger.count_failed(request_id, [request_id + suffix], reason)

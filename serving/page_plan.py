@@ -18,6 +18,7 @@ import bisect
 import itertools
 import math
 import operator
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -93,7 +94,9 @@ class ArmPieces:
 
 
 _PIECES: dict[tuple[str, str, str, float, str, int], ArmPieces] = {}
-_PIECES_MAX = 100_000
+#: The policy name and version whose pieces :data:`_PIECES` holds.
+_PIECES_OF: list[tuple[str, int] | None] = [None]
+_PIECES_MAX = 20_000
 
 
 @dataclass(slots=True)
@@ -115,7 +118,9 @@ class Slot:
 class Decisions:
     """The policy's view of a plan's first screen in one context and policy version."""
 
-    policy: ArtworkPolicy
+    #: The policy object they were computed with, weakly: decisions kept by a compiled page
+    #: nobody asks for again must not keep every old policy version alive.
+    policy_ref: Callable[[], ArtworkPolicy | None]
     policy_version: int
     context: Context
     #: Per slot: cumulative propensities (inverse-CDF draws) and the pieces of each arm.
@@ -314,12 +319,15 @@ class PagePlan:
         key = (device, int(now_ms // 3_600_000) % 24)
         found = self._decisions.get(key)
         if found is not None and (
-                (found.policy is policy and found.policy_version == policy.version)
+                (found.policy_ref() is policy and found.policy_version == policy.version)
                 or now_ms - found.made_at_ms < max_age_ms):
             return found
         context = request_context(self.page_context, self.country, device, now_ms)
         probs = policy.propensities_many(context, [s.art.arms for s in self.slots])
         name, version = policy.name, policy.version
+        if _PIECES_OF[0] != (name, version):  # pieces carry the version: the old ones are dead
+            _PIECES.clear()
+            _PIECES_OF[0] = (name, version)
         cumulative, pieces = [], []
         for slot, p in zip(self.slots, probs, strict=True):
             cum = list(itertools.accumulate(p.values()))
@@ -336,10 +344,14 @@ class PagePlan:
         for i in self.context_tails:
             parts[i] = with_context
         avro_parts, avro_holes = self._avro_layout(parts)
+        for old in [k for k, d in self._decisions.items()  # another version's, past their age
+                    if d.policy_ref() is not policy and now_ms - d.made_at_ms >= max_age_ms]:
+            del self._decisions[old]
         if len(self._decisions) > 64:
             self._decisions.clear()
-        found = self._decisions[key] = Decisions(policy, policy.version, context, cumulative,
-                                                 pieces, avro_parts, avro_holes, now_ms)
+        found = self._decisions[key] = Decisions(weakref.ref(policy), policy.version, context,
+                                                 cumulative, pieces, avro_parts, avro_holes,
+                                                 now_ms)
         return found
 
     def kept_pieces(self, slot: Slot, raw: Any, sticky: StickyAssignment,
@@ -364,7 +376,7 @@ class PagePlan:
         return memo if now_ms < memo[0] else None
 
     # -- per request ---------------------------------------------------------------------------
-    def choose(self, decisions: Decisions, previous: Mapping[str, Any],
+    def choose(self, decisions: Decisions, policy: ArtworkPolicy, previous: Mapping[str, Any],
                sticky: StickyAssignment, served_at_ms: int
                ) -> tuple[list[ArmPieces], list[bytes], int, float]:
         """Every slot's artwork: the member's while its period lasts, else a draw (one
@@ -374,7 +386,7 @@ class PagePlan:
         at = str(served_at_ms).encode()
         if not (sticky.period_s > 0 and previous):  # a first visit: every title is drawn
             ks = list(map(bisect.bisect_right, decisions.cumulative,
-                          decisions.policy.uniforms(len(self.slots))))
+                          policy.uniforms(len(self.slots))))
             chosen = list(map(operator.getitem, decisions.pieces, ks))
             new: list[bytes] = [b""] * (2 * len(chosen))
             new[::2] = self.slot_keys
@@ -384,7 +396,7 @@ class PagePlan:
                 for slot in self.slots]
         todo = [i for i, k in enumerate(kept) if k is None]
         drawn = dict(zip(todo, map(bisect.bisect_right, [decisions.cumulative[i] for i in todo],
-                                   decisions.policy.uniforms(len(todo))), strict=True))
+                                   policy.uniforms(len(todo))), strict=True))
         chosen, new, expiry = [], [], math.inf
         for i, (slot, k) in enumerate(zip(self.slots, kept, strict=True)):
             if k is None:
@@ -396,8 +408,8 @@ class PagePlan:
             chosen.append(pieces)
         return chosen, new, len(todo), expiry
 
-    def serve(self, decisions: Decisions, reads: StoredAssignments, sticky: StickyAssignment,
-              request_id: str, served_at_ms: int) -> Served:
+    def serve(self, decisions: Decisions, policy: ArtworkPolicy, reads: StoredAssignments,
+              sticky: StickyAssignment, request_id: str, served_at_ms: int) -> Served:
         """Draw the artwork of every slot (or keep the member's), join the response and the
         impressions; the new assignments to store. A member whose stored assignments are
         the same bytes as last time, all still within their period, gets the same pieces
@@ -408,8 +420,8 @@ class PagePlan:
                 and served_at_ms < memo[2] and memo[1] == flat):
             prefix, arts, new, decided = memo[3], memo[4], [], 0
         else:
-            chosen, new, decided, expiry = self.choose(decisions, reads.assignments, sticky,
-                                                       served_at_ms)
+            chosen, new, decided, expiry = self.choose(decisions, policy, reads.assignments,
+                                                       sticky, served_at_ms)
             prefix = interleave(self.json_segments, [p.json for p in chosen])
             arts = [p.avro for p in chosen]
             self._memo = None if new or flat is None else (decisions, flat, expiry, prefix,

@@ -10,6 +10,7 @@ import signal
 import orjson
 import pytest
 
+from features.keys import artwork_key
 from features.store import RedisStore
 from homestream.settings import Settings
 from homestream.stack.local import start_redis
@@ -41,6 +42,30 @@ async def test_assignments_of_many_members_are_written_later_values_winning(
         assert await store.load_artwork("m2") == {"tx:1": {"artwork_id": "odd:id 1"}}
         assert all([await store.load_artwork(f"many{i}") == {"t1": {"artwork_id": f"a{i}"}}
                     for i in range(3 * WRITE_CHUNK)])
+    finally:
+        if mux is not None:
+            await mux.aclose()
+        await store.close()
+
+
+@pytest.mark.parametrize("multiplexed", [True, False])
+async def test_assignments_expire_a_sticky_period_after_the_last_write(
+        settings: Settings, multiplexed: bool) -> None:
+    store = RedisStore.from_url(settings.redis_url, settings.key_prefix)
+    mux = RedisMux.for_store(store, 1.0) if multiplexed else None
+    try:
+        writer = AssignmentWriter(store, mux, ttl_s=3600.0)
+        for i in range(WRITE_CHUNK + 3):
+            writer.add(f"ttl{i}", _args({"t1": {"artwork_id": "a"}}), 1)
+        await writer.aclose()
+        assert writer.failed == 0
+        ttls = [await store.client.ttl(artwork_key(settings.key_prefix, f"ttl{i}"))
+                for i in range(WRITE_CHUNK + 3)]
+        assert all(3500 < t <= 3600 for t in ttls), ttls
+        untimed = AssignmentWriter(store, mux)  # no sticky period: nothing expires
+        untimed.add("forever", _args({"t1": {"artwork_id": "a"}}), 1)
+        await untimed.aclose()
+        assert await store.client.ttl(artwork_key(settings.key_prefix, "forever")) == -1
     finally:
         if mux is not None:
             await mux.aclose()

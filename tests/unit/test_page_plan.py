@@ -97,7 +97,7 @@ def _compiled(policy: Any, previous: dict[str, Any], now_ms: int, request_id: st
         title_art=functools.partial(ArtworkChooser(60).title_art, Catalog(TITLES)),
         country="US", impression_country="US", variant="control", codec=CODEC)
     decisions = plan.decisions(policy, "tv", now_ms)
-    return plan, plan.serve(decisions, _Reads(previous, flat), StickyAssignment(60),
+    return plan, plan.serve(decisions, policy, _Reads(previous, flat), StickyAssignment(60),
                             request_id, now_ms)
 
 
@@ -153,17 +153,17 @@ def test_stored_assignments_are_kept_while_their_period_lasts_then_drawn_again()
     plan = first_plan
     decisions = plan.decisions(policy, "tv", 20_000)
     sticky = StickyAssignment(60)
-    again = plan.serve(decisions, _Reads(stored, flat), sticky, "b" * 32, 20_000)
+    again = plan.serve(decisions, policy, _Reads(stored, flat), sticky, "b" * 32, 20_000)
     assert again.assignments == [] and again.decided == 0
     shown = lambda s: [(i["title_id"], i["artwork_id"], i["propensity"])  # noqa: E731
                        for r in orjson.loads(s.body)["rows"][:3] for i in r["items"]]
     assert shown(again) == shown(first)
     # the same stored bytes again: the remembered answer, with this request's id and time
-    third = plan.serve(decisions, _Reads({}, flat), sticky, "c" * 32, 30_000)
+    third = plan.serve(decisions, policy, _Reads({}, flat), sticky, "c" * 32, 30_000)
     assert shown(third) == shown(first) and orjson.loads(third.body)["request_id"] == "c" * 32
     assert third.impressions is not None and b"c" * 32 in third.impressions
     # past the period (10 s + 60 s) every title is decided again and stored anew
-    late = plan.serve(decisions, _Reads(stored, flat), sticky, "d" * 32, 71_000)
+    late = plan.serve(decisions, policy, _Reads(stored, flat), sticky, "d" * 32, 71_000)
     assert set(_assignments(late.assignments)) == set(stored)
 
 
@@ -185,6 +185,27 @@ def test_decisions_follow_the_policy_version_and_the_hour() -> None:
     assert plan.decisions(policy, "tv", 70_001, max_age_ms=60_000) is not d3
 
 
+def test_decisions_keep_no_old_policy_alive_and_drop_its_entries() -> None:
+    """A compiled page holds decisions per context; an old policy object (each reload makes
+    one, ~0.5-1 MB) must not stay alive through them, and a new version's decisions replace
+    the old version's of every context."""
+    import gc
+    import weakref
+
+    old = _trained("lin_ucb")
+    plan, _ = _compiled(old, {}, 10_000, "a" * 32)
+    plan.decisions(old, "phone", 10_000)
+    alive = weakref.ref(old)
+    new = _trained("lin_ucb")
+    d = plan.decisions(new, "tv", 10_000)
+    served = plan.serve(d, new, _Reads({}), StickyAssignment(0), "f" * 32, 10_000)
+    assert served.decided == len(plan.slots)
+    del old
+    gc.collect()
+    assert alive() is None
+    assert list(plan._decisions.values()) == [d]
+
+
 def test_items_without_a_title_id_are_reported_not_logged() -> None:
     page = _page()
     page["rows"][4]["items"].append({"name": "no id"})
@@ -194,7 +215,8 @@ def test_items_without_a_title_id_are_reported_not_logged() -> None:
         country="US", impression_country="US", variant="control", codec=CODEC)
     assert plan.invalid == [("-4-8", "invalid impression at row 4 column 8: "
                                      "title_id=None row_id='r4'")]
-    served = plan.serve(plan.decisions(make_policy("uniform", 1), "tv", 5), _Reads({}),
+    policy = make_policy("uniform", 1)
+    served = plan.serve(plan.decisions(policy, "tv", 5), policy, _Reads({}),
                         StickyAssignment(0), "e" * 32, 5)
     name, batch = CODEC.decode(served.impressions or b"")
     assert name == BATCH_SCHEMA and len(batch["events"]) == 40
