@@ -28,8 +28,9 @@ from topics.registry import ensure_topics
 #: allocates containers by the hundred thousand a second (events, states, pages) and keeps a
 #: large long-lived heap (members' states, models, the catalog): with the defaults the
 #: collector ran ~1,000 young and ~100 older collections per 60,000 events, walking that heap,
-#: and took 1.5 of the 5 CPU seconds (an in-process drain of the bench's backlog); with these,
-#: ~25 young collections and 0.1-0.3 s. Garbage in cycles is still collected, only less often.
+#: and took 0.8 of the 4 CPU seconds of an in-process drain of the bench's backlog (0.46 of
+#: 2.2 for live-shaped traffic); with these, ~25 young collections and 0.03-0.13 s: 30% more
+#: events per CPU second. Garbage in cycles is still collected, only less often.
 GC_THRESHOLDS = (20_000, 20, 100)
 
 
