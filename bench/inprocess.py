@@ -1,0 +1,131 @@
+"""``python -m bench.inprocess``: the worker's batch step without Faust, the broker or Redis.
+
+The bench's simulated backlog, encoded as the players' messages, goes through
+:class:`~streams.processor.EventProcessor` on an in-memory store in batches; prints one JSON
+line with the events per CPU second of that step, the pages it wrote and what the cyclic
+collector cost (CPU seconds inside collections, collections per generation). CPU time, not
+wall time, so the numbers hold on a machine other work shares: compare ``--gc`` settings
+or code versions with it, a few runs each.
+
+``--warm N`` first applies N backlog-shaped events (unmeasured) so the measured events are
+those of members who have a state and a page; with ``--per-message 2`` and a small
+``--batch`` that is the shape of live traffic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from homestream.player.cli import positive_int
+
+#: ``--gc`` choices: Python's collector thresholds, or the worker's (:func:`settle_heap`).
+GC_MODES = ("default", "worker")
+
+
+def messages(n_events: int, per_message: int, seed: int, titles: Sequence[Any],
+             profiles: Sequence[Any]) -> list[Any]:
+    """``n_events`` simulated events as raw messages of up to ``per_message`` events of one
+    member (event time from six hours ago)."""
+    from homestream.player.simulator import PlayerSimulator
+    from streams.processor import RawMessage
+    from topics.codec import default_codec
+
+    codec, sim = default_codec(), PlayerSimulator(titles, profiles, seed, max_heartbeats=4)
+    buffers: dict[str, list[Any]] = {}
+    encoded: list[tuple[str, bytes]] = []
+    for ev in sim.events_stream(n_events, int(time.time() * 1000) - 6 * 3600 * 1000):
+        buf = buffers.setdefault(ev.profile_id, [])
+        buf.append(ev)
+        if len(buf) >= per_message:
+            encoded.append((ev.profile_id, codec.encode_batch(ev.profile_id, buf)))
+            buffers[ev.profile_id] = []
+    encoded += [(p, codec.encode_batch(p, b)) for p, b in buffers.items() if b]
+    return [RawMessage("events", 0, i, p.encode(), v, None) for i, (p, v) in enumerate(encoded)]
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Apply the warm-up and the measured events; return the measurements."""
+    from features.store import InMemoryStore
+    from homestream.player.simulator import synthetic_catalog, synthetic_profiles
+    from homestream.settings import Settings
+    from streams.processor import EventProcessor, MemoryDeadLetters
+    from streams.worker import settle_heap
+
+    titles = synthetic_catalog(args.titles, args.seed)
+    profiles = synthetic_profiles(args.profiles, args.seed)
+    store = InMemoryStore()
+    await store.put_titles(titles)
+    proc = EventProcessor(Settings(render_window_ms=args.render_window_ms), store,
+                          MemoryDeadLetters())
+    await proc.start()
+    warm = messages(args.warm, 20, args.seed + 1, titles, profiles) if args.warm else []
+    measured = messages(args.events, args.per_message, args.seed, titles, profiles)
+    if args.gc == "worker":
+        settle_heap()
+    for i in range(0, len(warm), 300):
+        await proc.process(warm[i:i + 300])
+    await proc.flush_pages(final=True)
+    before = await store.counters()
+    in_gc = {"cpu_s": 0.0, "started": 0.0, "collections": [0, 0, 0]}
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            in_gc["started"] = time.process_time()
+        else:
+            in_gc["cpu_s"] += time.process_time() - in_gc["started"]
+            in_gc["collections"][info["generation"]] += 1
+
+    gc.callbacks.append(timed)
+    t0 = time.process_time()
+    for i in range(0, len(measured), args.batch):
+        await proc.process(measured[i:i + args.batch])
+    await proc.flush_pages(final=True)
+    cpu = time.process_time() - t0
+    gc.callbacks.remove(timed)
+    after = await store.counters()
+    applied = after.get("events_applied", 0) - before.get("events_applied", 0)
+    return {
+        "gc": args.gc, "events": applied, "messages": len(measured), "cpu_s": round(cpu, 3),
+        "events_per_cpu_s": round(applied / cpu) if cpu else None,
+        "pages": after.get("pages_written", 0) - before.get("pages_written", 0),
+        "gc_cpu_s": round(in_gc["cpu_s"], 3), "gc_collections": in_gc["collections"],
+    }
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(prog="python -m bench.inprocess",
+                                description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("--events", type=positive_int, default=60_000, help="measured events")
+    p.add_argument("--warm", type=int, default=0, help="unmeasured events applied first")
+    p.add_argument("--per-message", type=positive_int, default=20,
+                   help="events a message (the bench's backlog: 20; live traffic: ~2)")
+    p.add_argument("--batch", type=positive_int, default=300, help="messages a batch")
+    p.add_argument("--gc", choices=GC_MODES, default="worker")
+    p.add_argument("--render-window-ms", type=float, default=1000.0)
+    p.add_argument("--titles", type=positive_int, default=500)
+    p.add_argument("--profiles", type=positive_int, default=2000)
+    p.add_argument("--seed", type=int, default=7)
+    args = p.parse_args(argv)
+    if args.warm < 0:
+        p.error("--warm must not be negative")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print one JSON line of measurements."""
+    from homestream.blas import single_threaded
+
+    single_threaded()  # as in the worker (numpy loads with the processor, after this)
+    print(json.dumps(asyncio.run(measure(parse_args(argv)))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,32 @@
+"""The in-process measurement of the worker's batch step applies every simulated event."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+import pytest
+
+from bench.inprocess import measure, parse_args
+
+
+@pytest.mark.parametrize("gc_mode", ["default", "worker"])
+def test_every_measured_event_is_applied_and_the_collector_is_accounted(gc_mode: str) -> None:
+    before = gc.get_threshold()
+    try:
+        out = asyncio.run(measure(parse_args([
+            "--events", "400", "--warm", "200", "--per-message", "2", "--batch", "20",
+            "--titles", "60", "--profiles", "30", "--gc", gc_mode])))
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+    assert out["events"] == 400  # the warm-up's events are not counted
+    assert out["messages"] >= 200  # at most two events a message
+    assert out["pages"] > 0 and out["events_per_cpu_s"] > 0
+    assert len(out["gc_collections"]) == 3 and out["gc_cpu_s"] >= 0.0
+
+
+def test_a_negative_warm_up_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--warm", "-1"])
+    assert "--warm" in capsys.readouterr().err
