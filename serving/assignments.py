@@ -50,7 +50,7 @@ class AssignmentWriter:
         values of a title replace earlier ones)."""
         queued = self._pending.get(profile_id)
         if queued is None:
-            self._pending[profile_id] = list(assignments)
+            self._pending[profile_id] = assignments  # a request's own list, not kept by it
         else:
             queued += assignments
         self._count += count
