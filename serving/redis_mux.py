@@ -135,23 +135,23 @@ class RedisMux:
 
     async def execute(self, *args: Any) -> Any:
         """Send one command (str, bytes or int arguments) and return its reply."""
-        proto = self._proto or await self._connect()
-        loop = asyncio.get_running_loop()
-        fut = proto.send(hiredis.pack_command(args), loop.time())
-        if self._watchdog is None:
-            self._watchdog = loop.call_later(self.timeout_s / 4, self._check_timeouts)
+        (fut,) = await self._send([args])
         return await fut
 
     async def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one write and return their replies, or the exception of
         each failed one, in order (no task per command)."""
+        return list(await asyncio.gather(*await self._send(commands), return_exceptions=True))
+
+    async def _send(self, commands: list[tuple[Any, ...]]) -> list[asyncio.Future[Any]]:
+        """Queue ``commands`` on the connection (made first if needed) and arm the watchdog."""
         proto = self._proto or await self._connect()
         loop = asyncio.get_running_loop()
         now = loop.time()
         futs = [proto.send(hiredis.pack_command(c), now) for c in commands]
         if self._watchdog is None and futs:
             self._watchdog = loop.call_later(self.timeout_s / 4, self._check_timeouts)
-        return list(await asyncio.gather(*futs, return_exceptions=True))
+        return futs
 
     async def evalsha(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """Run ``script`` by its SHA1, loading it first when the server does not have it
@@ -161,7 +161,7 @@ class RedisMux:
             try:
                 return await self.execute(b"EVALSHA", sha, len(keys), *keys, *args)
             except rexc.NoScriptError:
-                pass
+                pass  # Redis lost its scripts (restart, SCRIPT FLUSH): load it again below
         sha = self._scripts[script] = await self.execute(b"SCRIPT", b"LOAD", script)
         return await self.execute(b"EVALSHA", sha, len(keys), *keys, *args)
 

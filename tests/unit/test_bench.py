@@ -248,7 +248,7 @@ class _Counters:
 
 class _Alive:
     def check_alive(self) -> None:
-        pass
+        pass  # a worker that never dies: the drain's liveness check has nothing to raise
 
 
 def test_a_drain_counts_only_the_events_after_the_counter_it_started_from() -> None:
