@@ -367,6 +367,30 @@ def _add_load_and_delete(actions: Any, kind: str, what: str, ids: str) -> None:
     delete.set_defaults(handler=cmd_delete, kind=kind)
 
 
+def _add_simulate(sub: Any) -> None:
+    """The ``simulate`` subcommand and its options."""
+    sim = sub.add_parser("simulate", help="send simulated player sessions")
+    sim.add_argument("--profiles", type=positive_int, default=100)
+    stop = sim.add_mutually_exclusive_group(required=True)
+    stop.add_argument("--sessions", type=positive_int, help="number of sessions")
+    stop.add_argument("--duration", type=positive_float, help="seconds to run")
+    sim.add_argument("--rate", type=positive_float, default=None, help="events per second")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--session-starts", action="store_true",
+                     help="open each session with a session_start event (the app opening)")
+    sim.add_argument("--realtime", action="store_true",
+                     help="stamp events with the wall clock as they are sent")
+    sim.add_argument("--titles", type=positive_int, default=DEFAULT_TITLES,
+                     help="catalog size (match 'catalog publish --titles')")
+    sim.add_argument("--catalog-seed", type=int, default=DEFAULT_CATALOG_SEED,
+                     help="catalog seed (match 'catalog publish --seed')")
+    sim.add_argument("--heartbeat", type=positive_float, default=60.0,
+                     help="event-time seconds between play heartbeats")
+    sim.add_argument("--max-heartbeats", type=int, default=None,
+                     help="cap heartbeats per play (stretching their spacing)")
+    sim.set_defaults(handler=cmd_simulate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``homestream`` argument parser (each subcommand sets ``handler``)."""
     parser = argparse.ArgumentParser(
@@ -404,26 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_load_and_delete(profiles_sub, "profiles", "profile settings (JSON lines or CSV)",
                          "profile ids")
 
-    sim = sub.add_parser("simulate", help="send simulated player sessions")
-    sim.add_argument("--profiles", type=positive_int, default=100)
-    stop = sim.add_mutually_exclusive_group(required=True)
-    stop.add_argument("--sessions", type=positive_int, help="number of sessions")
-    stop.add_argument("--duration", type=positive_float, help="seconds to run")
-    sim.add_argument("--rate", type=positive_float, default=None, help="events per second")
-    sim.add_argument("--seed", type=int, default=1)
-    sim.add_argument("--session-starts", action="store_true",
-                     help="open each session with a session_start event (the app opening)")
-    sim.add_argument("--realtime", action="store_true",
-                     help="stamp events with the wall clock as they are sent")
-    sim.add_argument("--titles", type=positive_int, default=DEFAULT_TITLES,
-                     help="catalog size (match 'catalog publish --titles')")
-    sim.add_argument("--catalog-seed", type=int, default=DEFAULT_CATALOG_SEED,
-                     help="catalog seed (match 'catalog publish --seed')")
-    sim.add_argument("--heartbeat", type=positive_float, default=60.0,
-                     help="event-time seconds between play heartbeats")
-    sim.add_argument("--max-heartbeats", type=int, default=None,
-                     help="cap heartbeats per play (stretching their spacing)")
-    sim.set_defaults(handler=cmd_simulate)
+    _add_simulate(sub)
 
     dead = sub.add_parser("dead-letters", help="print dead letters as JSON lines")
     dead.add_argument("--max", type=positive_int, default=None, help="stop after N letters")
