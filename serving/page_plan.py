@@ -29,6 +29,7 @@ from online_models.bandits.base import ArtworkPolicy, Choice, Context
 from online_models.bandits.sticky import StickyAssignment
 from online_models.page import PageRow
 from serving.artwork import TitleArt, previous_assignment, request_context
+from serving.resp import bulk_string
 from topics.avro_bytes import array_block_header, double_bytes, long_bytes, string_bytes
 from topics.codec import BATCH_SCHEMA, AvroCodec
 from topics.models import MATERIALIZED_POLICY, Artwork, Impression
@@ -54,6 +55,10 @@ class ArmPieces:
     avro: bytes
     assignment_head: bytes
     assignment_tail: bytes
+    #: The stored assignment as a bulk string of Redis's protocol, around a decision time
+    #: of :data:`AT_DIGITS` digits.
+    resp_head: bytes = b""
+    resp_tail: bytes = b""
 
     def assignment(self, at: bytes) -> bytes:
         """The stored assignment chosen at ``at`` (ms, ASCII digits)."""
@@ -88,10 +93,55 @@ class ArmPieces:
                 + string_bytes(choice.policy) + long_bytes(choice.policy_version))
         tail = orjson.dumps({"propensity": choice.propensity, "policy": choice.policy,
                              "policy_version": choice.policy_version})
-        return cls(choice.artwork_id, b"," + orjson.dumps(fields)[1:-1], avro,
-                   b'{"artwork_id":' + orjson.dumps(choice.artwork_id) + b',"chosen_at_ms":',
-                   b"," + tail[1:])
+        head = b'{"artwork_id":' + orjson.dumps(choice.artwork_id) + b',"chosen_at_ms":'
+        tail = b"," + tail[1:]
+        return cls(choice.artwork_id, b"," + orjson.dumps(fields)[1:-1], avro, head, tail,
+                   b"$%d\r\n%s" % (len(head) + AT_DIGITS + len(tail), head), tail + b"\r\n")
 
+
+#: Digits of a decision time in ms (every time from 2001 to 2286): the prepared protocol
+#: pieces of an assignment (:attr:`ArmPieces.resp_head`) count on it.
+AT_DIGITS = 13
+
+
+@dataclass(frozen=True, slots=True)
+class NewAssignments:
+    """A request's new artwork assignments, kept as the pieces they are made of: the
+    assignment writer turns them into ``HSET`` arguments (:meth:`args`) or into the
+    command's bytes (:meth:`resp`) after the response has gone out."""
+
+    #: The titles, as fields of the member's assignments hash and as bulk strings.
+    keys: Sequence[bytes]
+    keys_resp: Sequence[bytes]
+    pieces: Sequence[ArmPieces]
+    #: The decision time (ms, ASCII digits).
+    at: bytes
+
+    def __len__(self) -> int:
+        return len(self.pieces)
+
+    def args(self) -> list[bytes]:
+        """Title id, stored JSON, title id, ...: the ``HSET`` arguments after the key."""
+        out: list[bytes] = [b""] * (2 * len(self.pieces))
+        out[::2] = self.keys
+        out[1::2] = [p.assignment(self.at) for p in self.pieces]
+        return out
+
+    def resp(self) -> bytes:
+        """:meth:`args` as bulk strings of Redis's protocol, joined from prepared pieces."""
+        n = len(self.pieces)
+        if len(self.at) != AT_DIGITS:
+            return b"".join(map(bulk_string, self.args()))
+        parts: list[bytes] = [self.at] * (4 * n)
+        parts[::4] = self.keys_resp
+        parts[1::4] = map(_RESP_HEAD, self.pieces)
+        parts[3::4] = map(_RESP_TAIL, self.pieces)
+        return b"".join(parts)
+
+
+_RESP_HEAD = operator.attrgetter("resp_head")
+_RESP_TAIL = operator.attrgetter("resp_tail")
+NO_ASSIGNMENTS = NewAssignments((), (), (), b"")
 
 _PIECES: dict[tuple[str, str, str, float, str, int], ArmPieces] = {}
 #: The policy name and version whose pieces :data:`_PIECES` holds.
@@ -139,13 +189,12 @@ class Decisions:
 @dataclass(slots=True)
 class Served:
     """One request's output: the response body, the impressions message (``None`` when
-    nothing is logged) and the new artwork assignments (title id, stored JSON, title id, ...:
-    the arguments of one ``HSET``; empty when none)."""
+    nothing is logged) and the new artwork assignments (empty when none)."""
 
     body: bytes
     impressions: bytes | None
     impression_count: int
-    assignments: list[bytes]
+    assignments: NewAssignments
     #: Titles whose artwork was drawn for this request (not kept).
     decided: int = 0
 
@@ -203,6 +252,8 @@ class PagePlan:
     has_continue_watching: bool
     #: The slots' title ids as the assignment hash's fields.
     slot_keys: list[bytes] = field(default_factory=list)
+    #: The same as bulk strings of Redis's protocol.
+    slot_resp: list[bytes] = field(default_factory=list)
     _decisions: dict[tuple[Any, ...], Decisions] = field(default_factory=dict)
     _kept: dict[bytes, tuple[float, ArmPieces]] = field(default_factory=dict)
     #: The last fully kept answer: decisions, stored bytes, expiry, JSON prefix, Avro arts.
@@ -236,6 +287,7 @@ class PagePlan:
                    b',"source":' + orjson.dumps(source) + b"}", b"", [], [], [], [], True,
                    has_continue_watching)
         plan.slot_keys = [s.key for s in slots]
+        plan.slot_resp = list(map(bulk_string, plan.slot_keys))
         plan._avro_template(page["rows"], codec)
         return plan
 
@@ -378,7 +430,7 @@ class PagePlan:
     # -- per request ---------------------------------------------------------------------------
     def choose(self, decisions: Decisions, policy: ArtworkPolicy, previous: Mapping[str, Any],
                sticky: StickyAssignment, served_at_ms: int
-               ) -> tuple[list[ArmPieces], list[bytes], int, float]:
+               ) -> tuple[list[ArmPieces], NewAssignments, int, float]:
         """Every slot's artwork: the member's while its period lasts, else a draw (one
         uniform from the policy's RNG per drawn title, in page order, as
         :meth:`~online_models.bandits.base.ArtworkPolicy.draw` uses them). Returns the
@@ -388,24 +440,23 @@ class PagePlan:
             ks = list(map(bisect.bisect_right, decisions.cumulative,
                           policy.uniforms(len(self.slots))))
             chosen = list(map(operator.getitem, decisions.pieces, ks))
-            new: list[bytes] = [b""] * (2 * len(chosen))
-            new[::2] = self.slot_keys
-            new[1::2] = [p.assignment_head + at + p.assignment_tail for p in chosen]
-            return chosen, new, len(chosen), math.inf
+            return (chosen, NewAssignments(self.slot_keys, self.slot_resp, chosen, at),
+                    len(chosen), math.inf)
         kept = [self.kept_pieces(slot, previous.get(slot.title_id), sticky, served_at_ms)
                 for slot in self.slots]
         todo = [i for i, k in enumerate(kept) if k is None]
         drawn = dict(zip(todo, map(bisect.bisect_right, [decisions.cumulative[i] for i in todo],
                                    policy.uniforms(len(todo))), strict=True))
-        chosen, new, expiry = [], [], math.inf
-        for i, (slot, k) in enumerate(zip(self.slots, kept, strict=True)):
+        chosen, expiry = [], math.inf
+        for i, k in enumerate(kept):
             if k is None:
-                pieces = decisions.pieces[i][drawn[i]]
-                new += (slot.key, pieces.assignment(at))
+                chosen.append(decisions.pieces[i][drawn[i]])
             else:
                 expiry = min(expiry, k[0])
-                pieces = k[1]
-            chosen.append(pieces)
+                chosen.append(k[1])
+        new = NewAssignments([self.slot_keys[i] for i in todo],
+                             [self.slot_resp[i] for i in todo], [chosen[i] for i in todo],
+                             at) if todo else NO_ASSIGNMENTS
         return chosen, new, len(todo), expiry
 
     def serve(self, decisions: Decisions, policy: ArtworkPolicy, reads: StoredAssignments,
@@ -418,7 +469,7 @@ class PagePlan:
         flat = reads.flat
         if (memo is not None and flat is not None and memo[0] is decisions
                 and served_at_ms < memo[2] and memo[1] == flat):
-            prefix, arts, new, decided = memo[3], memo[4], [], 0
+            prefix, arts, new, decided = memo[3], memo[4], NO_ASSIGNMENTS, 0
         else:
             chosen, new, decided, expiry = self.choose(decisions, policy, reads.assignments,
                                                        sticky, served_at_ms)

@@ -135,20 +135,27 @@ class RedisMux:
 
     async def execute(self, *args: Any) -> Any:
         """Send one command (str, bytes or int arguments) and return its reply."""
-        (fut,) = await self._send([args])
+        (fut,) = await self._send([hiredis.pack_command(args)])
         return await fut
 
     async def execute_many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one write and return their replies, or the exception of
         each failed one, in order (no task per command)."""
-        return list(await asyncio.gather(*await self._send(commands), return_exceptions=True))
+        return await self.execute_packed(list(map(hiredis.pack_command, commands)))
 
-    async def _send(self, commands: list[tuple[Any, ...]]) -> list[asyncio.Future[Any]]:
-        """Queue ``commands`` on the connection (made first if needed) and arm the watchdog."""
+    async def execute_packed(self, packed: list[bytes]) -> list[Any]:
+        """:meth:`execute_many` for commands already in Redis's protocol, one command each
+        (:mod:`serving.resp` builds them): callers that assemble
+        a long command from prepared pieces skip packing every argument again."""
+        return list(await asyncio.gather(*await self._send(packed), return_exceptions=True))
+
+    async def _send(self, packed: list[bytes]) -> list[asyncio.Future[Any]]:
+        """Queue ``packed`` commands on the connection (made first if needed) and arm the
+        watchdog."""
         proto = self._proto or await self._connect()
         loop = asyncio.get_running_loop()
         now = loop.time()
-        futs = [proto.send(hiredis.pack_command(c), now) for c in commands]
+        futs = [proto.send(p, now) for p in packed]
         if self._watchdog is None and futs:
             self._watchdog = loop.call_later(self.timeout_s / 4, self._check_timeouts)
         return futs

@@ -32,6 +32,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import inspect
+import itertools
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -282,8 +283,7 @@ class ArtworkPolicy(river_base.Base, abc.ABC):
         >>> a.uniforms(2) == [b._rng.random(), b._rng.random()]
         True
         """
-        rand = self._rng.random
-        return [rand() for _ in range(n)]
+        return list(itertools.starmap(self._rng.random, itertools.repeat((), n)))
 
     def select(self, context: Context, arms: Sequence[Arm]) -> Choice:
         """Choose the artwork to show: a draw from :meth:`propensities` with the seeded RNG;

@@ -14,12 +14,13 @@ from features.keys import artwork_key
 from features.store import RedisStore
 from homestream.settings import Settings
 from homestream.stack.local import start_redis
-from serving.assignments import WRITE_CHUNK, AssignmentWriter
+from serving.assignments import WRITE_CHUNK, AssignmentWriter, PlainAssignments
 from serving.redis_mux import RedisMux
 
 
-def _args(pairs: dict[str, dict]) -> list[bytes]:
-    return [b for title, value in pairs.items() for b in (title.encode(), orjson.dumps(value))]
+def _args(pairs: dict[str, dict]) -> PlainAssignments:
+    return PlainAssignments([b for title, value in pairs.items()
+                             for b in (title.encode(), orjson.dumps(value))])
 
 
 @pytest.mark.parametrize("multiplexed", [True, False])

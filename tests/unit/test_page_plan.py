@@ -10,6 +10,7 @@ import random
 from typing import Any
 
 import fastavro
+import hiredis
 import orjson
 import pytest
 from hypothesis import given
@@ -21,6 +22,7 @@ from online_models.bandits.sticky import StickyAssignment
 from serving.artwork import ArtworkChooser, request_context
 from serving.impressions import ImpressionLogger, ServedPage
 from serving.page_plan import PagePlan
+from serving.resp import bulk_string, command_header
 from topics.avro_bytes import double_bytes, long_bytes, string_bytes
 from topics.codec import BATCH_SCHEMA, default_codec
 from topics.models import Artwork, Impression, Title
@@ -133,7 +135,7 @@ def test_a_compiled_page_answers_and_logs_what_item_by_item_serving_did(name: st
     assert served.impression_count == 40
     decided = {t for r in expected_page["rows"][:3] for t in
                (i["title_id"] for i in r["items"])} - ({"x1"} if previous else set())
-    new = _assignments(served.assignments)
+    new = _assignments(served.assignments.args())
     assert set(new) == decided and served.decided == len(decided)
     for title_id, raw in new.items():
         stored = orjson.loads(raw)
@@ -148,13 +150,13 @@ def test_a_compiled_page_answers_and_logs_what_item_by_item_serving_did(name: st
 def test_stored_assignments_are_kept_while_their_period_lasts_then_drawn_again() -> None:
     policy = _trained("lin_ucb")
     first_plan, first = _compiled(policy, {}, 10_000, "a" * 32)
-    stored = _assignments(first.assignments)
+    stored = _assignments(first.assignments.args())
     flat = [b for t, v in stored.items() for b in (t.encode(), v)]
     plan = first_plan
     decisions = plan.decisions(policy, "tv", 20_000)
     sticky = StickyAssignment(60)
     again = plan.serve(decisions, policy, _Reads(stored, flat), sticky, "b" * 32, 20_000)
-    assert again.assignments == [] and again.decided == 0
+    assert len(again.assignments) == 0 and again.decided == 0
     shown = lambda s: [(i["title_id"], i["artwork_id"], i["propensity"])  # noqa: E731
                        for r in orjson.loads(s.body)["rows"][:3] for i in r["items"]]
     assert shown(again) == shown(first)
@@ -164,7 +166,27 @@ def test_stored_assignments_are_kept_while_their_period_lasts_then_drawn_again()
     assert third.impressions is not None and b"c" * 32 in third.impressions
     # past the period (10 s + 60 s) every title is decided again and stored anew
     late = plan.serve(decisions, policy, _Reads(stored, flat), sticky, "d" * 32, 71_000)
-    assert set(_assignments(late.assignments)) == set(stored)
+    assert set(_assignments(late.assignments.args())) == set(stored)
+
+
+@pytest.mark.parametrize("now", [10_000, 1_764_000_000_000])
+def test_new_assignments_as_protocol_bytes_are_their_hset_arguments(now: int) -> None:
+    policy = _trained("lin_ucb")
+    plan, first = _compiled(policy, {}, now, "a" * 32)
+    args = first.assignments.args()
+    assert len(first.assignments) == len(args) // 2 == first.decided == len(plan.slots)
+    packed = hiredis.pack_command((b"HSET", b"k", *args))
+    assert command_header(2 + len(args), b"HSET") + bulk_string(b"k") + first.assignments.resp(
+    ) == packed
+    # a returning member with two titles forgotten: only those two are new, in page order
+    stored = _assignments(args)
+    gone = [s.title_id for s in plan.slots[3:5]]
+    kept = {t: v for t, v in stored.items() if t not in gone}
+    flat = [b for t, v in kept.items() for b in (t.encode(), v)]
+    again = plan.serve(plan.decisions(policy, "tv", now + 1), policy, _Reads(kept, flat),
+                       StickyAssignment(60), "b" * 32, now + 1)
+    assert [t.decode() for t in again.assignments.args()[::2]] == gone
+    assert again.assignments.resp() == b"".join(map(bulk_string, again.assignments.args()))
 
 
 def test_decisions_follow_the_policy_version_and_the_hour() -> None:
