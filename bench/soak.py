@@ -270,6 +270,7 @@ def run(seconds: float) -> dict[str, Any]:
         worker = Child.module("streams.worker", env)
         server = Child.module("serving", env)
         procs = {"worker": worker, "server": server, "redis": stack.redis.proc}
+        log.info("worker log %s, server log %s", worker.log_path, server.log_path)
         try:
             return _soak(settings, r, worker, server, procs, seconds, warmup_s, catalog, eps,
                          PlayerProducer, PlayerSimulator, run_simulation, synthetic_profiles)

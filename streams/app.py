@@ -24,6 +24,7 @@ from homestream.kafka_config import faust_credentials
 from homestream.settings import Settings
 from streams.health import WorkerHealth, install_worker_health
 from streams.learning import SCHEMA, LearningRecord
+from streams.memory import MemoryProbe
 from streams.metrics import CountedDeadLetters, WorkerMetrics
 from streams.processor import DeadLetterSink, EventProcessor, PageUpdateSink, RawMessage
 from streams.rebuild import install_rebuilder
@@ -131,6 +132,26 @@ def owned_partitions(app: faust.App, topics: Sequence[str]) -> set[int] | None:
     return {tp.partition for tp in assigned if tp.topic in topics}
 
 
+def split_by_bytes(messages: list[RawMessage], max_bytes: int) -> list[list[RawMessage]]:
+    """``messages`` in consecutive parts of at most ``max_bytes`` of keys and values each
+    (a larger message is a part of its own), in their order.
+
+    >>> m = [RawMessage("t", 0, i, b"k", b"x" * n, None) for i, n in enumerate([3, 3, 9, 1])]
+    >>> [[x.offset for x in part] for part in split_by_bytes(m, 8)]
+    [[0, 1], [2], [3]]
+    """
+    parts: list[list[RawMessage]] = [[]]
+    size = 0
+    for m in messages:
+        n = len(m.key or b"") + len(m.value or b"")
+        if parts[-1] and size + n > max_bytes:
+            parts.append([])
+            size = 0
+        parts[-1].append(m)
+        size += n
+    return parts if parts[-1] else []
+
+
 def _raw(events: Sequence[faust.EventT]) -> list[RawMessage]:
     return [RawMessage(e.message.topic, e.message.partition, e.message.offset,
                        e.message.key, e.message.value,
@@ -171,6 +192,7 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
     metrics = WorkerMetrics({specs[role].name: role for role in ("player_events", "impressions")})
     app.metrics = metrics  # type: ignore[attr-defined]  # for tests and tools
     events_topic = app.topic(*event_topic_names, key_type=bytes, value_type=bytes)
+    probe = _memory_probe(app, settings, processor, freshness)
     catalog_topic = app.topic(specs["catalog"].name, key_type=bytes, value_type=bytes)
     profiles_topic = app.topic(specs["profiles"].name, key_type=bytes, value_type=bytes)
 
@@ -178,11 +200,20 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
     async def process_events(stream: faust.StreamT) -> None:
         async for batch in stream.take_events(settings.batch_max_events,
                                               within=settings.batch_within_s):
-            started, raw = time.perf_counter(), _raw(batch)
-            report = await _finish_even_if_cancelled(processor.process(raw))
-            freshness.extend(report.freshness_ms)
+            raw = _raw(batch)
+            if probe is not None:
+                probe.batches.observe(raw, time.time() * 1000)
+            await _finish_even_if_cancelled(apply_parts(raw))
             health.batch_done()
-            metrics.observe_batch(report, raw, time.perf_counter() - started)
+
+    async def apply_parts(raw: list[RawMessage]) -> None:
+        # a batch of many bytes (messages of many events) is applied in parts, in order: the
+        # worker's memory follows the part in flight, not the largest batch it collects
+        for part in split_by_bytes(raw, settings.batch_max_bytes):
+            started = time.perf_counter()
+            report = await processor.process(part)
+            freshness.extend(report.freshness_ms)
+            metrics.observe_batch(report, part, time.perf_counter() - started)
 
     @app.agent(catalog_topic, name="catalog")
     async def process_catalog(stream: faust.StreamT) -> None:
@@ -205,6 +236,31 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
         await processor.checkpoint()
 
     return app
+
+
+def _memory_probe(app: faust.App, settings: Settings, processor: EventProcessor,
+                  freshness: list[float]) -> MemoryProbe | None:
+    """The worker's memory log line every ``worker_memory_log_s`` (None when off)."""
+    if not settings.worker_memory_log_s:
+        return None
+    probe = MemoryProbe(lambda: {"pages_held": processor.renderer.held,
+                                 "freshness_samples": len(freshness),
+                                 "fetched_records": _fetched_records(app)})
+
+    @app.timer(settings.worker_memory_log_s)
+    async def log_memory() -> None:
+        probe.log()
+
+    return probe
+
+
+def _fetched_records(app: faust.App) -> int:
+    """Partitions with records aiokafka fetched that Faust has not taken yet (-1 when not
+    reachable)."""
+    try:
+        return len(app.consumer._thread._ensure_consumer()._fetcher._records)
+    except Exception:  # a diagnostic: private attributes of aiokafka may move
+        return -1
 
 
 def _observation_timers(app: faust.App, processor: EventProcessor, metrics: WorkerMetrics,

@@ -109,6 +109,11 @@ class Settings(BaseSettings):
                                   description="Most messages in one worker micro-batch")
     batch_within_s: float = Field(0.1, gt=0.0, le=10.0,
                                   description="Longest wait to fill a micro-batch")
+    batch_max_bytes: int = Field(1_048_576, ge=1024, description="Most bytes of messages "
+                                 "(keys and values) a worker applies in one step; a larger "
+                                 "micro-batch is applied in consecutive parts, in order, so "
+                                 "the worker's memory is bounded when messages carry many "
+                                 "events")
     dedupe_window: int = Field(512, ge=16, le=100_000, description="Event ids kept per profile")
     recent_titles: int = Field(50, ge=1, le=1000, description="Recent titles kept per profile")
     member_titles_max: int = Field(500, ge=10, le=100_000, description="Most titles each "
@@ -141,6 +146,10 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(0, ge=0, le=65535, description="Port of the worker's "
                                      "Prometheus /metrics endpoint; 0 = disabled")
     worker_data_dir: str = Field(".homestream-data", description="Faust data directory")
+    worker_memory_log_s: float = Field(0.0, ge=0.0, description="Seconds between log lines "
+                                       "of what the worker's memory is made of (resident "
+                                       "memory, allocator, collector, batch sizes, queues; "
+                                       "streams.memory); 0 = off")
 
     max_lateness_s: float = Field(6 * 3600.0, ge=0.0,
                                   description="Events older than this behind a profile's "
