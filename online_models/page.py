@@ -374,6 +374,9 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
     chosen: list[CandidateRow] = []
     max_sim = {id(c): 0.0 for c in left}
     used: set[str] = set()
+    #: Each row's titles its utility was last recomputed from: until one of them is shown
+    #: above, the recomputed utility would be the same.
+    heads: dict[int, set[str]] = {}
     depth = visible or row_length or 0
     while left and len(chosen) < max_rows:
         taken_kinds = {c.kind for c in chosen}
@@ -383,25 +386,33 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
         best = max(pool, key=lambda c: (c.utility - penalty * max_sim[id(c)], -order[id(c)]))
         best.adjusted_utility = best.utility - penalty * max_sim[id(best)]
         chosen.append(best)
-        left.remove(best)
+        left = [c for c in left if c is not best]  # by identity: no field-by-field __eq__
         if row_length is not None:
-            used.update([t for t, _ in best.ranked if t not in used][:depth])
+            shown = [t for t, _ in best.ranked if t not in used][:depth]
+            used.update(shown)
             if len(chosen) >= SHORT_ROWS_KEPT and len(used) >= 2 * depth:
                 left = [c for c in left if not too_short(c, used)]
             for c in left:
                 if c.rels is not None:
-                    # the first UTILITY_DEPTH titles not shown yet (stops once found)
-                    pairs = zip(c.ranked, c.rels, strict=True)
-                    head = list(islice((r for (t, _), r in pairs if t not in used),
-                                       UTILITY_DEPTH))
-                    # never up: a row not sorted by relevance (Top 10) can lose weak titles
-                    c.utility = min(c.utility, round(c.weight * sum(head) / len(head), 6)
-                                    if head else 0.0)
+                    head = heads.get(id(c))
+                    if head is None or not head.isdisjoint(shown):
+                        heads[id(c)] = _rescore(c, used)
         if best.kind == RowKind.CONTINUE_WATCHING:
             continue  # a functional row: it does not make recommendation rows redundant
         for c in left:
             max_sim[id(c)] = max(max_sim[id(c)], row_similarity(c, best, catalog))
     return chosen
+
+
+def _rescore(c: CandidateRow, used: set[str]) -> set[str]:
+    """Lower ``c``'s utility to its weight x the mean relevance of its first UTILITY_DEPTH
+    titles not in ``used`` (never up: a row not sorted by relevance, Top 10, can lose weak
+    titles); returns those titles."""
+    pairs = zip(c.ranked, c.rels or (), strict=True)
+    head = list(islice(((t, r) for (t, _), r in pairs if t not in used), UTILITY_DEPTH))
+    rels = [r for _, r in head]
+    c.utility = min(c.utility, round(c.weight * sum(rels) / len(rels), 6) if rels else 0.0)
+    return {t for t, _ in head}
 
 
 def title_item(title: Title, score: float, **extra: Any) -> PageItem:
@@ -421,14 +432,25 @@ def title_item(title: Title, score: float, **extra: Any) -> PageItem:
     }
 
 
-def _item(catalog: Catalog, title: Title, score: float,
-          extra: dict[str, Any] | None) -> PageItem:
-    base = catalog.derived(("item", title.title_id), lambda: title_item(title, 0.0))
-    item = base.copy()  # the same keys in the same order as {**base, "score": ..., **extra}
-    item["score"] = round(float(score), 6)
-    if extra:
-        item.update(extra)
-    return item
+def _base_items(catalog: Catalog) -> dict[str, PageItem]:
+    """Every title's page item with a score of 0, built once per catalog version: a page's
+    items are shallow copies of these (the same keys in the same order as
+    :func:`title_item`, the genre and availability lists shared)."""
+    return catalog.derived(("items",), lambda: {t.title_id: title_item(t, 0.0)
+                                                 for t in catalog.titles()})
+
+
+def _row_items(base: Mapping[str, PageItem], picked: Sequence[tuple[Title, float]],
+               extra: Callable[[str], dict[str, Any]] | None) -> list[PageItem]:
+    """A row's page items from the titles :func:`fill_rows` picked for it."""
+    items: list[PageItem] = []
+    for title, score in picked:
+        item = base[title.title_id].copy()  # the key order of {**base, "score": ...}
+        item["score"] = round(float(score), 6)
+        if extra is not None:
+            item.update(extra(title.title_id))
+        items.append(item)
+    return items
 
 
 class _Rows:
@@ -630,10 +652,10 @@ def assemble_page(state: ProfileState | None, catalog: Catalog,
     chosen = select_rows(cands, catalog, rules.diversity_penalty, rules.max_rows,
                          config.row_length, min_items, required_kinds(rules, state), visible)
     rows: list[PageRow] = []
+    base = _base_items(catalog)
     for c, picked in zip(chosen, fill_rows(chosen, catalog, config.row_length, visible),
                          strict=True):
-        items = [_item(catalog, title, score, c.extra(title.title_id) if c.extra else None)
-                 for title, score in picked]
+        items = _row_items(base, picked, c.extra)
         if items:
             rows.append({"row_id": c.row_id, "kind": c.kind, "title": c.title,
                          "explanation": c.explanation, "utility": c.utility,
