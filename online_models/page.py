@@ -202,8 +202,9 @@ def relevance_indexed(state: ProfileState | None, arr: CatalogArrays, idx: np.nd
     """
     if len(idx) == 0:
         return np.zeros(0)
-    ids = [arr.ids[i] for i in idx]
-    pop = np.fromiter((popularity.get(t, 0.0) for t in ids), float, len(ids))
+    ids = arr.ids
+    get = popularity.get
+    pop = np.fromiter([get(ids[i], 0.0) for i in idx.tolist()], float, len(idx))
     today = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).date()
     rules = config.rules
     days = rules.new_release_days
@@ -521,8 +522,10 @@ class _Rows:
 def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed_ids: set[str],
                    rel: dict[str, float], trending: Sequence[tuple[str, float]],
                    cowatch: CoWatchSimilarity | None, config: PageConfig, country: str,
-                   now_ms: int) -> list[CandidateRow]:
-    """Every row the member could be shown, each ranked and scored for utility."""
+                   now_ms: int, order: list[tuple[float, str]] | None = None
+                   ) -> list[CandidateRow]:
+    """Every row the member could be shown, each ranked and scored for utility (``order``:
+    the allowed titles as ``(-relevance, id)`` in ascending order, when already known)."""
     rules = config.rules
     w = config.row_weights if config.row_weights is not None else rules.row_weights
     if state is not None and state.row_counts:
@@ -530,6 +533,8 @@ def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed_ids: se
     engaged = (set(state.engaged) | set(state.finished)) if state else set()
     b = _Rows(rel, allowed_ids, engaged, max(3 * config.row_length, 30), w)
     b.similarity_weight = rules.neighbour_similarity
+    if order is not None:
+        b._order = [(neg, t) for neg, t in order if t not in engaged]
     if state is not None:
         _personal_rows(b, state, catalog, cowatch, config, now_ms)
     if state is None or not (state.engaged or state.explicit):
@@ -623,6 +628,19 @@ def _shared_rows(b: _Rows, catalog: Catalog, trending: Sequence[tuple[str, float
           b.by_rel(new))
 
 
+def _id_ranks(catalog: Catalog) -> np.ndarray:
+    """Each title's rank among the catalog's ids in string order (catalog order), cached
+    per catalog version: the tie-break of a vectorized sort by relevance."""
+
+    def build() -> np.ndarray:
+        ids = catalog.arrays().ids
+        ranks = np.empty(len(ids), dtype=np.int64)
+        ranks[sorted(range(len(ids)), key=ids.__getitem__)] = np.arange(len(ids))
+        return ranks
+
+    return catalog.derived(("id-ranks",), build)
+
+
 def assemble_page(state: ProfileState | None, catalog: Catalog,
                   trending: Sequence[tuple[str, float]], scorer: Scorer | None,
                   config: PageConfig, country: str, now_ms: int,
@@ -643,10 +661,15 @@ def assemble_page(state: ProfileState | None, catalog: Catalog,
     rel_arr = relevance_indexed(state, arr, idx, popularity, scorer, now_ms, config, cowatch)
     if state is not None and rules.impression_discount < 1.0:
         discount_ignored(rel_arr, idx, arr, state, rules.impression_discount)
-    allowed_ids = [arr.ids[i] for i in idx]
-    rel = dict(zip(allowed_ids, rel_arr.tolist(), strict=True))
+    ids = arr.ids
+    allowed_ids = [ids[i] for i in idx.tolist()]
+    rels = rel_arr.tolist()
+    rel = dict(zip(allowed_ids, rels, strict=True))
+    # the allowed titles by relevance, ties by id: what sorting (-relevance, id) gives
+    ranked = np.lexsort((_id_ranks(catalog)[idx], -rel_arr)).tolist()
+    order = [(-rels[j], allowed_ids[j]) for j in ranked]
     cands = candidate_rows(state, catalog, set(allowed_ids), rel, trending, cowatch, config,
-                           country, now_ms)
+                           country, now_ms, order)
     min_items = min(rules.min_row_items, config.row_length)
     visible = min(rules.visible_columns, config.row_length)
     chosen = select_rows(cands, catalog, rules.diversity_penalty, rules.max_rows,
