@@ -2,9 +2,10 @@
 
 Starts Tansu, Redis, one worker (``python -m streams.worker``) and one server process
 (``python -m serving``), measures the worker's throughput on a backlog, then sends live
-simulated traffic (event time = wall clock) at half that rate while a client asks for home
-pages. It samples the resident memory of the worker, the server and Redis, Redis' key count,
-used memory and bytes by kind of key, after the warm-up and at the end, and counts errors
+simulated traffic (event time = wall clock) while a client asks for home pages: the player
+events and the pages' impressions together at half that rate (:func:`player_load`). It
+samples the resident memory of the worker, the server and Redis, Redis' key count, used
+memory and bytes by kind of key, after the warm-up and at the end, and counts errors
 (HTTP answers other than 200, dead letters, processes that died). The warm-up lasts until the
 members' bounded data is full: at least a fifth of the run (60 s at least), then until Redis'
 used memory grows by less than 2% a minute, at most 40% of the run. It prints one JSON
@@ -50,6 +51,10 @@ WARM_GROWTH = 0.02
 WARM_WINDOW_S = 60.0
 WARM_MAX_SHARE = 0.4
 SAMPLE_S = 30.0
+#: The soak's load is half the worker's measured throughput counting every event it applies:
+#: the players' and the impressions of the pages served (~90 a page, ~1,800 a second at 20
+#: pages a second). Player events never go below this share of the throughput.
+MIN_PLAYER_SHARE = 0.05
 
 
 def rss_kib(pid: int) -> int:
@@ -291,10 +296,12 @@ def _soak(settings: Any, r: Any, worker: Any, server: Any, procs: dict[str, Any]
     _wait_for(lambda: r.hlen(catalog_key(settings.key_prefix)) >= TITLES, 120,
               "the catalog in Redis", [worker])
     _wait_for(lambda: _healthy(base), 60, "the server", [server])
-    load_eps = eps / 2
-    log.info("worker applied the backlog at %.0f events/s; soak at %.0f events/s for %.0f s",
-             eps, load_eps, seconds)
     profiles = synthetic_profiles(PROFILES, 12)
+    per_page = impressions_per_page(base, r, settings, [p.profile_id for p in profiles])
+    load_eps = player_load(eps, per_page)
+    log.info("worker applied the backlog at %.0f events/s, a page logs %.1f impressions; soak "
+             "at %.0f player events/s + %.0f impressions/s for %.0f s", eps, per_page,
+             load_eps, per_page * PAGE_REQUESTS_PER_S, seconds)
     stop = threading.Event()
     sim = sim_cls(catalog, profiles, 12)
     producer = producer_cls(settings)
@@ -342,8 +349,35 @@ def _soak(settings: Any, r: Any, worker: Any, server: Any, procs: dict[str, Any]
     return report_of(start, end, errors, seconds=seconds, warmup_s=round(warmup_s),
                      warmup_ended=warm_reason, reward_window_s=REWARD_WINDOW_S,
                      backlog_events_per_s=round(eps), load_events_per_s=round(load_eps),
+                     impressions_per_page=round(per_page, 1),
+                     impressions_per_s=round(per_page * PAGE_REQUESTS_PER_S),
                      events_sent=n_sent, events_applied=applied, pages_ok=client.ok,
                      page_errors=len(client.errors))
+
+
+def player_load(eps: float, impressions_per_page: float,
+                pages_per_s: float = PAGE_REQUESTS_PER_S) -> float:
+    """Player events a second for the soak: half the worker's measured throughput ``eps``,
+    less the impressions the served pages log (the worker applies those too), at least
+    :data:`MIN_PLAYER_SHARE` of ``eps``.
+
+    >>> player_load(4000, 50, 20), player_load(4000, 200, 20)
+    (1000.0, 200.0)
+    """
+    return max(eps / 2 - impressions_per_page * pages_per_s, eps * MIN_PLAYER_SHARE)
+
+
+def impressions_per_page(base: str, r: Any, settings: Any, profiles: list[str],
+                         pages: int = 20) -> float:
+    """Impressions the worker applies per served home page, measured: ``pages`` members'
+    pages asked for before the load starts, then the worker's applied count once it settles."""
+    before = _applied(r, settings)
+    for pid in profiles[:pages]:
+        with urllib.request.urlopen(f"{base}/v1/homepage/{pid}", timeout=10) as resp:
+            resp.read()
+    time.sleep(1.0)  # the server's impressions producer lingers before it sends
+    _settles(r, settings, 30.0)
+    return (_applied(r, settings) - before) / pages
 
 
 def report_of(start: dict[str, Any], end: dict[str, Any], errors: list[str],
