@@ -7,7 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.soak import MAX_GROWTH, bytes_by_kind, growth, kind_growth, rss_kib, warmed_up
+from bench.soak import (
+    MAX_GROWTH,
+    MIN_PLAYER_SHARE,
+    bytes_by_kind,
+    growth,
+    kind_growth,
+    player_load,
+    rss_kib,
+    warmed_up,
+)
 
 
 def test_growth_is_relative_and_covers_memory_figures_only() -> None:
@@ -67,3 +76,11 @@ def test_the_warm_up_ends_when_redis_memory_is_flat_over_the_window() -> None:
     assert not warmed_up([(0, 100), (30, 100)])  # no sample a window old yet
     assert warmed_up([(0, 100), (30, 100), (60, 101)])
     assert not warmed_up([(0, 100), (30, 110), (60, 130), (90, 131)])  # 110 -> 131 in 60 s
+
+
+def test_the_load_counts_the_served_pages_impressions_in_half_the_throughput() -> None:
+    # players and impressions together are half of what the worker measured
+    assert player_load(5000, 90, 20) + 90 * 20 == 2500
+    assert player_load(5000, 0, 20) == 2500
+    # impressions alone past half: players keep a floor, the soak still has player traffic
+    assert player_load(5000, 200, 20) == 5000 * MIN_PLAYER_SHARE
