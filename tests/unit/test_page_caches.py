@@ -1,0 +1,132 @@
+"""Page assembly's per-catalog caches (base items, id ranks, More Like X's content scores)
+never serve a page other than the one assembled from scratch: not after the catalog changed,
+not for another model's scores; and the batched score rounding equals ``round(x, 6)``."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from features.catalog import Catalog
+from features.profile import FeatureParams, ProfileState, apply_event
+from homestream.player.simulator import synthetic_catalog
+from online_models.page import PageConfig, _row_items, assemble_page, title_item
+from online_models.similarity import CoWatchSimilarity
+from topics.models import Artwork, Feedback, Play, Title
+
+TS = 1_700_000_000_000
+NOW = TS + 3_600_000
+
+
+def member(pid: str, titles: list[str], rated: str) -> ProfileState:
+    """A member who played ``titles`` and loved ``rated`` (so the page has a More Like row)."""
+    s = ProfileState(pid)
+    for i, tid in enumerate(titles):
+        apply_event(s, Play(event_id=f"{pid}-{i}", profile_id=pid, event_ts_ms=TS + i,
+                            title_id=tid, action="progress", position_s=300.0,
+                            duration_s=600.0, country="US"), lambda _: ["Drama"],
+                    FeatureParams())
+    apply_event(s, Feedback(event_id=f"{pid}-r", profile_id=pid, event_ts_ms=TS + 99,
+                            title_id=rated, kind="thumbs_up"), lambda _: ["Drama"],
+                FeatureParams())
+    return s
+
+
+def scorer_from(weights: dict[str, float]):
+    """A Top Picks scorer: a fixed score per title (0 for the others)."""
+    def score(_: str, ids) -> np.ndarray:
+        return np.array([weights.get(t, 0.0) for t in ids])
+    return score
+
+
+def pages(catalog: Catalog, states: list[ProfileState], scorer, cowatch) -> list[dict]:
+    return [assemble_page(s, catalog, [("t0", 5.0), ("t3", 2.0)], scorer, PageConfig(), "US",
+                          NOW, cowatch=cowatch) for s in states]
+
+
+def test_pages_after_catalog_changes_equal_pages_from_a_fresh_catalog() -> None:
+    titles = synthetic_catalog(80, seed=3, now=dt.date(2023, 11, 14))
+    ids = [t.title_id for t in titles]
+    states = [member(f"p{i}", ids[i:i + 4], ids[i + 1]) for i in range(0, 12, 3)]
+    cowatch = CoWatchSimilarity()
+    for i in range(30):
+        cowatch.learn_one(ids[i:i + 3], ids[i + 3])
+    scorer = scorer_from({t: (i * 37 % 80) / 80 for i, t in enumerate(ids)})
+    warm = Catalog(titles)
+    before = pages(warm, states, scorer, cowatch)  # fills every per-catalog cache
+    # a renamed title, a title whose genres changed, a removed one, a new one sorting first
+    renamed = titles[5]
+    later = max(t.updated_ts_ms for t in titles) + 1
+    changed = [renamed.model_copy(update={"name": "Renamed", "updated_ts_ms": later}),
+               titles[2].model_copy(update={"genres": ["Documentary"], "updated_ts_ms": later}),
+               titles[7].model_copy(update={"title_id": "a-first"})]
+    for t in changed:
+        warm.upsert(t)
+    warm.remove(ids[9])
+    fresh = Catalog([t for t in warm.titles()])
+    after = pages(warm, states, scorer, cowatch)
+    assert after == pages(fresh, states, scorer, cowatch)
+    assert after != before
+    names = {i["title_id"]: i["name"] for p in after for r in p["rows"] for i in r["items"]}
+    assert names[renamed.title_id] == "Renamed"
+    assert ids[9] not in names
+
+
+def test_another_models_scores_change_the_ranking_not_a_cached_one() -> None:
+    titles = synthetic_catalog(60, seed=5, now=dt.date(2023, 11, 14))
+    ids = [t.title_id for t in titles]
+    states = [member("p", ids[:6], ids[1])]
+    old = scorer_from({t: i / 60 for i, t in enumerate(ids)})
+    new = scorer_from({t: 1 - i / 60 for i, t in enumerate(ids)})
+    warm = Catalog(titles)
+    with_old = pages(warm, states, old, None)
+    with_new = pages(warm, states, new, None)
+    assert with_new == pages(Catalog(titles), states, new, None)
+
+    def top_picks(p: dict) -> list[str]:
+        return [i["title_id"] for r in p["rows"] if r["kind"] == "top_picks" for i in r["items"]]
+
+    assert top_picks(with_old[0]) and top_picks(with_old[0]) != top_picks(with_new[0])
+
+
+def test_a_titles_base_item_follows_title_item() -> None:
+    t = synthetic_catalog(1, seed=1)[0]
+    base = {t.title_id: title_item(t, 0.0)}
+    items = _row_items(base, [(t, 0.1234565)], lambda _: {"resume_position_s": 12.0})
+    assert items == [title_item(t, 0.1234565, resume_position_s=12.0)]
+    assert list(items[0]) == list(title_item(t, 0.1234565, resume_position_s=12.0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(scores=st.lists(st.one_of(
+    st.floats(-2.0, 2.0, allow_nan=False),
+    st.integers(-2_000_000, 2_000_000).map(lambda n: (n + 0.5) / 1e6),  # halfway cases
+    st.sampled_from([0.0, -0.0, 1e-7, -1e-7, 5e-7, 0.0000015, 1.0, np.float64(0.3333335)])),
+    min_size=1, max_size=40))
+def test_batched_rounding_equals_round(scores: list[float]) -> None:
+    t: Title = synthetic_catalog(1, seed=2)[0]
+    base = {t.title_id: title_item(t, 0.0)}
+    got = [i["score"] for i in _row_items(base, [(t, s) for s in scores], None)]
+    want = [round(float(s), 6) for s in scores]
+    assert [(g, str(g)) for g in got] == [(w, str(w)) for w in want]
+
+
+def test_equal_relevance_ranks_by_id_after_titles_are_added() -> None:
+    def title(tid: str) -> Title:
+        return Title(title_id=tid, name=tid, genres=["Drama"], maturity_rating="PG",
+                     release_date=dt.date(2020, 1, 1), duration_s=60.0,
+                     artwork=[Artwork(artwork_id=f"{tid}-a", url="u")])
+
+    catalog = Catalog([title(t) for t in ("t3", "t1", "t2")])
+
+    def popular_picks() -> list[str]:  # one row (Popular Drama) of titles all as relevant
+        page = assemble_page(None, catalog, [], None, PageConfig(), "US", NOW)
+        return [i["title_id"] for r in page["rows"] for i in r["items"]]
+
+    assert popular_picks() == ["t1", "t2", "t3"]
+    catalog.upsert(title("t0"))
+    catalog.upsert(title("t25"))
+    assert popular_picks() == ["t0", "t1", "t2", "t25", "t3"]
