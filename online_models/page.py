@@ -270,7 +270,7 @@ def content_neighbors(catalog: Catalog, title_id: str, k: int = 100) -> list[tup
 
 
 def _similar_fast(catalog: Catalog, seed: str, cowatch: CoWatchSimilarity | None, k: int,
-                  allowed: set[str], exclude: set[str]) -> list[tuple[str, float]]:
+                  allowed: Collection[str], exclude: set[str]) -> list[tuple[str, float]]:
     """Like :func:`~online_models.similarity.similar_titles` over the allowed titles, with
     cached content neighbours."""
     out = [(t, s) for t, s in (cowatch.most_similar(seed, 2 * k, exclude=exclude)
@@ -287,7 +287,7 @@ def _similar_fast(catalog: Catalog, seed: str, cowatch: CoWatchSimilarity | None
 
 
 def _more_like(catalog: Catalog, seed: str, cowatch: CoWatchSimilarity | None, k: int,
-               allowed: set[str], exclude: set[str]) -> list[tuple[str, float]]:
+               allowed: Collection[str], exclude: set[str]) -> list[tuple[str, float]]:
     """More Like X: titles sharing genres or cast with ``seed``, scored
     ``0.6 x content similarity + 0.4 x co-watch similarity`` (relative to the seed's best
     co-watched title); co-watched titles count only when they share a genre with ``seed``.
@@ -461,7 +461,7 @@ class _Rows:
     """The candidate rows of one page as they are built: ranking by the member's relevance
     and a row's utility (see :func:`candidate_rows`)."""
 
-    def __init__(self, rel: dict[str, float], allowed_ids: set[str], engaged: set[str],
+    def __init__(self, rel: dict[str, float], allowed_ids: Collection[str], engaged: set[str],
                  depth: int, weights: Mapping[str, float]) -> None:
         self.rel, self.allowed, self.engaged = rel, allowed_ids, engaged
         self.depth, self.weights = depth, weights
@@ -522,7 +522,8 @@ class _Rows:
                                       weight=weight, rels=rels if quality is None else None))
 
 
-def candidate_rows(state: ProfileState | None, catalog: Catalog, allowed_ids: set[str],
+def candidate_rows(state: ProfileState | None, catalog: Catalog,
+                   allowed_ids: set[str] | frozenset[str],
                    rel: dict[str, float], trending: Sequence[tuple[str, float]],
                    cowatch: CoWatchSimilarity | None, config: PageConfig, country: str,
                    now_ms: int, order: list[tuple[float, str]] | None = None
@@ -644,6 +645,22 @@ def _id_ranks(catalog: Catalog) -> np.ndarray:
     return catalog.derived(("id-ranks",), build)
 
 
+def _allowed(catalog: Catalog, mask: np.ndarray
+             ) -> tuple[np.ndarray, list[str], frozenset[str]]:
+    """The allowed titles of ``mask`` (one of :meth:`Rules.allowed_mask`'s cached masks) as
+    catalog positions, ids and a set of ids, cached with it (the entry lives and goes with
+    the catalog version that holds the mask, so its ``id`` is never another mask's)."""
+
+    def build() -> tuple[np.ndarray, list[str], frozenset[str]]:
+        idx = np.flatnonzero(mask)
+        idx.flags.writeable = False  # shared by every page of the mask
+        ids = catalog.arrays().ids
+        allowed_ids = [ids[i] for i in idx.tolist()]
+        return idx, allowed_ids, frozenset(allowed_ids)
+
+    return catalog.derived(("allowed-ids", id(mask)), build)
+
+
 def assemble_page(state: ProfileState | None, catalog: Catalog,
                   trending: Sequence[tuple[str, float]], scorer: Scorer | None,
                   config: PageConfig, country: str, now_ms: int,
@@ -657,21 +674,19 @@ def assemble_page(state: ProfileState | None, catalog: Catalog,
     meta = meta or ProfileMeta()
     rules = config.rules
     arr = catalog.arrays()
-    idx = np.flatnonzero(rules.allowed_mask(catalog, meta, country))
+    idx, allowed_ids, allowed_set = _allowed(catalog, rules.allowed_mask(catalog, meta, country))
     src = popular if popular else trending
     top = src[0][1] if src and src[0][1] > 0 else 1.0
     popularity = {t: s / top for t, s in src}
     rel_arr = relevance_indexed(state, arr, idx, popularity, scorer, now_ms, config, cowatch)
     if state is not None and rules.impression_discount < 1.0:
         discount_ignored(rel_arr, idx, arr, state, rules.impression_discount)
-    ids = arr.ids
-    allowed_ids = [ids[i] for i in idx.tolist()]
     rels = rel_arr.tolist()
     rel = dict(zip(allowed_ids, rels, strict=True))
     # the allowed titles by relevance, ties by id: what sorting (-relevance, id) gives
     ranked = np.lexsort((_id_ranks(catalog)[idx], -rel_arr)).tolist()
     order = [(-rels[j], allowed_ids[j]) for j in ranked]
-    cands = candidate_rows(state, catalog, set(allowed_ids), rel, trending, cowatch, config,
+    cands = candidate_rows(state, catalog, allowed_set, rel, trending, cowatch, config,
                            country, now_ms, order)
     min_items = min(rules.min_row_items, config.row_length)
     visible = min(rules.visible_columns, config.row_length)
