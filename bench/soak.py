@@ -375,7 +375,11 @@ def impressions_per_page(base: str, r: Any, settings: Any, profiles: list[str],
     for pid in profiles[:pages]:
         with urllib.request.urlopen(f"{base}/v1/homepage/{pid}", timeout=10) as resp:
             resp.read()
-    time.sleep(1.0)  # the server's impressions producer lingers before it sends
+    deadline = time.monotonic() + 60.0  # the server's producer connects on its first page
+    while _applied(r, settings) == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _applied(r, settings) == before:
+        raise RuntimeError(f"the worker applied no impression of {pages} pages in 60 s")
     _settles(r, settings, 30.0)
     return (_applied(r, settings) - before) / pages
 
