@@ -2,8 +2,9 @@
 
 The bench's simulated backlog, encoded as the players' messages, goes through
 :class:`~streams.processor.EventProcessor` on an in-memory store in batches; prints one JSON
-line with the events per CPU second of that step, the pages it wrote and what the cyclic
-collector cost (CPU seconds inside collections, collections per generation). CPU time, not
+line with the events per CPU second of that step, the pages it wrote, the CPU seconds spent
+assembling them and what the cyclic collector cost (CPU seconds inside collections,
+collections per generation). CPU time, not
 wall time, so the numbers hold on a machine other work shares: compare ``--gc`` settings
 or code versions with it, a few runs each.
 
@@ -19,7 +20,7 @@ import asyncio
 import gc
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from homestream.player.cli import positive_int
@@ -82,12 +83,16 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             in_gc["collections"][info["generation"]] += 1
 
     gc.callbacks.append(timed)
+    restore, in_pages = _count_page_cpu()
     t0 = time.process_time()
-    for i in range(0, len(measured), args.batch):
-        await proc.process(measured[i:i + args.batch])
-    await proc.flush_pages(final=True)
-    cpu = time.process_time() - t0
-    gc.callbacks.remove(timed)
+    try:
+        for i in range(0, len(measured), args.batch):
+            await proc.process(measured[i:i + args.batch])
+        await proc.flush_pages(final=True)
+    finally:
+        cpu = time.process_time() - t0
+        gc.callbacks.remove(timed)
+        restore()
     after = await store.counters()
     applied = after.get("events_applied", 0) - before.get("events_applied", 0)
     return {
@@ -95,7 +100,32 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "events_per_cpu_s": round(applied / cpu) if cpu else None,
         "pages": after.get("pages_written", 0) - before.get("pages_written", 0),
         "gc_cpu_s": round(in_gc["cpu_s"], 3), "gc_collections": in_gc["collections"],
+        "page_cpu_s": round(in_pages[0], 3),
+        "ms_per_page": round(1000 * in_pages[0] / in_pages[1], 3) if in_pages[1] else None,
     }
+
+
+def _count_page_cpu() -> tuple[Callable[[], None], list[float]]:
+    """Time every page the renderer assembles (CPU seconds, pages) until the returned
+    function puts the renderer's ``assemble_page`` back."""
+    from streams import render
+
+    assemble = render.assemble_page
+    totals = [0.0, 0]
+
+    def timed_page(*args: Any, **kwargs: Any) -> Any:
+        t = time.process_time()
+        try:
+            return assemble(*args, **kwargs)
+        finally:
+            totals[0] += time.process_time() - t
+            totals[1] += 1
+
+    def restore() -> None:
+        render.assemble_page = assemble
+
+    render.assemble_page = timed_page
+    return restore, totals
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

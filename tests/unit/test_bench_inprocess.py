@@ -1,4 +1,5 @@
-"""The in-process measurement of the worker's batch step applies every simulated event."""
+"""The in-process measurement of the worker's batch step applies every simulated event and
+times the pages it assembles."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import gc
 import pytest
 
 from bench.inprocess import measure, parse_args
+from online_models.page import assemble_page
+from streams import render
 
 
 @pytest.mark.parametrize("gc_mode", ["default", "worker"])
@@ -24,6 +27,9 @@ def test_every_measured_event_is_applied_and_the_collector_is_accounted(gc_mode:
     assert out["messages"] >= 200  # at most two events a message
     assert out["pages"] > 0 and out["events_per_cpu_s"] > 0
     assert len(out["gc_collections"]) == 3 and out["gc_cpu_s"] >= 0.0
+    # the pages' assembly is timed within the step, and the renderer is left as it was
+    assert 0.0 < out["page_cpu_s"] <= out["cpu_s"] and out["ms_per_page"] > 0.0
+    assert render.assemble_page is assemble_page
 
 
 def test_a_negative_warm_up_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
