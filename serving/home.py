@@ -165,17 +165,24 @@ def impression_country(requested: str | None, page: Page) -> str:
 # -- compiled pages -------------------------------------------------------------------------
 #: Compiled pages kept between two :func:`settle_heap` calls.
 FREEZE_EVERY = 256
+#: The cyclic collector's thresholds in a server process (Python's default: 700, 10, 10).
+#: What a compiled page keeps between requests (decisions per context, a returning member's
+#: parsed assignments) is made after its page was frozen; with the defaults the oldest
+#: generation was walked every ~4 s under load, a 6-12 ms pause each time (measured with
+#: ``gc.callbacks`` in the server of a ``python -m bench.serving`` return pass).
+GC_THRESHOLDS = (20_000, 20, 100)
 
 
 def settle_heap() -> None:
-    """Collect the young generations and move every object alive to the collector's
-    permanent generation (``gc.freeze``): compiled pages live long and hold many containers,
-    and full collections walking them again and again cost a third of a server's CPU and
-    its p99 (measured by ``python -m bench.serving`` with the collector off). Frozen
-    objects are still freed by reference counting when a page is dropped; only cyclic
-    garbage among them would wait (compiled pages make none)."""
+    """Collect the young generations, move every object alive to the collector's permanent
+    generation (``gc.freeze``) and set :data:`GC_THRESHOLDS`: compiled pages live long and
+    hold many containers, and full collections walking them again and again cost a third
+    of a server's CPU and its p99 (measured by ``python -m bench.serving`` with the
+    collector off). Frozen objects are still freed by reference counting when a page is
+    dropped; only cyclic garbage among them would wait (compiled pages make none)."""
     gc.collect(1)
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 
