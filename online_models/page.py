@@ -401,8 +401,8 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
                     head = heads.get(id(c))
                     if head is None or not head.isdisjoint(shown):
                         heads[id(c)] = _rescore(c, used)
-        if best.kind == RowKind.CONTINUE_WATCHING:
-            continue  # a functional row: it does not make recommendation rows redundant
+        if best.kind == RowKind.CONTINUE_WATCHING or len(chosen) >= max_rows:
+            continue  # a functional row does not make recommendation rows redundant
         for c in left:
             max_sim[id(c)] = max(max_sim[id(c)], row_similarity(c, best, catalog))
     return chosen
