@@ -380,7 +380,7 @@ def impressions_per_page(base: str, r: Any, settings: Any, profiles: list[str],
         time.sleep(0.2)
     if _applied(r, settings) == before:
         raise RuntimeError(f"the worker applied no impression of {pages} pages in 60 s")
-    _settles(r, settings, 30.0)
+    _settles(r, settings, 30.0, quiet_s=5.0)  # the server's producer may send in bursts
     return (_applied(r, settings) - before) / pages
 
 
@@ -400,8 +400,8 @@ def report_of(start: dict[str, Any], end: dict[str, Any], errors: list[str],
             "passed": not errors and all(g < MAX_GROWTH for g in grown.values())}
 
 
-def _settles(r: Any, settings: Any, timeout_s: float) -> bool:
-    """Whether the worker's applied count stops moving (3 s unchanged) within
+def _settles(r: Any, settings: Any, timeout_s: float, quiet_s: float = 3.0) -> bool:
+    """Whether the worker's applied count stops moving (``quiet_s`` unchanged) within
     ``timeout_s``: it kept up with the load."""
     deadline = time.monotonic() + timeout_s
     last, since = _applied(r, settings), time.monotonic()
@@ -410,7 +410,7 @@ def _settles(r: Any, settings: Any, timeout_s: float) -> bool:
         now = _applied(r, settings)
         if now != last:
             last, since = now, time.monotonic()
-        elif time.monotonic() - since >= 3.0:
+        elif time.monotonic() - since >= quiet_s:
             return True
     return False
 
