@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -30,6 +31,26 @@ log = logging.getLogger(__name__)
 
 #: Members whose assignments one round trip writes (:meth:`AssignmentWriter._write_mux`).
 WRITE_CHUNK = 32
+#: A member's hash past its cap is trimmed to this share of it (not at every write).
+TRIM_TO = 0.75
+
+
+def oldest_titles(flat: Sequence[bytes], keep: int) -> list[bytes]:
+    """The titles of a stored assignments hash (``HGETALL``'s title, JSON, ... reply) beyond
+    the ``keep`` most recently chosen; values that do not parse count as the oldest.
+
+    >>> flat = [b"a", b'{"chosen_at_ms":3}', b"b", b'{"chosen_at_ms":9}', b"c", b"?"]
+    >>> oldest_titles(flat, 1)
+    [b'a', b'c']
+    """
+    def chosen_at(value: bytes) -> float:
+        try:
+            return float(orjson.loads(value).get("chosen_at_ms") or 0)
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            return -math.inf
+    ordered = sorted(zip(flat[::2], flat[1::2], strict=True), key=lambda tv: chosen_at(tv[1]),
+                     reverse=True)
+    return [title for title, _ in ordered[max(keep, 0):]]
 
 
 class Assignments(Protocol):
@@ -65,8 +86,12 @@ class AssignmentWriter:
     """Batches the assignment writes of many requests (see the module doc)."""
 
     def __init__(self, store: PipelineStore, mux: RedisMux | None = None,
-                 ttl_s: float = 0.0) -> None:
+                 ttl_s: float = 0.0, max_titles: int = 0) -> None:
         self.store = store
+        #: Most titles a member's hash keeps (0: no cap): past it the oldest decisions are
+        #: dropped down to :data:`TRIM_TO` of it (those titles are drawn again when shown).
+        self.max_titles = max_titles
+        self.trimmed = 0
         #: A member's assignments expire this long after their last write (0: never): all
         #: of them are past their sticky period by then, and a member who does not come back
         #: leaves nothing behind.
@@ -116,7 +141,8 @@ class AssignmentWriter:
                 pipe = self.store.client.pipeline(transaction=False)
                 for command in self._commands(self.store.prefix, batch):
                     pipe.execute_command(*command)
-                await pipe.execute()
+                if over := self._over_cap(list(batch), await pipe.execute()):
+                    await self._trim(self.store.prefix, over)
             else:  # the in-memory store of tests and tools
                 for profile_id, queued in batch.items():
                     args = _args(queued)
@@ -131,7 +157,7 @@ class AssignmentWriter:
 
     def _commands(self, prefix: str, batch: dict[str, list[Assignments]]
                   ) -> list[tuple[Any, ...]]:
-        """One ``HSET`` per member (and its ``EXPIRE`` with a TTL)."""
+        """One ``HSET`` per member (and its ``EXPIRE`` with a TTL, its ``HLEN`` with a cap)."""
         ttl = int(self.ttl_s)
         out: list[tuple[Any, ...]] = []
         for pid, queued in batch.items():
@@ -139,7 +165,50 @@ class AssignmentWriter:
             out.append((b"HSET", key, *_args(queued)))
             if ttl > 0:
                 out.append((b"EXPIRE", key, ttl))
+            if self.max_titles > 0:
+                out.append((b"HLEN", key))
         return out
+
+    @property
+    def _per_member(self) -> int:
+        """Commands written per member."""
+        return 1 + (int(self.ttl_s) > 0) + (self.max_titles > 0)
+
+    def _over_cap(self, members: list[str], replies: list[Any]) -> list[str]:
+        """The members whose ``HLEN`` reply (the last of each member's commands) is over
+        the cap."""
+        if self.max_titles <= 0:
+            return []
+        n = self._per_member
+        return [pid for pid, length in zip(members, replies[n - 1::n], strict=True)
+                if isinstance(length, int) and length > self.max_titles]
+
+    async def _trim(self, prefix: str, members: list[str]) -> None:
+        """Drop the oldest assignments of ``members`` down to :data:`TRIM_TO` of the cap
+        (one round trip to read the hashes, one to delete)."""
+        names = [keys.artwork_key(prefix, pid) for pid in members]
+        keep = int(self.max_titles * TRIM_TO)
+        if self.mux is not None:
+            hashes = await self.mux.execute_many([(b"HGETALL", k) for k in names])
+        else:
+            assert isinstance(self.store, RedisStore)
+            pipe = self.store.client.pipeline(transaction=False)
+            for k in names:
+                pipe.hgetall(k)
+            hashes = [[x for tv in h.items() for x in tv] if isinstance(h, dict) else h
+                      for h in await pipe.execute()]
+        deletes = [(b"HDEL", k, *old) for k, flat in zip(names, hashes, strict=True)
+                   if isinstance(flat, list) and (old := oldest_titles(flat, keep))]
+        if not deletes:
+            return
+        if self.mux is not None:
+            replies = await self.mux.execute_many(deletes)
+        else:
+            pipe = self.store.client.pipeline(transaction=False)
+            for command in deletes:
+                pipe.execute_command(*command)
+            replies = await pipe.execute()
+        self.trimmed += sum(r for r in replies if isinstance(r, int))
 
     def _packed(self, prefix: str, batch: dict[str, list[Assignments]]) -> list[bytes]:
         """:meth:`_commands` in Redis's protocol, each ``HSET`` joined from its pieces."""
@@ -152,6 +221,8 @@ class AssignmentWriter:
                        + b"".join([a.resp() for a in queued]))
             if ttl > 0:
                 out.append(hiredis.pack_command((b"EXPIRE", key, ttl)))
+            if self.max_titles > 0:
+                out.append(hiredis.pack_command((b"HLEN", key)))
         return out
 
     async def _write_mux(self, mux: RedisMux, prefix: str,
@@ -159,12 +230,15 @@ class AssignmentWriter:
         """The members' commands over ``mux``, :data:`WRITE_CHUNK` members a round trip:
         Redis runs a client's pipelined commands back to back, so a burst written at once
         would hold every other client's reads for its whole length."""
-        commands = self._packed(prefix, batch)
-        step = WRITE_CHUNK * (2 if int(self.ttl_s) > 0 else 1)
-        for i in range(0, len(commands), step):
-            for reply in await mux.execute_packed(commands[i:i + step]):
+        commands, members = self._packed(prefix, batch), list(batch)
+        n = self._per_member
+        for i in range(0, len(members), WRITE_CHUNK):
+            replies = await mux.execute_packed(commands[i * n:(i + WRITE_CHUNK) * n])
+            for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
+            if over := self._over_cap(members[i:i + WRITE_CHUNK], replies):
+                await self._trim(prefix, over)
 
     async def aclose(self) -> None:
         """Write what is queued (shutdown)."""

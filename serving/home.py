@@ -169,8 +169,10 @@ FREEZE_EVERY = 256
 #: What a compiled page keeps between requests (decisions per context, a returning member's
 #: parsed assignments) is made after its page was frozen; with the defaults the oldest
 #: generation was walked every ~4 s under load, a 6-12 ms pause each time (measured with
-#: ``gc.callbacks`` in the server of a ``python -m bench.serving`` return pass).
-GC_THRESHOLDS = (20_000, 20, 100)
+#: ``gc.callbacks`` in the server of a ``python -m bench.serving`` return pass): now every
+#: 100 times as rarely. The young generations keep Python's sizes: a settle collects them,
+#: and with 20,000 / 20 they held a few hundred compiled pages' objects (a 30-50 ms pause).
+GC_THRESHOLDS = (700, 10, 1000)
 
 
 def settle_heap() -> None:
@@ -193,8 +195,9 @@ class HomeState:
     shares (:mod:`serving.redis_mux`; the writer has another)."""
 
     def __init__(self, max_plans: int, *, redis_timeout_s: float = 1.0,
-                 multiplex: bool = True) -> None:
+                 multiplex: bool = True, assignments_max: int = 0) -> None:
         self.max_plans = max_plans
+        self.assignments_max = assignments_max
         self.redis_timeout_s = redis_timeout_s
         self.multiplex = multiplex
         self.plans: OrderedDict[str, PagePlan] = OrderedDict()
@@ -239,7 +242,7 @@ class HomeState:
         if self.writer is None:
             self.writer = AssignmentWriter(store, RedisMux.for_store(store, self.redis_timeout_s)
                                            if self.mux_for(store) is not None else None,
-                                           ttl_s=ttl_s)
+                                           ttl_s=ttl_s, max_titles=self.assignments_max)
         return self.writer
 
     async def aclose(self) -> None:

@@ -177,6 +177,10 @@ class Settings(BaseSettings):
                                 "non_contextual, epsilon_greedy, lin_ucb or thompson")
     artwork_sticky_s: float = Field(7 * 24 * 3600.0, ge=0.0,
                                     description="How long a member keeps a title's artwork")
+    artwork_assignments_max: int = Field(120, ge=0, description="Most artwork assignments "
+                                         "a member keeps (0: no cap); past it the oldest "
+                                         "decisions are dropped down to three quarters of it "
+                                         "and those titles are drawn again when shown")
     artwork_rows: int = Field(3, ge=0, le=100, description="Rows of a page whose artwork "
                               "the bandit chooses (the first screen)")
     serve_plan_cache: int = Field(4096, ge=0, description="Compiled home pages kept per "

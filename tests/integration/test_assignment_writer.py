@@ -95,3 +95,30 @@ async def test_a_hung_redis_fails_the_write_counted_and_the_next_one_succeeds() 
         await mux.aclose()
         await store.close()
         srv.stop()
+
+
+@pytest.mark.parametrize("multiplexed", [True, False])
+async def test_a_member_past_the_cap_keeps_the_newest_decisions(
+        settings: Settings, multiplexed: bool) -> None:
+    store = RedisStore.from_url(settings.redis_url, settings.key_prefix)
+    mux = RedisMux.for_store(store, 1.0) if multiplexed else None
+    try:
+        writer = AssignmentWriter(store, mux, ttl_s=3600.0, max_titles=8)
+        writer.add("capped", _args({f"t{i}": {"artwork_id": "a", "chosen_at_ms": i}
+                                    for i in range(8)}), 8)
+        writer.add("small", _args({"t1": {"artwork_id": "a", "chosen_at_ms": 1}}), 1)
+        await writer.aclose()
+        assert len(await store.load_artwork("capped")) == 8 and writer.trimmed == 0
+        # two more titles: 10 > 8, trimmed to the 6 most recently chosen
+        writer.add("capped", _args({"t8": {"artwork_id": "a", "chosen_at_ms": 80},
+                                    "t9": {"artwork_id": "a", "chosen_at_ms": 9}}), 2)
+        await writer.aclose()
+        stored = await store.load_artwork("capped")
+        assert sorted(stored) == ["t4", "t5", "t6", "t7", "t8", "t9"] and writer.trimmed == 4
+        assert await store.load_artwork("small") == {"t1": {"artwork_id": "a",
+                                                            "chosen_at_ms": 1}}
+        assert writer.failed == 0
+    finally:
+        if mux is not None:
+            await mux.aclose()
+        await store.close()
