@@ -447,7 +447,8 @@ def _run_phases(args: argparse.Namespace, result: dict[str, Any], data_dir: str)
         mixed_sim = PlayerSimulator(titles, profiles, args.seed + 2, max_heartbeats=heartbeats)
         half_eps = (result.get("events_per_s") or 1000.0) / 2
         ctx = ServeContext(env, r, settings.key_prefix, pids, titles,
-                           lambda: mixed_load(settings, env, mixed_sim, half_eps))
+                           lambda: mixed_load(settings, env, mixed_sim, half_eps),
+                           args.profile_server)
         try:
             result.update(measure_serving(ctx, serve_load(args), args.http_workers, args.seed))
         except RuntimeError as exc:  # bench.serving.BenchError: no pages, wrk missing, ...

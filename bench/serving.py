@@ -453,8 +453,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=7)
     add_load_args(p, positive_int, positive_float)
     p.add_argument("--no-mixed", action="store_true", help="skip the mixed pass")
-    p.add_argument("--profile-server", type=Path, default=None, metavar="DIR",
-                   help="sample each real-server pass with py-spy into DIR/<pass>.txt")
     return p.parse_args(argv)
 
 
@@ -474,6 +472,8 @@ def add_load_args(p: argparse.ArgumentParser, positive_int: Any, positive_float:
                    help="server processes of the multi-process passes (default: CPUs)")
     p.add_argument("--min-serve-ratio", type=float, default=None)
     p.add_argument("--max-serve-p99-ratio", type=float, default=None)
+    p.add_argument("--profile-server", type=Path, default=None, metavar="DIR",
+                   help="sample each real-server pass with py-spy into DIR/<pass>.txt")
 
 
 def serve_load(args: argparse.Namespace) -> Load:
