@@ -20,6 +20,7 @@ False
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -177,16 +178,28 @@ class Rules(BaseModel):
 
     def allows_item(self, item: dict, meta: ProfileMeta, country: str | None) -> bool:
         """The same check on a materialized page item (server side, no catalog needed)."""
-        if item["title_id"] in self.blocked_titles:
-            return False
-        if MATURITY_LEVELS.index(item["maturity_rating"]) > MATURITY_LEVELS.index(
-                self.max_rating_for(meta)):
-            return False
-        if meta.kids and any(g in self.kids_blocked_genres for g in item.get("genres", ())):
-            return False
-        avail = item.get("availability") or []
-        return not (self.enforce_availability and country and country not in ("ALL", "ZZ")
-                    and avail and country not in avail)
+        return self.item_check(meta, country)(item)
+
+    def item_check(self, meta: ProfileMeta, country: str | None) -> Callable[[dict], bool]:
+        """:meth:`allows_item` for one profile and country, with what depends only on them
+        worked out once (a page's items are checked with one). Raises ``KeyError`` /
+        ``ValueError`` on an item without a title id or a known rating."""
+        blocked, levels = self.blocked_titles, MATURITY_LEVELS
+        limit = levels.index(self.max_rating_for(meta))
+        kids_genres = self.kids_blocked_genres if meta.kids else None
+        where = country if (self.enforce_availability and country
+                            and country not in ("ALL", "ZZ")) else None
+
+        def allowed(item: dict) -> bool:
+            if item["title_id"] in blocked or levels.index(item["maturity_rating"]) > limit:
+                return False
+            if kids_genres is not None and any(g in kids_genres
+                                               for g in item.get("genres", ())):
+                return False
+            avail = item.get("availability") or []
+            return not (where and avail and where not in avail)
+
+        return allowed
 
 
 def load_rules(path: str | None) -> Rules:

@@ -15,7 +15,7 @@ import gc
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -70,8 +70,12 @@ def empty_page(profile_id: str, country: str | None) -> dict[str, Any]:
 
 def item_allowed(rules: Rules, item: Any, meta: ProfileMeta, country: str | None) -> bool:
     """``rules.allows_item``, failing closed: an item without a known rating is not shown."""
+    return _fail_closed(rules.item_check(meta, country), item)
+
+
+def _fail_closed(check: Callable[[dict], bool], item: Any) -> bool:
     try:
-        return rules.allows_item(item, meta, country)
+        return check(item)
     except (KeyError, ValueError, TypeError, AttributeError):
         return False
 
@@ -79,15 +83,19 @@ def item_allowed(rules: Rules, item: Any, meta: ProfileMeta, country: str | None
 def guard_rows(rows: list[PageRow], rules: Rules, meta: ProfileMeta,
                country: str | None) -> list[PageRow]:
     """Serve-time guardrails: drop items ``rules`` do not allow for ``meta`` in ``country``
-    (no country: availability is not checked) and rows left without items. Input is not
-    mutated."""
+    (no country: availability is not checked) and rows left without items, failing closed
+    like :func:`item_allowed`. Input is not mutated."""
+    check = rules.item_check(meta, country)
     out = []
     for row in rows:
-        items = [it for it in row.get("items") or () if item_allowed(rules, it, meta, country)]
-        if items:
-            out.append({**row, "items": items})
+        items = row.get("items") or ()
+        try:
+            kept = list(filter(check, items))
+        except (KeyError, ValueError, TypeError, AttributeError):  # a malformed item
+            kept = [it for it in items if _fail_closed(check, it)]
+        if kept:
+            out.append({**row, "items": kept})
     return out
-
 
 
 def is_continue_watching(row: PageRow) -> bool:

@@ -15,6 +15,7 @@ parsing, no per-item encoding. Pure: no I/O.
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 import math
 import operator
@@ -40,8 +41,6 @@ _MARK = "__homestream_artwork_slot__"
 _MARK_BYTES = b',"' + _MARK.encode() + b'":0'
 #: Impressions of an item without a server decision carry this propensity.
 MATERIALIZED_PROPENSITY = 1.0
-#: Parts of one impression in the Avro template (see :meth:`PagePlan._avro_template`).
-_PARTS = 7
 REQUEST_ID_LEN = 32
 
 
@@ -179,7 +178,7 @@ class Decisions:
     #: The whole impressions message as fixed parts with a hole between each two (the odd
     #: indexes, empty here), and what fills the holes from a request's values
     #: ``[request id, time + request id, artwork fields of each logged slot...]``
-    #: (:meth:`PagePlan._avro_layout`).
+    #: (:meth:`PagePlan._avro_template`).
     avro_parts: list[bytes]
     avro_holes: Callable[[Sequence[bytes]], Sequence[bytes]]
     #: When they were made (ms).
@@ -221,6 +220,37 @@ def interleave(outer: Sequence[bytes], inner: Sequence[bytes]) -> bytes:
     return b"".join(parts)
 
 
+def _no_holes(values: Sequence[bytes]) -> Sequence[bytes]:
+    return ()
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _position_pieces(branch: int, r: int, c: int) -> tuple[bytes, str, bytes, bytes]:
+    """The fixed Avro pieces of the impression at row ``r``, column ``c``: union branch and
+    event-id length, the event-id suffix (as text and bytes) and the row and column."""
+    suffix = f"-{r}-{c}"
+    return (long_bytes(branch) + long_bytes(REQUEST_ID_LEN + len(suffix)), suffix,
+            suffix.encode(), long_bytes(r) + long_bytes(c))
+
+
+def _stored_art(artwork_id: Any, propensity: Any, policy: Any, version: Any) -> bytes:
+    """The artwork fields of an impression whose artwork the worker chose (kept per value:
+    the same titles recur on every page)."""
+    try:
+        return _stored_art_cached(artwork_id, propensity, policy, version)
+    except TypeError:  # an unhashable value in a malformed item: encode it as it is
+        return _stored_art_bytes(artwork_id, propensity, policy, version)
+
+
+def _stored_art_bytes(artwork_id: Any, propensity: Any, policy: Any, version: Any) -> bytes:
+    return (string_bytes(str(artwork_id or "")) + double_bytes(float(propensity or
+                                                                     MATERIALIZED_PROPENSITY))
+            + string_bytes(str(policy or MATERIALIZED_POLICY)) + long_bytes(int(version or 0)))
+
+
+_stored_art_cached = functools.lru_cache(maxsize=1 << 14)(_stored_art_bytes)
+
+
 @dataclass(slots=True)
 class PagePlan:
     """A page as served to one profile, compiled for splicing (see the module doc).
@@ -240,10 +270,15 @@ class PagePlan:
     variant: str
     json_segments: list[bytes]
     tail_source: bytes
-    avro_head: bytes
-    avro_parts: list[bytes]
-    #: Parts index of each impression whose tail carries the policy's context.
-    context_tails: list[int]
+    #: The impressions message as fixed segments, one before each hole of a request's
+    #: values (:meth:`_avro_template`); the segments that end an impression are empty here.
+    avro_fixed: list[bytes]
+    #: Per impression: the index of the segment that ends it, what comes before and after
+    #: its tail (variant, device, country, context) and whether the tail has the context.
+    avro_tails: list[tuple[int, bytes, bytes, bool]]
+    #: What fills the holes from a request's values ``[request id, time + request id,
+    #: artwork fields of each logged slot...]``.
+    avro_holes: Callable[[Sequence[bytes]], Sequence[bytes]]
     impression_ids: list[str]
     #: Items that cannot be logged (no title or row id): event-id suffix and reason.
     invalid: list[tuple[str, str]]
@@ -284,81 +319,69 @@ class PagePlan:
         plan = cls(profile_id, source, key, slots,
                    page_context if isinstance(page_context, dict) else {}, country,
                    impression_country, variant, segments,
-                   b',"source":' + orjson.dumps(source) + b"}", b"", [], [], [], [], True,
-                   has_continue_watching)
+                   b',"source":' + orjson.dumps(source) + b"}", [], [], _no_holes, [], [],
+                   True, has_continue_watching)
         plan.slot_keys = [s.key for s in slots]
         plan.slot_resp = list(map(bulk_string, plan.slot_keys))
         plan._avro_template(page["rows"], codec)
         return plan
 
     def _avro_template(self, rows: Sequence[PageRow], codec: AvroCodec) -> None:
-        """Impressions as parts, ``_PARTS`` per item: branch and event-id length, request
-        id, the rest of the event id and the profile, time and request id, title/row/position,
-        artwork fields, tail (variant, device, country, context). The request's parts are
-        filled per request, the tails and fixed artwork fields per :class:`Decisions`."""
-        branch = long_bytes(codec.batch_branch(Impression.schema_name))
+        """The impressions message as fixed segments with holes for a request's fields: per
+        impression, the branch and event-id length, [request id], the rest of the event id
+        and the profile, [time and request id], title/row/position and the stored artwork
+        fields, [the artwork fields drawn, for a slot], then its tail, filled per
+        :class:`Decisions` (:meth:`decisions`). Pieces that recur on every page (a
+        position's event-id suffix, a row's id, an item's stored artwork fields) come from
+        caches shared by every plan."""
+        branch = codec.batch_branch(Impression.schema_name)
         profile = string_bytes(self.profile_id)
         slot_at = {s.position: s for s in self.slots}
-        parts: list[bytes] = []
-        index = 0
+        fixed: list[bytes] = [b""]
+        tails: list[tuple[int, bytes, bytes, bool]] = []
+        kinds: list[int] = []
+        ids, after, logged = self.impression_ids, b"", 0
         for r, row in enumerate(rows):
             row_id = row.get("row_id")
+            row_ok = isinstance(row_id, str) and bool(row_id)
+            row_piece = string_bytes(row_id) if row_ok else b""
             for c, item in enumerate(row.get("items") or ()):
                 title_id = item.get("title_id")
-                suffix = f"-{r}-{c}"
-                if not (isinstance(title_id, str) and title_id and isinstance(row_id, str)
-                        and row_id):
+                head, suffix, suffix_bytes, position = _position_pieces(branch, r, c)
+                if not (row_ok and isinstance(title_id, str) and title_id):
                     self.invalid.append((suffix, f"invalid impression at row {r} column {c}: "
                                          f"title_id={title_id!r} row_id={row_id!r}"))
                     continue
+                if tails:  # the previous impression's tail is followed by this one's head
+                    k, before, _, ctx = tails[-1]
+                    tails[-1] = (k, before, head, ctx)
+                else:
+                    after = head
+                kinds += (0, 1)
+                fixed += (suffix_bytes + profile, string_bytes(title_id) + row_piece + position)
                 slot = slot_at.get((r, c))
-                if slot is not None:
-                    slot.impression = index
-                if slot is not None or "policy" in item:
-                    self.context_tails.append(len(parts) + 6)
-                fixed = b"" if slot is not None else (
-                    string_bytes(str(item.get("artwork_id") or ""))
-                    + double_bytes(float(item.get("propensity") or MATERIALIZED_PROPENSITY))
-                    + string_bytes(str(item.get("policy") or MATERIALIZED_POLICY))
-                    + long_bytes(int(item.get("policy_version") or 0)))
-                parts += [branch + long_bytes(REQUEST_ID_LEN + len(suffix)), b"",
-                          suffix.encode() + profile, b"",
-                          string_bytes(title_id) + string_bytes(row_id) + long_bytes(r)
-                          + long_bytes(c), fixed, b""]
-                self.impression_ids.append(suffix)
-                index += 1
-        self.avro_parts = parts
+                if slot is None:
+                    fixed[-1] += _stored_art(item.get("artwork_id"), item.get("propensity"),
+                                             item.get("policy"), item.get("policy_version"))
+                else:
+                    slot.impression = len(ids)
+                    kinds.append(2 + logged)
+                    logged += 1
+                    fixed.append(b"")
+                tails.append((len(fixed) - 1, fixed[-1], b"", slot is not None or "policy" in item))
+                fixed[-1] = b""
+                ids.append(suffix)
+        head = codec.header(BATCH_SCHEMA) + profile + array_block_header(len(ids))
+        fixed[0] = head + after
+        if tails:
+            k, before, _, ctx = tails[-1]
+            tails[-1] = (k, before, b"\x00", ctx)  # the end of the events array
+        else:
+            fixed[0] += b"\x00"
+        self.avro_fixed, self.avro_tails = fixed, tails
+        self.avro_holes = (operator.itemgetter(*kinds) if len(kinds) > 1
+                           else lambda values: [values[k] for k in kinds])
         self.all_slots_logged = all(s.impression >= 0 for s in self.slots)
-        self.avro_head = (codec.header(BATCH_SCHEMA) + profile
-                          + array_block_header(index))
-
-    def _avro_layout(self, parts: list[bytes]
-                     ) -> tuple[list[bytes], Callable[[Sequence[bytes]], Sequence[bytes]]]:
-        """The message of ``parts`` (one context's template) as fixed parts with holes for
-        the request's fields (:attr:`Decisions.avro_parts`): a request fills the holes with
-        one C-level lookup and one join."""
-        logged = {s.impression: j for j, s in enumerate(
-            s for s in self.slots if s.impression >= 0)}
-        fixed = [self.avro_head]   # fixed[i] comes before hole i
-        kinds: list[int] = []      # hole i is filled with values[kinds[i]]
-        for i in range(len(parts) // _PARTS):
-            at = i * _PARTS
-            fixed[-1] += parts[at]                     # branch, event-id length
-            kinds += (0, 1)                            # request id | time, request id
-            fixed += (parts[at + 2], parts[at + 4])    # event-id suffix, profile | title...
-            j = logged.get(i)
-            if j is None:
-                fixed[-1] += parts[at + 5]             # the item's own artwork fields
-            else:
-                kinds.append(2 + j)                    # the request's artwork fields
-                fixed.append(b"")
-            fixed[-1] += parts[at + 6]                 # variant, device, country, context
-        fixed[-1] += b"\x00"                           # end of the events array
-        layout = [b""] * (2 * len(fixed) - 1)
-        layout[::2] = fixed
-        if len(kinds) > 1:
-            return layout, operator.itemgetter(*kinds)
-        return layout, lambda values: [values[k] for k in kinds]
 
     # -- per context ---------------------------------------------------------------------------
     def decisions(self, policy: ArtworkPolicy, device: str, now_ms: int,
@@ -390,19 +413,19 @@ class PagePlan:
                            for a, q in p.items()])
         tail = (string_bytes(self.variant) + string_bytes(device)
                 + string_bytes(self.impression_country))
-        parts = self.avro_parts.copy()
-        parts[6::_PARTS] = [tail + b"\x00"] * (len(parts) // _PARTS)
-        with_context = tail + string_bytes(orjson.dumps(context).decode())
-        for i in self.context_tails:
-            parts[i] = with_context
-        avro_parts, avro_holes = self._avro_layout(parts)
+        plain, with_context = tail + b"\x00", tail + string_bytes(orjson.dumps(context).decode())
+        fixed = self.avro_fixed.copy()
+        for k, before, after, ctx in self.avro_tails:
+            fixed[k] = before + (with_context if ctx else plain) + after
+        avro_parts = [b""] * (2 * len(fixed) - 1)
+        avro_parts[::2] = fixed
         for old in [k for k, d in self._decisions.items()  # another version's, past their age
                     if d.policy_ref() is not policy and now_ms - d.made_at_ms >= max_age_ms]:
             del self._decisions[old]
         if len(self._decisions) > 64:
             self._decisions.clear()
         found = self._decisions[key] = Decisions(weakref.ref(policy), policy.version, context,
-                                                 cumulative, pieces, avro_parts, avro_holes,
+                                                 cumulative, pieces, avro_parts, self.avro_holes,
                                                  now_ms)
         return found
 

@@ -59,6 +59,7 @@ __all__ = [
     "Context",
     "argmax_shares",
     "check_arms",
+    "greedy_matrix",
     "greedy_with_exploration",
     "mix_with_uniform",
     "monte_carlo_rng",
@@ -151,6 +152,35 @@ def greedy_with_exploration(scores: Sequence[float], epsilon: float) -> list[flo
     return mix_with_uniform(greedy, epsilon)
 
 
+def greedy_matrix(scores: np.ndarray, sizes: Sequence[int], epsilon: float
+                  ) -> np.ndarray | None:
+    """:func:`greedy_with_exploration` of several groups at once: ``scores`` holds every
+    group's scores in order (``sizes`` says how many each), the result is a
+    ``(groups, max size)`` matrix, zero past each group's size, with the same numbers bit
+    for bit (the same operations in the same order). ``None`` when a score is NaN: the
+    caller then asks group by group, as before.
+
+    >>> greedy_matrix(np.array([0.2, 0.5, 0.5, 1.0]), [3, 1], 0.3).round(6).tolist()
+    [[0.1, 0.45, 0.45], [1.0, 0.0, 0.0]]
+    """
+    if np.isnan(scores).any():
+        return None
+    sizes_a = np.asarray(sizes, dtype=np.intp)
+    n_groups, width = len(sizes_a), int(sizes_a.max())
+    row = np.repeat(np.arange(n_groups), sizes_a)
+    col = np.arange(len(scores)) - np.repeat(np.cumsum(sizes_a) - sizes_a, sizes_a)
+    padded = np.full((n_groups, width), -np.inf)
+    padded[row, col] = scores
+    best = padded.max(axis=1)
+    tol = TIE_TOLERANCE * np.maximum(1.0, np.abs(best))
+    greedy = np.zeros((n_groups, width))
+    greedy[row, col] = best[row] - scores <= tol[row]
+    count = greedy.sum(axis=1)[:, None]
+    out = np.zeros((n_groups, width))
+    out[row, col] = ((1.0 - epsilon) * greedy / count + epsilon / sizes_a[:, None])[row, col]
+    return out
+
+
 def argmax_shares(samples: np.ndarray) -> np.ndarray:
     """Share of columns in which each row holds the maximum, for a ``(K, n)`` sample matrix:
     the Monte Carlo estimate of each arm's probability of being the best.
@@ -235,9 +265,10 @@ class ArtworkPolicy(river_base.Base, abc.ABC):
         return self._normalized(arms, self._propensities(context, arms))
 
     def _propensities_many(self, context: Context,
-                           groups: list[list[Arm]]) -> list[Sequence[float]]:
+                           groups: list[list[Arm]]) -> list[Sequence[float]] | np.ndarray:
         """Unnormalized propensities of every group; policies over one shared reward model
-        override this to score all groups in one matrix step."""
+        override this to score all groups in one matrix step, and may answer with a
+        ``(groups, max size)`` matrix, zero past each group's size (:func:`greedy_matrix`)."""
         return [self._propensities(context, arms) for arms in groups]
 
     def propensities_many(self, context: Context,
@@ -248,8 +279,30 @@ class ArtworkPolicy(river_base.Base, abc.ABC):
         checked = [check_arms(arms) for arms in groups]
         if not checked:
             return []
+        raw = self._propensities_many(context, checked)
+        if isinstance(raw, np.ndarray):
+            return self._normalized_matrix(checked, raw)
         return [self._normalized(arms, probs) for arms, probs
-                in zip(checked, self._propensities_many(context, checked), strict=True)]
+                in zip(checked, raw, strict=True)]
+
+    def _normalized_matrix(self, groups: list[list[Arm]], raw: np.ndarray
+                           ) -> list[dict[str, float]]:
+        """:meth:`_normalized` of every row of ``raw`` (one group a row, zero-padded): the
+        same numbers, each total summed left to right as ``sum`` does."""
+        sizes = np.fromiter(map(len, groups), np.intp, len(groups))
+        valid = np.arange(raw.shape[1]) < sizes[:, None]
+        total = raw[:, 0].copy()
+        for j in range(1, raw.shape[1]):
+            total += raw[:, j]  # zero padding leaves a total as it is
+        if not (((raw > 0.0) & np.isfinite(raw)) | ~valid).all() or not np.isfinite(total).all():
+            bad = next(i for i in range(len(groups)) if not (
+                ((raw[i] > 0.0) & np.isfinite(raw[i])) | ~valid[i]).all()
+                or not math.isfinite(total[i]))
+            raise RuntimeError(f"{self.name}: invalid propensities "
+                               f"{raw[bad, :sizes[bad]].tolist()}")
+        rows = (raw / total[:, None]).tolist()
+        return [dict(zip([a.artwork_id for a in arms], row[:len(arms)], strict=True))
+                for arms, row in zip(groups, rows, strict=True)]
 
     def _normalized(self, arms: list[Arm], raw: Sequence[float]) -> dict[str, float]:
         probs = [float(p) for p in raw]

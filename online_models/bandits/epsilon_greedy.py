@@ -57,6 +57,7 @@ import numpy as np
 from online_models.bandits.base import (
     Arm,
     Context,
+    greedy_matrix,
     greedy_with_exploration,
     split_groups,
 )
@@ -127,8 +128,12 @@ class ContextualEpsilonGreedy(RidgePolicy):
                                        self.current_epsilon())
 
     def _propensities_many(self, context: Context,
-                           groups: list[list[Arm]]) -> list[list[float]]:
-        """Posterior means of every arm of every group from one joint posterior."""
+                           groups: list[list[Arm]]) -> list[list[float]] | np.ndarray:
+        """Posterior means of every arm of every group from one joint posterior, turned
+        into propensities in one matrix step."""
         eps = self.current_epsilon()
         means = self.scores(context, [a for arms in groups for a in arms])
+        matrix = greedy_matrix(means, [len(arms) for arms in groups], eps)
+        if matrix is not None:
+            return matrix
         return [greedy_with_exploration(m.tolist(), eps) for m in split_groups(means, groups)]

@@ -34,6 +34,7 @@ import numpy as np
 from online_models.bandits.base import (
     Arm,
     Context,
+    greedy_matrix,
     greedy_with_exploration,
     split_groups,
 )
@@ -92,8 +93,12 @@ class LinUCB(RidgePolicy):
                                        self.exploration_floor)
 
     def _propensities_many(self, context: Context,
-                           groups: list[list[Arm]]) -> list[list[float]]:
-        """Upper bounds of every arm of every group from one joint posterior."""
+                           groups: list[list[Arm]]) -> list[list[float]] | np.ndarray:
+        """Upper bounds of every arm of every group from one joint posterior, turned into
+        propensities in one matrix step."""
         bounds = self.upper_bounds(context, [a for arms in groups for a in arms])
+        matrix = greedy_matrix(bounds, [len(arms) for arms in groups], self.exploration_floor)
+        if matrix is not None:
+            return matrix
         return [greedy_with_exploration(b.tolist(), self.exploration_floor)
                 for b in split_groups(bounds, groups)]

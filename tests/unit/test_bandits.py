@@ -455,3 +455,32 @@ def test_propensities_of_a_whole_page_equal_the_per_title_ones(name: str) -> Non
 def test_a_page_step_rejects_a_title_with_duplicate_images() -> None:
     with pytest.raises(ValueError, match="duplicate artwork ids"):
         make_policy("lin_ucb", seed=1).propensities_many({}, [[Arm("a"), Arm("a")]])
+
+
+def test_the_matrix_step_gives_the_per_group_numbers_bit_for_bit() -> None:
+    from online_models.bandits.base import greedy_matrix, greedy_with_exploration
+
+    rng = np.random.default_rng(3)
+    policy = make_policy("lin_ucb", seed=1)
+    for _ in range(50):
+        sizes = rng.integers(1, 11, size=rng.integers(1, 40)).tolist()  # up to 10 arms
+        scores = rng.normal(size=sum(sizes)).round(rng.integers(1, 4))  # rounding makes ties
+        eps = float(rng.uniform(0.01, 1.0))
+        matrix = greedy_matrix(scores, sizes, eps)
+        assert matrix is not None
+        groups = [[Arm(f"a{i}-{j}") for j in range(k)] for i, k in enumerate(sizes)]
+        starts = np.cumsum([0, *sizes])
+        expected = [policy._normalized(arms, greedy_with_exploration(
+            scores[starts[i]:starts[i + 1]].tolist(), eps)) for i, arms in enumerate(groups)]
+        got = policy._normalized_matrix(groups, matrix)
+        assert [list(d.items()) for d in got] == [list(d.items()) for d in expected]
+
+
+def test_the_matrix_step_leaves_nan_scores_and_bad_propensities_to_the_checks() -> None:
+    from online_models.bandits.base import greedy_matrix
+
+    assert greedy_matrix(np.array([0.1, np.nan]), [2], 0.1) is None
+    policy = make_policy("lin_ucb", seed=1)
+    with pytest.raises(RuntimeError, match=r"invalid propensities \[0.5, 0.0\]"):
+        policy._normalized_matrix([[Arm("a")], [Arm("b"), Arm("c")]],
+                                  np.array([[1.0, 0.0], [0.5, 0.0]]))
