@@ -146,6 +146,28 @@ _PIECES: dict[tuple[str, str, str, float, str, int], ArmPieces] = {}
 #: The policy name and version whose pieces :data:`_PIECES` holds.
 _PIECES_OF: list[tuple[str, int] | None] = [None]
 _PIECES_MAX = 20_000
+#: A title's cumulative propensities and arm pieces by its propensities (most members get
+#: one of a few per title and policy version), with the artwork they were made for.
+_SLOT_PIECES: dict[tuple[tuple[str, float], ...],
+                   tuple[TitleArt, list[float], list[ArmPieces]]] = {}
+
+
+def _slot_pieces(art: TitleArt, probs: Mapping[str, float], name: str, version: int
+                 ) -> tuple[list[float], list[ArmPieces]]:
+    """The cumulative propensities (for inverse-CDF draws; shared, not to be changed) and
+    each arm's pieces of one title (:data:`_SLOT_PIECES`)."""
+    key = tuple(probs.items())
+    found = _SLOT_PIECES.get(key)
+    if found is not None and found[0] is art:
+        return found[1], found[2]
+    cum = list(itertools.accumulate(probs.values()))
+    cum[-1] = math.inf  # what draw() does when rounding leaves the sum below 1
+    images = art.images
+    arm_pieces = [ArmPieces.drawn(images[a], a, q, name, version) for a, q in probs.items()]
+    if len(_SLOT_PIECES) >= _PIECES_MAX:
+        _SLOT_PIECES.clear()
+    _SLOT_PIECES[key] = (art, cum, arm_pieces)
+    return cum, arm_pieces
 
 
 @dataclass(slots=True)
@@ -402,15 +424,13 @@ class PagePlan:
         name, version = policy.name, policy.version
         if _PIECES_OF[0] != (name, version):  # pieces carry the version: the old ones are dead
             _PIECES.clear()
+            _SLOT_PIECES.clear()
             _PIECES_OF[0] = (name, version)
         cumulative, pieces = [], []
         for slot, p in zip(self.slots, probs, strict=True):
-            cum = list(itertools.accumulate(p.values()))
-            cum[-1] = math.inf  # what draw() does when rounding leaves the sum below 1
+            cum, arm_pieces = _slot_pieces(slot.art, p, name, version)
             cumulative.append(cum)
-            images = slot.art.images
-            pieces.append([ArmPieces.drawn(images[a], a, q, name, version)
-                           for a, q in p.items()])
+            pieces.append(arm_pieces)
         tail = (string_bytes(self.variant) + string_bytes(device)
                 + string_bytes(self.impression_country))
         plain, with_context = tail + b"\x00", tail + string_bytes(orjson.dumps(context).decode())

@@ -49,6 +49,12 @@ from online_models.checkpoint import CheckpointError, require, require_array, re
 
 __all__ = ["HybridRidge"]
 
+#: An image's learned terms: ``-B_a / A_a`` as (rows, values), its intercept's posterior mean
+#: and variance.
+_ArmTerms = tuple[np.ndarray, np.ndarray, float, float]
+#: The terms kept for an image that never learned (compared by identity).
+_NOT_LEARNED: _ArmTerms = (np.zeros(0, np.intp), np.zeros(0), 0.0, 0.0)
+
 
 @dataclass
 class _ArmStats:
@@ -82,7 +88,7 @@ class HybridRidge:
         self._arms: dict[str, _ArmStats] = {}
         self._beta: np.ndarray | None = None    # cached A0^-1 b0
         #: Per artwork, ``-B_a / A_a`` as (rows, values) arrays until it learns again.
-        self._arm_terms: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._arm_terms: dict[str, _ArmTerms] = {}
 
     # -- internals ------------------------------------------------------------------------
     def _grow(self, keys: Sequence[int]) -> None:
@@ -233,22 +239,15 @@ class HybridRidge:
         arm_at: list[int] = []
         arm_rows: list[np.ndarray] = []
         arm_vals: list[np.ndarray] = []
+        terms_of, learned = self._arm_terms.get, self._learned_terms
         for i, artwork_id in enumerate(artwork_ids):
-            stats = self._arms.get(artwork_id)
-            if stats is None:
+            terms = terms_of(artwork_id) or learned(artwork_id)
+            if terms is _NOT_LEARNED:
                 continue
-            terms = self._arm_terms.get(artwork_id)
-            if terms is None:
-                terms = self._arm_terms[artwork_id] = (
-                    np.fromiter((self._rows[key] for key in stats.feature_sum), np.intp,
-                                len(stats.feature_sum)),
-                    -np.fromiter(stats.feature_sum.values(), float,
-                                 len(stats.feature_sum)) / stats.precision)
-            intercept_mean[i] = stats.reward_sum / stats.precision
-            intercept_var[i] = 1.0 / stats.precision
             arm_at.append(i)
             arm_rows.append(terms[0])
             arm_vals.append(terms[1])
+            intercept_mean[i], intercept_var[i] = terms[2], terms[3]
         cols = np.unique(np.concatenate([np.zeros(0, np.intp), *z_rows, *arm_rows]))
         base = np.zeros((len(z_rows), len(cols)))
         for g, (rows, vals) in enumerate(zip(z_rows, z_vals, strict=True)):
@@ -263,26 +262,39 @@ class HybridRidge:
         var = np.einsum("ij,ij->i", w @ sub, w) + unseen_sq[group] / self.l2 + intercept_var
         return w @ beta + intercept_mean, var
 
+    def _learned_terms(self, artwork_id: str) -> _ArmTerms:
+        """An image's ``-B_a / A_a`` as (rows, values) and its intercept's posterior mean and
+        variance, kept until it learns again (:data:`_NOT_LEARNED` for an image that never
+        learned)."""
+        stats = self._arms.get(artwork_id)
+        if stats is None:
+            terms = _NOT_LEARNED
+        else:
+            n = len(stats.feature_sum)
+            terms = (np.fromiter((self._rows[key] for key in stats.feature_sum), np.intp, n),
+                     -np.fromiter(stats.feature_sum.values(), float, n) / stats.precision,
+                     stats.reward_sum / stats.precision, 1.0 / stats.precision)
+        self._arm_terms[artwork_id] = terms
+        return terms
+
     def _distinct_rows(self, zs: Sequence[Mapping[int, float]]
                        ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], np.ndarray]:
         """Each candidate's index among the distinct feature dicts of ``zs`` (by identity),
         and per distinct dict its learned buckets' rows and values and the squared norm of
         its never-learned part."""
         rows = self._rows
+        ids = list(map(id, zs))
         seen: dict[int, int] = {}
-        group = np.empty(len(zs), np.intp)
+        group = np.fromiter([seen.setdefault(i, len(seen)) for i in ids], np.intp, len(ids))
+        distinct = dict(zip(ids, zs, strict=True))  # in order of first appearance
         z_rows: list[np.ndarray] = []
         z_vals: list[np.ndarray] = []
         unseen_sq: list[float] = []
-        for i, z in enumerate(zs):
-            g = seen.get(id(z))
-            if g is None:
-                g = seen[id(z)] = len(z_rows)
-                known = [(rows[key], v) for key, v in z.items() if key in rows]
-                z_rows.append(np.fromiter((r for r, _ in known), np.intp, len(known)))
-                z_vals.append(np.fromiter((v for _, v in known), float, len(known)))
-                unseen_sq.append(sum(v * v for key, v in z.items() if key not in rows))
-            group[i] = g
+        for z in distinct.values():
+            known = [(rows[key], v) for key, v in z.items() if key in rows]
+            z_rows.append(np.fromiter((r for r, _ in known), np.intp, len(known)))
+            z_vals.append(np.fromiter((v for _, v in known), float, len(known)))
+            unseen_sq.append(sum(v * v for key, v in z.items() if key not in rows))
         return group, z_rows, z_vals, np.asarray(unseen_sq, dtype=float)
 
     # -- checkpoints ----------------------------------------------------------------------

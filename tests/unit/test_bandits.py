@@ -484,3 +484,15 @@ def test_the_matrix_step_leaves_nan_scores_and_bad_propensities_to_the_checks() 
     with pytest.raises(RuntimeError, match=r"invalid propensities \[0.5, 0.0\]"):
         policy._normalized_matrix([[Arm("a")], [Arm("b"), Arm("c")]],
                                   np.array([[1.0, 0.0], [0.5, 0.0]]))
+
+
+def test_an_image_asked_about_before_it_learns_is_scored_by_what_it_learned_after() -> None:
+    z = {1: 1.0, 2: 0.5}
+    kept, fresh = HybridRidge(l2=1.0, intercept_l2=4.0), HybridRidge(l2=1.0, intercept_l2=4.0)
+    before = kept.posterior_marginals([z, z], ["a", "b"])  # "a" kept as never learned
+    for m in (kept, fresh):
+        m.learn_one(z, "a", 1.0)
+    after, expected = kept.posterior_marginals([z, z], ["a", "b"]), fresh.posterior_marginals(
+        [z, z], ["a", "b"])
+    assert after[0].tolist() == expected[0].tolist() and after[1].tolist() == expected[1].tolist()
+    assert after[0][0] != before[0][0]

@@ -256,3 +256,21 @@ def test_avro_pieces_are_fastavros_bytes(n: int, s: str, x: float) -> None:
     assert long_bytes(n) == _fastavro("long", n)
     assert string_bytes(s) == _fastavro("string", s)
     assert double_bytes(x) == _fastavro("double", x)
+
+
+def test_a_new_catalog_s_artwork_is_served_though_the_propensities_are_the_same() -> None:
+    policy = _trained("lin_ucb")
+    moved = [t.model_copy(update={"artwork": [a.model_copy(update={"url": a.url + "/v2"})
+                                              for a in t.artwork]}) for t in TITLES]
+    urls = []
+    for titles in (TITLES, moved):
+        plan = PagePlan.compile(
+            profile_id="p1", source="personal", key=(), page=_page(), first_rows=3,
+            title_art=functools.partial(ArtworkChooser(60).title_art, Catalog(titles)),
+            country="US", impression_country="US", variant="control", codec=CODEC)
+        served = plan.serve(plan.decisions(policy, "tv", NOW), policy, _Reads({}),
+                            StickyAssignment(0), "0123456789abcdef0123456789abcdef", NOW)
+        urls.append([i["artwork_url"] for r in orjson.loads(served.body)["rows"][:3]
+                     for i in r["items"]])
+    assert all(u.startswith("https://img/") and not u.endswith("/v2") for u in urls[0])
+    assert all(u.endswith("/v2") for u in urls[1]) and len(urls[1]) == 24
