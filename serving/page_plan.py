@@ -358,15 +358,21 @@ class PagePlan:
         caches shared by every plan."""
         branch = codec.batch_branch(Impression.schema_name)
         profile = string_bytes(self.profile_id)
-        slot_at = {s.position: s for s in self.slots}
+        slots_of: dict[int, dict[int, Slot]] = {}
+        for s in self.slots:
+            slots_of.setdefault(s.position[0], {})[s.position[1]] = s
         fixed: list[bytes] = [b""]
-        tails: list[tuple[int, bytes, bytes, bool]] = []
+        heads: list[bytes] = []     # per impression: its first piece (branch, id length)
+        ends: list[int] = []        # the index of the segment its tail is appended to
+        befores: list[bytes] = []   # what that segment holds before the tail
+        contexts: list[bool] = []   # whether its tail carries the policy's context
         kinds: list[int] = []
-        ids, after, logged = self.impression_ids, b"", 0
+        ids, logged = self.impression_ids, 0
         for r, row in enumerate(rows):
             row_id = row.get("row_id")
             row_ok = isinstance(row_id, str) and bool(row_id)
             row_piece = string_bytes(row_id) if row_ok else b""
+            row_slots = slots_of.get(r)
             for c, item in enumerate(row.get("items") or ()):
                 title_id = item.get("title_id")
                 head, suffix, suffix_bytes, position = _position_pieces(branch, r, c)
@@ -374,33 +380,31 @@ class PagePlan:
                     self.invalid.append((suffix, f"invalid impression at row {r} column {c}: "
                                          f"title_id={title_id!r} row_id={row_id!r}"))
                     continue
-                if tails:  # the previous impression's tail is followed by this one's head
-                    k, before, _, ctx = tails[-1]
-                    tails[-1] = (k, before, head, ctx)
-                else:
-                    after = head
-                kinds += (0, 1)
-                fixed += (suffix_bytes + profile, string_bytes(title_id) + row_piece + position)
-                slot = slot_at.get((r, c))
+                heads.append(head)
+                fixed.append(suffix_bytes + profile)
+                slot = row_slots.get(c) if row_slots else None
                 if slot is None:
-                    fixed[-1] += _stored_art(item.get("artwork_id"), item.get("propensity"),
-                                             item.get("policy"), item.get("policy_version"))
+                    befores.append(string_bytes(title_id) + row_piece + position + _stored_art(
+                        item.get("artwork_id"), item.get("propensity"), item.get("policy"),
+                        item.get("policy_version")))
+                    kinds += (0, 1)
+                    contexts.append("policy" in item)
                 else:
+                    fixed.append(string_bytes(title_id) + row_piece + position)
                     slot.impression = len(ids)
-                    kinds.append(2 + logged)
+                    befores.append(b"")
+                    kinds += (0, 1, 2 + logged)
                     logged += 1
-                    fixed.append(b"")
-                tails.append((len(fixed) - 1, fixed[-1], b"", slot is not None or "policy" in item))
-                fixed[-1] = b""
+                    contexts.append(True)
+                fixed.append(b"")
+                ends.append(len(fixed) - 1)
                 ids.append(suffix)
-        head = codec.header(BATCH_SCHEMA) + profile + array_block_header(len(ids))
-        fixed[0] = head + after
-        if tails:
-            k, before, _, ctx = tails[-1]
-            tails[-1] = (k, before, b"\x00", ctx)  # the end of the events array
-        else:
-            fixed[0] += b"\x00"
-        self.avro_fixed, self.avro_tails = fixed, tails
+        fixed[0] = (codec.header(BATCH_SCHEMA) + profile + array_block_header(len(ids))
+                    + (heads[0] if heads else b"\x00"))
+        # a tail is followed by the next impression's head, the last one by the array's end
+        self.avro_fixed = fixed
+        self.avro_tails = list(zip(ends, befores, [*heads[1:], b"\x00"][:len(ends)], contexts,
+                                   strict=True))
         self.avro_holes = (operator.itemgetter(*kinds) if len(kinds) > 1
                            else lambda values: [values[k] for k in kinds])
         self.all_slots_logged = all(s.impression >= 0 for s in self.slots)
