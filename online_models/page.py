@@ -46,6 +46,12 @@ from features.catalog import Catalog, CatalogArrays
 from features.profile import ProfileState
 from features.rows import RowKind, genre_row_id, row_id
 from online_models.content import content_scores_indexed
+from online_models.page_arrays import (
+    RankedTitles,
+    RowSimilarities,
+    genre_mask,
+    popularity_by_position,
+)
 from online_models.page_view import discount_ignored, fill_rows, required_kinds
 from online_models.row_affinity import member_row_weights
 from online_models.rules import ProfileMeta, Rules
@@ -191,8 +197,10 @@ def relevance(state: ProfileState | None, titles: Sequence[Title],
 def relevance_indexed(state: ProfileState | None, arr: CatalogArrays, idx: np.ndarray,
                       popularity: dict[str, float], scorer: Scorer | None, now_ms: int,
                       config: PageConfig,
-                      cowatch: CoWatchSimilarity | None = None) -> np.ndarray:
-    """Relevance in [0, 1] of the titles at positions ``idx`` of ``arr``, vectorized.
+                      cowatch: CoWatchSimilarity | None = None,
+                      pop_full: np.ndarray | None = None) -> np.ndarray:
+    """Relevance in [0, 1] of the titles at positions ``idx`` of ``arr``, vectorized
+    (``pop_full``: ``popularity`` by catalog position, when already known).
 
     A weighted mean (weights: ``config.rules.relevance_weights``) of four signals, each
     scaled to [0, 1] over the titles scored: the Top Picks model's score, the co-watch
@@ -202,9 +210,11 @@ def relevance_indexed(state: ProfileState | None, arr: CatalogArrays, idx: np.nd
     """
     if len(idx) == 0:
         return np.zeros(0)
-    ids = arr.ids
-    get = popularity.get
-    pop = np.fromiter([get(ids[i], 0.0) for i in idx.tolist()], float, len(idx))
+    if pop_full is not None:
+        pop = pop_full[idx]
+    else:
+        ids, get = arr.ids, popularity.get
+        pop = np.fromiter([get(ids[i], 0.0) for i in idx.tolist()], float, len(idx))
     today = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).date()
     rules = config.rules
     days = rules.new_release_days
@@ -382,6 +392,7 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
     #: above, the recomputed utility would be the same.
     heads: dict[int, set[str]] = {}
     depth = visible or row_length or 0
+    similarity = RowSimilarities(left, catalog)
     while left and len(chosen) < max_rows:
         taken_kinds = {c.kind for c in chosen}
         missing = {c.kind for c in left if c.kind in required} - taken_kinds
@@ -404,7 +415,7 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
         if best.kind == RowKind.CONTINUE_WATCHING or len(chosen) >= max_rows:
             continue  # a functional row does not make recommendation rows redundant
         for c in left:
-            max_sim[id(c)] = max(max_sim[id(c)], row_similarity(c, best, catalog))
+            max_sim[id(c)] = max(max_sim[id(c)], similarity(c, best))
     return chosen
 
 
@@ -468,6 +479,31 @@ class _Rows:
         self.similarity_weight = 0.5
         self.rows: list[CandidateRow] = []
         self._order: list[tuple[float, str]] | None = None
+        #: With :class:`RankedTitles`: the positions of the allowed titles not engaged, by
+        #: relevance (rows are read off them through masks).
+        self._ranked: RankedTitles | None = None
+        self._pos: np.ndarray | None = None
+
+    def use_ranked(self, ranked: RankedTitles) -> None:
+        """Read rows off ``ranked`` (the titles of ``self.allowed``), less the engaged."""
+        keep, where = ranked.pos, ranked.arrays.pos
+        hit = [p for t in self.engaged if (p := where.get(t)) is not None]
+        if hit:
+            mask = np.ones(len(ranked.arrays), dtype=bool)
+            mask[hit] = False
+            keep = keep[mask[keep]]
+        self._ranked, self._pos = ranked, keep
+
+    def _read(self, positions: np.ndarray) -> list[tuple[str, float]]:
+        ids, rel = self._ranked.arrays.ids, self._ranked.rel  # type: ignore[union-attr]
+        return [(ids[p], rel[p]) for p in positions[: self.depth].tolist()]
+
+    def by_genre(self, catalog: Catalog, genre: str) -> list[tuple[str, float]]:
+        """:meth:`by_rel` of the titles of ``genre``."""
+        if self._pos is None:
+            return self.by_rel(catalog.by_genre(genre))
+        pos = self._pos
+        return self._read(pos[genre_mask(catalog, genre)[pos]])
 
     def _sorted(self, ids: Iterable[str]) -> list[tuple[float, str]]:
         rel, allowed, engaged = self.rel, self.allowed, self.engaged
@@ -482,6 +518,8 @@ class _Rows:
 
         The page's titles are sorted once; a large subset (a genre) is read off that
         order until the row is deep enough, a small one is sorted on its own."""
+        if self._pos is not None:
+            return self._by_rel_positions(ids)
         if self._order is None:
             self._order = self._sorted(self.allowed)
         order, depth = self._order, self.depth
@@ -497,6 +535,19 @@ class _Rows:
                 if len(out) >= depth:
                     break
         return out
+
+    def _by_rel_positions(self, ids: Iterable[str]) -> list[tuple[str, float]]:
+        """:meth:`by_rel` read off the ranked positions: the titles sorted by (-relevance,
+        id) are the ranked positions' titles of ``ids``, in their order."""
+        pos = self._pos
+        assert pos is not None and self._ranked is not None
+        if ids is self.allowed:
+            return self._read(pos)
+        where = self._ranked.arrays.pos
+        hit = [p for t in ids if (p := where.get(t)) is not None]
+        mask = np.zeros(len(self._ranked.arrays), dtype=bool)
+        mask[hit] = True
+        return self._read(pos[mask[pos]])
 
     def by_rel_near(self, near: list[tuple[str, float]]) -> list[tuple[str, float]]:
         """A seed's neighbours ranked for the member: relevance x (1 - a + a x similarity),
@@ -526,10 +577,10 @@ def candidate_rows(state: ProfileState | None, catalog: Catalog,
                    allowed_ids: set[str] | frozenset[str],
                    rel: dict[str, float], trending: Sequence[tuple[str, float]],
                    cowatch: CoWatchSimilarity | None, config: PageConfig, country: str,
-                   now_ms: int, order: list[tuple[float, str]] | None = None
+                   now_ms: int, ranked: RankedTitles | None = None
                    ) -> list[CandidateRow]:
-    """Every row the member could be shown, each ranked and scored for utility (``order``:
-    the allowed titles as ``(-relevance, id)`` in ascending order, when already known)."""
+    """Every row the member could be shown, each ranked and scored for utility (``ranked``:
+    the titles of ``allowed_ids`` by relevance, when already known)."""
     rules = config.rules
     w = config.row_weights if config.row_weights is not None else rules.row_weights
     if state is not None and state.row_counts:
@@ -537,8 +588,8 @@ def candidate_rows(state: ProfileState | None, catalog: Catalog,
     engaged = (set(state.engaged) | set(state.finished)) if state else set()
     b = _Rows(rel, allowed_ids, engaged, max(3 * config.row_length, 30), w)
     b.similarity_weight = rules.neighbour_similarity
-    if order is not None:
-        b._order = [(neg, t) for neg, t in order if t not in engaged]
+    if ranked is not None:
+        b.use_ranked(ranked)
     if state is not None:
         _personal_rows(b, state, catalog, cowatch, config, now_ms)
     if state is None or not (state.engaged or state.explicit):
@@ -582,7 +633,7 @@ def _personal_rows(b: _Rows, state: ProfileState, catalog: Catalog,
               if s > 0][: rules.genre_rows]
     top = max((affinity[g] for g in genres), default=1.0) or 1.0
     for g in genres:
-        ranked = b.by_rel(catalog.by_genre(g))
+        ranked = b.by_genre(catalog, g)
         if ranked:
             b.add(genre_row_id(g), RowKind.GENRE, f"Because You Like {g}",
                   f"You have been watching {g}", ranked,
@@ -604,7 +655,7 @@ def _popular_rows(b: _Rows, catalog: Catalog, trending: Sequence[tuple[str, floa
             : config.rules.genre_rows]:
         if genre_row_id(g) not in have:
             b.add(genre_row_id(g), RowKind.GENRE, f"Popular {g}", f"Popular {g} titles",
-                  b.by_rel(catalog.by_genre(g)))
+                  b.by_genre(catalog, g))
 
 
 def _shared_rows(b: _Rows, catalog: Catalog, trending: Sequence[tuple[str, float]],
@@ -675,19 +726,19 @@ def assemble_page(state: ProfileState | None, catalog: Catalog,
     rules = config.rules
     arr = catalog.arrays()
     idx, allowed_ids, allowed_set = _allowed(catalog, rules.allowed_mask(catalog, meta, country))
-    src = popular if popular else trending
-    top = src[0][1] if src and src[0][1] > 0 else 1.0
-    popularity = {t: s / top for t, s in src}
-    rel_arr = relevance_indexed(state, arr, idx, popularity, scorer, now_ms, config, cowatch)
+    pop_full = popularity_by_position(arr, popular if popular else trending)
+    rel_arr = relevance_indexed(state, arr, idx, {}, scorer, now_ms, config, cowatch,
+                                pop_full)
     if state is not None and rules.impression_discount < 1.0:
         discount_ignored(rel_arr, idx, arr, state, rules.impression_discount)
-    rels = rel_arr.tolist()
-    rel = dict(zip(allowed_ids, rels, strict=True))
+    rel = dict(zip(allowed_ids, rel_arr.tolist(), strict=True))
+    rel_full = np.zeros(len(arr))
+    rel_full[idx] = rel_arr
     # the allowed titles by relevance, ties by id: what sorting (-relevance, id) gives
-    ranked = np.lexsort((_id_ranks(catalog)[idx], -rel_arr)).tolist()
-    order = [(-rels[j], allowed_ids[j]) for j in ranked]
+    ranked = RankedTitles(arr, idx[np.lexsort((_id_ranks(catalog)[idx], -rel_arr))],
+                          rel_full.tolist())
     cands = candidate_rows(state, catalog, allowed_set, rel, trending, cowatch, config,
-                           country, now_ms, order)
+                           country, now_ms, ranked)
     min_items = min(rules.min_row_items, config.row_length)
     visible = min(rules.visible_columns, config.row_length)
     chosen = select_rows(cands, catalog, rules.diversity_penalty, rules.max_rows,

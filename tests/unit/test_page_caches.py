@@ -130,3 +130,25 @@ def test_equal_relevance_ranks_by_id_after_titles_are_added() -> None:
     catalog.upsert(title("t0"))
     catalog.upsert(title("t25"))
     assert popular_picks() == ["t0", "t1", "t2", "t25", "t3"]
+
+
+def test_a_popularity_list_kept_as_an_array_follows_the_catalog_and_the_list() -> None:
+    titles = synthetic_catalog(60, seed=7, now=dt.date(2023, 11, 14))
+    ids = [t.title_id for t in titles]
+    popular = [(ids[40], 9.0), (ids[3], 5.0), (ids[12], 2.0), ("not-in-catalog", 1.0)]
+
+    def page(catalog: Catalog, src: list) -> dict:
+        return assemble_page(None, catalog, [], None, PageConfig(), "US", NOW, popular=src)
+
+    warm = Catalog(titles)
+    before = page(warm, popular)  # the list's array is kept
+    assert page(warm, popular) == before == page(Catalog(titles), list(popular))
+    # the catalog changes under the same list object: a listed title added, one removed
+    warm.upsert(titles[0].model_copy(update={"title_id": "not-in-catalog"}))
+    warm.remove(ids[40])
+    after = page(warm, popular)
+    assert after == page(Catalog(warm.titles()), list(popular))
+    assert after != before
+    # another list (its own scores) on the same catalog is not served the kept one
+    other = [(ids[12], 9.0), (ids[3], 1.0)]
+    assert page(warm, other) == page(Catalog(warm.titles()), list(other)) != after
