@@ -152,6 +152,56 @@ _SLOT_PIECES: dict[tuple[tuple[str, float], ...],
                    tuple[TitleArt, list[float], list[ArmPieces]]] = {}
 
 
+#: Per context (its items, sorted): each title's artwork, cumulative propensities and arm
+#: pieces, from the policy object (and version) :data:`_BY_CONTEXT_OF` refers to. Contexts
+#: recur across members (country, device, hour and the member features the worker stores:
+#: members with few plays share them), so a page whose context was seen is decided by
+#: lookups. Only for policies that decide a title alone (``titles_independent``).
+_BY_CONTEXT: dict[tuple[tuple[str, Any], ...],
+                  dict[str, tuple[TitleArt, list[float], list[ArmPieces]]]] = {}
+_BY_CONTEXT_OF: list[tuple[Callable[[], ArtworkPolicy | None], int] | None] = [None]
+#: Titles kept in :data:`_BY_CONTEXT` over all contexts, and the bound.
+_BY_CONTEXT_SIZE = [0]
+_BY_CONTEXT_MAX = 100_000
+
+
+def _decided(policy: ArtworkPolicy, context: Context, slots: Sequence[Slot]
+             ) -> tuple[list[list[float]], list[list[ArmPieces]]]:
+    """Each slot's cumulative propensities and arm pieces in ``context``: the titles this
+    context has not decided yet (with this policy) in one
+    :meth:`~online_models.bandits.base.ArtworkPolicy.propensities_many` step, the others
+    from :data:`_BY_CONTEXT`."""
+    name, version = policy.name, policy.version
+    if _PIECES_OF[0] != (name, version):  # pieces carry the version: the old ones are dead
+        _PIECES.clear()
+        _SLOT_PIECES.clear()
+        _PIECES_OF[0] = (name, version)
+    if not policy.titles_independent:
+        probs = policy.propensities_many(context, [s.art.arms for s in slots])
+        made = [_slot_pieces(s.art, p, name, version) for s, p in zip(slots, probs, strict=True)]
+        return [m[0] for m in made], [m[1] for m in made]
+    owner = _BY_CONTEXT_OF[0]
+    if owner is None or owner[0]() is not policy or owner[1] != version:
+        _BY_CONTEXT.clear()
+        _BY_CONTEXT_SIZE[0] = 0
+        _BY_CONTEXT_OF[0] = (weakref.ref(policy), version)
+    known = _BY_CONTEXT.setdefault(tuple(sorted(context.items())), {})
+    found = [known.get(s.title_id) for s in slots]
+    todo = [i for i, (s, f) in enumerate(zip(slots, found, strict=True))
+            if f is None or f[0] is not s.art]
+    if todo:
+        if _BY_CONTEXT_SIZE[0] + len(todo) > _BY_CONTEXT_MAX:
+            _BY_CONTEXT.clear()
+            _BY_CONTEXT_SIZE[0] = 0
+            known = _BY_CONTEXT[tuple(sorted(context.items()))] = {}
+        probs = policy.propensities_many(context, [slots[i].art.arms for i in todo])
+        for i, p in zip(todo, probs, strict=True):
+            art = slots[i].art
+            found[i] = known[slots[i].title_id] = (art, *_slot_pieces(art, p, name, version))
+        _BY_CONTEXT_SIZE[0] += len(todo)
+    return [f[1] for f in found], [f[2] for f in found]  # type: ignore[index]
+
+
 def _slot_pieces(art: TitleArt, probs: Mapping[str, float], name: str, version: int
                  ) -> tuple[list[float], list[ArmPieces]]:
     """The cumulative propensities (for inverse-CDF draws; shared, not to be changed) and
@@ -424,17 +474,7 @@ class PagePlan:
                 or now_ms - found.made_at_ms < max_age_ms):
             return found
         context = request_context(self.page_context, self.country, device, now_ms)
-        probs = policy.propensities_many(context, [s.art.arms for s in self.slots])
-        name, version = policy.name, policy.version
-        if _PIECES_OF[0] != (name, version):  # pieces carry the version: the old ones are dead
-            _PIECES.clear()
-            _SLOT_PIECES.clear()
-            _PIECES_OF[0] = (name, version)
-        cumulative, pieces = [], []
-        for slot, p in zip(self.slots, probs, strict=True):
-            cum, arm_pieces = _slot_pieces(slot.art, p, name, version)
-            cumulative.append(cum)
-            pieces.append(arm_pieces)
+        cumulative, pieces = _decided(policy, context, self.slots)
         tail = (string_bytes(self.variant) + string_bytes(device)
                 + string_bytes(self.impression_country))
         plain, with_context = tail + b"\x00", tail + string_bytes(orjson.dumps(context).decode())

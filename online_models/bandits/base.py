@@ -241,6 +241,10 @@ class ArtworkPolicy(river_base.Base, abc.ABC):
     """
 
     name: ClassVar[str] = "abstract"
+    #: Whether a title's propensities are the same whichever titles are asked about with it
+    #: in :meth:`propensities_many` (not so for Monte Carlo estimates seeded by the whole
+    #: page): callers may then keep them per title and context.
+    titles_independent: ClassVar[bool] = False
 
     def __init__(self, seed: int | None = None) -> None:
         self.seed = seed

@@ -91,6 +91,7 @@ class ContextualEpsilonGreedy(RidgePolicy):
     """
 
     name = "epsilon_greedy"
+    titles_independent = True
 
     def __init__(self, epsilon: float = 0.2, epsilon_min: float = 0.05,
                  decay_rewards: float | None = 2000.0, l2: float = 1.0,

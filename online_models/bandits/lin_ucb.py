@@ -68,6 +68,7 @@ class LinUCB(RidgePolicy):
     """
 
     name = "lin_ucb"
+    titles_independent = True
 
     def __init__(self, alpha: float = 0.3, l2: float = 1.0, intercept_l2: float = 25.0,
                  exploration_floor: float = 0.05, featurizer: Featurizer | None = None,

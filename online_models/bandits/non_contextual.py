@@ -76,6 +76,7 @@ class NonContextualThompson(ArtworkPolicy):
     """
 
     name = "non_contextual"
+    titles_independent = True
 
     def __init__(self, prior_alpha: float = 1.0, prior_beta: float = 1.0, n_samples: int = 1000,
                  exploration_floor: float = 0.01, seed: int | None = None) -> None:

@@ -34,6 +34,7 @@ class UniformRandom(ArtworkPolicy):
     """
 
     name = "uniform"
+    titles_independent = True
 
     def __init__(self, seed: int | None = None) -> None:
         super().__init__(seed=seed)

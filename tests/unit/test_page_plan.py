@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
+import itertools
 import random
 from typing import Any
 
@@ -274,3 +275,63 @@ def test_a_new_catalog_s_artwork_is_served_though_the_propensities_are_the_same(
                      for i in r["items"]])
     assert all(u.startswith("https://img/") and not u.endswith("/v2") for u in urls[0])
     assert all(u.endswith("/v2") for u in urls[1]) and len(urls[1]) == 24
+
+
+class _Counting:
+    """A policy wrapper counting the titles it is asked about (the rest is the policy's)."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy, self.asked = policy, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.policy, name)
+
+    def propensities_many(self, context: Any, groups: Any) -> Any:
+        self.asked += len(groups)
+        return self.policy.propensities_many(context, groups)
+
+
+ONE_CATALOG = functools.partial(ArtworkChooser(60).title_art, Catalog(TITLES))
+
+
+def _fresh_plan(titles: list[Title] | None = None) -> PagePlan:
+    """A page compiled anew, with the artwork of one catalog (or of ``titles``)."""
+    return PagePlan.compile(
+        profile_id="p1", source="personal", key=(), page=_page(), first_rows=3,
+        title_art=ONE_CATALOG if titles is None else functools.partial(
+            ArtworkChooser(60).title_art, Catalog(titles)),
+        country="US", impression_country="US", variant="control", codec=CODEC)
+
+
+@pytest.mark.parametrize("name", ["lin_ucb", "epsilon_greedy", "non_contextual", "uniform"])
+def test_a_context_seen_on_another_page_is_decided_by_lookups(name: str) -> None:
+    policy = _Counting(_trained(name))
+    first = _fresh_plan().decisions(policy, "tv", NOW)  # type: ignore[arg-type]
+    asked = policy.asked
+    assert asked == 24
+    again = _fresh_plan().decisions(policy, "tv", NOW)  # type: ignore[arg-type]
+    assert policy.asked == asked  # the same context: nothing asked
+    assert again.cumulative == first.cumulative and again.pieces == first.pieces
+    _fresh_plan().decisions(policy, "phone", NOW)  # type: ignore[arg-type]
+    assert policy.asked == 2 * asked  # another context: asked again
+    # the numbers are what asking about the whole page gives
+    context = request_context(_page()["context"], "US", "tv", NOW)
+    arms = [s.art.arms for s in _fresh_plan().slots]
+    expected = policy.policy.propensities_many(context, arms)
+    assert [c[:-1] for c in again.cumulative] == [
+        list(itertools.accumulate(p.values()))[:-1] for p in expected]
+
+
+def test_contexts_are_decided_again_for_another_policy_catalog_or_a_joint_policy() -> None:
+    policy = _Counting(_trained("lin_ucb"))
+    _fresh_plan().decisions(policy, "tv", NOW)  # type: ignore[arg-type]
+    other = _Counting(_trained("lin_ucb"))  # the same name and version, another object
+    _fresh_plan().decisions(other, "tv", NOW)  # type: ignore[arg-type]
+    assert other.asked == 24
+    moved = [t.model_copy(update={"artwork": list(t.artwork)}) for t in TITLES]
+    _fresh_plan(moved).decisions(other, "tv", NOW)  # type: ignore[arg-type]
+    assert other.asked == 48  # another catalog's artwork objects
+    joint = _Counting(_trained("thompson"))
+    for _ in range(2):
+        _fresh_plan().decisions(joint, "tv", NOW)  # type: ignore[arg-type]
+    assert joint.asked == 48
