@@ -42,6 +42,41 @@ def content_scores(titles: Sequence[Title], genre_affinity: Mapping[str, float],
                                   today, new_release_days)
 
 
+class _Columns:
+    """What content scoring reads of one :class:`CatalogArrays` besides its own columns: the
+    genre matrix genre-major and the new-release bonus by day."""
+
+    def __init__(self, arr: CatalogArrays) -> None:
+        self.arr = arr
+        self.genres_t = np.ascontiguousarray(arr.genres.T)
+        self._new: dict[tuple[int, int], np.ndarray] = {}
+
+    def new_release(self, today: int, days: int) -> np.ndarray:
+        """Every title's bonus for recent release on day ``today`` (an ordinal)."""
+        hit = self._new.get((today, days))
+        if hit is None:
+            if len(self._new) > 8:
+                self._new.clear()
+            age = today - self.arr.release_ordinal
+            hit = np.where((age >= 0) & (age < days), 1.0 - age / days, 0.0)
+            hit.flags.writeable = False
+            self._new[(today, days)] = hit
+        return hit
+
+
+#: :class:`_Columns` of the catalog arrays in use, by id (each holds its arrays).
+_COLUMNS: dict[int, _Columns] = {}
+
+
+def _columns(arr: CatalogArrays) -> _Columns:
+    hit = _COLUMNS.get(id(arr))
+    if hit is None or hit.arr is not arr:
+        if len(_COLUMNS) > 8:
+            _COLUMNS.clear()
+        hit = _COLUMNS[id(arr)] = _Columns(arr)
+    return hit
+
+
 def content_scores_indexed(arr: CatalogArrays, idx: np.ndarray,
                            genre_affinity: Mapping[str, float],
                            cast_affinity: Mapping[str, float], today: dt.date,
@@ -62,16 +97,20 @@ def content_scores_indexed(arr: CatalogArrays, idx: np.ndarray,
         p = arr.genre_pos.get(g)
         if p is not None:
             aff[p] = v
-    gm = arr.genres[idx]
-    genre = np.where(gm, aff, -np.inf).max(axis=1) if gm.shape[1] else np.zeros(n)
+    cached = _columns(arr)
+    if len(arr.genre_names):
+        # the best affinity among each title's genres: a reduction over the genres of the
+        # catalog's genre-major copy (across titles, not along each title's short row)
+        genre = np.where(cached.genres_t, aff[:, None], -np.inf).max(axis=0)[idx]
+    else:
+        genre = np.zeros(n)
     genre = np.where(np.isfinite(genre), genre, 0.0) / top_g
     cast_full = np.zeros(len(arr))
     for c, v in cast_affinity.items():
         ix = arr.cast_index.get(c)
         if ix is not None and v > 0:
-            np.maximum.at(cast_full, ix, v / top_c)
+            cast_full[ix] = np.maximum(cast_full[ix], v / top_c)
     cast = cast_full[idx]
-    age = today.toordinal() - arr.release_ordinal[idx]
-    new = np.where((age >= 0) & (age < new_release_days), 1.0 - age / new_release_days, 0.0)
+    new = cached.new_release(today.toordinal(), new_release_days)[idx]
     out = BASELINE + GENRE_WEIGHT * np.maximum(genre, -1.0) + CAST_WEIGHT * cast + NEW_WEIGHT * new
     return np.clip(out, 0.0, 1.0)

@@ -461,9 +461,11 @@ def _row_items(base: Mapping[str, PageItem], picked: Sequence[tuple[Title, float
     # the scores to 6 decimals in one formatting: "%.6f" and float() round as round(x, 6)
     # does (both the correctly rounded decimal string), at half its cost
     scores = map(float, ("%.6f " * len(picked) % tuple(s for _, s in picked)).split())
-    if extra is None:
-        return [{**base[title.title_id], "score": score}
-                for (title, _), score in zip(picked, scores, strict=True)]
+    if extra is None:  # a copy with its score replaced: the keys keep their order
+        items = [base[title.title_id].copy() for title, _ in picked]
+        for item, score in zip(items, scores, strict=True):
+            item["score"] = score
+        return items
     return [{**base[title.title_id], "score": score, **extra(title.title_id)}
             for (title, _), score in zip(picked, scores, strict=True)]
 

@@ -42,6 +42,9 @@ Rating = Literal["G", "PG", "PG-13", "R", "NC-17"]
 RELEVANCE_SIGNALS = frozenset({"model", "cowatch", "content", "popularity"})
 #: The row kinds :func:`online_models.page.candidate_rows` builds.
 ROW_KINDS = frozenset(k.value for k in RowKind if k is not RowKind.OTHER)
+#: Rules objects' JSON by id (each entry holds its object, so an id is not reused meanwhile).
+_RULES_JSON: dict[int, tuple[Rules, str]] = {}
+_RULES_JSON_KEPT = 256
 
 
 class Rules(BaseModel):
@@ -154,11 +157,20 @@ class Rules(BaseModel):
         return not (self.enforce_availability and country and country not in ("ALL", "ZZ")
                     and not title.available_in(country))
 
+    def _json(self) -> str:
+        """The rules as JSON (a cache key), kept per rules object (they are frozen)."""
+        hit = _RULES_JSON.get(id(self))
+        if hit is None or hit[0] is not self:
+            hit = _RULES_JSON[id(self)] = (self, self.model_dump_json())
+            while len(_RULES_JSON) > _RULES_JSON_KEPT:
+                del _RULES_JSON[next(iter(_RULES_JSON))]
+        return hit[1]
+
     def allowed_mask(self, catalog: Catalog, meta: ProfileMeta, country: str | None) -> np.ndarray:
         """:meth:`allows` over the whole catalog at once, as a boolean mask in catalog order
         (cached per catalog version, rules, rating limit and country)."""
         limit = self.max_rating_for(meta)
-        key = ("allowed", self.model_dump_json(), meta.kids, limit, country)
+        key = ("allowed", self._json(), meta.kids, limit, country)
 
         def build() -> np.ndarray:
             arr = catalog.arrays()

@@ -152,3 +152,24 @@ def test_a_popularity_list_kept_as_an_array_follows_the_catalog_and_the_list() -
     # another list (its own scores) on the same catalog is not served the kept one
     other = [(ids[12], 9.0), (ids[3], 1.0)]
     assert page(warm, other) == page(Catalog(warm.titles()), list(other)) != after
+
+
+def test_content_scores_follow_the_catalog_arrays_and_the_day() -> None:
+    from online_models.content import content_scores_indexed
+
+    titles = synthetic_catalog(50, seed=9, now=dt.date(2023, 11, 14))
+    catalog = Catalog(titles)
+    affinity = {"Drama": 1.0, "Comedy": -0.5, "Horror": 0.25}
+    idx = np.arange(0, 50, 3)
+
+    def scores(cat: Catalog, day: dt.date) -> list[float]:
+        return content_scores_indexed(cat.arrays(), idx, affinity, {}, day, 60).tolist()
+
+    days = [dt.date(2023, 11, 14), dt.date(2023, 12, 30)]
+    first = [scores(catalog, d) for d in days]
+    assert first[0] != first[1]  # the new-release bonus moved with the day
+    assert first == [scores(Catalog(titles), d) for d in days]
+    catalog.upsert(titles[0].model_copy(update={"genres": ["Comedy"],
+                                                "updated_ts_ms": titles[0].updated_ts_ms + 1}))
+    after = scores(catalog, days[0])
+    assert after == scores(Catalog(catalog.titles()), days[0]) != first[0]
