@@ -52,8 +52,56 @@ __all__ = ["HybridRidge"]
 #: An image's learned terms: ``-B_a / A_a`` as (rows, values), its intercept's posterior mean
 #: and variance.
 _ArmTerms = tuple[np.ndarray, np.ndarray, float, float]
-#: The terms kept for an image that never learned (compared by identity).
-_NOT_LEARNED: _ArmTerms = (np.zeros(0, np.intp), np.zeros(0), 0.0, 0.0)
+#: The terms kept for an image that never learned (empty: false).
+_NOT_LEARNED: _ArmTerms | tuple[()] = ()
+#: Questions (:meth:`HybridRidge.posterior_marginals`) without learning in between after
+#: which every image's terms are gathered into one :class:`_ArmIndex`.
+_INDEX_AFTER = 4
+
+
+@dataclass(frozen=True)
+class _ArmIndex:
+    """Every learned image's terms as flat arrays (image ``j``'s buckets and values at
+    ``indptr[j]:indptr[j + 1]``): a page's ~100 images are gathered with a few array
+    operations instead of one Python step each."""
+
+    position: dict[str, int]
+    indptr: np.ndarray
+    rows: np.ndarray
+    vals: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+
+    @classmethod
+    def of(cls, terms: Mapping[str, _ArmTerms]) -> _ArmIndex:
+        """The index of ``terms`` (artwork id -> its learned terms)."""
+        ids, parts = list(terms), list(terms.values())
+        indptr = np.zeros(len(parts) + 1, np.intp)
+        np.cumsum([len(t[0]) for t in parts], out=indptr[1:])
+        return cls({a: j for j, a in enumerate(ids)}, indptr,
+                   np.concatenate([np.zeros(0, np.intp), *(t[0] for t in parts)]),
+                   np.concatenate([np.zeros(0), *(t[1] for t in parts)]),
+                   np.fromiter((t[2] for t in parts), float, len(parts)),
+                   np.fromiter((t[3] for t in parts), float, len(parts)))
+
+    def gather(self, artwork_ids: Sequence[str]) -> _Gathered:
+        """The learned images among ``artwork_ids``: their positions, each bucket's image
+        position, buckets and values (image by image, in order), intercept means and
+        variances."""
+        at = self.position.get
+        idx = np.fromiter([at(a, -1) for a in artwork_ids], np.intp, len(artwork_ids))
+        arm_at = np.flatnonzero(idx >= 0)
+        j = idx[arm_at]
+        starts = self.indptr[j]
+        lengths = self.indptr[j + 1] - starts
+        offsets = np.arange(int(lengths.sum())) + np.repeat(
+            starts - np.cumsum(lengths) + lengths, lengths)
+        return (arm_at, np.repeat(arm_at, lengths), self.rows[offsets], self.vals[offsets],
+                self.mean[j], self.var[j])
+
+
+#: What :meth:`_ArmIndex.gather` returns.
+_Gathered = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass
@@ -88,7 +136,10 @@ class HybridRidge:
         self._arms: dict[str, _ArmStats] = {}
         self._beta: np.ndarray | None = None    # cached A0^-1 b0
         #: Per artwork, ``-B_a / A_a`` as (rows, values) arrays until it learns again.
-        self._arm_terms: dict[str, _ArmTerms] = {}
+        self._arm_terms: dict[str, _ArmTerms | tuple[()]] = {}
+        #: Every learned image's terms at once, once the model is asked more than it learns.
+        self._index: _ArmIndex | None = None
+        self._asked = 0                         # questions since it last learned
 
     # -- internals ------------------------------------------------------------------------
     def _grow(self, keys: Sequence[int]) -> None:
@@ -139,6 +190,7 @@ class HybridRidge:
         """Learn one reward of ``artwork_id`` shown with shared features ``z``."""
         self._grow(list(z))
         self._arm_terms.pop(artwork_id, None)
+        self._index, self._asked = None, 0
         stats = self._arms.get(artwork_id)
         if stats is None:
             stats = self._arms[artwork_id] = _ArmStats(precision=self._arm_prior)
@@ -234,35 +286,50 @@ class HybridRidge:
         """
         k = len(zs)
         group, z_rows, z_vals, unseen_sq = self._distinct_rows(zs)
-        intercept_mean = np.zeros(k)
-        intercept_var = np.full(k, 1.0 / self._arm_prior)
-        arm_at: list[int] = []
-        arm_rows: list[np.ndarray] = []
-        arm_vals: list[np.ndarray] = []
-        terms_of, learned = self._arm_terms.get, self._learned_terms
-        for i, artwork_id in enumerate(artwork_ids):
-            terms = terms_of(artwork_id) or learned(artwork_id)
-            if terms is _NOT_LEARNED:
-                continue
-            arm_at.append(i)
-            arm_rows.append(terms[0])
-            arm_vals.append(terms[1])
-            intercept_mean[i], intercept_var[i] = terms[2], terms[3]
-        cols = np.unique(np.concatenate([np.zeros(0, np.intp), *z_rows, *arm_rows]))
+        arm_at, at, arm_rows, arm_vals, arm_mean, arm_var = self._gather(artwork_ids)
+        cols = np.unique(np.concatenate([np.zeros(0, np.intp), *z_rows, arm_rows]))
         base = np.zeros((len(z_rows), len(cols)))
         for g, (rows, vals) in enumerate(zip(z_rows, z_vals, strict=True)):
             base[g, np.searchsorted(cols, rows)] = vals
         w = base[group]
-        if arm_rows:
-            at = np.repeat(arm_at, [len(r) for r in arm_rows])
-            np.add.at(w, (at, np.searchsorted(cols, np.concatenate(arm_rows))),
-                      np.concatenate(arm_vals))
+        # one value per (image, bucket): an image's buckets are distinct and each image has
+        # a row of its own, so this adds as np.add.at would, value by value
+        w[at, np.searchsorted(cols, arm_rows)] += arm_vals
+        intercept_mean = np.zeros(k)
+        intercept_var = np.full(k, 1.0 / self._arm_prior)
+        intercept_mean[arm_at] = arm_mean
+        intercept_var[arm_at] = arm_var
         beta = self._shared_mean()[cols]
         sub = self._cov[np.ix_(cols, cols)]
         var = np.einsum("ij,ij->i", w @ sub, w) + unseen_sq[group] / self.l2 + intercept_var
         return w @ beta + intercept_mean, var
 
-    def _learned_terms(self, artwork_id: str) -> _ArmTerms:
+    def _gather(self, artwork_ids: Sequence[str]) -> _Gathered:
+        """:meth:`_ArmIndex.gather` of ``artwork_ids``: from the index once the model is
+        asked more than it learns, else image by image (the same arrays)."""
+        self._asked += 1
+        if self._index is None and self._asked >= _INDEX_AFTER:
+            self._index = _ArmIndex.of({a: t for a in self._arms if (t := self._learned_terms(a))})
+        if self._index is not None:
+            return self._index.gather(artwork_ids)
+        arm_at: list[int] = []
+        terms: list[_ArmTerms] = []
+        terms_of, learned = self._arm_terms.get, self._learned_terms
+        for i, artwork_id in enumerate(artwork_ids):
+            t = terms_of(artwork_id)
+            if t is None:
+                t = learned(artwork_id)
+            if t:  # else it never learned
+                arm_at.append(i)
+                terms.append(t)
+        return (np.asarray(arm_at, np.intp),
+                np.repeat(np.asarray(arm_at, np.intp), [len(t[0]) for t in terms]),
+                np.concatenate([np.zeros(0, np.intp), *(t[0] for t in terms)]),
+                np.concatenate([np.zeros(0), *(t[1] for t in terms)]),
+                np.fromiter((t[2] for t in terms), float, len(terms)),
+                np.fromiter((t[3] for t in terms), float, len(terms)))
+
+    def _learned_terms(self, artwork_id: str) -> _ArmTerms | tuple[()]:
         """An image's ``-B_a / A_a`` as (rows, values) and its intercept's posterior mean and
         variance, kept until it learns again (:data:`_NOT_LEARNED` for an image that never
         learned)."""

@@ -496,3 +496,21 @@ def test_an_image_asked_about_before_it_learns_is_scored_by_what_it_learned_afte
         [z, z], ["a", "b"])
     assert after[0].tolist() == expected[0].tolist() and after[1].tolist() == expected[1].tolist()
     assert after[0][0] != before[0][0]
+
+
+def test_images_gathered_from_the_index_score_as_image_by_image() -> None:
+    rng = random.Random(4)
+    model = HybridRidge(l2=1.0, intercept_l2=5.0)
+    for _ in range(200):
+        model.learn_one({rng.randrange(12): rng.random(), 20 + rng.randrange(3): 1.0},
+                        f"a{rng.randrange(15)}", float(rng.random() < 0.4))
+    zs = [{1: 0.5, 20: 1.0}, {3: 1.0, 21: 1.0, 99: 0.3}]
+    page = [zs[i % 2] for i in range(20)], [f"a{i}" for i in range(20)]  # a15-a19: unseen
+    for _ in range(2):
+        answers = [model.posterior_marginals(*page) for _ in range(6)]  # the index from the 4th
+        assert model._index is not None
+        once = HybridRidge.from_state(model.to_state()).posterior_marginals(*page)
+        for mean, var in answers:
+            assert mean.tolist() == once[0].tolist() and var.tolist() == once[1].tolist()
+        model.learn_one({1: 1.0}, "a17", 1.0)  # learning drops the index
+        assert model._index is None
