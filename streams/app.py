@@ -152,6 +152,13 @@ def split_by_bytes(messages: list[RawMessage], max_bytes: int) -> list[list[RawM
     return parts if parts[-1] else []
 
 
+def _first_received(events: Sequence[faust.EventT]) -> float | None:
+    """When the worker's main loop received the first of ``events`` (``time.monotonic``,
+    stamped by Faust's monitor; ``None`` without one)."""
+    stamps = [t for e in events if (t := getattr(e.message, "time_in", None)) is not None]
+    return min(stamps) if stamps else None
+
+
 def _raw(events: Sequence[faust.EventT]) -> list[RawMessage]:
     return [RawMessage(e.message.topic, e.message.partition, e.message.offset,
                        e.message.key, e.message.value,
@@ -184,6 +191,9 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
                                page_updates=page_updates, learning=learning)
     app.processor = processor  # type: ignore[attr-defined]  # for tests and tools
     freshness: list[float] = []
+    #: Per batch part: its steps' milliseconds (``BatchReport.stages_ms``) and ``age``, how
+    #: old its oldest message was when the part started (broker, fetch and batch waits).
+    batch_stages: list[dict[str, float]] = []
     event_topic_names = event_topics(settings)
     health = WorkerHealth(lambda: app.consumer.assignment(), store, event_topic_names)
     app.health = health  # type: ignore[attr-defined]  # /health and /ready
@@ -203,17 +213,25 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
             raw = _raw(batch)
             if probe is not None:
                 probe.batches.observe(raw, time.time() * 1000)
-            await _finish_even_if_cancelled(apply_parts(raw))
+            await _finish_even_if_cancelled(apply_parts(raw, _first_received(batch)))
             health.batch_done()
 
-    async def apply_parts(raw: list[RawMessage]) -> None:
+    async def apply_parts(raw: list[RawMessage], received: float | None) -> None:
         # a batch of many bytes (messages of many events) is applied in parts, in order: the
         # worker's memory follows the part in flight, not the largest batch it collects
         for part in split_by_bytes(raw, settings.batch_max_bytes):
             started = time.perf_counter()
+            now_ms = time.time() * 1000
+            oldest = min((m.timestamp_ms or 0 for m in part), default=0)
+            waits = {"age": now_ms - oldest if oldest else 0.0}
+            if received is not None:  # how long ago the worker's main loop received it
+                waits["in_worker"] = 1000 * (time.monotonic() - received)
             report = await processor.process(part)
             freshness.extend(report.freshness_ms)
             metrics.observe_batch(report, part, time.perf_counter() - started)
+            if len(batch_stages) < 10_000:  # bounded when nobody reads it
+                batch_stages.append({**waits, **report.stages_ms,
+                                     "total": 1000 * (time.perf_counter() - started)})
 
     @app.agent(catalog_topic, name="catalog")
     async def process_catalog(stream: faust.StreamT) -> None:
@@ -228,7 +246,7 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
     _model_and_page_timers(app, settings, processor, event_topic_names)
     app.rebuilder = install_rebuilder(app, settings, processor)  # type: ignore[attr-defined]
 
-    _observation_timers(app, processor, metrics, freshness)
+    _observation_timers(app, processor, metrics, freshness, batch_stages)
 
     @app.on_before_shutdown.connect
     async def _final_checkpoint(app: faust.App, **kwargs: Any) -> None:
@@ -263,10 +281,28 @@ def _fetched_records(app: faust.App) -> int:
         return -1
 
 
+def stage_summary(stages: Sequence[dict[str, float]]) -> str:
+    """Each step's p50/p99 over batches, in the order the steps first appear (a step a
+    batch skipped counts 0 for it).
+
+    >>> stage_summary([{"age": 10.0, "apply": 2.0}, {"age": 30.0, "render": 4.0}])
+    'age 20/30, apply 1/2, render 2/4'
+    """
+    names = list(dict.fromkeys(k for s in stages for k in s))
+    out = []
+    for name in names:
+        values = [s.get(name, 0.0) for s in stages]
+        q = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 \
+            else values * 99
+        out.append(f"{name} {q[49]:.0f}/{q[98]:.0f}")
+    return ", ".join(out)
+
+
 def _observation_timers(app: faust.App, processor: EventProcessor, metrics: WorkerMetrics,
-                        freshness: list[float]) -> None:
-    """Timers that only observe: consumer lag for the metrics every 5 s, and every 10 s a
-    log line of the event-to-page freshness and the render queue's waits since the last."""
+                        freshness: list[float], batch_stages: list[dict[str, float]]) -> None:
+    """Timers that only observe: consumer lag for the metrics every 5 s, and every 10 s log
+    lines of the event-to-page freshness, the batches' steps and the render queue's waits
+    since the last."""
 
     @app.timer(5.0)
     async def consumer_lag() -> None:
@@ -279,6 +315,10 @@ def _observation_timers(app: faust.App, processor: EventProcessor, metrics: Work
             log.info("event->page freshness over %d events: p50 %.0f ms, p99 %.0f ms",
                      len(freshness), q[49], q[98])
             freshness.clear()
+        if batch_stages:
+            log.info("%d batches, ms p50/p99: %s", len(batch_stages),
+                     stage_summary(batch_stages))
+            batch_stages.clear()
         waits = processor.renderer.queue_waits
         if waits:
             q = statistics.quantiles(waits, n=100) if len(waits) > 1 else waits * 99

@@ -129,6 +129,16 @@ class BatchReport:
     freshness_ms: list[float] = field(default_factory=list)
     #: Decoded events by record name (``Play``, ``Scroll``...), for the metrics.
     event_types: Counter[str] = field(default_factory=Counter)
+    #: Milliseconds of the batch's steps (``lock``: waiting for the batch lock, then
+    #: ``decode``, ``load``, ``apply``, ``learn``, ``commit``, ``render``), for the log.
+    stages_ms: dict[str, float] = field(default_factory=dict)
+    _mark: float = field(default_factory=time.perf_counter, repr=False)
+
+    def lap(self, stage: str) -> None:
+        """Add the time since the last lap (or since the report was made) to ``stage``."""
+        now = time.perf_counter()
+        self.stages_ms[stage] = self.stages_ms.get(stage, 0.0) + 1000.0 * (now - self._mark)
+        self._mark = now
 
 
 class EventProcessor:
@@ -414,12 +424,17 @@ class EventProcessor:
         """Run one micro-batch end to end; returns when pages and dead letters are written."""
         self._batches_started += 1
         self._behind = self._is_behind(messages)
+        asked = time.perf_counter()
         async with self._state_lock:  # an outage holds it: the timers wait too
+            waited_ms = 1000.0 * (time.perf_counter() - asked)
             try:
-                return await retry_transient(lambda: self._process(messages), "event batch",
-                                             self.outage_backoff, self.outage_stats)
+                report = await retry_transient(lambda: self._process(messages),
+                                               "event batch", self.outage_backoff,
+                                               self.outage_stats)
             except Exception as exc:  # not an outage: find the poisoned events, keep the rest
-                return await isolate_batch(self, messages, exc)
+                report = await isolate_batch(self, messages, exc)
+        report.stages_ms["lock"] = waited_ms
+        return report
 
     def _is_behind(self, messages: Sequence[RawMessage]) -> bool:
         """Whether the consumer is behind: a full batch, or its newest message was written
@@ -435,6 +450,7 @@ class EventProcessor:
         report = BatchReport(messages=len(messages))
         await prepare(self.codec, (m.value for m in messages))  # registry ids, off the loop
         events, letters = self.decode(messages)
+        report.lap("decode")
         report.events, report.dead_letters = len(events), len(letters)
         report.event_types = Counter(type(se.event).__name__ for se in events)
         if letters:
@@ -459,6 +475,7 @@ class EventProcessor:
         partition_of = {m.key.decode("utf-8", "replace"): m.partition
                         for m in messages if m.key}
         states = await self.store.load_profiles(list(by_profile))
+        report.lap("load")
         try:
             return await self._apply_and_commit(report, by_profile, states, partition_of)
         except BaseException as exc:
@@ -477,17 +494,20 @@ class EventProcessor:
             self._apply_profile(pid, evs, states.get(pid) or ProfileState(pid),
                                 partition_of, work, report)
         self._collect_trending(work.plays, work.trending)
+        report.lap("apply")
         report.learned = True  # from here on a failure before the commit drops the learning
         similar_changed = await self._learn(work.builder.build())
         if work.late_letters:
             await self.dead_letters.send(work.late_letters)
             report.late = len(work.late_letters)
+        report.lap("learn")
         await self._commit(report, work)
         report.profiles = len(by_profile)
         if similar_changed:
             k = self.settings.row_length
             await self.store.write_similar({t: self.cowatch.most_similar(t, k)
                                             for t in similar_changed})
+        report.lap("commit")
         if work.to_render:
             # members with no state before this batch have no page yet, and members opening
             # the app are about to look at theirs: those render now
@@ -498,6 +518,7 @@ class EventProcessor:
             now_ms = self.clock() * 1000.0
             for pid in self.renderer.rendered:  # held pages are written later, by the timer
                 report.freshness_ms.extend(now_ms - ts for ts in work.applied_ts.get(pid, ()))
+            report.lap("render")
         return report
 
     def _apply_profile(self, pid: str, evs: list[SourcedEvent], state: ProfileState,

@@ -589,3 +589,17 @@ async def test_a_batch_whose_commit_fails_once_is_applied_again_event_by_event()
     assert (await store.counters())["events_applied"] == 4
 
 
+
+
+async def test_a_batch_reports_how_long_each_step_took(proc: EventProcessor) -> None:
+    started = asyncio.get_running_loop().time()
+    report = await proc.process([msg(codec.encode_event(play(f"s{p}", p, "t1", 100)), p, i)
+                                 for i, p in enumerate(["p1", "p2"])])
+    elapsed_ms = 1000 * (asyncio.get_running_loop().time() - started)
+    steps = ["decode", "load", "apply", "learn", "commit", "render", "lock"]
+    assert list(report.stages_ms) == steps  # in the order they ran, the lock wait last
+    assert report.pages == 2 and all(v >= 0 for v in report.stages_ms.values())
+    assert sum(report.stages_ms.values()) <= elapsed_ms
+    # a batch of dead letters only stops after decoding
+    bad = await proc.process([msg(b"not avro", "p1", 5)])
+    assert list(bad.stages_ms) == ["decode", "lock"]
