@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -485,8 +486,10 @@ def _note_shown_row(state: ProfileState, ev: Impression, fx: Effects) -> None:
     if prev is None or ev.event_ts_ms >= prev.ts_ms:
         state.shown_rows[ev.title_id] = ShownRow(kind, ev.event_ts_ms)
     if len(state.shown_rows) > MAX_SHOWN_ROWS:
-        oldest = min(state.shown_rows, key=lambda t: state.shown_rows[t].ts_ms)
-        del state.shown_rows[oldest]
+        # the first title with the oldest time (what min with a key gives), the oldest time
+        # found in one C-level pass
+        first = min(map(_TS_OF, state.shown_rows.values()))
+        del state.shown_rows[next(t for t, r in state.shown_rows.items() if r.ts_ms == first)]
 
 
 def _credit_row(state: ProfileState, title_id: str, ts: int, params: FeatureParams,
@@ -521,12 +524,19 @@ def _settle(state: ProfileState, title_id: str, fx: Effects) -> None:
                                         p.context_json, p.ts_ms))
 
 
+#: A pending decision's ``ts_ms``.
+_TS_OF = attrgetter("ts_ms")
+
+
 def _settle_expired(state: ProfileState, now_ts: int, params: FeatureParams,
                     fx: Effects) -> None:
     """Decisions whose reward window closed (in event time) are paid: 0 without a quality
     play, 1 with one held back (``delayed_positives``)."""
     window_ms = params.reward_window_s * 1000.0
-    # window_closed() inlined: this runs for every event of a member with pending decisions
+    # this runs for every event of a member with pending decisions: one C-level pass finds
+    # the oldest, and only when its window closed are the closed ones looked for
+    if now_ts - min(map(_TS_OF, state.pending_art.values())) <= window_ms:
+        return
     for tid in [t for t, p in state.pending_art.items() if now_ts - p.ts_ms > window_ms]:
         _settle(state, tid, fx)
 

@@ -470,6 +470,10 @@ def _row_items(base: Mapping[str, PageItem], picked: Sequence[tuple[Title, float
             for (title, _), score in zip(picked, scores, strict=True)]
 
 
+class ByRelevance(list[tuple[str, float]]):
+    """A row's ranked titles whose scores are their relevance (:meth:`_Rows.by_rel`)."""
+
+
 class _Rows:
     """The candidate rows of one page as they are built: ranking by the member's relevance
     and a row's utility (see :func:`candidate_rows`)."""
@@ -498,7 +502,7 @@ class _Rows:
 
     def _read(self, positions: np.ndarray) -> list[tuple[str, float]]:
         ids, rel = self._ranked.arrays.ids, self._ranked.rel  # type: ignore[union-attr]
-        return [(ids[p], rel[p]) for p in positions[: self.depth].tolist()]
+        return ByRelevance([(ids[p], rel[p]) for p in positions[: self.depth].tolist()])
 
     def by_genre(self, catalog: Catalog, genre: str) -> list[tuple[str, float]]:
         """:meth:`by_rel` of the titles of ``genre``."""
@@ -526,11 +530,11 @@ class _Rows:
             self._order = self._sorted(self.allowed)
         order, depth = self._order, self.depth
         if ids is self.allowed:
-            return [(t, -neg) for neg, t in order[:depth]]
+            return ByRelevance([(t, -neg) for neg, t in order[:depth]])
         subset = ids if isinstance(ids, set | frozenset) else set(ids)
         if 8 * len(subset) < len(order):
-            return [(t, -neg) for neg, t in self._sorted(subset)[:depth]]
-        out: list[tuple[str, float]] = []
+            return ByRelevance([(t, -neg) for neg, t in self._sorted(subset)[:depth]])
+        out = ByRelevance()
         for neg, t in order:
             if t in subset:
                 out.append((t, -neg))
@@ -566,13 +570,19 @@ class _Rows:
         ``factor`` x ``quality`` (default: the mean relevance of its leading titles)."""
         if not ranked:
             return
-        rels = [self.rel.get(t, 0.0) for t, _ in ranked]
-        head = rels[:UTILITY_DEPTH]
-        q = quality if quality is not None else sum(head) / len(head)
+        if quality is not None:
+            rels = None
+            q = quality
+        else:
+            # a row ranked by relevance scores each title with it
+            rels = ([s for _, s in ranked] if isinstance(ranked, ByRelevance)
+                    else [self.rel.get(t, 0.0) for t, _ in ranked])
+            head = rels[:UTILITY_DEPTH]
+            q = sum(head) / len(head)
         weight = self.weights.get(kind.value, 0.5) * factor
         self.rows.append(CandidateRow(row_id, kind.value, title, why, ranked,
                                       utility=round(weight * q, 6), extra=extra,
-                                      weight=weight, rels=rels if quality is None else None))
+                                      weight=weight, rels=rels))
 
 
 def candidate_rows(state: ProfileState | None, catalog: Catalog,

@@ -113,3 +113,31 @@ def test_no_stream_of_events_grows_a_member_past_the_bounds(
               "pending_art": MAX_PENDING_ART, "shown_rows": MAX_SHOWN_ROWS,
               "cast_affinity": MAX_CAST, "ignored": 200, "recent": PARAMS.recent_titles}
     assert all(n <= bounds[k] for k, n in sizes(s).items()), sizes(s)
+
+
+def test_a_full_shown_rows_map_drops_the_first_title_shown_at_the_oldest_time() -> None:
+    from features.state_format import ShownRow
+
+    s = ProfileState("m")
+    # two titles tie for the oldest time: the first of them in the map's order goes
+    s.shown_rows = {f"t{i}": ShownRow("genre", TS + 5_000 + i) for i in range(MAX_SHOWN_ROWS - 2)}
+    s.shown_rows["late-tie"] = ShownRow("genre", TS)
+    s.shown_rows["early-tie"] = ShownRow("genre", TS)
+    s.shown_rows = {"early-tie": s.shown_rows.pop("early-tie"), **s.shown_rows}
+    apply_event(s, impression(900, "new"), genres, PARAMS)
+    assert len(s.shown_rows) == MAX_SHOWN_ROWS
+    assert "early-tie" not in s.shown_rows and {"late-tie", "new"} <= set(s.shown_rows)
+
+
+def test_artwork_decisions_are_paid_once_their_window_closed_and_not_before() -> None:
+    params = FeatureParams(reward_window_s=10.0, delayed_positives=False)
+    s = ProfileState("m")
+    for i, title in enumerate(["a", "b", "c"]):  # decisions at TS, TS + 4 s and TS + 8 s
+        apply_event(s, impression(4 * i, title), genres, params)
+    assert list(s.pending_art) == ["a", "b", "c"]
+    # 10 s after the first decision its window is still open (closed only past 10 s)
+    fx = apply_event(s, play(10, "x"), genres, params)
+    assert fx.art_rewards == [] and list(s.pending_art) == ["a", "b", "c"]
+    fx = apply_event(s, play(15, "y"), genres, params)  # 15 s: a and b closed
+    assert [(r.title_id, r.reward) for r in fx.art_rewards] == [("a", 0.0), ("b", 0.0)]
+    assert list(s.pending_art) == ["c"]
