@@ -403,7 +403,7 @@ def select_rows(cands: Sequence[CandidateRow], catalog: Catalog, penalty: float,
         chosen.append(best)
         left = [c for c in left if c is not best]  # by identity: no field-by-field __eq__
         if row_length is not None:
-            shown = [t for t, _ in best.ranked if t not in used][:depth]
+            shown = list(islice((t for t, _ in best.ranked if t not in used), depth))
             used.update(shown)
             if len(chosen) >= SHORT_ROWS_KEPT and len(used) >= 2 * depth:
                 left = [c for c in left if not too_short(c, used)]
@@ -559,9 +559,11 @@ class _Rows:
         """A seed's neighbours ranked for the member: relevance x (1 - a + a x similarity),
         ``a`` the rules' ``neighbour_similarity``."""
         a = self.similarity_weight
-        ranked = [(t, self.rel.get(t, 0.0) * (1.0 - a + a * min(1.0, s))) for t, s in near]
-        ranked.sort(key=lambda kv: (-kv[1], kv[0]))
-        return ranked
+        get = self.rel.get
+        # (-score, id) tuples sort natively: the order of key=(-score, id)
+        keyed = [(-(get(t, 0.0) * (1.0 - a + a * min(1.0, s))), t) for t, s in near]
+        keyed.sort()
+        return [(t, -neg) for neg, t in keyed]
 
     def add(self, row_id: str, kind: RowKind, title: str, why: str,
             ranked: list[tuple[str, float]], quality: float | None = None, extra=None,
