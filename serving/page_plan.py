@@ -244,9 +244,6 @@ class Decisions:
     policy_ref: Callable[[], ArtworkPolicy | None]
     policy_version: int
     context: Context
-    #: Per slot: cumulative propensities (inverse-CDF draws) and the pieces of each arm.
-    cumulative: list[list[float]]
-    pieces: list[list[ArmPieces]]
     #: The whole impressions message as fixed parts with a hole between each two (the odd
     #: indexes, empty here), and what fills the holes from a request's values
     #: ``[request id, time + request id, artwork fields of each logged slot...]``
@@ -255,6 +252,20 @@ class Decisions:
     avro_holes: Callable[[Sequence[bytes]], Sequence[bytes]]
     #: When they were made (ms).
     made_at_ms: int = 0
+    #: Per slot: cumulative propensities (inverse-CDF draws) and the pieces of each arm;
+    #: computed when a title is first drawn (:meth:`drawable`): a returning member whose
+    #: titles all keep their artwork needs none.
+    cumulative: list[list[float]] | None = None
+    pieces: list[list[ArmPieces]] | None = None
+
+    def drawable(self, policy: ArtworkPolicy, slots: Sequence[Slot]
+                 ) -> tuple[list[list[float]], list[list[ArmPieces]]]:
+        """:attr:`cumulative` and :attr:`pieces` of ``slots``, computed with ``policy`` (the
+        request's) the first time; what is drawn from them is logged with that policy's
+        version and propensities."""
+        if self.cumulative is None or self.pieces is None:
+            self.cumulative, self.pieces = _decided(policy, self.context, slots)
+        return self.cumulative, self.pieces
 
 
 @dataclass(slots=True)
@@ -474,7 +485,6 @@ class PagePlan:
                 or now_ms - found.made_at_ms < max_age_ms):
             return found
         context = request_context(self.page_context, self.country, device, now_ms)
-        cumulative, pieces = _decided(policy, context, self.slots)
         tail = (string_bytes(self.variant) + string_bytes(device)
                 + string_bytes(self.impression_country))
         plain, with_context = tail + b"\x00", tail + string_bytes(orjson.dumps(context).decode())
@@ -489,8 +499,7 @@ class PagePlan:
         if len(self._decisions) > 64:
             self._decisions.clear()
         found = self._decisions[key] = Decisions(weakref.ref(policy), policy.version, context,
-                                                 cumulative, pieces, avro_parts, self.avro_holes,
-                                                 now_ms)
+                                                 avro_parts, self.avro_holes, now_ms)
         return found
 
     def kept_pieces(self, slot: Slot, raw: Any, sticky: StickyAssignment,
@@ -524,20 +533,24 @@ class PagePlan:
         pieces, the new assignments (:class:`Served`) and when the first kept one expires."""
         at = str(served_at_ms).encode()
         if not (sticky.period_s > 0 and previous):  # a first visit: every title is drawn
-            ks = list(map(bisect.bisect_right, decisions.cumulative,
-                          policy.uniforms(len(self.slots))))
-            chosen = list(map(operator.getitem, decisions.pieces, ks))
+            cumulative, pieces = decisions.drawable(policy, self.slots)
+            ks = list(map(bisect.bisect_right, cumulative, policy.uniforms(len(self.slots))))
+            chosen = list(map(operator.getitem, pieces, ks))
             return (chosen, NewAssignments(self.slot_keys, self.slot_resp, chosen, at),
                     len(chosen), math.inf)
         kept = [self.kept_pieces(slot, previous.get(slot.title_id), sticky, served_at_ms)
                 for slot in self.slots]
         todo = [i for i, k in enumerate(kept) if k is None]
-        drawn = dict(zip(todo, map(bisect.bisect_right, [decisions.cumulative[i] for i in todo],
-                                   policy.uniforms(len(todo))), strict=True))
+        pieces: list[list[ArmPieces]] = []
+        drawn: dict[int, int] = {}
+        if todo:  # the propensities are needed only for titles drawn again
+            cumulative, pieces = decisions.drawable(policy, self.slots)
+            drawn = dict(zip(todo, map(bisect.bisect_right, [cumulative[i] for i in todo],
+                                       policy.uniforms(len(todo))), strict=True))
         chosen, expiry = [], math.inf
         for i, k in enumerate(kept):
             if k is None:
-                chosen.append(decisions.pieces[i][drawn[i]])
+                chosen.append(pieces[i][drawn[i]])
             else:
                 expiry = min(expiry, k[0])
                 chosen.append(k[1])

@@ -307,31 +307,56 @@ def _fresh_plan(titles: list[Title] | None = None) -> PagePlan:
 def test_a_context_seen_on_another_page_is_decided_by_lookups(name: str) -> None:
     policy = _Counting(_trained(name))
     first = _fresh_plan().decisions(policy, "tv", NOW)  # type: ignore[arg-type]
+    assert policy.asked == 0  # nothing asked until a title is drawn
+    first_drawn = first.drawable(policy, _fresh_plan().slots)  # type: ignore[arg-type]
     asked = policy.asked
     assert asked == 24
     again = _fresh_plan().decisions(policy, "tv", NOW)  # type: ignore[arg-type]
+    again_drawn = again.drawable(policy, _fresh_plan().slots)  # type: ignore[arg-type]
     assert policy.asked == asked  # the same context: nothing asked
-    assert again.cumulative == first.cumulative and again.pieces == first.pieces
-    _fresh_plan().decisions(policy, "phone", NOW)  # type: ignore[arg-type]
+    assert again_drawn == first_drawn
+    phone = _fresh_plan().decisions(policy, "phone", NOW)  # type: ignore[arg-type]
+    phone.drawable(policy, _fresh_plan().slots)  # type: ignore[arg-type]
     assert policy.asked == 2 * asked  # another context: asked again
     # the numbers are what asking about the whole page gives
     context = request_context(_page()["context"], "US", "tv", NOW)
     arms = [s.art.arms for s in _fresh_plan().slots]
     expected = policy.policy.propensities_many(context, arms)
-    assert [c[:-1] for c in again.cumulative] == [
+    assert [c[:-1] for c in again_drawn[0]] == [
         list(itertools.accumulate(p.values()))[:-1] for p in expected]
 
 
 def test_contexts_are_decided_again_for_another_policy_catalog_or_a_joint_policy() -> None:
+    def decide(policy: Any, plan: PagePlan) -> None:
+        plan.decisions(policy, "tv", NOW).drawable(policy, plan.slots)
+
     policy = _Counting(_trained("lin_ucb"))
-    _fresh_plan().decisions(policy, "tv", NOW)  # type: ignore[arg-type]
+    decide(policy, _fresh_plan())
     other = _Counting(_trained("lin_ucb"))  # the same name and version, another object
-    _fresh_plan().decisions(other, "tv", NOW)  # type: ignore[arg-type]
+    decide(other, _fresh_plan())
     assert other.asked == 24
     moved = [t.model_copy(update={"artwork": list(t.artwork)}) for t in TITLES]
-    _fresh_plan(moved).decisions(other, "tv", NOW)  # type: ignore[arg-type]
+    decide(other, _fresh_plan(moved))
     assert other.asked == 48  # another catalog's artwork objects
     joint = _Counting(_trained("thompson"))
     for _ in range(2):
-        _fresh_plan().decisions(joint, "tv", NOW)  # type: ignore[arg-type]
+        decide(joint, _fresh_plan())
     assert joint.asked == 48
+
+
+def test_a_returning_member_whose_titles_keep_their_artwork_asks_the_policy_nothing() -> None:
+    policy = _Counting(_trained("lin_ucb"))
+    plan = _fresh_plan()
+    first = plan.serve(plan.decisions(policy, "tv", NOW), policy,  # type: ignore[arg-type]
+                       _Reads({}), StickyAssignment(60), "a" * 32, NOW)
+    assert policy.asked == 24 and first.decided == 24
+    stored = _assignments(first.assignments.args())
+    later = _fresh_plan()  # a new server process: nothing decided yet
+    again = later.serve(later.decisions(policy, "phone", NOW + 1_000),  # type: ignore[arg-type]
+                        policy, _Reads(stored), StickyAssignment(60), "b" * 32, NOW + 1_000)
+    assert policy.asked == 24 and again.decided == 0
+    assert [i["artwork_id"] for r in orjson.loads(again.body)["rows"][:3] for i in r["items"]] == [
+        orjson.loads(stored[s.title_id])["artwork_id"] for s in later.slots]
+    expired = later.serve(later.decisions(policy, "phone", NOW + 61_000),  # type: ignore[arg-type]
+                          policy, _Reads(stored), StickyAssignment(60), "c" * 32, NOW + 61_000)
+    assert expired.decided == 24 and policy.asked == 48
