@@ -71,13 +71,16 @@ def fill_rows(chosen: Sequence[CandidateRow], catalog: Catalog, row_length: int,
     used: set[str] = set()
     picked: list[list[tuple[Title, float]]] = [[] for _ in chosen]
     cursor = [0] * len(chosen)
+    # the catalog's titles by id as a dict (per catalog version): a C-level lookup per title
+    get = catalog.derived(("titles-by-id",), lambda: {t.title_id: t for t in catalog.titles()}
+                          ).get
     for depth in (visible, row_length):
         for i, c in enumerate(chosen):
             row, j = picked[i], cursor[i]
             while len(row) < depth and j < len(c.ranked):
                 tid, score = c.ranked[j]
                 j += 1
-                title = None if tid in used else catalog.get(tid)
+                title = None if tid in used else get(tid)
                 if title is not None:
                     row.append((title, score))
                     used.add(tid)
