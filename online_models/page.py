@@ -50,6 +50,7 @@ from online_models.page_arrays import (
     RankedTitles,
     RowSimilarities,
     genre_mask,
+    new_release_mask,
     popularity_by_position,
 )
 from online_models.page_view import discount_ignored, fill_rows, required_kinds
@@ -504,6 +505,14 @@ class _Rows:
         ids, rel = self._ranked.arrays.ids, self._ranked.rel  # type: ignore[union-attr]
         return ByRelevance([(ids[p], rel[p]) for p in positions[: self.depth].tolist()])
 
+    def by_mask(self, mask: np.ndarray) -> list[tuple[str, float]] | None:
+        """:meth:`by_rel` of the catalog titles ``mask`` holds (``None`` without ranked
+        positions)."""
+        if self._pos is None:
+            return None
+        pos = self._pos
+        return self._read(pos[mask[pos]])
+
     def by_genre(self, catalog: Catalog, genre: str) -> list[tuple[str, float]]:
         """:meth:`by_rel` of the titles of ``genre``."""
         if self._pos is None:
@@ -687,14 +696,17 @@ def _shared_rows(b: _Rows, catalog: Catalog, trending: Sequence[tuple[str, float
           sorted(((t, 0.5 * s + 0.5 * rel.get(t, 0.0)) for t, s in popular[:n]),
                  key=lambda kv: -kv[1]))
     today = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).date().toordinal()
-    arr = catalog.arrays()
-    age = today - arr.release_ordinal
-    new = [arr.ids[i] for i in np.flatnonzero((age >= 0) & (age < config.rules.new_release_days))
-           if arr.ids[i] in allowed_ids and arr.ids[i] not in engaged]
-    if not new:  # nothing released lately: the newest titles
-        new = [t for t in catalog.newest(n) if t in allowed_ids and t not in engaged]
+    recent = new_release_mask(catalog, today, config.rules.new_release_days)
+    ranked = b.by_mask(recent)
+    if ranked is None:
+        arr = catalog.arrays()
+        new = [arr.ids[i] for i in np.flatnonzero(recent)
+               if arr.ids[i] in allowed_ids and arr.ids[i] not in engaged]
+        ranked = b.by_rel(new)
+    if not ranked:  # nothing released lately: the newest titles
+        ranked = b.by_rel([t for t in catalog.newest(n) if t in allowed_ids and t not in engaged])
     b.add(row_id(RowKind.NEW_RELEASES), RowKind.NEW_RELEASES, "New Releases", "Recently added",
-          b.by_rel(new))
+          ranked)
 
 
 def _id_ranks(catalog: Catalog) -> np.ndarray:

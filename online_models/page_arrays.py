@@ -48,6 +48,19 @@ def genre_mask(catalog: Catalog, genre: str) -> np.ndarray:
     return catalog.derived(("genre-mask", genre), build)
 
 
+def new_release_mask(catalog: Catalog, today: int, days: int) -> np.ndarray:
+    """Which catalog titles (by position) were released in the ``days`` up to ``today`` (an
+    ordinal), cached per catalog version and day."""
+
+    def build() -> np.ndarray:
+        age = today - catalog.arrays().release_ordinal
+        mask = (age >= 0) & (age < days)
+        mask.flags.writeable = False
+        return mask
+
+    return catalog.derived(("new-releases", today, days), build)
+
+
 #: Popularity lists recently turned into arrays (:func:`popularity_by_position`).
 _POPULARITY: OrderedDict[int, tuple[object, CatalogArrays, int, np.ndarray]] = OrderedDict()
 _POPULARITY_KEPT = 64

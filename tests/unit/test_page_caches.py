@@ -173,3 +173,44 @@ def test_content_scores_follow_the_catalog_arrays_and_the_day() -> None:
                                                 "updated_ts_ms": titles[0].updated_ts_ms + 1}))
     after = scores(catalog, days[0])
     assert after == scores(Catalog(catalog.titles()), days[0]) != first[0]
+
+
+
+def test_rows_read_off_ranked_positions_equal_rows_ranked_from_ids() -> None:
+    from online_models.page import _id_ranks, candidate_rows
+    from online_models.page_arrays import RankedTitles
+    from online_models.rules import Rules
+
+    def title(tid: str, released: dt.date, genre: str) -> Title:
+        return Title(title_id=tid, name=tid, genres=[genre], maturity_rating="PG",
+                     release_date=released, duration_s=60.0,
+                     artwork=[Artwork(artwork_id=f"{tid}-a", url="u")])
+
+    catalog = Catalog([title("old1", dt.date(2020, 1, 1), "Drama"),
+                       title("old2", dt.date(2020, 6, 1), "Comedy"),
+                       title("new1", dt.date(2023, 11, 1), "Drama"),
+                       title("new2", dt.date(2023, 11, 10), "Comedy"),
+                       title("oldest", dt.date(2019, 1, 1), "Drama")])
+    cfg = PageConfig(row_length=5, rules=Rules(new_release_days=60))
+    arr = catalog.arrays()
+    rel_arr = np.array([0.5, 0.9, 0.5, 0.1, 0.7])  # a tie between old1 and new1
+    rel = dict(zip(arr.ids, rel_arr.tolist(), strict=True))
+    idx = np.arange(len(arr))
+    ranked = RankedTitles(arr, idx[np.lexsort((_id_ranks(catalog)[idx], -rel_arr))],
+                          rel_arr.tolist())
+    allowed = frozenset(arr.ids)
+    state = member("m", ["old1"], "old1")  # engaged: left out of every row
+
+    def rows(day: dt.datetime, fast: bool) -> dict[str, list]:
+        now = int(day.timestamp() * 1000)
+        got = candidate_rows(state, catalog, allowed, rel, [("new2", 3.0)], None, cfg, "US",
+                             now, ranked if fast else None)
+        return {r.row_id: [r.ranked, r.utility] for r in got}
+
+    for day in (dt.datetime(2023, 11, 14, tzinfo=dt.UTC), dt.datetime(2026, 11, 14,
+                                                                      tzinfo=dt.UTC)):
+        assert rows(day, True) == rows(day, False)
+    recent = rows(dt.datetime(2023, 11, 14, tzinfo=dt.UTC), True)["new-releases"][0]
+    later = rows(dt.datetime(2026, 11, 14, tzinfo=dt.UTC), True)["new-releases"][0]
+    assert [t for t, _ in recent] == ["new1", "new2"]  # released in the 60 days, by relevance
+    assert [t for t, _ in later] == ["old2", "oldest", "new1", "new2"]  # the newest instead
