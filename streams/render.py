@@ -52,8 +52,7 @@ DIGEST_CACHE = 200_000
 #: Pages assembled between two yields to the event loop (a page takes ~1 ms).
 RENDER_SLICE = 50
 #: Queued pages the timer renders per hold of the locks (an event batch waits at most
-#: this long for it: ~5-10 ms; with 10 a page's freshness p99 was ~1.7x as long, see
-#: docs/bench.md).
+#: this long for it: ~5-10 ms; docs/bench.md has the broker runs with 10 and with 5).
 FLUSH_SLICE = 5
 
 #: Trending and popularity lists by country: ``{country: [(title_id, score), ...]}``.
