@@ -59,6 +59,29 @@ return {page or false, source, redis.call('GET', KEYS[2]) or false, state, assig
 """
 
 
+#: The multiplexed read's script: KEYS = page, settings, resume positions, state, default
+#: pages by preference; ARGV[1] as in :data:`READ_HOME_LUA`. The member's page and the
+#: assignments travel as plain ``GET`` / ``HGETALL`` beside it (a value through Lua is copied
+#: into a Lua string and back: ~35 KB a request); the script returns ``{default page or
+#: false (only when the member has no page), 1-based default index or 0, settings,
+#: positions or state (or false)}``.
+READ_REST_LUA = """
+local page = false
+local source = 0
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  for i = 5, #KEYS do
+    page = redis.call('GET', KEYS[i])
+    if page then source = i - 4 break end
+  end
+end
+local state = false
+if ARGV[1] == '1' then
+  state = redis.call('GET', KEYS[3]) or redis.call('GET', KEYS[4]) or false
+end
+return {page or false, source, redis.call('GET', KEYS[2]) or false, state}
+"""
+
+
 @functools.lru_cache(maxsize=8192)
 def parse_meta(raw: bytes | None) -> ProfileMeta:
     """A profile's settings from their stored JSON (parsed once per distinct value);
@@ -176,8 +199,8 @@ async def read_home(store: PipelineStore, profile_id: str, country: str | None,
                        *(keys.default_page_key(p, c) for c in defaults)]
         script_args = ["1" if with_state else "0", "1" if with_assignments else "0"]
         if mux is not None:
-            page, idx, meta_raw, state_raw, flat = await mux.evalsha(READ_HOME_LUA,
-                                                                     script_keys, script_args)
+            page, idx, meta_raw, state_raw, flat = await _read_mux(
+                mux, script_keys, script_args[0], with_assignments)
         else:
             page, idx, meta_raw, state_raw, flat = await _script(store)(keys=script_keys,
                                                                          args=script_args)
@@ -208,6 +231,23 @@ async def read_home(store: PipelineStore, profile_id: str, country: str | None,
     if not isinstance(store, RedisStore):
         return HomeReads(page, source, meta, state, assignments)
     return HomeReads(page, source, meta, state, None, meta_raw, state_raw, with_state, flat)
+
+
+async def _read_mux(mux: RedisMux, script_keys: list[str], with_state: str,
+                    with_assignments: bool) -> tuple[Any, int, Any, Any, list[bytes]]:
+    """:data:`READ_HOME_LUA`'s answer over ``mux``: the page and the assignments as plain
+    commands beside :data:`READ_REST_LUA`, in one write."""
+    page_key, meta_key, progress_key, artwork_key, state_key, *defaults = script_keys
+    replies = await mux.with_script(
+        READ_REST_LUA, [page_key, meta_key, progress_key, state_key, *defaults], [with_state],
+        before=[(b"GET", page_key)],
+        after=[(b"HGETALL", artwork_key)] if with_assignments else ())
+    personal, (default, idx, meta_raw, state_raw) = replies[0], replies[1]
+    flat = replies[2] if with_assignments else []
+    if personal is not None:
+        return personal, 0, meta_raw, state_raw, flat
+    # no page of theirs (or it was written between the two commands: a default this once)
+    return default, idx if default else 0, meta_raw, state_raw, flat
 
 
 async def read_values(store: RedisStore, mux: RedisMux | None,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import hiredis
@@ -171,6 +172,28 @@ class RedisMux:
                 pass  # Redis lost its scripts (restart, SCRIPT FLUSH): load it again below
         sha = self._scripts[script] = await self.execute(b"SCRIPT", b"LOAD", script)
         return await self.execute(b"EVALSHA", sha, len(keys), *keys, *args)
+
+    async def with_script(self, script: str, keys: list[str], args: list[Any],
+                          before: Sequence[tuple[Any, ...]] = (),
+                          after: Sequence[tuple[Any, ...]] = ()) -> list[Any]:
+        """The replies of ``before``, ``script`` (EVALSHA, loaded first when the server does
+        not have it) and ``after``, sent in one write: plain commands move their values
+        without a copy through the script's Lua strings. A failed command raises."""
+        async def send() -> list[Any]:
+            sha = self._scripts.get(script)
+            if sha is None:
+                sha = self._scripts[script] = await self.execute(b"SCRIPT", b"LOAD", script)
+            return await self.execute_many(
+                [*before, (b"EVALSHA", sha, len(keys), *keys, *args), *after])
+
+        replies = await send()
+        if isinstance(replies[len(before)], rexc.NoScriptError):
+            del self._scripts[script]  # Redis lost its scripts (restart, flush): load again
+            replies = await send()
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return replies
 
     def _check_timeouts(self) -> None:
         """Every quarter timeout while calls wait: fail them all and drop the connection

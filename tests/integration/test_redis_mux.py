@@ -69,6 +69,27 @@ def test_a_script_flushed_from_redis_is_loaded_again(server) -> None:
     asyncio.run(main())
 
 
+def test_a_script_between_plain_commands_in_one_write_and_after_a_flush(server) -> None:
+    sync = redis.Redis(port=server.port)
+    sync.set("a", b"1")
+    sync.hset("h", mapping={"f": b"v"})
+
+    async def main() -> None:
+        mux = RedisMux(port=server.port)
+        try:
+            for _ in range(2):
+                got = await mux.with_script(ECHO_LUA, ["a"], ["x"], before=[(b"GET", "a")],
+                                            after=[(b"HGETALL", "h")])
+                assert got == [b"1", [b"a", b"x", b"1"], [b"f", b"v"]]
+                sync.script_flush()  # loaded again on the next call
+            with pytest.raises(rexc.ResponseError):
+                await mux.with_script(ECHO_LUA, ["a"], ["x"], after=[(b"HGETALL", "a")])
+        finally:
+            await mux.aclose()
+
+    asyncio.run(main())
+
+
 def test_many_commands_in_one_write_each_with_its_reply(server) -> None:
     sync = redis.Redis(port=server.port)
     sync.hset("h", "f", "v")

@@ -1,4 +1,5 @@
-"""The home page's store read against a real Redis: one round trip (one EVALSHA) for the
+"""The home page's store read against a real Redis: one round trip (one EVALSHA, or over the
+shared connection the page and assignments as plain commands beside a smaller script) for the
 page or its default-page fallback, the settings, the member's state and the artwork
 assignments; and the serving bench's floor server loaded by wrk with its Lua script."""
 
@@ -80,6 +81,39 @@ async def test_one_round_trip_reads_page_settings_state_and_assignments(
         await client.delete(*(keys.default_page_key(p, c) for c in ("US", "ALL", "FR")))
         assert (await read_home(store, "nobody", "US")).page is None
     finally:
+        await store.close()
+
+
+async def test_the_multiplexed_read_answers_as_the_script_alone(settings: Settings) -> None:
+    """Over the server's shared connection the page and the assignments travel as plain
+    commands beside a smaller script: every case reads the same as the one-script read."""
+    from serving.redis_mux import RedisMux
+
+    store = RedisStore.from_url(settings.redis_url, settings.key_prefix)
+    mux = RedisMux.for_store(store, 1.0)
+    assert mux is not None
+    p = settings.key_prefix
+    try:
+        await store.write_pages({"m1": _page("personal")},
+                                {"US": _page("us"), "ALL": _page("all"), "FR": _page("fr")})
+        await store.put_profile_meta({"m1": {"kids": True}, "m2": {"country": "FR"}})
+        await store.client.set(keys.profile_key(p, "m1"), orjson.dumps({
+            "profile_id": "m1", "progress": {"t1": [600.0, 3600.0, 5]}, "recent": [["t1", 5]]}))
+        await store.save_artwork("m1", {"t1": {"artwork_id": "t1-a", "chosen_at_ms": 1,
+                                               "propensity": 0.5}})
+        cases = [("m1", "US", True, True), ("m1", "US", False, False), ("nobody", "US", True, True),
+                 ("nobody", "BR", True, True), ("m2", None, True, True)]
+        for member, country, state, art in cases:
+            alone = await read_home(store, member, country, with_state=state,
+                                    with_assignments=art)
+            shared = await read_home(store, member, country, with_state=state,
+                                     with_assignments=art, mux=mux)
+            for field in ("page", "source", "meta", "meta_raw", "state_raw", "flat"):
+                assert getattr(shared, field) == getattr(alone, field), (member, field)
+        await store.client.delete(*(keys.default_page_key(p, c) for c in ("US", "ALL", "FR")))
+        assert (await read_home(store, "nobody", "US", mux=mux)).page is None
+    finally:
+        await mux.aclose()
         await store.close()
 
 
