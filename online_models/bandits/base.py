@@ -298,10 +298,9 @@ class ArtworkPolicy(river_base.Base, abc.ABC):
         total = raw[:, 0].copy()
         for j in range(1, raw.shape[1]):
             total += raw[:, j]  # zero padding leaves a total as it is
-        if not (((raw > 0.0) & np.isfinite(raw)) | ~valid).all() or not np.isfinite(total).all():
-            bad = next(i for i in range(len(groups)) if not (
-                ((raw[i] > 0.0) & np.isfinite(raw[i])) | ~valid[i]).all()
-                or not math.isfinite(total[i]))
+        ok = (((raw > 0.0) & np.isfinite(raw)) | ~valid).all(axis=1) & np.isfinite(total)
+        if not ok.all():
+            bad = int(np.flatnonzero(~ok)[0])
             raise RuntimeError(f"{self.name}: invalid propensities "
                                f"{raw[bad, :sizes[bad]].tolist()}")
         rows = (raw / total[:, None]).tolist()

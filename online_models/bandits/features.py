@@ -56,7 +56,6 @@ UNTAGGED = "untagged"
 
 
 @functools.lru_cache(maxsize=1 << 16)
-@functools.lru_cache(maxsize=1 << 16)
 def stable_hash(name: str) -> int:
     """A 64-bit hash of ``name`` that is the same in every process and Python version
     (the recent ones kept: every page asks for the same context x tag crosses).
