@@ -51,9 +51,14 @@ from online_models.top_picks import TopPicksModel
 DIGEST_CACHE = 200_000
 #: Pages assembled between two yields to the event loop (a page takes ~1 ms).
 RENDER_SLICE = 50
-#: Queued pages the timer renders per hold of the locks (an event batch waits at most
-#: this long for it: ~5-10 ms; docs/bench.md has the broker runs with 10 and with 5).
+#: Queued pages the timer renders per hold of the batch lock (an event batch waits at most
+#: this long for it: ~3-5 ms; docs/bench.md has the broker runs with 10 and with 5).
 FLUSH_SLICE = 5
+#: Queued pages the timer writes to the store and publishes together: their members'
+#: settings are read in one round trip before, the pages rendered ``FLUSH_SLICE`` at a
+#: time, then written in one ``MSET`` and one publish, outside the batch lock (a round trip
+#: per slice, under the lock, left the worker idle for most of a slice's time).
+FLUSH_CHUNK = 50
 
 #: Trending and popularity lists by country: ``{country: [(title_id, score), ...]}``.
 Popularity = dict[str, list[tuple[str, float]]]
@@ -85,6 +90,15 @@ class RenderInputs:
     cowatch: CoWatchSimilarity
     row_utility: RowKindUtility
     now_ms: int
+
+
+@dataclass
+class _Unwritten:
+    """Pages rendered and not written yet: their bytes by member, and the pages to publish
+    (rows changed since the member's last published page)."""
+
+    pages: dict[str, bytes] = dataclasses.field(default_factory=dict)
+    changed: dict[str, Page] = dataclasses.field(default_factory=dict)
 
 
 class PageRenderer:
@@ -143,14 +157,21 @@ class PageRenderer:
         self.queue_waits: list[float] = []
         #: Serializes page writes, so a member's older page never overwrites a newer one.
         self._write_lock = asyncio.Lock()
+        #: One :meth:`flush_due` at a time (the timer's and the final one).
+        self._flush_lock = asyncio.Lock()
+        #: Queued pages :meth:`flush_due` rendered and has not written yet.
+        self._unwritten = _Unwritten()
         #: (country, trending epoch, popularity epoch) -> (read at, trending, popular).
         self._lists: dict[tuple[str, int, int], tuple[float, list, list]] = {}
 
     def forget(self, profile_ids: Sequence[str]) -> None:
-        """Forget erased members: their held state, render times and last rows' digest."""
+        """Forget erased members (or members of revoked partitions): their held state,
+        render times, last rows' digest and a page of theirs rendered but not written yet
+        (an erased member's page is never written back)."""
         for pid in profile_ids:
             for remembered in (self._held, self._rendered_at, self._queued_at,
-                               self._queued_partition, self._digests):
+                               self._queued_partition, self._digests,
+                               self._unwritten.pages, self._unwritten.changed):
                 remembered.pop(pid, None)
 
     @staticmethod
@@ -178,30 +199,41 @@ class PageRenderer:
                         busy: Callable[[], bool] = lambda: True,
                         between: asyncio.Lock | None = None, due_only: bool = True) -> int:
         """Render the queued pages whose member's window ended, the longest queued first,
-        ``FLUSH_SLICE`` per hold of the write lock, until none is due or, while ``busy()``
-        (event batches want the worker), ``budget_s`` seconds (wall clock; ``None``: no
-        limit) are spent, at least one slice a call; the rest wait for the next call.
-        ``between``: a lock held for each slice too (the worker's batch lock: a slice runs
-        between two event batches, never inside one). ``due_only=False``: queued pages
-        whose window has not ended too (the worker stops). Returns pages written. Also
-        forgets render times older than the window."""
+        until none is due or, while ``busy()`` (event batches want the worker), ``budget_s``
+        seconds (wall clock; ``None``: no limit) are spent, at least one slice a call; the
+        rest wait for the next call. Pages are rendered ``FLUSH_SLICE`` per hold of
+        ``between`` (the worker's batch lock: a slice runs between two event batches, never
+        inside one) and written ``FLUSH_CHUNK`` at a time without it. ``due_only=False``:
+        queued pages whose window has not ended too (the worker stops). Returns pages
+        written. Also forgets render times older than the window."""
         cutoff = self._monotonic() - self.window_s
         for pid in [p for p, t in self._rendered_at.items()
                     if t <= cutoff and p not in self._held]:
             del self._rendered_at[pid]
         started = time.perf_counter()
         written = 0
-        while True:
-            async with between or contextlib.nullcontext(), self._write_lock:
-                states = self._take_due(FLUSH_SLICE, due_only)
-                if not states:
+        async with self._flush_lock:  # one flush at a time (a tick, the final flush)
+            while pids := self._peek_due(FLUSH_CHUNK, due_only):
+                lists, metas = await self._page_inputs([self._held[p] for p in pids], inp)
+                spent = False
+                for i in range(0, len(pids), FLUSH_SLICE):
+                    async with between or contextlib.nullcontext():
+                        # their newest state (none if forgotten meanwhile)
+                        states = self._take(pids[i:i + FLUSH_SLICE])
+                        if missing := {self.country_of(s) for s in states} - lists[0].keys():
+                            got = await self.popularity(sorted(missing), inp.now_ms)
+                            lists = ({**lists[0], **got[0]}, {**lists[1], **got[1]})
+                        self._assemble(states, inp, lists, metas, self._unwritten)
+                    spent = budget_s is not None and \
+                        time.perf_counter() - started >= budget_s and busy()
+                    if spent:
+                        break
+                    await asyncio.sleep(0)  # event batches and the consumer's keepalive
+                async with self._write_lock:
+                    pages, self._unwritten = self._unwritten, _Unwritten()
+                    written += await self._write(pages)
+                if spent:
                     break
-                n, _ = await self._render_now(states, inp)
-            written += n
-            if budget_s is not None and time.perf_counter() - started >= budget_s \
-                    and busy():
-                break
-            await asyncio.sleep(0)  # event batches and the consumer's keepalive go first
         return written
 
     @property
@@ -217,8 +249,9 @@ class PageRenderer:
 
     @property
     def held(self) -> int:
-        """Members whose page waits for the end of their render window."""
-        return len(self._held)
+        """Members whose page waits: for the end of their render window, or rendered by
+        :meth:`flush_due` and not written yet."""
+        return len(self._held) + sum(p not in self._held for p in self._unwritten.pages)
 
     def drop_partitions(self, partitions: Collection[int]) -> int:
         """Forget the queued changes of members of ``partitions`` (revoked from this worker:
@@ -249,35 +282,57 @@ class PageRenderer:
                 self._queued_partition[pid] = partitions.get(pid, -1)
         return out
 
-    def _take_due(self, limit: int, due_only: bool = True) -> list[ProfileState]:
-        """Up to ``limit`` queued states whose member's window ended (or who was not
-        rendered within one), the longest queued first (taken out of the queue and marked
-        rendered now)."""
+    def _peek_due(self, limit: int, due_only: bool = True) -> list[str]:
+        """Up to ``limit`` queued members whose window ended (or who were not rendered
+        within one), the longest queued first (left in the queue)."""
         now = self._monotonic()
         rendered_at = self._rendered_at
-        due = list(islice((p for p in self._held if not due_only or p not in rendered_at
-                           or now - rendered_at[p] >= self.window_s), limit))
-        for pid in due:
+        return list(islice((p for p in self._held if not due_only or p not in rendered_at
+                            or now - rendered_at[p] >= self.window_s), limit))
+
+    def _take(self, profile_ids: Sequence[str]) -> list[ProfileState]:
+        """The queued states of ``profile_ids`` still queued, taken out of the queue and
+        marked rendered now."""
+        now = self._monotonic()
+        taken = [pid for pid in profile_ids if pid in self._held]
+        for pid in taken:
             self._rendered_at[pid] = now
             self._queued_partition.pop(pid, None)
             self.queue_waits.append(now - self._queued_at.pop(pid, now))
         del self.queue_waits[:-10_000]  # bounded when nobody reads it
-        return [self._held.pop(pid) for pid in due]
+        return [self._held.pop(pid) for pid in taken]
+
+    async def _page_inputs(self, states: Sequence[ProfileState], inp: RenderInputs
+                           ) -> tuple[tuple[Popularity, Popularity], dict[str, dict]]:
+        """The lists of the members' countries and the members' settings: what their pages
+        need from the store besides their states."""
+        countries = sorted({self.country_of(s) for s in states})
+        self.countries.update(countries)
+        lists, metas = await asyncio.gather(
+            self.popularity(countries, inp.now_ms),
+            self.store.load_profile_meta([s.profile_id for s in states]))
+        return lists, metas
 
     async def _render_now(self, states: Sequence[ProfileState], inp: RenderInputs
                           ) -> tuple[int, int]:
         """Assemble, write and publish the pages of ``states``."""
-        countries = sorted({self.country_of(s) for s in states})
-        self.countries.update(countries)
-        (trending, popular), metas = await asyncio.gather(
-            self.popularity(countries, inp.now_ms),
-            self.store.load_profile_meta([s.profile_id for s in states]))
-        pages: dict[str, bytes] = {}
-        changed: list[Page] = []
-        configs: dict[str, PageConfig] = {}
-        for i, s in enumerate(states):
-            if i and i % RENDER_SLICE == 0:
+        lists, metas = await self._page_inputs(states, inp)
+        out = _Unwritten()
+        for i in range(0, len(states), RENDER_SLICE):
+            if i:
                 await asyncio.sleep(0)  # let the consumer's keepalive and timers run
+            self._assemble(states[i:i + RENDER_SLICE], inp, lists, metas, out)
+        n = await self._write(out)
+        return n, len(out.changed) if self.page_updates is not None else 0
+
+    def _assemble(self, states: Sequence[ProfileState], inp: RenderInputs,
+                  lists: tuple[Popularity, Popularity], metas: Mapping[str, dict],
+                  out: _Unwritten) -> None:
+        """Assemble the pages of ``states`` into ``out``: every page's bytes, and the pages
+        whose rows changed since the member's last published page (to publish)."""
+        trending, popular = lists
+        configs: dict[str, PageConfig] = {}
+        for s in states:
             c = self.country_of(s)
             meta = ProfileMeta(**metas[s.profile_id]) if s.profile_id in metas else None
             variant = self.experiment.variant_of(s.profile_id)
@@ -290,13 +345,19 @@ class PageRenderer:
             page["generated_at_ms"] = int(self.clock() * 1000)
             page["context"] = s.artwork_context(inp.now_ms, self.settings.affinity_half_life_s)
             rows = orjson.dumps(page["rows"])  # serialized once: digest and page bytes
-            pages[s.profile_id] = orjson.dumps({**page, "rows": orjson.Fragment(rows)})
+            out.pages[s.profile_id] = orjson.dumps({**page, "rows": orjson.Fragment(rows)})
             if self._rows_changed(s.profile_id, rows):
-                changed.append(page)
-        await self.store.write_pages(pages, {})
-        if self.page_updates is not None and changed:
-            await self.page_updates.send(changed)
-        return len(pages), len(changed) if self.page_updates is not None else 0
+                out.changed[s.profile_id] = page
+
+    async def _write(self, out: _Unwritten) -> int:
+        """Write the pages of ``out`` to the store and publish its changed ones; returns
+        the pages written."""
+        if not out.pages:
+            return 0
+        await self.store.write_pages(out.pages, {})
+        if self.page_updates is not None and out.changed:
+            await self.page_updates.send(list(out.changed.values()))
+        return len(out.pages)
 
     def _rows_changed(self, profile_id: str, rows: bytes) -> bool:
         """Whether the page's rows (as JSON) differ from the member's last published ones

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 
 from features.store import InMemoryStore
 from homestream.settings import Settings
 from streams.processor import EventProcessor, MemoryDeadLetters, RawMessage
-from streams.render import FLUSH_SLICE, PageRenderer
+from streams.render import FLUSH_CHUNK, FLUSH_SLICE, PageRenderer
 from tests.integration.helpers import make_titles
 from topics.codec import default_codec
 from topics.models import Play
@@ -172,3 +174,76 @@ def test_the_consumer_is_behind_on_a_full_batch_or_old_messages() -> None:
     assert proc._is_behind(fresh + fresh[:1])  # full
     assert proc._is_behind([RawMessage("events", 0, 0, b"p", b"", TS - 1000)])
     assert not proc._is_behind([RawMessage("events", 0, 0, b"p", b"")])  # no timestamp
+
+
+async def queued_members(n: int) -> tuple[EventProcessor, InMemoryStore, list[str]]:
+    """A windowed processor with ``n`` members whose second change waits, due now."""
+    proc, store, clock = await windowed(500)
+    pids = [f"p{i:03d}" for i in range(n)]
+    await proc.process([play_msg(f"a{i}", p, 100, TS, i) for i, p in enumerate(pids)])
+    clock.t += 0.1
+    await proc.process([play_msg(f"b{i}", p, 200, TS + 1, n + i) for i, p in enumerate(pids)])
+    clock.t += 0.5
+    return proc, store, pids
+
+
+async def test_queued_pages_are_written_a_chunk_at_a_time_outside_the_batch_lock() -> None:
+    n = FLUSH_CHUNK + 3
+    proc, store, pids = await queued_members(n)
+    lock = asyncio.Lock()
+    writes: list[tuple[int, bool]] = []
+    meta_reads: list[int] = []
+    real_write, real_meta = store.write_pages, store.load_profile_meta
+
+    async def write_pages(personal, defaults):
+        writes.append((len(personal), lock.locked()))
+        await real_write(personal, defaults)
+
+    async def load_profile_meta(profile_ids):
+        meta_reads.append(len(profile_ids))
+        return await real_meta(profile_ids)
+
+    store.write_pages = write_pages  # type: ignore[method-assign]
+    store.load_profile_meta = load_profile_meta  # type: ignore[method-assign]
+    written = await proc.renderer.flush_due(proc._render_inputs(), busy=lambda: False,
+                                            between=lock)
+    assert written == n and proc.renderer.held == 0
+    assert writes == [(FLUSH_CHUNK, False), (3, False)]  # one write a chunk, lock released
+    assert meta_reads == [FLUSH_CHUNK, 3]  # members' settings read once a chunk
+    assert {as_of(store, p) for p in pids} == {TS + 1}
+
+
+async def test_a_member_forgotten_while_their_page_waits_to_be_written_is_not_written() -> None:
+    proc, store, pids = await queued_members(2 * FLUSH_SLICE)
+    renderer = proc.renderer
+    real_assemble = renderer._assemble
+    erased = pids[0]
+
+    def assemble_then_erase(states, *args):  # an erasure between two slices of a chunk
+        real_assemble(states, *args)
+        if any(s.profile_id == erased for s in states):
+            assert erased in renderer._unwritten.pages
+            renderer.forget([erased])
+
+    renderer._assemble = assemble_then_erase  # type: ignore[method-assign]
+    assert await renderer.flush_due(proc._render_inputs(), busy=lambda: False) == \
+        2 * FLUSH_SLICE - 1
+    assert as_of(store, erased) == TS  # the page before the erasure, not rewritten
+    assert {as_of(store, p) for p in pids[1:]} == {TS + 1}
+
+
+async def test_pages_rendered_and_not_yet_written_count_as_queued() -> None:
+    n = FLUSH_SLICE + 1
+    proc, _, _ = await queued_members(n)
+    renderer = proc.renderer
+    seen: list[int] = []
+    real_assemble = renderer._assemble
+
+    def assemble(states, *args):
+        real_assemble(states, *args)
+        seen.append(renderer.held)  # taken out of the queue, not written yet
+
+    renderer._assemble = assemble  # type: ignore[method-assign]
+    await renderer.flush_due(proc._render_inputs(), busy=lambda: False)
+    assert seen == [n, n]  # the "pages_queued" counter reaches 0 only once written
+    assert renderer.held == 0
