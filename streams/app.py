@@ -23,7 +23,7 @@ from features.store import PipelineStore, RedisStore
 from homestream.kafka_config import faust_credentials
 from homestream.settings import Settings
 from streams.health import WorkerHealth, install_worker_health
-from streams.learning import SCHEMA, LearningRecord
+from streams.learning import LearningRecord
 from streams.memory import MemoryProbe
 from streams.metrics import CountedDeadLetters, WorkerMetrics
 from streams.processor import DeadLetterSink, EventProcessor, PageUpdateSink, RawMessage
@@ -82,8 +82,7 @@ class FaustModelUpdates:
         self.codec = default_codec()
 
     async def send(self, record: LearningRecord) -> None:
-        futures = [await self.topic.send(key=None,
-                                         value=self.codec.encode(SCHEMA, part.to_avro()))
+        futures = [await self.topic.send(key=None, value=part.encode(self.codec))
                    for part in record.split(MODEL_UPDATE_MAX_ITEMS)]
         await asyncio.gather(*futures)
 

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from topics.codec import AvroCodec
 
 #: ``src`` of an item that comes from no message (a settled artwork zero): always learned.
 NO_SOURCE = -1
@@ -114,23 +117,35 @@ class LearningRecord:
         """
         if len(self) <= max_items:
             return [self]
-        kinds = ("labels", "watches", "artwork", "rows")
-        groups: dict[tuple[int, int], LearningRecord] = {}
-        for kind in kinds:
-            for item in getattr(self, kind):
-                group = groups.setdefault((item.src, item.offset), LearningRecord())
-                getattr(group, kind).append(item)
+        # (src, offset) -> that message's labels, watches, artwork and rows
+        groups: dict[tuple[int, int], tuple[list[Any], ...]] = {}
+        for kind, items in enumerate((self.labels, self.watches, self.artwork, self.rows)):
+            for item in items:
+                group = groups.get(item[:2])
+                if group is None:
+                    group = groups[item[:2]] = ([], [], [], [])
+                group[kind].append(item)
         out: list[LearningRecord] = []
         current = LearningRecord(list(self.sources))
+        size = 0
         for key in sorted(groups):
-            group = groups[key]
-            if len(current) and len(current) + len(group) > max_items:
+            labels, watches, artwork, rows = groups[key]
+            n = len(labels) + len(watches) + len(artwork) + len(rows)
+            if size and size + n > max_items:
                 out.append(current)
-                current = LearningRecord(list(self.sources))
-            for kind in kinds:
-                getattr(current, kind).extend(getattr(group, kind))
+                current, size = LearningRecord(list(self.sources)), 0
+            current.labels += labels
+            current.watches += watches
+            current.artwork += artwork
+            current.rows += rows
+            size += n
         out.append(current)
         return out
+
+    def encode(self, codec: AvroCodec) -> bytes:
+        """The record as one ``homestream.ModelUpdate`` message of ``codec``."""
+        return codec.encode_model_update(
+            self.sources, (self.labels, self.watches, self.artwork, self.rows))
 
 
 class RecordBuilder:

@@ -48,6 +48,7 @@ from fastavro.schema import (
 )
 from pydantic import BaseModel, ValidationError
 
+from topics.avro_bytes import model_update_body, page_update_body
 from topics.models import EVENT_MODELS, STANDALONE_EVENTS, DeadLetter, Event, Profile, Title
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -60,6 +61,12 @@ SCHEMA_ORDER = (
     "EventBatch", "Title", "DeadLetter", "Profile", "PageUpdate", "ModelUpdate",
 )
 BATCH_SCHEMA = "homestream.EventBatch"
+PAGE_UPDATE_SCHEMA = "homestream.PageUpdate"
+MODEL_UPDATE_SCHEMA = "homestream.ModelUpdate"
+#: Schemas written by :mod:`topics.avro_bytes` instead of fastavro, with the fingerprint
+#: (expanded form, hex) of the one version each writer is for; a codec whose current
+#: version of one of them differs writes it with fastavro.
+DIRECT_WRITERS = {PAGE_UPDATE_SCHEMA: "fd51f4c297de7a2a", MODEL_UPDATE_SCHEMA: "a7a055ddfc7a0fcb"}
 
 
 class DecodeError(ValueError):
@@ -166,6 +173,9 @@ class AvroCodec:
             for v in versions:
                 self._by_fingerprint[v.fingerprint] = (
                     name, None if v is reader else v.schema)
+        self._direct = {name: name in self._schemas
+                        and schema_fingerprint(self._schemas[name]).hex() == fp
+                        for name, fp in DIRECT_WRITERS.items()}
 
     @property
     def schema_names(self) -> list[str]:
@@ -301,19 +311,23 @@ class AvroCodec:
     def encode_page_update(self, page: dict[str, Any]) -> bytes:
         """Encode a materialized page (as built by :mod:`online_models.page`) for the
         downstream recommendations topic."""
-        return self.encode("homestream.PageUpdate", {
-            "profile_id": page["profile_id"] or "",
-            "personalized": bool(page["personalized"]),
-            "country": page["country"],
-            "generated_at_ms": int(page["generated_at_ms"]),
-            "as_of_event_ts_ms": int(page["as_of_event_ts_ms"] or 0),
-            "kids": bool(page.get("kids", False)),
-            "rows": [{"row_id": r["row_id"], "kind": r["kind"], "title": r["title"],
-                      "explanation": r["explanation"], "utility": float(r.get("utility", 0.0)),
-                      "items": [{"title_id": i["title_id"], "artwork_id": i["artwork_id"],
-                                 "score": float(i["score"])} for i in r["items"]]}
-                     for r in page["rows"]],
-        })
+        if self._direct[PAGE_UPDATE_SCHEMA]:
+            return self._headers[PAGE_UPDATE_SCHEMA] + page_update_body(page)
+        return self.encode(PAGE_UPDATE_SCHEMA, page_update_record(page))
+
+    def encode_model_update(self, sources: Sequence[str],
+                            items: Sequence[Sequence[tuple[Any, ...]]]) -> bytes:
+        """Encode a ``homestream.ModelUpdate`` from its source names and its four item
+        arrays (labels, watches, artwork, rows), each item a tuple of its record's fields
+        in schema order (:mod:`streams.learning`'s named tuples)."""
+        if self._direct[MODEL_UPDATE_SCHEMA]:
+            return self._headers[MODEL_UPDATE_SCHEMA] + model_update_body(sources, *items)
+        fields = self._schemas[MODEL_UPDATE_SCHEMA]["fields"]
+        record: dict[str, Any] = {"sources": sources}
+        for f, values in zip(fields[1:], items, strict=True):
+            names = [g["name"] for g in f["type"]["items"]["fields"]]
+            record[f["name"]] = [dict(zip(names, v, strict=True)) for v in values]
+        return self.encode(MODEL_UPDATE_SCHEMA, record)
 
     def decode_dead_letter(self, data: bytes) -> DeadLetter:
         """Decode a dead-letter record."""
@@ -321,6 +335,23 @@ class AvroCodec:
         if name != DeadLetter.schema_name:
             raise DecodeError(f"{name} is not a dead letter")
         return DeadLetter.model_validate(record)
+
+
+def page_update_record(page: dict[str, Any]) -> dict[str, Any]:
+    """A materialized page as the ``homestream.PageUpdate`` schema's plain record."""
+    return {
+        "profile_id": page["profile_id"] or "",
+        "personalized": bool(page["personalized"]),
+        "country": page["country"],
+        "generated_at_ms": int(page["generated_at_ms"]),
+        "as_of_event_ts_ms": int(page["as_of_event_ts_ms"] or 0),
+        "kids": bool(page.get("kids", False)),
+        "rows": [{"row_id": r["row_id"], "kind": r["kind"], "title": r["title"],
+                  "explanation": r["explanation"], "utility": float(r.get("utility", 0.0)),
+                  "items": [{"title_id": i["title_id"], "artwork_id": i["artwork_id"],
+                             "score": float(i["score"])} for i in r["items"]]}
+                 for r in page["rows"]],
+    }
 
 
 def validate_event(name: str, record: dict[str, Any], index: int = 0) -> Event:
