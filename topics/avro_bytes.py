@@ -1,10 +1,14 @@
-"""Avro binary encodings of single values, for messages assembled from prebuilt pieces.
+"""Avro binary encoding written and read in plain Python, for the messages of every event.
 
 Avro's binary encoding of a record is the concatenation of its fields' encodings, and an
 array is a count followed by its items, so a message whose records differ only in a few
 fields can be kept as bytes cut at those fields and joined per use (the serving process
 logs each page's impressions this way, :mod:`serving.page_plan`). These functions write
 exactly what ``fastavro.schemaless_writer`` writes for the same values (tested against it).
+The worker's page and model updates are written whole here (:func:`page_update_body`,
+:func:`model_update_body`): joining cached pieces costs a third of what fastavro's walk of
+the schema over per-item dicts does. :func:`compile_reader` reads the player events the
+same way, in Python written for each schema, for what fastavro reads in two thirds more time.
 
 >>> long_bytes(1), long_bytes(-1), long_bytes(64)
 (b'\\x02', b'\\x01', b'\\x80\\x01')
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["array_block_header", "double_bytes", "long_bytes", "model_update_body",
@@ -141,3 +145,132 @@ def _strings(values: Sequence[str]) -> bytes:
     if not values:
         return b"\x00"
     return long_bytes(len(values)) + b"".join([string_bytes(v) for v in values]) + b"\x00"
+
+
+# -- reading ----------------------------------------------------------------------------------
+class _Unsupported(Exception):
+    """A schema with a type :func:`compile_reader` does not read."""
+
+
+_INT32 = 1 << 31
+
+
+class _ReaderSource:
+    """The Python source of a reader for one schema, a line at a time."""
+
+    def __init__(self, named: Mapping[str, Any]) -> None:
+        self.named = named
+        self.lines: list[str] = []
+        self.n = 0
+        self.open: set[str] = set()  # records being written (a recursive one is unsupported)
+
+    def var(self) -> str:
+        self.n += 1
+        return f"v{self.n}"
+
+    def emit(self, depth: int, *lines: str) -> None:
+        self.lines += ["    " * depth + line for line in lines]
+
+    def long(self, depth: int, var: str, bits: int = 64) -> None:
+        """A zig-zag varint into ``var``; longer than fastavro reads it: an error."""
+        self.emit(depth, "b = buf[pos]; pos += 1", "if b & 0x80:")
+        self.emit(depth + 1, "n = b & 0x7F; shift = 7", "while True:")
+        self.emit(depth + 2, "b = buf[pos]; pos += 1", "n |= (b & 0x7F) << shift",
+                  "if not b & 0x80: break", "shift += 7",
+                  "if shift > 63: raise ValueError('varint too long')")
+        self.emit(depth + 1, "if n >> 64: raise ValueError('varint too long')",
+                  f"{var} = (n >> 1) ^ -(n & 1)")
+        self.emit(depth, "else:", f"    {var} = (b >> 1) ^ -(b & 1)")
+        if bits == 32:
+            self.emit(depth, f"if not -{_INT32} <= {var} < {_INT32}: "
+                             "raise ValueError('int out of range')")
+
+    def value(self, schema: Any, depth: int, var: str) -> None:
+        """Read one value of ``schema`` into ``var``."""
+        if isinstance(schema, str) and schema in self.named:
+            schema = self.named[schema]
+        kind = schema.get("type") if isinstance(schema, dict) else schema
+        if isinstance(schema, dict) and "logicalType" in schema:
+            raise _Unsupported(schema["logicalType"])
+        if isinstance(kind, list):
+            self.union(kind, depth, var)
+        elif kind in ("long", "int"):
+            self.long(depth, var, 64 if kind == "long" else 32)
+        elif kind == "string":
+            self.long(depth, "n")
+            self.emit(depth, "end = pos + n",
+                      "if n < 0 or end > len(buf): raise ValueError('string past the end')",
+                      f"{var} = buf[pos:end].decode(); pos = end")
+        elif kind in ("double", "float"):
+            fmt, width = ("unpack_d", 8) if kind == "double" else ("unpack_f", 4)
+            self.emit(depth, f"{var}, = {fmt}(buf, pos); pos += {width}")
+        elif kind == "boolean":
+            self.emit(depth, "b = buf[pos]; pos += 1",
+                      "if b > 1: raise ValueError('boolean byte')", f"{var} = b == 1")
+        elif kind == "null":
+            self.emit(depth, f"{var} = None")
+        elif kind == "enum":
+            self.long(depth, "i")
+            self.emit(depth, f"if not 0 <= i < {len(schema['symbols'])}: "
+                             "raise ValueError('enum index')",
+                      f"{var} = {tuple(schema['symbols'])!r}[i]")
+        elif kind == "record":
+            if schema["name"] in self.open:
+                raise _Unsupported("recursive record")
+            self.open.add(schema["name"])
+            fields = [(f["name"], self.var()) for f in schema["fields"]]
+            for f, (_, v) in zip(schema["fields"], fields, strict=True):
+                self.value(f["type"], depth, v)
+            self.open.discard(schema["name"])
+            self.emit(depth, f"{var} = {{" + ", ".join(f"{n!r}: {v}" for n, v in fields) + "}")
+        elif kind == "array":
+            item = self.var()
+            self.emit(depth, f"{var} = []", "while True:")
+            self.long(depth + 1, "count")
+            self.emit(depth + 1, "if count == 0: break",
+                      "if count < 0: raise ValueError('array block with a size')",
+                      "for _ in range(count):")
+            self.value(schema["items"], depth + 2, item)
+            self.emit(depth + 2, f"{var}.append({item})")
+        else:
+            raise _Unsupported(kind)
+
+    def union(self, branches: list[Any], depth: int, var: str) -> None:
+        """A union: a branch index, then that branch; a record branch as ``(name, record)``
+        (fastavro's ``return_record_name``)."""
+        index = self.var()
+        self.long(depth, index)
+        for i, branch in enumerate(branches):
+            resolved = self.named.get(branch, branch) if isinstance(branch, str) else branch
+            record = isinstance(resolved, dict) and resolved.get("type") == "record"
+            if isinstance(resolved, dict) and resolved.get("type") in ("enum", "fixed"):
+                raise _Unsupported("named type in a union")
+            self.emit(depth, f"{'if' if i == 0 else 'elif'} {index} == {i}:")
+            self.value(resolved, depth + 1, var)
+            if record:
+                self.emit(depth + 1, f"{var} = ({resolved['name']!r}, {var})")
+        self.emit(depth, "else: raise ValueError('union index')")
+
+
+def compile_reader(schema: Any) -> Callable[[bytes, int], Any] | None:
+    """A function reading the Avro body of ``schema`` (a fastavro-parsed schema) from
+    ``buf`` at ``pos``, as ``fastavro.schemaless_reader(..., return_record_name=True)``
+    reads it with no reader schema to resolve against, in Python written for this schema;
+    ``None`` for a schema with a type it does not read (bytes, fixed, map, logical types,
+    named types other than records in unions).
+
+    It raises on every input it is not sure to read as fastavro does (a truncated body,
+    an index out of range, a varint too long, an array block carrying its byte size):
+    let fastavro read those, for its result or its error.
+    """
+    src = _ReaderSource(schema.get("__named_schemas", {}) if isinstance(schema, dict) else {})
+    try:
+        src.value(schema, 1, "out")
+    except _Unsupported:
+        return None
+    name = schema.get("name", "value") if isinstance(schema, dict) else schema
+    code = "\n".join(["def read(buf, pos):", *src.lines, "    return out"])
+    scope: dict[str, Any] = {"unpack_d": _DOUBLE.unpack_from,
+                             "unpack_f": struct.Struct("<f").unpack_from}
+    exec(compile(code, f"<avro reader of {name}>", "exec"), scope)
+    return scope["read"]
