@@ -83,6 +83,12 @@ log = logging.getLogger(__name__)
 #: A batch whose newest message is older than this means the consumer is behind: the page
 #: timer then keeps to its budget so the events catch up (the freshness target, 250 ms).
 BEHIND_S = 0.25
+#: A batch whose newest message is older than this (or a full batch) means the consumer is
+#: catching up on a backlog: members' first pages are queued like every other change (at
+#: the head of the queue) instead of rendered in the batch, so a member's page is rendered
+#: once when the backlog is caught up instead of once per window while it is.
+CATCH_UP_S = 1.0
+
 
 @dataclass
 class BatchWork:
@@ -216,6 +222,9 @@ class EventProcessor:
         #: behind (:meth:`_is_behind`): the page timer keeps to its budget while it is.
         self._batches_started = 0
         self._behind = False
+        #: Whether the last batch showed the consumer catching up on a backlog
+        #: (:data:`CATCH_UP_S`): first pages are then queued too.
+        self._catching_up = False
         #: A batch that fails because Redis is unreachable is retried whole (streams.outage).
         self.outage_backoff = Backoff(settings.outage_retry_initial_s,
                                       settings.outage_retry_max_s)
@@ -424,6 +433,7 @@ class EventProcessor:
         """Run one micro-batch end to end; returns when pages and dead letters are written."""
         self._batches_started += 1
         self._behind = self._is_behind(messages)
+        self._catching_up = self._is_behind(messages, CATCH_UP_S)
         asked = time.perf_counter()
         async with self._state_lock:  # an outage holds it: the timers wait too
             waited_ms = 1000.0 * (time.perf_counter() - asked)
@@ -436,14 +446,14 @@ class EventProcessor:
         report.stages_ms["lock"] = waited_ms
         return report
 
-    def _is_behind(self, messages: Sequence[RawMessage]) -> bool:
+    def _is_behind(self, messages: Sequence[RawMessage], lag_s: float = BEHIND_S) -> bool:
         """Whether the consumer is behind: a full batch, or its newest message was written
-        more than ``BEHIND_S`` ago (broker or producer time; the page timer then keeps to
+        more than ``lag_s`` ago (broker or producer time; the page timer then keeps to
         its budget)."""
         if len(messages) >= self.settings.batch_max_events:
             return True
         newest = max((m.timestamp_ms or 0 for m in messages), default=0)
-        return newest > 0 and self.clock() * 1000 - newest > BEHIND_S * 1000
+        return newest > 0 and self.clock() * 1000 - newest > lag_s * 1000
 
     async def _process(self, messages: Sequence[RawMessage]) -> BatchReport:
         await self.start()
@@ -513,8 +523,8 @@ class EventProcessor:
             # the app are about to look at theirs: those render now
             first = [s.profile_id for s in work.to_render
                      if s.profile_id not in states or s.profile_id in work.render_now]
-            report.pages, report.published = await self._render(work.to_render, first,
-                                                                partition_of)
+            report.pages, report.published = await self._render(
+                work.to_render, first, partition_of, urgent=self._catching_up)
             now_ms = self.clock() * 1000.0
             for pid in self.renderer.rendered:  # held pages are written later, by the timer
                 report.freshness_ms.extend(now_ms - ts for ts in work.applied_ts.get(pid, ()))
@@ -667,11 +677,13 @@ class EventProcessor:
                             self._now_ms())
 
     async def _render(self, states: Sequence[ProfileState], first: Collection[str] = (),
-                      partition_of: Mapping[str, int] | None = None) -> tuple[int, int]:
-        """Materialize pages (with a render window: those of ``first`` now, the others
-        queued, by event-topic partition); returns (pages written, pages published)."""
+                      partition_of: Mapping[str, int] | None = None, urgent: bool = False
+                      ) -> tuple[int, int]:
+        """Materialize pages (with a render window: those of ``first`` now, or with
+        ``urgent`` at the head of the queue, the others queued, by event-topic partition);
+        returns (pages written, pages published)."""
         written, published = await self.renderer.render(states, self._render_inputs(),
-                                                        set(first), partition_of)
+                                                        set(first), partition_of, urgent)
         self._pages_unreported += written
         return written, published
 

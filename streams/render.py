@@ -57,7 +57,8 @@ FLUSH_SLICE = 5
 #: Queued pages the timer writes to the store and publishes together: their members'
 #: settings are read in one round trip before, the pages rendered ``FLUSH_SLICE`` at a
 #: time, then written in one ``MSET`` and one publish, outside the batch lock (a round trip
-#: per slice, under the lock, left the worker idle for most of a slice's time).
+#: per slice, under the lock, left the worker idle for most of a slice's time), the write of
+#: one chunk overlapping the rendering of the next.
 FLUSH_CHUNK = 50
 
 #: Trending and popularity lists by country: ``{country: [(title_id, score), ...]}``.
@@ -159,8 +160,10 @@ class PageRenderer:
         self._write_lock = asyncio.Lock()
         #: One :meth:`flush_due` at a time (the timer's and the final one).
         self._flush_lock = asyncio.Lock()
-        #: Queued pages :meth:`flush_due` rendered and has not written yet.
+        #: Queued pages :meth:`flush_due` rendered and has not written yet: being rendered,
+        #: and waiting for their write.
         self._unwritten = _Unwritten()
+        self._in_flight: list[_Unwritten] = []
         #: (country, trending epoch, popularity epoch) -> (read at, trending, popular).
         self._lists: dict[tuple[str, int, int], tuple[float, list, list]] = {}
 
@@ -168,10 +171,11 @@ class PageRenderer:
         """Forget erased members (or members of revoked partitions): their held state,
         render times, last rows' digest and a page of theirs rendered but not written yet
         (an erased member's page is never written back)."""
+        unwritten = [self._unwritten, *self._in_flight]
         for pid in profile_ids:
             for remembered in (self._held, self._rendered_at, self._queued_at,
                                self._queued_partition, self._digests,
-                               self._unwritten.pages, self._unwritten.changed):
+                               *(u.pages for u in unwritten), *(u.changed for u in unwritten)):
                 remembered.pop(pid, None)
 
     @staticmethod
@@ -180,15 +184,16 @@ class PageRenderer:
         return state.country if state.country not in ("", "ZZ") else ALL_COUNTRIES
 
     async def render(self, states: Sequence[ProfileState], inp: RenderInputs,
-                     first: Collection[str] = (), partitions: Mapping[str, int] | None = None
-                     ) -> tuple[int, int]:
+                     first: Collection[str] = (), partitions: Mapping[str, int] | None = None,
+                     urgent: bool = False) -> tuple[int, int]:
         """Materialize pages now: with a render window, only those of ``first`` (members
         with no page yet, e.g. their first event), the rest being queued for
         :meth:`flush_due` (with their event-topic partition from ``partitions``); without
-        one, every member's. Returns (pages written, pages published); :attr:`rendered`
-        names the members whose page this call wrote."""
+        one, every member's. ``urgent`` (the consumer is catching up on a backlog): those of
+        ``first`` are queued too, at the head of the queue. Returns (pages written, pages
+        published); :attr:`rendered` names the members whose page this call wrote."""
         if self.window_s > 0:
-            states = self._queue(states, first, partitions or {})
+            states = self._queue(states, first, partitions or {}, urgent)
         self.rendered = [s.profile_id for s in states]
         if not states:
             return 0, 0
@@ -203,7 +208,8 @@ class PageRenderer:
         seconds (wall clock; ``None``: no limit) are spent, at least one slice a call; the
         rest wait for the next call. Pages are rendered ``FLUSH_SLICE`` per hold of
         ``between`` (the worker's batch lock: a slice runs between two event batches, never
-        inside one) and written ``FLUSH_CHUNK`` at a time without it. ``due_only=False``:
+        inside one) and written ``FLUSH_CHUNK`` at a time without it, a chunk while the next
+        one renders. ``due_only=False``:
         queued pages whose window has not ended too (the worker stops). Returns pages
         written. Also forgets render times older than the window."""
         cutoff = self._monotonic() - self.window_s
@@ -212,29 +218,52 @@ class PageRenderer:
             del self._rendered_at[pid]
         started = time.perf_counter()
         written = 0
+        writing: asyncio.Future[int] | None = None
         async with self._flush_lock:  # one flush at a time (a tick, the final flush)
-            while pids := self._peek_due(FLUSH_CHUNK, due_only):
-                lists, metas = await self._page_inputs([self._held[p] for p in pids], inp)
-                spent = False
-                for i in range(0, len(pids), FLUSH_SLICE):
-                    async with between or contextlib.nullcontext():
-                        # their newest state (none if forgotten meanwhile)
-                        states = self._take(pids[i:i + FLUSH_SLICE])
-                        if missing := {self.country_of(s) for s in states} - lists[0].keys():
-                            got = await self.popularity(sorted(missing), inp.now_ms)
-                            lists = ({**lists[0], **got[0]}, {**lists[1], **got[1]})
-                        self._assemble(states, inp, lists, metas, self._unwritten)
-                    spent = budget_s is not None and \
-                        time.perf_counter() - started >= budget_s and busy()
+            try:
+                while pids := self._peek_due(FLUSH_CHUNK, due_only):
+                    spent = await self._render_chunk(pids, inp, between, lambda: (
+                        budget_s is not None and time.perf_counter() - started >= budget_s
+                        and busy()))
+                    out, self._unwritten = self._unwritten, _Unwritten()
+                    if writing is not None:  # the chunk before, written while this rendered
+                        before, writing = writing, None
+                        written += await before
+                    writing = asyncio.ensure_future(self._write_in_turn(out))
                     if spent:
                         break
-                    await asyncio.sleep(0)  # event batches and the consumer's keepalive
-                async with self._write_lock:
-                    pages, self._unwritten = self._unwritten, _Unwritten()
-                    written += await self._write(pages)
-                if spent:
-                    break
+            finally:
+                if writing is not None:
+                    written += await writing
         return written
+
+    async def _render_chunk(self, pids: Sequence[str], inp: RenderInputs,
+                            between: asyncio.Lock | None, spent: Callable[[], bool]) -> bool:
+        """Render the queued pages of ``pids`` into :attr:`_unwritten`, ``FLUSH_SLICE`` per
+        hold of ``between``, until ``spent()``; returns whether it stopped for that."""
+        lists, metas = await self._page_inputs([self._held[p] for p in pids], inp)
+        for i in range(0, len(pids), FLUSH_SLICE):
+            async with between or contextlib.nullcontext():
+                # their newest state (none if forgotten meanwhile)
+                states = self._take(pids[i:i + FLUSH_SLICE])
+                if missing := {self.country_of(s) for s in states} - lists[0].keys():
+                    got = await self.popularity(sorted(missing), inp.now_ms)
+                    lists = ({**lists[0], **got[0]}, {**lists[1], **got[1]})
+                self._assemble(states, inp, lists, metas, self._unwritten)
+            if spent():
+                return True
+            await asyncio.sleep(0)  # event batches and the consumer's keepalive go first
+        return False
+
+    async def _write_in_turn(self, out: _Unwritten) -> int:
+        """:meth:`_write` under the write lock (page writes in the order they were made);
+        until it is sent, :meth:`forget` still takes a member's page out of ``out``."""
+        self._in_flight.append(out)
+        try:
+            async with self._write_lock:
+                return await self._write(out)
+        finally:
+            self._in_flight.remove(out)
 
     @property
     def flush_interval_s(self) -> float:
@@ -262,10 +291,14 @@ class PageRenderer:
         return len(doomed)
 
     def _queue(self, states: Sequence[ProfileState], first: Collection[str],
-               partitions: Mapping[str, int]) -> list[ProfileState]:
+               partitions: Mapping[str, int], urgent: bool = False) -> list[ProfileState]:
         """Of ``states`` (each newer than any queued state of its member), those of
-        ``first`` (render now); the others are queued: the newest state per member, a
-        member keeping its place in the queue while its change waits."""
+        ``first`` (render now; with ``urgent`` queued at the head of the queue instead);
+        the others are queued: the newest state per member, a member keeping its place in
+        the queue while its change waits."""
+        if urgent and first:
+            self._queue_first([s for s in states if s.profile_id in first], partitions)
+            first = ()
         now = self._monotonic()
         out: list[ProfileState] = []
         for s in states:
@@ -281,6 +314,17 @@ class PageRenderer:
                 self._queued_at.setdefault(pid, now)
                 self._queued_partition[pid] = partitions.get(pid, -1)
         return out
+
+    def _queue_first(self, states: Sequence[ProfileState], partitions: Mapping[str, int]
+                     ) -> None:
+        """Queue ``states`` at the head of the queue (members without a page: theirs come
+        before every other change's), newest state per member."""
+        now = self._monotonic()
+        head = {s.profile_id: s for s in states}
+        for pid in head:
+            self._queued_at.setdefault(pid, now)
+            self._queued_partition[pid] = partitions.get(pid, -1)
+        self._held = {**head, **{p: s for p, s in self._held.items() if p not in head}}
 
     def _peek_due(self, limit: int, due_only: bool = True) -> list[str]:
         """Up to ``limit`` queued members whose window ended (or who were not rendered

@@ -247,3 +247,51 @@ async def test_pages_rendered_and_not_yet_written_count_as_queued() -> None:
     await renderer.flush_due(proc._render_inputs(), busy=lambda: False)
     assert seen == [n, n]  # the "pages_queued" counter reaches 0 only once written
     assert renderer.held == 0
+
+
+async def test_catching_up_on_a_backlog_queues_first_pages_at_the_head_of_the_queue() -> None:
+    proc, store, clock = await windowed(500)
+    await proc.process([play_msg("a", "old", 100, TS, 0)])
+    clock.t += 0.1
+    await proc.process([play_msg("b", "old", 200, TS + 1, 1)])  # queued: "old" has a page
+    clock.t += 0.5
+    stale = TS - 2_000  # written 2.25 s before the processor's clock: a backlog
+    backlog = [RawMessage("events", 0, 2 + i, p.encode(), play_msg(f"c{i}", p, 100, TS, 0).value,
+                          stale) for i, p in enumerate(["new1", "new2"])]
+    rep = await proc.process(backlog)
+    assert rep.applied == 2 and rep.pages == 0  # no first page inside a catching-up batch
+    assert await store.get_page("new1") is None and proc.renderer.held == 3
+    assert await proc.renderer.flush_due(proc._render_inputs(), budget_s=0.0) == 3
+    fresh = [RawMessage("events", 0, 9, b"new3", play_msg("d", "new3", 100, TS, 0).value,
+                        TS + 100)]
+    assert (await proc.process(fresh)).pages == 1  # caught up: first pages at once again
+
+
+async def test_first_pages_queued_while_catching_up_come_before_older_changes() -> None:
+    proc, _, clock = await windowed(500)
+    await proc.process([play_msg("a", "old", 100, TS, 0)])
+    clock.t += 0.1
+    await proc.process([play_msg("b", "old", 200, TS + 1, 1)])
+    clock.t += 0.5
+    stale = TS - 2_000
+    await proc.process([RawMessage("events", 0, 2, b"new", play_msg("c", "new", 1, TS, 0).value,
+                                   stale)])
+    taken = proc.renderer._peek_due(10)
+    assert taken == ["new", "old"]
+
+
+async def test_a_member_forgotten_while_their_chunk_waits_for_its_write_is_not_written() -> None:
+    proc, store, pids = await queued_members(3)
+    renderer = proc.renderer
+    await renderer._write_lock.acquire()  # a batch's first pages being written meanwhile
+    flush = asyncio.ensure_future(renderer.flush_due(proc._render_inputs(), busy=lambda: False))
+    for _ in range(20):
+        await asyncio.sleep(0)
+        if renderer._in_flight:
+            break
+    assert renderer._in_flight and renderer.held == 0  # rendered, waiting for the lock
+    renderer.forget([pids[1]])  # erased meanwhile
+    renderer._write_lock.release()
+    assert await flush == 2
+    assert as_of(store, pids[1]) == TS and {as_of(store, p) for p in (pids[0], pids[2])} == \
+        {TS + 1}
