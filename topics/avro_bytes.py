@@ -199,7 +199,7 @@ class _ReaderSource:
         elif kind == "string":
             self.long(depth, "n")
             self.emit(depth, "end = pos + n",
-                      "if n < 0 or end > len(buf): raise ValueError('string past the end')",
+                      "if n < 0 or end > size: raise ValueError('string past the end')",
                       f"{var} = buf[pos:end].decode(); pos = end")
         elif kind in ("double", "float"):
             fmt, width = ("unpack_d", 8) if kind == "double" else ("unpack_f", 4)
@@ -269,7 +269,8 @@ def compile_reader(schema: Any) -> Callable[[bytes, int], Any] | None:
     except _Unsupported:
         return None
     name = schema.get("name", "value") if isinstance(schema, dict) else schema
-    code = "\n".join(["def read(buf, pos):", *src.lines, "    return out"])
+    code = "\n".join(["def read(buf, pos):", "    size = len(buf)", *src.lines,
+                      "    return out"])
     scope: dict[str, Any] = {"unpack_d": _DOUBLE.unpack_from,
                              "unpack_f": struct.Struct("<f").unpack_from}
     exec(compile(code, f"<avro reader of {name}>", "exec"), scope)
