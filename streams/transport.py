@@ -4,8 +4,8 @@ faust-streaming 0.15.3 hard-codes aiokafka's ``fetch_max_wait_ms=1500``. Apache 
 a fetch as soon as ``fetch_min_bytes`` (1 byte) is there, so the wait rarely matters; Tansu
 holds every fetch for the full wait, which put 1.5 s between an event and its page
 (measured: freshness p50 1.6-2.1 s with 1500 ms, 0.47 s with 100 ms). The wait is therefore
-``HOMESTREAM_FETCH_MAX_WAIT_MS`` (default 100 ms), which costs real Kafka nothing but a
-few more empty fetches on idle partitions.
+``HOMESTREAM_FETCH_MAX_WAIT_MS`` (default 10 ms: docs/bench.md has the runs with 100, 30 and
+10), which costs real Kafka nothing but a few more empty fetches on idle partitions.
 
 The override sets aiokafka 0.14's private ``_fetch_max_wait_ms`` before the consumer starts
 (the versions are pinned in pyproject.toml; ``tests/unit/test_agents.py`` checks it).

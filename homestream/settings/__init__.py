@@ -53,7 +53,7 @@ class Settings(BaseSettings):
                                      description="Consumer group session timeout")
     heartbeat_interval_s: float = Field(1.0, ge=0.1, le=60.0,
                                         description="Consumer heartbeat interval")
-    fetch_max_wait_ms: int = Field(100, ge=0, le=60_000,
+    fetch_max_wait_ms: int = Field(10, ge=0, le=60_000,
                                    description="Longest a worker's fetch waits for data")
     rebalance_timeout_s: float = Field(10.0, ge=1.0, le=600.0,
                                        description="Consumer group rebalance timeout")
@@ -107,8 +107,10 @@ class Settings(BaseSettings):
     app_id: str = Field("homestream", description="Faust app id / consumer group")
     batch_max_events: int = Field(2000, ge=1, le=100_000,
                                   description="Most messages in one worker micro-batch")
-    batch_within_s: float = Field(0.1, gt=0.0, le=10.0,
-                                  description="Longest wait to fill a micro-batch")
+    batch_within_s: float = Field(0.01, gt=0.0, le=10.0,
+                                  description="Longest wait to fill a micro-batch (events "
+                                  "that arrive while a batch is applied wait at most this "
+                                  "long after it)")
     batch_max_bytes: int = Field(1_048_576, ge=1024, description="Most bytes of messages "
                                  "(keys and values) a worker applies in one step; a larger "
                                  "micro-batch is applied in consecutive parts, in order, so "
