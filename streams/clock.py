@@ -66,6 +66,11 @@ class StreamClock:
         self.max_members = max_members
         self._members: dict[int, OrderedDict[str, int]] = {}
         self._now = 0
+        #: Partitions' watermarks as last computed, and the partitions changed since (a
+        #: watermark is recomputed only after its partition changed: the clock is read
+        #: several times a batch, and each read walked every member of every partition).
+        self._marks: dict[int, int | None] = {}
+        self._dirty: set[int] = set()
 
     def observe(self, partition: int, profile_id: str, ts_ms: int) -> None:
         """Note that ``profile_id`` (of ``partition``) applied an event at ``ts_ms``."""
@@ -76,23 +81,31 @@ class StreamClock:
         members[profile_id] = ts_ms if old is None or ts_ms > old else old
         if len(members) > self.max_members:
             members.popitem(last=False)
+        self._dirty.add(partition)
 
     def retain(self, partitions: Collection[int]) -> None:
         """Forget the partitions this worker no longer owns (after a rebalance), so a
         partition another worker now reads does not hold the clock back."""
         for p in [p for p in self._members if p not in partitions]:
             del self._members[p]
+            self._marks.pop(p, None)
+            self._dirty.discard(p)
 
     def forget(self, profile_ids: Collection[str]) -> None:
         """Forget members (erased); the clock itself keeps its time."""
         for members in self._members.values():
             for pid in profile_ids:
                 members.pop(pid, None)
+        self._dirty.update(self._members)
 
     def watermark_ms(self, partition: int) -> int | None:
         """The partition's watermark (``None`` before its first event)."""
-        members = self._members.get(partition)
-        return kth_newest(members.values(), self.quorum) if members else None
+        if partition in self._dirty or partition not in self._marks:
+            members = self._members.get(partition)
+            self._marks[partition] = kth_newest(members.values(), self.quorum) \
+                if members else None
+            self._dirty.discard(partition)
+        return self._marks[partition]
 
     def now_ms(self, wall_ms: int) -> int | None:
         """The clock: the ``quorum``-th newest partition watermark, at most ``wall_ms`` plus

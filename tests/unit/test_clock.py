@@ -162,3 +162,22 @@ def test_one_event_at_any_time_changes_no_other_members_page(
     got.pop("intruder", None)
     expected.pop("intruder", None)
     assert got == expected
+
+
+def test_the_kept_watermarks_follow_every_change_like_a_fresh_computation() -> None:
+    import random
+
+    rng = random.Random(5)
+    clock = StreamClock(quorum=2, max_future_ms=10**12, max_members=4)
+    for _ in range(3000):
+        op = rng.random()
+        if op < 0.8:
+            clock.observe(rng.randrange(4), f"m{rng.randrange(12)}", rng.randrange(10**6))
+        elif op < 0.9:
+            clock.forget([f"m{rng.randrange(12)}"])
+        else:
+            clock.retain(set(rng.sample(range(4), 3)))
+        for p in range(4):  # each partition's watermark, recomputed from its members
+            members = clock._members.get(p)
+            assert clock.watermark_ms(p) == (kth_newest(members.values(), 2)
+                                             if members else None)
