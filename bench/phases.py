@@ -278,11 +278,38 @@ class _Probes:
                 self.worker.check_alive()
 
 
+class Presimulated:
+    """A simulator's stream of events made before a phase and replayed from memory: the
+    simulation (~60 us an event) would otherwise run on the same two cores as the pipeline
+    it measures, while players' devices simulate nothing. Has the one method
+    :func:`~homestream.player.simulator.run_simulation` uses (``interleaved``); the events
+    keep their order, and ``run_simulation(realtime=True)`` stamps each with the wall clock
+    as it is sent.
+
+    >>> from types import SimpleNamespace
+    >>> sim = SimpleNamespace(interleaved=lambda start_ms: iter([(0, "a"), (0, "b"), (1, "c")]))
+    >>> [e for _, e in Presimulated(sim, 2).interleaved(0)]
+    ['a', 'b']
+    """
+
+    def __init__(self, sim: Any, n_events: int) -> None:
+        import itertools
+
+        start_ms = int(time.time() * 1000)
+        self.events = list(itertools.islice(sim.interleaved(start_ms), n_events))
+
+    def interleaved(self, start_ms: int, *, profiles: Any = None, max_sessions: Any = None
+                    ) -> Iterator[tuple[int, Any]]:
+        """The events made, in their order (the arguments are the simulator's, unused)."""
+        return iter(self.events)
+
+
 def probe_freshness(settings: Any, sim: Any, title: Any, r: Any, worker: Child, *,
                     load_eps: float, load_seconds: float, interval_s: float,
                     timeout_s: float, cpu_of: CpuProbes,
                     returning: Sequence[str] = ()) -> FreshnessResult:
-    """Run the simulated load in a thread and probe page freshness meanwhile.
+    """Run the simulated load in a thread and probe page freshness meanwhile (``sim``
+    simulated before, :class:`Presimulated`, or as it is sent).
 
     A probe is one Play (``start``) of a new profile, stamped with the wall clock, sent and
     flushed at once. Probes go out every ``interval_s`` whether or not earlier ones are

@@ -25,7 +25,9 @@ synthetic catalog and lets a worker store it in Redis, then measures:
    the live capacity, ``load_basis`` "live", or without it of the backlog's rate) served by
    the last run's workers, probes send one Play for a
    fresh profile stamped with the wall clock and poll its page in Redis until the page
-   reflects it; freshness = time seen - event time.
+   reflects it; freshness = time seen - event time. The load is simulated before the phase
+   (:class:`~bench.phases.Presimulated`) and sent in real time, each event stamped with the
+   wall clock as it is sent.
 5. ``serve_*``: the home-page server under ``--concurrency`` concurrent clients for
    ``--serve-seconds`` (the worker is stopped first, so it does not compete for the CPU).
 6. ``redis_get_p50_ms``: sequential GETs of page keys with redis-py (the floor of serving).
@@ -61,6 +63,7 @@ from bench.phases import (  # some re-exported (__all__): bench.serving uses the
     LIVE_BATCH_EVENTS,
     BenchError,
     DrainResult,
+    Presimulated,
     child,
     drain_backlog,
     live_capacity,
@@ -334,8 +337,12 @@ def _freshness_phase(args: argparse.Namespace, result: dict[str, Any], settings:
     _phase(f"4. freshness: probes every {args.probe_interval_ms:.0f} ms under "
            f"{load_eps:.0f} events/s for {args.load_seconds:.0f}s, {len(workers)} worker(s)")
     probe_title = next((t for t in titles if not t.availability), titles[0])
-    load_sim = PlayerSimulator(titles, profiles, args.seed + 1,
-                               max_heartbeats=args.max_heartbeats)
+    t = time.monotonic()
+    load_sim = Presimulated(PlayerSimulator(titles, profiles, args.seed + 1,
+                                            max_heartbeats=args.max_heartbeats),
+                            int(load_eps * args.load_seconds * 1.2) + 1000)
+    log.info("  %d load events simulated in %.1fs (before the phase: not on its cores)",
+             len(load_sim.events), time.monotonic() - t)
     fresh = probe_freshness(settings, load_sim, probe_title, r, workers[0],
                             load_eps=load_eps, load_seconds=args.load_seconds,
                             interval_s=args.probe_interval_ms / 1000,
