@@ -479,15 +479,17 @@ class EventProcessor:
         """Apply decoded ``events`` (of ``messages``) and commit them, filling ``report``; a
         failure after the models learned and before the commit drops that learning."""
         await self.start()
-        await self.refresh_catalog()
         by_profile: dict[str, list[SourcedEvent]] = {}
         for se in events:
             by_profile.setdefault(se.event.profile_id, []).append(se)
-        report.erased = await drop_erased(self, by_profile)
+        # the catalog's version, the erasure marks and the states in one round trip's time
+        _, report.erased, states = await asyncio.gather(
+            self.refresh_catalog(), drop_erased(self, by_profile),
+            self.store.load_profiles(list(by_profile)))
+        states = {p: s for p, s in states.items() if p in by_profile}  # erased: dropped
         # events of a keyed message belong to the key's profile (others are dead letters)
         partition_of = {m.key.decode("utf-8", "replace"): m.partition
                         for m in messages if m.key}
-        states = await self.store.load_profiles(list(by_profile))
         report.lap("load")
         try:
             return await self._apply_and_commit(report, by_profile, states, partition_of)
