@@ -93,7 +93,7 @@ class RenderInputs:
     now_ms: int
 
 
-@dataclass
+@dataclass(eq=False)  # kept in a list by identity (PageRenderer._in_flight)
 class _Unwritten:
     """Pages rendered and not written yet: their bytes by member, and the pages to publish
     (rows changed since the member's last published page)."""
