@@ -8,6 +8,10 @@ collections per generation). CPU time, not
 wall time, so the numbers hold on a machine other work shares: compare ``--gc`` settings
 or code versions with it, a few runs each.
 
+``--learner-mode topic`` measures the step as the benchmarked worker runs it: the batch's
+learning is encoded for the learner (not learned in place) and changed pages are encoded
+for the recommendations topic.
+
 ``--warm N`` first applies N backlog-shaped events (unmeasured) so the measured events are
 those of members who have a state and a page; with ``--per-message 2`` and a small
 ``--batch`` that is the shape of live traffic.
@@ -62,8 +66,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     profiles = synthetic_profiles(args.profiles, args.seed)
     store = InMemoryStore()
     await store.put_titles(titles)
+    learning, pages = _sinks(args.learner_mode)
     proc = EventProcessor(Settings(render_window_ms=args.render_window_ms), store,
-                          MemoryDeadLetters())
+                          MemoryDeadLetters(), page_updates=pages, learning=learning)
     await proc.start()
     warm = messages(args.warm, 20, args.seed + 1, titles, profiles) if args.warm else []
     measured = messages(args.events, args.per_message, args.seed, titles, profiles)
@@ -105,6 +110,32 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+class _Encoded:
+    """A learning and page-update sink that encodes what it is given, as the worker's
+    producers do, and keeps only the byte count."""
+
+    def __init__(self) -> None:
+        from streams.app import MODEL_UPDATE_MAX_ITEMS
+        from topics.codec import default_codec
+
+        self.codec, self.max_items, self.bytes = default_codec(), MODEL_UPDATE_MAX_ITEMS, 0
+
+    async def send(self, what: Any) -> None:
+        if isinstance(what, list):  # changed pages
+            self.bytes += sum(len(self.codec.encode_page_update(p)) for p in what)
+        else:
+            self.bytes += sum(len(part.encode(self.codec))
+                              for part in what.split(self.max_items))
+
+
+def _sinks(mode: str) -> tuple[Any, Any]:
+    """``(learning sink, page-update sink)`` for ``--learner-mode``."""
+    if mode == "inline":
+        return None, None
+    sink = _Encoded()
+    return sink, sink
+
+
 def _count_page_cpu() -> tuple[Callable[[], None], list[float]]:
     """Time every page the renderer assembles (CPU seconds, pages) until the returned
     function puts the renderer's ``assemble_page`` back."""
@@ -138,6 +169,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="events a message (the bench's backlog: 20; live traffic: ~2)")
     p.add_argument("--batch", type=positive_int, default=300, help="messages a batch")
     p.add_argument("--gc", choices=GC_MODES, default="worker")
+    p.add_argument("--learner-mode", choices=("inline", "topic"), default="inline",
+                   help="topic: encode the learning and changed pages (the bench's worker)")
     p.add_argument("--render-window-ms", type=float, default=1000.0)
     p.add_argument("--titles", type=positive_int, default=500)
     p.add_argument("--profiles", type=positive_int, default=2000)

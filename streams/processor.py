@@ -613,17 +613,20 @@ class EventProcessor:
 
     def _collect_trending(self, plays: Sequence[tuple[str, str, int]],
                           trending: list[TrendingIncrement]) -> None:
-        """Forward-decayed trending and popularity increments of the batch's play starts; a
-        play ahead of the stream clock counts as played at the clock (no more weight)."""
+        """Forward-decayed trending and popularity increments of the batch's play starts,
+        summed per list, epoch and title (one sorted-set increment each); a play ahead of the
+        stream clock counts as played at the clock (no more weight)."""
         hl, hl_pop = self.settings.trending_half_life_s, self.settings.popularity_half_life_s
         now = self._now_ms()
+        sums: dict[tuple[str, int, str], float] = {}
         for country, tid, event_ts in plays:
             ts = min(event_ts, now)
             epoch, w = decayed_weight(ts, hl)
             epoch_p, w_p = decayed_weight(ts, hl_pop)
             for c in dict.fromkeys((ALL_COUNTRIES, country)):
-                trending.append((c, epoch, tid, w))
-                trending.append((popular_list(c), epoch_p, tid, w_p))
+                for key, inc in (((c, epoch, tid), w), ((popular_list(c), epoch_p, tid), w_p)):
+                    sums[key] = sums.get(key, 0.0) + inc
+        trending += [(c, epoch, tid, inc) for (c, epoch, tid), inc in sums.items()]
 
     def _artwork_tags(self, r: ArtworkReward) -> tuple[str, ...]:
         """The tags of the decision's artwork in the catalog (none when it is gone)."""

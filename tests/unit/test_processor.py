@@ -90,6 +90,32 @@ async def test_batch_updates_state_trending_and_page(proc: EventProcessor) -> No
     assert (await store.counters())["events_applied"] == 2
 
 
+async def test_a_batch_sums_its_plays_into_one_increment_per_list_and_title(
+        proc: EventProcessor) -> None:
+    store = proc.store
+    assert isinstance(store, InMemoryStore)
+    seen: list[list[Any]] = []
+    real = store.commit_batch
+
+    async def spy(states, trending, counters, art_due=()):  # type: ignore[no-untyped-def]
+        seen.append(list(trending))
+        await real(states, trending, counters, art_due)
+
+    store.commit_batch = spy  # type: ignore[method-assign]
+    await proc.process([msg(codec.encode_event(play(f"e{i}", p, t, 100)), p, i)
+                        for i, (p, t) in enumerate([("p1", "t1"), ("p2", "t1"), ("p3", "t1"),
+                                                    ("p4", "t2")])])
+    incs = seen[0]
+    keys = [(c, e, t) for c, e, t, _ in incs]
+    assert len(keys) == len(set(keys)) == 8  # US, ALL and their popularity lists x 2 titles
+    by_key = {(c, e, t): w for c, e, t, w in incs}
+    for c, e, t in keys:
+        if t == "t1":  # three plays at the same event time: three times one play's weight
+            assert by_key[(c, e, t)] == pytest.approx(3 * by_key[(c, e, "t2")])
+    top = await store.top_trending(["US"], proc._trending_epoch(), 5)
+    assert [t for t, _ in top["US"]] == ["t1", "t2"]
+
+
 async def test_redelivered_batch_is_idempotent_but_rerenders(proc: EventProcessor) -> None:
     batch = [msg(codec.encode_batch("p1", [play("1", "p1", "t1", 700),
                                            play("2", "p1", "t2", 100, TS + 5)]))]
