@@ -249,6 +249,7 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
 
     @app.on_before_shutdown.connect
     async def _final_checkpoint(app: faust.App, **kwargs: Any) -> None:
+        await processor.settler.stop()  # rewards settled are sent while the producer runs
         await processor.flush_pages(final=True)  # the queued pages, while the producer runs
         await processor.checkpoint()
 

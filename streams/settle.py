@@ -33,6 +33,17 @@ class ArtworkSettler:
 
     def __init__(self, processor: EventProcessor) -> None:
         self.proc = processor
+        #: Set by :meth:`stop`: no settling starts any more.
+        self.stopped = False
+        self._runs: set[asyncio.Future[int]] = set()
+
+    async def stop(self) -> None:
+        """Start no more settling and wait for the settling under way: its committed rewards
+        are sent while the worker's producer still runs (a worker stopping calls this
+        before its producer stops)."""
+        self.stopped = True
+        if self._runs:
+            await asyncio.gather(*self._runs, return_exceptions=True)
 
     async def settle_due(self, partitions: Collection[int] | None = None) -> int:
         """Settle the artwork decisions whose reward window closed before the watermark
@@ -44,12 +55,22 @@ class ArtworkSettler:
         their entries in the due index, and the rewards are learned (or sent to the learner)
         only after it committed: a later play finds nothing to reward and a restart finds
         nothing to settle again (a crash in between loses at most one chunk's rewards).
+        After :meth:`stop` nothing is settled (returns 0): the decisions stay due for the
+        partitions' next owner.
         """
+        if self.stopped:
+            return 0
+        run = asyncio.ensure_future(self._settle_due(partitions))
+        self._runs.add(run)
+        run.add_done_callback(self._runs.discard)
+        return await asyncio.shield(run)
+
+    async def _settle_due(self, partitions: Collection[int] | None) -> int:
         n_parts = self.proc.settings.partitions
         parts = sorted({-1, *(range(n_parts) if partitions is None else partitions)})
         total = 0
         t0 = time.monotonic()
-        while time.monotonic() - t0 < SETTLE_BUDGET_S:
+        while time.monotonic() - t0 < SETTLE_BUDGET_S and not self.stopped:
             n = await self._settle_chunk(parts)
             if n < 0:
                 break

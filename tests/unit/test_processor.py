@@ -12,6 +12,7 @@ from features.store import InMemoryStore
 from homestream.settings import Settings
 from online_models.similarity import CoWatchSimilarity
 from online_models.top_picks import TopPicksModel
+from streams.learning import MemoryLearning
 from streams.processor import (
     COWATCH_CHECKPOINT,
     MODEL_CHECKPOINT,
@@ -367,6 +368,50 @@ async def test_expired_windows_settle_on_the_event_time_watermark_once() -> None
     fresh = EventProcessor(settings, store, MemoryDeadLetters())
     await fresh.process([msg(codec.encode_event(play("c", "p2", "t2", 30, TS + 99_000)), "p2")])
     assert await fresh.settle_due() == 0
+
+
+class HeldLearning(MemoryLearning):
+    """Keeps records like :class:`MemoryLearning`, each send held until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.release = asyncio.Event(), asyncio.Event()
+
+    async def send(self, record: Any) -> None:
+        self.entered.set()
+        await self.release.wait()
+        await super().send(record)
+
+
+async def test_a_stopping_settler_sends_what_it_settled_and_starts_nothing_more() -> None:
+    sink = HeldLearning()
+    store = InMemoryStore()
+    await store.put_titles(make_titles(12))
+    proc = EventProcessor(Settings(row_length=5, artwork_reward_window_s=60.0,
+                                   artwork_settle_lateness_s=0.0, clock_quorum=1),
+                          store, MemoryDeadLetters(), learning=sink,
+                          clock=lambda: TS / 1000 + 86400.0)
+    sink.release.set()  # the batches' own learning passes
+    await proc.process([msg(codec.encode_event(impression("i1", "p1", "t1", TS))),
+                        msg(codec.encode_event(impression("i2", "p3", "t2", TS)), "p3", 1)])
+    await proc.process([msg(codec.encode_event(play("x", "p2", "t3", 10, TS + 60_001)), "p2",
+                            2)])
+    sink.release.clear()
+    sink.entered.clear()
+    settling = asyncio.ensure_future(proc.settle_due())
+    await asyncio.wait_for(sink.entered.wait(), 5)  # committed, sending its rewards
+    stopping = asyncio.ensure_future(proc.settler.stop())
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # waits for the rewards settled to be sent
+    sink.release.set()
+    await asyncio.wait_for(stopping, 5)
+    assert await settling == 2 and len(sink.records[-1].artwork) == 2
+    assert store.art_due.get(0, {}) == {}
+    # stopped: due decisions stay due for the partitions' next owner
+    await proc.process([msg(codec.encode_event(impression("i3", "p1", "t4", TS + 60_002))),
+                        msg(codec.encode_event(play("y", "p2", "t3", 20, TS + 130_000)),
+                            "p2", 4)])
+    assert await proc.settle_due() == 0 and store.art_due[0] == {"p1": TS + 60_002}
 
 
 async def test_a_quality_play_before_the_watermark_takes_the_decision_out_of_the_index(
