@@ -97,7 +97,6 @@ class MessageDecoder:
         """
         events: list[SourcedEvent] = []
         letters: list[DeadLetter] = []
-        max_skew_s = self.max_future_skew_s
         for m in messages:
             if m.value is None:
                 letters.append(self.letter(m, "empty message value", "DecodeError"))
@@ -110,9 +109,6 @@ class MessageDecoder:
             n_events = len(raw)
             single = n_events == 1
             key = m.key.decode("utf-8", "replace") if m.key else None
-            # the message's timestamp, when it has one, is the reference of every event's
-            # future skew (else the clock, read for each event in future_reason)
-            ref_ms = m.timestamp_ms if m.timestamp_ms is not None and m.timestamp_ms > 0 else None
             for i, (name, record) in enumerate(raw):
                 try:
                     ev = validate_event(name, record, index=i)
@@ -127,10 +123,7 @@ class MessageDecoder:
                            f"{key!r}", "KeyMismatch", event_id=ev.event_id,
                         value=None if single else self.codec.encode(name, record)))
                     continue
-                if ref_ms is not None and (ev.event_ts_ms - ref_ms) / 1000.0 <= max_skew_s:
-                    future = None  # future_reason's first test, without the call
-                else:
-                    future = self.future_reason(ev.event_ts_ms, m)
+                future = self.future_reason(ev.event_ts_ms, m)
                 if future is not None:
                     letters.append(self.letter(
                         m, future if single else future + "; value is this event re-encoded "

@@ -435,8 +435,8 @@ class EventProcessor:
     async def process(self, messages: Sequence[RawMessage]) -> BatchReport:
         """Run one micro-batch end to end; returns when pages and dead letters are written."""
         self._batches_started += 1
-        self._behind = self._is_behind(messages)
-        self._catching_up = self._is_behind(messages, CATCH_UP_S)
+        lag_s = self._lag_s(messages)
+        self._behind, self._catching_up = lag_s > BEHIND_S, lag_s > CATCH_UP_S
         asked = time.perf_counter()
         async with self._state_lock:  # an outage holds it: the timers wait too
             waited_ms = 1000.0 * (time.perf_counter() - asked)
@@ -449,14 +449,19 @@ class EventProcessor:
         report.stages_ms["lock"] = waited_ms
         return report
 
-    def _is_behind(self, messages: Sequence[RawMessage], lag_s: float = BEHIND_S) -> bool:
-        """Whether the consumer is behind: a full batch, or its newest message was written
-        more than ``lag_s`` ago (broker or producer time; the page timer then keeps to
-        its budget)."""
+    def _lag_s(self, messages: Sequence[RawMessage]) -> float:
+        """How far behind the consumer is: seconds since the batch's newest message was
+        written (broker or producer time; 0 without timestamps), infinite for a full batch.
+        Over :data:`BEHIND_S` the page timer keeps to its budget; over :data:`CATCH_UP_S`
+        first pages are queued too."""
         if len(messages) >= self.settings.batch_max_events:
-            return True
+            return float("inf")
         newest = max((m.timestamp_ms or 0 for m in messages), default=0)
-        return newest > 0 and self.clock() * 1000 - newest > lag_s * 1000
+        return max(0.0, self.clock() - newest / 1000) if newest > 0 else 0.0
+
+    def _is_behind(self, messages: Sequence[RawMessage]) -> bool:
+        """Whether the consumer is behind (:meth:`_lag_s` over :data:`BEHIND_S`)."""
+        return self._lag_s(messages) > BEHIND_S
 
     async def _process(self, messages: Sequence[RawMessage]) -> BatchReport:
         await self.start()

@@ -296,8 +296,8 @@ class PageRenderer:
         ``first`` (render now; with ``urgent`` queued at the head of the queue instead);
         the others are queued: the newest state per member, a member keeping its place in
         the queue while its change waits."""
-        if urgent and first:
-            self._queue_first([s for s in states if s.profile_id in first], partitions)
+        head = [s.profile_id for s in states if s.profile_id in first] if urgent else []
+        if head:
             first = ()
         now = self._monotonic()
         out: list[ProfileState] = []
@@ -313,18 +313,9 @@ class PageRenderer:
                 self._held[pid] = s
                 self._queued_at.setdefault(pid, now)
                 self._queued_partition[pid] = partitions.get(pid, -1)
+        if head:  # members without a page: theirs come before every other change's
+            self._held = {**{p: self._held[p] for p in head}, **self._held}
         return out
-
-    def _queue_first(self, states: Sequence[ProfileState], partitions: Mapping[str, int]
-                     ) -> None:
-        """Queue ``states`` at the head of the queue (members without a page: theirs come
-        before every other change's), newest state per member."""
-        now = self._monotonic()
-        head = {s.profile_id: s for s in states}
-        for pid in head:
-            self._queued_at.setdefault(pid, now)
-            self._queued_partition[pid] = partitions.get(pid, -1)
-        self._held = {**head, **{p: s for p, s in self._held.items() if p not in head}}
 
     def _peek_due(self, limit: int, due_only: bool = True) -> list[str]:
         """Up to ``limit`` queued members whose window ended (or who were not rendered

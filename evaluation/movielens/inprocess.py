@@ -48,7 +48,7 @@ from homestream.settings import Settings
 from online_models.page import Page as PageDoc
 from online_models.rules import Rules, rules_from_settings
 from streams.learner import Learner
-from streams.learning import SCHEMA, LearningRecord
+from streams.learning import LearningRecord
 from streams.processor import EventProcessor, MemoryDeadLetters, RawMessage
 from topics.codec import default_codec
 from topics.models import Event, Title
@@ -218,7 +218,7 @@ class _LearnerSink:
 
     async def send(self, record: LearningRecord) -> None:
         self.offset += 1
-        self.learner.learn(self.offset, self.codec.encode(SCHEMA, record.to_avro()))
+        self.learner.learn(self.offset, record.encode(self.codec))
 
 
 def _ranking_page(page: PageDoc, rows: int = 10, columns: int = 5) -> list[list[str]] | None:
