@@ -173,21 +173,9 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
     app = HomestreamApp(settings.app_id, **faust_config(settings))
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms
     specs = topic_specs(settings)
-    dlq_topic = app.topic(specs["dead_letter"].name, key_type=bytes, value_type=bytes,
-                          internal=False)
     store = store or RedisStore.from_url(settings.redis_url, settings.key_prefix,
                                         max_connections=settings.redis_max_connections)
-    updates_topic = app.topic(specs["page_updates"].name, key_type=bytes, value_type=bytes,
-                              internal=False)
-    if page_updates is None and settings.publish_page_updates:
-        page_updates = FaustPageUpdates(updates_topic)
-    learning = None
-    if settings.learner_mode == "topic":
-        learning = FaustModelUpdates(app.topic(specs["model_updates"].name, key_type=bytes,
-                                               value_type=bytes, internal=False))
-    processor = EventProcessor(settings, store,
-                               CountedDeadLetters(dead_letters or FaustDeadLetters(dlq_topic)),
-                               page_updates=page_updates, learning=learning)
+    processor = _processor(app, settings, store, dead_letters, page_updates)
     app.processor = processor  # type: ignore[attr-defined]  # for tests and tools
     freshness: list[float] = []
     #: Per batch part: its steps' milliseconds (``BatchReport.stages_ms``) and ``age``, how
@@ -202,8 +190,6 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
     app.metrics = metrics  # type: ignore[attr-defined]  # for tests and tools
     events_topic = app.topic(*event_topic_names, key_type=bytes, value_type=bytes)
     probe = _memory_probe(app, settings, processor, freshness)
-    catalog_topic = app.topic(specs["catalog"].name, key_type=bytes, value_type=bytes)
-    profiles_topic = app.topic(specs["profiles"].name, key_type=bytes, value_type=bytes)
 
     @app.agent(events_topic, name="events")
     async def process_events(stream: faust.StreamT) -> None:
@@ -232,16 +218,7 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
                 batch_stages.append({**waits, **report.stages_ms,
                                      "total": 1000 * (time.perf_counter() - started)})
 
-    @app.agent(catalog_topic, name="catalog")
-    async def process_catalog(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(1000, within=0.2):
-            await _finish_even_if_cancelled(processor.process_catalog(_raw(batch)))
-
-    @app.agent(profiles_topic, name="profiles")
-    async def process_profiles(stream: faust.StreamT) -> None:
-        async for batch in stream.take_events(1000, within=0.2):
-            await _finish_even_if_cancelled(processor.process_profiles(_raw(batch)))
-
+    _catalog_and_profile_agents(app, settings, processor)
     _model_and_page_timers(app, settings, processor, event_topic_names)
     app.rebuilder = install_rebuilder(app, settings, processor)  # type: ignore[attr-defined]
 
@@ -254,6 +231,43 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
         await processor.checkpoint()
 
     return app
+
+
+def _processor(app: faust.App, settings: Settings, store: PipelineStore,
+               dead_letters: DeadLetterSink | None, page_updates: PageUpdateSink | None
+               ) -> EventProcessor:
+    """The worker's processor with its sinks: dead letters, page updates (when published)
+    and learning records (``learner_mode`` "topic") to their topics unless given."""
+    specs = topic_specs(settings)
+
+    def topic(role: str) -> faust.TopicT:
+        return app.topic(specs[role].name, key_type=bytes, value_type=bytes, internal=False)
+
+    if page_updates is None and settings.publish_page_updates:
+        page_updates = FaustPageUpdates(topic("page_updates"))
+    learning = FaustModelUpdates(topic("model_updates")) \
+        if settings.learner_mode == "topic" else None
+    letters = CountedDeadLetters(dead_letters or FaustDeadLetters(topic("dead_letter")))
+    return EventProcessor(settings, store, letters, page_updates=page_updates,
+                          learning=learning)
+
+
+def _catalog_and_profile_agents(app: faust.App, settings: Settings,
+                                processor: EventProcessor) -> None:
+    """The agents of the catalog and profiles topics (batches of up to 1,000 records)."""
+    specs = topic_specs(settings)
+    catalog_topic = app.topic(specs["catalog"].name, key_type=bytes, value_type=bytes)
+    profiles_topic = app.topic(specs["profiles"].name, key_type=bytes, value_type=bytes)
+
+    @app.agent(catalog_topic, name="catalog")
+    async def process_catalog(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(1000, within=0.2):
+            await _finish_even_if_cancelled(processor.process_catalog(_raw(batch)))
+
+    @app.agent(profiles_topic, name="profiles")
+    async def process_profiles(stream: faust.StreamT) -> None:
+        async for batch in stream.take_events(1000, within=0.2):
+            await _finish_even_if_cancelled(processor.process_profiles(_raw(batch)))
 
 
 def _memory_probe(app: faust.App, settings: Settings, processor: EventProcessor,
