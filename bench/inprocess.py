@@ -101,12 +101,14 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     after = await store.counters()
     applied = after.get("events_applied", 0) - before.get("events_applied", 0)
     return {
-        "gc": args.gc, "events": applied, "messages": len(measured), "cpu_s": round(cpu, 3),
+        "gc": args.gc, "learner_mode": args.learner_mode, "events": applied,
+        "messages": len(measured), "cpu_s": round(cpu, 3),
         "events_per_cpu_s": round(applied / cpu) if cpu else None,
         "pages": after.get("pages_written", 0) - before.get("pages_written", 0),
         "gc_cpu_s": round(in_gc["cpu_s"], 3), "gc_collections": in_gc["collections"],
         "page_cpu_s": round(in_pages[0], 3),
         "ms_per_page": round(1000 * in_pages[0] / in_pages[1], 3) if in_pages[1] else None,
+        "encoded_bytes": learning.bytes if learning is not None else 0,
     }
 
 

@@ -32,6 +32,21 @@ def test_every_measured_event_is_applied_and_the_collector_is_accounted(gc_mode:
     assert render.assemble_page is assemble_page
 
 
+def test_topic_mode_encodes_the_learning_and_pages_instead_of_learning_in_place() -> None:
+    args = ["--events", "300", "--per-message", "3", "--batch", "20", "--titles", "60",
+            "--profiles", "20", "--gc", "default"]
+    before = gc.get_threshold()
+    try:
+        topic = asyncio.run(measure(parse_args([*args, "--learner-mode", "topic"])))
+        inline = asyncio.run(measure(parse_args(args)))
+    finally:
+        gc.set_threshold(*before)
+    assert topic["learner_mode"] == "topic" and inline["learner_mode"] == "inline"
+    assert topic["events"] == inline["events"] == 300
+    # the records for the learner and the changed pages, as the worker's producers encode them
+    assert topic["encoded_bytes"] > 1000 and inline["encoded_bytes"] == 0
+
+
 def test_a_negative_warm_up_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         parse_args(["--warm", "-1"])
