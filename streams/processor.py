@@ -222,7 +222,7 @@ class EventProcessor:
         self._pages_unreported = 0
         self._queued_reported = 0
         #: Event batches started so far, and whether the last one showed the consumer
-        #: behind (:meth:`_is_behind`): the page timer keeps to its budget while it is.
+        #: behind (:meth:`_lag_s` over BEHIND_S): the page timer keeps to its budget then.
         self._batches_started = 0
         self._behind = False
         #: Whether the last batch showed the consumer catching up on a backlog
@@ -458,10 +458,6 @@ class EventProcessor:
             return float("inf")
         newest = max((m.timestamp_ms or 0 for m in messages), default=0)
         return max(0.0, self.clock() - newest / 1000) if newest > 0 else 0.0
-
-    def _is_behind(self, messages: Sequence[RawMessage]) -> bool:
-        """Whether the consumer is behind (:meth:`_lag_s` over :data:`BEHIND_S`)."""
-        return self._lag_s(messages) > BEHIND_S
 
     async def _process(self, messages: Sequence[RawMessage]) -> BatchReport:
         await self.start()
@@ -731,7 +727,7 @@ class EventProcessor:
     async def flush_pages(self, final: bool = False) -> int:
         """Render the pages the render window queued whose window ended, the longest queued
         first (a timer tick): within the tick's render budget while the consumer is behind
-        (:meth:`_is_behind`), else until none is due, one slice between two batches;
+        (:meth:`_lag_s` over BEHIND_S), else until none is due, one slice between two batches;
         ``final``: every queued page, without a budget (the worker stops)."""
         if self.renderer.window_s <= 0 or not self.renderer.held:
             return 0

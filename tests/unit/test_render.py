@@ -5,10 +5,17 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 
 from features.store import InMemoryStore
 from homestream.settings import Settings
-from streams.processor import EventProcessor, MemoryDeadLetters, RawMessage
+from streams.processor import (
+    BEHIND_S,
+    CATCH_UP_S,
+    EventProcessor,
+    MemoryDeadLetters,
+    RawMessage,
+)
 from streams.render import FLUSH_CHUNK, FLUSH_SLICE, PageRenderer
 from tests.integration.helpers import make_titles
 from topics.codec import default_codec
@@ -169,11 +176,12 @@ async def test_revoked_partitions_lose_their_queued_pages_and_a_final_flush_writ
 def test_the_consumer_is_behind_on_a_full_batch_or_old_messages() -> None:
     proc = EventProcessor(Settings(batch_max_events=3), InMemoryStore(), MemoryDeadLetters(),
                           clock=lambda: TS / 1000)
-    fresh = [RawMessage("events", 0, i, b"p", b"", TS - 100) for i in range(2)]
-    assert not proc._is_behind(fresh)
-    assert proc._is_behind(fresh + fresh[:1])  # full
-    assert proc._is_behind([RawMessage("events", 0, 0, b"p", b"", TS - 1000)])
-    assert not proc._is_behind([RawMessage("events", 0, 0, b"p", b"")])  # no timestamp
+    fresh = [RawMessage("events", 0, i, b"p", b"", TS - 50) for i in range(2)]
+    assert proc._lag_s(fresh) == pytest.approx(0.05) and proc._lag_s(fresh) < BEHIND_S
+    assert proc._lag_s(fresh + fresh[:1]) == float("inf")  # full: behind and catching up
+    old = [RawMessage("events", 0, 0, b"p", b"", TS - 500)]
+    assert proc._lag_s(old) == pytest.approx(0.5) and BEHIND_S < 0.5 < CATCH_UP_S
+    assert proc._lag_s([RawMessage("events", 0, 0, b"p", b"")]) == 0.0  # no timestamp
 
 
 async def queued_members(n: int) -> tuple[EventProcessor, InMemoryStore, list[str]]:
