@@ -108,13 +108,13 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "gc_cpu_s": round(in_gc["cpu_s"], 3), "gc_collections": in_gc["collections"],
         "page_cpu_s": round(in_pages[0], 3),
         "ms_per_page": round(1000 * in_pages[0] / in_pages[1], 3) if in_pages[1] else None,
-        "encoded_bytes": learning.bytes if learning is not None else 0,
+        "encoded_bytes": sum(sink.bytes for sink in (learning, pages) if sink is not None),
     }
 
 
-class _Encoded:
-    """A learning and page-update sink that encodes what it is given, as the worker's
-    producers do, and keeps only the byte count."""
+class _EncodedLearning:
+    """A learning sink that encodes each record as the worker's producer does (in parts of
+    at most ``MODEL_UPDATE_MAX_ITEMS``) and keeps only the byte count."""
 
     def __init__(self) -> None:
         from streams.app import MODEL_UPDATE_MAX_ITEMS
@@ -122,20 +122,28 @@ class _Encoded:
 
         self.codec, self.max_items, self.bytes = default_codec(), MODEL_UPDATE_MAX_ITEMS, 0
 
-    async def send(self, what: Any) -> None:
-        if isinstance(what, list):  # changed pages
-            self.bytes += sum(len(self.codec.encode_page_update(p)) for p in what)
-        else:
-            self.bytes += sum(len(part.encode(self.codec))
-                              for part in what.split(self.max_items))
+    async def send(self, record: Any) -> None:
+        self.bytes += sum(len(part.encode(self.codec)) for part in record.split(self.max_items))
 
 
-def _sinks(mode: str) -> tuple[Any, Any]:
+class _EncodedPages:
+    """A page-update sink that encodes each changed page as the worker's producer does and
+    keeps only the byte count."""
+
+    def __init__(self) -> None:
+        from topics.codec import default_codec
+
+        self.codec, self.bytes = default_codec(), 0
+
+    async def send(self, pages: Sequence[dict]) -> None:
+        self.bytes += sum(len(self.codec.encode_page_update(p)) for p in pages)
+
+
+def _sinks(mode: str) -> tuple[_EncodedLearning | None, _EncodedPages | None]:
     """``(learning sink, page-update sink)`` for ``--learner-mode``."""
     if mode == "inline":
         return None, None
-    sink = _Encoded()
-    return sink, sink
+    return _EncodedLearning(), _EncodedPages()
 
 
 def _count_page_cpu() -> tuple[Callable[[], None], list[float]]:

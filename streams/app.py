@@ -13,7 +13,7 @@ import asyncio
 import logging
 import statistics
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 import faust
@@ -31,7 +31,7 @@ from streams.rebuild import install_rebuilder
 from streams.transport import HomestreamApp
 from topics.codec import default_codec
 from topics.models import DeadLetter
-from topics.registry import event_topics, topic_specs
+from topics.registry import TopicSpec, event_topics, topic_specs
 
 log = logging.getLogger(__name__)
 #: Learning items per model-updates message (~100-300 bytes each: well under the broker's
@@ -175,7 +175,7 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
     specs = topic_specs(settings)
     store = store or RedisStore.from_url(settings.redis_url, settings.key_prefix,
                                         max_connections=settings.redis_max_connections)
-    processor = _processor(app, settings, store, dead_letters, page_updates)
+    processor = _processor(app, specs, settings, store, dead_letters, page_updates)
     app.processor = processor  # type: ignore[attr-defined]  # for tests and tools
     freshness: list[float] = []
     #: Per batch part: its steps' milliseconds (``BatchReport.stages_ms``) and ``age``, how
@@ -218,7 +218,7 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
                 batch_stages.append({**waits, **report.stages_ms,
                                      "total": 1000 * (time.perf_counter() - started)})
 
-    _catalog_and_profile_agents(app, settings, processor)
+    _catalog_and_profile_agents(app, specs, processor)
     _model_and_page_timers(app, settings, processor, event_topic_names)
     app.rebuilder = install_rebuilder(app, settings, processor)  # type: ignore[attr-defined]
 
@@ -233,12 +233,11 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
     return app
 
 
-def _processor(app: faust.App, settings: Settings, store: PipelineStore,
-               dead_letters: DeadLetterSink | None, page_updates: PageUpdateSink | None
-               ) -> EventProcessor:
+def _processor(app: faust.App, specs: Mapping[str, TopicSpec], settings: Settings,
+               store: PipelineStore, dead_letters: DeadLetterSink | None,
+               page_updates: PageUpdateSink | None) -> EventProcessor:
     """The worker's processor with its sinks: dead letters, page updates (when published)
     and learning records (``learner_mode`` "topic") to their topics unless given."""
-    specs = topic_specs(settings)
 
     def topic(role: str) -> faust.TopicT:
         return app.topic(specs[role].name, key_type=bytes, value_type=bytes, internal=False)
@@ -252,10 +251,9 @@ def _processor(app: faust.App, settings: Settings, store: PipelineStore,
                           learning=learning)
 
 
-def _catalog_and_profile_agents(app: faust.App, settings: Settings,
+def _catalog_and_profile_agents(app: faust.App, specs: Mapping[str, TopicSpec],
                                 processor: EventProcessor) -> None:
     """The agents of the catalog and profiles topics (batches of up to 1,000 records)."""
-    specs = topic_specs(settings)
     catalog_topic = app.topic(specs["catalog"].name, key_type=bytes, value_type=bytes)
     profiles_topic = app.topic(specs["profiles"].name, key_type=bytes, value_type=bytes)
 

@@ -60,10 +60,12 @@ class ArtworkSettler:
         """
         if self.stopped:
             return 0
+        # a task, so stop() can wait for it (the worker's timer runs this to completion even
+        # when cancelled: streams.app._finish_even_if_cancelled)
         run = asyncio.ensure_future(self._settle_due(partitions))
         self._runs.add(run)
         run.add_done_callback(self._runs.discard)
-        return await asyncio.shield(run)
+        return await run
 
     async def _settle_due(self, partitions: Collection[int] | None) -> int:
         n_parts = self.proc.settings.partitions
