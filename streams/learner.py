@@ -251,7 +251,8 @@ class _Assignment(ConsumerRebalanceListener):
 async def run(settings: Settings, stop: asyncio.Event,
               store: PipelineStore | None = None) -> None:
     """Learn until ``stop`` is set (then write a last snapshot)."""
-    store = store or RedisStore.from_url(settings.redis_url, settings.key_prefix)
+    store = store or RedisStore.from_url(settings.redis_url, settings.key_prefix,
+                                        large_values=True)  # snapshots of ~0.5 MB
     learner = Learner(settings, store)
     health = LearnerHealth(store)
     topic = topic_specs(settings)["model_updates"].name

@@ -13,13 +13,15 @@ from features.store import InMemoryStore, PipelineStore, RedisStore
 from tests.integration.helpers import make_titles
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration),
+                        pytest.param("redis-large-values", marks=pytest.mark.integration)])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[PipelineStore]:
     if request.param == "memory":
         yield InMemoryStore()
         return
     infra = request.getfixturevalue("infra")
-    s = RedisStore.from_url(infra.redis_url, f"c{uuid.uuid4().hex[:8]}:")
+    s = RedisStore.from_url(infra.redis_url, f"c{uuid.uuid4().hex[:8]}:",
+                            large_values=request.param == "redis-large-values")
     try:
         yield s
     finally:
@@ -212,3 +214,23 @@ async def test_erasing_removes_every_per_member_entry_and_marks_the_member(
     assert await store.due_artwork([-1, 2], 10_000, 10) == [(-1, "kept"), (2, "kept")]
     [(digest, _)] = await store.erasures_since(0)
     assert digest == profile_digest("gone")
+
+
+@pytest.mark.integration
+async def test_a_large_values_store_packs_in_python_and_round_trips_large_pages(
+        infra: object) -> None:
+    s = RedisStore.from_url(infra.redis_url, f"c{uuid.uuid4().hex[:8]}:",  # type: ignore[attr-defined]
+                            large_values=True)
+    try:
+        pages = {f"p{i}": bytes([i]) * (20_000 + i) for i in range(40)}  # over the 6 KB cutoff
+        await s.write_pages(pages, {"US": b"x" * 7_000})
+        assert [await s.get_page(p) for p in pages] == list(pages.values())
+        assert await s.get_default_page("US") == b"x" * 7_000
+        conn = await s.client.connection_pool.get_connection()
+        try:
+            assert conn._command_packer is None  # redis-py's Python packer, not hiredis's
+            assert len(conn.pack_command("SET", "k", b"v" * 10_000)) > 1  # value kept apart
+        finally:
+            await s.client.connection_pool.release(conn)
+    finally:
+        await s.close()
