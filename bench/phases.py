@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -302,6 +302,81 @@ class Presimulated:
                     ) -> Iterator[tuple[int, Any]]:
         """The events made, in their order (the arguments are the simulator's, unused)."""
         return iter(self.events)
+
+
+@dataclass
+class SustainStep:
+    """One step of :func:`sustained_rate`: live-shaped load at ``rate_eps`` for a while,
+    with freshness probes of new members and of members who have a page."""
+
+    rate_eps: float
+    fresh: FreshnessResult
+    #: The share of the later half of the probes of members with a page whose page showed
+    #: their event within the limit (:func:`sustain_step`).
+    returning_in_time: float
+    sustained: bool
+
+
+def sustain_step(settings: Any, sim: Any, title: Any, r: Any, worker: Child, rate_eps: float,
+                 seconds: float, limit_s: float, returning: Sequence[str], cpu_of: CpuProbes
+                 ) -> SustainStep:
+    """Send live-shaped load (``sim``, simulated first) in real time at ``rate_eps`` for
+    ``seconds`` while probing freshness (:func:`probe_freshness`). The workers keep up when
+    90% of the later half of the answered probes of members who have a page (``returning``,
+    whose change waits for the render window) saw it in their page within ``limit_s`` and no
+    probe timed out: a worker
+    that does not keep up renders each member's page less often than the window says, and
+    those probes wait seconds. Returns after the workers applied what was sent."""
+    fresh = probe_freshness(settings, Presimulated(sim, int(rate_eps * seconds * 1.2) + 1000),
+                            title, r, worker, load_eps=rate_eps, load_seconds=seconds,
+                            interval_s=0.1, timeout_s=10.0, cpu_of=cpu_of,
+                            returning=returning)
+    # the later half of the answers: a queue that grows has its longest waits at the end
+    later = fresh.returning_ms[len(fresh.returning_ms) // 2:]
+    late = sum(ms > limit_s * 1000 for ms in later) + fresh.returning_failures
+    in_time = 1.0 - late / max(len(later) + fresh.returning_failures, 1)
+    sustained = in_time >= 0.9 and fresh.failures == 0
+    _wait_settled(r, settings.key_prefix, worker)
+    return SustainStep(rate_eps, fresh, in_time, sustained)
+
+
+def _wait_settled(r: Any, prefix: str, worker: Child, timeout_s: float = 120.0) -> None:
+    """Wait until the workers' counters stop moving and no page is queued (what a step sent
+    is applied before the next one starts)."""
+    deadline, last = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        c = counters(r, prefix)
+        now = (c.get("events_applied", 0), c.get("pages_queued", 0))
+        if now == last and now[1] <= 0:
+            return
+        last = now
+        worker.check_alive()
+        time.sleep(0.5)
+    raise BenchError(f"workers did not settle within {timeout_s:.0f}s after a load step")
+
+
+def sustained_rate(make_sim: Callable[[int], Any], start_eps: float, step: Callable[
+        [Any, float], SustainStep], factor: float = 0.8, max_steps: int = 6
+                   ) -> tuple[float | None, list[SustainStep]]:
+    """The highest rate of ``start_eps``, ``start_eps * factor``, ... (at most
+    ``max_steps``) that ``step`` finds sustained, trying from the top, and every step run.
+    ``make_sim(i)`` gives step ``i`` its simulator (a new seed each, so no step replays
+    another's events).
+
+    >>> from types import SimpleNamespace as NS
+    >>> ok = lambda sim, eps: NS(rate_eps=eps, sustained=eps <= 500)
+    >>> best, steps = sustained_rate(lambda i: None, 1000.0, ok, factor=0.5)
+    >>> best, [s.rate_eps for s in steps]
+    (500.0, [1000.0, 500.0])
+    """
+    steps: list[SustainStep] = []
+    eps = start_eps
+    for i in range(max_steps):
+        steps.append(step(make_sim(i), eps))
+        if steps[-1].sustained:
+            return eps, steps
+        eps *= factor
+    return None, steps
 
 
 def probe_freshness(settings: Any, sim: Any, title: Any, r: Any, worker: Child, *,

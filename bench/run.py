@@ -75,6 +75,8 @@ from bench.phases import (  # some re-exported (__all__): bench.serving uses the
     redis_commands,
     redis_get_latencies,
     reset_pipeline_state,
+    sustain_step,
+    sustained_rate,
 )
 from bench.stats import (  # some re-exported (__all__): the tests and bench.webapp
     TARGETS,
@@ -129,6 +131,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "messages) the freshness phase's workers drain first, measuring "
                         "their live capacity (0: skip; --load-share then takes the "
                         "backlog's rate)")
+    p.add_argument("--sustain-seconds", type=float, default=15.0,
+                   help="seconds of each step of the sustained-rate search (phase 3c: "
+                        "live-shaped load in real time from 0.3 of the live capacity down by "
+                        "a fifth a step until the workers keep up; --load-share then "
+                        "takes that rate; 0: skip)")
     p.add_argument("--workers", type=worker_counts, default=[1],
                    help="worker counts to drain the backlog with, e.g. 2,1 (runs in "
                         "descending order; the last run's workers serve the freshness "
@@ -162,6 +169,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--max-heartbeats must not be negative")
     if args.live_events < 0:
         p.error("--live-events must not be negative")
+    if args.sustain_seconds < 0:
+        p.error("--sustain-seconds must not be negative")
     return args
 
 
@@ -314,12 +323,67 @@ def _live_phase(args: argparse.Namespace, result: dict[str, Any], settings: Any,
              drain.pages_after_s)
 
 
+#: Where the sustained-rate search starts, as a share of the live capacity (a drain, whose
+#: pages the render window coalesces far more than real-time traffic's). It starts low
+#: because every step adds to what the broker holds, and Tansu's CPU grows with that
+#: (docs/bench.md), which would weigh on every later step and on the freshness phase.
+SUSTAIN_START = 0.3
+
+
+def _sustain_phase(args: argparse.Namespace, result: dict[str, Any], settings: Any, r: Any,
+                   workers: Sequence[Child], cpu_of: CpuProbes, titles: Sequence[Any],
+                   profiles: Sequence[Any]) -> None:
+    """Phase 3c: the highest live-shaped rate the workers sustain in real time
+    (``sustained_*``), searched down from :data:`SUSTAIN_START` of their live capacity."""
+    from homestream.player.simulator import PlayerSimulator
+
+    limit_s = max((args.render_window_ms or 0.0) / 1000, 0.25) + 1.0
+    start = SUSTAIN_START * result["live_events_per_s"]
+    _phase(f"3c. sustained rate: {args.sustain_seconds:.0f}s steps of live-shaped load in real "
+           f"time from {start:.0f} events/s, {len(workers)} worker(s); kept up = 90% of "
+           f"members' changes in their page within {limit_s:.2f}s")
+    title = next((t for t in titles if not t.availability), titles[0])
+    returning = page_profile_ids(r, settings.key_prefix)[:200]
+
+    def step(sim: Any, eps: float) -> Any:
+        s = sustain_step(settings, sim, title, r, workers[0], eps, args.sustain_seconds,
+                         limit_s, returning, cpu_of)
+        log.info("  %.0f events/s: %s (%.0f%% of members' changes within %.2fs)", eps,
+                 "kept up" if s.sustained else "fell behind", 100 * s.returning_in_time,
+                 limit_s)
+        return s
+
+    best, steps = sustained_rate(
+        lambda i: PlayerSimulator(titles, profiles, args.seed + 10 + i,
+                                  max_heartbeats=args.max_heartbeats), start, step)
+    result.update(sustained_events_per_s=_r(best),
+                  sustained_events_per_s_per_worker=_r(best and best / len(workers)),
+                  sustained_steps=[_step_row(s, len(workers)) for s in steps])
+
+
+def _step_row(s: Any, n_workers: int) -> dict[str, Any]:
+    """A sustained-rate step as reported: rate, probes, CPU (cores of the workers)."""
+    f = s.fresh
+    new50, new99 = percentiles(f.latencies_ms)
+    ret50, ret90 = percentiles(f.returning_ms, (0.5, 0.9))
+    worker_cpu = sum(f.cpu_s.get(f"worker{i + 1}") or 0.0 for i in range(n_workers))
+    return {"events_per_s": _r(s.rate_eps), "kept_up": s.sustained,
+            "returning_in_time": _r(s.returning_in_time, 3),
+            "new_p50_ms": _r(new50), "new_p99_ms": _r(new99),
+            "returning_p50_ms": _r(ret50), "returning_p90_ms": _r(ret90),
+            "worker_cores": _r(worker_cpu / f.load_elapsed_s, 3) if f.load_elapsed_s else None,
+            "cpu_s": with_outside(f.cpu_s)}
+
+
 def _load_eps(args: argparse.Namespace, result: dict[str, Any]) -> float:
-    """The freshness phase's load: ``--load-share`` of the live-shaped capacity when it was
-    measured, else of the last drain's rate, else ``--load-eps`` (``load_basis`` says which)."""
+    """The freshness phase's load: ``--load-share`` of the sustained live-shaped rate when it
+    was measured, else of the live-shaped capacity, else of the last drain's rate, else
+    ``--load-eps`` (``load_basis`` says which)."""
     basis, measured = "fixed", None
     if args.load_share is not None:
-        if result.get("live_events_per_s"):
+        if result.get("sustained_events_per_s"):
+            basis, measured = "sustained", result["sustained_events_per_s"]
+        elif result.get("live_events_per_s"):
             basis, measured = "live", result["live_events_per_s"]
         elif result["scaling"]:
             basis, measured = "backlog", result["scaling"][-1]["events_per_s"] or 0.0
@@ -443,6 +507,9 @@ def _run_phases(args: argparse.Namespace, result: dict[str, Any], data_dir: str)
                                           settings.key_prefix, n_events, data_dir)
             if args.live_events:
                 _live_phase(args, result, settings, r, workers, cpu_of, titles, profiles)
+                if args.sustain_seconds:
+                    _sustain_phase(args, result, settings, r, workers, cpu_of, titles,
+                                   profiles)
             _freshness_phase(args, result, settings, r, workers, cpu_of, titles, profiles)
         # the workers stop here: impressions logged by the server would otherwise keep them
         # busy on the two cores while the server is measured

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import random
+from types import SimpleNamespace
 
 import pytest
 
-from bench.phases import drain_backlog
+from bench.phases import drain_backlog, sustained_rate
 from bench.run import (
     _load_eps,
     check_failures,
@@ -219,11 +220,40 @@ def test_row_kinds_counts_the_pages_the_processor_wrote() -> None:
 
 
 # -- the freshness phase's load ----------------------------------------------------------------
-def test_half_load_is_taken_from_the_live_capacity_when_measured() -> None:
+def test_half_load_is_taken_from_the_sustained_rate_when_measured() -> None:
     args = parse_args(["--load-share", "0.5"])
-    assert args.live_events == 30_000
-    result = {"scaling": [{"events_per_s": 10_000.0}], "live_events_per_s": 6_000.0}
+    assert args.live_events == 30_000 and args.sustain_seconds == 15.0
+    result = {"scaling": [{"events_per_s": 10_000.0}], "live_events_per_s": 6_000.0,
+              "sustained_events_per_s": 2_400.0}
+    assert _load_eps(args, result) == 1_200.0 and result["load_basis"] == "sustained"
+
+
+def test_half_load_is_taken_from_the_live_capacity_without_a_sustained_rate() -> None:
+    args = parse_args(["--load-share", "0.5", "--sustain-seconds", "0"])
+    result = {"scaling": [{"events_per_s": 10_000.0}], "live_events_per_s": 6_000.0,
+              "sustained_events_per_s": None}  # no step kept up
     assert _load_eps(args, result) == 3_000.0 and result["load_basis"] == "live"
+
+
+def test_the_sustained_rate_is_the_first_step_down_that_keeps_up() -> None:
+    tried: list[tuple[int, float]] = []
+
+    def step(sim: int, eps: float) -> SimpleNamespace:
+        tried.append((sim, eps))
+        return SimpleNamespace(rate_eps=eps, sustained=eps <= 2_000)
+
+    best, steps = sustained_rate(lambda i: i, 4_000.0, step)
+    assert best == 2_048.0 * 0.8 and [s.rate_eps for s in steps] == [4_000, 3_200, 2_560, 2_048,
+                                                                     1_638.4]
+    assert [sim for sim, _ in tried] == [0, 1, 2, 3, 4]  # a simulator (seed) per step
+    best, steps = sustained_rate(lambda i: i, 4_000.0, lambda sim, eps: SimpleNamespace(
+        rate_eps=eps, sustained=False), max_steps=3)
+    assert best is None and len(steps) == 3
+
+
+def test_negative_sustain_seconds_are_refused() -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--sustain-seconds", "-1"])
 
 
 def test_half_load_falls_back_to_the_backlog_then_to_the_fixed_rate() -> None:
