@@ -358,25 +358,32 @@ def _wait_settled(r: Any, prefix: str, worker: Child, timeout_s: float = 120.0) 
 def sustained_rate(make_sim: Callable[[int], Any], start_eps: float, step: Callable[
         [Any, float], SustainStep], factor: float = 0.8, max_steps: int = 6
                    ) -> tuple[float | None, list[SustainStep]]:
-    """The highest rate of ``start_eps``, ``start_eps * factor``, ... (at most
-    ``max_steps``) that ``step`` finds sustained, trying from the top, and every step run.
-    ``make_sim(i)`` gives step ``i`` its simulator (a new seed each, so no step replays
-    another's events).
+    """The highest rate of the ladder ``start_eps * factor ** k`` (k = ..., -1, 0, 1, ...)
+    that ``step`` finds sustained while the rung above it is not: from ``start_eps`` down
+    while the workers fall behind, or up while they keep up (at most ``max_steps`` steps;
+    ``None`` if none kept up), and every step run. ``make_sim(i)`` gives step ``i`` its
+    simulator (a new seed each, so no step replays another's events).
 
     >>> from types import SimpleNamespace as NS
     >>> ok = lambda sim, eps: NS(rate_eps=eps, sustained=eps <= 500)
     >>> best, steps = sustained_rate(lambda i: None, 1000.0, ok, factor=0.5)
     >>> best, [s.rate_eps for s in steps]
     (500.0, [1000.0, 500.0])
+    >>> best, steps = sustained_rate(lambda i: None, 250.0, ok, factor=0.5)
+    >>> best, [s.rate_eps for s in steps]
+    (500.0, [250.0, 500.0, 1000.0])
     """
     steps: list[SustainStep] = []
-    eps = start_eps
+    eps, best = start_eps, None
     for i in range(max_steps):
         steps.append(step(make_sim(i), eps))
-        if steps[-1].sustained:
-            return eps, steps
-        eps *= factor
-    return None, steps
+        kept_up = steps[-1].sustained
+        if kept_up:
+            best = eps
+        if (kept_up and i and not steps[-2].sustained) or (not kept_up and best is not None):
+            break  # the boundary: a rung kept up and the one above it did not
+        eps = eps / factor if kept_up else eps * factor
+    return best, steps
 
 
 def probe_freshness(settings: Any, sim: Any, title: Any, r: Any, worker: Child, *,

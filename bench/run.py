@@ -133,9 +133,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "backlog's rate)")
     p.add_argument("--sustain-seconds", type=float, default=15.0,
                    help="seconds of each step of the sustained-rate search (phase 3c: "
-                        "live-shaped load in real time from 0.3 of the live capacity down by "
-                        "a fifth a step until the workers keep up; --load-share then "
-                        "takes that rate; 0: skip)")
+                        "live-shaped load in real time from 0.3 of the live capacity, down by "
+                        "a fifth a step while the workers fall behind or up while they "
+                        "keep up, to the highest rate kept up below one not; "
+                        "--load-share then takes that rate; 0: skip)")
     p.add_argument("--workers", type=worker_counts, default=[1],
                    help="worker counts to drain the backlog with, e.g. 2,1 (runs in "
                         "descending order; the last run's workers serve the freshness "
@@ -334,7 +335,7 @@ def _sustain_phase(args: argparse.Namespace, result: dict[str, Any], settings: A
                    workers: Sequence[Child], cpu_of: CpuProbes, titles: Sequence[Any],
                    profiles: Sequence[Any]) -> None:
     """Phase 3c: the highest live-shaped rate the workers sustain in real time
-    (``sustained_*``), searched down from :data:`SUSTAIN_START` of their live capacity."""
+    (``sustained_*``), searched from :data:`SUSTAIN_START` of their live capacity."""
     from homestream.player.simulator import PlayerSimulator
 
     limit_s = max((args.render_window_ms or 0.0) / 1000, 0.25) + 1.0

@@ -235,17 +235,20 @@ def test_half_load_is_taken_from_the_live_capacity_without_a_sustained_rate() ->
     assert _load_eps(args, result) == 3_000.0 and result["load_basis"] == "live"
 
 
-def test_the_sustained_rate_is_the_first_step_down_that_keeps_up() -> None:
+def test_the_sustained_rate_is_the_highest_rung_kept_up_below_one_not() -> None:
     tried: list[tuple[int, float]] = []
 
     def step(sim: int, eps: float) -> SimpleNamespace:
         tried.append((sim, eps))
         return SimpleNamespace(rate_eps=eps, sustained=eps <= 2_000)
 
-    best, steps = sustained_rate(lambda i: i, 4_000.0, step)
+    best, steps = sustained_rate(lambda i: i, 4_000.0, step)  # down while falling behind
     assert best == 2_048.0 * 0.8 and [s.rate_eps for s in steps] == [4_000, 3_200, 2_560, 2_048,
                                                                      1_638.4]
     assert [sim for sim, _ in tried] == [0, 1, 2, 3, 4]  # a simulator (seed) per step
+    best, steps = sustained_rate(lambda i: i, 1_024.0, step)  # up while keeping up
+    assert best == 2_000.0 and [s.rate_eps for s in steps] == [1_024, 1_280, 1_600, 2_000,
+                                                               2_500]
     best, steps = sustained_rate(lambda i: i, 4_000.0, lambda sim, eps: SimpleNamespace(
         rate_eps=eps, sustained=False), max_steps=3)
     assert best is None and len(steps) == 3
