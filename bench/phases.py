@@ -324,9 +324,9 @@ def sustain_step(settings: Any, sim: Any, title: Any, r: Any, worker: Child, rat
     ``seconds`` while probing freshness (:func:`probe_freshness`). The workers keep up when
     90% of the later half of the answered probes of members who have a page (``returning``,
     whose change waits for the render window) saw it in their page within ``limit_s`` and no
-    probe timed out: a worker
-    that does not keep up renders each member's page less often than the window says, and
-    those probes wait seconds. Returns after the workers applied what was sent."""
+    probe timed out: a worker that does not keep up renders each member's page less often
+    than the window says, and those probes wait seconds. Returns after the workers applied
+    what was sent."""
     fresh = probe_freshness(settings, Presimulated(sim, int(rate_eps * seconds * 1.2) + 1000),
                             title, r, worker, load_eps=rate_eps, load_seconds=seconds,
                             interval_s=0.1, timeout_s=10.0, cpu_of=cpu_of,
