@@ -318,10 +318,11 @@ class SustainStep:
 
 
 def sustain_step(settings: Any, sim: Any, title: Any, r: Any, worker: Child, rate_eps: float,
-                 seconds: float, limit_s: float, returning: Sequence[str], cpu_of: CpuProbes
-                 ) -> SustainStep:
+                 seconds: float, limit_s: float, returning: Sequence[str], cpu_of: CpuProbes,
+                 *, interval_s: float = 0.1, timeout_s: float = 10.0) -> SustainStep:
     """Send live-shaped load (``sim``, simulated first) in real time at ``rate_eps`` for
-    ``seconds`` while probing freshness (:func:`probe_freshness`). The workers keep up when
+    ``seconds`` while probing freshness (:func:`probe_freshness`, a probe every
+    ``interval_s``, late after ``timeout_s``). The workers keep up when
     90% of the later half of the answered probes of members who have a page (``returning``,
     whose change waits for the render window) saw it in their page within ``limit_s`` and no
     probe timed out: a worker that does not keep up renders each member's page less often
@@ -329,7 +330,7 @@ def sustain_step(settings: Any, sim: Any, title: Any, r: Any, worker: Child, rat
     what was sent."""
     fresh = probe_freshness(settings, Presimulated(sim, int(rate_eps * seconds * 1.2) + 1000),
                             title, r, worker, load_eps=rate_eps, load_seconds=seconds,
-                            interval_s=0.1, timeout_s=10.0, cpu_of=cpu_of,
+                            interval_s=interval_s, timeout_s=timeout_s, cpu_of=cpu_of,
                             returning=returning)
     # the later half of the answers: a queue that grows has its longest waits at the end
     later = fresh.returning_ms[len(fresh.returning_ms) // 2:]

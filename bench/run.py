@@ -93,6 +93,7 @@ from bench.stats import (  # some re-exported (__all__): the tests and bench.web
     scaling_row,
     with_outside,
     worker_counts,
+    workers_cpu_s,
 )
 from homestream.player.cli import positive_float, positive_int
 from homestream.stack.process import Child, ChildExited, WaitTimeout, proc_cpu_s
@@ -348,7 +349,8 @@ def _sustain_phase(args: argparse.Namespace, result: dict[str, Any], settings: A
 
     def step(sim: Any, eps: float) -> Any:
         s = sustain_step(settings, sim, title, r, workers[0], eps, args.sustain_seconds,
-                         limit_s, returning, cpu_of)
+                         limit_s, returning, cpu_of, interval_s=args.probe_interval_ms / 1000,
+                         timeout_s=args.probe_timeout_s)
         log.info("  %.0f events/s: %s (%.0f%% of members' changes within %.2fs)", eps,
                  "kept up" if s.sustained else "fell behind", 100 * s.returning_in_time,
                  limit_s)
@@ -359,20 +361,21 @@ def _sustain_phase(args: argparse.Namespace, result: dict[str, Any], settings: A
                                   max_heartbeats=args.max_heartbeats), start, step)
     result.update(sustained_events_per_s=_r(best),
                   sustained_events_per_s_per_worker=_r(best and best / len(workers)),
-                  sustained_steps=[_step_row(s, len(workers)) for s in steps])
+                  sustained_steps=[_step_row(s) for s in steps])
 
 
-def _step_row(s: Any, n_workers: int) -> dict[str, Any]:
+def _step_row(s: Any) -> dict[str, Any]:
     """A sustained-rate step as reported: rate, probes, CPU (cores of the workers)."""
     f = s.fresh
     new50, new99 = percentiles(f.latencies_ms)
     ret50, ret90 = percentiles(f.returning_ms, (0.5, 0.9))
-    worker_cpu = sum(f.cpu_s.get(f"worker{i + 1}") or 0.0 for i in range(n_workers))
+    worker_cpu = workers_cpu_s(f.cpu_s)
     return {"events_per_s": _r(s.rate_eps), "kept_up": s.sustained,
             "returning_in_time": _r(s.returning_in_time, 3),
             "new_p50_ms": _r(new50), "new_p99_ms": _r(new99),
             "returning_p50_ms": _r(ret50), "returning_p90_ms": _r(ret90),
-            "worker_cores": _r(worker_cpu / f.load_elapsed_s, 3) if f.load_elapsed_s else None,
+            "worker_cores": _r(worker_cpu / f.load_elapsed_s, 3)
+            if worker_cpu is not None and f.load_elapsed_s else None,
             "cpu_s": with_outside(f.cpu_s)}
 
 

@@ -122,6 +122,18 @@ def worker_counts(text: str) -> list[int]:
     return sorted(counts, reverse=True)
 
 
+def workers_cpu_s(cpu_s: Mapping[str, float | None]) -> float | None:
+    """CPU seconds of the workers together (the ``worker*`` entries of ``cpu_s``; ``None``
+    when there are none or one is unknown).
+
+    >>> workers_cpu_s({"worker1": 2.0, "worker2": 3.0, "redis": 1.0}), workers_cpu_s({})
+    (5.0, None)
+    """
+    worker_cpu = [v for k, v in cpu_s.items() if k.startswith("worker")]
+    return None if not worker_cpu or None in worker_cpu else sum(
+        v for v in worker_cpu if v is not None)
+
+
 def scaling_row(workers: int, events_per_s: float | None, raw_per_s: float | None,
                 cpu_s: Mapping[str, float | None], events: int) -> dict[str, Any]:
     """One ``scaling`` entry: the run's rates, its CPU seconds per process and the events
@@ -134,9 +146,7 @@ def scaling_row(workers: int, events_per_s: float | None, raw_per_s: float | Non
      'cpu_s': {'worker1': 2.0, 'worker2': 3.0, 'redis': 1.0}}
     """
     per_worker = None if events_per_s is None else events_per_s / workers
-    worker_cpu = [v for k, v in cpu_s.items() if k.startswith("worker")]
-    total_cpu = None if not worker_cpu or None in worker_cpu else sum(
-        v for v in worker_cpu if v is not None)
+    total_cpu = workers_cpu_s(cpu_s)
     return {
         "workers": workers, "events_per_s": _r(events_per_s),
         "events_per_s_per_worker": _r(per_worker),

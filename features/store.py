@@ -9,6 +9,7 @@ counters in one atomic transaction) and :meth:`PipelineStore.write_pages` (each 
 from __future__ import annotations
 
 import abc
+import functools
 import time
 from collections.abc import Mapping, Sequence
 
@@ -341,20 +342,23 @@ class InMemoryStore(PipelineStore):
         return True
 
 
-def python_packed() -> type:
-    """A ``redis.asyncio.Connection`` class that packs commands with redis-py's Python
-    packer even where hiredis is installed. hiredis copies every argument into one buffer
-    (measured here: ~1.4 ms a MB, 1 ms for an ``MSET`` of 50 pages of 15 KB), while the
-    Python packer leaves each value over 6 KB as its own chunk (~0.02 ms for the same
-    command); replies are still parsed by hiredis."""
-    import redis.asyncio as aioredis
+class _PythonPacking:
+    """Mixin for a redis-py connection class: commands are packed by redis-py's Python
+    packer even where hiredis is installed (replies are still parsed by hiredis)."""
 
-    class PythonPackedConnection(aioredis.Connection):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, **kwargs)
-            self._command_packer = None  # pack_command falls back to the Python packer
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._command_packer = None  # pack_command falls back to the Python packer
 
-    return PythonPackedConnection
+
+@functools.cache
+def python_packed(connection_class: type) -> type:
+    """``connection_class`` (TCP, TLS or Unix socket) packing commands in Python. hiredis
+    copies every argument into one buffer (measured here: ~1.4 ms a MB, 1 ms for an
+    ``MSET`` of 50 pages of 15 KB), while the Python packer leaves each value over 6 KB as
+    its own chunk (~0.02 ms for the same command)."""
+    return type(f"PythonPacked{connection_class.__name__}", (_PythonPacking, connection_class),
+                {})
 
 
 class RedisStore(PipelineStore):
@@ -383,9 +387,12 @@ class RedisStore(PipelineStore):
         ``large_values`` (the worker: states and pages of several KB, MBs a command) packs
         commands with redis-py's Python packer (:func:`python_packed`)."""
         import redis.asyncio as aioredis
+        from redis.asyncio.connection import parse_url
 
-        extra = ({"connection_class": python_packed()}
-                 if large_values and url.startswith("redis://") else {})
+        extra = {}
+        if large_values:  # the connection class of the URL's scheme, packing in Python
+            scheme_class = parse_url(url).get("connection_class", aioredis.Connection)
+            extra["connection_class"] = python_packed(scheme_class)
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections,
             timeout=pool_timeout_s if socket_timeout_s is None else min(pool_timeout_s,

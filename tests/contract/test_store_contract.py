@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+import redis.asyncio
 
 from features.profile import ProfileState
 from features.state_format import Playhead
@@ -229,8 +230,21 @@ async def test_a_large_values_store_packs_in_python_and_round_trips_large_pages(
         conn = await s.client.connection_pool.get_connection()
         try:
             assert conn._command_packer is None  # redis-py's Python packer, not hiredis's
+            assert isinstance(conn, redis.asyncio.Connection)  # still the scheme's class
             assert len(conn.pack_command("SET", "k", b"v" * 10_000)) > 1  # value kept apart
         finally:
             await s.client.connection_pool.release(conn)
     finally:
         await s.close()
+
+
+def test_large_values_keep_the_connection_class_of_every_url_scheme() -> None:
+    import redis.asyncio.connection as rc
+
+    for url, base in [("redis://h:1/0", rc.Connection), ("rediss://h:1/0", rc.SSLConnection),
+                      ("unix:///tmp/r.sock", rc.UnixDomainSocketConnection)]:
+        pool = RedisStore.from_url(url, "p:", large_values=True).client.connection_pool
+        assert issubclass(pool.connection_class, base)
+        assert pool.make_connection()._command_packer is None
+    assert RedisStore.from_url("redis://h:1/0", "p:").client.connection_pool.connection_class \
+        is rc.Connection
