@@ -11,6 +11,7 @@ It is never skipped. ``python -m bench.webapp`` times the same play-to-browser p
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 import urllib.request
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from bench.webapp import CHROMIUM_ARGS, chromium_path, send_play
 from homestream.player.producer import PlayerProducer
@@ -95,12 +97,17 @@ def test_home_page_renders_and_follows_a_play_live_in_chromium(
         assert rows and all(r["title"] and r["tiles"] > 0 for r in rows), rows
         assert any(r["explanation"] for r in rows), rows
         assert tab.get_attribute("#page", "data-source") == "personal"
-        # the first screen's images are the server's placeholders, decoded by the browser
-        images = tab.eval_on_selector_all(
-            "#page section.row:nth-of-type(-n+2) figure.tile img", """imgs => Promise.all(
-              imgs.map(i => i.decode().then(() => [i.getAttribute('src'), i.naturalWidth],
-                                            () => [i.getAttribute('src'), 0])))""")
-        assert images and all(src.startswith("/art/") and w > 0 for src, w in images), images
+        # the first screen's images are the server's placeholders, loaded by the browser;
+        # queried afresh on each poll: a page update that arrives meanwhile (the live stream)
+        # replaces the img elements, and a replaced image's decode() is rejected
+        first_screen = "#page section.row:nth-of-type(-n+2) figure.tile img"
+        loaded = """sel => { const imgs = [...document.querySelectorAll(sel)];
+            return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }"""
+        with contextlib.suppress(PlaywrightTimeout):  # the assertion below says what is missing
+            tab.wait_for_function(loaded, arg=first_screen, timeout=15_000)
+        images = tab.eval_on_selector_all(first_screen, """imgs => imgs.map(
+            i => [i.getAttribute('src'), i.complete, i.naturalWidth])""")
+        assert images and all(src.startswith("/art/") and w > 0 for src, _, w in images), images
         hover = tab.get_attribute("#page figure.tile", "title")
         assert "score" in hover and "propensity" in hover, hover
         tab.screenshot(path=str(tmp_path / "home-before.png"), full_page=False)
