@@ -5,9 +5,9 @@ digest of the id), deletes their keys and publishes a tombstone on the compacted
 topic. The worker applies the tombstone of a marked member with :func:`erase_members`: it
 deletes the keys again (a batch that loaded the member before the erasure may have written
 them back), forgets the member's Top Picks parameters and checkpoints the models at once
-(so the stored checkpoint no longer holds them), and forgets what the stream clock and the
-page renderer remember of them. Events of a marked member still in flight are dropped
-before they are applied (:func:`drop_erased`), counted as ``erased_dropped``.
+(so the stored checkpoint no longer holds them), and forgets what the stream clock, the
+page renderer and the held states remember of them. Events of a marked member still in
+flight are dropped before they are applied (:func:`drop_erased`), counted as ``erased_dropped``.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ async def erase_members(proc: EventProcessor, profile_ids: Sequence[str]) -> int
         forgot = [p for p in profile_ids if proc.models.model.forget_profile(p)]
         proc.stream_clock.forget(profile_ids)
         proc.renderer.forget(profile_ids)
+        proc.states.discard(profile_ids)
     if forgot:
         await proc.checkpoint(force=True)
     log.info("erased %d members (%d keys deleted, %d with model parameters)",

@@ -75,6 +75,7 @@ from streams.render import (
     RenderInputs,
 )
 from streams.settle import ArtworkSettler
+from streams.state_cache import StateCache
 from topics.codec import AvroCodec, DecodeError, default_codec
 from topics.models import DeadLetter, Impression, SessionStart, Title
 from topics.registry_framing import prepare
@@ -197,6 +198,8 @@ class EventProcessor:
         #: Draws the sampled negatives of labels sent to the learner.
         self._rng = random.Random(settings.model_seed)
         self.settler = ArtworkSettler(self)
+        #: Committed states of this worker's members, kept between batches.
+        self.states = StateCache(settings.state_cache_members)
         #: Logging policies whose decisions teach the artwork policy (empty: all of them).
         self._learn_from = settings.artwork_learn_from_policies
         self.page_config = PageConfig(row_length=settings.row_length,
@@ -341,6 +344,7 @@ class EventProcessor:
                         "titles held here", version, self.catalog_version, len(self._catalog_ids))
             self.catalog_version = await self.store.put_titles(self.catalog.titles())
             self.store_reset = True
+            self.states.clear()  # what Redis lost is not brought back by this worker's copies
             return False
         if not force and version == self.catalog_version:
             return False
@@ -417,7 +421,7 @@ class EventProcessor:
         if metas:
             await self.start()
             await self.store.put_profile_meta(metas)
-            states = await self.store.load_profiles(list(metas))
+            states = await self.load_states(list(metas))
             if states:
                 await self._render(list(states.values()))
         return len(metas)
@@ -486,7 +490,7 @@ class EventProcessor:
         # the catalog's version, the erasure marks and the states in one round trip's time
         _, report.erased, states = await asyncio.gather(
             self.refresh_catalog(), drop_erased(self, by_profile),
-            self.store.load_profiles(list(by_profile)))
+            self.load_states(list(by_profile)))
         states = {p: s for p, s in states.items() if p in by_profile}  # erased: dropped
         # events of a keyed message belong to the key's profile (others are dead letters)
         partition_of = {m.key.decode("utf-8", "replace"): m.partition
@@ -495,9 +499,33 @@ class EventProcessor:
         try:
             return await self._apply_and_commit(report, by_profile, states, partition_of)
         except BaseException as exc:
+            if not report.committed:  # the states were changed in place: not what Redis has
+                self.forget_uncommitted(by_profile)
             if report.learned and not report.committed:
                 self._discard_uncommitted_learning(exc)
             raise
+
+    async def load_states(self, profile_ids: Sequence[str]) -> dict[str, ProfileState]:
+        """The stored states of ``profile_ids`` (members without one are left out): those
+        the worker holds, the others read from the store in one round trip and held."""
+        held, missing = self.states.get_many(profile_ids)
+        if not missing:
+            return held
+        loaded = await self.store.load_profiles(missing)
+        self.states.put_many(loaded.values())
+        return {**held, **loaded}
+
+    def forget_uncommitted(self, profile_ids: Collection[str]) -> None:
+        """These members' states were changed and not committed (a failed batch or
+        settling): the worker forgets them, and their queued pages are rendered from the
+        stored states instead (:meth:`PageRenderer.mark_stale`)."""
+        self.states.discard(profile_ids)
+        self.renderer.mark_stale(profile_ids)
+
+    def on_rebalance(self) -> None:
+        """Partitions moved: forget the held states (a member of a partition that comes back
+        may have been changed by another worker meanwhile)."""
+        self.states.clear()
 
     async def _apply_and_commit(self, report: BatchReport,
                                 by_profile: dict[str, list[SourcedEvent]],
@@ -658,6 +686,7 @@ class EventProcessor:
             "learning_items": learned, "erased_dropped": report.erased, **self._page_counters(),
         }, work.art_due)
         report.committed = True
+        self.states.put_many(work.changed)
 
     def watermark_ms(self) -> int | None:
         """The worker's event-time watermark: the stream clock minus

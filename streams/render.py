@@ -147,6 +147,9 @@ class PageRenderer:
         #: Newest state of members whose change waits for the end of their window, in the
         #: order they were first held (the timer renders the longest held first).
         self._held: dict[str, ProfileState] = {}
+        #: Queued members whose held state was changed by a batch that failed before its
+        #: commit: their page is rendered from the stored state (:meth:`mark_stale`).
+        self._stale: set[str] = set()
         #: Members whose page the last :meth:`render` call wrote.
         self.rendered: list[str] = []
         #: When each queued member's change was first queued (render-window clock).
@@ -177,6 +180,14 @@ class PageRenderer:
                                self._queued_partition, self._digests,
                                *(u.pages for u in unwritten), *(u.changed for u in unwritten)):
                 remembered.pop(pid, None)
+            self._stale.discard(pid)
+
+    def mark_stale(self, profile_ids: Collection[str]) -> None:
+        """The held states of these members (if queued) were changed and not committed (the
+        worker keeps states between batches, and a batch that failed changed them in
+        place): before their page is rendered, their states are read from the store again,
+        unless a later batch queues a newer one first."""
+        self._stale.update(p for p in profile_ids if p in self._held)
 
     @staticmethod
     def country_of(state: ProfileState) -> str:
@@ -241,6 +252,10 @@ class PageRenderer:
                             between: asyncio.Lock | None, spent: Callable[[], bool]) -> bool:
         """Render the queued pages of ``pids`` into :attr:`_unwritten`, ``FLUSH_SLICE`` per
         hold of ``between``, until ``spent()``; returns whether it stopped for that."""
+        if self._stale.intersection(pids):
+            async with between or contextlib.nullcontext():
+                await self._reload_stale(pids)
+            pids = [p for p in pids if p in self._held]
         lists, metas = await self._page_inputs([self._held[p] for p in pids], inp)
         for i in range(0, len(pids), FLUSH_SLICE):
             async with between or contextlib.nullcontext():
@@ -254,6 +269,17 @@ class PageRenderer:
                 return True
             await asyncio.sleep(0)  # event batches and the consumer's keepalive go first
         return False
+
+    async def _reload_stale(self, pids: Sequence[str]) -> None:
+        """Replace the stale held states among ``pids`` by the stored ones (a member without
+        a stored state any more is forgotten)."""
+        stale = [p for p in pids if p in self._stale]
+        stored = await self.store.load_profiles(stale)
+        self._stale.difference_update(stale)
+        for pid in stale:
+            if pid in stored and pid in self._held:
+                self._held[pid] = stored[pid]
+        self.forget([p for p in stale if p not in stored])
 
     async def _write_in_turn(self, out: _Unwritten) -> int:
         """:meth:`_write` under the write lock (page writes in the order they were made);
@@ -311,6 +337,7 @@ class PageRenderer:
                 self._rendered_at[pid] = now
             else:
                 self._held[pid] = s
+                self._stale.discard(pid)
                 self._queued_at.setdefault(pid, now)
                 self._queued_partition[pid] = partitions.get(pid, -1)
         if head:  # members without a page: theirs come before every other change's

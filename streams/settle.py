@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from features.profile import ArtworkReward, ProfileState, settle_expired_art
@@ -93,28 +93,41 @@ class ArtworkSettler:
             if not due:
                 return -1
             await proc.refresh_catalog()
-            states = await proc.store.load_profiles(sorted({pid for _, pid in due}))
-            changed: list[ProfileState] = []
-            rewards: list[ArtworkReward] = []
-            art_due: list[ArtworkDue] = []
-            for part, pid in due:
-                state = states.get(pid)
-                if state is not None:
-                    settled = settle_expired_art(state, watermark, proc.params)
-                    if settled:
-                        rewards += settled
-                        changed.append(state)
-                art_due.append((part, pid, None if state is None
-                                else state.oldest_pending_art_ms()))
-            await proc.store.commit_batch(changed, [], {
-                "artwork_rewards": len(rewards), "artwork_settled_by_watermark": len(rewards),
-                "artwork_quality_plays": sum(r.reward > 0 for r in rewards),
-            }, art_due)
+            states = await proc.load_states(sorted({pid for _, pid in due}))
+            try:
+                rewards = await self._settle_states(due, states, watermark)
+            except BaseException:  # changed in place and not committed
+                proc.forget_uncommitted(states)
+                raise
         # committed: learn outside the lock, a slice at a time, yielding to the event batches
         for i in range(0, len(rewards), LEARN_SLICE):
             await proc._learn(self._record(rewards[i: i + LEARN_SLICE]))
             await asyncio.sleep(0)
         return len(rewards)
+
+    async def _settle_states(self, due: Sequence[tuple[int, str]],
+                             states: Mapping[str, ProfileState], watermark: int
+                             ) -> list[ArtworkReward]:
+        """Settle the due members' expired decisions in ``states`` and commit them (one
+        transaction with the counters and the members' new settling deadlines)."""
+        proc = self.proc
+        changed: list[ProfileState] = []
+        rewards: list[ArtworkReward] = []
+        art_due: list[ArtworkDue] = []
+        for part, pid in due:
+            state = states.get(pid)
+            if state is not None:
+                settled = settle_expired_art(state, watermark, proc.params)
+                if settled:
+                    rewards += settled
+                    changed.append(state)
+            art_due.append((part, pid, None if state is None
+                            else state.oldest_pending_art_ms()))
+        await proc.store.commit_batch(changed, [], {
+            "artwork_rewards": len(rewards), "artwork_settled_by_watermark": len(rewards),
+            "artwork_quality_plays": sum(r.reward > 0 for r in rewards),
+        }, art_due)
+        return rewards
 
     def _record(self, rewards: Sequence[ArtworkReward]) -> LearningRecord:
         """The learning of settled rewards (no source message: always learned)."""
