@@ -116,11 +116,12 @@ class Settings(BaseSettings):
                                  "micro-batch is applied in consecutive parts, in order, so "
                                  "the worker's memory is bounded when messages carry many "
                                  "events")
-    state_cache_members: int = Field(10_000, ge=0, le=10_000_000, description="Members' "
+    state_cache_members: int = Field(2_000, ge=0, le=10_000_000, description="Members' "
                                      "states a worker keeps between batches (committed, least "
                                      "recently used dropped first), so a batch loads from "
-                                     "Redis only those it does not hold (0 = every batch "
-                                     "loads its members' states)")
+                                     "Redis only those it does not hold; ~3.4x a state's JSON "
+                                     "in memory each (0 = every batch loads its members' "
+                                     "states)")
     dedupe_window: int = Field(512, ge=16, le=100_000, description="Event ids kept per profile")
     recent_titles: int = Field(50, ge=1, le=1000, description="Recent titles kept per profile")
     member_titles_max: int = Field(500, ge=10, le=100_000, description="Most titles each "
