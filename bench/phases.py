@@ -146,6 +146,10 @@ class DrainResult:
     applied_per_s: float | None = None
     #: Seconds from the last applied batch until no page was queued any more.
     pages_after_s: float = 0.0
+    #: CPU seconds per process from the first applied batch on (:attr:`cpu_s` counts from
+    #: the workers' start: imports and the group join too), and the events applied meanwhile.
+    applying_cpu_s: dict[str, float | None] = field(default_factory=dict)
+    applying_events: int = 0
 
 
 def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: int,
@@ -158,11 +162,14 @@ def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: 
     samples: list[tuple[float, int]] = []
     last_log = t_start
     t_applied: float | None = None
+    cpu_first: dict[str, float | None] | None = None
     while True:
         now = time.monotonic()
         got = counters(r, prefix)
         applied = got.get("events_applied", 0) - already
         samples.append((now, applied))
+        if applied > 0 and cpu_first is None:
+            cpu_first = cpu_snapshot(cpu_of)
         if applied >= expect_events:
             t_applied = t_applied or now
             if got.get("pages_queued", 0) <= 0:
@@ -179,7 +186,8 @@ def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: 
                      expect_events, got.get("pages_queued", 0))
             last_log = now
         time.sleep(0.02)
-    cpu = cpu_delta(cpu0, cpu_snapshot(cpu_of))
+    cpu_end = cpu_snapshot(cpu_of)
+    cpu = cpu_delta(cpu0, cpu_end)
     applied_eps, _ = drain_rate(samples)
     first = next(t for t, n in samples if n > 0)
     t_done = samples[-1][0]
@@ -190,6 +198,8 @@ def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: 
         until_first_applied_s=first - t_start, total_s=t_done - t_start,
         counters=counters(r, prefix), cpu_s=cpu, applied_per_s=applied_eps,
         pages_after_s=t_done - (t_applied or t_done),
+        applying_cpu_s=cpu_delta(cpu_first or cpu0, cpu_end),
+        applying_events=samples[-1][1] - n_first,
     )
 
 

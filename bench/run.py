@@ -16,7 +16,8 @@ synthetic catalog and lets a worker store it in Redis, then measures:
    count, each run with fresh state (pipeline keys but the catalog deleted) and a fresh
    consumer group: ``scaling`` lists per run the events/s, events/s per worker, the ratio
    to ``raw_consume_per_s``, each process's CPU seconds and events per worker CPU second
-   (robust to other load on the machine). ``events_per_s`` is the one-worker run's.
+   (robust to other load on the machine; ``*_applying``: from the first applied batch on,
+   start-up left out). ``events_per_s`` is the one-worker run's.
    ``--profile-worker FILE`` adds a first one-worker run under cProfile (``profiled_run``).
    3b. ``live_*``: the last run's workers drain ``--live-events`` events shaped like live
    traffic (the backlog's members, who have a page; ``LIVE_BATCH_EVENTS`` events a message
@@ -274,12 +275,18 @@ def _record_drain(result: dict[str, Any], drain: DrainResult, n: int, n_events: 
                drain_total_s=_r(drain.total_s, 2),
                applied_per_s=_r(drain.applied_per_s), pages_after_s=_r(drain.pages_after_s, 2),
                pages_written=drain.counters.get("pages_written"))
+    applying_cpu = workers_cpu_s(drain.applying_cpu_s)
+    row.update(workers_cpu_s_applying=_r(applying_cpu, 2),
+               events_per_worker_cpu_s_applying=_r(rate(drain.applying_events,
+                                                        applying_cpu or 0.0)))
     result["scaling"].append(row)
     log.info("  %d worker(s): %s events/s (%s per worker, %s of raw), %s events per worker "
-             "CPU second; first batch after %.1fs, all after %.1fs (applied at %s events/s, "
-             "queued pages written %.1fs after the last); %s pages; CPU s %s", n,
+             "CPU second (%s from the first batch on); first batch after %.1fs, all after "
+             "%.1fs (applied at %s events/s, queued pages written %.1fs after the last); %s "
+             "pages; CPU s %s", n,
              row["events_per_s"], row["events_per_s_per_worker"], row["ratio_to_raw"],
-             row["events_per_worker_cpu_s"], drain.until_first_applied_s, drain.total_s,
+             row["events_per_worker_cpu_s"], row["events_per_worker_cpu_s_applying"],
+             drain.until_first_applied_s, drain.total_s,
              row["applied_per_s"], drain.pages_after_s, row["pages_written"], row["cpu_s"])
     if drain.counters.get("events_applied") != n_events:
         log.warning("  events_applied %s != backlog events %d",

@@ -291,3 +291,12 @@ def test_a_drain_counts_only_the_events_after_the_counter_it_started_from() -> N
     # from zero it would have stopped at the first poll (101,000 >= 5,000)
     assert r.applied == 106_000
     assert drain.measured_s > 0 and drain.events_per_s is not None
+
+
+def test_a_drains_cpu_is_also_counted_from_its_first_applied_batch() -> None:
+    calls = iter(range(1, 100))
+    probes = {"worker1": lambda: float(next(calls))}  # 1 CPU s more at every reading
+    drain = drain_backlog(_Counters(start=0), "hs", [_Alive()], 5_000, 60.0, probes)
+    # readings: at the start (1), at the first applied batch (2), at the end (3)
+    assert drain.cpu_s["worker1"] == 2.0 and drain.applying_cpu_s["worker1"] == 1.0
+    assert drain.applying_events == 4_000  # 1,000 at the first poll, 5,000 at the last
