@@ -413,7 +413,6 @@ def probe_freshness(settings: Any, sim: Any, title: Any, r: Any, worker: Child, 
     """
     from homestream.player.producer import PlayerProducer
     from homestream.player.simulator import run_simulation
-    from topics.models import Play
 
     outcome: dict[str, Any] = {}
 
@@ -446,10 +445,7 @@ def probe_freshness(settings: Any, sim: Any, title: Any, r: Any, worker: Child, 
                     sent.append(("returning", returning[n % len(returning)]))
                 ts = int(time.time() * 1000)
                 for _, pid in sent:
-                    probes.send(Play(event_id=uuid.uuid4().hex, profile_id=pid,
-                                     event_ts_ms=ts, title_id=title.title_id, action="start",
-                                     position_s=0.0, duration_s=title.duration_s, device="tv",
-                                     country="US"))
+                    probes.send(_probe_play(pid, title, ts))
                 probes.flush(10)
                 for kind, pid in sent:
                     open_probes.opened(kind, pid, ts)
@@ -475,15 +471,19 @@ def _warm_up(producer: Any, title: Any, profile_id: str) -> None:
     """Send one Play of a throwaway member and wait for its ack, so the producer's start-up
     (the broker's metadata and the idempotent producer's id) is not counted in the first
     probe's wait: it was ~0.5 s on Tansu, the largest probe of every phase."""
-    from topics.models import Play
-
     t = time.monotonic()
-    producer.send(Play(event_id=uuid.uuid4().hex, profile_id=profile_id,
-                       event_ts_ms=int(time.time() * 1000), title_id=title.title_id,
-                       action="start", position_s=0.0, duration_s=title.duration_s,
-                       device="tv", country="US"))
+    producer.send(_probe_play(profile_id, title, int(time.time() * 1000)))
     producer.flush(10)  # raises when it was not acknowledged
     log.info("  probe producer ready in %.0f ms", 1000 * (time.monotonic() - t))
+
+
+def _probe_play(profile_id: str, title: Any, ts_ms: int) -> Any:
+    """A probe: the start of ``title`` by ``profile_id`` at ``ts_ms`` (wall clock)."""
+    from topics.models import Play
+
+    return Play(event_id=uuid.uuid4().hex, profile_id=profile_id, event_ts_ms=ts_ms,
+                title_id=title.title_id, action="start", position_s=0.0,
+                duration_s=title.duration_s, device="tv", country="US")
 
 
 def page_profile_ids(r: Any, prefix: str) -> list[str]:

@@ -329,12 +329,9 @@ def _observation_timers(app: faust.App, processor: EventProcessor, metrics: Work
                      len(freshness), q[49], q[98])
             freshness.clear()
         if batch_stages:
-            cache = processor.states
-            looked_up = cache.hits + cache.misses
             log.info("%d batches, ms p50/p99: %s; states held %d, %.0f%% of lookups held",
-                     len(batch_stages), stage_summary(batch_stages), len(cache),
-                     100.0 * cache.hits / looked_up if looked_up else 0.0)
-            cache.hits = cache.misses = 0
+                     len(batch_stages), stage_summary(batch_stages), len(processor.states),
+                     100.0 * processor.states.take_hit_share())
             batch_stages.clear()
         waits = processor.renderer.queue_waits
         if waits:
@@ -362,14 +359,12 @@ def _model_and_page_timers(app: faust.App, settings: Settings, processor: EventP
             if await processor.reload_models():
                 app.metrics.models_saved()
 
-    @app.on_partitions_revoked.connect
-    async def _forget_states_on_revoke(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:
-        processor.on_rebalance()
-
     @app.on_partitions_assigned.connect
     async def _forget_states_on_assign(app: faust.App, assigned: set[Any],
                                        **kwargs: Any) -> None:
-        processor.on_rebalance()  # a partition back from another worker: its states moved on
+        # every rebalance ends here: a partition back from another worker may have changed
+        # there, and a batch committed between the revocation and now held its states again
+        processor.on_rebalance()
 
     @app.timer(settings.artwork_settle_interval_s)
     async def settle_artwork() -> None:

@@ -43,7 +43,7 @@ class StateCache:
     def __init__(self, max_members: int) -> None:
         self.max_members = max_members
         self._states: OrderedDict[str, ProfileState] = OrderedDict()
-        #: Lookups answered from the cache, and not (for the worker's log).
+        #: Lookups answered from the cache, and not, since :meth:`take_hit_share`.
         self.hits = 0
         self.misses = 0
 
@@ -66,6 +66,20 @@ class StateCache:
         self.hits += len(hits)
         self.misses += len(misses)
         return hits, misses
+
+    def take_hit_share(self) -> float:
+        """The share of lookups answered from the cache since the last call (0 without
+        lookups); the counts start again.
+
+        >>> cache = StateCache(1)
+        >>> _ = cache.get_many(["a"]); cache.put_many([ProfileState("a")])
+        >>> _ = cache.get_many(["a"]); cache.take_hit_share(), cache.take_hit_share()
+        (0.5, 0.0)
+        """
+        looked_up = self.hits + self.misses
+        share = self.hits / looked_up if looked_up else 0.0
+        self.hits = self.misses = 0
+        return share
 
     def put_many(self, states: Iterable[ProfileState]) -> None:
         """Hold ``states`` (committed, or as loaded from the store), dropping the least
