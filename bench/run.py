@@ -22,6 +22,10 @@ synthetic catalog and lets a worker store it in Redis, then measures:
    3b. ``live_*``: the last run's workers drain ``--live-events`` events shaped like live
    traffic (the backlog's members, who have a page; ``LIVE_BATCH_EVENTS`` events a message
    instead of the backlog's ~17): their live capacity.
+   4a. ``--fresh-broker`` (the default): the workers are stopped, the broker is restarted
+   empty, the pipeline's state reset and the backlog drained again by as many new workers
+   (``fresh_broker_events_per_s``): Tansu's CPU grows with the records it keeps, and the
+   earlier phases leave well over 200,000 in it.
 4. ``freshness_*``: under a steady simulated load (``--load-eps``, or ``--load-share`` of
    the live capacity, ``load_basis`` "live", or without it of the backlog's rate) served by
    the last run's workers, probes send one Play for a
@@ -139,6 +143,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "a fifth a step while the workers fall behind or up while they "
                         "keep up, to the highest rate kept up below one not; "
                         "--load-share then takes that rate; 0: skip)")
+    p.add_argument("--fresh-broker", action=argparse.BooleanOptionalAction, default=True,
+                   help="before the freshness phase, restart the broker empty, reset the "
+                        "pipeline's state and drain the backlog again with as many new "
+                        "workers (phase 4a: Tansu's CPU grows with the records it holds); "
+                        "--no-fresh-broker: phase 4 on the earlier phases' broker and workers")
     p.add_argument("--workers", type=worker_counts, default=[1],
                    help="worker counts to drain the backlog with, e.g. 2,1 (runs in "
                         "descending order; the last run's workers serve the freshness "
@@ -203,6 +212,14 @@ def _start_workers(running: contextlib.ExitStack, env: Mapping[str, str], n: int
     return procs
 
 
+def _worker_env(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, str]:
+    """The workers' environment: ``env`` with the render window and the learner mode."""
+    extra = {"HOMESTREAM_LEARNER_MODE": args.learner_mode}
+    if args.render_window_ms is not None:
+        extra["HOMESTREAM_RENDER_WINDOW_MS"] = str(args.render_window_ms)
+    return {**env, **extra}
+
+
 def _cpu_probes(stack: Any, procs: Mapping[str, Child]
                 ) -> dict[str, Callable[[], float | None]]:
     """CPU probes of the pipeline's processes (``worker1``..., ``learner``), the broker,
@@ -226,10 +243,8 @@ def _drain_runs(args: argparse.Namespace, result: dict[str, Any], running: conte
     Fills ``result["scaling"]`` and, from the one-worker run, ``events_per_s``. With
     ``--profile-worker`` an extra one-worker run under cProfile comes first (its rate is
     the profiler's, so it is reported as ``profiled_run`` only)."""
-    if args.render_window_ms is not None:
-        env = {**env, "HOMESTREAM_RENDER_WINDOW_MS": str(args.render_window_ms)}
+    env = _worker_env(args, env)
     topic = args.learner_mode == "topic"
-    env = {**env, "HOMESTREAM_LEARNER_MODE": args.learner_mode}
     result["learner_mode"] = args.learner_mode
     result["scaling"] = []
     workers: list[Child] = []
@@ -402,6 +417,47 @@ def _load_eps(args: argparse.Namespace, result: dict[str, Any]) -> float:
     return args.load_eps if measured is None else max(1.0, args.load_share * measured)
 
 
+def _restart_broker(args: argparse.Namespace, result: dict[str, Any],
+                    running: contextlib.ExitStack, stack: Any, r: Any, data_dir: str,
+                    n_workers: int, titles: Sequence[Any], profiles: Sequence[Any]
+                    ) -> tuple[Any, dict[str, str], list[Child], CpuProbes]:
+    """Phase 4a (``--fresh-broker``): the freshness phase on a broker holding only what it
+    needs. Tansu keeps every record in memory and its CPU grows with what it holds (the
+    sustained search alone adds ~100,000 small records: docs/bench.md), so the workers are
+    stopped, the broker restarted empty on a new port, the pipeline's state reset (the new
+    logs start at offset 0 again, which the models' and members' replay guards would take
+    for records already applied) and the same backlog drained by ``n_workers`` new workers
+    and a learner, which then serve phase 4. Returns the new settings, the environment, the
+    workers and their CPU probes."""
+    from homestream.player.simulator import PlayerSimulator, publish_catalog
+    from homestream.settings import load_settings
+    from topics.registry import ensure_topics
+
+    running.close()
+    _phase(f"4a. fresh broker: restart it empty, drain the backlog again with {n_workers} "
+           "worker(s)")
+    stack.restart_broker()
+    settings = load_settings(bootstrap_servers=stack.bootstrap_servers,
+                             redis_url=stack.redis_url, worker_data_dir=data_dir)
+    env = {**os.environ, **settings.to_env()}
+    ensure_topics(settings)
+    publish_catalog(settings, titles)  # the same titles as in Redis: nothing changes there
+    log.info("  fresh state: %d pipeline keys deleted",
+             reset_pipeline_state(r, settings.key_prefix))
+    sim = PlayerSimulator(titles, profiles, args.seed, max_heartbeats=args.max_heartbeats)
+    n_events, _, _ = produce_backlog(settings, sim, args.events)
+    procs = _start_workers(running, _worker_env(args, env), n_workers, data_dir, None,
+                           learner=args.learner_mode == "topic")
+    cpu_of = _cpu_probes(stack, procs)
+    drain = drain_backlog(r, settings.key_prefix, list(procs.values()), n_events,
+                          args.drain_timeout_s or max(300.0, n_events / 200), cpu_of)
+    result["fresh_broker_events_per_s"] = _r(drain.events_per_s)
+    log.info("  broker on port %d; backlog drained again at %s events/s",
+             stack.broker.port, result["fresh_broker_events_per_s"])
+    workers = [c for name, c in procs.items() if name.startswith("worker")]
+    return settings, env, workers, cpu_of
+
+
 def _freshness_phase(args: argparse.Namespace, result: dict[str, Any], settings: Any, r: Any,
                      workers: Sequence[Child], cpu_of: CpuProbes, titles: Sequence[Any],
                      profiles: Sequence[Any]) -> None:
@@ -521,6 +577,10 @@ def _run_phases(args: argparse.Namespace, result: dict[str, Any], data_dir: str)
                 if args.sustain_seconds:
                     _sustain_phase(args, result, settings, r, workers, cpu_of, titles,
                                    profiles)
+            result["fresh_broker"] = args.fresh_broker
+            if args.fresh_broker:
+                settings, env, workers, cpu_of = _restart_broker(
+                    args, result, running, stack, r, data_dir, len(workers), titles, profiles)
             _freshness_phase(args, result, settings, r, workers, cpu_of, titles, profiles)
         # the workers stop here: impressions logged by the server would otherwise keep them
         # busy on the two cores while the server is measured

@@ -168,6 +168,14 @@ class LocalStack:
             "HOMESTREAM_REDIS_URL": self.redis_url,
         }
 
+    def restart_broker(self) -> Service:
+        """Replace the broker with an empty one on a new port (Tansu keeps every record in
+        memory, and its CPU grows with what it holds: long benchmarks restart it). Clients
+        must be pointed at the new :attr:`bootstrap_servers`; topics must be created again."""
+        self.broker.stop()
+        self.broker = start_tansu()
+        return self.broker
+
     def stop(self) -> None:
         for svc in (*self.services, self.broker, self.redis):
             svc.stop()

@@ -228,6 +228,11 @@ def test_half_load_is_taken_from_the_sustained_rate_when_measured() -> None:
     assert _load_eps(args, result) == 1_200.0 and result["load_basis"] == "sustained"
 
 
+def test_the_freshness_phase_runs_on_a_restarted_broker_unless_told_not_to() -> None:
+    assert parse_args([]).fresh_broker is True
+    assert parse_args(["--no-fresh-broker"]).fresh_broker is False
+
+
 def test_half_load_is_taken_from_the_live_capacity_without_a_sustained_rate() -> None:
     args = parse_args(["--load-share", "0.5", "--sustain-seconds", "0"])
     result = {"scaling": [{"events_per_s": 10_000.0}], "live_events_per_s": 6_000.0,
