@@ -47,7 +47,9 @@ async def erase_members(proc: EventProcessor, profile_ids: Sequence[str]) -> int
 
 async def drop_erased(proc: EventProcessor, by_profile: dict[str, list[SourcedEvent]]
                       ) -> int:
-    """Remove the events of members marked erased from ``by_profile`` (one store read);
+    """Remove the events of members marked erased from ``by_profile`` (one store read) and
+    forget their held states (the tombstone may come later, or after the mark's TTL);
     returns how many events were dropped."""
     erased = await proc.store.erased(list(by_profile))
+    proc.states.discard(list(erased))
     return sum(len(by_profile.pop(pid)) for pid in erased)

@@ -39,10 +39,12 @@ def msg(value: bytes | None, key: str = "p1", offset: int = 0,
     return RawMessage("events", 0, offset, key.encode(), value, timestamp_ms)
 
 
-async def make_processor(clock_s: float | None = None, **settings: Any) -> EventProcessor:
-    """A processor on an in-memory store holding 12 titles; ``settings`` over ``row_length=5``
-    (``clock_s``: a fixed wall clock, in seconds)."""
-    store = InMemoryStore()
+async def make_processor(clock_s: float | None = None, store: InMemoryStore | None = None,
+                         **settings: Any) -> EventProcessor:
+    """A processor on an in-memory store (``store``, a new one by default) holding 12
+    titles; ``settings`` over ``row_length=5`` (``clock_s``: a fixed wall clock, in
+    seconds)."""
+    store = store if store is not None else InMemoryStore()
     await store.put_titles(make_titles(12))
     clock = {} if clock_s is None else {"clock": lambda: clock_s}
     return EventProcessor(Settings(**{"row_length": 5, **settings}), store, MemoryDeadLetters(),

@@ -33,11 +33,8 @@ class CountingStore(InMemoryStore):
 
 
 async def processor(**settings) -> tuple[EventProcessor, CountingStore]:
-    proc = await make_processor(TS / 1000 + 0.25, **settings)
     store = CountingStore()
-    store.catalog, store.version = proc.store.catalog, proc.store.version  # type: ignore[attr-defined]
-    proc.store = proc.renderer.store = store
-    return proc, store
+    return await make_processor(TS / 1000 + 0.25, store, **settings), store
 
 
 def sent(eid: str, profile: str, pos: float, offset: int, title: str = "t1") -> list:
@@ -111,6 +108,16 @@ async def test_erasure_a_rebalance_and_a_lost_store_forget_the_held_states() -> 
     store.version = 0  # Redis restarted with an empty dataset
     await proc.refresh_catalog()
     assert proc.store_reset and len(proc.states) == 0
+
+
+async def test_a_member_marked_erased_is_not_held_once_their_events_are_dropped() -> None:
+    proc, store = await processor()
+    await proc.process(sent("e1", "p1", 100, 1) + sent("e2", "p2", 100, 2))
+    await store.erase_profiles(["p1"], 1, 60.0)  # the server's erasure, no tombstone yet
+    report = await proc.process(sent("e3", "p1", 200, 3))
+    assert report.applied == 0
+    assert proc.states.get_many(["p1", "p2"])[1] == ["p1"]
+    assert "p1" not in store.profiles
 
 
 def test_the_least_recently_used_state_goes_first() -> None:
