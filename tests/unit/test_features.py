@@ -181,6 +181,23 @@ def test_no_quality_play_in_the_window_settles_with_zero() -> None:
     assert apply_event(s, play("2", "h1", 90, ts=later + 1), genres, P).art_rewards == []
 
 
+def test_a_late_impression_older_than_every_pending_decision_settles_first() -> None:
+    """The oldest pending decision's time is remembered between events: an impression that
+    arrives late, older than all of them, must still close first."""
+    s = ProfileState("p")
+    window = int(P.reward_window_s * 1000)
+    apply_event(s, art_impression("i1", "h1", "h1-a", TS), genres, P)
+    scroll = Scroll(event_id="s1", profile_id="p", event_ts_ms=TS + 10, row=1)
+    assert apply_event(s, scroll, genres, P).art_rewards == []  # h1's window still open
+    apply_event(s, art_impression("i0", "h0", "h0-a", TS - 5_000), genres, P)  # late
+    late = Scroll(event_id="s2", profile_id="p", event_ts_ms=TS - 5_000 + window + 1, row=1)
+    assert [r.title_id for r in apply_event(s, late, genres, P).art_rewards] == ["h0"]
+    assert list(s.pending_art) == ["h1"]
+    assert b"_art_floor_ms" not in s.to_json()  # derived, never stored
+    after = Scroll(event_id="s3", profile_id="p", event_ts_ms=TS + window + 1, row=1)
+    assert [r.title_id for r in apply_event(s, after, genres, P).art_rewards] == ["h1"]
+
+
 def test_sticky_repeats_are_one_decision_and_materialized_pages_are_not_bandit_decisions(
         ) -> None:
     s = ProfileState("p")
