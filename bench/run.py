@@ -25,7 +25,7 @@ synthetic catalog and lets a worker store it in Redis, then measures:
    4a. ``--fresh-broker`` (the default): the workers are stopped, the broker is restarted
    empty, the pipeline's state reset and the backlog drained again by as many new workers
    (``fresh_broker_events_per_s``): Tansu's CPU grows with the records it keeps, and the
-   earlier phases leave well over 200,000 in it.
+   earlier phases leave 175,000-210,000 events in it.
 4. ``freshness_*``: under a steady simulated load (``--load-eps``, or ``--load-share`` of
    the live capacity, ``load_basis`` "live", or without it of the backlog's rate) served by
    the last run's workers, probes send one Play for a
@@ -212,6 +212,25 @@ def _start_workers(running: contextlib.ExitStack, env: Mapping[str, str], n: int
     return procs
 
 
+def _stack_settings(stack: Any, data_dir: str) -> tuple[Any, dict[str, str]]:
+    """The pipeline's settings pointed at ``stack``, and the environment carrying them."""
+    from homestream.settings import load_settings
+
+    settings = load_settings(bootstrap_servers=stack.bootstrap_servers,
+                             redis_url=stack.redis_url, worker_data_dir=data_dir)
+    return settings, {**os.environ, **settings.to_env()}
+
+
+def _workers_of(procs: Mapping[str, Child]) -> list[Child]:
+    """The workers of :func:`_start_workers`' processes (not the learner)."""
+    return [c for name, c in procs.items() if name.startswith("worker")]
+
+
+def _drain_timeout_s(args: argparse.Namespace, n_events: int) -> float:
+    """How long a drain of ``n_events`` may take before the bench gives up."""
+    return args.drain_timeout_s or max(300.0, n_events / 200)
+
+
 def _worker_env(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, str]:
     """The workers' environment: ``env`` with the render window and the learner mode."""
     extra = {"HOMESTREAM_LEARNER_MODE": args.learner_mode}
@@ -261,11 +280,11 @@ def _drain_runs(args: argparse.Namespace, result: dict[str, Any], running: conte
         run = running if last else contextlib.ExitStack()
         with contextlib.nullcontext() if last else run:
             procs = _start_workers(run, env, n, data_dir, profile, learner=topic)
-            workers = [c for name, c in procs.items() if name.startswith("worker")]
+            workers = _workers_of(procs)
             cpu_of = _cpu_probes(stack, procs)
-            timeout = args.drain_timeout_s or max(300.0, n_events / 200)
             commands = redis_commands(r)
-            drain = drain_backlog(r, prefix, list(procs.values()), n_events, timeout, cpu_of)
+            drain = drain_backlog(r, prefix, list(procs.values()), n_events,
+                                  _drain_timeout_s(args, n_events), cpu_of)
             commands = redis_commands(r) - commands
         if profile is not None:
             result["profiled_run"] = scaling_row(n, drain.events_per_s,
@@ -423,23 +442,20 @@ def _restart_broker(args: argparse.Namespace, result: dict[str, Any],
                     ) -> tuple[Any, dict[str, str], list[Child], CpuProbes]:
     """Phase 4a (``--fresh-broker``): the freshness phase on a broker holding only what it
     needs. Tansu keeps every record in memory and its CPU grows with what it holds (the
-    sustained search alone adds ~100,000 small records: docs/bench.md), so the workers are
+    sustained search alone adds 46,000-79,000 events, two a message: docs/bench.md), so the workers are
     stopped, the broker restarted empty on a new port, the pipeline's state reset (the new
     logs start at offset 0 again, which the models' and members' replay guards would take
     for records already applied) and the same backlog drained by ``n_workers`` new workers
     and a learner, which then serve phase 4. Returns the new settings, the environment, the
     workers and their CPU probes."""
     from homestream.player.simulator import PlayerSimulator, publish_catalog
-    from homestream.settings import load_settings
     from topics.registry import ensure_topics
 
     running.close()
     _phase(f"4a. fresh broker: restart it empty, drain the backlog again with {n_workers} "
            "worker(s)")
     stack.restart_broker()
-    settings = load_settings(bootstrap_servers=stack.bootstrap_servers,
-                             redis_url=stack.redis_url, worker_data_dir=data_dir)
-    env = {**os.environ, **settings.to_env()}
+    settings, env = _stack_settings(stack, data_dir)
     ensure_topics(settings)
     publish_catalog(settings, titles)  # the same titles as in Redis: nothing changes there
     log.info("  fresh state: %d pipeline keys deleted",
@@ -450,12 +466,11 @@ def _restart_broker(args: argparse.Namespace, result: dict[str, Any],
                            learner=args.learner_mode == "topic")
     cpu_of = _cpu_probes(stack, procs)
     drain = drain_backlog(r, settings.key_prefix, list(procs.values()), n_events,
-                          args.drain_timeout_s or max(300.0, n_events / 200), cpu_of)
+                          _drain_timeout_s(args, n_events), cpu_of)
     result["fresh_broker_events_per_s"] = _r(drain.events_per_s)
     log.info("  broker on port %d; backlog drained again at %s events/s",
              stack.broker.port, result["fresh_broker_events_per_s"])
-    workers = [c for name, c in procs.items() if name.startswith("worker")]
-    return settings, env, workers, cpu_of
+    return settings, env, _workers_of(procs), cpu_of
 
 
 def _freshness_phase(args: argparse.Namespace, result: dict[str, Any], settings: Any, r: Any,
@@ -532,14 +547,11 @@ def _run_phases(args: argparse.Namespace, result: dict[str, Any], data_dir: str)
 
     from features.keys import page_key
     from homestream.player.simulator import PlayerSimulator, synthetic_catalog, synthetic_profiles
-    from homestream.settings import load_settings
     from homestream.stack.local import local_stack
     from topics.registry import ensure_topics, topic_specs
 
     with local_stack() as stack:
-        settings = load_settings(bootstrap_servers=stack.bootstrap_servers,
-                                 redis_url=stack.redis_url, worker_data_dir=data_dir)
-        env = {**os.environ, **settings.to_env()}
+        settings, env = _stack_settings(stack, data_dir)
         r = redis.Redis.from_url(settings.redis_url)
         log.info("stack: broker %s, redis %s", stack.bootstrap_servers, stack.redis_url)
         ensure_topics(settings)

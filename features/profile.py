@@ -185,12 +185,16 @@ class ProfileState:
     #: row kind -> ``[impressions, first plays credited]``: the member's own evidence of
     #: which kinds of rows they play from (:mod:`online_models.row_affinity`).
     row_counts: dict[str, list[int]] = field(default_factory=dict)
+    #: At most the event time of the oldest decision in :attr:`pending_art` (``None``: not
+    #: known): kept between events so a member's every event need not look for it among up
+    #: to ``MAX_PENDING_ART``; derived, so not stored (a loaded state finds it again).
+    _art_floor_ms: int | None = field(default=None, repr=False, compare=False)
 
     # -- serialization --------------------------------------------------------------------
     def to_json(self) -> bytes:
         """The stored JSON (format :data:`~features.state_format.STATE_FORMAT`)."""
         data = dict(self.__dict__)
-        data.pop(ART_FLOOR, None)  # derived, not stored
+        del data["_art_floor_ms"]  # derived, not stored
         data["format"] = STATE_FORMAT
         return orjson.dumps(data, default=as_arrays)
 
@@ -527,9 +531,6 @@ def _settle(state: ProfileState, title_id: str, fx: Effects) -> None:
 
 #: A pending decision's ``ts_ms``.
 _TS_OF = attrgetter("ts_ms")
-#: The attribute a state keeps, between events and not stored, the event time of its oldest
-#: pending artwork decision under (at most that time: settling may have removed it).
-ART_FLOOR = "_art_floor_ms"
 
 
 def _settle_expired(state: ProfileState, now_ts: int, params: FeatureParams,
@@ -537,10 +538,10 @@ def _settle_expired(state: ProfileState, now_ts: int, params: FeatureParams,
     """Decisions whose reward window closed (in event time) are paid: 0 without a quality
     play, 1 with one held back (``delayed_positives``)."""
     window_ms = params.reward_window_s * 1000.0
-    # this runs for every event of a member with pending decisions: the oldest decision's
-    # time is remembered on the state (ART_FLOOR, a lower bound: settling only raises it,
-    # _pend_artwork lowers it), found again in one C-level pass only once its window closed
-    floor = state.__dict__.get(ART_FLOOR)
+    # this runs for every event of a member with pending decisions: the state's lower bound
+    # of the oldest decision's time (settling only raises the true one, _pend_artwork lowers
+    # the bound) answers until its window closed; then one C-level pass finds the oldest
+    floor = state._art_floor_ms
     if floor is not None and now_ts - floor <= window_ms:
         return
     oldest = min(map(_TS_OF, state.pending_art.values()))
@@ -548,7 +549,7 @@ def _settle_expired(state: ProfileState, now_ts: int, params: FeatureParams,
         for tid in [t for t, p in state.pending_art.items() if now_ts - p.ts_ms > window_ms]:
             _settle(state, tid, fx)
         oldest = min(map(_TS_OF, state.pending_art.values()), default=None)
-    state.__dict__[ART_FLOOR] = oldest
+    state._art_floor_ms = oldest
 
 
 def record_quality_play(pending: PendingArtwork, ts_ms: int, fraction: float,
@@ -625,9 +626,8 @@ def _pend_artwork(state: ProfileState, ev: Impression, fx: Effects) -> None:
     state.pending_art[ev.title_id] = PendingArtwork(ev.event_ts_ms, ev.artwork_id,
                                                     ev.propensity, ev.policy,
                                                     ev.policy_version, ev.context_json)
-    floor = state.__dict__.get(ART_FLOOR)
-    if floor is not None and ev.event_ts_ms < floor:
-        state.__dict__[ART_FLOOR] = ev.event_ts_ms
+    if state._art_floor_ms is not None and ev.event_ts_ms < state._art_floor_ms:
+        state._art_floor_ms = ev.event_ts_ms
     if len(state.pending_art) > MAX_PENDING_ART:
         oldest = min(state.pending_art, key=lambda t: state.pending_art[t].ts_ms)
         _settle(state, oldest, fx)
