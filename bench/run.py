@@ -444,11 +444,10 @@ def _restart_broker(args: argparse.Namespace, result: dict[str, Any],
     needs. Tansu keeps every record in memory and its CPU grows with what it holds (the
     sustained search alone adds 46,000-79,000 events, two a message: docs/bench.md), so
     the workers are stopped, the broker restarted empty on a new port, the pipeline's state
-    reset (the new
-    logs start at offset 0 again, which the models' and members' replay guards would take
-    for records already applied) and the same backlog drained by ``n_workers`` new workers
-    and a learner, which then serve phase 4. Returns the new settings, the environment, the
-    workers and their CPU probes."""
+    reset (the new logs start at offset 0 again, which the models' and members' replay
+    guards would take for records already applied) and the same backlog drained by
+    ``n_workers`` new workers and a learner, which then serve phase 4. Returns the new
+    settings, the environment, the workers and their CPU probes."""
     from homestream.player.simulator import PlayerSimulator, publish_catalog
     from topics.registry import ensure_topics
 
