@@ -150,6 +150,10 @@ class DrainResult:
     #: the workers' start: imports and the group join too), and the events applied meanwhile.
     applying_cpu_s: dict[str, float | None] = field(default_factory=dict)
     applying_events: int = 0
+    #: CPU seconds per process from the last applied batch on (the queued pages' flush),
+    #: and the pages written meanwhile.
+    after_cpu_s: dict[str, float | None] = field(default_factory=dict)
+    pages_after: int = 0
 
 
 def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: int,
@@ -163,6 +167,8 @@ def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: 
     last_log = t_start
     t_applied: float | None = None
     cpu_first: dict[str, float | None] | None = None
+    cpu_applied: dict[str, float | None] | None = None
+    pages_applied = 0  # pages written when the last event was applied
     while True:
         now = time.monotonic()
         got = counters(r, prefix)
@@ -171,7 +177,9 @@ def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: 
         if applied > 0 and cpu_first is None:
             cpu_first = cpu_snapshot(cpu_of)
         if applied >= expect_events:
-            t_applied = t_applied or now
+            if t_applied is None:
+                t_applied, cpu_applied = now, cpu_snapshot(cpu_of)
+                pages_applied = got.get("pages_written", 0)
             if got.get("pages_queued", 0) <= 0:
                 break
         for w in workers:
@@ -193,13 +201,16 @@ def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: 
     t_done = samples[-1][0]
     paged_s = t_done - first
     n_first = next(n for _, n in samples if n > 0)
+    end = counters(r, prefix)
     return DrainResult(
         events_per_s=rate(samples[-1][1] - n_first, paged_s), measured_s=paged_s,
         until_first_applied_s=first - t_start, total_s=t_done - t_start,
-        counters=counters(r, prefix), cpu_s=cpu, applied_per_s=applied_eps,
+        counters=end, cpu_s=cpu, applied_per_s=applied_eps,
         pages_after_s=t_done - (t_applied or t_done),
         applying_cpu_s=cpu_delta(cpu_first or cpu0, cpu_end),
         applying_events=samples[-1][1] - n_first,
+        after_cpu_s=cpu_delta(cpu_applied or cpu_end, cpu_end),
+        pages_after=end.get("pages_written", 0) - pages_applied,
     )
 
 

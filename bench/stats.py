@@ -134,6 +134,50 @@ def workers_cpu_s(cpu_s: Mapping[str, float | None]) -> float | None:
         v for v in worker_cpu if v is not None)
 
 
+def flush_split(applying_cpu_s: float | None, after_cpu_s: float | None, events: int,
+                pages_after: int) -> dict[str, float | int | None]:
+    """A drain's worker CPU split at its last applied event: before it (the events, with the
+    pages rendered meanwhile) as events per worker CPU second, after it (the queued pages'
+    flush) as the workers' CPU seconds and milliseconds per page written then.
+
+    >>> flush_split(7.0, 2.0, 100_000, 1_600)
+    {'events_per_worker_cpu_s_to_last_event': 20000.0, 'workers_cpu_s_pages_after': 2.0, \
+'pages_written_after': 1600, 'worker_cpu_ms_per_page_after': 1.25}
+    """
+    before = None if applying_cpu_s is None or after_cpu_s is None \
+        else applying_cpu_s - after_cpu_s
+    per_cpu_s = rate(events, before or 0.0)
+    return {
+        "events_per_worker_cpu_s_to_last_event": None if per_cpu_s is None
+        else round(per_cpu_s, 1),
+        "workers_cpu_s_pages_after": after_cpu_s,
+        "pages_written_after": pages_after,
+        "worker_cpu_ms_per_page_after": None if after_cpu_s is None or pages_after <= 0
+        else round(1000 * after_cpu_s / pages_after, 3),
+    }
+
+
+def host_bound_events_per_s(events: int, cpu_s: Mapping[str, float | None],
+                            cores: int | None) -> float | None:
+    """The events/s a drain could reach on ``cores`` if the CPU seconds the pipeline's
+    processes spent (``cpu_s`` per process; the host's total, other programs' load and the
+    bench's own polling left out) were spread evenly over every core: the host's ceiling
+    at the drain's CPU cost per event (``None`` when a process's CPU or the core count is
+    unknown).
+
+    >>> host_bound_events_per_s(100_000, {"worker1": 7.0, "learner": 2.5, "tansu": 0.5,
+    ...                                   "bench": 0.2, "host_all": 12.2, "outside_bench": 2.0},
+    ...                         2)
+    20000.0
+    """
+    own = [v for k, v in cpu_s.items() if k not in ("host_all", "outside_bench", "bench")]
+    if not own or not cores or any(v is None for v in own):
+        return None
+    total = sum(v for v in own if v is not None)
+    per_s = rate(events * cores, total)
+    return None if per_s is None else round(per_s, 1)
+
+
 def scaling_row(workers: int, events_per_s: float | None, raw_per_s: float | None,
                 cpu_s: Mapping[str, float | None], events: int) -> dict[str, Any]:
     """One ``scaling`` entry: the run's rates, its CPU seconds per process and the events

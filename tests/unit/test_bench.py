@@ -302,6 +302,32 @@ def test_a_drains_cpu_is_also_counted_from_its_first_applied_batch() -> None:
     calls = iter(range(1, 100))
     probes = {"worker1": lambda: float(next(calls))}  # 1 CPU s more at every reading
     drain = drain_backlog(_Counters(start=0), "hs", [_Alive()], 5_000, 60.0, probes)
-    # readings: at the start (1), at the first applied batch (2), at the end (3)
-    assert drain.cpu_s["worker1"] == 2.0 and drain.applying_cpu_s["worker1"] == 1.0
+    # readings: at the start (1), at the first applied batch (2), at the last applied
+    # event (3), at the end (4)
+    assert drain.cpu_s["worker1"] == 3.0 and drain.applying_cpu_s["worker1"] == 2.0
     assert drain.applying_events == 4_000  # 1,000 at the first poll, 5,000 at the last
+
+
+class _Flushing:
+    """The stats hash of a worker that applied every event by the third poll and writes
+    its 300 queued pages over the next three polls (100 a poll)."""
+
+    def __init__(self) -> None:
+        self.polls = 0
+
+    def hgetall(self, key: str) -> dict[bytes, bytes]:
+        self.polls += 1
+        written = min(350, 50 + 100 * max(0, self.polls - 3))
+        return {b"events_applied": str(min(self.polls, 3) * 1000).encode(),
+                b"pages_queued": str(max(0, 350 - written)).encode(),
+                b"pages_written": str(written).encode()}
+
+
+def test_a_drain_splits_the_workers_cpu_at_its_last_applied_event() -> None:
+    calls = iter(range(1, 100))
+    probes = {"worker1": lambda: float(next(calls))}  # 1 CPU s more at every reading
+    drain = drain_backlog(_Flushing(), "hs", [_Alive()], 3_000, 60.0, probes)
+    # readings: start (1), first applied batch (2), last event applied (3), end (4)
+    assert drain.after_cpu_s == {"worker1": 1.0}
+    assert drain.pages_after == 300  # 50 written with the events, 350 at the end
+    assert drain.pages_after_s > 0
