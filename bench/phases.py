@@ -154,6 +154,9 @@ class DrainResult:
     #: and the pages written meanwhile.
     after_cpu_s: dict[str, float | None] = field(default_factory=dict)
     pages_after: int = 0
+    #: The counters at the drain's start and when its last event was applied.
+    counters_start: dict[str, int] = field(default_factory=dict)
+    counters_last_event: dict[str, int] = field(default_factory=dict)
 
 
 def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: int,
@@ -168,18 +171,19 @@ def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: 
     t_applied: float | None = None
     cpu_first: dict[str, float | None] | None = None
     cpu_applied: dict[str, float | None] | None = None
-    pages_applied = 0  # pages written when the last event was applied
+    at_start: dict[str, int] = {}  # the counters at the first poll
+    at_last: dict[str, int] = {}  # the counters when the last event was applied
     while True:
         now = time.monotonic()
         got = counters(r, prefix)
         applied = got.get("events_applied", 0) - already
+        at_start = at_start or got
         samples.append((now, applied))
         if applied > 0 and cpu_first is None:
             cpu_first = cpu_snapshot(cpu_of)
         if applied >= expect_events:
             if t_applied is None:
-                t_applied, cpu_applied = now, cpu_snapshot(cpu_of)
-                pages_applied = got.get("pages_written", 0)
+                t_applied, cpu_applied, at_last = now, cpu_snapshot(cpu_of), got
             if got.get("pages_queued", 0) <= 0:
                 break
         for w in workers:
@@ -210,7 +214,8 @@ def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: 
         applying_cpu_s=cpu_delta(cpu_first or cpu0, cpu_end),
         applying_events=samples[-1][1] - n_first,
         after_cpu_s=cpu_delta(cpu_applied or cpu_end, cpu_end),
-        pages_after=end.get("pages_written", 0) - pages_applied,
+        pages_after=end.get("pages_written", 0) - at_last.get("pages_written", 0),
+        counters_start=at_start, counters_last_event=at_last,
     )
 
 

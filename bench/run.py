@@ -87,6 +87,7 @@ from bench.stats import (  # some re-exported (__all__): the tests and bench.web
     TARGETS,
     CpuProbes,
     _r,
+    assembly_ms_per_page,
     check_failures,
     check_targets,
     cpu_delta,
@@ -318,7 +319,11 @@ def _record_drain(result: dict[str, Any], drain: DrainResult, n: int, n_events: 
                **flush_split(applying_cpu, workers_cpu_s(drain.after_cpu_s),
                              drain.applying_events, drain.pages_after),
                host_bound_events_per_s=host_bound_events_per_s(
-                   drain.applying_events, drain.applying_cpu_s, os.cpu_count()))
+                   drain.applying_events, drain.applying_cpu_s, os.cpu_count()),
+               worker_assembly_ms_per_page=assembly_ms_per_page(drain.counters_start,
+                                                                drain.counters),
+               worker_assembly_ms_per_page_after=assembly_ms_per_page(
+                   drain.counters_last_event, drain.counters))
     result["scaling"].append(row)
     log.info("  %d worker(s): %s events/s (%s per worker, %s of raw), %s events per worker "
              "CPU second (%s from the first batch on); first batch after %.1fs, all after "
@@ -329,10 +334,11 @@ def _record_drain(result: dict[str, Any], drain: DrainResult, n: int, n_events: 
              drain.until_first_applied_s, drain.total_s,
              row["applied_per_s"], drain.pages_after_s, row["pages_written"], row["cpu_s"])
     log.info("  to the last event %s events per worker CPU second; then %s pages in %s "
-             "worker CPU s (%s ms a page); the host's ceiling at this CPU per event: %s "
-             "events/s", row["events_per_worker_cpu_s_to_last_event"],
+             "worker CPU s (%s ms a page, %s of it assembling); the host's ceiling at this "
+             "CPU per event: %s events/s", row["events_per_worker_cpu_s_to_last_event"],
              row["pages_written_after"], row["workers_cpu_s_pages_after"],
-             row["worker_cpu_ms_per_page_after"], row["host_bound_events_per_s"])
+             row["worker_cpu_ms_per_page_after"], row["worker_assembly_ms_per_page_after"],
+             row["host_bound_events_per_s"])
     if drain.counters.get("events_applied") != n_events:
         log.warning("  events_applied %s != backlog events %d",
                     drain.counters.get("events_applied"), n_events)

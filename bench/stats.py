@@ -178,6 +178,23 @@ def host_bound_events_per_s(events: int, cpu_s: Mapping[str, float | None],
     return None if per_s is None else round(per_s, 1)
 
 
+def assembly_ms_per_page(before: Mapping[str, int], after: Mapping[str, int]
+                         ) -> float | None:
+    """Milliseconds of the workers' CPU a member's page took to assemble between two
+    readings of the counters (``page_assembly_cpu_us`` over ``pages_assembled``; ``None``
+    when none was assembled).
+
+    >>> assembly_ms_per_page({"page_assembly_cpu_us": 1_000, "pages_assembled": 1},
+    ...                      {"page_assembly_cpu_us": 3_500_000, "pages_assembled": 2_501})
+    1.4
+    """
+    pages = after.get("pages_assembled", 0) - before.get("pages_assembled", 0)
+    if pages <= 0:
+        return None
+    cpu_us = after.get("page_assembly_cpu_us", 0) - before.get("page_assembly_cpu_us", 0)
+    return round(cpu_us / 1000 / pages, 3)
+
+
 def scaling_row(workers: int, events_per_s: float | None, raw_per_s: float | None,
                 cpu_s: Mapping[str, float | None], events: int) -> dict[str, Any]:
     """One ``scaling`` entry: the run's rates, its CPU seconds per process and the events

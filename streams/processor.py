@@ -223,6 +223,8 @@ class EventProcessor:
         self._state_lock = asyncio.Lock()
         #: Pages written, and queued pages (render window), not yet in the stored counters.
         self._pages_unreported = 0
+        #: The renderer's assembly CPU (microseconds) and pages reported to the counters.
+        self._assembly_reported = (0, 0)
         self._queued_reported = 0
         #: Event batches started so far, and whether the last one showed the consumer
         #: behind (:meth:`_lag_s` over BEHIND_S): the page timer keeps to its budget then.
@@ -727,12 +729,17 @@ class EventProcessor:
 
     def _page_counters(self) -> dict[str, int]:
         """The stored counters' increments for pages: ``pages_written`` since the last
-        report and the change of ``pages_queued`` (pages the render window queued: 0 when
-        every member's page reflects their applied events)."""
+        report, the change of ``pages_queued`` (pages the render window queued: 0 when
+        every member's page reflects their applied events), and ``pages_assembled`` with
+        their assembly's CPU in microseconds (``page_assembly_cpu_us``)."""
         queued = self.renderer.held
         out = {"pages_written": self._pages_unreported,
                "pages_queued": queued - self._queued_reported}
         self._pages_unreported, self._queued_reported = 0, queued
+        cpu_us, assembled = round(1e6 * self.renderer.assembly_cpu_s), self.renderer.assembled
+        out["page_assembly_cpu_us"] = cpu_us - self._assembly_reported[0]
+        out["pages_assembled"] = assembled - self._assembly_reported[1]
+        self._assembly_reported = (cpu_us, assembled)
         return out
 
     def page_config_for(self, variant: str | None) -> PageConfig:

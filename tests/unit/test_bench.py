@@ -24,6 +24,7 @@ from bench.run import (
     with_outside,
     worker_counts,
 )
+from bench.stats import assembly_ms_per_page
 
 
 # -- quantiles ----------------------------------------------------------------------------------
@@ -320,7 +321,9 @@ class _Flushing:
         written = min(350, 50 + 100 * max(0, self.polls - 3))
         return {b"events_applied": str(min(self.polls, 3) * 1000).encode(),
                 b"pages_queued": str(max(0, 350 - written)).encode(),
-                b"pages_written": str(written).encode()}
+                b"pages_written": str(written).encode(),
+                b"pages_assembled": str(written).encode(),  # 1.5 ms of CPU each
+                b"page_assembly_cpu_us": str(1500 * written).encode()}
 
 
 def test_a_drain_splits_the_workers_cpu_at_its_last_applied_event() -> None:
@@ -331,3 +334,6 @@ def test_a_drain_splits_the_workers_cpu_at_its_last_applied_event() -> None:
     assert drain.after_cpu_s == {"worker1": 1.0}
     assert drain.pages_after == 300  # 50 written with the events, 350 at the end
     assert drain.pages_after_s > 0
+    assert drain.counters_start["pages_written"] == 50
+    assert drain.counters_last_event["pages_written"] == 50
+    assert assembly_ms_per_page(drain.counters_last_event, drain.counters) == 1.5

@@ -130,6 +130,23 @@ async def test_queued_and_written_pages_are_counted_in_the_store() -> None:
     assert counters["pages_queued"] == 0 and counters["pages_written"] == 3
 
 
+async def test_the_pages_assembled_and_their_cpu_are_counted_in_the_store() -> None:
+    proc, store, clock = await windowed(500)
+    await proc.process([play_msg("1", "p1", 100, TS, 0)])  # a first page: rendered now
+    await proc.process([play_msg("2", "p2", 100, TS + 1, 1)])  # reports p1's page
+    counters = await store.counters()
+    assert counters["pages_assembled"] == 1 and counters["page_assembly_cpu_us"] > 0
+    clock.t += 0.1
+    await proc.process([play_msg("3", "p1", 200, TS + 2, 2)])  # queued; reports p2's page
+    counters = await store.counters()
+    assert counters["pages_assembled"] == 2
+    clock.t += 0.5
+    assert await proc.flush_pages() == 1
+    after = await store.counters()
+    assert after["pages_assembled"] == 3
+    assert after["page_assembly_cpu_us"] > counters["page_assembly_cpu_us"]
+
+
 async def test_no_window_renders_every_batch() -> None:
     proc, store, _ = await windowed(0)
     for i in range(3):
