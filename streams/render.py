@@ -205,8 +205,9 @@ class PageRenderer:
         with no page yet, e.g. their first event), the rest being queued for
         :meth:`flush_due` (with their event-topic partition from ``partitions``); without
         one, every member's. ``urgent`` (the consumer is catching up on a backlog): those of
-        ``first`` are queued too, at the head of the queue. Returns (pages written, pages
-        published); :attr:`rendered` names the members whose page this call wrote."""
+        ``first`` are queued too, at the head of the queue and due at once. Returns (pages
+        written, pages published); :attr:`rendered` names the members whose page this call
+        wrote."""
         if self.window_s > 0:
             states = self._queue(states, first, partitions or {}, urgent)
         self.rendered = [s.profile_id for s in states]
@@ -344,8 +345,12 @@ class PageRenderer:
                 self._stale.discard(pid)
                 self._queued_at.setdefault(pid, now)
                 self._queued_partition[pid] = partitions.get(pid, -1)
-        if head:  # members without a page: theirs come before every other change's
+        if head:  # members without a page, or opening the app: theirs come before every
+            # other change's, and are due at once (not at the end of a window a page of
+            # theirs rendered within)
             self._held = {**{p: self._held[p] for p in head}, **self._held}
+            for pid in head:
+                self._rendered_at.pop(pid, None)
         return out
 
     def _peek_due(self, limit: int, due_only: bool = True) -> list[str]:

@@ -19,7 +19,7 @@ from streams.processor import (
 from streams.render import FLUSH_CHUNK, FLUSH_SLICE, PageRenderer
 from tests.integration.helpers import make_titles
 from topics.codec import default_codec
-from topics.models import Play
+from topics.models import Play, SessionStart
 
 TS = 1_700_000_000_000
 codec = default_codec()
@@ -290,6 +290,21 @@ async def test_catching_up_on_a_backlog_queues_first_pages_at_the_head_of_the_qu
     fresh = [RawMessage("events", 0, 9, b"new3", play_msg("d", "new3", 100, TS, 0).value,
                         TS + 100)]
     assert (await proc.process(fresh)).pages == 1  # caught up: first pages at once again
+
+
+async def test_a_member_opening_the_app_while_catching_up_gets_a_page_before_the_window_ends(
+        ) -> None:
+    proc, store, clock = await windowed(30_000)
+    await proc.process([play_msg("a", "p1", 100, TS, 0)])  # p1's first page, at once
+    clock.t += 1.0  # well inside p1's window
+    opened = SessionStart(event_id="open", profile_id="p1", event_ts_ms=TS + 1_000,
+                          device="tv", country="US")
+    stale = TS - 2_000  # the consumer is catching up: the batch's pages are queued
+    rep = await proc.process([RawMessage("events", 0, 1, b"p1", codec.encode_event(opened),
+                                         stale)])
+    assert rep.pages == 0 and proc.renderer.held == 1
+    assert await proc.renderer.flush_due(proc._render_inputs(), budget_s=0.0) == 1
+    assert as_of(store, "p1") == TS + 1_000  # not 29 s later, when p1's window ends
 
 
 async def test_first_pages_queued_while_catching_up_come_before_older_changes() -> None:
