@@ -159,8 +159,10 @@ def test_a_learner_killed_mid_stream_learns_every_item_exactly_once(
         wait_for(lambda: learned() >= 500, 60, "500 items learned before the kill",
                  watch=[learner, worker], detail=lambda: f"worker counters {counters(settings)}")
         learner.kill()  # SIGKILL: whatever it learned since its last snapshot is in memory
-        feeder.join()
+        # its last snapshot, read before a standby can take over and snapshot (after the
+        # feeder, the standby may have learned everything already: the same version)
         before = learner_meta(settings)
+        feeder.join()
         if not standby:
             restarted = start_learner(settings)
         wait_until(lambda: counters(settings).get("events_applied", 0) >= 2000, 90,
