@@ -153,10 +153,15 @@ class DrainResult:
     #: CPU seconds per process from the last applied batch on (the queued pages' flush),
     #: and the pages written meanwhile.
     after_cpu_s: dict[str, float | None] = field(default_factory=dict)
-    pages_after: int = 0
-    #: The counters at the drain's start and when its last event was applied.
+    #: The counters at the drain's first poll and when its last event was applied.
     counters_start: dict[str, int] = field(default_factory=dict)
     counters_last_event: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def pages_after(self) -> int:
+        """Pages written after the last event was applied (the queued pages' flush)."""
+        return (self.counters.get("pages_written", 0)
+                - self.counters_last_event.get("pages_written", 0))
 
 
 def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: int,
@@ -171,13 +176,14 @@ def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: 
     t_applied: float | None = None
     cpu_first: dict[str, float | None] | None = None
     cpu_applied: dict[str, float | None] | None = None
-    at_start: dict[str, int] = {}  # the counters at the first poll
+    at_start: dict[str, int] | None = None  # the counters at the first poll
     at_last: dict[str, int] = {}  # the counters when the last event was applied
     while True:
         now = time.monotonic()
         got = counters(r, prefix)
         applied = got.get("events_applied", 0) - already
-        at_start = at_start or got
+        if at_start is None:  # (empty before the first commit after a reset)
+            at_start = got
         samples.append((now, applied))
         if applied > 0 and cpu_first is None:
             cpu_first = cpu_snapshot(cpu_of)
@@ -205,17 +211,15 @@ def drain_backlog(r: Any, prefix: str, workers: Sequence[Child], expect_events: 
     t_done = samples[-1][0]
     paged_s = t_done - first
     n_first = next(n for _, n in samples if n > 0)
-    end = counters(r, prefix)
     return DrainResult(
         events_per_s=rate(samples[-1][1] - n_first, paged_s), measured_s=paged_s,
         until_first_applied_s=first - t_start, total_s=t_done - t_start,
-        counters=end, cpu_s=cpu, applied_per_s=applied_eps,
+        counters=counters(r, prefix), cpu_s=cpu, applied_per_s=applied_eps,
         pages_after_s=t_done - (t_applied or t_done),
         applying_cpu_s=cpu_delta(cpu_first or cpu0, cpu_end),
         applying_events=samples[-1][1] - n_first,
         after_cpu_s=cpu_delta(cpu_applied or cpu_end, cpu_end),
-        pages_after=end.get("pages_written", 0) - at_last.get("pages_written", 0),
-        counters_start=at_start, counters_last_event=at_last,
+        counters_start=at_start or {}, counters_last_event=at_last,
     )
 
 

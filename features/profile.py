@@ -256,7 +256,9 @@ class ProfileState:
     def oldest_pending_art_ms(self) -> int | None:
         """Event time of the oldest artwork decision still waiting for its reward, if any
         (its window closes ``reward_window_s`` later: the member's settling deadline)."""
-        return min((int(p.ts_ms) for p in self.pending_art.values()), default=None)
+        if not self.pending_art:
+            return None
+        return int(min(map(_TS_OF, self.pending_art.values())))
 
     def session_features(self, now_ms: int | None = None) -> dict[str, Any]:
         """The current session: events, duration (event time), genre counts, scroll depth.
@@ -544,11 +546,11 @@ def _settle_expired(state: ProfileState, now_ts: int, params: FeatureParams,
     floor = state._art_floor_ms
     if floor is not None and now_ts - floor <= window_ms:
         return
-    oldest = min(map(_TS_OF, state.pending_art.values()))
-    if now_ts - oldest > window_ms:
+    oldest = state.oldest_pending_art_ms()
+    if oldest is not None and now_ts - oldest > window_ms:
         for tid in [t for t, p in state.pending_art.items() if now_ts - p.ts_ms > window_ms]:
             _settle(state, tid, fx)
-        oldest = min(map(_TS_OF, state.pending_art.values()), default=None)
+        oldest = state.oldest_pending_art_ms()
     state._art_floor_ms = oldest
 
 

@@ -337,3 +337,18 @@ def test_a_drain_splits_the_workers_cpu_at_its_last_applied_event() -> None:
     assert drain.counters_start["pages_written"] == 50
     assert drain.counters_last_event["pages_written"] == 50
     assert assembly_ms_per_page(drain.counters_last_event, drain.counters) == 1.5
+
+
+class _AfterReset(_Flushing):
+    """:class:`_Flushing` whose stats hash does not exist yet at the first poll (the
+    pipeline's keys were deleted before the run)."""
+
+    def hgetall(self, key: str) -> dict[bytes, bytes]:
+        got = super().hgetall(key)
+        return {} if self.polls == 1 else got
+
+
+def test_a_drains_start_counters_are_its_first_polls_even_when_empty() -> None:
+    drain = drain_backlog(_AfterReset(), "hs", [_Alive()], 3_000, 60.0, {})
+    assert drain.counters_start == {}  # not the second poll's, which has the first pages
+    assert assembly_ms_per_page(drain.counters_start, drain.counters) == 1.5
