@@ -143,6 +143,7 @@ class ServingModels:
         self._popularity: dict[str, tuple[float, dict[str, float]]] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -151,6 +152,14 @@ class ServingModels:
             self._task = asyncio.create_task(self._refresh_loop(), name="serving-models")
 
     async def aclose(self) -> None:
+        """Stop the refresh: it ends at once, or after the refresh under way.
+
+        The stop is flagged, not only cancelled: on Python 3.11 a cancel that lands as the
+        Redis client finishes a write with a socket timeout is lost (its
+        ``asyncio.wait_for`` returns the result instead, CPython gh-86296), and a loop
+        stopped by cancel alone then ran on forever and hung the server's shutdown.
+        """
+        self._stop.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -165,12 +174,14 @@ class ServingModels:
         return self.snapshot
 
     async def _refresh_loop(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 await self.refresh()
             except Exception as exc:  # keep serving what is loaded; retry next period
                 log.warning("serving models refresh failed: %s: %s", type(exc).__name__, exc)
-            await asyncio.sleep(self.refresh_interval_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.refresh_interval_s):
+                    await self._stop.wait()
 
     # -- refresh ------------------------------------------------------------------------------
     async def refresh(self, only_if_unloaded: bool = False) -> None:

@@ -738,6 +738,30 @@ async def test_serving_models_reload_catalog_and_model_on_change() -> None:
         await models.aclose()
 
 
+async def test_serving_models_stop_even_when_a_store_call_swallows_the_cancel() -> None:
+    """Python 3.11's ``asyncio.wait_for`` (inside redis-py with a socket timeout) loses a
+    cancel that lands as its call completes: the refresh returns normally while cancelled.
+    The refresh loop still ends at ``aclose`` (it ran on and hung the server's shutdown)."""
+    reading = asyncio.Event()
+
+    class Swallows(InMemoryStore):
+        async def load_catalog(self):  # type: ignore[no-untyped-def]
+            reading.set()
+            # what the client did: the cancel is lost, the call returns
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(30)
+            return await super().load_catalog()
+
+    store = Swallows()
+    await store.put_titles(CATALOG[:1])  # a catalog version to load
+    models = ServingModels(store, refresh_interval_s=30.0)
+    models.start()
+    await asyncio.wait_for(reading.wait(), 5)
+    closing = asyncio.create_task(models.aclose())
+    done, _ = await asyncio.wait([closing], timeout=5)  # not the 30 s refresh interval
+    assert closing in done
+
+
 async def test_rerank_uses_the_loaded_model() -> None:
     store = await catalog_store()
     state = ProfileState("m1", n_events=40, last_event_ts_ms=NOW_MS,
