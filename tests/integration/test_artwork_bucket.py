@@ -17,7 +17,9 @@ def test_bucket_with_uniform_fill_learns_from_its_own_decisions_only(tmp_path) -
     assert len(bucket) == 4
     assert run.rounds and {r.policy for r in run.rounds} == {"lin_ucb"}
     assert {r.profile_id for r in run.rounds} <= bucket
-    assert len(run.rounds) == len(run.outcomes)  # one logged decision per item measured
+    # one logged decision per item measured (the join's counts say what was dropped)
+    assert len(run.rounds) == len(run.outcomes), (len(run.rounds), len(run.outcomes),
+                                                  run.join.to_dict())
     assert run.http_errors == 0
     # the worker settled the fill members' uniform decisions too (its counters), but its
     # policy learned only the bucket's: at most one update per bucket decision
