@@ -110,11 +110,12 @@ class ModelSet:
                 changed |= self.cowatch.learn_one([h for h in w.history if h != w.title_id],
                                                   w.title_id)
                 c["watches"] += 1
-        for a in record.artwork:
-            if fresh(a.src, a.offset, srcs):
-                self.artwork_policy.learn_one(_context(a.context_json),
-                                              Arm(a.artwork_id, tuple(a.tags)), a.reward)
-                c["artwork"] += 1
+        rewards = [a for a in record.artwork if fresh(a.src, a.offset, srcs)]
+        if rewards:  # one update for the record's rewards (a ridge policy's is ~10x cheaper)
+            self.artwork_policy.learn_many([_context(a.context_json) for a in rewards],
+                                           [Arm(a.artwork_id, tuple(a.tags)) for a in rewards],
+                                           [a.reward for a in rewards])
+            c["artwork"] += len(rewards)
         exposures: dict[str, float] = {}
         takes: dict[str, float] = {}
         for r in record.rows:

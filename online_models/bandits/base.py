@@ -359,6 +359,25 @@ class ArtworkPolicy(river_base.Base, abc.ABC):
         self._learn_one(context, arm, reward)
         self._version += 1
 
+    def learn_many(self, contexts: Sequence[Context], arms: Sequence[Arm],
+                   rewards: Sequence[float]) -> None:
+        """:meth:`learn_one` of each ``(context, arm, reward)`` in order, as one update where
+        the policy can (a ridge policy's is ~10x cheaper than one by one); :attr:`version`
+        bumps once per reward."""
+        values = [float(r) for r in rewards]
+        for reward in values:
+            if not 0.0 <= reward <= 1.0:
+                raise ValueError(f"reward must be in [0, 1], got {reward}")
+        if len(contexts) != len(arms) or len(arms) != len(values):
+            raise ValueError("learn_many needs as many contexts and arms as rewards")
+        self._learn_many(contexts, arms, values)
+        self._version += len(values)
+
+    def _learn_many(self, contexts: Sequence[Context], arms: Sequence[Arm],
+                    rewards: Sequence[float]) -> None:
+        for context, arm, reward in zip(contexts, arms, rewards, strict=True):
+            self._learn_one(context, arm, reward)
+
     # -- checkpoints ----------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
         """Settings, learned state and RNG state as JSON values and arrays: the registry

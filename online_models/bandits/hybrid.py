@@ -19,12 +19,16 @@ regression over ``[z, one-hot(artwork)]`` exactly, without a matrix that grows w
 number of artworks. River's ``bandit.LinUCBDisjoint`` keeps one ``BayesianLinearRegression``
 per arm, which cannot carry anything from one title's images to the next, hence this model.
 
-``A0^-1`` is kept directly and updated with Sherman-Morrison (three rank-one updates per
-reward: undo the artwork's old marginalization, add ``z z'``, redo it), O(d^2) for ``d``
-active features. Features enter lazily: a hashed bucket gets a row the first time a reward is
-learned with it (an unseen bucket has prior variance ``1 / l2`` and no correlation), so memory
-is ``8 d^2`` bytes for the ``d`` distinct crosses actually seen (at most the featurizer's
-``n_dims``), plus a small record per artwork ever shown (never evicted).
+``A0`` itself is what learning updates: every term is a sum, so a batch of rewards adds
+``Z'Z`` and, per artwork it touched, its marginalization before the batch minus the one after
+(O(k^2) for the ``k`` buckets the batch touches, in a few array operations however many
+rewards); ``A0^-1`` is computed when asked (a posterior, a checkpoint) and kept until the
+next learning, or updated with Sherman-Morrison when one reward is learned between two
+questions (a replay that chooses and learns in turn). Features enter lazily: a hashed
+bucket gets a row the first time a reward is learned with it (an unseen bucket has prior
+variance ``1 / l2`` and no correlation), so memory is ``8 d^2`` bytes for the ``d``
+distinct crosses actually seen (at most the featurizer's ``n_dims``; twice that while both
+``A0`` and its inverse are kept), plus a small record per artwork ever shown (never evicted).
 
 >>> m = HybridRidge(l2=1.0)
 >>> for _ in range(50):
@@ -39,7 +43,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,8 +135,10 @@ class HybridRidge:
         self.intercept_l2 = intercept_l2
         self._arm_prior = l2 if intercept_l2 is None else intercept_l2
         self._rows: dict[int, int] = {}         # hashed bucket -> row of the arrays
-        self._cov = np.zeros((0, 0))            # A0^-1 (capacity >= len(_rows))
-        self._b0 = np.zeros(0)                  # shared right-hand side
+        #: A0 (capacity >= len(_rows)); ``None`` until first needed after a checkpoint
+        self._prec: np.ndarray | None = np.zeros((0, 0))
+        self._b0 = np.zeros(0)                  # shared right-hand side (capacity as A0)
+        self._cov: np.ndarray | None = None     # A0^-1 (n x n), kept until it learns
         self._arms: dict[str, _ArmStats] = {}
         self._beta: np.ndarray | None = None    # cached A0^-1 b0
         #: Per artwork, ``-B_a / A_a`` as (rows, values) arrays until it learns again.
@@ -142,25 +148,34 @@ class HybridRidge:
         self._asked = 0                         # questions since it last learned
 
     # -- internals ------------------------------------------------------------------------
-    def _grow(self, keys: Sequence[int]) -> None:
-        new = [k for k in keys if k not in self._rows]
+    def _precision(self) -> np.ndarray:
+        """``A0`` with room to grow (from ``A0^-1`` when restored from a checkpoint)."""
+        if self._prec is None:
+            n = len(self._rows)
+            self._prec = _symmetric(np.linalg.inv(self._covariance())) if n else np.zeros((0, 0))
+            self._b0 = self._b0[:n].copy()
+        return self._prec
+
+    def _grow(self, keys: Iterable[int]) -> None:
+        new = [k for k in dict.fromkeys(keys) if k not in self._rows]
         if not new:
             return
+        prec = self._precision()
         n = len(self._rows)
         need = n + len(new)
-        if need > self._cov.shape[0]:
-            cap = max(16, 2 * self._cov.shape[0], need)
-            cov = np.zeros((cap, cap))
-            cov[:n, :n] = self._cov[:n, :n]
+        if need > prec.shape[0]:
+            cap = max(16, 2 * prec.shape[0], need)
+            grown = np.zeros((cap, cap))
+            grown[:n, :n] = prec[:n, :n]
             b0 = np.zeros(cap)
             b0[:n] = self._b0[:n]
-            self._cov, self._b0 = cov, b0
+            self._prec, self._b0, prec = grown, b0, grown
         for k in new:
             row = len(self._rows)
             self._rows[k] = row
-            self._cov[row, :] = 0.0
-            self._cov[:, row] = 0.0
-            self._cov[row, row] = 1.0 / self.l2
+            prec[row, :] = 0.0
+            prec[:, row] = 0.0
+            prec[row, row] = self.l2  # an unseen bucket: its prior only
             self._b0[row] = 0.0
 
     def _dense(self, x: Mapping[int, float], scale: float = 1.0) -> np.ndarray:
@@ -169,47 +184,99 @@ class HybridRidge:
             v[self._rows[k]] += value * scale
         return v
 
-    def _rank_one(self, v: np.ndarray, sign: float) -> None:
-        """A0 += sign * v v'  ->  update A0^-1 by Sherman-Morrison."""
-        n = len(self._rows)
-        cov = self._cov[:n, :n]
-        u = cov @ v
-        denom = 1.0 + sign * float(v @ u)
-        if denom <= 1e-12:
-            raise FloatingPointError("precision update would lose positive definiteness")
-        cov -= (sign / denom) * np.outer(u, u)
+    def _covariance(self) -> np.ndarray:
+        """``A0^-1`` over the learned buckets (computed once after each learning)."""
+        if self._cov is None:
+            n = len(self._rows)
+            prec = self._prec
+            assert prec is not None
+            self._cov = _symmetric(np.linalg.inv(prec[:n, :n])) if n else np.zeros((0, 0))
+        return self._cov
 
     def _shared_mean(self) -> np.ndarray:
         if self._beta is None:
             n = len(self._rows)
-            self._beta = self._cov[:n, :n] @ self._b0[:n]
+            self._beta = self._covariance() @ self._b0[:n]
         return self._beta
 
     # -- public ---------------------------------------------------------------------------
     def learn_one(self, z: Mapping[int, float], artwork_id: str, reward: float) -> None:
-        """Learn one reward of ``artwork_id`` shown with shared features ``z``."""
-        self._grow(list(z))
-        self._arm_terms.pop(artwork_id, None)
-        self._index, self._asked = None, 0
+        """Learn one reward of ``artwork_id`` shown with shared features ``z``.
+
+        When ``A0^-1`` is at hand (asked since the last learning: a replay that chooses and
+        learns in turn), it is kept up to date with Sherman-Morrison, three rank-one updates
+        in O(d^2), instead of being computed again (O(d^3)) at the next question."""
+        cov = self._cov
         stats = self._arms.get(artwork_id)
-        if stats is None:
-            stats = self._arms[artwork_id] = _ArmStats(precision=self._arm_prior)
-        n = len(self._rows)
-        if stats.feature_sum:   # undo the old marginalization: A0 += B B' / A
-            old = self._dense(stats.feature_sum, 1.0 / np.sqrt(stats.precision))
-            self._rank_one(old, +1.0)
-            self._b0[:n] += self._dense(stats.feature_sum, stats.reward_sum / stats.precision)
-        zd = self._dense(z)
-        self._rank_one(zd, +1.0)
-        self._b0[:n] += reward * zd
-        stats.precision += 1.0
-        for k, value in z.items():
-            stats.feature_sum[k] = stats.feature_sum.get(k, 0.0) + value
-        stats.reward_sum += reward
-        new = self._dense(stats.feature_sum, 1.0 / np.sqrt(stats.precision))
-        self._rank_one(new, -1.0)   # redo it: A0 -= B B' / A
-        self._b0[:n] -= self._dense(stats.feature_sum, stats.reward_sum / stats.precision)
-        self._beta = None
+        old = (self._dense(stats.feature_sum, 1.0 / np.sqrt(stats.precision))
+               if cov is not None and stats is not None and stats.feature_sum else None)
+        self.learn_many([z], [artwork_id], [reward])
+        if cov is None:
+            return
+        n, grown = len(self._rows), len(self._rows) - len(cov)
+        if grown:  # new buckets: uncorrelated, their prior variance
+            cov = np.pad(cov, (0, grown))
+            cov[-grown:, -grown:] = np.eye(grown) / self.l2
+        if old is not None:  # undo the old marginalization: A0 += B B' / A
+            _rank_one(cov, np.pad(old, (0, n - len(old))), +1.0)
+        _rank_one(cov, self._dense(z), +1.0)
+        stats = self._arms[artwork_id]
+        _rank_one(cov, self._dense(stats.feature_sum, 1.0 / np.sqrt(stats.precision)), -1.0)
+        self._cov = cov
+
+    def learn_many(self, zs: Sequence[Mapping[int, float]], artwork_ids: Sequence[str],
+                   rewards: Sequence[float]) -> None:
+        """Learn several rewards at once: the same model as :meth:`learn_one` on each in
+        turn (up to rounding), for the cost of a few array operations.
+
+        >>> one, many = HybridRidge(l2=1.0), HybridRidge(l2=1.0)
+        >>> data = [({1: 1.0, 2: 1.0}, "a", 1.0), ({1: 1.0, 3: 1.0}, "b", 0.0),
+        ...         ({2: 1.0}, "a", 0.0)]
+        >>> for z, a, r in data:
+        ...     one.learn_one(z, a, r)
+        >>> many.learn_many(*zip(*data))
+        >>> bool(np.allclose(one.posterior([{2: 1.0}], ["a"])[0],
+        ...                  many.posterior([{2: 1.0}], ["a"])[0]))
+        True
+        """
+        if not zs:
+            return
+        self._grow(k for z in zs for k in z)
+        prec = self._precision()
+        before = {a: _ArmStats(s.precision, dict(s.feature_sum), s.reward_sum)
+                  for a in dict.fromkeys(artwork_ids) if (s := self._arms.get(a)) is not None}
+        for z, artwork_id, reward in zip(zs, artwork_ids, rewards, strict=True):
+            stats = self._arms.get(artwork_id)
+            if stats is None:
+                stats = self._arms[artwork_id] = _ArmStats(precision=self._arm_prior)
+            stats.precision += 1.0
+            feature_sum = stats.feature_sum
+            for k, value in z.items():
+                feature_sum[k] = feature_sum.get(k, 0.0) + value
+            stats.reward_sum += reward
+        touched = list(dict.fromkeys(artwork_ids))
+        # the buckets touched: every touched artwork's (they include the rewards' own)
+        cols = np.fromiter(dict.fromkeys(self._rows[k] for a in touched
+                                         for k in self._arms[a].feature_sum), np.intp)
+        at = {row: j for j, row in enumerate(cols.tolist())}
+        z_mat = _rows_matrix([(z, 1.0) for z in zs], self._rows, at, len(cols))
+        r = np.asarray(rewards, dtype=float)
+        old = [before[a] for a in touched if a in before and before[a].feature_sum]
+        new = [self._arms[a] for a in touched]
+        # A0 += Z'Z + (each artwork's B B' / A before) - (after); b0 the same way
+        f_old = _rows_matrix([(s.feature_sum, 1.0 / np.sqrt(s.precision)) for s in old],
+                             self._rows, at, len(cols))
+        f_new = _rows_matrix([(s.feature_sum, 1.0 / np.sqrt(s.precision)) for s in new],
+                             self._rows, at, len(cols))
+        grid = np.ix_(cols, cols)
+        prec[grid] += z_mat.T @ z_mat + f_old.T @ f_old - f_new.T @ f_new
+        self._b0[cols] += (z_mat.T @ r
+                           + f_old.T @ np.array([s.reward_sum / np.sqrt(s.precision) for s in old])
+                           - f_new.T @ np.array([s.reward_sum / np.sqrt(s.precision) for s in new]))
+        for a in touched:
+            self._arm_terms.pop(a, None)
+        self._index, self._asked = None, 0
+        self._cov = self._beta = None
 
     def _design(self, zs: Sequence[Mapping[int, float]], artwork_ids: Sequence[str]
                 ) -> tuple[np.ndarray, np.ndarray, list[dict[int, float]], np.ndarray,
@@ -260,7 +327,7 @@ class HybridRidge:
             for key, value in w.items():
                 wu[i, col[key]] = value
         beta = self._shared_mean()[rows] if len(rows) else np.zeros(0)
-        sub = self._cov[np.ix_(rows, rows)] if len(rows) else np.zeros((0, 0))
+        sub = self._covariance()[np.ix_(rows, rows)] if len(rows) else np.zeros((0, 0))
         mean = wk @ beta + intercept_mean
         cov = wk @ sub @ wk.T + (wu @ wu.T) / self.l2 + np.diag(intercept_var)
         return mean, (cov + cov.T) / 2.0
@@ -300,7 +367,7 @@ class HybridRidge:
         intercept_mean[arm_at] = arm_mean
         intercept_var[arm_at] = arm_var
         beta = self._shared_mean()[cols]
-        sub = self._cov[np.ix_(cols, cols)]
+        sub = self._covariance()[np.ix_(cols, cols)]
         var = np.einsum("ij,ij->i", w @ sub, w) + unseen_sq[group] / self.l2 + intercept_var
         return w @ beta + intercept_mean, var
 
@@ -376,7 +443,7 @@ class HybridRidge:
         return {
             "l2": self.l2, "intercept_l2": self.intercept_l2,
             "buckets": np.fromiter(self._rows, np.int64, n),
-            "cov": self._cov[:n, :n].copy(), "b0": self._b0[:n].copy(),
+            "cov": self._covariance().copy(), "b0": self._b0[:n].copy(),
             "arm_ids": list(self._arms),
             "arm_precision": np.fromiter((s.precision for s in stats), float, len(stats)),
             "arm_reward_sum": np.fromiter((s.reward_sum for s in stats), float, len(stats)),
@@ -399,6 +466,7 @@ class HybridRidge:
         buckets = require_array(state, name, "buckets", (None,), "i")
         n = len(buckets)
         model._cov = require_array(state, name, "cov", (n, n)).copy()
+        model._prec = None  # A0 from A0^-1 if it learns again
         model._b0 = require_array(state, name, "b0", (n,)).copy()
         model._rows = {int(k): i for i, k in enumerate(buckets.tolist())}
         if len(model._rows) != n:
@@ -421,3 +489,28 @@ class HybridRidge:
                                                          strict=True)), rewards[j])
             for j, artwork_id in enumerate(ids)}
         return model
+
+
+def _symmetric(m: np.ndarray) -> np.ndarray:
+    """``m`` made exactly symmetric (an inverse is, up to rounding)."""
+    return (m + m.T) / 2.0
+
+
+def _rows_matrix(rows: Sequence[tuple[Mapping[int, float], float]], row_of: Mapping[int, int],
+                 col_of: Mapping[int, int], width: int) -> np.ndarray:
+    """A dense ``(len(rows), width)`` matrix of sparse vectors times their scales: the value
+    of bucket ``k`` at column ``col_of[row_of[k]]``."""
+    out = np.zeros((len(rows), width))
+    for i, (vec, scale) in enumerate(rows):
+        for k, value in vec.items():
+            out[i, col_of[row_of[k]]] = value * scale
+    return out
+
+
+def _rank_one(cov: np.ndarray, v: np.ndarray, sign: float) -> None:
+    """``A0 += sign v v'``: update ``cov = A0^-1`` in place by Sherman-Morrison."""
+    u = cov @ v
+    denom = 1.0 + sign * float(v @ u)
+    if denom <= 1e-12:
+        raise FloatingPointError("precision update would lose positive definiteness")
+    cov -= (sign / denom) * np.outer(u, u)

@@ -4,6 +4,7 @@ They differ only in how they turn the posterior into propensities."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from online_models.bandits.base import Arm, ArtworkPolicy, Context
@@ -22,6 +23,12 @@ class RidgePolicy(ArtworkPolicy):
 
     def _learn_one(self, context: Context, arm: Arm, reward: float) -> None:
         self._model.learn_one(self.featurizer(context, arm), arm.artwork_id, reward)
+
+    def _learn_many(self, contexts: Sequence[Context], arms: Sequence[Arm],
+                    rewards: Sequence[float]) -> None:
+        featurize = self.featurizer
+        self._model.learn_many([featurize(c, a) for c, a in zip(contexts, arms, strict=True)],
+                               [a.artwork_id for a in arms], rewards)
 
     def _learned_state(self) -> dict[str, Any]:
         return {"featurizer": self.featurizer.to_state(),

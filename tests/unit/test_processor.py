@@ -439,10 +439,11 @@ async def test_delayed_positives_are_learned_when_the_watermark_closes_the_windo
                                 artwork_delayed_positives=True, clock_quorum=1)
     settings, store = proc.settings, proc.store
     learned: list[tuple[str, float]] = []
-    learn = proc.artwork_policy.learn_one
-    proc.artwork_policy.learn_one = (  # type: ignore[method-assign]
-        lambda ctx, arm, reward: (learned.append((arm.artwork_id, reward)),
-                                  learn(ctx, arm, reward))[-1])
+    learn = proc.artwork_policy.learn_many
+    proc.artwork_policy.learn_many = (  # type: ignore[method-assign]
+        lambda ctxs, arms, rewards: (learned.extend((a.artwork_id, r)
+                                                    for a, r in zip(arms, rewards, strict=True)),
+                                     learn(ctxs, arms, rewards))[-1])
     batch = [msg(codec.encode_batch("p1", [impression("i1", "p1", "t1", TS),
                                            impression("i2", "p1", "t2", TS + 10),
                                            play("q", "p1", "t1", 600, TS + 20)]))]
