@@ -204,25 +204,49 @@ class HybridRidge:
         """Learn one reward of ``artwork_id`` shown with shared features ``z``.
 
         When ``A0^-1`` is at hand (asked since the last learning: a replay that chooses and
-        learns in turn), it is kept up to date with Sherman-Morrison, three rank-one updates
-        in O(d^2), instead of being computed again (O(d^3)) at the next question."""
-        cov = self._cov
-        stats = self._arms.get(artwork_id)
-        old = (self._dense(stats.feature_sum, 1.0 / np.sqrt(stats.precision))
-               if cov is not None and stats is not None and stats.feature_sum else None)
-        self.learn_many([z], [artwork_id], [reward])
-        if cov is None:
+        learns in turn), it is updated with Sherman-Morrison, three rank-one updates in
+        O(d^2) (undo the image's old marginalization, add ``z z'``, redo it), and ``A0`` is
+        rebuilt from it only if a batch follows; otherwise this is a batch of one."""
+        if self._cov is None:
+            self.learn_many([z], [artwork_id], [reward])
             return
-        n, grown = len(self._rows), len(self._rows) - len(cov)
-        if grown:  # new buckets: uncorrelated, their prior variance
-            cov = np.pad(cov, (0, grown))
-            cov[-grown:, -grown:] = np.eye(grown) / self.l2
-        if old is not None:  # undo the old marginalization: A0 += B B' / A
-            _rank_one(cov, np.pad(old, (0, n - len(old))), +1.0)
-        _rank_one(cov, self._dense(z), +1.0)
-        stats = self._arms[artwork_id]
+        self._grow_inverse(z)
+        self._prec = None  # rebuilt from the inverse when a batch needs it
+        self._arm_terms.pop(artwork_id, None)
+        self._index, self._asked, self._beta = None, 0, None
+        stats = self._arms.get(artwork_id)
+        if stats is None:
+            stats = self._arms[artwork_id] = _ArmStats(precision=self._arm_prior)
+        cov, b0 = self._cov, self._b0[:len(self._rows)]
+        if stats.feature_sum:  # undo the old marginalization: A0 += B B' / A
+            _rank_one(cov, self._dense(stats.feature_sum, 1.0 / np.sqrt(stats.precision)), +1.0)
+            b0 += self._dense(stats.feature_sum, stats.reward_sum / stats.precision)
+        zd = self._dense(z)
+        _rank_one(cov, zd, +1.0)
+        b0 += reward * zd
+        stats.precision += 1.0
+        for k, value in z.items():
+            stats.feature_sum[k] = stats.feature_sum.get(k, 0.0) + value
+        stats.reward_sum += reward
         _rank_one(cov, self._dense(stats.feature_sum, 1.0 / np.sqrt(stats.precision)), -1.0)
-        self._cov = cov
+        b0 -= self._dense(stats.feature_sum, stats.reward_sum / stats.precision)
+
+    def _grow_inverse(self, keys: Iterable[int]) -> None:
+        """Rows for new buckets in ``A0^-1`` (their prior variance, no correlation) and
+        ``b0``."""
+        new = [k for k in keys if k not in self._rows]
+        if not new:
+            return
+        assert self._cov is not None
+        n, m = len(self._rows), len(new)
+        for k in new:
+            self._rows[k] = len(self._rows)
+        cov = np.zeros((n + m, n + m))
+        cov[:n, :n] = self._cov
+        cov[n:, n:] = np.eye(m) / self.l2
+        b0 = np.zeros(n + m)
+        b0[:n] = self._b0[:n]
+        self._cov, self._b0 = cov, b0
 
     def learn_many(self, zs: Sequence[Mapping[int, float]], artwork_ids: Sequence[str],
                    rewards: Sequence[float]) -> None:

@@ -366,8 +366,17 @@ def test_hybrid_ridge_learns_in_batches_after_a_checkpoint_as_one_by_one() -> No
     for z, a, r in data:
         asked.learn_one(z, a, r)
         asked.posterior_marginals([z, {1: 1.0}], [a, "a"])
+    mixed = HybridRidge(l2=0.5, intercept_l2=2.0)  # batches and asked rewards in turn
+    for i in range(0, len(data), 30):
+        chunk = data[i:i + 30]
+        if i % 60:
+            mixed.learn_many(*zip(*chunk, strict=True))
+            continue
+        for z, a, r in chunk:
+            mixed.learn_one(z, a, r)
+            mixed.posterior_marginals([z], [a])
     a = one.to_state()
-    for b in (many.to_state(), asked.to_state()):
+    for b in (many.to_state(), asked.to_state(), mixed.to_state()):
         assert a["buckets"].tolist() == b["buckets"].tolist() and a["arm_ids"] == b["arm_ids"]
         for key in ("cov", "b0", "arm_precision", "arm_reward_sum", "arm_values"):
             np.testing.assert_allclose(b[key], a[key], atol=1e-9, err_msg=key)
