@@ -149,6 +149,7 @@ class ServingModels:
     def start(self) -> None:
         """Start the periodic refresh on the running loop (idempotent)."""
         if self._task is None:
+            self._stop.clear()  # started again after aclose
             self._task = asyncio.create_task(self._refresh_loop(), name="serving-models")
 
     async def aclose(self) -> None:

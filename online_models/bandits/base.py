@@ -353,9 +353,7 @@ class ArtworkPolicy(river_base.Base, abc.ABC):
     def learn_one(self, context: Context, arm: Arm, reward: float) -> None:
         """Learn the reward (in [0, 1], e.g. 1 for a quality play) of showing ``arm`` in
         ``context``; bumps :attr:`version`."""
-        reward = float(reward)
-        if not 0.0 <= reward <= 1.0:
-            raise ValueError(f"reward must be in [0, 1], got {reward}")
+        reward = _checked_reward(reward)
         self._learn_one(context, arm, reward)
         self._version += 1
 
@@ -364,10 +362,7 @@ class ArtworkPolicy(river_base.Base, abc.ABC):
         """:meth:`learn_one` of each ``(context, arm, reward)`` in order, as one update where
         the policy can (a ridge policy's is ~10x cheaper than one by one); :attr:`version`
         bumps once per reward."""
-        values = [float(r) for r in rewards]
-        for reward in values:
-            if not 0.0 <= reward <= 1.0:
-                raise ValueError(f"reward must be in [0, 1], got {reward}")
+        values = [_checked_reward(r) for r in rewards]
         if len(contexts) != len(arms) or len(arms) != len(values):
             raise ValueError("learn_many needs as many contexts and arms as rewards")
         self._learn_many(contexts, arms, values)
@@ -467,3 +462,11 @@ def _checked_params(cls: type[ArtworkPolicy], params: dict[str, Any]) -> dict[st
             raise CheckpointError(f"artwork checkpoint {key!r} is {value!r}, not a "
                                   f"{type(default).__name__} like its default")
     return params
+
+
+def _checked_reward(reward: float) -> float:
+    """``reward`` as a float, :class:`ValueError` unless it is in [0, 1]."""
+    value = float(reward)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"reward must be in [0, 1], got {value}")
+    return value

@@ -762,6 +762,22 @@ async def test_serving_models_stop_even_when_a_store_call_swallows_the_cancel() 
     assert closing in done
 
 
+async def test_serving_models_started_again_after_aclose_refresh_again() -> None:
+    store = InMemoryStore()
+    await store.put_titles(CATALOG[:1])
+    models = ServingModels(store, refresh_interval_s=0.01)
+    models.start()
+    await models.aclose()
+    refreshes = models.refreshes
+    models.start()
+    try:
+        async with asyncio.timeout(5):
+            while models.refreshes < refreshes + 2:
+                await asyncio.sleep(0.01)
+    finally:
+        await models.aclose()
+
+
 async def test_rerank_uses_the_loaded_model() -> None:
     store = await catalog_store()
     state = ProfileState("m1", n_events=40, last_event_ts_ms=NOW_MS,
