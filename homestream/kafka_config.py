@@ -18,8 +18,8 @@ and client certificate files) are turned here, and only here, into each client's
 from __future__ import annotations
 
 import ssl
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from homestream.settings import Settings
 
@@ -37,6 +37,21 @@ def librdkafka_security(settings: Settings) -> dict[str, str]:
         if path:
             conf[key] = path
     return conf
+
+
+DeliveryCallback = Callable[[Any, Any], None]
+
+
+class ProducerLike(Protocol):
+    """The part of ``confluent_kafka.Producer`` the pipeline's producers use (tests pass a
+    fake)."""
+
+    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                *, on_delivery: DeliveryCallback | None = None) -> None: ...
+
+    def poll(self, timeout: float = ...) -> int: ...
+
+    def flush(self, timeout: float = ...) -> int: ...
 
 
 def librdkafka_config(settings: Settings,

@@ -20,11 +20,11 @@ import functools
 import itertools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from homestream.kafka_config import librdkafka_config
+from homestream.kafka_config import ProducerLike, librdkafka_config
 from homestream.settings import Settings
 from topics.codec import BATCH_SCHEMA, AvroCodec, default_codec
 from topics.models import MATERIALIZED_POLICY, Impression
@@ -37,20 +37,6 @@ DROP_LOG_INTERVAL_S = 5.0
 #: Probability the policy had of showing that artwork (deterministic choice).
 PROPENSITY = 1.0
 VARIANT = "control"
-
-DeliveryCallback = Callable[[Any, Any], None]
-
-
-class ProducerLike(Protocol):
-    """The part of ``confluent_kafka.Producer`` the logger uses (tests pass a fake)."""
-
-    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None,
-                *, on_delivery: DeliveryCallback | None = None) -> None: ...
-
-    def poll(self, timeout: float = ...) -> int: ...
-
-    def flush(self, timeout: float = ...) -> int: ...
-
 
 def producer_config(settings: Settings) -> dict[str, Any]:
     """librdkafka settings of the impressions producer."""

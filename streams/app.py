@@ -26,6 +26,7 @@ from streams.health import WorkerHealth, install_worker_health
 from streams.learning import LearningRecord
 from streams.memory import MemoryProbe
 from streams.metrics import CountedDeadLetters, WorkerMetrics
+from streams.page_publisher import ProducerPageUpdates
 from streams.processor import DeadLetterSink, EventProcessor, PageUpdateSink, RawMessage
 from streams.rebuild import install_rebuilder
 from streams.transport import HomestreamApp
@@ -56,20 +57,6 @@ class FaustDeadLetters:
                 headers={"reason": letter.reason.encode()[:1000],
                          "error_type": letter.error_type.encode()},
             ))
-        await asyncio.gather(*futures)
-
-
-class FaustPageUpdates:
-    """Publishes changed pages to the recommendations topic and waits for the broker's ack."""
-
-    def __init__(self, topic: faust.TopicT) -> None:
-        self.topic = topic
-        self.codec = default_codec()
-
-    async def send(self, pages: Sequence[dict]) -> None:
-        futures = [await self.topic.send(key=(p["profile_id"] or "").encode(),
-                                         value=self.codec.encode_page_update(p))
-                   for p in pages]
         await asyncio.gather(*futures)
 
 
@@ -230,6 +217,8 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
         await processor.settler.stop()  # rewards settled are sent while the producer runs
         await processor.flush_pages(final=True)  # the queued pages, while the producer runs
         await processor.checkpoint()
+        if isinstance(processor.page_updates, ProducerPageUpdates):
+            await processor.page_updates.aclose()
 
     return app
 
@@ -244,7 +233,7 @@ def _processor(app: faust.App, specs: Mapping[str, TopicSpec], settings: Setting
         return app.topic(specs[role].name, key_type=bytes, value_type=bytes, internal=False)
 
     if page_updates is None and settings.publish_page_updates:
-        page_updates = FaustPageUpdates(topic("page_updates"))
+        page_updates = ProducerPageUpdates.from_settings(settings, specs["page_updates"].name)
     learning = FaustModelUpdates(topic("model_updates")) \
         if settings.learner_mode == "topic" else None
     letters = CountedDeadLetters(dead_letters or FaustDeadLetters(topic("dead_letter")))
