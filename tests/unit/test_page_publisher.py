@@ -15,7 +15,7 @@ import pytest
 from homestream.settings import Settings
 from streams.outage import is_transient
 from streams.page_publisher import PageUpdatesError, ProducerPageUpdates, page_producer_config
-from topics.codec import AvroCodec
+from topics.codec import PAGE_UPDATE_SCHEMA, AvroCodec
 
 
 class StandInProducer:
@@ -69,6 +69,7 @@ async def test_send_returns_once_every_page_is_delivered_keyed_by_member() -> No
     await pub.send([_page("p1"), _page("p2")])
     assert [(t, k) for t, k, _ in producer.produced] == [("pages", b"p1"), ("pages", b"p2")]
     name, record = codec.decode(producer.produced[1][2])
+    assert name == PAGE_UPDATE_SCHEMA
     assert record["profile_id"] == "p2" and record["rows"][0]["items"][0]["title_id"] == "t1"
     assert pub.delivered == 2
     assert producer.poll_threads == {"page-updates-delivery"}  # not the event loop's
