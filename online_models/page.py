@@ -324,7 +324,7 @@ def _more_like(catalog: Catalog, seed: str, cowatch: CoWatchSimilarity | None, k
     keyed = {t: -v for t, v in content_only.items() if t in allowed and t not in exclude}
     if cowatch is not None:
         near = [(t, s) for t, s in cowatch.most_similar(seed, 2 * k, exclude=exclude)
-                if t in allowed and seed_genres & set(catalog.genres_of(t))]
+                if t in allowed and not seed_genres.isdisjoint(catalog.genres_of(t))]
         top = max((s for _, s in near), default=0.0) or 1.0
         for t, s in near:
             keyed[t] = -round(0.6 * content.get(t, 0.0) + 0.4 * (s / top), 6)

@@ -58,16 +58,22 @@ class CoWatchSimilarity:
         #: What ``_arrays`` was built for: ``(n_learned, the position map itself)`` (the map
         #: is held, not its ``id``, which a new map could reuse once the old one is freed).
         self._arrays_for: tuple[int, Mapping[str, int] | None] = (-1, None)
+        #: Each title's co-watched titles, best first, as of ``_ranked_for`` (``n_learned``).
+        self._ranked: dict[str, list[tuple[str, float]]] = {}
+        self._ranked_for = -1
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state.pop("_arrays", None)  # derived; never copied
         state.pop("_arrays_for", None)
+        state.pop("_ranked", None)
+        state.pop("_ranked_for", None)
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._arrays, self._arrays_for = {}, (-1, None)
+        self._ranked, self._ranked_for = {}, -1
 
     # -- checkpoints ----------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
@@ -165,12 +171,33 @@ class CoWatchSimilarity:
 
     def most_similar(self, title_id: str, k: int,
                      exclude: Collection[str] = ()) -> list[tuple[str, float]]:
-        """The ``k`` titles most co-watched with ``title_id``, best first."""
-        na = max(1, self._count.get(title_id, 0))
-        scored = [(b, c / math.sqrt(na * self._count.get(b, 1)))
-                  for b, c in self._co.get(title_id, {}).items() if b not in exclude]
-        scored.sort(key=lambda kv: (-kv[1], kv[0]))
-        return scored[:k]
+        """The ``k`` titles most co-watched with ``title_id``, best first (ties by id),
+        less those in ``exclude``."""
+        ranked = self._ranked_neighbours(title_id)
+        if not exclude:
+            return ranked[:k]
+        out: list[tuple[str, float]] = []
+        for pair in ranked:
+            if pair[0] not in exclude:
+                out.append(pair)
+                if len(out) >= k:
+                    break
+        return out
+
+    def _ranked_neighbours(self, title_id: str) -> list[tuple[str, float]]:
+        """Every title co-watched with ``title_id`` by similarity (ties by id), cached until
+        the model learns again: every page with a Because You Watched or More Like row of
+        the title shares the scoring and the sort."""
+        if self._ranked_for != self.n_learned:
+            self._ranked, self._ranked_for = {}, self.n_learned
+        got = self._ranked.get(title_id)
+        if got is None:
+            na = max(1, self._count.get(title_id, 0))
+            got = [(b, c / math.sqrt(na * self._count.get(b, 1)))
+                   for b, c in self._co.get(title_id, {}).items()]
+            got.sort(key=lambda kv: (-kv[1], kv[0]))
+            self._ranked[title_id] = got
+        return got
 
     def neighbour_arrays(self, title_id: str,
                          pos: Mapping[str, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -214,3 +214,27 @@ def test_rows_read_off_ranked_positions_equal_rows_ranked_from_ids() -> None:
     later = rows(dt.datetime(2026, 11, 14, tzinfo=dt.UTC), True)["new-releases"][0]
     assert [t for t, _ in recent] == ["new1", "new2"]  # released in the 60 days, by relevance
     assert [t for t, _ in later] == ["old2", "oldest", "new1", "new2"]  # the newest instead
+
+
+def _neighbours_from_scratch(cw: CoWatchSimilarity, seed: str, k: int,
+                             exclude: set[str]) -> list[tuple[str, float]]:
+    titles = {t for t in "abcdefgh" if t != seed and t not in exclude}
+    scored = [(t, cw.similarity(seed, t)) for t in titles if cw.similarity(seed, t) > 0]
+    return sorted(scored, key=lambda kv: (-kv[1], kv[0]))[:k]
+
+
+def test_co_watch_neighbours_are_cached_only_until_the_model_learns_again() -> None:
+    cw = CoWatchSimilarity()
+    for history, title in [(["a"], "b"), (["a"], "c"), (["a", "d"], "e"), (["b"], "c")]:
+        cw.learn_one(history, title)
+    for k, exclude in [(2, set()), (3, {"b"}), (1, {"c", "e"}), (5, set())]:
+        assert cw.most_similar("a", k, exclude) == _neighbours_from_scratch(cw, "a", k, exclude)
+    before = cw.most_similar("a", 5)
+    for _ in range(3):  # "f" becomes a's closest neighbour: the cached ranking must not stay
+        cw.learn_one(["a"], "f")
+    after = cw.most_similar("a", 5)
+    assert after != before and after == _neighbours_from_scratch(cw, "a", 5, set())
+    after.clear()  # a caller's list is its own, not the cache's
+    assert cw.most_similar("a", 5) == _neighbours_from_scratch(cw, "a", 5, set())
+    restored = CoWatchSimilarity.from_bytes(cw.to_bytes())
+    assert restored.most_similar("a", 3, {"f"}) == cw.most_similar("a", 3, {"f"})
