@@ -18,8 +18,9 @@ the event loop never blocks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from homestream.kafka_config import ProducerLike, librdkafka_config
@@ -69,13 +70,17 @@ class _Acks:
         if self.settled:
             return
         if err is not None:
-            self.settled = True
-            self.loop.call_soon_threadsafe(_fail, self.done, f"page update not delivered: {err}")
+            self._settle(_fail, f"page update not delivered: {err}")
             return
         self.left -= 1
         if self.left == 0:
-            self.settled = True
-            self.loop.call_soon_threadsafe(_succeed, self.done)
+            self._settle(_succeed)
+
+    def _settle(self, how: Callable[..., None], *args: Any) -> None:
+        self.settled = True
+        # a closed loop (RuntimeError): nobody waits for these pages any more
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(how, self.done, *args)
 
 
 def _succeed(done: asyncio.Future[None]) -> None:

@@ -14,7 +14,12 @@ import pytest
 
 from homestream.settings import Settings
 from streams.outage import is_transient
-from streams.page_publisher import PageUpdatesError, ProducerPageUpdates, page_producer_config
+from streams.page_publisher import (
+    PageUpdatesError,
+    ProducerPageUpdates,
+    _Acks,
+    page_producer_config,
+)
 from topics.codec import PAGE_UPDATE_SCHEMA, AvroCodec
 
 
@@ -111,3 +116,12 @@ def test_producer_config_names_the_worker_and_keeps_the_broker_settings() -> Non
     assert conf["bootstrap.servers"] == "b1:9092,b2:9092"
     assert conf["client.id"] == "hs-pages" and conf["enable.idempotence"] is True
     assert conf["delivery.timeout.ms"] == 4000
+
+
+def test_a_report_after_the_loop_closed_is_dropped_quietly() -> None:
+    loop = asyncio.new_event_loop()
+    done = loop.create_future()
+    loop.close()
+    acks = _Acks(1, loop, done)
+    acks.on_delivery(None, None)  # the delivery thread must not die on a closed loop
+    assert acks.settled and not done.done()
