@@ -62,6 +62,23 @@ def librdkafka_config(settings: Settings,
             **(extra or {})}
 
 
+def idempotent_producer_config(settings: Settings, client_id: str,
+                               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """librdkafka settings of the pipeline's producers: the broker and its security,
+    idempotence with ``acks=all``, the linger and delivery timeout settings and lz4 (ids and
+    contexts repeat in every message: a fraction of the bytes for the broker), then
+    ``extra``."""
+    return librdkafka_config(settings, {
+        "client.id": client_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": settings.producer_linger_ms,
+        "delivery.timeout.ms": settings.producer_delivery_timeout_ms,
+        "compression.type": "lz4",
+        **(extra or {}),
+    })
+
+
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     """The TLS context of the asyncio clients (``None`` without TLS): verifies the brokers
     against the CA file (the system's CAs when none is set), with the client certificate

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping, Sequence
-from itertools import chain
+from itertools import chain, islice
 from typing import Any
 
 import numpy as np
@@ -176,13 +176,7 @@ class CoWatchSimilarity:
         ranked = self._ranked_neighbours(title_id)
         if not exclude:
             return ranked[:k]
-        out: list[tuple[str, float]] = []
-        for pair in ranked:
-            if pair[0] not in exclude:
-                out.append(pair)
-                if len(out) >= k:
-                    break
-        return out
+        return list(islice((p for p in ranked if p[0] not in exclude), k))
 
     def _ranked_neighbours(self, title_id: str) -> list[tuple[str, float]]:
         """Every title co-watched with ``title_id`` by similarity (ties by id), cached until

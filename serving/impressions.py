@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from homestream.kafka_config import ProducerLike, librdkafka_config
+from homestream.kafka_config import ProducerLike, idempotent_producer_config
 from homestream.settings import Settings
 from topics.codec import BATCH_SCHEMA, AvroCodec, default_codec
 from topics.models import MATERIALIZED_POLICY, Impression
@@ -40,18 +40,10 @@ VARIANT = "control"
 
 def producer_config(settings: Settings) -> dict[str, Any]:
     """librdkafka settings of the impressions producer."""
-    return {
-        **librdkafka_config(settings),
-        "client.id": f"{settings.app_id}-serving",
-        "enable.idempotence": True,
-        # a page's impressions repeat its ids and context: lz4 makes them a fraction of the
-        # bytes for the broker, as the players' producers do
-        "compression.type": "lz4",
+    return idempotent_producer_config(settings, f"{settings.app_id}-serving", {
         # what waits for an absent broker: bounded (beyond, pages are dropped and counted)
         "queue.buffering.max.kbytes": settings.impressions_buffer_kb,
-        "linger.ms": settings.producer_linger_ms,
-        "delivery.timeout.ms": settings.producer_delivery_timeout_ms,
-    }
+    })
 
 
 @dataclass(frozen=True, slots=True)

@@ -163,7 +163,10 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
     store = store or RedisStore.from_url(settings.redis_url, settings.key_prefix,
                                         max_connections=settings.redis_max_connections,
                                         large_values=True)
-    processor = _processor(app, specs, settings, store, dead_letters, page_updates)
+    # the page publisher the app makes is the app's to close (a sink passed in is the caller's)
+    own_publisher = _page_publisher(settings, specs) if page_updates is None else None
+    processor = _processor(app, specs, settings, store, dead_letters,
+                           page_updates or own_publisher)
     app.processor = processor  # type: ignore[attr-defined]  # for tests and tools
     freshness: list[float] = []
     #: Per batch part: its steps' milliseconds (``BatchReport.stages_ms``) and ``age``, how
@@ -217,23 +220,29 @@ def build_app(settings: Settings, store: PipelineStore | None = None,
         await processor.settler.stop()  # rewards settled are sent while the producer runs
         await processor.flush_pages(final=True)  # the queued pages, while the producer runs
         await processor.checkpoint()
-        if isinstance(processor.page_updates, ProducerPageUpdates):
-            await processor.page_updates.aclose()
+        if own_publisher is not None:
+            await own_publisher.aclose()
 
     return app
+
+
+def _page_publisher(settings: Settings, specs: Mapping[str, TopicSpec]
+                    ) -> ProducerPageUpdates | None:
+    """The worker's publisher of changed pages (``None`` when pages are not published)."""
+    if not settings.publish_page_updates:
+        return None
+    return ProducerPageUpdates.from_settings(settings, specs["page_updates"].name)
 
 
 def _processor(app: faust.App, specs: Mapping[str, TopicSpec], settings: Settings,
                store: PipelineStore, dead_letters: DeadLetterSink | None,
                page_updates: PageUpdateSink | None) -> EventProcessor:
-    """The worker's processor with its sinks: dead letters, page updates (when published)
-    and learning records (``learner_mode`` "topic") to their topics unless given."""
+    """The worker's processor with its sinks: dead letters and learning records
+    (``learner_mode`` "topic") to their topics unless given, and ``page_updates``."""
 
     def topic(role: str) -> faust.TopicT:
         return app.topic(specs[role].name, key_type=bytes, value_type=bytes, internal=False)
 
-    if page_updates is None and settings.publish_page_updates:
-        page_updates = ProducerPageUpdates.from_settings(settings, specs["page_updates"].name)
     learning = FaustModelUpdates(topic("model_updates")) \
         if settings.learner_mode == "topic" else None
     letters = CountedDeadLetters(dead_letters or FaustDeadLetters(topic("dead_letter")))

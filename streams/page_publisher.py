@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from homestream.kafka_config import ProducerLike, librdkafka_config
+from homestream.kafka_config import ProducerLike, idempotent_producer_config
 from homestream.settings import Settings
 from online_models.page import Page
 from topics.codec import AvroCodec, default_codec
@@ -43,15 +44,12 @@ class PageUpdatesError(ConnectionError):
 
 def page_producer_config(settings: Settings) -> dict[str, Any]:
     """librdkafka settings of the worker's page-updates producer."""
-    return librdkafka_config(settings, {
-        "client.id": f"{settings.app_id}-pages",
-        "enable.idempotence": True,
-        # pages repeat their ids and row titles: lz4 makes them a fraction of the bytes
-        "compression.type": "lz4",
+    return idempotent_producer_config(settings, f"{settings.app_id}-pages", {
         # the worker waits for the ack (a batch's first pages, a flush's chunk of 50): a
         # chunk's pages are produced within microseconds, so 1 ms still sends them together
         "linger.ms": min(settings.producer_linger_ms, PAGE_LINGER_MS),
-        "delivery.timeout.ms": settings.producer_delivery_timeout_ms,
+        # librdkafka's own log lines (a broker not reachable, ...) in the worker's log
+        "logger": logging.getLogger(f"{__name__}.librdkafka"),
     })
 
 

@@ -47,7 +47,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 from pydantic import ValidationError
 
-from homestream.kafka_config import librdkafka_config
+from homestream.kafka_config import idempotent_producer_config
 from homestream.settings import Settings
 from topics.codec import AvroCodec
 from topics.models import (
@@ -184,17 +184,9 @@ def parse_event(data: Mapping[str, Any]) -> Event:
 
 def player_producer_config(settings: Settings, client_id: str = "homestream-player",
                            ) -> dict[str, Any]:
-    """librdkafka settings of a player-events producer: the broker and its security,
-    idempotence with ``acks=all``, the linger and delivery timeout settings, lz4."""
-    return {
-        **librdkafka_config(settings),
-        "client.id": client_id,
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": settings.producer_linger_ms,
-        "delivery.timeout.ms": settings.producer_delivery_timeout_ms,
-        "compression.type": "lz4",
-    }
+    """librdkafka settings of a player-events producer
+    (:func:`~homestream.kafka_config.idempotent_producer_config`)."""
+    return idempotent_producer_config(settings, client_id)
 
 
 def encode_events(codec: AvroCodec, profile_id: str, events: list[Event]) -> bytes:

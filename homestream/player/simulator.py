@@ -659,23 +659,15 @@ def publish_catalog(settings: Settings, titles: Sequence[Title], *, topic: str |
     delivered."""
     from confluent_kafka import Producer
 
-    from homestream.kafka_config import librdkafka_config
+    from homestream.kafka_config import idempotent_producer_config
     from homestream.player.producer import DeliveryFailure, ProducerError
     from topics.codec import default_codec
     from topics.registry import topic_specs
 
     codec = default_codec()
     topic = topic or topic_specs(settings)["catalog"].name
-    producer = Producer({
-        **librdkafka_config(settings),
-        "client.id": "homestream-catalog",
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": settings.producer_linger_ms,
-        "delivery.timeout.ms": settings.producer_delivery_timeout_ms,
-        "compression.type": "lz4",
-        **(extra_config or {}),
-    })
+    producer = Producer(idempotent_producer_config(settings, "homestream-catalog",
+                                                   extra_config))
     failures: list[DeliveryFailure] = []
     delivered = 0
 

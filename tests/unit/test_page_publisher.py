@@ -125,3 +125,21 @@ def test_a_report_after_the_loop_closed_is_dropped_quietly() -> None:
     acks = _Acks(1, loop, done)
     acks.on_delivery(None, None)  # the delivery thread must not die on a closed loop
     assert acks.settled and not done.done()
+
+
+async def test_the_worker_makes_its_own_publisher_only_when_it_publishes_and_none_was_given(
+        ) -> None:
+    from features.store import InMemoryStore
+    from streams.app import build_app
+    from streams.processor import MemoryDeadLetters
+    from streams.render import MemoryPageUpdates
+
+    made = build_app(Settings(app_id="pub-a"), InMemoryStore(), MemoryDeadLetters())
+    assert isinstance(made.processor.page_updates, ProducerPageUpdates)
+    await made.processor.page_updates.aclose(timeout_s=0.1)
+    given = MemoryPageUpdates()
+    passed = build_app(Settings(app_id="pub-b"), InMemoryStore(), MemoryDeadLetters(), given)
+    assert passed.processor.page_updates is given
+    off = build_app(Settings(app_id="pub-c", publish_page_updates=False), InMemoryStore(),
+                    MemoryDeadLetters())
+    assert off.processor.page_updates is None
