@@ -49,6 +49,7 @@ from online_models.content import content_scores_indexed
 from online_models.page_arrays import (
     RankedTitles,
     RowSimilarities,
+    genre_counts,
     genre_mask,
     new_release_mask,
     popularity_by_position,
@@ -58,6 +59,11 @@ from online_models.row_affinity import member_row_weights
 from online_models.rules import ProfileMeta, Rules
 from online_models.similarity import CoWatchSimilarity
 from topics.models import Title
+
+try:  # the compiled row selection and filling (setup.py builds it when a C compiler is there)
+    from online_models import _page_core
+except ImportError:  # pragma: no cover - an install without a compiler: the Python reference
+    _page_core = None
 
 Scorer = Callable[[str, Sequence[str]], np.ndarray]
 
@@ -738,6 +744,21 @@ def _allowed(catalog: Catalog, mask: np.ndarray
     return catalog.derived(("allowed-ids", id(mask)), build)
 
 
+def _select_fill_compiled(cands: list[CandidateRow], catalog: Catalog, rules: Rules,
+                          row_length: int, min_items: int, required: Collection[str],
+                          visible: int) -> tuple[list[CandidateRow], list[list[PageItem]]] | None:
+    """:func:`select_rows`, :func:`~online_models.page_view.fill_rows` and
+    :func:`_row_items` in one compiled call (``online_models._page_core``; ``None`` when a
+    row holds a title the catalog does not: the caller takes the Python path)."""
+    arr = catalog.arrays()
+    base = _base_items(catalog)
+    by_pos = catalog.derived(("items-by-position",), lambda: [base[t] for t in arr.ids])
+    return _page_core.select_fill(  # type: ignore[union-attr]
+        cands, arr.pos, genre_counts(catalog), by_pos, arr.ids, rules.diversity_penalty,
+        rules.max_rows, row_length, min_items, frozenset(required), visible,
+        RowKind.CONTINUE_WATCHING.value)
+
+
 def assemble_page(state: ProfileState | None, catalog: Catalog,
                   trending: Sequence[tuple[str, float]], scorer: Scorer | None,
                   config: PageConfig, country: str, now_ms: int,
@@ -767,13 +788,18 @@ def assemble_page(state: ProfileState | None, catalog: Catalog,
                            country, now_ms, ranked)
     min_items = min(rules.min_row_items, config.row_length)
     visible = min(rules.visible_columns, config.row_length)
-    chosen = select_rows(cands, catalog, rules.diversity_penalty, rules.max_rows,
-                         config.row_length, min_items, required_kinds(rules, state), visible)
+    required = required_kinds(rules, state)
+    selected = (_select_fill_compiled(cands, catalog, rules, config.row_length, min_items,
+                                      required, visible)
+                if _page_core is not None and min_items >= 1 else None)
+    if selected is None:  # the Python reference
+        chosen = select_rows(cands, catalog, rules.diversity_penalty, rules.max_rows,
+                             config.row_length, min_items, required, visible)
+        base = _base_items(catalog)
+        selected = (chosen, [_row_items(base, picked, c.extra) for c, picked in zip(
+            chosen, fill_rows(chosen, catalog, config.row_length, visible), strict=True)])
     rows: list[PageRow] = []
-    base = _base_items(catalog)
-    for c, picked in zip(chosen, fill_rows(chosen, catalog, config.row_length, visible),
-                         strict=True):
-        items = _row_items(base, picked, c.extra)
+    for c, items in zip(*selected, strict=True):
         if items:
             rows.append({"row_id": c.row_id, "kind": c.kind, "title": c.title,
                          "explanation": c.explanation, "utility": c.utility,

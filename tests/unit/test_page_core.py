@@ -1,0 +1,149 @@
+"""The compiled page core (``online_models._page_core``) builds the pages the Python
+reference builds, byte for byte: members with histories, ratings, impressions and an
+in-progress title, under rules that change every step it takes (row length, titles in
+view, rows, the diversity penalty, required kinds, short rows)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import online_models.page as page_module
+from features.catalog import Catalog
+from features.profile import FeatureParams, ProfileState, apply_event
+from homestream.player.simulator import synthetic_catalog
+from online_models.page import CandidateRow, PageConfig, assemble_page
+from online_models.rules import Rules
+from online_models.similarity import CoWatchSimilarity
+from online_models.top_picks import TopPicksModel
+from topics.models import Feedback, Impression, Play
+
+TS = 1_700_000_000_000
+NOW = TS + 86_400_000
+
+
+def test_the_compiled_core_is_built() -> None:
+    # the install (setup.py) builds it wherever a C compiler is; CI must run it, not the
+    # Python fallback, or the comparisons below compare the reference with itself
+    assert page_module._page_core is not None, "online_models._page_core was not built"
+
+
+def _world(seed: int) -> tuple[Catalog, list[ProfileState], TopPicksModel, CoWatchSimilarity]:
+    """A catalog, members who played, rated and were shown titles, and models learned from
+    their plays."""
+    rng = random.Random(seed)
+    titles = synthetic_catalog(150, seed=seed, now=dt.date(2023, 11, 14))
+    cat = Catalog(titles)
+    ids = cat.title_ids()
+    model, cowatch = TopPicksModel(), CoWatchSimilarity()
+    states = []
+    for m in range(12):
+        pid = f"p{m}"
+        s = ProfileState(pid)
+        history: list[str] = []
+        for k in range(rng.randrange(0, 30)):
+            tid, ts = rng.choice(ids), TS + 1000 * k
+            event = rng.random()
+            if event < 0.6:
+                action = rng.choice(["start", "progress", "stop"])
+                apply_event(s, Play(event_id=f"{pid}-{k}", profile_id=pid, event_ts_ms=ts,
+                                    title_id=tid, action=action,
+                                    position_s=rng.uniform(0, 600), duration_s=600.0,
+                                    country="US"), cat.genres_of, FeatureParams())
+                model.learn_one(pid, tid, 1.0)
+                if history:
+                    cowatch.learn_one(history[-3:], tid)
+                history.append(tid)
+            elif event < 0.75:
+                apply_event(s, Feedback(event_id=f"{pid}-{k}", profile_id=pid, event_ts_ms=ts,
+                                        title_id=tid, kind=rng.choice(["thumbs_up",
+                                                                       "thumbs_down"])),
+                            cat.genres_of, FeatureParams())
+            else:
+                apply_event(s, Impression(event_id=f"{pid}-{k}", profile_id=pid,
+                                          event_ts_ms=ts, request_id="r", title_id=tid,
+                                          row_id="top-picks", row=0, column=k % 5,
+                                          artwork_id="a", propensity=1.0,
+                                          policy="materialized"),
+                            cat.genres_of, FeatureParams())
+        states.append(s)
+    return cat, states, model, cowatch
+
+
+def _both(monkeypatch: pytest.MonkeyPatch, cat: Catalog, state: ProfileState | None,
+          model: TopPicksModel, cowatch: CoWatchSimilarity, config: PageConfig
+          ) -> tuple[bytes, bytes]:
+    trending = [(t, float(50 - i)) for i, t in enumerate(cat.title_ids()[10:60])]
+
+    def page() -> bytes:
+        return orjson.dumps(assemble_page(state, cat, trending, model.score_many, config,
+                                          "US", NOW, cowatch=cowatch),
+                            option=orjson.OPT_SORT_KEYS)
+
+    compiled = page()
+    with monkeypatch.context() as m:
+        m.setattr(page_module, "_page_core", None)
+        reference = page()
+    return compiled, reference
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 3), row_length=st.integers(1, 25), visible=st.integers(1, 8),
+       max_rows=st.integers(1, 12), penalty=st.sampled_from([0.0, 0.2, 0.7, 3.0]),
+       min_items=st.integers(1, 6), required=st.sampled_from(
+           [[], ["top_picks"], ["continue_watching", "top10", "new_releases"]]),
+       discount=st.sampled_from([1.0, 0.5]))
+def test_compiled_pages_equal_the_reference(seed: int, row_length: int, visible: int,
+                                            max_rows: int, penalty: float, min_items: int,
+                                            required: list[str], discount: float) -> None:
+    cat, states, model, cowatch = _world(seed)
+    rules = Rules(visible_columns=visible, max_rows=max_rows, diversity_penalty=penalty,
+                  min_row_items=min_items, required_rows=required,
+                  impression_discount=discount)
+    config = PageConfig(row_length=row_length, rules=rules)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for state in [None, *states]:
+            compiled, reference = _both(monkeypatch, cat, state, model, cowatch, config)
+            assert compiled == reference
+
+
+def test_a_row_with_a_title_not_in_the_catalog_takes_the_python_path() -> None:
+    cat = _world(1)[0]
+    rows = [CandidateRow("r", "top_picks", "", "", [("not-a-title", 1.0)])]
+    arr = cat.arrays()
+    assert page_module._page_core is not None
+    assert page_module._page_core.select_fill(
+        rows, arr.pos, page_module.genre_counts(cat), [{}] * len(arr), arr.ids, 0.2, 5, 10,
+        1, frozenset(), 5, "continue_watching") is None
+
+
+def test_selection_sets_the_utilities_the_reference_sets() -> None:
+    cat = _world(2)[0]
+    ids = cat.title_ids()
+    rng = random.Random(7)
+
+    def rows() -> list[CandidateRow]:
+        out = []
+        for i, kind in enumerate(["top_picks", "genre", "trending", "continue_watching"]):
+            ranked = [(t, rng.random()) for t in rng.sample(ids, 30)]
+            rels = [rng.random() for _ in ranked] if kind != "trending" else None
+            out.append(CandidateRow(f"r{i}", kind, "", "", ranked, utility=0.9 - 0.1 * i,
+                                    weight=1.0 - 0.1 * i, rels=rels))
+        return out
+
+    state = rng.getstate()
+    compiled_rows = rows()
+    rng.setstate(state)
+    reference_rows = rows()
+    compiled = page_module._select_fill_compiled(compiled_rows, cat, Rules(max_rows=3), 10,
+                                                 4, ["trending"], 5)
+    assert compiled is not None
+    reference = page_module.select_rows(reference_rows, cat, 0.2, 3, 10, 4, ["trending"], 5)
+    assert [c.row_id for c in compiled[0]] == [c.row_id for c in reference]
+    assert [(c.utility, c.adjusted_utility) for c in compiled_rows] == [
+        (c.utility, c.adjusted_utility) for c in reference_rows]
