@@ -1,15 +1,20 @@
-"""Builds the compiled page core, ``online_models/_page_core.pyx`` (Cython).
+"""Builds the compiled modules (Cython): the page core, ``online_models/_page_core.pyx``,
+and the page updates' items in Avro, ``topics/_avro_page.pyx``.
 
-Everything else is in pyproject.toml. The extension is optional: without a C compiler the
-package still installs and pages are assembled by the Python reference
-(:mod:`online_models.page`), slower and byte for byte the same.
+Everything else is in pyproject.toml. The extensions are optional: without a C compiler the
+package still installs and pages are assembled and encoded by the Python references
+(:mod:`online_models.page`, :func:`topics.avro_bytes.items_block_py`), slower and byte for
+byte the same.
 """
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension(
-    "online_models._page_core", ["online_models/_page_core.pyx"],
-    # no fused multiply-add: the compiled sums and products round as Python's do
-    extra_compile_args=["-O2", "-ffp-contract=off"],
-    optional=True,
-)])
+# no fused multiply-add: the compiled sums and products round as Python's do
+FLAGS = ["-O2", "-ffp-contract=off"]
+
+setup(ext_modules=[
+    Extension("online_models._page_core", ["online_models/_page_core.pyx"],
+              extra_compile_args=FLAGS, optional=True),
+    Extension("topics._avro_page", ["topics/_avro_page.pyx"], extra_compile_args=FLAGS,
+              optional=True),
+])

@@ -23,8 +23,8 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["array_block_header", "double_bytes", "long_bytes", "model_update_body",
-           "page_update_body", "string_bytes"]
+__all__ = ["array_block_header", "double_bytes", "items_block_py", "long_bytes",
+           "model_update_body", "page_update_body", "string_bytes"]
 
 _DOUBLE = struct.Struct("<d")
 
@@ -82,6 +82,25 @@ def _bool(value: object) -> bytes:
     return b"\x01" if value else b"\x00"
 
 
+def items_block_py(items: Sequence[Mapping[str, Any]]) -> bytes:
+    """A page row's items as an Avro array block (its count, then each item's
+    ``title_id``, ``artwork_id`` and ``score``; not the closing zero): the reference of the
+    compiled ``topics._avro_page.items_block``, used where that was not built.
+
+    >>> items_block_py([{"title_id": "t1", "artwork_id": "a", "score": 0.5}])
+    b'\\x02\\x04t1\\x02a\\x00\\x00\\x00\\x00\\x00\\x00\\xe0?'
+    """
+    sb, pack = string_bytes, _DOUBLE.pack
+    return long_bytes(len(items)) + b"".join(
+        [sb(i["title_id"]) + sb(i["artwork_id"]) + pack(float(i["score"])) for i in items])
+
+
+try:  # the compiled items (setup.py builds it when a C compiler is there)
+    from topics._avro_page import items_block as _items_block
+except ImportError:  # pragma: no cover - an install without a compiler
+    _items_block = items_block_py
+
+
 def page_update_body(page: Mapping[str, Any]) -> bytes:
     """The Avro body of ``homestream.PageUpdate`` v2 for a materialized page (a dict as
     :mod:`online_models.page` builds it; keys the schema does not have are ignored), the
@@ -97,11 +116,8 @@ def page_update_body(page: Mapping[str, Any]) -> bytes:
         for r in rows:
             out += (sb(r["row_id"]), sb(r["kind"]), sb(r["title"]), sb(r["explanation"]),
                     pack(float(r.get("utility", 0.0))))
-            items = r["items"]
-            if items:
-                out.append(long_bytes(len(items)))
-                out += [sb(i["title_id"]) + sb(i["artwork_id"]) + pack(float(i["score"]))
-                        for i in items]
+            if r["items"]:
+                out.append(_items_block(r["items"]))
             out.append(b"\x00")
     out += (b"\x00", _bool(page.get("kids", False)))
     return b"".join(out)

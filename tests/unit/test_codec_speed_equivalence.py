@@ -195,3 +195,23 @@ def test_a_changed_schema_is_written_by_fastavro(tmp_path: Path) -> None:
     data = changed.encode_page_update(page)
     assert data == changed.encode(PAGE_UPDATE_SCHEMA, page_update_record(page))
     assert changed.decode(data)[1]["note"] == "n"
+
+
+def test_compiled_items_are_built_and_write_the_reference_bytes() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from topics._avro_page import items_block  # setup.py builds it wherever gcc is
+
+    from topics import avro_bytes
+
+    assert avro_bytes._items_block is items_block
+    item = st.fixed_dictionaries({
+        "title_id": st.text(max_size=80), "artwork_id": st.text(max_size=3),
+        "score": st.one_of(st.floats(allow_nan=False), st.integers(-2**40, 2**40))})
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(item, max_size=150))
+    def same(items: list[dict[str, Any]]) -> None:
+        assert items_block(items) == avro_bytes.items_block_py(items)
+
+    same()
