@@ -14,8 +14,10 @@ mixes are integer counts, so their dot products are exact in any order, as in
 from cpython.dict cimport PyDict_Copy
 from libc.math cimport sqrt
 from libc.stdio cimport snprintf
-from libc.stdlib cimport calloc, free, malloc, strtod
+from libc.stdlib cimport calloc, free, malloc, qsort, strtod
 from libc.string cimport memset
+
+import numpy as np
 
 cdef enum:
     UTILITY_DEPTH = 5      # online_models.page.UTILITY_DEPTH
@@ -83,7 +85,7 @@ def select_fill(list cands, dict where, const double[:, ::1] gcounts, list base_
     cdef _Buffers b = _Buffers()
     cdef int n_rows = len(cands), n_titles = len(ids), total = 0
     for c in cands:
-        total += len(c.ranked)
+        total += len(c.positions) if c.positions is not None else len(c.ranked)
     b.rows = <Row*>calloc(n_rows + 1, sizeof(Row))
     b.pos = <int*>malloc((total + 1) * sizeof(int))
     b.score = <double*>malloc((total + 1) * sizeof(double))
@@ -110,27 +112,42 @@ def select_fill(list cands, dict where, const double[:, ::1] gcounts, list base_
 
 cdef bint _load_rows(_Buffers b, list cands, dict where, required, str functional_kind
                      ) except -1:
-    """The rows' titles as positions, their scores, relevances and leading titles."""
+    """The rows' titles as positions, their scores, relevances and leading titles (a row
+    built over positions, :mod:`online_models.page_positions`, holds them as arrays)."""
     cdef int i = 0, at = 0, k, p, n_heads = 0
     cdef dict kinds = {}
     cdef Row* r
+    cdef const long[:] pv
+    cdef const double[:] sv
+    cdef const double[:] rv
     for c in cands:
         r = &b.rows[i]
-        ranked, rels = c.ranked, c.rels
-        r.start, r.n, r.has_rels = at, len(ranked), rels is not None
+        rels, arrays = c.rels, c.positions is not None
+        r.start, r.has_rels = at, rels is not None
+        r.n = len(c.positions) if arrays else len(c.ranked)
         r.weight, r.utility = c.weight, c.utility
         r.kind = kinds.setdefault(c.kind, len(kinds))
         r.required, r.functional = c.kind in required, c.kind == functional_kind
         r.alive, r.nlast, r.hstart = r.n > 0, -1, n_heads
-        for k in range(r.n):
-            t, s = ranked[k]
-            found = where.get(t)
-            if found is None:
-                return False
-            p = found
-            b.pos[at + k], b.score[at + k] = p, s
+        if arrays:
+            pv, sv = c.positions, c.scores
             if r.has_rels:
-                b.rel[at + k] = rels[k]
+                rv = rels
+        for k in range(r.n):
+            if arrays:
+                p = pv[k]
+                b.pos[at + k], b.score[at + k] = p, sv[k]
+                if r.has_rels:
+                    b.rel[at + k] = rv[k]
+            else:
+                t, s = c.ranked[k]
+                found = where.get(t)
+                if found is None:
+                    return False
+                p = found
+                b.pos[at + k], b.score[at + k] = p, s
+                if r.has_rels:
+                    b.rel[at + k] = rels[k]
             if k < HEAD_DEPTH and not b.mark[p]:
                 b.mark[p] = 1
                 b.heads[n_heads] = p
@@ -374,3 +391,51 @@ cdef list _items(_Buffers b, list chosen, list cands, int width, list base_by_po
             items.append(item)
         out.append(items)
     return out
+
+
+cdef struct _Keyed:
+    double score
+    long rank
+    long pos
+
+
+cdef int _by_score_then_id(const void* a, const void* b) noexcept nogil:
+    cdef const _Keyed* x = <const _Keyed*>a
+    cdef const _Keyed* y = <const _Keyed*>b
+    if x.score > y.score:
+        return -1
+    if x.score < y.score:
+        return 1
+    return (x.rank > y.rank) - (x.rank < y.rank)
+
+
+def near_ranked(list near, dict where, const double[:] rel, const long[:] id_rank,
+                double a):
+    """:meth:`online_models.page._Rows.by_rel_near` over positions: a seed's neighbours
+    ``(title_id, similarity)`` scored relevance x (1 - a + a x min(1, similarity)), best
+    first, ties by id (``id_rank``: each position's rank in id order); ``(positions,
+    scores)`` arrays, or ``None`` when a neighbour is not in the catalog."""
+    cdef Py_ssize_t n = len(near), k
+    cdef double s
+    cdef long p
+    cdef _Keyed* keyed = <_Keyed*>malloc((n + 1) * sizeof(_Keyed))
+    if not keyed:
+        raise MemoryError()
+    try:
+        for k in range(n):
+            t, similarity = near[k]
+            found = where.get(t)
+            if found is None:
+                return None
+            p, s = found, similarity
+            keyed[k].pos, keyed[k].rank = p, id_rank[p]
+            keyed[k].score = rel[p] * (1.0 - a + a * (s if s < 1.0 else 1.0))
+        qsort(keyed, n, sizeof(_Keyed), _by_score_then_id)
+        positions, scores = np.empty(n, dtype=np.int64), np.empty(n)
+        out_pos: long[::1] = positions
+        out_score: double[::1] = scores
+        for k in range(n):
+            out_pos[k], out_score[k] = keyed[k].pos, keyed[k].score
+        return positions, scores
+    finally:
+        free(keyed)

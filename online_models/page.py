@@ -33,6 +33,7 @@ Guardrails (:class:`~online_models.rules.Rules`) filter every candidate.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -159,7 +160,11 @@ class CandidateRow:
     #: With ``rels`` (each ranked title's relevance), the utility is recomputed during
     #: selection as ``weight`` x the mean relevance of the first titles not yet placed.
     weight: float = 0.0
-    rels: list[float] | None = None
+    rels: list[float] | np.ndarray | None = None
+    #: A row built over catalog positions (:mod:`online_models.page_positions`, for the
+    #: compiled core): its titles' positions and scores instead of ``ranked``.
+    positions: np.ndarray | None = None
+    scores: np.ndarray | None = None
 
     _head: set[str] | None = None
     _genres: dict[str, float] | None = None
@@ -485,8 +490,8 @@ class _Rows:
     """The candidate rows of one page as they are built: ranking by the member's relevance
     and a row's utility (see :func:`candidate_rows`)."""
 
-    def __init__(self, rel: dict[str, float], allowed_ids: Collection[str], engaged: set[str],
-                 depth: int, weights: Mapping[str, float]) -> None:
+    def __init__(self, rel: Mapping[str, float], allowed_ids: Collection[str],
+                 engaged: set[str], depth: int, weights: Mapping[str, float]) -> None:
         self.rel, self.allowed, self.engaged = rel, allowed_ids, engaged
         self.depth, self.weights = depth, weights
         self.similarity_weight = 0.5
@@ -604,18 +609,19 @@ class _Rows:
 
 def candidate_rows(state: ProfileState | None, catalog: Catalog,
                    allowed_ids: set[str] | frozenset[str],
-                   rel: dict[str, float], trending: Sequence[tuple[str, float]],
+                   rel: Mapping[str, float], trending: Sequence[tuple[str, float]],
                    cowatch: CoWatchSimilarity | None, config: PageConfig, country: str,
-                   now_ms: int, ranked: RankedTitles | None = None
-                   ) -> list[CandidateRow]:
+                   now_ms: int, ranked: RankedTitles | None = None,
+                   builder: type[_Rows] | None = None) -> list[CandidateRow]:
     """Every row the member could be shown, each ranked and scored for utility (``ranked``:
-    the titles of ``allowed_ids`` by relevance, when already known)."""
+    the titles of ``allowed_ids`` by relevance, when already known; ``builder``: rows built
+    another way, :class:`online_models.page_positions.PositionRows`)."""
     rules = config.rules
     w = config.row_weights if config.row_weights is not None else rules.row_weights
     if state is not None and state.row_counts:
         w = member_row_weights(w, state.row_counts, rules.member_row_strength)
     engaged = (set(state.engaged) | set(state.finished)) if state else set()
-    b = _Rows(rel, allowed_ids, engaged, max(3 * config.row_length, 30), w)
+    b = (builder or _Rows)(rel, allowed_ids, engaged, max(3 * config.row_length, 30), w)
     b.similarity_weight = rules.neighbour_similarity
     if ranked is not None:
         b.use_ranked(ranked)
@@ -778,21 +784,28 @@ def assemble_page(state: ProfileState | None, catalog: Catalog,
                                 pop_full)
     if state is not None and rules.impression_discount < 1.0:
         discount_ignored(rel_arr, idx, arr, state, rules.impression_discount)
-    rel = dict(zip(allowed_ids, rel_arr.tolist(), strict=True))
     rel_full = np.zeros(len(arr))
     rel_full[idx] = rel_arr
     # the allowed titles by relevance, ties by id: what sorting (-relevance, id) gives
-    ranked = RankedTitles(arr, idx[np.lexsort((_id_ranks(catalog)[idx], -rel_arr))],
-                          rel_full.tolist())
-    cands = candidate_rows(state, catalog, allowed_set, rel, trending, cowatch, config,
-                           country, now_ms, ranked)
+    id_ranks = _id_ranks(catalog)
+    ranked = RankedTitles(arr, idx[np.lexsort((id_ranks[idx], -rel_arr))], rel_full.tolist(),
+                          rel_full, id_ranks)
     min_items = min(rules.min_row_items, config.row_length)
     visible = min(rules.visible_columns, config.row_length)
     required = required_kinds(rules, state)
-    selected = (_select_fill_compiled(cands, catalog, rules, config.row_length, min_items,
-                                      required, visible)
-                if _page_core is not None and min_items >= 1 else None)
+    selected = None
+    if _page_core is not None and min_items >= 1:  # the compiled core, over positions
+        from online_models.page_positions import PositionRows, RelevanceByPosition, Unplaced
+        with contextlib.suppress(Unplaced):  # a title not in the catalog: the reference
+            cands = candidate_rows(state, catalog, allowed_set, RelevanceByPosition(ranked),
+                                   trending, cowatch, config, country, now_ms, ranked,
+                                   PositionRows)
+            selected = _select_fill_compiled(cands, catalog, rules, config.row_length,
+                                             min_items, required, visible)
     if selected is None:  # the Python reference
+        rel = dict(zip(allowed_ids, rel_arr.tolist(), strict=True))
+        cands = candidate_rows(state, catalog, allowed_set, rel, trending, cowatch, config,
+                               country, now_ms, ranked)
         chosen = select_rows(cands, catalog, rules.diversity_penalty, rules.max_rows,
                              config.row_length, min_items, required, visible)
         base = _base_items(catalog)

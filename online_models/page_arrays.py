@@ -32,6 +32,9 @@ class RankedTitles:
     pos: np.ndarray
     #: Each catalog title's relevance by position (0 for titles not allowed).
     rel: list[float]
+    #: ``rel`` as an array, and each position's rank in id order (rows over positions).
+    rel_array: np.ndarray | None = None
+    id_ranks: np.ndarray | None = None
 
 
 def genre_mask(catalog: Catalog, genre: str) -> np.ndarray:

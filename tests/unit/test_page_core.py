@@ -147,3 +147,27 @@ def test_selection_sets_the_utilities_the_reference_sets() -> None:
     assert [c.row_id for c in compiled[0]] == [c.row_id for c in reference]
     assert [(c.utility, c.adjusted_utility) for c in compiled_rows] == [
         (c.utility, c.adjusted_utility) for c in reference_rows]
+
+
+def test_rows_over_positions_refuse_a_title_not_in_the_catalog() -> None:
+    from features.rows import RowKind
+    from online_models.page_arrays import RankedTitles
+    from online_models.page_positions import PositionRows, RelevanceByPosition, Unplaced
+
+    cat = _world(3)[0]
+    arr = cat.arrays()
+    rel = [0.5] * len(arr)
+    ranked = RankedTitles(arr, page_module.np.arange(len(arr)), rel, page_module.np.array(rel),
+                          page_module._id_ranks(cat))
+    rows = PositionRows(RelevanceByPosition(ranked), set(arr.ids), set(), 30, {})
+    rows.use_ranked(ranked)
+    rows.add("top10", RowKind.TOP10, "", "", [(arr.ids[0], 1.0), (arr.ids[1], 0.5)])
+    assert rows.rows[0].positions.tolist() == [0, 1]
+    assert rows.rows[0].rels.tolist() == [0.5, 0.5]
+    with pytest.raises(Unplaced):
+        rows.add("top10", RowKind.TOP10, "", "", [("not-a-title", 1.0)])
+    with pytest.raises(Unplaced):
+        rows.by_rel_near([(arr.ids[2], 0.3), ("not-a-title", 0.9)])
+    near = rows.by_rel_near([(arr.ids[2], 0.3), (arr.ids[1], 0.9), (arr.ids[0], 0.3)])
+    # relevance x (1 - a + a x similarity): the closer neighbour first, ties by id
+    assert near.pos.tolist() == [1, 0, 2]
