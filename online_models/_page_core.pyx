@@ -12,7 +12,7 @@ mixes are integer counts, so their dot products are exact in any order, as in
 """
 
 from cpython.dict cimport PyDict_Copy
-from libc.math cimport sqrt
+from libc.math cimport copysign, fabs, floor, sqrt
 from libc.stdio cimport snprintf
 from libc.stdlib cimport calloc, free, malloc, qsort, strtod
 from libc.string cimport memset
@@ -68,8 +68,24 @@ cdef class _Buffers:
 
 
 cdef double _round6(double x) noexcept:
-    """``round(x, 6)``: the correctly rounded 6-decimal string read back (as Python's)."""
+    """``round(x, 6)``: the correctly rounded 6-decimal number, as a double.
+
+    Below 2**31 millionths ``x * 1e6`` is within 2.4e-7 of the exact product, so unless
+    its fraction is that close to a half, rounding it rounds the exact product, and
+    ``n / 1e6`` (both exact doubles) is the double nearest ``n`` millionths: what Python's
+    ``round`` (the 6-decimal string read back) gives. Otherwise that string, through C's
+    correctly rounded ``printf`` and ``strtod``; from 1e15 on (and not finite) ``x``
+    itself, as Python's (no double that large has a fraction finer than 1/8)."""
     cdef char buf[64]
+    cdef double y = x * 1e6, whole, frac
+    if not fabs(x) < 1e15:
+        return x
+    if fabs(y) < 2147483648.0:
+        whole = floor(y)
+        frac = y - whole
+        if fabs(frac - 0.5) > 1e-6:
+            whole += frac > 0.5
+            return whole / 1e6 if whole != 0.0 else copysign(0.0, x)
     snprintf(buf, 64, "%.6f", x)
     return strtod(buf, NULL)
 
@@ -439,3 +455,8 @@ def near_ranked(list near, dict where, const double[:] rel, const long[:] id_ran
         return positions, scores
     finally:
         free(keyed)
+
+
+def round6(double x) -> float:
+    """``round(x, 6)`` as the compiled core rounds (for tests)."""
+    return _round6(x)

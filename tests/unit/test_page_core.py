@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import struct
 
 import orjson
 import pytest
@@ -171,3 +172,12 @@ def test_rows_over_positions_refuse_a_title_not_in_the_catalog() -> None:
     near = rows.by_rel_near([(arr.ids[2], 0.3), (arr.ids[1], 0.9), (arr.ids[0], 0.3)])
     # relevance x (1 - a + a x similarity): the closer neighbour first, ties by id
     assert near.pos.tolist() == [1, 0, 2]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(x=st.one_of(st.floats(allow_nan=False), st.floats(-3000, 3000),
+                   st.integers(-10**7, 10**7).map(lambda k: (k + 0.5) / 1e6)))
+def test_the_compiled_rounding_is_pythons(x: float) -> None:
+    # the fast path (millionths below 2**31, not near a half) and the printf one
+    got = page_module._page_core.round6(x)
+    assert struct.pack("<d", got) == struct.pack("<d", round(x, 6))
