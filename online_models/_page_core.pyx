@@ -12,7 +12,7 @@ mixes are integer counts, so their dot products are exact in any order, as in
 """
 
 from cpython.dict cimport PyDict_Copy
-from libc.math cimport copysign, fabs, floor, sqrt
+from libc.math cimport INFINITY, copysign, fabs, floor, isfinite, sqrt
 from libc.stdio cimport snprintf
 from libc.stdlib cimport calloc, free, malloc, qsort, strtod
 from libc.string cimport memset
@@ -460,3 +460,29 @@ def near_ranked(list near, dict where, const double[:] rel, const long[:] id_ran
 def round6(double x) -> float:
     """``round(x, 6)`` as the compiled core rounds (for tests)."""
     return _round6(x)
+
+
+def content_at(const long[:] idx, const unsigned char[:, ::1] genres, const double[:] aff,
+               double top_g, const double[:] cast, const double[:] new, double baseline,
+               double w_genre, double w_cast, double w_new):
+    """:func:`online_models.content.content_scores_indexed` once its inputs are arrays:
+    per title at ``idx``, the best affinity among its genres (``genres``: the catalog's
+    title x genre flags; 0 without a genre) over ``top_g``, floored at -1, blended with
+    the cast and new-release terms in numpy's order of operations, clipped to [0, 1]."""
+    cdef Py_ssize_t n = idx.shape[0], n_genres = genres.shape[1], j, g
+    cdef long p
+    cdef double best, x
+    out = np.empty(n)
+    cdef double[::1] o = out
+    for j in range(n):
+        p = idx[j]
+        best = -INFINITY
+        for g in range(n_genres):
+            if genres[p, g] and aff[g] > best:
+                best = aff[g]
+        best = (best if isfinite(best) else 0.0) / top_g
+        if not (best >= -1.0 or best != best):
+            best = -1.0
+        x = baseline + w_genre * best + w_cast * cast[p] + w_new * new[p]
+        o[j] = 0.0 if x < 0.0 else (1.0 if x > 1.0 else x)
+    return out

@@ -26,6 +26,11 @@ import numpy as np
 from features.catalog import CatalogArrays
 from topics.models import Title
 
+try:  # the compiled page core (setup.py); the numpy code below is its reference
+    from online_models import _page_core
+except ImportError:  # pragma: no cover - an install without a C compiler
+    _page_core = None
+
 GENRE_WEIGHT = 0.7
 CAST_WEIGHT = 0.1
 NEW_WEIGHT = 0.2
@@ -49,6 +54,8 @@ class _Columns:
     def __init__(self, arr: CatalogArrays) -> None:
         self.arr = arr
         self.genres_t = np.ascontiguousarray(arr.genres.T)
+        #: The genre flags title-major as bytes (the compiled core's view).
+        self.genres_u8 = np.ascontiguousarray(arr.genres).view(np.uint8)
         self._new: dict[tuple[int, int], np.ndarray] = {}
 
     def new_release(self, today: int, days: int) -> np.ndarray:
@@ -98,6 +105,15 @@ def content_scores_indexed(arr: CatalogArrays, idx: np.ndarray,
         if p is not None:
             aff[p] = v
     cached = _columns(arr)
+    cast_full = np.zeros(len(arr))
+    for c, v in cast_affinity.items():
+        ix = arr.cast_index.get(c)
+        if ix is not None and v > 0:
+            cast_full[ix] = np.maximum(cast_full[ix], v / top_c)
+    new_full = cached.new_release(today.toordinal(), new_release_days)
+    if _page_core is not None and idx.dtype == np.int64:
+        return _page_core.content_at(idx, cached.genres_u8, aff, top_g, cast_full, new_full,
+                                     BASELINE, GENRE_WEIGHT, CAST_WEIGHT, NEW_WEIGHT)
     if len(arr.genre_names):
         # the best affinity among each title's genres: a reduction over the genres of the
         # catalog's genre-major copy (across titles, not along each title's short row)
@@ -105,12 +121,7 @@ def content_scores_indexed(arr: CatalogArrays, idx: np.ndarray,
     else:
         genre = np.zeros(n)
     genre = np.where(np.isfinite(genre), genre, 0.0) / top_g
-    cast_full = np.zeros(len(arr))
-    for c, v in cast_affinity.items():
-        ix = arr.cast_index.get(c)
-        if ix is not None and v > 0:
-            cast_full[ix] = np.maximum(cast_full[ix], v / top_c)
     cast = cast_full[idx]
-    new = cached.new_release(today.toordinal(), new_release_days)[idx]
+    new = new_full[idx]
     out = BASELINE + GENRE_WEIGHT * np.maximum(genre, -1.0) + CAST_WEIGHT * cast + NEW_WEIGHT * new
     return np.clip(out, 0.0, 1.0)

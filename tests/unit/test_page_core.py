@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import online_models.content as content_module
 import online_models.page as page_module
 from features.catalog import Catalog
 from features.profile import FeatureParams, ProfileState, apply_event
@@ -89,6 +90,7 @@ def _both(monkeypatch: pytest.MonkeyPatch, cat: Catalog, state: ProfileState | N
     compiled = page()
     with monkeypatch.context() as m:
         m.setattr(page_module, "_page_core", None)
+        m.setattr(content_module, "_page_core", None)
         reference = page()
     return compiled, reference
 
@@ -181,3 +183,27 @@ def test_the_compiled_rounding_is_pythons(x: float) -> None:
     # the fast path (millionths below 2**31, not near a half) and the printf one
     got = page_module._page_core.round6(x)
     assert struct.pack("<d", got) == struct.pack("<d", round(x, 6))
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 5), genre_aff=st.dictionaries(
+           st.sampled_from(["Action", "Comedy", "Drama", "Horror", "Kids", "Nope"]),
+           st.floats(-50, 50), max_size=6),
+       cast_aff=st.dictionaries(st.text(min_size=1, max_size=12), st.floats(-5, 5),
+                                max_size=8),
+       days=st.integers(1, 400), subset=st.integers(1, 7))
+def test_compiled_content_scores_equal_the_reference(seed: int, genre_aff: dict[str, float],
+                                                     cast_aff: dict[str, float], days: int,
+                                                     subset: int) -> None:
+    titles = synthetic_catalog(60, seed=seed, now=dt.date(2023, 11, 14))
+    arr = Catalog(titles).arrays()
+    cast = [c for t in titles for c in t.cast][:3]
+    cast_aff = {**cast_aff, **{c: 1.5 - i for i, c in enumerate(cast)}}
+    idx = page_module.np.arange(0, len(arr), subset)
+    today = dt.date(2023, 11, 14)
+    compiled = content_module.content_scores_indexed(arr, idx, genre_aff, cast_aff, today, days)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(content_module, "_page_core", None)
+        reference = content_module.content_scores_indexed(arr, idx, genre_aff, cast_aff, today,
+                                                          days)
+    assert compiled.tobytes() == reference.tobytes()
