@@ -486,3 +486,44 @@ def content_at(const long[:] idx, const unsigned char[:, ::1] genres, const doub
         x = baseline + w_genre * best + w_cast * cast[p] + w_new * new[p]
         o[j] = 0.0 if x < 0.0 else (1.0 if x > 1.0 else x)
     return out
+
+
+def blend(list signals):
+    """The end of :func:`online_models.page.relevance_indexed`: the weighted mean of the
+    ``(weight, scores)`` signals that are not equal for every title (all of them if none
+    varies), clipped to [0, 1]; sums in Python's order, ``None`` when the weights total
+    nothing."""
+    cdef list kept = []
+    cdef const double[:] x
+    cdef double total = 0.0, lo, hi
+    cdef Py_ssize_t n = 0, j
+    cdef bint nan
+    for weight, scores in signals:
+        x = scores
+        n = x.shape[0]
+        lo = hi = x[0] if n else 0.0
+        nan = False
+        for j in range(n):
+            if x[j] < lo:
+                lo = x[j]
+            if x[j] > hi:
+                hi = x[j]
+            nan |= x[j] != x[j]
+        if hi - lo > 1e-12 and not nan:  # numpy's max and min are NaN with a NaN
+            kept.append((weight, scores))
+    kept = kept or signals
+    for weight, _ in kept:
+        total += <double>weight
+    if total <= 0:
+        return None
+    out = np.zeros(n)
+    cdef double[::1] o = out
+    cdef double w
+    for weight, scores in kept:
+        x, w = scores, weight
+        for j in range(n):
+            o[j] += w * x[j]
+    for j in range(n):
+        o[j] /= total
+        o[j] = 0.0 if o[j] < 0.0 else (1.0 if o[j] > 1.0 else o[j])
+    return out

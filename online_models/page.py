@@ -254,12 +254,20 @@ def relevance_indexed(state: ProfileState | None, arr: CatalogArrays, idx: np.nd
             top = float(knn.max()) if len(knn) else 0.0
             if top > 0:
                 signals.append((w_cw, knn / top))
-    # a signal equal for every title (no plays yet, say) says nothing: it must not dilute
+    blended = (_page_core.blend if _page_core is not None else blend)(signals)
+    return np.zeros(len(idx)) if blended is None else blended
+
+
+def blend(signals: list[tuple[float, np.ndarray]]) -> np.ndarray | None:
+    """The weighted mean of the ``(weight, scores)`` signals, clipped to [0, 1] (``None``
+    when the weights total nothing); a signal equal for every title (no plays yet, say)
+    says nothing and is left out unless every one is. The reference of the compiled
+    ``_page_core.blend``."""
     signals = [(wt, x) for wt, x in signals
                if float(x.max() - x.min()) > 1e-12] or signals
     total = sum(wt for wt, _ in signals)
     if total <= 0:
-        return np.zeros(len(idx))
+        return None
     rel = sum(wt * x for wt, x in signals) / total
     return np.clip(rel, 0.0, 1.0)
 

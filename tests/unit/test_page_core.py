@@ -207,3 +207,21 @@ def test_compiled_content_scores_equal_the_reference(seed: int, genre_aff: dict[
         reference = content_module.content_scores_indexed(arr, idx, genre_aff, cast_aff, today,
                                                           days)
     assert compiled.tobytes() == reference.tobytes()
+
+
+@settings(max_examples=300, deadline=None)
+@given(n=st.integers(1, 40), data=st.data())
+def test_the_compiled_blend_is_the_reference(n: int, data: st.DataObject) -> None:
+    signal = st.tuples(
+        st.floats(-2, 2), st.one_of(
+            st.lists(st.floats(-3, 3), min_size=n, max_size=n),
+            st.floats(-3, 3).map(lambda v: [v] * n),  # equal for every title
+            st.lists(st.sampled_from([0.5, float("nan")]), min_size=n, max_size=n)))
+    signals = [(w, page_module.np.array(x)) for w, x in data.draw(
+        st.lists(signal, min_size=1, max_size=5))]
+    compiled = page_module._page_core.blend(signals)
+    reference = page_module.blend(signals)
+    if reference is None:
+        assert compiled is None
+    else:
+        assert compiled.tobytes() == reference.tobytes()
