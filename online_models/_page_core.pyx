@@ -13,6 +13,7 @@ mixes are integer counts, so their dot products are exact in any order, as in
 
 from cpython.dict cimport PyDict_Copy
 from libc.math cimport INFINITY, copysign, fabs, floor, isfinite, sqrt
+from libc.stdint cimport int64_t
 from libc.stdio cimport snprintf
 from libc.stdlib cimport calloc, free, malloc, qsort, strtod
 from libc.string cimport memset
@@ -133,7 +134,7 @@ cdef bint _load_rows(_Buffers b, list cands, dict where, required, str functiona
     cdef int i = 0, at = 0, k, p, n_heads = 0
     cdef dict kinds = {}
     cdef Row* r
-    cdef const long[:] pv
+    cdef const int64_t[:] pv
     cdef const double[:] sv
     cdef const double[:] rv
     for c in cands:
@@ -411,8 +412,8 @@ cdef list _items(_Buffers b, list chosen, list cands, int width, list base_by_po
 
 cdef struct _Keyed:
     double score
-    long rank
-    long pos
+    int64_t rank
+    int64_t pos
 
 
 cdef int _by_score_then_id(const void* a, const void* b) noexcept nogil:
@@ -425,7 +426,7 @@ cdef int _by_score_then_id(const void* a, const void* b) noexcept nogil:
     return (x.rank > y.rank) - (x.rank < y.rank)
 
 
-def near_ranked(list near, dict where, const double[:] rel, const long[:] id_rank,
+def near_ranked(list near, dict where, const double[:] rel, const int64_t[:] id_rank,
                 double a):
     """:meth:`online_models.page._Rows.by_rel_near` over positions: a seed's neighbours
     ``(title_id, similarity)`` scored relevance x (1 - a + a x min(1, similarity)), best
@@ -433,7 +434,7 @@ def near_ranked(list near, dict where, const double[:] rel, const long[:] id_ran
     scores)`` arrays, or ``None`` when a neighbour is not in the catalog."""
     cdef Py_ssize_t n = len(near), k
     cdef double s
-    cdef long p
+    cdef int64_t p
     cdef _Keyed* keyed = <_Keyed*>malloc((n + 1) * sizeof(_Keyed))
     if not keyed:
         raise MemoryError()
@@ -448,7 +449,7 @@ def near_ranked(list near, dict where, const double[:] rel, const long[:] id_ran
             keyed[k].score = rel[p] * (1.0 - a + a * (s if s < 1.0 else 1.0))
         qsort(keyed, n, sizeof(_Keyed), _by_score_then_id)
         positions, scores = np.empty(n, dtype=np.int64), np.empty(n)
-        out_pos: long[::1] = positions
+        out_pos: int64_t[::1] = positions
         out_score: double[::1] = scores
         for k in range(n):
             out_pos[k], out_score[k] = keyed[k].pos, keyed[k].score
@@ -462,7 +463,7 @@ def round6(double x) -> float:
     return _round6(x)
 
 
-def content_at(const long[:] idx, const unsigned char[:, ::1] genres, const double[:] aff,
+def content_at(const int64_t[:] idx, const unsigned char[:, ::1] genres, const double[:] aff,
                double top_g, const double[:] cast, const double[:] new, double baseline,
                double w_genre, double w_cast, double w_new):
     """:func:`online_models.content.content_scores_indexed` once its inputs are arrays:
@@ -470,7 +471,7 @@ def content_at(const long[:] idx, const unsigned char[:, ::1] genres, const doub
     title x genre flags; 0 without a genre) over ``top_g``, floored at -1, blended with
     the cast and new-release terms in numpy's order of operations, clipped to [0, 1]."""
     cdef Py_ssize_t n = idx.shape[0], n_genres = genres.shape[1], j, g
-    cdef long p
+    cdef int64_t p
     cdef double best, x
     out = np.empty(n)
     cdef double[::1] o = out
