@@ -33,6 +33,9 @@ def test_the_compiled_core_is_built() -> None:
     # the install (setup.py) builds it wherever a C compiler is; CI must run it, not the
     # Python fallback, or the comparisons below compare the reference with itself
     assert page_module._page_core is not None, "online_models._page_core was not built"
+    from streams.worker import page_core
+
+    assert page_core() == "compiled"  # what the worker logs at start-up
 
 
 def _world(seed: int) -> tuple[Catalog, list[ProfileState], TopPicksModel, CoWatchSimilarity]:
