@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test test-unit test-integration bench soak eval eval-tuning eval-artwork lint fmt clean
 
-$(STAMP): pyproject.toml setup.py online_models/_page_core.pyx topics/_avro_page.pyx
+$(STAMP): pyproject.toml setup.py online_models/_page_core.pyx topics/_avro_page.pyx topics/_avro_read.pyx
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"

@@ -426,11 +426,12 @@ def apply_event(state: ProfileState, event: Event, genres_of: GenresOf,
     ts = event.event_ts_ms
     newest = ts >= state.last_event_ts_ms
     state.last_event_ts_ms = max(state.last_event_ts_ms, ts)
-    device = getattr(event, "device", None)
+    fields = event.__dict__  # a pydantic model's values: no __getattr__ for a missing one
+    device = fields.get("device")
     if device and device != "unknown" and not isinstance(event, Impression):
         state.devices[device] = state.devices.pop(device, 0) + 1  # newest last
         _bound(state.devices, MAX_DEVICES)
-    title_id = getattr(event, "title_id", None)
+    title_id = fields.get("title_id")
     genres = genres_of(title_id) if title_id and not isinstance(event, Impression) else []
     if state.pending_art:
         _settle_expired(state, ts, params, fx)
@@ -631,8 +632,10 @@ def _pend_artwork(state: ProfileState, ev: Impression, fx: Effects) -> None:
     if state._art_floor_ms is not None and ev.event_ts_ms < state._art_floor_ms:
         state._art_floor_ms = ev.event_ts_ms
     if len(state.pending_art) > MAX_PENDING_ART:
-        oldest = min(state.pending_art, key=lambda t: state.pending_art[t].ts_ms)
-        _settle(state, oldest, fx)
+        # the first title with the oldest time (what min with a key gives), the oldest time
+        # found in one C-level pass
+        first = min(map(_TS_OF, state.pending_art.values()))
+        _settle(state, next(t for t, p in state.pending_art.items() if p.ts_ms == first), fx)
 
 
 #: Most devices counted per profile (device names come from the player apps).

@@ -19,6 +19,7 @@ pages, rules (``row_weights``, ``required_rows``) and stored row statistics use.
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import lru_cache
 
 
 class RowKind(StrEnum):
@@ -65,6 +66,7 @@ def genre_row_id(genre: str) -> str:
     return row_id(RowKind.GENRE, genre.lower().replace(" ", "-").replace("'", ""))
 
 
+@lru_cache(maxsize=8192)  # every impression asks; a page's row ids repeat
 def row_kind_of(row_id: str) -> str:
     """The kind of row ``row_id`` names (``"other"`` for ids page assembly never builds).
 

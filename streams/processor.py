@@ -77,7 +77,7 @@ from streams.render import (
 from streams.settle import ArtworkSettler
 from streams.state_cache import StateCache
 from topics.codec import AvroCodec, DecodeError, default_codec
-from topics.models import DeadLetter, Impression, SessionStart, Title
+from topics.models import DeadLetter, Impression, Play, SessionStart, Title
 from topics.registry_framing import prepare
 
 log = logging.getLogger(__name__)
@@ -583,7 +583,8 @@ class EventProcessor:
                 # which counts it as a duplicate (dedupe wins)
                 work.late_letters.append(self._late_letter(se, state.last_event_ts_ms))
                 continue
-            history = state.watched_recently(self.cowatch.window)
+            # the "Because You Watched" history a watch teaches co-watch (plays only watch)
+            history = state.watched_recently(self.cowatch.window) if isinstance(ev, Play) else []
             fx = apply_event(state, ev, self.catalog.genres_of, self.params,
                              self.catalog.cast_of)
             if isinstance(ev, SessionStart):

@@ -268,18 +268,25 @@ class _ReaderSource:
         self.emit(depth, "else: raise ValueError('union index')")
 
 
-def compile_reader(schema: Any) -> Callable[[bytes, int], Any] | None:
+def compile_reader(schema: Any, compiled: bool = True) -> Callable[[bytes, int], Any] | None:
     """A function reading the Avro body of ``schema`` (a fastavro-parsed schema) from
     ``buf`` at ``pos``, as ``fastavro.schemaless_reader(..., return_record_name=True)``
-    reads it with no reader schema to resolve against, in Python written for this schema;
-    ``None`` for a schema with a type it does not read (bytes, fixed, map, logical types,
-    named types other than records in unions).
+    reads it with no reader schema to resolve against: the compiled
+    ``topics._avro_read.Reader`` walking the schema's :func:`reader_program` (with
+    ``compiled`` and where it was built), else Python written for this schema (the
+    reference); ``None`` for a schema with a type it does not read (bytes, fixed, map,
+    logical types, named types other than records in unions).
 
     It raises on every input it is not sure to read as fastavro does (a truncated body,
     an index out of range, a varint too long, an array block carrying its byte size):
     let fastavro read those, for its result or its error.
     """
-    src = _ReaderSource(schema.get("__named_schemas", {}) if isinstance(schema, dict) else {})
+    if compiled and _avro_read is not None:
+        try:
+            return _avro_read.Reader(reader_program(schema))
+        except _Unsupported:
+            return None
+    src = _ReaderSource(_named(schema))
     try:
         src.value(schema, 1, "out")
     except _Unsupported:
@@ -291,3 +298,60 @@ def compile_reader(schema: Any) -> Callable[[bytes, int], Any] | None:
                              "unpack_f": struct.Struct("<f").unpack_from}
     exec(compile(code, f"<avro reader of {name}>", "exec"), scope)
     return scope["read"]
+
+
+def _named(schema: Any) -> Mapping[str, Any]:
+    return schema.get("__named_schemas", {}) if isinstance(schema, dict) else {}
+
+
+#: The opcodes of a :func:`reader_program` (``topics/_avro_read.pyx`` has the same).
+_OPS = {"long": 0, "int": 1, "string": 2, "double": 3, "float": 4, "boolean": 5, "null": 6,
+        "enum": 7, "record": 8, "array": 9, "union": 10}
+
+
+def reader_program(schema: Any, named: Mapping[str, Any] | None = None,
+                   open_records: frozenset[str] = frozenset()) -> tuple[Any, ...]:
+    """``schema`` as the program the compiled reader walks: ``(opcode,)`` for a primitive,
+    ``(enum, symbols)``, ``(record, field names, field programs)``, ``(array, item
+    program)`` and ``(union, ((branch program, record name or None), ...))``; the types
+    :func:`compile_reader`'s Python does not read raise ``_Unsupported``.
+
+    >>> reader_program({"type": "array", "items": ["null", "long"]})
+    (9, (10, (((6,), None), ((0,), None))))
+    """
+    named = _named(schema) if named is None else named
+    if isinstance(schema, str) and schema in named:
+        schema = named[schema]
+    kind = schema.get("type") if isinstance(schema, dict) else schema
+    if isinstance(schema, dict) and "logicalType" in schema:
+        raise _Unsupported(schema["logicalType"])
+    if isinstance(kind, list):
+        return (_OPS["union"], tuple(_branch(b, named, open_records) for b in kind))
+    if kind == "enum":
+        return (_OPS["enum"], tuple(schema["symbols"]))
+    if kind == "record":
+        if schema["name"] in open_records:
+            raise _Unsupported("recursive record")
+        inner = open_records | {schema["name"]}
+        return (_OPS["record"], tuple(f["name"] for f in schema["fields"]),
+                tuple(reader_program(f["type"], named, inner) for f in schema["fields"]))
+    if kind == "array":
+        return (_OPS["array"], reader_program(schema["items"], named, open_records))
+    if isinstance(kind, str) and kind in _OPS and kind != "union":
+        return (_OPS[kind],)
+    raise _Unsupported(kind)
+
+
+def _branch(branch: Any, named: Mapping[str, Any], open_records: frozenset[str]
+            ) -> tuple[tuple[Any, ...], str | None]:
+    resolved = named.get(branch, branch) if isinstance(branch, str) else branch
+    if isinstance(resolved, dict) and resolved.get("type") in ("enum", "fixed"):
+        raise _Unsupported("named type in a union")
+    record = isinstance(resolved, dict) and resolved.get("type") == "record"
+    return reader_program(resolved, named, open_records), resolved["name"] if record else None
+
+
+try:  # the compiled reader (setup.py builds it when a C compiler is there)
+    from topics import _avro_read
+except ImportError:  # pragma: no cover - an install without a compiler
+    _avro_read = None  # type: ignore[assignment]

@@ -1,8 +1,9 @@
 """The worker's event decoding reads what fastavro reads and dead-letters what it did.
 
-The codec reads the player events' own schema versions with readers compiled for them
-(:func:`topics.avro_bytes.compile_reader`), falling back to fastavro on anything they do not
-read exactly as it does. Compared with a codec that reads everything with fastavro: the same
+The codec reads the player events' own schema versions with readers made for them
+(:func:`topics.avro_bytes.compile_reader`: the compiled ``topics._avro_read.Reader`` and the
+Python reference), falling back to fastavro on anything they do not read exactly as it
+does. Both, compared with a codec that reads everything with fastavro: the same
 records for real backlog messages, for every event type alone and in batches and for edge
 values; the same records or the same :class:`DecodeError` text for thousands of corrupted
 and truncated messages; and :class:`MessageDecoder` gives equal events and equal dead
@@ -22,7 +23,7 @@ from pydantic import ValidationError
 from bench.inprocess import messages
 from homestream.player.simulator import synthetic_catalog, synthetic_profiles
 from streams.decode import MessageDecoder, RawMessage
-from topics.avro_bytes import compile_reader, long_bytes, string_bytes
+from topics.avro_bytes import _avro_read, compile_reader, long_bytes, string_bytes
 from topics.codec import (
     BATCH_SCHEMA,
     EVENT_MODELS,
@@ -45,10 +46,20 @@ from topics.models import (
 TS = 1_700_000_000_000
 #: The decoders' clock (the backlog's events are from six hours before the wall clock).
 NOW_MS = int(time.time() * 1000)
-codec = AvroCodec()
 #: The reference: every body read by fastavro.
 slow = AvroCodec()
 slow._fast_readers = {}
+#: Bodies read by the Python written for each schema (the compiled reader's reference).
+python_read = AvroCodec()
+python_read._fast_readers = {name: compile_reader(python_read.schema(name), compiled=False)
+                             for name in python_read._fast_readers}
+
+
+@pytest.fixture(params=["compiled", "python"])
+def codec(request: pytest.FixtureRequest) -> AvroCodec:
+    """The codec as the worker has it (compiled readers when built), and one reading with
+    the Python readers."""
+    return AvroCodec() if request.param == "compiled" else python_read
 
 
 def odd_events(profile: str = "p1") -> list[Event]:
@@ -91,19 +102,20 @@ def backlog() -> list[RawMessage]:
     return messages(3000, 20, 6, titles, profiles)
 
 
-def test_every_player_event_schema_has_a_compiled_reader() -> None:
+def test_every_player_event_schema_has_a_compiled_reader(codec: AvroCodec) -> None:
     assert set(codec._fast_readers) == {*EVENT_MODELS, BATCH_SCHEMA}
     assert all(codec._fast_readers.values())
 
 
-def test_schemas_it_cannot_read_get_no_reader() -> None:
+def test_schemas_it_cannot_read_get_no_reader(codec: AvroCodec) -> None:
     # Title has a date (logical type), DeadLetter bytes; both stay with fastavro
     assert compile_reader(codec.schema("homestream.Title")) is None
     assert compile_reader(codec.schema("homestream.DeadLetter")) is None
     assert compile_reader({"type": "map", "values": "long"}) is None
 
 
-def test_backlog_messages_read_as_fastavro_reads_them(backlog: list[RawMessage]) -> None:
+def test_backlog_messages_read_as_fastavro_reads_them(codec: AvroCodec,
+                                                     backlog: list[RawMessage]) -> None:
     assert len(backlog) > 100
     for m in backlog:
         assert codec.decode(m.value) == slow.decode(m.value)
@@ -111,14 +123,14 @@ def test_backlog_messages_read_as_fastavro_reads_them(backlog: list[RawMessage])
 
 
 @pytest.mark.parametrize("event", odd_events(), ids=lambda e: type(e).__name__)
-def test_odd_events_read_as_fastavro_reads_them(event: Event) -> None:
+def test_odd_events_read_as_fastavro_reads_them(codec: AvroCodec, event: Event) -> None:
     for data in (codec.encode_event(event), codec.encode_batch("p1", [event, event])):
         assert codec.decode(data) == slow.decode(data)
         assert codec.decode_events(data) == slow.decode_events(data)
         assert event in codec.decode_events(data)
 
 
-def test_a_session_start_reads_as_fastavro_reads_it() -> None:
+def test_a_session_start_reads_as_fastavro_reads_it(codec: AvroCodec) -> None:
     ev = SessionStart(event_id="s", profile_id="p", event_ts_ms=TS, app_version="1")
     data = codec.encode_event(ev)
     assert codec.decode(data) == slow.decode(data) and codec.decode_events(data) == [ev]
@@ -139,7 +151,8 @@ def corrupted(values: list[bytes], n: int, seed: int) -> list[bytes]:
     return out
 
 
-def test_corrupt_messages_give_fastavros_record_or_error(backlog: list[RawMessage]) -> None:
+def test_corrupt_messages_give_fastavros_record_or_error(codec: AvroCodec,
+                                                        backlog: list[RawMessage]) -> None:
     values = [m.value for m in backlog[:50]]
     values += [codec.encode_event(e) for e in odd_events()]
     kinds = {"record": 0, "error": 0}
@@ -175,17 +188,17 @@ def scroll_batch(ts: bytes = long_bytes(TS), row: bytes = long_bytes(3), count: 
     scroll_batch()[:-4],  # truncated in the last string
     scroll_batch()[:-6],  # truncated in a varint
 ])
-def test_edge_bodies_give_fastavros_record_or_error(body: bytes) -> None:
+def test_edge_bodies_give_fastavros_record_or_error(codec: AvroCodec, body: bytes) -> None:
     data = codec.header(BATCH_SCHEMA) + body
     assert repr(outcome(codec, data)) == repr(outcome(slow, data))
 
 
-def test_other_buffers_read_as_bytes_do() -> None:
+def test_other_buffers_read_as_bytes_do(codec: AvroCodec) -> None:
     data = codec.encode_batch("p1", odd_events())
     assert codec.decode(memoryview(data)) == codec.decode(bytearray(data)) == codec.decode(data)
 
 
-def test_validation_errors_are_named_as_model_validate_names_them() -> None:
+def test_validation_errors_are_named_as_model_validate_names_them(codec: AvroCodec) -> None:
     bad = [("homestream.Play", {"event_id": "", "profile_id": "p", "event_ts_ms": 5,
                                 "title_id": "t", "action": "stop", "position_s": 20.0,
                                 "duration_s": 10.0, "device": "d", "country": "usa",
@@ -204,7 +217,7 @@ def test_validation_errors_are_named_as_model_validate_names_them() -> None:
         assert cause.errors(include_context=False) == reference.value.errors(include_context=False)
 
 
-def mixed_messages(backlog: list[RawMessage]) -> list[RawMessage]:
+def mixed_messages(codec: AvroCodec, backlog: list[RawMessage]) -> list[RawMessage]:
     """Good, corrupt, semantically invalid, key-mismatched and future messages, with and
     without a broker timestamp."""
     out = list(backlog[:40])
@@ -226,8 +239,8 @@ def mixed_messages(backlog: list[RawMessage]) -> list[RawMessage]:
 
 
 def test_the_decoder_gives_the_same_events_and_dead_letters(
-        backlog: list[RawMessage]) -> None:
-    msgs = mixed_messages(backlog)
+        codec: AvroCodec, backlog: list[RawMessage]) -> None:
+    msgs = mixed_messages(codec, backlog)
     events, letters = MessageDecoder(codec, lambda: NOW_MS / 1000, 60.0).decode(msgs)
     want_events, want_letters = MessageDecoder(slow, lambda: NOW_MS / 1000, 60.0).decode(msgs)
     assert [(e.event, e.message, e.n_events) for e in events] == [
@@ -237,3 +250,30 @@ def test_the_decoder_gives_the_same_events_and_dead_letters(
     types = {d.error_type for d in letters}
     assert {"DecodeError", "ValidationError", "KeyMismatch", "FutureEvent"} <= types
     assert len(events) > 500
+
+
+def read_outcome(reader: Any, data: bytes) -> str:
+    """What one body reader makes of ``data``: its value, or that it refused it."""
+    try:
+        return repr(reader(data, HEADER_LEN))  # repr: a corrupted double may be a NaN
+    except Exception:
+        return "refused"
+
+
+@pytest.mark.skipif(_avro_read is None, reason="the compiled reader was not built here")
+def test_the_compiled_reader_reads_and_refuses_what_the_python_one_does(
+        backlog: list[RawMessage]) -> None:
+    """Readers compared directly (the codec's fastavro fallback would hide a reader that
+    refuses too much): the same values for good bodies, refusals for the same bad ones."""
+    compiled = AvroCodec()
+    values = [m.value for m in backlog[:50]] + [compiled.encode_event(e) for e in odd_events()]
+    values += [compiled.encode_batch("p1", odd_events())]
+    kinds = {"read": 0, "refused": 0}
+    for data in values + corrupted(values, 4000, 13):
+        name = compiled._by_fingerprint[bytes(data[2:HEADER_LEN])][0]
+        fast, reference = compiled._fast_readers[name], python_read._fast_readers[name]
+        assert isinstance(fast, _avro_read.Reader)
+        got = read_outcome(fast, data)
+        assert got == read_outcome(reference, data)
+        kinds["refused" if got == "refused" else "read"] += 1
+    assert kinds["read"] > 500 and kinds["refused"] > 1000
