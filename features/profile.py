@@ -189,12 +189,15 @@ class ProfileState:
     #: known): kept between events so a member's every event need not look for it among up
     #: to ``MAX_PENDING_ART``; derived, so not stored (a loaded state finds it again).
     _art_floor_ms: int | None = field(default=None, repr=False, compare=False)
+    #: :attr:`seen_ids` as a set, for the duplicate check of every event (derived, so not
+    #: stored; built again when its size no longer matches the list's).
+    _seen_set: set[str] | None = field(default=None, repr=False, compare=False)
 
     # -- serialization --------------------------------------------------------------------
     def to_json(self) -> bytes:
         """The stored JSON (format :data:`~features.state_format.STATE_FORMAT`)."""
         data = dict(self.__dict__)
-        del data["_art_floor_ms"]  # derived, not stored
+        del data["_art_floor_ms"], data["_seen_set"]  # derived, not stored
         data["format"] = STATE_FORMAT
         return orjson.dumps(data, default=as_arrays)
 
@@ -211,6 +214,23 @@ class ProfileState:
         return cls(**raw)
 
     # -- derived features -----------------------------------------------------------------
+    def has_seen(self, event_id: str) -> bool:
+        """Whether ``event_id`` is among the last applied events' ids (:attr:`seen_ids`)."""
+        seen = self._seen_set
+        if seen is None or len(seen) != len(self.seen_ids):
+            seen = self._seen_set = set(self.seen_ids)
+        return event_id in seen
+
+    def note_seen(self, event_id: str, window: int) -> None:
+        """Remember ``event_id`` as applied, forgetting the oldest beyond ``window`` ids."""
+        self.has_seen(event_id)  # the set, in step with the list
+        self.seen_ids.append(event_id)
+        self._seen_set.add(event_id)  # type: ignore[union-attr]
+        if len(self.seen_ids) > window:
+            cut = len(self.seen_ids) - window
+            self._seen_set.difference_update(self.seen_ids[:cut])  # type: ignore[union-attr]
+            del self.seen_ids[:cut]
+
     def continue_watching(self) -> list[str]:
         """Titles started and not finished, most recently played first."""
         items = [(p.ts_ms, t) for t, p in self.progress.items() if t not in self.finished]
@@ -416,12 +436,10 @@ def apply_event(state: ProfileState, event: Event, genres_of: GenresOf,
     ``genres_of`` and ``cast_of`` look titles up in the catalog.
     """
     fx = Effects()
-    if event.event_id in state.seen_ids:
+    if state.has_seen(event.event_id):
         fx.duplicate = True
         return fx
-    state.seen_ids.append(event.event_id)
-    if len(state.seen_ids) > params.dedupe_window:
-        del state.seen_ids[: len(state.seen_ids) - params.dedupe_window]
+    state.note_seen(event.event_id, params.dedupe_window)
     state.n_events += 1
     ts = event.event_ts_ms
     newest = ts >= state.last_event_ts_ms

@@ -578,7 +578,7 @@ class EventProcessor:
         for se in evs:
             ev = se.event
             if (ev.event_ts_ms < state.last_event_ts_ms - max_late_ms
-                    and ev.event_id not in state.seen_ids):
+                    and not state.has_seen(ev.event_id)):
                 # too late; a redelivery of an event applied before goes on to apply_event,
                 # which counts it as a duplicate (dedupe wins)
                 work.late_letters.append(self._late_letter(se, state.last_event_ts_ms))
