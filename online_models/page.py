@@ -583,6 +583,17 @@ class _Rows:
         mask[hit] = True
         return self._read(pos[mask[pos]])
 
+    def popular_rows(self, trending: Sequence[tuple[str, float]]
+                     ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+        """The Top 10's titles and Trending's: the allowed titles of ``trending`` not
+        engaged, scored relative to its first; Trending's are its first ``depth`` ranked
+        by the mean of that score and the member's relevance."""
+        top_score = trending[0][1] if trending else 1.0
+        allowed, engaged, rel = self.allowed, self.engaged, self.rel
+        popular = [(t, s / top_score) for t, s in trending if t in allowed and t not in engaged]
+        return popular[:10], sorted(((t, 0.5 * s + 0.5 * rel.get(t, 0.0))
+                                     for t, s in popular[: self.depth]), key=lambda kv: -kv[1])
+
     def by_rel_near(self, near: list[tuple[str, float]]) -> list[tuple[str, float]]:
         """A seed's neighbours ranked for the member: relevance x (1 - a + a x similarity),
         ``a`` the rules' ``neighbour_similarity``."""
@@ -704,17 +715,13 @@ def _popular_rows(b: _Rows, catalog: Catalog, trending: Sequence[tuple[str, floa
 def _shared_rows(b: _Rows, catalog: Catalog, trending: Sequence[tuple[str, float]],
                  config: PageConfig, country: str, now_ms: int) -> None:
     """Top 10, Trending and New Releases (every page)."""
-    n, allowed_ids, engaged, rel = b.depth, b.allowed, b.engaged, b.rel
+    n, allowed_ids, engaged = b.depth, b.allowed, b.engaged
     where = country if country not in ("ALL", "ZZ") else "Your Region"
-    top_score = trending[0][1] if trending else 1.0
-    popular = [(t, s / top_score) for t, s in trending if t in allowed_ids and t not in engaged]
+    top10, trending_row = b.popular_rows(trending)
     b.add(row_id(RowKind.TOP10, country), RowKind.TOP10, f"Top 10 in {where}",
-          "The most played titles today",
-          popular[:10])
+          "The most played titles today", top10)
     b.add(row_id(RowKind.TRENDING, country), RowKind.TRENDING, f"Trending Now in {where}",
-          "Popular right now, picked for you",
-          sorted(((t, 0.5 * s + 0.5 * rel.get(t, 0.0)) for t, s in popular[:n]),
-                 key=lambda kv: -kv[1]))
+          "Popular right now, picked for you", trending_row)
     today = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC).date().toordinal()
     recent = new_release_mask(catalog, today, config.rules.new_release_days)
     ranked = b.by_mask(recent)

@@ -94,6 +94,30 @@ def popularity_by_position(arr: CatalogArrays, src: Sequence[tuple[str, float]]
     return full
 
 
+#: The lists' catalog positions and scores (:func:`listed_positions`), kept as
+#: ``_POPULARITY`` keeps their popularity.
+_LISTED: OrderedDict[int, tuple[object, ...]] = OrderedDict()
+
+
+def listed_positions(arr: CatalogArrays, src: Sequence[tuple[str, float]]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The titles of ``src`` as catalog positions (``len(arr)`` for a title the catalog
+    does not hold) and their scores, in the list's order, kept for the last
+    ``_POPULARITY_KEPT`` lists as :func:`popularity_by_position` keeps its arrays."""
+    hit = _LISTED.get(id(src))
+    if hit is not None and hit[0] is src and hit[1] is arr and hit[2] == len(src):
+        _LISTED.move_to_end(id(src))
+        return hit[3], hit[4]  # type: ignore[return-value]
+    missing, where = len(arr), arr.pos
+    pos = np.array([where.get(t, missing) for t, _ in src], dtype=np.int64)
+    scores = np.array([s for _, s in src], dtype=float)
+    pos.flags.writeable = scores.flags.writeable = False
+    _LISTED[id(src)] = (src, arr, len(src), pos, scores)
+    while len(_LISTED) > _POPULARITY_KEPT:
+        _LISTED.popitem(last=False)
+    return pos, scores
+
+
 def genre_counts(catalog: Catalog) -> np.ndarray:
     """Each catalog title's genre counts (a row per position, a column per genre of
     ``genre_names``), cached per catalog version."""

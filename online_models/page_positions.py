@@ -19,7 +19,7 @@ import numpy as np
 from features.rows import RowKind
 from online_models import _page_core
 from online_models.page import UTILITY_DEPTH, CandidateRow, _Rows
-from online_models.page_arrays import RankedTitles
+from online_models.page_arrays import RankedTitles, listed_positions
 
 
 class Unplaced(LookupError):
@@ -69,6 +69,27 @@ class PositionRows(_Rows):
         if placed is None:
             raise Unplaced("a neighbour is not in the catalog")
         return Placed(*placed)
+
+    def popular_rows(self, trending: Sequence[tuple[str, float]]  # type: ignore[override]
+                     ) -> tuple[Placed | list[tuple[str, float]],
+                                Placed | list[tuple[str, float]]]:
+        """:meth:`_Rows.popular_rows` read off the list's catalog positions with the page's
+        mask of allowed titles not engaged (a stable sort by descending mean, as the
+        reference's ``sorted``)."""
+        top_score = trending[0][1] if trending else 1.0
+        if self._pos is None or not top_score:  # a zero first score: the reference's error
+            return super().popular_rows(trending)
+        listed, scores = listed_positions(self._ranked.arrays, trending)  # type: ignore[union-attr]
+        keep = np.zeros(len(self._rel_array) + 1, dtype=bool)  # the last: not in the catalog
+        keep[self._pos] = True
+        hit = keep[listed]
+        pos, score = listed[hit], scores[hit] / top_score
+        head, head_score = pos[: self.depth], score[: self.depth]
+        mean = 0.5 * head_score + 0.5 * self._rel_array[head]
+        if np.isnan(mean).any():  # NaN keys do not sort as Python sorts them
+            return super().popular_rows(trending)
+        order = np.argsort(-mean, kind="stable")
+        return Placed(pos[:10], score[:10]), Placed(head[order], mean[order])
 
     def _placed(self, ranked: Sequence[tuple[str, float]]) -> Placed:
         where = self._where

@@ -83,7 +83,9 @@ def _world(seed: int) -> tuple[Catalog, list[ProfileState], TopPicksModel, CoWat
 def _both(monkeypatch: pytest.MonkeyPatch, cat: Catalog, state: ProfileState | None,
           model: TopPicksModel, cowatch: CoWatchSimilarity, config: PageConfig
           ) -> tuple[bytes, bytes]:
-    trending = [(t, float(50 - i)) for i, t in enumerate(cat.title_ids()[10:60])]
+    # scores tied in threes (Trending's stable sort), a title the catalog does not hold
+    trending = [(t, float((60 - i) // 3)) for i, t in enumerate(cat.title_ids()[10:60])]
+    trending.insert(5, ("not-in-the-catalog", trending[5][1]))
 
     def page() -> bytes:
         return orjson.dumps(assemble_page(state, cat, trending, model.score_many, config,
