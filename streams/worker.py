@@ -30,9 +30,10 @@ from topics.registry import ensure_topics
 #: large long-lived heap (members' states, models, the catalog): with the defaults the
 #: collector ran ~1,000 young and ~100 older collections per 60,000 events, walking that heap,
 #: and took 0.8 of the 4 CPU seconds of an in-process drain of the bench's backlog (0.46 of
-#: 2.2 for live-shaped traffic); with these, ~25 young collections and 0.03-0.13 s: 30% more
-#: events per CPU second. Garbage in cycles is still collected, only less often.
-GC_THRESHOLDS = (20_000, 20, 100)
+#: 2.2 for live-shaped traffic); with a young threshold of 20,000, ~35 young collections and
+#: 0.16-0.24 s per 100,000 events of the backlog, with 100,000 two and 0.04 s (live-shaped
+#: traffic: under 0.03 s either way). Garbage in cycles is still collected, only less often.
+GC_THRESHOLDS = (100_000, 20, 100)
 
 
 def settle_heap() -> None:
