@@ -335,12 +335,10 @@ def _more_like(catalog: Catalog, seed: str, cowatch: CoWatchSimilarity | None, k
     ['b', 'a']
     """
     seed_genres = set(catalog.genres_of(seed))
-    content, content_only = catalog.derived(("more-like", seed), lambda: (
-        dict(content_neighbors(catalog, seed)),
-        # a title no fan co-watched scores 0.6 x its content similarity (+ 0.4 x 0.0)
-        {t: round(0.6 * s, 6) for t, s in content_neighbors(catalog, seed)}))
+    content, content_order = catalog.derived(("more-like-order", seed),
+                                             lambda: _content_order(catalog, seed))
     # (-score, id) tuples sort natively: the order of key=(-score, id)
-    keyed = {t: -v for t, v in content_only.items() if t in allowed and t not in exclude}
+    keyed: dict[str, float] = {}  # the co-watched titles' scores, over their content's
     if cowatch is not None:
         near = [(t, s) for t, s in cowatch.most_similar(seed, 2 * k, exclude=exclude)
                 if t in allowed and not seed_genres.isdisjoint(catalog.genres_of(t))]
@@ -348,8 +346,24 @@ def _more_like(catalog: Catalog, seed: str, cowatch: CoWatchSimilarity | None, k
         for t, s in near:
             keyed[t] = -round(0.6 * content.get(t, 0.0) + 0.4 * (s / top), 6)
     keyed.pop(seed, None)
-    order = sorted((v, t) for t, v in keyed.items())
+    # the best k content-only titles kept are all the content can add to the best k
+    head: list[tuple[float, str]] = []
+    for v, t in content_order:
+        if t in allowed and t not in exclude and t not in keyed and t != seed:
+            head.append((v, t))
+            if len(head) == k:
+                break
+    order = sorted([*head, *((v, t) for t, v in keyed.items())])
     return [(t, -v) for v, t in order[:k]]
+
+
+def _content_order(catalog: Catalog, seed: str
+                   ) -> tuple[dict[str, float], list[tuple[float, str]]]:
+    """``seed``'s content neighbours' similarity, and their More Like X scores without
+    co-watch (0.6 x the similarity, + 0.4 x 0.0) as ``(-score, id)``, best first."""
+    neighbours = content_neighbors(catalog, seed)
+    content_only = {t: round(0.6 * s, 6) for t, s in neighbours}
+    return dict(neighbours), sorted((-v, t) for t, v in content_only.items())
 
 
 def _genre_vector(ids: Iterable[str], catalog: Catalog) -> dict[str, float]:

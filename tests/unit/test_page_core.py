@@ -230,3 +230,35 @@ def test_the_compiled_blend_is_the_reference(n: int, data: st.DataObject) -> Non
         assert compiled is None
     else:
         assert compiled.tobytes() == reference.tobytes()
+
+
+def _more_like_by_full_sort(catalog: Catalog, seed: str, cowatch: CoWatchSimilarity, k: int,
+                            allowed: set[str], exclude: set[str]) -> list[tuple[str, float]]:
+    """More Like X scored over every content neighbour and sorted whole (the reference of
+    ``_more_like``, which reads only the best of the content neighbours' cached order)."""
+    seed_genres = set(catalog.genres_of(seed))
+    content = dict(page_module.content_neighbors(catalog, seed))
+    keyed = {t: -round(0.6 * s, 6) for t, s in content.items()
+             if t in allowed and t not in exclude}
+    near = [(t, s) for t, s in cowatch.most_similar(seed, 2 * k, exclude=exclude)
+            if t in allowed and not seed_genres.isdisjoint(catalog.genres_of(t))]
+    top = max((s for _, s in near), default=0.0) or 1.0
+    for t, s in near:
+        keyed[t] = -round(0.6 * content.get(t, 0.0) + 0.4 * (s / top), 6)
+    keyed.pop(seed, None)
+    return [(t, -v) for v, t in sorted((v, t) for t, v in keyed.items())[:k]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 3), pick=st.integers(0, 149), k=st.integers(1, 40),
+       allowed_share=st.sampled_from([1.0, 0.7, 0.2]), excluded=st.integers(0, 30))
+def test_more_like_equals_the_full_sort(seed: int, pick: int, k: int, allowed_share: float,
+                                       excluded: int) -> None:
+    cat, _, _, cowatch = _world(seed)
+    ids = cat.title_ids()
+    rng = random.Random(pick)
+    allowed = {t for t in ids if rng.random() < allowed_share}
+    exclude = set(rng.sample(ids, excluded))
+    title = ids[pick]
+    assert page_module._more_like(cat, title, cowatch, k, allowed, exclude) == \
+        _more_like_by_full_sort(cat, title, cowatch, k, allowed, exclude)
