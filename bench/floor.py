@@ -17,10 +17,12 @@ def floor_app(redis_url: str, prefix: str, max_connections: int) -> Any:
     import redis.asyncio as aioredis
     from aiohttp import web
 
+    redis_key = web.AppKey("redis", aioredis.Redis)
+
     from features.keys import page_key
 
     async def homepage(request: web.Request) -> web.Response:
-        raw = await request.app["redis"].get(page_key(prefix, request.match_info["profile_id"]))
+        raw = await request.app[redis_key].get(page_key(prefix, request.match_info["profile_id"]))
         if raw is None:
             return web.Response(status=404)
         return web.Response(body=raw, content_type="application/json")
@@ -29,10 +31,10 @@ def floor_app(redis_url: str, prefix: str, max_connections: int) -> Any:
         return web.Response(text="ok")
 
     async def pool(app: web.Application) -> Any:
-        app["redis"] = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+        app[redis_key] = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
             redis_url, max_connections=max_connections))
         yield
-        await app["redis"].aclose()
+        await app[redis_key].aclose()
 
     app = web.Application()
     app.cleanup_ctx.append(pool)
