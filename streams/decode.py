@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from topics.codec import AvroCodec, DecodeError, validate_event
 from topics.models import DeadLetter, Event
@@ -30,9 +30,9 @@ class RawMessage:
     timestamp_ms: int | None = None
 
 
-@dataclass(frozen=True)
-class SourcedEvent:
-    """A decoded event with the message it came in (for dead letters naming its origin)."""
+class SourcedEvent(NamedTuple):
+    """A decoded event with the message it came in (for dead letters naming its origin; a
+    named tuple: one is made for every event consumed)."""
 
     event: Event
     message: RawMessage
@@ -109,6 +109,7 @@ class MessageDecoder:
             n_events = len(raw)
             single = n_events == 1
             key = m.key.decode("utf-8", "replace") if m.key else None
+            ref_ms = self._reference_ms(m)
             for i, (name, record) in enumerate(raw):
                 try:
                     ev = validate_event(name, record, index=i)
@@ -123,6 +124,9 @@ class MessageDecoder:
                            f"{key!r}", "KeyMismatch", event_id=ev.event_id,
                         value=None if single else self.codec.encode(name, record)))
                     continue
+                if (ev.event_ts_ms - ref_ms) / 1000.0 <= self.max_future_skew_s:
+                    events.append(SourcedEvent(ev, m, n_events))
+                    continue
                 future = self.future_reason(ev.event_ts_ms, m)
                 if future is not None:
                     letters.append(self.letter(
@@ -134,14 +138,20 @@ class MessageDecoder:
                 events.append(SourcedEvent(ev, m, n_events))
         return events, letters
 
+    def _reference_ms(self, m: RawMessage) -> int:
+        """What an event of ``m`` is judged against: the message's timestamp, or the wall
+        clock when it has none (read once a message)."""
+        if m.timestamp_ms is not None and m.timestamp_ms > 0:
+            return m.timestamp_ms
+        return int(self.clock() * 1000)
+
     def future_reason(self, event_ts_ms: int, m: RawMessage) -> str | None:
         """Why an event stamped ``event_ts_ms`` is too far in the future for its message
         (``None`` when it is not): its time against the message's timestamp, or against the
         wall clock when the message has none."""
-        if m.timestamp_ms is not None and m.timestamp_ms > 0:
-            ref_ms, ref = m.timestamp_ms, "its message's broker timestamp"
-        else:
-            ref_ms, ref = int(self.clock() * 1000), "the worker's clock"
+        ref_ms = self._reference_ms(m)
+        ref = ("its message's broker timestamp" if m.timestamp_ms is not None
+               and m.timestamp_ms > 0 else "the worker's clock")
         ahead_s = (event_ts_ms - ref_ms) / 1000.0
         if ahead_s <= self.max_future_skew_s:
             return None
