@@ -17,9 +17,9 @@ def floor_app(redis_url: str, prefix: str, max_connections: int) -> Any:
     import redis.asyncio as aioredis
     from aiohttp import web
 
-    redis_key = web.AppKey("redis", aioredis.Redis)
-
     from features.keys import page_key
+
+    redis_key = web.AppKey("redis", aioredis.Redis)
 
     async def homepage(request: web.Request) -> web.Response:
         raw = await request.app[redis_key].get(page_key(prefix, request.match_info["profile_id"]))

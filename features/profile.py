@@ -214,21 +214,25 @@ class ProfileState:
         return cls(**raw)
 
     # -- derived features -----------------------------------------------------------------
-    def has_seen(self, event_id: str) -> bool:
-        """Whether ``event_id`` is among the last applied events' ids (:attr:`seen_ids`)."""
+    def _seen(self) -> set[str]:
+        """:attr:`seen_ids` as a set, in step with the list."""
         seen = self._seen_set
         if seen is None or len(seen) != len(self.seen_ids):
             seen = self._seen_set = set(self.seen_ids)
-        return event_id in seen
+        return seen
+
+    def has_seen(self, event_id: str) -> bool:
+        """Whether ``event_id`` is among the last applied events' ids (:attr:`seen_ids`)."""
+        return event_id in self._seen()
 
     def note_seen(self, event_id: str, window: int) -> None:
         """Remember ``event_id`` as applied, forgetting the oldest beyond ``window`` ids."""
-        self.has_seen(event_id)  # the set, in step with the list
+        seen = self._seen()
         self.seen_ids.append(event_id)
-        self._seen_set.add(event_id)  # type: ignore[union-attr]
+        seen.add(event_id)
         if len(self.seen_ids) > window:
             cut = len(self.seen_ids) - window
-            self._seen_set.difference_update(self.seen_ids[:cut])  # type: ignore[union-attr]
+            seen.difference_update(self.seen_ids[:cut])
             del self.seen_ids[:cut]
 
     def continue_watching(self) -> list[str]:

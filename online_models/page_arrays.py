@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -20,6 +20,8 @@ from features.catalog import Catalog, CatalogArrays
 
 if TYPE_CHECKING:
     from online_models.page import CandidateRow
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -64,58 +66,65 @@ def new_release_mask(catalog: Catalog, today: int, days: int) -> np.ndarray:
     return catalog.derived(("new-releases", today, days), build)
 
 
-#: Popularity lists recently turned into arrays (:func:`popularity_by_position`).
-_POPULARITY: OrderedDict[int, tuple[object, CatalogArrays, int, np.ndarray]] = OrderedDict()
+#: Arrays made of popularity lists (:func:`popularity_by_position`, :func:`listed_positions`),
+#: each cache keyed by the list's id (:func:`_per_list`).
+_POPULARITY: OrderedDict[int, tuple[object, CatalogArrays, int, object]] = OrderedDict()
+_LISTED: OrderedDict[int, tuple[object, CatalogArrays, int, object]] = OrderedDict()
 _POPULARITY_KEPT = 64
+
+
+def _per_list(cache: OrderedDict[int, tuple[object, CatalogArrays, int, object]],
+              arr: CatalogArrays, src: Sequence[tuple[str, float]],
+              build: Callable[[], T]) -> T:
+    """``build()`` for the list ``src``, kept in ``cache`` for the last ``_POPULARITY_KEPT``
+    lists: a worker ranks every page of a country with the same list object for up to a
+    render window. An entry holds its list, its length and the catalog arrays and is used
+    only for those very objects (a list's id is not reused while the entry holds it; the
+    lists are not changed in place)."""
+    hit = cache.get(id(src))
+    if hit is not None and hit[0] is src and hit[1] is arr and hit[2] == len(src):
+        cache.move_to_end(id(src))
+        return hit[3]  # type: ignore[return-value]
+    made = build()
+    cache[id(src)] = (src, arr, len(src), made)
+    while len(cache) > _POPULARITY_KEPT:
+        cache.popitem(last=False)
+    return made
 
 
 def popularity_by_position(arr: CatalogArrays, src: Sequence[tuple[str, float]]
                             ) -> np.ndarray:
     """Each catalog title's popularity (its score in ``src`` over the first's, 0 when not
-    listed), kept for the last ``_POPULARITY_KEPT`` lists: a worker ranks every page of a
-    country with the same list object for up to a render window. An entry holds its list,
-    its length and the catalog arrays and is used only for those very objects (a list's id
-    is not reused while the entry holds it; the lists are not changed in place)."""
-    hit = _POPULARITY.get(id(src))
-    if hit is not None and hit[0] is src and hit[1] is arr and hit[2] == len(src):
-        _POPULARITY.move_to_end(id(src))
-        return hit[3]
-    top = src[0][1] if src and src[0][1] > 0 else 1.0
-    full = np.zeros(len(arr))
-    pos = arr.pos
-    for t, s in src:  # a title listed twice keeps its last score, as a dict would
-        i = pos.get(t)
-        if i is not None:
-            full[i] = s / top
-    full.flags.writeable = False
-    _POPULARITY[id(src)] = (src, arr, len(src), full)
-    while len(_POPULARITY) > _POPULARITY_KEPT:
-        _POPULARITY.popitem(last=False)
-    return full
+    listed), kept per list (:func:`_per_list`)."""
 
+    def build() -> np.ndarray:
+        top = src[0][1] if src and src[0][1] > 0 else 1.0
+        full = np.zeros(len(arr))
+        pos = arr.pos
+        for t, s in src:  # a title listed twice keeps its last score, as a dict would
+            i = pos.get(t)
+            if i is not None:
+                full[i] = s / top
+        full.flags.writeable = False
+        return full
 
-#: The lists' catalog positions and scores (:func:`listed_positions`), kept as
-#: ``_POPULARITY`` keeps their popularity.
-_LISTED: OrderedDict[int, tuple[object, ...]] = OrderedDict()
+    return _per_list(_POPULARITY, arr, src, build)
 
 
 def listed_positions(arr: CatalogArrays, src: Sequence[tuple[str, float]]
                      ) -> tuple[np.ndarray, np.ndarray]:
     """The titles of ``src`` as catalog positions (``len(arr)`` for a title the catalog
-    does not hold) and their scores, in the list's order, kept for the last
-    ``_POPULARITY_KEPT`` lists as :func:`popularity_by_position` keeps its arrays."""
-    hit = _LISTED.get(id(src))
-    if hit is not None and hit[0] is src and hit[1] is arr and hit[2] == len(src):
-        _LISTED.move_to_end(id(src))
-        return hit[3], hit[4]  # type: ignore[return-value]
-    missing, where = len(arr), arr.pos
-    pos = np.array([where.get(t, missing) for t, _ in src], dtype=np.int64)
-    scores = np.array([s for _, s in src], dtype=float)
-    pos.flags.writeable = scores.flags.writeable = False
-    _LISTED[id(src)] = (src, arr, len(src), pos, scores)
-    while len(_LISTED) > _POPULARITY_KEPT:
-        _LISTED.popitem(last=False)
-    return pos, scores
+    does not hold) and their scores, in the list's order, kept per list
+    (:func:`_per_list`)."""
+
+    def build() -> tuple[np.ndarray, np.ndarray]:
+        missing, where = len(arr), arr.pos
+        pos = np.array([where.get(t, missing) for t, _ in src], dtype=np.int64)
+        scores = np.array([s for _, s in src], dtype=float)
+        pos.flags.writeable = scores.flags.writeable = False
+        return pos, scores
+
+    return _per_list(_LISTED, arr, src, build)
 
 
 def genre_counts(catalog: Catalog) -> np.ndarray:

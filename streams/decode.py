@@ -109,7 +109,7 @@ class MessageDecoder:
             n_events = len(raw)
             single = n_events == 1
             key = m.key.decode("utf-8", "replace") if m.key else None
-            ref_ms = self._reference_ms(m)
+            reference = self._reference(m)
             for i, (name, record) in enumerate(raw):
                 try:
                     ev = validate_event(name, record, index=i)
@@ -124,10 +124,7 @@ class MessageDecoder:
                            f"{key!r}", "KeyMismatch", event_id=ev.event_id,
                         value=None if single else self.codec.encode(name, record)))
                     continue
-                if (ev.event_ts_ms - ref_ms) / 1000.0 <= self.max_future_skew_s:
-                    events.append(SourcedEvent(ev, m, n_events))
-                    continue
-                future = self.future_reason(ev.event_ts_ms, m)
+                future = self.future_reason(ev.event_ts_ms, m, reference)
                 if future is not None:
                     letters.append(self.letter(
                         m, future if single else future + "; value is this event re-encoded "
@@ -138,20 +135,19 @@ class MessageDecoder:
                 events.append(SourcedEvent(ev, m, n_events))
         return events, letters
 
-    def _reference_ms(self, m: RawMessage) -> int:
-        """What an event of ``m`` is judged against: the message's timestamp, or the wall
-        clock when it has none (read once a message)."""
+    def _reference(self, m: RawMessage) -> tuple[int, str]:
+        """What the events of ``m`` are judged against, in ms, and its name: the message's
+        timestamp, or the wall clock when it has none."""
         if m.timestamp_ms is not None and m.timestamp_ms > 0:
-            return m.timestamp_ms
-        return int(self.clock() * 1000)
+            return m.timestamp_ms, "its message's broker timestamp"
+        return int(self.clock() * 1000), "the worker's clock"
 
-    def future_reason(self, event_ts_ms: int, m: RawMessage) -> str | None:
+    def future_reason(self, event_ts_ms: int, m: RawMessage,
+                      reference: tuple[int, str] | None = None) -> str | None:
         """Why an event stamped ``event_ts_ms`` is too far in the future for its message
         (``None`` when it is not): its time against the message's timestamp, or against the
-        wall clock when the message has none."""
-        ref_ms = self._reference_ms(m)
-        ref = ("its message's broker timestamp" if m.timestamp_ms is not None
-               and m.timestamp_ms > 0 else "the worker's clock")
+        wall clock when the message has none (``reference``: that, taken once a message)."""
+        ref_ms, ref = reference or self._reference(m)
         ahead_s = (event_ts_ms - ref_ms) / 1000.0
         if ahead_s <= self.max_future_skew_s:
             return None
