@@ -170,15 +170,17 @@ class _Unsupported(Exception):
 
 _INT32 = 1 << 31
 
+#: The opcodes of a :func:`reader_program` (``topics/_avro_read.pyx`` has the same).
+_OPS = {"long": 0, "int": 1, "string": 2, "double": 3, "float": 4, "boolean": 5, "null": 6,
+        "enum": 7, "record": 8, "array": 9, "union": 10}
+
 
 class _ReaderSource:
-    """The Python source of a reader for one schema, a line at a time."""
+    """The Python source of a reader for one :func:`reader_program`, a line at a time."""
 
-    def __init__(self, named: Mapping[str, Any]) -> None:
-        self.named = named
+    def __init__(self) -> None:
         self.lines: list[str] = []
         self.n = 0
-        self.open: set[str] = set()  # records being written (a recursive one is unsupported)
 
     def var(self) -> str:
         self.n += 1
@@ -201,70 +203,55 @@ class _ReaderSource:
             self.emit(depth, f"if not -{_INT32} <= {var} < {_INT32}: "
                              "raise ValueError('int out of range')")
 
-    def value(self, schema: Any, depth: int, var: str) -> None:
-        """Read one value of ``schema`` into ``var``."""
-        if isinstance(schema, str) and schema in self.named:
-            schema = self.named[schema]
-        kind = schema.get("type") if isinstance(schema, dict) else schema
-        if isinstance(schema, dict) and "logicalType" in schema:
-            raise _Unsupported(schema["logicalType"])
-        if isinstance(kind, list):
-            self.union(kind, depth, var)
-        elif kind in ("long", "int"):
-            self.long(depth, var, 64 if kind == "long" else 32)
-        elif kind == "string":
+    def value(self, prog: tuple[Any, ...], depth: int, var: str) -> None:
+        """Read one value of the program ``prog`` into ``var``."""
+        op = prog[0]
+        if op in (_OPS["long"], _OPS["int"]):
+            self.long(depth, var, 64 if op == _OPS["long"] else 32)
+        elif op == _OPS["string"]:
             self.long(depth, "n")
             self.emit(depth, "end = pos + n",
                       "if n < 0 or end > size: raise ValueError('string past the end')",
                       f"{var} = buf[pos:end].decode(); pos = end")
-        elif kind in ("double", "float"):
-            fmt, width = ("unpack_d", 8) if kind == "double" else ("unpack_f", 4)
+        elif op in (_OPS["double"], _OPS["float"]):
+            fmt, width = ("unpack_d", 8) if op == _OPS["double"] else ("unpack_f", 4)
             self.emit(depth, f"{var}, = {fmt}(buf, pos); pos += {width}")
-        elif kind == "boolean":
+        elif op == _OPS["boolean"]:
             self.emit(depth, "b = buf[pos]; pos += 1",
                       "if b > 1: raise ValueError('boolean byte')", f"{var} = b == 1")
-        elif kind == "null":
+        elif op == _OPS["null"]:
             self.emit(depth, f"{var} = None")
-        elif kind == "enum":
+        elif op == _OPS["enum"]:
             self.long(depth, "i")
-            self.emit(depth, f"if not 0 <= i < {len(schema['symbols'])}: "
-                             "raise ValueError('enum index')",
-                      f"{var} = {tuple(schema['symbols'])!r}[i]")
-        elif kind == "record":
-            if schema["name"] in self.open:
-                raise _Unsupported("recursive record")
-            self.open.add(schema["name"])
-            fields = [(f["name"], self.var()) for f in schema["fields"]]
-            for f, (_, v) in zip(schema["fields"], fields, strict=True):
-                self.value(f["type"], depth, v)
-            self.open.discard(schema["name"])
+            self.emit(depth, f"if not 0 <= i < {len(prog[1])}: raise ValueError('enum index')",
+                      f"{var} = {prog[1]!r}[i]")
+        elif op == _OPS["record"]:
+            fields = [(name, self.var()) for name in prog[1]]
+            for field_prog, (_, v) in zip(prog[2], fields, strict=True):
+                self.value(field_prog, depth, v)
             self.emit(depth, f"{var} = {{" + ", ".join(f"{n!r}: {v}" for n, v in fields) + "}")
-        elif kind == "array":
+        elif op == _OPS["array"]:
             item = self.var()
             self.emit(depth, f"{var} = []", "while True:")
             self.long(depth + 1, "count")
             self.emit(depth + 1, "if count == 0: break",
                       "if count < 0: raise ValueError('array block with a size')",
                       "for _ in range(count):")
-            self.value(schema["items"], depth + 2, item)
+            self.value(prog[1], depth + 2, item)
             self.emit(depth + 2, f"{var}.append({item})")
         else:
-            raise _Unsupported(kind)
+            self.union(prog[1], depth, var)
 
-    def union(self, branches: list[Any], depth: int, var: str) -> None:
+    def union(self, branches: tuple[Any, ...], depth: int, var: str) -> None:
         """A union: a branch index, then that branch; a record branch as ``(name, record)``
         (fastavro's ``return_record_name``)."""
         index = self.var()
         self.long(depth, index)
-        for i, branch in enumerate(branches):
-            resolved = self.named.get(branch, branch) if isinstance(branch, str) else branch
-            record = isinstance(resolved, dict) and resolved.get("type") == "record"
-            if isinstance(resolved, dict) and resolved.get("type") in ("enum", "fixed"):
-                raise _Unsupported("named type in a union")
+        for i, (branch, record_name) in enumerate(branches):
             self.emit(depth, f"{'if' if i == 0 else 'elif'} {index} == {i}:")
-            self.value(resolved, depth + 1, var)
-            if record:
-                self.emit(depth + 1, f"{var} = ({resolved['name']!r}, {var})")
+            self.value(branch, depth + 1, var)
+            if record_name is not None:
+                self.emit(depth + 1, f"{var} = ({record_name!r}, {var})")
         self.emit(depth, "else: raise ValueError('union index')")
 
 
@@ -281,16 +268,14 @@ def compile_reader(schema: Any, compiled: bool = True) -> Callable[[bytes, int],
     an index out of range, a varint too long, an array block carrying its byte size):
     let fastavro read those, for its result or its error.
     """
-    if compiled and _avro_read is not None:
-        try:
-            return _avro_read.Reader(reader_program(schema))
-        except _Unsupported:
-            return None
-    src = _ReaderSource(_named(schema))
     try:
-        src.value(schema, 1, "out")
+        program = reader_program(schema)
     except _Unsupported:
         return None
+    if compiled and _avro_read is not None:
+        return _avro_read.Reader(program)
+    src = _ReaderSource()
+    src.value(program, 1, "out")
     name = schema.get("name", "value") if isinstance(schema, dict) else schema
     code = "\n".join(["def read(buf, pos):", "    size = len(buf)", *src.lines,
                       "    return out"])
@@ -304,17 +289,14 @@ def _named(schema: Any) -> Mapping[str, Any]:
     return schema.get("__named_schemas", {}) if isinstance(schema, dict) else {}
 
 
-#: The opcodes of a :func:`reader_program` (``topics/_avro_read.pyx`` has the same).
-_OPS = {"long": 0, "int": 1, "string": 2, "double": 3, "float": 4, "boolean": 5, "null": 6,
-        "enum": 7, "record": 8, "array": 9, "union": 10}
-
-
 def reader_program(schema: Any, named: Mapping[str, Any] | None = None,
                    open_records: frozenset[str] = frozenset()) -> tuple[Any, ...]:
-    """``schema`` as the program the compiled reader walks: ``(opcode,)`` for a primitive,
+    """``schema`` as the program the readers of :func:`compile_reader` follow (the compiled
+    one walks it, the Python one is written from it): ``(opcode,)`` for a primitive,
     ``(enum, symbols)``, ``(record, field names, field programs)``, ``(array, item
-    program)`` and ``(union, ((branch program, record name or None), ...))``; the types
-    :func:`compile_reader`'s Python does not read raise ``_Unsupported``.
+    program)`` and ``(union, ((branch program, record name or None), ...))``; types the
+    readers do not read (bytes, fixed, map, logical types, recursive records, named types
+    other than records in unions) raise ``_Unsupported``.
 
     >>> reader_program({"type": "array", "items": ["null", "long"]})
     (9, (10, (((6,), None), ((0,), None))))
