@@ -31,6 +31,10 @@ from topics.models import Title
 
 log = logging.getLogger(__name__)
 
+#: Least seconds between two refreshes a request for an unknown title asks for
+#: (:meth:`ServingModels.refreshed_for_miss`).
+MISS_REFRESH_S = 0.25
+
 CHECKPOINT = "top-picks"
 ARTWORK_CHECKPOINT = "artwork-policy"
 #: Titles kept per country in the popularity cache.
@@ -144,6 +148,8 @@ class ServingModels:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        #: When the last refresh finished (monotonic seconds; :meth:`refreshed_for_miss`).
+        self._refreshed_at = float("-inf")
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -172,6 +178,16 @@ class ServingModels:
         propagate, so a request answers 503 rather than an empty result)."""
         if not self.loaded:
             await self.refresh(only_if_unloaded=True)
+        return self.snapshot
+
+    async def refreshed_for_miss(self) -> CatalogSnapshot:
+        """The snapshot after one more refresh, unless one finished within the last
+        :data:`MISS_REFRESH_S`: for a request naming a title the snapshot lacks, which a page
+        made from a newer catalog than the last refresh saw may name (a process that started
+        before the catalog was stored, or a title added since). Bounded, so requests for
+        titles that do not exist cost Redis at most two small reads that often."""
+        if time.monotonic() - self._refreshed_at >= MISS_REFRESH_S:
+            await self.refresh()
         return self.snapshot
 
     async def _refresh_loop(self) -> None:
@@ -206,6 +222,7 @@ class ServingModels:
                 log.info("catalog version %d loaded: %d titles", version, len(titles))
             self.loaded = True
             self.refreshes += 1
+            self._refreshed_at = time.monotonic()
 
     async def _load_artwork(self, loop: asyncio.AbstractEventLoop, art: bytes | None) -> None:
         if art is None:

@@ -42,9 +42,11 @@ from aiohttp import web
 from features.keys import default_page_key, page_key
 from features.store import PipelineStore
 from homestream.settings import Settings
+from serving.catalog_cache import CatalogSnapshot
 from serving.http import MODELS, SETTINGS, STORE, json_response
 from serving.page_stream import PageUpdateHub, TopicFeed
 from serving.validation import check_profile_id, query_limit
+from topics.models import Artwork, Title
 
 WEB_DIR = Path(__file__).with_name("web")
 #: The app's files served under ``/static/`` (the directory's files, listed once).
@@ -196,16 +198,24 @@ async def placeholder_art(request: web.Request) -> web.Response:
     404 when the catalog has no such title or the title no such artwork."""
     title_id = request.match_info["title_id"]
     artwork_id = request.match_info["artwork_id"]
-    snap = await request.app[MODELS].ensure()
-    title = snap.catalog.get(title_id)
-    if title is None:
+    models = request.app[MODELS]
+    found = _artwork(await models.ensure(), title_id, artwork_id)
+    if found is None:  # a page made from a newer catalog than this process last read
+        found = _artwork(await models.refreshed_for_miss(), title_id, artwork_id)
+    if found is None:
         raise web.HTTPNotFound()
-    art = next((a for a in title.artwork if a.artwork_id == artwork_id), None)
-    if art is None:
-        raise web.HTTPNotFound()
+    title, art = found
     return web.Response(text=placeholder_svg(title.name, art.artwork_id, list(art.tags)),
                         content_type="image/svg+xml",
                         headers={"Cache-Control": "public, max-age=300"})
+
+
+def _artwork(snap: CatalogSnapshot, title_id: str, artwork_id: str
+             ) -> tuple[Title, Artwork] | None:
+    """The title and its artwork candidate in ``snap`` (``None``: either is missing)."""
+    title = snap.catalog.get(title_id)
+    art = next((a for a in title.artwork if a.artwork_id == artwork_id), None) if title else None
+    return None if title is None or art is None else (title, art)
 
 
 # -- data for the pages -------------------------------------------------------------------------

@@ -11,7 +11,6 @@ It is never skipped. ``python -m bench.webapp`` times the same play-to-browser p
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import time
 import urllib.request
@@ -100,14 +99,19 @@ def test_home_page_renders_and_follows_a_play_live_in_chromium(
         # the first screen's images are the server's placeholders, loaded by the browser;
         # queried afresh on each poll: a page update that arrives meanwhile (the live stream)
         # replaces the img elements, and a replaced image's decode() is rejected
+        # (the images are listed by the same evaluation that finds them loaded: an update
+        # landing between a check and a later listing would list images not loaded yet)
         first_screen = "#page section.row:nth-of-type(-n+2) figure.tile img"
-        loaded = """sel => { const imgs = [...document.querySelectorAll(sel)];
-            return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0); }"""
-        with contextlib.suppress(PlaywrightTimeout):  # the assertion below says what is missing
-            tab.wait_for_function(loaded, arg=first_screen, timeout=15_000)
-        images = tab.eval_on_selector_all(first_screen, """imgs => imgs.map(
-            i => [i.getAttribute('src'), i.complete, i.naturalWidth])""")
-        assert images and all(src.startswith("/art/") and w > 0 for src, _, w in images), images
+        listed = """sel => [...document.querySelectorAll(sel)].map(
+            i => [i.getAttribute('src'), i.complete, i.naturalWidth])"""
+        loaded = f"""sel => {{ const imgs = ({listed})(sel);
+            return imgs.length > 0 && imgs.every(([, done, w]) => done && w > 0) && imgs; }}"""
+        try:
+            images = tab.wait_for_function(loaded, arg=first_screen, timeout=15_000).json_value()
+        except PlaywrightTimeout:  # the assertion below says what is missing
+            images = tab.evaluate(listed, first_screen)
+        assert images and all(src.startswith("/art/") and w > 0 for src, _, w in images), [
+            i for i in images if not i[0].startswith("/art/") or i[2] <= 0]
         hover = tab.get_attribute("#page figure.tile", "title")
         assert "score" in hover and "propensity" in hover, hover
         tab.screenshot(path=str(tmp_path / "home-before.png"), full_page=False)

@@ -19,6 +19,7 @@ from confluent_kafka import TopicPartition
 
 from features.store import InMemoryStore
 from homestream.settings import Settings
+from serving import catalog_cache
 from serving.app import create_app
 from serving.impressions import ImpressionLogger
 from serving.page_stream import (
@@ -307,3 +308,39 @@ def test_bench_webapp_exits_non_zero_when_the_p99_misses_the_target(
     out = orjson.loads(capsys.readouterr().out)
     assert out["ok"] is (rc == 0) and out["plays"] == len(times)
     assert out["max_ms"] == max(times)
+
+
+class CountingStore(InMemoryStore):
+    """Counts the catalog version reads (one per refresh)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.version_reads = 0
+
+    async def catalog_version(self) -> int:
+        self.version_reads += 1
+        return await super().catalog_version()
+
+
+async def test_artwork_of_a_title_newer_than_the_loaded_catalog_is_served_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page made from a newer catalog than the process last read (it started before the
+    catalog was stored) names titles its snapshot lacks: a miss refreshes first, at most
+    once per ``MISS_REFRESH_S``, before answering 404."""
+    monkeypatch.setattr(catalog_cache, "MISS_REFRESH_S", 0.2)
+    store = CountingStore()
+    async with serve(store) as (client, _, _):
+        assert (await client.get("/art/t1/t1-art0.svg")).status == 404  # nothing stored yet
+        await store.put_titles([title("t1", "New", [["dark"]])])
+        reads = store.version_reads
+        # within the bound of the last refresh: no store read, still unknown
+        assert (await client.get("/art/t1/t1-art0.svg")).status == 404
+        assert store.version_reads == reads
+        await asyncio.sleep(0.25)
+        resp = await client.get("/art/t1/t1-art0.svg")  # the periodic refresh is 2 s away
+        assert resp.status == 200 and "New" in await resp.text()
+        assert store.version_reads == reads + 1
+        # an artwork the title does not have: 404 after one bounded refresh, not one a request
+        for _ in range(5):
+            assert (await client.get("/art/t1/t1-art9.svg")).status == 404
+        assert store.version_reads <= reads + 2
