@@ -182,10 +182,12 @@ class ServingModels:
 
     async def refreshed_for_miss(self) -> CatalogSnapshot:
         """The snapshot after one more refresh, unless one finished within the last
-        :data:`MISS_REFRESH_S`: for a request naming a title the snapshot lacks, which a page
-        made from a newer catalog than the last refresh saw may name (a process that started
-        before the catalog was stored, or a title added since). Bounded, so requests for
-        titles that do not exist cost Redis at most two small reads that often."""
+        :data:`MISS_REFRESH_S`: for a request the snapshot cannot answer because a page was
+        made from a newer catalog than the last refresh saw (a process that started before
+        the catalog was stored, or a title added since): the home page of a member with a
+        page while no catalog is loaded, the placeholder art of a title it lacks. Bounded,
+        so requests for titles that do not exist cost Redis at most two small reads that
+        often."""
         if time.monotonic() - self._refreshed_at >= MISS_REFRESH_S:
             await self.refresh()
         return self.snapshot

@@ -325,8 +325,7 @@ async def build_page(app: web.Application, profile_id: str, country: str | None,
     if page["rows"] and not len(snap.catalog):
         # pages exist but no catalog was loaded yet (the server started first): load it now
         # rather than serving a page without artwork decisions
-        await models.refresh()
-        snap = models.snapshot
+        snap = await models.refreshed_for_miss()
     page["kids"] = meta.kids
     page["max_rating"] = rules.max_rating_for(meta)
     page["variant"] = app[EXPERIMENT].variant_of(profile_id)

@@ -3,6 +3,7 @@ logged with the impressions that show them."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import orjson
@@ -184,3 +185,25 @@ def test_the_page_step_chooses_what_title_by_title_decisions_would() -> None:
             assert (t.title_id in new) == d.is_new
         assert "x1" not in new and {"x2", "x4"} <= set(new)
         assert batched._rng.random() == single._rng.random()  # the same number of draws
+
+
+async def test_a_server_started_before_the_catalog_chooses_artwork_once_it_is_stored(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages exist but the process loaded an empty catalog (it started first): the request
+    refreshes the snapshot (``ServingModels.refreshed_for_miss``) instead of serving the
+    page without artwork decisions until the next periodic refresh."""
+    from serving import catalog_cache
+
+    monkeypatch.setattr(catalog_cache, "MISS_REFRESH_S", 0.05)
+    store = InMemoryStore()
+    logger = ImpressionLogger("imp", Recorder())
+    app = create_app(Settings(artwork_policy="epsilon_greedy"), store=store, impressions=logger)
+    async with TestClient(TestServer(app)) as client:
+        assert (await client.get("/v1/homepage/p1?country=US")).status == 200  # empty loaded
+        await store.put_titles(TITLES)
+        await store.write_pages({"p1": stored_page()}, {})
+        await asyncio.sleep(0.1)  # past the bound, well before the 2 s periodic refresh
+        page = await (await client.get("/v1/homepage/p1?country=US")).json()
+        await logger.drain()
+    assert [i["title_id"] for i in page["rows"][0]["items"]] == [t.title_id for t in TITLES]
+    assert set(await store.load_artwork("p1")) == {t.title_id for t in TITLES}
