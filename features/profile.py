@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from pydantic import BaseModel, ConfigDict
@@ -100,30 +100,34 @@ class FeatureParams:
     member_titles_max: int = 500
 
 
-@dataclass
 class Effects:
-    """What applying one event asks the rest of the pipeline to do."""
+    """What applying one event asks the rest of the pipeline to do (one is made for every
+    event: a plain class with slots, no dataclass machinery)."""
 
-    duplicate: bool = False
-    page_changed: bool = False
-    #: ``(title_id, target)`` training labels for the profile-title model.
-    labels: list[tuple[str, float]] = field(default_factory=list)
-    #: ``(country, title_id, event_ts_ms)`` play starts for trending counts.
-    plays: list[tuple[str, str, int]] = field(default_factory=list)
-    #: Titles that became watches (for item-to-item co-watch learning).
-    watched: list[str] = field(default_factory=list)
-    #: Settled artwork decisions: ``ArtworkReward`` records (reward 1 = a quality play in
-    #: the window after the impression, 0 = none).
-    art_rewards: list[ArtworkReward] = field(default_factory=list)
-    #: Row kinds of the impressions applied (one entry per impression).
-    row_exposures: list[str] = field(default_factory=list)
-    #: Row kinds credited with a first play of a title shown in them (one per play).
-    row_takes: list[str] = field(default_factory=list)
+    __slots__ = ("art_rewards", "duplicate", "labels", "page_changed", "plays",
+                 "row_exposures", "row_takes", "watched")
+
+    def __init__(self) -> None:
+        self.duplicate = False
+        self.page_changed = False
+        #: ``(title_id, target)`` training labels for the profile-title model.
+        self.labels: list[tuple[str, float]] = []
+        #: ``(country, title_id, event_ts_ms)`` play starts for trending counts.
+        self.plays: list[tuple[str, str, int]] = []
+        #: Titles that became watches (for item-to-item co-watch learning).
+        self.watched: list[str] = []
+        #: Settled artwork decisions: ``ArtworkReward`` records (reward 1 = a quality play
+        #: in the window after the impression, 0 = none).
+        self.art_rewards: list[ArtworkReward] = []
+        #: Row kinds of the impressions applied (one entry per impression).
+        self.row_exposures: list[str] = []
+        #: Row kinds credited with a first play of a title shown in them (one per play).
+        self.row_takes: list[str] = []
 
 
-@dataclass(frozen=True)
-class ArtworkReward:
-    """The outcome of one artwork decision, for the bandit to learn from."""
+class ArtworkReward(NamedTuple):
+    """The outcome of one artwork decision, for the bandit to learn from (a named tuple:
+    one is made for every settled decision, about one in three events)."""
 
     title_id: str
     artwork_id: str

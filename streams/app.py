@@ -26,6 +26,7 @@ from streams.health import WorkerHealth, install_worker_health
 from streams.learning import LearningRecord
 from streams.memory import MemoryProbe
 from streams.metrics import CountedDeadLetters, WorkerMetrics
+from streams.outage import skip_transient
 from streams.page_publisher import ProducerPageUpdates
 from streams.processor import DeadLetterSink, EventProcessor, PageUpdateSink, RawMessage
 from streams.rebuild import install_rebuilder
@@ -375,13 +376,18 @@ def _model_and_page_timers(app: faust.App, settings: Settings, processor: EventP
                 log.debug("settled %d expired artwork decisions with reward 0", n)
 
     if settings.render_window_ms > 0:
-        @app.timer(processor.renderer.flush_interval_s)
+        @app.task
         async def held_pages() -> None:
-            # pages the render window queued, once their member's window ended
-            try:
-                await processor.flush_pages()
-            except NotReady:  # stopping: the producer is gone (the final flush ran before)
-                log.info("queued pages not published: the worker is stopping")
+            # pages the render window queued, once their member's window ended: a tick every
+            # quarter window (a timer's, riding out outages), and one as soon as a backlog
+            # the consumer was catching up on runs out
+            flush = skip_transient(processor.flush_pages)
+            while not app.should_stop:
+                await processor.next_flush(processor.renderer.flush_interval_s)
+                try:
+                    await flush()
+                except NotReady:  # stopping: the producer is gone (the final flush ran)
+                    log.info("queued pages not published: the worker is stopping")
 
         @app.on_partitions_revoked.connect
         async def _drop_revoked_pages(app: faust.App, revoked: set[Any], **kwargs: Any) -> None:

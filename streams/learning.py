@@ -148,15 +148,24 @@ class LearningRecord:
             self.sources, (self.labels, self.watches, self.artwork, self.rows))
 
 
+#: Builds a named tuple from a tuple of its fields without its Python-level ``__new__``
+#: (the builder makes one for every learning item: about one an event).
+_make = tuple.__new__
+
+
 class RecordBuilder:
     """Collects a batch's learning items; source topic-partitions get small indexes."""
 
     def __init__(self) -> None:
         self.record = LearningRecord()
         self._src: dict[tuple[str, int], int] = {}
+        self._last: tuple[str | None, int, int] = (None, 0, NO_SOURCE)
 
     def src(self, topic: str | None, partition: int) -> int:
         """The index of ``topic:partition`` in the record (``NO_SOURCE`` for ``None``)."""
+        last = self._last
+        if last[0] == topic and last[1] == partition:  # a message's events come in a row
+            return last[2]
         if topic is None:
             return NO_SOURCE
         key = (topic, partition)
@@ -164,28 +173,29 @@ class RecordBuilder:
         if i is None:
             i = self._src[key] = len(self.record.sources)
             self.record.sources.append(f"{topic}:{partition}")
+        self._last = (topic, partition, i)
         return i
 
     def label(self, topic: str | None, partition: int, offset: int, profile_id: str,
               title_id: str, target: float) -> None:
-        self.record.labels.append(LabelItem(self.src(topic, partition), offset, profile_id,
-                                            title_id, float(target)))
+        self.record.labels.append(_make(LabelItem, (
+            self.src(topic, partition), offset, profile_id, title_id, float(target))))
 
     def watch(self, topic: str | None, partition: int, offset: int, history: Sequence[str],
               title_id: str) -> None:
-        self.record.watches.append(WatchItem(self.src(topic, partition), offset,
-                                             list(history), title_id))
+        self.record.watches.append(_make(WatchItem, (
+            self.src(topic, partition), offset, list(history), title_id)))
 
     def artwork(self, topic: str | None, partition: int, offset: int, context_json: str,
                 artwork_id: str, tags: Sequence[str], reward: float, policy: str) -> None:
-        self.record.artwork.append(ArtworkItem(self.src(topic, partition), offset,
-                                               context_json, artwork_id, list(tags),
-                                               float(reward), policy))
+        self.record.artwork.append(_make(ArtworkItem, (
+            self.src(topic, partition), offset, context_json, artwork_id, list(tags),
+            float(reward), policy)))
 
     def row(self, topic: str | None, partition: int, offset: int, kind: str,
             exposures: float, takes: float) -> None:
-        self.record.rows.append(RowItem(self.src(topic, partition), offset, kind,
-                                        float(exposures), float(takes)))
+        self.record.rows.append(_make(RowItem, (
+            self.src(topic, partition), offset, kind, float(exposures), float(takes))))
 
     def build(self) -> LearningRecord:
         return self.record

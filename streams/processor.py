@@ -19,6 +19,7 @@ commit, render) read best next to each other; every other concern lives in its o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -93,6 +94,10 @@ BEHIND_S = 0.1
 #: the head of the queue) instead of rendered in the batch, so a member's page is rendered
 #: once when the backlog is caught up instead of once per window while it is.
 CATCH_UP_S = 1.0
+#: A consumer catching up that has not finished an event batch for this long has run out
+#: of backlog (its next batch would have started within ``batch_within_s``): the page timer
+#: is woken then to render the pages queued meanwhile, instead of at its next tick.
+CATCH_UP_IDLE_S = 0.05
 #: A sourced event's event time (the sort key of a member's events, read in C).
 _EVENT_TS = attrgetter("event.event_ts_ms")
 
@@ -236,6 +241,8 @@ class EventProcessor:
         #: Whether the last batch showed the consumer catching up on a backlog
         #: (:data:`CATCH_UP_S`): first pages are then queued too.
         self._catching_up = False
+        #: What wakes the page timer early when a backlog runs out (:meth:`next_flush`).
+        self._flush_wake = asyncio.Event()
         #: A batch that fails because Redis is unreachable is retried whole (streams.outage).
         self.outage_backoff = Backoff(settings.outage_retry_initial_s,
                                       settings.outage_retry_max_s)
@@ -455,8 +462,26 @@ class EventProcessor:
                                                self.outage_stats)
             except Exception as exc:  # not an outage: find the poisoned events, keep the rest
                 report = await isolate_batch(self, messages, exc)
+            finally:
+                if self._catching_up:
+                    asyncio.get_running_loop().call_later(
+                        CATCH_UP_IDLE_S, self._wake_if_caught_up, self._batches_started)
         report.stages_ms["lock"] = waited_ms
         return report
+
+    def _wake_if_caught_up(self, batches: int) -> None:
+        """Wake the page timer when no batch followed batch number ``batches`` (one of a
+        backlog) within :data:`CATCH_UP_IDLE_S` and pages are queued: the backlog ran out,
+        so its members' pages render now, not at the timer's next tick."""
+        if self._batches_started == batches and self.renderer.held:
+            self._flush_wake.set()
+
+    async def next_flush(self, interval_s: float) -> None:
+        """Wait for the page timer's next tick: ``interval_s``, or less when a backlog the
+        consumer was catching up on ran out with pages queued."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._flush_wake.wait(), interval_s)
+        self._flush_wake.clear()
 
     def _lag_s(self, messages: Sequence[RawMessage]) -> float:
         """How far behind the consumer is: seconds since the batch's newest message was
@@ -620,24 +645,21 @@ class EventProcessor:
         goes to the learner, which skips what it learned before)."""
         m, inline = se.message, self.learns_inline
         src = (None if inline else m.topic, m.partition, m.offset)
-        for r in fx.art_rewards:
-            report.art_rewards += 1
-            report.quality_plays += r.reward > 0
-            if not self._learn_from or r.policy in self._learn_from:
-                b.artwork(*src, r.context_json, r.artwork_id, self._artwork_tags(r),
-                          r.reward, r.policy)
+        if fx.art_rewards:
+            tags = self._artwork_tag_map()
+            for r in fx.art_rewards:
+                report.art_rewards += 1
+                report.quality_plays += r.reward > 0
+                if not self._learn_from or r.policy in self._learn_from:
+                    b.artwork(*src, r.context_json, r.artwork_id,
+                              tags.get((r.title_id, r.artwork_id), ()), r.reward, r.policy)
         for tid in fx.watched:
             b.watch(*src, [h for h in history if h != tid], tid)
-        pid, model = state.profile_id, self.models.model
-        rng = model.sampling_rng if inline else self._rng
-        for tid, y in fx.labels:
-            b.label(*src, pid, tid, y)
-            report.labels += 1
-            if y > 0.0:
-                for neg in sample_negatives(rng, tid, self._catalog_ids, state.engaged,
-                                            model.n_negatives):
-                    b.label(*src, pid, neg, 0.0)
-        if fx.row_exposures or fx.row_takes:
+        if fx.labels:
+            self._collect_labels(src, state, fx.labels, b, report)
+        if len(fx.row_exposures) == 1 and not fx.row_takes:  # an impression: the usual case
+            b.row(*src, fx.row_exposures[0], 1, 0)
+        elif fx.row_exposures or fx.row_takes:
             counts: dict[str, list[int]] = {}  # kind -> [exposures, takes], first seen first
             for kind in fx.row_exposures:
                 counts.setdefault(kind, [0, 0])[0] += 1
@@ -645,6 +667,20 @@ class EventProcessor:
                 counts.setdefault(kind, [0, 0])[1] += 1
             for kind, (exposed, taken) in counts.items():
                 b.row(*src, kind, exposed, taken)
+
+    def _collect_labels(self, src: tuple[str | None, int, int], state: ProfileState,
+                        labels: Sequence[tuple[str, float]], b: RecordBuilder,
+                        report: BatchReport) -> None:
+        """Top Picks labels of one event, a positive's sampled negatives after it."""
+        pid, model = state.profile_id, self.models.model
+        rng = model.sampling_rng if self.learns_inline else self._rng
+        for tid, y in labels:
+            b.label(*src, pid, tid, y)
+            report.labels += 1
+            if y > 0.0:
+                for neg in sample_negatives(rng, tid, self._catalog_ids, state.engaged,
+                                            model.n_negatives):
+                    b.label(*src, pid, neg, 0.0)
 
     def _collect_trending(self, plays: Sequence[tuple[str, str, int]],
                           trending: list[TrendingIncrement]) -> None:
@@ -665,11 +701,14 @@ class EventProcessor:
 
     def _artwork_tags(self, r: ArtworkReward) -> tuple[str, ...]:
         """The tags of the decision's artwork in the catalog (none when it is gone)."""
+        return self._artwork_tag_map().get((r.title_id, r.artwork_id), ())
+
+    def _artwork_tag_map(self) -> dict[tuple[str, str], tuple[str, ...]]:
+        """``(title_id, artwork_id) -> tags`` of the catalog's artwork."""
         catalog = self.catalog
-        tags = catalog.derived(("artwork-tags",), lambda: {
+        return catalog.derived(("artwork-tags",), lambda: {
             (t.title_id, a.artwork_id): tuple(a.tags) for t in catalog.titles()
             for a in t.artwork})
-        return tags.get((r.title_id, r.artwork_id), ())
 
     async def _learn(self, record: LearningRecord) -> set[str]:
         """Learn the record in place (returns the titles whose co-watch lists changed), or
@@ -774,7 +813,8 @@ class EventProcessor:
         await self.start()
         batches = self._batches_started
         written = await self.renderer.flush_due(
-            self._render_inputs(), None if final else self.renderer.flush_budget_s,
+            self._render_inputs(),
+            None if final else self.renderer.flush_budget_s,
             busy=lambda: self._batches_started != batches and self._behind,
             between=self._state_lock,
             due_only=not final)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -137,7 +136,7 @@ class PageRenderer:
             v: dataclasses.replace(page_config,
                                    rules=experiment.rules_for(v, page_config.rules))
             for v in experiment.split}
-        self._digests: OrderedDict[str, bytes] = OrderedDict()
+        self._digests: OrderedDict[str, int] = OrderedDict()
         #: Countries seen so far (their default pages are rebuilt by the timer).
         self.countries: set[str] = {ALL_COUNTRIES}
         self.window_s = settings.render_window_ms / 1000.0
@@ -436,7 +435,9 @@ class PageRenderer:
     def _rows_changed(self, profile_id: str, rows: bytes) -> bool:
         """Whether the page's rows (as JSON) differ from the member's last published ones
         (and remember them; the least recently changed members are forgotten first)."""
-        digest = hashlib.blake2b(rows, digest_size=16).digest()
+        # the interpreter's 64-bit keyed hash of the bytes: ~5x faster than blake2b on a
+        # page's ~30 KB of rows; the digests never leave this process (whose hash key it is)
+        digest = hash(rows)
         if self._digests.get(profile_id) == digest:
             return False
         self._digests[profile_id] = digest

@@ -307,6 +307,21 @@ async def test_a_member_opening_the_app_while_catching_up_gets_a_page_before_the
     assert as_of(store, "p1") == TS + 1_000  # not 29 s later, when p1's window ends
 
 
+async def test_the_page_timer_wakes_as_soon_as_a_backlog_runs_out() -> None:
+    proc, _, _ = await windowed(1000)
+    stale = TS - 2_000  # written 2.25 s before the processor's clock: a backlog
+    for i, p in enumerate(["p1", "p2"]):
+        await proc.process([RawMessage("events", 0, i, p.encode(),
+                                       play_msg(f"e{i}", p, 100, TS, i).value, stale)])
+    assert proc.renderer.held == 2  # first pages queued while catching up
+    proc._wake_if_caught_up(proc._batches_started - 1)  # another batch followed that one
+    assert not proc._flush_wake.is_set()
+    # no batch follows the last one: the timer's tick comes after CATCH_UP_IDLE_S, not 60 s
+    await asyncio.wait_for(proc.next_flush(60.0), timeout=10.0)
+    assert not proc._flush_wake.is_set()  # cleared for the next tick
+    assert await proc.flush_pages() == 2
+
+
 async def test_first_pages_queued_while_catching_up_come_before_older_changes() -> None:
     proc, _, clock = await windowed(500)
     await proc.process([play_msg("a", "old", 100, TS, 0)])
