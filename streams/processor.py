@@ -813,8 +813,7 @@ class EventProcessor:
         await self.start()
         batches = self._batches_started
         written = await self.renderer.flush_due(
-            self._render_inputs(),
-            None if final else self.renderer.flush_budget_s,
+            self._render_inputs(), None if final else self.renderer.flush_budget_s,
             busy=lambda: self._batches_started != batches and self._behind,
             between=self._state_lock,
             due_only=not final)
