@@ -5,8 +5,10 @@ backlog, let workers drain it, probe freshness under load, and the state reset b
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -88,6 +90,38 @@ def produce_backlog(settings: Any, sim: Any, n_events: int) -> tuple[int, int, f
     if delivered != n:
         raise BenchError(f"backlog: {delivered} of {n} events delivered")
     return n, messages, time.monotonic() - t0
+
+
+def inprocess_command(events: int, titles: int, profiles: int, seed: int, learner_mode: str,
+                      render_window_ms: float | None) -> list[str]:
+    """The command of :mod:`bench.inprocess` that applies the backlog's events in process: the
+    same simulator, seed, catalog and members as :func:`produce_backlog`'s (so the same
+    events, in messages of up to ``BACKLOG_BATCH_EVENTS`` of one member), the workers'
+    learner mode and render window.
+
+    >>> inprocess_command(1000, 50, 20, 7, "topic", 1000.0)[2:]  # doctest: +NORMALIZE_WHITESPACE
+    ['bench.inprocess', '--events', '1000', '--titles', '50', '--profiles', '20', '--seed',
+     '7', '--per-message', '20', '--learner-mode', 'topic', '--render-window-ms', '1000.0']
+    """
+    cmd = [sys.executable, "-m", "bench.inprocess", "--events", str(events),
+           "--titles", str(titles), "--profiles", str(profiles), "--seed", str(seed),
+           "--per-message", str(BACKLOG_BATCH_EVENTS), "--learner-mode", learner_mode]
+    if render_window_ms is not None:
+        cmd += ["--render-window-ms", str(render_window_ms)]
+    return cmd
+
+
+def inprocess_floor(cmd: Sequence[str], timeout_s: float = 900.0) -> dict[str, Any]:
+    """Run ``cmd`` (:func:`inprocess_command`) and return its JSON line: the worker's batch
+    step without Faust, the broker or Redis, in events per CPU second of this host now (the
+    floor the drains' rates are compared with, measured in the same run)."""
+    done = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout_s,
+                          check=False)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise BenchError(f"the in-process floor exited {done.returncode}: "
+                         f"{done.stderr.strip()[-2000:]}")
+    return json.loads(lines[-1])
 
 
 def raw_consume(settings: Any, topic: str, expect_messages: int,

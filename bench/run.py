@@ -8,6 +8,11 @@ synthetic catalog and lets a worker store it in Redis, then measures:
    profile per message, as player SDKs batch).
 2. ``raw_consume_per_s``: a plain confluent-kafka consumer (assigned partitions, no group
    join) reads and decodes the whole backlog: the ceiling for a Python consumer here.
+   2b. ``inprocess_*`` (``--inprocess-floor``, the default): the same events through the
+   worker's batch step in process (:mod:`bench.inprocess`: no Faust, broker or Redis), in
+   events per CPU second: how fast this host runs the worker's own Python now, the floor
+   the drains are divided by (``ratio_to_inprocess``; the plain consumer is mostly C and
+   does not move with it).
 3. ``events_per_s``: one worker drains the backlog; the rate is taken from the first change
    of the workers' ``events_applied`` counter until every event is applied and every page
    the render window queued is written (``pages_queued`` back at 0), so start-up and the
@@ -71,6 +76,8 @@ from bench.phases import (  # some re-exported (__all__): bench.serving uses the
     Presimulated,
     child,
     drain_backlog,
+    inprocess_command,
+    inprocess_floor,
     live_capacity,
     load_catalog,
     page_profile_ids,
@@ -98,6 +105,7 @@ from bench.stats import (  # some re-exported (__all__): the tests and bench.web
     percentiles,
     quantile,
     rate,
+    ratio,
     scaling_row,
     with_outside,
     worker_counts,
@@ -151,6 +159,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         "pipeline's state and drain the backlog again with as many new "
                         "workers (phase 4a: Tansu's CPU grows with the records it holds); "
                         "--no-fresh-broker: phase 4 on the earlier phases' broker and workers")
+    p.add_argument("--inprocess-floor", action=argparse.BooleanOptionalAction, default=True,
+                   help="phase 2b: apply the backlog's events in process first (bench.inprocess: "
+                        "no Faust, broker or Redis), the floor of the drains' rates in events "
+                        "per CPU second of this host now (ratio_to_inprocess)")
     p.add_argument("--workers", type=worker_counts, default=[1],
                    help="worker counts to drain the backlog with, e.g. 2,1 (runs in "
                         "descending order; the last run's workers serve the freshness "
@@ -324,13 +336,17 @@ def _record_drain(result: dict[str, Any], drain: DrainResult, n: int, n_events: 
                                                                 drain.counters),
                worker_assembly_ms_per_page_after=assembly_ms_per_page(
                    drain.counters_last_event, drain.counters))
+    row["ratio_to_inprocess"] = ratio(row["events_per_s_per_worker"],
+                                      result.get("inprocess_events_per_cpu_s"))
     result["scaling"].append(row)
-    log.info("  %d worker(s): %s events/s (%s per worker, %s of raw), %s events per worker "
+    log.info("  %d worker(s): %s events/s (%s per worker, %s of raw, %s of in-process), %s "
+             "events per worker "
              "CPU second (%s from the first batch on); first batch after %.1fs, all after "
              "%.1fs (applied at %s events/s, queued pages written %.1fs after the last); %s "
              "pages; CPU s %s", n,
              row["events_per_s"], row["events_per_s_per_worker"], row["ratio_to_raw"],
-             row["events_per_worker_cpu_s"], row["events_per_worker_cpu_s_applying"],
+             row["ratio_to_inprocess"], row["events_per_worker_cpu_s"],
+             row["events_per_worker_cpu_s_applying"],
              drain.until_first_applied_s, drain.total_s,
              row["applied_per_s"], drain.pages_after_s, row["pages_written"], row["cpu_s"])
     log.info("  to the last event %s events per worker CPU second; then %s pages in %s "
@@ -346,6 +362,7 @@ def _record_drain(result: dict[str, Any], drain: DrainResult, n: int, n_events: 
         result.update(
             events_per_s=_r(drain.events_per_s),
             events_ratio_to_raw=row["ratio_to_raw"],
+            events_ratio_to_inprocess=row["ratio_to_inprocess"],
             drain_measured_s=_r(drain.measured_s, 2),
             worker_until_first_batch_s=_r(drain.until_first_applied_s, 2),
             worker_drain_total_s=_r(drain.total_s, 2),
@@ -558,6 +575,20 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _inprocess_phase(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Phase 2b: the backlog's events through the worker's batch step in process
+    (``inprocess_*``), the floor :func:`_record_drain` divides the drains' rates by."""
+    _phase("2b. in-process floor: the backlog's events through the batch step, no I/O")
+    got = inprocess_floor(inprocess_command(args.events, args.titles, args.profiles, args.seed,
+                                            args.learner_mode, args.render_window_ms))
+    result.update(inprocess_events_per_cpu_s=got["events_per_cpu_s"],
+                  inprocess_cpu_s=got["cpu_s"], inprocess_pages=got["pages"],
+                  inprocess_ms_per_page=got["ms_per_page"])
+    log.info("  %d events in %.2f CPU s: %s events per CPU second; %d pages, %s ms each",
+             got["events"], got["cpu_s"], got["events_per_cpu_s"], got["pages"],
+             got["ms_per_page"])
+
+
 def _run_phases(args: argparse.Namespace, result: dict[str, Any], data_dir: str) -> None:
     """The phases of :func:`run_bench`, filling ``result``."""
     import redis
@@ -597,6 +628,8 @@ def _run_phases(args: argparse.Namespace, result: dict[str, Any], data_dir: str)
         result["raw_consume_msgs_per_s"] = _r(rate(got_msgs, raw_s))
         log.info("  %d events in %.2fs: %s events/s", got_events, raw_s,
                  result["raw_consume_per_s"])
+        if args.inprocess_floor:
+            _inprocess_phase(args, result)
 
         with contextlib.ExitStack() as running:
             workers, cpu_of = _drain_runs(args, result, running, stack, env, r,

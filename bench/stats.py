@@ -41,6 +41,16 @@ def rate(count: float, elapsed_s: float) -> float | None:
     return count / elapsed_s if elapsed_s > 0 else None
 
 
+def ratio(value: float | None, floor: float | None, nd: int = 3) -> float | None:
+    """``value / floor`` rounded to ``nd`` places, or ``None`` when either is unknown (or
+    the floor is 0).
+
+    >>> ratio(21_000.0, 30_000.0), ratio(None, 30_000.0), ratio(1.0, 0.0)
+    (0.7, None, None)
+    """
+    return None if value is None or not floor else round(value / floor, nd)
+
+
 def drain_rate(samples: Sequence[tuple[float, int]]) -> tuple[float | None, float]:
     """Events/s from ``(time_s, events_applied)`` samples of the worker's counter.
 

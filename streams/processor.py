@@ -807,8 +807,12 @@ class EventProcessor:
         """Render the pages the render window queued whose window ended, the longest queued
         first (a timer tick): within the tick's render budget while the consumer is behind
         (:meth:`_lag_s` over BEHIND_S), else until none is due, one slice between two batches;
-        ``final``: every queued page, without a budget (the worker stops)."""
+        ``final``: every queued page, without a budget (the worker stops). Pages the last
+        batch wrote (a batch reports its pages at its next commit) are counted here when no
+        batch followed."""
         if self.renderer.window_s <= 0 or not self.renderer.held:
+            if self._pages_unreported:
+                await self.store.commit_batch([], [], self._page_counters())
             return 0
         await self.start()
         batches = self._batches_started

@@ -8,9 +8,17 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench.phases import drain_backlog, sustained_rate
+from bench.phases import (
+    BenchError,
+    DrainResult,
+    drain_backlog,
+    inprocess_command,
+    inprocess_floor,
+    sustained_rate,
+)
 from bench.run import (
     _load_eps,
+    _record_drain,
     check_failures,
     check_targets,
     cpu_delta,
@@ -352,3 +360,35 @@ def test_a_drains_start_counters_are_its_first_polls_even_when_empty() -> None:
     drain = drain_backlog(_AfterReset(), "hs", [_Alive()], 3_000, 60.0, {})
     assert drain.counters_start == {}  # not the second poll's, which has the first pages
     assert assembly_ms_per_page(drain.counters_start, drain.counters) == 1.5
+
+
+# -- the in-process floor (phase 2b) ------------------------------------------------------------
+def test_the_in_process_floor_runs_unless_told_not_to() -> None:
+    assert parse_args([]).inprocess_floor is True
+    assert parse_args(["--no-inprocess-floor"]).inprocess_floor is False
+
+
+def test_the_in_process_floor_applies_the_backlogs_events_in_a_process_of_its_own() -> None:
+    got = inprocess_floor(inprocess_command(400, 40, 20, 7, "topic", 1000.0))
+    assert got["events"] == 400 and got["learner_mode"] == "topic"
+    assert got["events_per_cpu_s"] > 0 and got["pages"] > 0 and got["ms_per_page"] > 0
+
+
+def test_a_failing_in_process_floor_says_why() -> None:
+    with pytest.raises(BenchError, match=r"exited 2.*--events"):
+        inprocess_floor(inprocess_command(0, 40, 20, 7, "topic", None))
+
+
+def test_each_drain_is_divided_by_the_in_process_floor() -> None:
+    drain = DrainResult(events_per_s=21_000.0, measured_s=4.8, until_first_applied_s=5.0,
+                        total_s=10.0, counters={"events_applied": 100_000},
+                        cpu_s={"worker1": 6.0, "learner": 1.5})
+    result: dict = {"raw_consume_per_s": 160_000.0, "inprocess_events_per_cpu_s": 30_000.0,
+                    "scaling": []}
+    _record_drain(result, drain, 2, 100_000)
+    _record_drain(result, drain, 1, 100_000)
+    assert [row["ratio_to_inprocess"] for row in result["scaling"]] == [0.35, 0.7]
+    assert result["events_ratio_to_inprocess"] == 0.7  # the one-worker run's
+    del result["inprocess_events_per_cpu_s"]  # --no-inprocess-floor
+    _record_drain(result, drain, 1, 100_000)
+    assert result["scaling"][-1]["ratio_to_inprocess"] is None

@@ -130,6 +130,18 @@ async def test_queued_and_written_pages_are_counted_in_the_store() -> None:
     assert counters["pages_queued"] == 0 and counters["pages_written"] == 3
 
 
+async def test_the_last_batchs_pages_are_counted_at_the_next_tick_without_another_batch(
+) -> None:
+    proc, store, _ = await windowed(500)
+    await proc.process([play_msg("1", "p1", 100, TS, 0), play_msg("2", "p2", 100, TS, 1)])
+    assert (await store.counters()).get("pages_written", 0) == 0  # committed before rendering
+    assert await proc.flush_pages() == 0  # nothing queued: the tick only reports
+    counters = await store.counters()
+    assert counters["pages_written"] == 2 and counters["pages_assembled"] == 2
+    assert await proc.flush_pages() == 0
+    assert (await store.counters())["pages_written"] == 2  # reported once
+
+
 async def test_the_pages_assembled_and_their_cpu_are_counted_in_the_store() -> None:
     proc, store, clock = await windowed(500)
     await proc.process([play_msg("1", "p1", 100, TS, 0)])  # a first page: rendered now
