@@ -221,8 +221,7 @@ def scaling_row(workers: int, events_per_s: float | None, raw_per_s: float | Non
     return {
         "workers": workers, "events_per_s": _r(events_per_s),
         "events_per_s_per_worker": _r(per_worker),
-        "ratio_to_raw": None if events_per_s is None or not raw_per_s
-        else round(events_per_s / raw_per_s, 3),
+        "ratio_to_raw": ratio(events_per_s, raw_per_s),
         "workers_cpu_s": _r(total_cpu, 2),
         "events_per_worker_cpu_s": _r(rate(events, total_cpu or 0.0)),
         "cpu_s": dict(cpu_s),

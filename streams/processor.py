@@ -646,13 +646,9 @@ class EventProcessor:
         m, inline = se.message, self.learns_inline
         src = (None if inline else m.topic, m.partition, m.offset)
         if fx.art_rewards:
-            tags = self._artwork_tag_map()
-            for r in fx.art_rewards:
-                report.art_rewards += 1
-                report.quality_plays += r.reward > 0
-                if not self._learn_from or r.policy in self._learn_from:
-                    b.artwork(*src, r.context_json, r.artwork_id,
-                              tags.get((r.title_id, r.artwork_id), ()), r.reward, r.policy)
+            report.art_rewards += len(fx.art_rewards)
+            report.quality_plays += sum(r.reward > 0 for r in fx.art_rewards)
+            self.artwork_learning(src, fx.art_rewards, b)
         for tid in fx.watched:
             b.watch(*src, [h for h in history if h != tid], tid)
         if fx.labels:
@@ -699,9 +695,16 @@ class EventProcessor:
                     sums[key] = sums.get(key, 0.0) + inc
         trending += [(c, epoch, tid, inc) for (c, epoch, tid), inc in sums.items()]
 
-    def _artwork_tags(self, r: ArtworkReward) -> tuple[str, ...]:
-        """The tags of the decision's artwork in the catalog (none when it is gone)."""
-        return self._artwork_tag_map().get((r.title_id, r.artwork_id), ())
+    def artwork_learning(self, src: tuple[str | None, int, int],
+                         rewards: Sequence[ArtworkReward], b: RecordBuilder) -> None:
+        """Add the settled ``rewards`` the artwork policy learns from (those of the logging
+        policies in ``artwork_learn_from_policies``; all without it) to ``b``, each with its
+        artwork's tags in the catalog (none when it is gone); ``src``: the source message."""
+        tags, learn_from = self._artwork_tag_map(), self._learn_from
+        for r in rewards:
+            if not learn_from or r.policy in learn_from:
+                b.artwork(*src, r.context_json, r.artwork_id,
+                          tags.get((r.title_id, r.artwork_id), ()), r.reward, r.policy)
 
     def _artwork_tag_map(self) -> dict[tuple[str, str], tuple[str, ...]]:
         """``(title_id, artwork_id) -> tags`` of the catalog's artwork."""

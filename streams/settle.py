@@ -132,9 +132,5 @@ class ArtworkSettler:
     def _record(self, rewards: Sequence[ArtworkReward]) -> LearningRecord:
         """The learning of settled rewards (no source message: always learned)."""
         b = RecordBuilder()
-        learn_from = self.proc._learn_from
-        for r in rewards:
-            if not learn_from or r.policy in learn_from:
-                b.artwork(None, -1, -1, r.context_json, r.artwork_id,
-                          self.proc._artwork_tags(r), r.reward, r.policy)
+        self.proc.artwork_learning((None, -1, -1), rewards, b)
         return b.build()
